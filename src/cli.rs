@@ -1,0 +1,80 @@
+//! Command-line interface. Without a subcommand the binary runs a node.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use libp2p::Multiaddr;
+
+use crate::role::Role;
+
+#[derive(Debug, Parser)]
+#[command(name = "ipfs-kit-p2p", version, about = "Turns machines running IPFS into a self-organising cluster")]
+pub struct Cli {
+    #[command(flatten)]
+    pub node: NodeArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Flags of a running node. Each can also be set in the config file and by
+/// its environment variable; flags win over the environment, the environment
+/// over the file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NodeArgs {
+    /// master | worker | leecher [default: worker]
+    #[arg(long, env = "IPFS_KIT_P2P_ROLE", value_parser = parse_role)]
+    pub role: Option<Role>,
+
+    /// Peer to join, e.g. /ip4/192.0.2.10/tcp/4010/p2p/12D3KooW… (repeatable)
+    #[arg(long, env = "IPFS_KIT_P2P_BOOTSTRAP", value_delimiter = ',', value_parser = parse_multiaddr)]
+    pub bootstrap: Vec<Multiaddr>,
+
+    /// Address to listen on (repeatable) [default: TCP and QUIC on port 4010, all interfaces]
+    #[arg(long, env = "IPFS_KIT_P2P_LISTEN", value_delimiter = ',', value_parser = parse_multiaddr)]
+    pub listen: Vec<Multiaddr>,
+
+    /// Directory for the identity key, state and the api file [default: the platform data dir]
+    #[arg(long, global = true, env = "IPFS_KIT_P2P_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// TOML config file (see config/default.toml for every key)
+    #[arg(long, global = true, env = "IPFS_KIT_P2P_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Control API address, HOST:PORT (port 0 picks one) [default: 127.0.0.1:5010]
+    #[arg(long, global = true, env = "IPFS_KIT_P2P_API")]
+    pub api: Option<String>,
+
+    /// Cluster name; nodes only join peers with the same name [default: default]
+    #[arg(long, env = "IPFS_KIT_P2P_CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// Do not discover peers on the local network with mDNS
+    #[arg(long, env = "IPFS_KIT_P2P_NO_MDNS")]
+    pub no_mdns: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Who this node is, who leads (and at which epoch), and its peers
+    Status {
+        /// Print the control API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// The peers this node knows, their roles and health
+    Peers {
+        /// Print the control API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
+    s.parse::<Multiaddr>().map_err(|e| format!("invalid multiaddr {s:?}: {e}"))
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}

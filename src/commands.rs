@@ -1,0 +1,96 @@
+//! The `status` and `peers` subcommands: ask a running node through its
+//! control API and print a table, or the API's JSON with `--json`.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::api::{Client, PeerView, StatusView, locate};
+use crate::cli::NodeArgs;
+use crate::config::{NodeConfig, default_data_dir};
+
+fn client(args: &NodeArgs) -> anyhow::Result<Client> {
+    let data_dir: PathBuf = match &args.data_dir {
+        Some(d) => d.clone(),
+        None if args.config.is_some() => NodeConfig::load(args)?.data_dir,
+        None => default_data_dir().context("no data directory: pass --data-dir or --api")?,
+    };
+    Ok(Client::new(locate(args.api.as_deref(), &data_dir)?))
+}
+
+pub async fn status(args: &NodeArgs, json: bool) -> anyhow::Result<()> {
+    let (status, raw) = client(args)?.status().await?;
+    if json {
+        println!("{raw}");
+    } else {
+        print!("{}", render_status(&status));
+    }
+    Ok(())
+}
+
+pub async fn peers(args: &NodeArgs, json: bool) -> anyhow::Result<()> {
+    let (peers, raw) = client(args)?.peers().await?;
+    if json {
+        println!("{raw}");
+    } else {
+        print!("{}", render_peers(&peers));
+    }
+    Ok(())
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+pub fn render_status(s: &StatusView) -> String {
+    let mut out = String::new();
+    let leader = match &s.leader {
+        Some(l) if l.peer_id == s.peer_id => format!("this node (epoch {})", l.epoch),
+        Some(l) => format!("{} ({}, epoch {})", l.peer_id, l.role, l.epoch),
+        None => "none".into(),
+    };
+    let healthy = s.peers.iter().filter(|p| p.healthy).count();
+    let _ = writeln!(out, "peer id    {}", s.peer_id);
+    let _ = writeln!(out, "role       {}", s.role);
+    let _ = writeln!(out, "cluster    {}", s.cluster);
+    let _ = writeln!(out, "leader     {leader}");
+    let _ = writeln!(out, "epoch      {} (highest seen)", s.epoch);
+    let _ = writeln!(out, "uptime     {:.1} s", s.uptime_ms as f64 / 1000.0);
+    for a in &s.listen_addrs {
+        let _ = writeln!(out, "listening  {a}");
+    }
+    let _ = writeln!(out, "peers      {} ({healthy} healthy)", s.peers.len());
+    if !s.peers.is_empty() {
+        out.push('\n');
+        out.push_str(&render_peers(&s.peers));
+    }
+    out
+}
+
+pub fn render_peers(peers: &[PeerView]) -> String {
+    let mut out = format!(
+        "{:<54} {:<8} {:<8} {:>10} {:>6} {:>11}\n",
+        "PEER ID", "ROLE", "STATE", "LAST SEEN", "CPU", "FREE DISK"
+    );
+    for p in peers {
+        let _ = writeln!(
+            out,
+            "{:<54} {:<8} {:<8} {:>8.1} s {:>5.1}% {:>11}",
+            p.peer_id,
+            p.role.as_str(),
+            p.state,
+            p.last_seen_ms as f64 / 1000.0,
+            f64::from(p.health.cpu_permille) / 10.0,
+            bytes(p.health.disk_free)
+        );
+    }
+    out
+}

@@ -1,0 +1,248 @@
+//! Layered configuration: embedded defaults (`config/default.toml`) < config
+//! file < environment < flags, then [`NodeConfig::validate`]d.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use serde::Deserialize;
+
+use crate::cli::NodeArgs;
+use crate::election::Timing;
+use crate::role::Role;
+
+/// The defaults, embedded in the binary; the file documents every key.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// A configuration problem. The message names the culprit; the binary exits with status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("no data directory: pass --data-dir (no home directory to default to)")]
+    NoDataDir,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, message: message.into() }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    role: Role,
+    cluster: String,
+    bootstrap: Vec<String>,
+    listen: Vec<String>,
+    api: String,
+    mdns: bool,
+    data_dir: Option<PathBuf>,
+    election: ElectionFile,
+    network: NetworkConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ElectionFile {
+    heartbeat_interval_ms: u64,
+    peer_timeout_ms: u64,
+    suspect_timeout_ms: u64,
+    startup_grace_ms: u64,
+}
+
+/// Swarm tuning, the `[network]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub mesh_n: usize,
+    pub mesh_n_low: usize,
+    pub mesh_n_high: usize,
+    pub gossip_lazy: usize,
+    pub max_peers: usize,
+    pub redial_interval_ms: u64,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub role: Role,
+    pub cluster: String,
+    pub bootstrap: Vec<Multiaddr>,
+    pub listen: Vec<Multiaddr>,
+    pub api: SocketAddr,
+    pub mdns: bool,
+    pub data_dir: PathBuf,
+    pub heartbeat_interval: Duration,
+    pub timing: Timing,
+    pub network: NetworkConfig,
+}
+
+/// Deep-merges `over` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn parse_table(text: &str, path: &Path) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+}
+
+fn parse_addrs(field: &'static str, list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
+    list.iter()
+        .map(|s| s.parse().map_err(|e| invalid(field, format!("invalid multiaddr {s:?}: {e}"))))
+        .collect()
+}
+
+/// The platform's data directory for the node, e.g. `~/.local/share/ipfs-kit-p2p`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("io", "ipfs-kit", "ipfs-kit-p2p").map(|d| d.data_dir().to_owned())
+}
+
+impl NodeConfig {
+    /// Builds the configuration from the defaults, the config file named by
+    /// `args.config` (if any) and the flags/environment in `args`.
+    pub fn load(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
+        let mut table = parse_table(DEFAULTS, Path::new("<embedded defaults>"))?;
+        let mut source = PathBuf::from("<embedded defaults>");
+        if let Some(path) = &args.config {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Read { path: path.clone(), source: e })?;
+            merge(&mut table, parse_table(&text, path)?);
+            source = path.clone();
+        }
+        let file = FileConfig::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Parse { path: source, message: e.message().to_owned() })?;
+        Self::from_layers(file, args)
+    }
+
+    fn from_layers(file: FileConfig, args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
+        let pick = |flag: &Vec<Multiaddr>, field, list: &[String]| {
+            if flag.is_empty() { parse_addrs(field, list) } else { Ok(flag.clone()) }
+        };
+        let api = args.api.clone().unwrap_or(file.api);
+        let api = api
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("api", format!("{api:?} is not HOST:PORT ({e})")))?;
+        let data_dir = match args.data_dir.clone().or(file.data_dir) {
+            Some(d) => d,
+            None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
+        };
+        let e = file.election;
+        let cfg = NodeConfig {
+            role: args.role.unwrap_or(file.role),
+            cluster: args.cluster.clone().unwrap_or(file.cluster),
+            bootstrap: pick(&args.bootstrap, "bootstrap", &file.bootstrap)?,
+            listen: pick(&args.listen, "listen", &file.listen)?,
+            api,
+            mdns: file.mdns && !args.no_mdns,
+            data_dir,
+            heartbeat_interval: Duration::from_millis(e.heartbeat_interval_ms),
+            timing: Timing {
+                peer_timeout: Duration::from_millis(e.peer_timeout_ms),
+                suspect_timeout: Duration::from_millis(e.suspect_timeout_ms),
+                startup_grace: Duration::from_millis(e.startup_grace_ms),
+                ..Timing::default()
+            },
+            network: file.network,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        if c.is_empty()
+            || c.len() > 64
+            || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
+        {
+            return Err(invalid("cluster", format!("{c:?}: use 1-64 letters, digits, '.', '_' or '-'")));
+        }
+        if self.listen.is_empty() {
+            return Err(invalid("listen", "at least one listen address is needed"));
+        }
+        if self.heartbeat_interval < Duration::from_millis(50) {
+            return Err(invalid("election.heartbeat_interval_ms", "must be at least 50"));
+        }
+        if self.timing.peer_timeout < 2 * self.heartbeat_interval {
+            return Err(invalid("election.peer_timeout_ms", "must be at least twice election.heartbeat_interval_ms"));
+        }
+        if self.timing.suspect_timeout.is_zero() {
+            return Err(invalid("election.suspect_timeout_ms", "must be above 0"));
+        }
+        let n = &self.network;
+        if !(1 <= n.mesh_n_low && n.mesh_n_low <= n.mesh_n && n.mesh_n <= n.mesh_n_high) {
+            return Err(invalid("network.mesh_n", "need 1 <= mesh_n_low <= mesh_n <= mesh_n_high"));
+        }
+        if n.max_peers == 0 {
+            return Err(invalid("network.max_peers", "must be above 0"));
+        }
+        if n.redial_interval_ms < 100 {
+            return Err(invalid("network.redial_interval_ms", "must be at least 100"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with(file: Option<&str>, args: NodeArgs) -> Result<NodeConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = NodeArgs { data_dir: Some(dir.path().to_owned()), ..args };
+        if let Some(text) = file {
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, text).unwrap();
+            args.config = Some(path);
+        }
+        NodeConfig::load(&args)
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let cfg = load_with(None, NodeArgs::default()).unwrap();
+        assert_eq!(cfg.role, Role::Worker);
+        assert_eq!(cfg.cluster, "default");
+        assert_eq!(cfg.listen.len(), 2);
+        assert!(cfg.mdns);
+        assert_eq!(cfg.api.port(), 5010);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let args = NodeArgs { role: Some(Role::Leecher), no_mdns: true, ..NodeArgs::default() };
+        let cfg = load_with(Some("role = \"master\"\ncluster = \"lab\"\n[election]\npeer_timeout_ms = 9000\n"), args).unwrap();
+        assert_eq!(cfg.role, Role::Leecher);
+        assert_eq!(cfg.cluster, "lab");
+        assert!(!cfg.mdns);
+        assert_eq!(cfg.timing.peer_timeout, Duration::from_secs(9));
+        assert_eq!(cfg.heartbeat_interval, Duration::from_secs(2), "untouched keys keep their default");
+    }
+
+    #[test]
+    fn errors_name_the_culprit() {
+        let err = |text| load_with(Some(text), NodeArgs::default()).unwrap_err().to_string();
+        assert!(err("rol = \"master\"").contains("rol"));
+        assert!(err("role = \"boss\"").contains("boss"));
+        assert!(err("[election]\nheartbeat_ms = 1").contains("heartbeat_ms"));
+        assert!(err("bootstrap = [\"/ip4/1.2.3\"]").contains("bootstrap"));
+        assert!(err("cluster = \"a b\"").contains("cluster"));
+        assert!(err("api = \"nonsense\"").contains("api"));
+        assert!(err("role = ").contains("c.toml"));
+        let missing = NodeArgs { config: Some("/nonexistent/x.toml".into()), ..NodeArgs::default() };
+        assert!(NodeConfig::load(&missing).unwrap_err().to_string().contains("/nonexistent/x.toml"));
+    }
+}

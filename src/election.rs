@@ -1,0 +1,449 @@
+//! Coordinator-free leader election with epochs, as a pure state machine.
+//!
+//! Every node runs one [`Election`]. It is fed what the network tells it
+//! ([`Input`]: heartbeats, departures, connection events) together with the
+//! current time, and answers with [`Action`]s for the node's event loop to
+//! carry out. There are no sockets and no clocks in here, so the rules can be
+//! tested exhaustively (see the tests at the bottom, which run whole clusters
+//! over a simulated network with partitions).
+//!
+//! # The rules
+//! * **Who leads:** among the live peers that may lead (masters and workers,
+//!   never leechers), the one with the highest role, then the lowest ID.
+//!   Every node that has the same view therefore names the same leader.
+//! * **Epochs:** a node that finds itself the rightful leader takes an epoch
+//!   one above the highest it has ever seen and announces it. A follower
+//!   accepts a claim only from the peer it also considers rightful, and only
+//!   if the epoch is not below the highest it has seen; at most one leader is
+//!   accepted per epoch. A leader that learns of a higher epoch, or of another
+//!   leader at its own epoch or above, takes a fresh epoch above all of them.
+//!   After a partition heals, the surviving leader therefore ends with an
+//!   epoch above both sides'.
+//! * **Liveness:** a peer is live while its heartbeats keep arriving within
+//!   `peer_timeout`. When its last connection closes it becomes *suspect*
+//!   and the node re-dials it; only a failed re-dial (or `suspect_timeout`)
+//!   confirms it dead, so one flaky link does not depose a healthy leader.
+//!   A graceful departure removes the peer at once.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use crate::role::Role;
+
+/// Timing of the election, see the `[election]` section of the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a peer stays live without a heartbeat.
+    pub peer_timeout: Duration,
+    /// How long a suspect peer may stay unconfirmed before it counts as dead.
+    pub suspect_timeout: Duration,
+    /// A freshly started node does not claim leadership for this long, so
+    /// it can first hear from the peers it is joining.
+    pub startup_grace: Duration,
+    /// Peers that are gone are forgotten after this long.
+    pub forget_after: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            peer_timeout: Duration::from_secs(6),
+            suspect_timeout: Duration::from_secs(3),
+            startup_grace: Duration::from_millis(1000),
+            forget_after: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What a heartbeat says about its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report<I> {
+    pub role: Role,
+    /// Grows with every start of the sender.
+    pub incarnation: u64,
+    /// Grows with every report within one incarnation.
+    pub seq: u64,
+    /// Highest epoch the sender has seen.
+    pub max_epoch: u64,
+    /// The leader the sender follows and its epoch; the sender itself when it leads.
+    pub follows: Option<(I, u64)>,
+    /// The last leader the sender accepted, and at which epoch; kept after
+    /// that leader is gone, so a leader learns who cannot accept its epoch.
+    pub voted: Option<(I, u64)>,
+}
+
+/// Something the network told this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input<I> {
+    Heartbeat { from: I, report: Report<I> },
+    /// The peer announced a graceful departure.
+    Left { from: I, incarnation: u64 },
+    /// The last connection to the peer closed.
+    ConnectionLost(I),
+    /// A connection to the peer is established.
+    Connected(I),
+    /// Dialling the peer failed.
+    Unreachable(I),
+}
+
+/// Something the node's event loop must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<I> {
+    /// The highest epoch seen grew: store it before acting on it.
+    PersistEpoch(u64),
+    /// Leadership changed here: publish a heartbeat now instead of at the next tick.
+    Announce,
+    /// Dial this peer to find out whether it is still alive.
+    ConfirmAlive(I),
+    /// The leader this node follows changed (`None`: no leader).
+    LeaderChanged(Option<(I, u64)>),
+}
+
+/// How a peer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    /// Its connection closed; a re-dial is under way.
+    Suspect { since: Instant },
+    /// Confirmed unreachable. Only a newer incarnation, a new connection or a
+    /// heartbeat well past `last_seq` brings it back (a heartbeat that was
+    /// already in flight when it died must not).
+    Dead { last_seq: u64, since: Instant },
+    /// Departed gracefully; its incarnation will not come back.
+    Left { since: Instant },
+}
+
+/// What this node knows about one peer.
+#[derive(Debug, Clone)]
+pub struct PeerState<I> {
+    pub role: Role,
+    pub incarnation: u64,
+    pub last_seq: u64,
+    pub last_heard: Instant,
+    pub max_epoch: u64,
+    pub follows: Option<(I, u64)>,
+    pub voted: Option<(I, u64)>,
+    pub liveness: Liveness,
+}
+
+/// A dead peer's heartbeats must be this far past the last one seen before its
+/// death to bring it back; fewer than that may have been in flight.
+const RESURRECT_GAP: u64 = 2;
+
+/// The election state of one node.
+#[derive(Debug)]
+pub struct Election<I> {
+    me: I,
+    role: Role,
+    incarnation: u64,
+    seq: u64,
+    timing: Timing,
+    started: Instant,
+    max_peers: usize,
+    peers: BTreeMap<I, PeerState<I>>,
+    max_epoch: u64,
+    /// Latest (epoch, leader) accepted: at most one leader per epoch.
+    voted: Option<(u64, I)>,
+    leader: Option<(I, u64)>,
+    /// Rival claims this node's current term already took an epoch above.
+    overtaken: Vec<(I, u64)>,
+}
+
+impl<I: Ord + Clone + Debug> Election<I> {
+    /// `max_epoch` is the highest epoch this node ever saw (persisted across restarts).
+    pub fn new(me: I, role: Role, incarnation: u64, max_epoch: u64, timing: Timing, now: Instant) -> Self {
+        Election {
+            me,
+            role,
+            incarnation,
+            seq: 0,
+            timing,
+            started: now,
+            max_peers: 4096,
+            peers: BTreeMap::new(),
+            max_epoch,
+            voted: None,
+            leader: None,
+            overtaken: Vec::new(),
+        }
+    }
+
+    /// Caps the peer table; heartbeats from further new peers are ignored.
+    pub fn with_max_peers(mut self, max_peers: usize) -> Self {
+        self.max_peers = max_peers;
+        self
+    }
+
+    pub fn me(&self) -> &I {
+        &self.me
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader this node follows, with its epoch.
+    pub fn leader(&self) -> Option<&(I, u64)> {
+        self.leader.as_ref()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(&self.leader, Some((l, _)) if *l == self.me)
+    }
+
+    /// Highest epoch seen.
+    pub fn max_epoch(&self) -> u64 {
+        self.max_epoch
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = (&I, &PeerState<I>)> {
+        self.peers.iter()
+    }
+
+    pub fn peer(&self, id: &I) -> Option<&PeerState<I>> {
+        self.peers.get(id)
+    }
+
+    /// Whether a peer counts for the election now.
+    pub fn is_live(&self, id: &I, now: Instant) -> bool {
+        self.peers.get(id).is_some_and(|p| self.live(p, now))
+    }
+
+    fn live(&self, p: &PeerState<I>, now: Instant) -> bool {
+        matches!(p.liveness, Liveness::Alive | Liveness::Suspect { .. })
+            && now.saturating_duration_since(p.last_heard) <= self.timing.peer_timeout
+    }
+
+    /// This node's next heartbeat.
+    pub fn next_report(&mut self) -> Report<I> {
+        self.seq += 1;
+        Report {
+            role: self.role,
+            incarnation: self.incarnation,
+            seq: self.seq,
+            max_epoch: self.max_epoch,
+            follows: self.leader.clone(),
+            voted: self.voted.as_ref().map(|(e, id)| (id.clone(), *e)),
+        }
+    }
+
+    /// The peer that should lead according to this node's view.
+    pub fn rightful_leader(&self, now: Instant) -> Option<I> {
+        let me = self.role.can_lead().then_some((self.role, &self.me));
+        let others = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.role.can_lead() && self.live(p, now))
+            .map(|(id, p)| (p.role, id));
+        choose_leader(me.into_iter().chain(others)).cloned()
+    }
+
+    /// Feeds one input; returns what to do.
+    pub fn handle(&mut self, input: Input<I>, now: Instant) -> Vec<Action<I>> {
+        let mut actions = Vec::new();
+        match input {
+            Input::Heartbeat { from, report } => self.on_heartbeat(from, report, now, &mut actions),
+            Input::Left { from, incarnation } => {
+                if let Some(p) = self.peers.get_mut(&from)
+                    && incarnation >= p.incarnation
+                {
+                    p.incarnation = incarnation;
+                    p.liveness = Liveness::Left { since: now };
+                }
+            }
+            Input::ConnectionLost(id) => {
+                if let Some(p) = self.peers.get_mut(&id)
+                    && p.liveness == Liveness::Alive
+                {
+                    p.liveness = Liveness::Suspect { since: now };
+                    actions.push(Action::ConfirmAlive(id));
+                }
+            }
+            Input::Connected(id) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    match p.liveness {
+                        Liveness::Suspect { .. } => p.liveness = Liveness::Alive,
+                        Liveness::Dead { .. } => {
+                            p.liveness = Liveness::Alive;
+                            p.last_heard = now;
+                        }
+                        Liveness::Alive | Liveness::Left { .. } => {}
+                    }
+                }
+            }
+            Input::Unreachable(id) => {
+                if let Some(p) = self.peers.get_mut(&id)
+                    && matches!(p.liveness, Liveness::Suspect { .. })
+                {
+                    p.liveness = Liveness::Dead { last_seq: p.last_seq, since: now };
+                }
+            }
+        }
+        self.evaluate(now, &mut actions);
+        actions
+    }
+
+    /// Lets time pass: expires suspects and silent peers, forgets old ones.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action<I>> {
+        let timing = self.timing;
+        for p in self.peers.values_mut() {
+            if let Liveness::Suspect { since } = p.liveness
+                && now.saturating_duration_since(since) > timing.suspect_timeout
+            {
+                p.liveness = Liveness::Dead { last_seq: p.last_seq, since: now };
+            }
+        }
+        self.peers
+            .retain(|_, p| now.saturating_duration_since(p.last_heard) <= timing.forget_after);
+        let mut actions = Vec::new();
+        self.evaluate(now, &mut actions);
+        actions
+    }
+
+    fn on_heartbeat(&mut self, from: I, r: Report<I>, now: Instant, actions: &mut Vec<Action<I>>) {
+        if from == self.me {
+            return;
+        }
+        let seen = r.follows.as_ref().map_or(0, |(_, e)| *e).max(r.max_epoch);
+        self.raise_epoch(seen, actions);
+        if !self.peers.contains_key(&from) && self.peers.len() >= self.max_peers {
+            return;
+        }
+        let p = self.peers.entry(from).or_insert_with(|| PeerState {
+            role: r.role,
+            incarnation: r.incarnation,
+            last_seq: 0,
+            last_heard: now,
+            max_epoch: 0,
+            follows: None,
+            voted: None,
+            liveness: Liveness::Alive,
+        });
+        let newer_incarnation = r.incarnation > p.incarnation;
+        if !newer_incarnation {
+            if r.incarnation < p.incarnation || r.seq <= p.last_seq {
+                return; // stale or duplicate
+            }
+            match p.liveness {
+                Liveness::Left { .. } => return,
+                Liveness::Dead { last_seq, .. } if r.seq <= last_seq + RESURRECT_GAP => {
+                    p.last_seq = r.seq;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        p.role = r.role;
+        p.incarnation = r.incarnation;
+        p.last_seq = r.seq;
+        p.last_heard = now;
+        p.max_epoch = r.max_epoch;
+        p.follows = r.follows;
+        p.voted = r.voted;
+        p.liveness = match p.liveness {
+            Liveness::Suspect { since } if !newer_incarnation => Liveness::Suspect { since },
+            _ => Liveness::Alive,
+        };
+    }
+
+    fn raise_epoch(&mut self, epoch: u64, actions: &mut Vec<Action<I>>) {
+        if epoch > self.max_epoch {
+            self.max_epoch = epoch;
+            actions.push(Action::PersistEpoch(epoch));
+        }
+    }
+
+    /// Whether a claim to lead at `epoch` by `id` may be followed.
+    fn acceptable(&self, id: &I, epoch: u64) -> bool {
+        epoch > self.max_epoch
+            || (epoch == self.max_epoch
+                && self.voted.as_ref().is_none_or(|(ve, vid)| *ve < epoch || vid == id))
+    }
+
+    /// Whether this node's own term at `epoch` has been overtaken: a higher
+    /// epoch exists, a live peer accepted another leader at this epoch or
+    /// above, or a live rival claims to lead (two sides of a healed split)
+    /// and this term did not already start above it.
+    fn term_conflicted(&self, epoch: u64, now: Instant) -> bool {
+        self.max_epoch > epoch
+            || self.peers.values().any(|p| {
+                self.live(p, now)
+                    && matches!(&p.voted, Some((l, e)) if *l != self.me && *e >= epoch)
+            })
+            || self.rival_claims(now).any(|c| !self.overtaken.contains(&c))
+    }
+
+    /// Live peers that claim to lead.
+    fn rival_claims(&self, now: Instant) -> impl Iterator<Item = (I, u64)> + '_ {
+        self.peers.iter().filter_map(move |(id, p)| match &p.follows {
+            Some((l, e)) if l == id && self.live(p, now) => Some((id.clone(), *e)),
+            _ => None,
+        })
+    }
+
+    fn evaluate(&mut self, now: Instant, actions: &mut Vec<Action<I>>) {
+        let before = self.leader.clone();
+        match self.rightful_leader(now) {
+            Some(rightful) if rightful == self.me => {
+                let holding = match &self.leader {
+                    Some((l, e)) if *l == self.me => !self.term_conflicted(*e, now),
+                    _ => false,
+                };
+                let in_grace = now.saturating_duration_since(self.started) < self.timing.startup_grace;
+                if !holding && !in_grace {
+                    let epoch = self.max_epoch + 1;
+                    self.raise_epoch(epoch, actions);
+                    self.voted = Some((epoch, self.me.clone()));
+                    self.leader = Some((self.me.clone(), epoch));
+                    self.overtaken = self.rival_claims(now).collect();
+                } else if !holding {
+                    self.leader = None;
+                }
+            }
+            Some(rightful) => {
+                let claim = self.peers.get(&rightful).and_then(|p| match &p.follows {
+                    Some((l, e)) if *l == rightful => Some(*e),
+                    _ => None,
+                });
+                match claim {
+                    Some(e) if self.leader.as_ref() == Some(&(rightful.clone(), e)) => {}
+                    Some(e) if self.acceptable(&rightful, e) => {
+                        self.raise_epoch(e, actions);
+                        self.voted = Some((e, rightful.clone()));
+                        self.leader = Some((rightful, e));
+                    }
+                    // A leader steps down only once the rightful one claims a
+                    // term it can accept: no leaderless gap, and a rival that
+                    // was cut off stays visible until the merged term is taken.
+                    _ if self.is_leader() => {}
+                    // It claims an epoch this node may not accept: keep following
+                    // its current term while it catches up; drop anyone else.
+                    Some(_) if matches!(&self.leader, Some((l, _)) if *l == rightful) => {}
+                    _ => self.leader = None,
+                }
+            }
+            None => self.leader = None,
+        }
+        if self.leader != before {
+            let was_leader = matches!(&before, Some((l, _)) if *l == self.me);
+            if self.is_leader() || was_leader {
+                actions.push(Action::Announce);
+            }
+            actions.push(Action::LeaderChanged(self.leader.clone()));
+        }
+    }
+}
+
+/// The rightful leader among candidates `(role, id)`: highest role, then lowest ID.
+/// Callers pass only candidates that may lead and are live.
+pub fn choose_leader<'a, I: Ord + 'a>(candidates: impl IntoIterator<Item = (Role, &'a I)>) -> Option<&'a I> {
+    candidates
+        .into_iter()
+        .filter(|(role, _)| role.can_lead())
+        .max_by(|(ra, ia), (rb, ib)| ra.cmp(rb).then_with(|| ib.cmp(ia)))
+        .map(|(_, id)| id)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,395 @@
+//! Election tests: single-node rules, then whole clusters over a simulated
+//! network where nodes die, partitions form and heal.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn timing() -> Timing {
+    Timing {
+        peer_timeout: Duration::from_secs(3),
+        suspect_timeout: Duration::from_secs(2),
+        startup_grace: SEC,
+        forget_after: Duration::from_secs(60),
+    }
+}
+
+#[test]
+fn lone_eligible_node_leads_after_grace_with_a_fresh_epoch() {
+    let t0 = Instant::now();
+    let mut e = Election::new(7u32, Role::Worker, 1, 41, timing(), t0);
+    assert!(e.tick(t0).is_empty(), "no claim during the startup grace");
+    assert_eq!(e.leader(), None);
+    let actions = e.tick(t0 + SEC);
+    assert_eq!(e.leader(), Some(&(7, 42)));
+    assert!(actions.contains(&Action::PersistEpoch(42)));
+    assert!(actions.contains(&Action::Announce));
+}
+
+#[test]
+fn leecher_alone_never_leads() {
+    let t0 = Instant::now();
+    let mut e = Election::new(1u32, Role::Leecher, 1, 0, timing(), t0);
+    e.tick(t0 + 10 * SEC);
+    assert_eq!(e.leader(), None);
+    assert_eq!(e.max_epoch(), 0);
+}
+
+fn report(role: Role, seq: u64, max_epoch: u64, follows: Option<(u32, u64)>) -> Report<u32> {
+    Report { role, incarnation: 1, seq, max_epoch, follows: follows.clone(), voted: follows }
+}
+
+#[test]
+fn follower_rejects_a_claim_below_the_highest_epoch_seen() {
+    let t0 = Instant::now();
+    let mut e = Election::new(9u32, Role::Worker, 1, 10, timing(), t0);
+    let hb = report(Role::Master, 1, 5, Some((1, 5)));
+    e.handle(Input::Heartbeat { from: 1, report: hb }, t0);
+    assert_eq!(e.leader(), None, "epoch 5 < 10 seen");
+    let hb = report(Role::Master, 2, 11, Some((1, 11)));
+    let actions = e.handle(Input::Heartbeat { from: 1, report: hb }, t0);
+    assert_eq!(e.leader(), Some(&(1, 11)));
+    assert!(actions.contains(&Action::PersistEpoch(11)));
+}
+
+#[test]
+fn one_leader_per_epoch() {
+    let t0 = Instant::now();
+    let mut e = Election::new(9u32, Role::Worker, 1, 0, timing(), t0);
+    e.handle(Input::Heartbeat { from: 3, report: report(Role::Master, 1, 4, Some((3, 4))) }, t0);
+    assert_eq!(e.leader(), Some(&(3, 4)));
+    // A higher-priority master appears claiming the same epoch: not accepted...
+    e.handle(Input::Heartbeat { from: 2, report: report(Role::Master, 1, 4, Some((2, 4))) }, t0);
+    assert_ne!(e.leader(), Some(&(2, 4)), "a second leader at epoch 4");
+    // ...until it takes a fresh epoch.
+    e.handle(Input::Heartbeat { from: 2, report: report(Role::Master, 2, 5, Some((2, 5))) }, t0);
+    assert_eq!(e.leader(), Some(&(2, 5)));
+}
+
+#[test]
+fn flaky_link_needs_confirmation_before_the_leader_is_deposed() {
+    let t0 = Instant::now();
+    let mut e = Election::new(9u32, Role::Master, 1, 0, timing(), t0);
+    e.handle(Input::Heartbeat { from: 1, report: report(Role::Master, 1, 1, Some((1, 1))) }, t0);
+    let t1 = t0 + 2 * SEC;
+    let actions = e.handle(Input::ConnectionLost(1), t1);
+    assert_eq!(actions, vec![Action::ConfirmAlive(1)]);
+    assert_eq!(e.leader(), Some(&(1, 1)), "suspect leader still leads");
+    e.handle(Input::Connected(1), t1);
+    assert_eq!(e.leader(), Some(&(1, 1)));
+    e.handle(Input::ConnectionLost(1), t1);
+    e.handle(Input::Unreachable(1), t1);
+    assert_eq!(e.leader(), Some(&(9, 2)), "confirmed dead: the next master takes over");
+}
+
+#[test]
+fn heartbeat_in_flight_does_not_resurrect_a_dead_peer() {
+    let t0 = Instant::now();
+    let mut e = Election::new(9u32, Role::Master, 1, 0, timing(), t0 + 5 * SEC);
+    e.handle(Input::Heartbeat { from: 1, report: report(Role::Master, 5, 1, Some((1, 1))) }, t0);
+    e.handle(Input::ConnectionLost(1), t0);
+    e.handle(Input::Unreachable(1), t0);
+    let late = report(Role::Master, 6, 1, Some((1, 1)));
+    e.handle(Input::Heartbeat { from: 1, report: late }, t0 + SEC);
+    assert!(!e.is_live(&1, t0 + SEC));
+    let much_later = report(Role::Master, 9, 1, Some((1, 1)));
+    e.handle(Input::Heartbeat { from: 1, report: much_later }, t0 + 2 * SEC);
+    assert!(e.is_live(&1, t0 + 2 * SEC), "a peer that keeps talking is alive");
+}
+
+#[test]
+fn graceful_departure_hands_over_at_once() {
+    let t0 = Instant::now();
+    let mut e = Election::new(9u32, Role::Worker, 1, 0, timing(), t0);
+    e.handle(Input::Heartbeat { from: 1, report: report(Role::Master, 1, 3, Some((1, 3))) }, t0 + SEC);
+    assert_eq!(e.leader(), Some(&(1, 3)));
+    e.handle(Input::Left { from: 1, incarnation: 1 }, t0 + SEC);
+    assert_eq!(e.leader(), Some(&(9, 4)));
+}
+
+// ---------------------------------------------------------------------------
+// Simulated cluster: every node hears every other node of its side once per
+// round; cutting a link delivers `ConnectionLost` + `Unreachable`.
+
+struct Sim {
+    nodes: Vec<Election<u32>>,
+    /// Side of the partition each node is on; `None` = dead.
+    side: Vec<Option<u8>>,
+    now: Instant,
+    /// Every (node, epoch) seen, to check epochs never decrease.
+    last_epoch: Vec<u64>,
+}
+
+impl Sim {
+    fn new(members: &[(u32, Role)]) -> Sim {
+        let now = Instant::now();
+        let nodes = members
+            .iter()
+            .map(|(id, role)| Election::new(*id, *role, 1, 0, timing(), now))
+            .collect();
+        Sim { nodes, side: vec![Some(0); members.len()], now, last_epoch: vec![0; members.len()] }
+    }
+
+    fn feed(&mut self, i: usize, input: Input<u32>) {
+        let now = self.now;
+        self.nodes[i].handle(input, now);
+        self.check_epoch(i);
+    }
+
+    fn check_epoch(&mut self, i: usize) {
+        let e = self.nodes[i].max_epoch();
+        assert!(e >= self.last_epoch[i], "epoch went down on node {i}");
+        self.last_epoch[i] = e;
+        let led = self.nodes[i].leader().map_or(0, |(_, e)| *e);
+        assert!(led <= e, "followed epoch above the highest seen");
+        if self.nodes[i].is_leader() {
+            assert!(self.nodes[i].role().can_lead(), "a leecher leads");
+        }
+    }
+
+    fn round(&mut self) {
+        self.now += SEC / 2;
+        let reports: Vec<_> = (0..self.nodes.len())
+            .map(|i| self.side[i].map(|_| self.nodes[i].next_report()))
+            .collect();
+        for to in 0..self.nodes.len() {
+            for (from, r) in reports.iter().enumerate() {
+                if let Some(r) = r
+                    && from != to
+                    && self.side[to].is_some()
+                    && self.side[to] == self.side[from]
+                {
+                    let from_id = *self.nodes[from].me();
+                    self.feed(to, Input::Heartbeat { from: from_id, report: r.clone() });
+                }
+            }
+            if self.side[to].is_some() {
+                let now = self.now;
+                self.nodes[to].tick(now);
+                self.check_epoch(to);
+            }
+        }
+    }
+
+    fn cut(&mut self, a: usize, b: usize) {
+        let (ida, idb) = (*self.nodes[a].me(), *self.nodes[b].me());
+        if self.side[a].is_some() {
+            self.feed(a, Input::ConnectionLost(idb));
+            self.feed(a, Input::Unreachable(idb));
+        }
+        if self.side[b].is_some() {
+            self.feed(b, Input::ConnectionLost(ida));
+            self.feed(b, Input::Unreachable(ida));
+        }
+    }
+
+    fn kill(&mut self, k: usize) {
+        self.side[k] = None;
+        for i in 0..self.nodes.len() {
+            if i != k {
+                self.cut(i, k);
+            }
+        }
+    }
+
+    fn partition(&mut self, sides: &[u8]) {
+        for a in 0..self.nodes.len() {
+            for b in a + 1..self.nodes.len() {
+                if self.side[a].is_some() && self.side[b].is_some() && sides[a] != sides[b] {
+                    self.cut(a, b);
+                }
+            }
+        }
+        for (i, s) in sides.iter().enumerate() {
+            if self.side[i].is_some() {
+                self.side[i] = Some(*s);
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        let alive: Vec<usize> = (0..self.nodes.len()).filter(|i| self.side[*i].is_some()).collect();
+        for &i in &alive {
+            self.side[i] = Some(0);
+        }
+        for &a in &alive {
+            for &b in &alive {
+                if a != b {
+                    let idb = *self.nodes[b].me();
+                    self.feed(a, Input::Connected(idb));
+                }
+            }
+        }
+    }
+
+    fn alive(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|i| self.side[*i].is_some())
+    }
+
+    /// The leader a side should have: highest role, lowest id among its live members.
+    fn expected(&self, side: u8) -> Option<u32> {
+        let cands: Vec<(Role, u32)> = self
+            .alive()
+            .filter(|i| self.side[*i] == Some(side))
+            .map(|i| (self.nodes[i].role(), *self.nodes[i].me()))
+            .collect();
+        choose_leader(cands.iter().map(|(r, id)| (*r, id))).copied()
+    }
+
+    /// Asserts every live node of `side` follows `expected(side)` and that
+    /// only it believes it leads. Returns the epoch.
+    fn assert_agreed(&self, side: u8) -> Option<u64> {
+        let expected = self.expected(side);
+        let members: Vec<usize> = self.alive().filter(|i| self.side[*i] == Some(side)).collect();
+        if members.is_empty() {
+            return None;
+        }
+        let views: BTreeSet<_> = members.iter().map(|i| self.nodes[*i].leader().cloned()).collect();
+        assert_eq!(views.len(), 1, "side {side} disagrees: {views:?}");
+        let view = views.into_iter().next().flatten();
+        assert_eq!(view.as_ref().map(|(l, _)| *l), expected, "side {side} follows the wrong leader");
+        let leaders = members.iter().filter(|i| self.nodes[**i].is_leader()).count();
+        assert_eq!(leaders, usize::from(expected.is_some()), "side {side}: {leaders} self-declared leaders");
+        view.map(|(_, e)| e)
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..12 {
+            self.round();
+        }
+    }
+}
+
+fn members() -> impl Strategy<Value = Vec<(u32, Role)>> {
+    let role = prop_oneof![Just(Role::Master), Just(Role::Worker), Just(Role::Leecher)];
+    prop::collection::btree_map(any::<u32>(), role, 1..9)
+        .prop_map(|m| m.into_iter().collect())
+}
+
+#[test]
+fn five_node_scenario_from_the_issue() {
+    let mut sim = Sim::new(&[
+        (30, Role::Master),
+        (10, Role::Master),
+        (20, Role::Worker),
+        (5, Role::Worker),
+        (1, Role::Leecher),
+    ]);
+    sim.settle();
+    let e1 = sim.assert_agreed(0).unwrap();
+    assert_eq!(sim.nodes[0].leader().map(|l| l.0), Some(10));
+    sim.kill(1);
+    sim.settle();
+    let e2 = sim.assert_agreed(0).unwrap();
+    assert_eq!(sim.nodes[2].leader().map(|l| l.0), Some(30));
+    assert!(e2 > e1);
+    sim.kill(0);
+    sim.settle();
+    let e3 = sim.assert_agreed(0).unwrap();
+    assert_eq!(sim.nodes[2].leader().map(|l| l.0), Some(5), "the lowest-ID worker");
+    assert!(e3 > e2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn same_view_same_leader(ms in members(), shuffle_seed in any::<u64>()) {
+        let mut shuffled = ms.clone();
+        let n = shuffled.len();
+        for i in 0..n {
+            let j = ((shuffle_seed.rotate_left(i as u32 * 7)) % n as u64) as usize;
+            shuffled.swap(i, j);
+        }
+        let a = choose_leader(ms.iter().map(|(id, r)| (*r, id)));
+        let b = choose_leader(shuffled.iter().map(|(id, r)| (*r, id)));
+        prop_assert_eq!(a, b);
+        if let Some(l) = a {
+            let role = ms.iter().find(|(id, _)| id == l).unwrap().1;
+            prop_assert!(role.can_lead());
+            prop_assert!(ms.iter().all(|(id, r)| *r < role || (*r == role && id >= l)));
+        } else {
+            prop_assert!(ms.iter().all(|(_, r)| *r == Role::Leecher));
+        }
+    }
+
+    #[test]
+    fn cluster_agrees_and_survives_deaths(ms in members(), kills in prop::collection::vec(any::<prop::sample::Index>(), 0..3)) {
+        let mut sim = Sim::new(&ms);
+        sim.settle();
+        sim.assert_agreed(0);
+        for k in kills {
+            let alive: Vec<usize> = sim.alive().collect();
+            if alive.len() <= 1 { break; }
+            let before = sim.nodes[alive[0]].max_epoch();
+            sim.kill(*k.get(&alive));
+            sim.settle();
+            if let Some(e) = sim.assert_agreed(0) {
+                let had_leader = before > 0;
+                prop_assert!(!had_leader || e >= before);
+            }
+        }
+    }
+
+    #[test]
+    fn healed_split_ends_with_one_leader_above_both_sides(
+        ms in members(),
+        split in prop::collection::vec(any::<bool>(), 9),
+        kills in prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+    ) {
+        let mut sim = Sim::new(&ms);
+        sim.settle();
+        let sides: Vec<u8> = (0..ms.len()).map(|i| u8::from(split[i])).collect();
+        sim.partition(&sides);
+        sim.settle();
+        // Deaths inside the sides move their epochs on independently.
+        for k in kills {
+            let alive: Vec<usize> = sim.alive().collect();
+            if alive.len() > 1 {
+                sim.kill(*k.get(&alive));
+                sim.settle();
+            }
+        }
+        let e0 = sim.assert_agreed(0);
+        let e1 = sim.assert_agreed(1);
+        sim.heal();
+        sim.settle();
+        let e = sim.assert_agreed(0);
+        if let Some(e) = e {
+            if e0.is_some() && e1.is_some() {
+                prop_assert!(e > e0.unwrap() && e > e1.unwrap(), "epoch {} not above {:?} and {:?}", e, e0, e1);
+            }
+        }
+    }
+}
+
+
+#[test]
+fn healed_split_where_the_rightful_side_is_ahead_still_takes_a_new_epoch() {
+    let mut sim = Sim::new(&[
+        (1, Role::Master),
+        (2, Role::Master),
+        (3, Role::Master),
+        (4, Role::Worker),
+        (5, Role::Master),
+    ]);
+    sim.settle();
+    sim.partition(&[1, 0, 0, 1, 0]);
+    sim.settle();
+    sim.kill(1); // side 0 moves to its second new leader: 3
+    sim.settle();
+    sim.kill(0); // side 1 falls back to its worker: 4
+    sim.settle();
+    let e0 = sim.assert_agreed(0).unwrap();
+    let e1 = sim.assert_agreed(1).unwrap();
+    assert!(e0 > e1, "the scenario needs the rightful side ahead: {e0} vs {e1}");
+    sim.heal();
+    sim.settle();
+    let e = sim.assert_agreed(0).unwrap();
+    assert_eq!(sim.nodes[3].leader().map(|l| l.0), Some(3));
+    assert!(e > e0 && e > e1, "{e} not above {e0} and {e1}");
+}

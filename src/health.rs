@@ -1,0 +1,54 @@
+//! Health figures for heartbeats, sampled with `sysinfo`.
+
+use std::path::{Path, PathBuf};
+
+use sysinfo::{Disks, System};
+
+use crate::wire::Health;
+
+/// Samples CPU, memory and the free space of the disk holding the data dir.
+pub struct HealthSampler {
+    sys: System,
+    disks: Disks,
+    data_dir: PathBuf,
+}
+
+impl HealthSampler {
+    pub fn new(data_dir: &Path) -> Self {
+        let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_owned());
+        HealthSampler { sys: System::new(), disks: Disks::new_with_refreshed_list(), data_dir }
+    }
+
+    /// A fresh sample. CPU use is measured since the previous call.
+    pub fn sample(&mut self) -> Health {
+        self.sys.refresh_cpu_usage();
+        self.sys.refresh_memory();
+        self.disks.refresh(true);
+        let disk = self
+            .disks
+            .list()
+            .iter()
+            .filter(|d| self.data_dir.starts_with(d.mount_point()))
+            .max_by_key(|d| d.mount_point().as_os_str().len());
+        Health {
+            cpu_permille: (self.sys.global_cpu_usage().clamp(0.0, 100.0) * 10.0) as u16,
+            mem_used: self.sys.used_memory(),
+            mem_total: self.sys.total_memory(),
+            disk_free: disk.map_or(0, |d| d.available_space()),
+            disk_total: disk.map_or(0, |d| d.total_space()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_real_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = HealthSampler::new(dir.path()).sample();
+        assert!(h.mem_total > 0 && h.mem_used <= h.mem_total);
+        assert!(h.disk_total > 0 && h.disk_free <= h.disk_total, "{h:?}");
+    }
+}

@@ -1,0 +1,75 @@
+//! ipfs-kit-p2p: a peer-to-peer node that turns machines running IPFS into a
+//! self-organising cluster.
+//!
+//! # Map
+//! * [`cli`], [`config`]: flags and the layered configuration (embedded
+//!   defaults < TOML file < environment < flags), validated into a
+//!   [`config::NodeConfig`].
+//! * [`node`]: the node. One task owns the libp2p `Swarm` (TCP + QUIC, Noise,
+//!   Yamux; identify, ping, gossipsub, Kademlia, mDNS, request-response) and
+//!   the [`election`] core; it reads swarm events, timers and commands from a
+//!   bounded `mpsc` channel fed by [`node::NodeHandle`]s.
+//! * [`election`]: coordinator-free leader election with epochs, as a pure
+//!   state machine (inputs and time in, actions out).
+//! * [`wire`]: every message, protocol name, version and size limit, and the
+//!   request-response codec.
+//! * [`api`]: the control API (axum, HTTP + JSON), served in its own task and
+//!   asking the node through its handle; and the client the subcommands use.
+//! * [`store`]: the data directory: lock, identity key, persisted epoch, the
+//!   `api` file; every write atomic.
+//! * [`health`]: CPU, memory and disk figures for heartbeats.
+//! * [`commands`]: the `status` and `peers` subcommands.
+//!
+//! Shutdown: SIGINT/SIGTERM cancel a `CancellationToken`; the node announces
+//! its departure (gossip + a direct notice to each peer, acknowledged), then
+//! stops the API and removes its `api` file.
+
+pub mod api;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod election;
+pub mod health;
+pub mod node;
+pub mod role;
+pub mod store;
+pub mod wire;
+
+use cli::{Cli, Command};
+use config::NodeConfig;
+use tokio_util::sync::CancellationToken;
+
+/// Runs what the command line asks for.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            None => run_node(NodeConfig::load(&cli.node)?).await,
+            Some(Command::Status { json }) => commands::status(&cli.node, json).await,
+            Some(Command::Peers { json }) => commands::peers(&cli.node, json).await,
+        }
+    })
+}
+
+async fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signals.cancel();
+    });
+    node::run(cfg, shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,117 @@
+//! The libp2p stack of a node: TCP + QUIC, Noise, Yamux, and the behaviours.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{Swarm, SwarmBuilder, gossipsub, identify, kad, mdns, noise, ping, request_response, tcp, yamux};
+use sha2::{Digest, Sha256};
+
+use crate::config::NodeConfig;
+use crate::wire::{MAX_GOSSIP_BYTES, Protocols, RpcCodec};
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub gossipsub: gossipsub::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub rpc: request_response::Behaviour<RpcCodec>,
+}
+
+/// Errors while building the swarm.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the libp2p swarm: {0}")]
+pub struct BuildError(pub String);
+
+fn err(e: impl std::fmt::Display) -> BuildError {
+    BuildError(e.to_string())
+}
+
+/// Gossip message IDs: a hash of the signer and its sequence number, so two
+/// identical heartbeats are never dropped as duplicates, and IDs stay short.
+fn message_id(m: &gossipsub::Message) -> gossipsub::MessageId {
+    let mut h = Sha256::new();
+    if let Some(src) = &m.source {
+        h.update(src.to_bytes());
+    }
+    h.update(m.sequence_number.unwrap_or_default().to_be_bytes());
+    if m.source.is_none() {
+        let mut d = DefaultHasher::new();
+        m.data.hash(&mut d);
+        h.update(d.finish().to_be_bytes());
+    }
+    gossipsub::MessageId::from(h.finalize()[..16].to_vec())
+}
+
+fn gossipsub(key: &Keypair, cfg: &NodeConfig) -> Result<gossipsub::Behaviour, BuildError> {
+    let n = &cfg.network;
+    let config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_secs(1))
+        .heartbeat_initial_delay(Duration::from_millis(100))
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .message_id_fn(message_id)
+        .max_transmit_size(4 * MAX_GOSSIP_BYTES)
+        .mesh_n(n.mesh_n)
+        .mesh_n_low(n.mesh_n_low)
+        .mesh_n_high(n.mesh_n_high)
+        .mesh_outbound_min((n.mesh_n / 2).min(n.mesh_n_low))
+        .gossip_lazy(n.gossip_lazy)
+        .flood_publish(false)
+        .build()
+        .map_err(err)?;
+    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config).map_err(err)
+}
+
+fn behaviour(key: &Keypair, cfg: &NodeConfig, protocols: &Protocols) -> Result<Behaviour, BuildError> {
+    let peer_id = key.public().to_peer_id();
+    let identify = identify::Behaviour::new(
+        identify::Config::new(protocols.identify.clone(), key.public())
+            .with_agent_version(format!("ipfs-kit-p2p/{}", env!("CARGO_PKG_VERSION")))
+            .with_push_listen_addr_updates(true),
+    );
+    let mut kad_cfg = kad::Config::new(protocols.kad.clone());
+    kad_cfg.set_query_timeout(Duration::from_secs(20));
+    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+    // Nothing confirms an external address on a LAN, so never wait to become a server.
+    kad.set_mode(Some(kad::Mode::Server));
+    let mdns = if cfg.mdns {
+        let mdns_cfg = mdns::Config { query_interval: Duration::from_secs(30), ..mdns::Config::default() };
+        Some(mdns::tokio::Behaviour::new(mdns_cfg, peer_id).map_err(err)?)
+    } else {
+        None
+    };
+    let rpc = request_response::Behaviour::with_codec(
+        RpcCodec,
+        [(protocols.rpc.clone(), request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(Duration::from_secs(5))
+            .with_max_concurrent_streams(64),
+    );
+    Ok(Behaviour {
+        identify,
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(30))),
+        gossipsub: gossipsub(key, cfg)?,
+        kad,
+        mdns: mdns.into(),
+        rpc,
+    })
+}
+
+/// Builds the swarm; it still has to be told where to listen.
+pub fn build(key: Keypair, cfg: &NodeConfig, protocols: &Protocols) -> Result<Swarm<Behaviour>, BuildError> {
+    Ok(SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(err)?
+        .with_quic()
+        .with_behaviour(|key| behaviour(key, cfg, protocols).map_err(|e| e.0.into()))
+        .map_err(err)?
+        // gossipsub keeps member connections open; this bounds the others.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build())
+}

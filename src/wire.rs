@@ -1,0 +1,315 @@
+//! Everything that crosses the network between nodes: message types,
+//! protocol names, versions and size limits, and the request-response codec.
+//!
+//! Every message is one version byte followed by a bincode body. Decoding
+//! rejects oversized input, unknown versions, trailing bytes and malformed
+//! bodies with a typed [`WireError`]; nothing a peer sends can panic the node.
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, request_response};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::role::Role;
+
+/// Version byte leading every message.
+pub const VERSION: u8 = 1;
+/// Largest gossip message accepted (heartbeats are ~200 bytes).
+pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
+/// Largest request or response accepted over request-response.
+pub const MAX_RPC_BYTES: usize = 1024 * 1024;
+/// Most peers shared in one peer exchange, and addresses per peer.
+pub const MAX_SHARED_PEERS: usize = 64;
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// Names that keep two clusters on one network apart.
+#[derive(Debug, Clone)]
+pub struct Protocols {
+    pub identify: String,
+    pub kad: StreamProtocol,
+    pub rpc: StreamProtocol,
+    pub topic: String,
+}
+
+impl Protocols {
+    /// `cluster` must already be validated (see `config`): it becomes part of protocol names.
+    pub fn for_cluster(cluster: &str) -> Protocols {
+        let owned = |s: String| StreamProtocol::try_from_owned(s).expect("validated cluster name");
+        Protocols {
+            identify: format!("/ipfs-kit-p2p/{cluster}/1.0.0"),
+            kad: owned(format!("/ipfs-kit-p2p/{cluster}/kad/1.0.0")),
+            rpc: owned(format!("/ipfs-kit-p2p/{cluster}/rpc/1")),
+            topic: format!("ipfs-kit-p2p/{cluster}/membership/1"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("message of {0} bytes is over the {1}-byte limit")]
+    TooLarge(usize, usize),
+    #[error("empty message")]
+    Empty,
+    #[error("unsupported message version {0} (this node speaks {VERSION})")]
+    Version(u8),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("{0} trailing bytes after the message")]
+    Trailing(usize),
+    #[error("invalid peer ID in message")]
+    PeerId,
+    #[error("claimed sender {claimed} is not the signer {signer}")]
+    Forged { claimed: PeerId, signer: PeerId },
+}
+
+/// Health figures a node shares in its heartbeats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// CPU use of the whole machine, per mille.
+    pub cpu_permille: u16,
+    pub mem_used: u64,
+    pub mem_total: u64,
+    /// Free and total bytes on the disk holding the data dir.
+    pub disk_free: u64,
+    pub disk_total: u64,
+}
+
+/// A node's periodic announcement of itself. Peer IDs travel as bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub role: Role,
+    pub incarnation: u64,
+    pub seq: u64,
+    pub max_epoch: u64,
+    pub follows: Option<(Vec<u8>, u64)>,
+    pub voted: Option<(Vec<u8>, u64)>,
+    pub health: Health,
+}
+
+/// What goes over the gossip topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Gossip {
+    Heartbeat(Heartbeat),
+    /// Graceful departure of this incarnation.
+    Leaving { incarnation: u64 },
+}
+
+/// A gossip message with the sender it claims; checked against the signer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub sender: Vec<u8>,
+    pub body: Gossip,
+}
+
+/// Direct requests between two nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Sent on connecting: here is my state, send me yours.
+    Hello(Heartbeat),
+    /// Graceful departure, sent directly so it arrives before the node exits.
+    Leaving { incarnation: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Hello { heartbeat: Heartbeat, peers: Vec<SharedPeer> },
+    Ack,
+}
+
+/// A peer and the addresses it can be dialled at, as shared in [`Response::Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedPeer {
+    pub peer: Vec<u8>,
+    pub addrs: Vec<Vec<u8>>,
+}
+
+impl SharedPeer {
+    pub fn new(peer: &PeerId, addrs: &[Multiaddr]) -> Self {
+        SharedPeer {
+            peer: peer.to_bytes(),
+            addrs: addrs.iter().take(MAX_ADDRS_PER_PEER).map(|a| a.to_vec()).collect(),
+        }
+    }
+
+    /// The peer and its well-formed addresses; `None` if the peer ID is invalid.
+    pub fn parse(&self) -> Option<(PeerId, Vec<Multiaddr>)> {
+        let peer = PeerId::from_bytes(&self.peer).ok()?;
+        let addrs = self
+            .addrs
+            .iter()
+            .take(MAX_ADDRS_PER_PEER)
+            .filter_map(|a| Multiaddr::try_from(a.clone()).ok())
+            .collect();
+        Some((peer, addrs))
+    }
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_RPC_BYTES>()
+}
+
+/// Encodes a message: version byte, then the bincode body.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    // Encoding our own in-memory types into a Vec cannot fail.
+    let body = bincode::serde::encode_to_vec(msg, bincode_config()).unwrap_or_default();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a message of at most `limit` bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, WireError> {
+    if bytes.len() > limit {
+        return Err(WireError::TooLarge(bytes.len(), limit));
+    }
+    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != VERSION {
+        return Err(WireError::Version(version));
+    }
+    let (msg, read) = bincode::serde::decode_from_slice(body, bincode_config())
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if read != body.len() {
+        return Err(WireError::Trailing(body.len() - read));
+    }
+    Ok(msg)
+}
+
+/// Decodes a gossip message and checks that the claimed sender signed it.
+pub fn decode_gossip(bytes: &[u8], signer: &PeerId) -> Result<Gossip, WireError> {
+    let env: Envelope = decode(bytes, MAX_GOSSIP_BYTES)?;
+    let claimed = PeerId::from_bytes(&env.sender).map_err(|_| WireError::PeerId)?;
+    if claimed != *signer {
+        return Err(WireError::Forged { claimed, signer: *signer });
+    }
+    Ok(env.body)
+}
+
+/// Length-prefixed bincode frames for request-response.
+#[derive(Debug, Clone, Default)]
+pub struct RpcCodec;
+
+async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(io: &mut T) -> io::Result<M> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_RPC_BYTES {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, WireError::TooLarge(len, MAX_RPC_BYTES)));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    decode(&buf, MAX_RPC_BYTES).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send, M: Serialize>(io: &mut T, msg: &M) -> io::Result<()> {
+    let buf = encode(msg);
+    if buf.len() > MAX_RPC_BYTES {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, WireError::TooLarge(buf.len(), MAX_RPC_BYTES)));
+    }
+    io.write_all(&(buf.len() as u32).to_be_bytes()).await?;
+    io.write_all(&buf).await?;
+    io.close().await
+}
+
+impl request_response::Codec for RpcCodec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request> {
+        read_frame(io).await
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response> {
+        read_frame(io).await
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, req: Request) -> io::Result<()> {
+        write_frame(io, &req).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, res: Response) -> io::Result<()> {
+        write_frame(io, &res).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::identity::Keypair;
+    use proptest::prelude::*;
+
+    fn heartbeat() -> Heartbeat {
+        let leader = Keypair::generate_ed25519().public().to_peer_id().to_bytes();
+        Heartbeat {
+            role: Role::Master,
+            incarnation: 3,
+            seq: 99,
+            max_epoch: 7,
+            follows: Some((leader.clone(), 7)),
+            voted: Some((leader, 7)),
+            health: Health { cpu_permille: 120, mem_used: 1 << 30, mem_total: 8 << 30, disk_free: 1 << 40, disk_total: 2 << 40 },
+        }
+    }
+
+    #[test]
+    fn gossip_round_trips_and_fits_well_under_the_limit() {
+        let me = Keypair::generate_ed25519().public().to_peer_id();
+        let env = Envelope { sender: me.to_bytes(), body: Gossip::Heartbeat(heartbeat()) };
+        let bytes = encode(&env);
+        assert!(bytes.len() < 300, "heartbeat is {} bytes", bytes.len());
+        assert_eq!(decode_gossip(&bytes, &me).unwrap(), env.body);
+    }
+
+    #[test]
+    fn forged_sender_is_rejected() {
+        let me = Keypair::generate_ed25519().public().to_peer_id();
+        let other = Keypair::generate_ed25519().public().to_peer_id();
+        let env = Envelope { sender: other.to_bytes(), body: Gossip::Leaving { incarnation: 1 } };
+        assert!(matches!(decode_gossip(&encode(&env), &me), Err(WireError::Forged { .. })));
+    }
+
+    #[test]
+    fn bad_input_gets_typed_errors() {
+        let me = Keypair::generate_ed25519().public().to_peer_id();
+        assert!(matches!(decode_gossip(&[], &me), Err(WireError::Empty)));
+        assert!(matches!(decode_gossip(&[9, 1, 2], &me), Err(WireError::Version(9))));
+        assert!(matches!(decode_gossip(&vec![1; MAX_GOSSIP_BYTES + 1], &me), Err(WireError::TooLarge(..))));
+        let mut bytes = encode(&Envelope { sender: me.to_bytes(), body: Gossip::Leaving { incarnation: 1 } });
+        bytes.push(0);
+        assert!(matches!(decode_gossip(&bytes, &me), Err(WireError::Trailing(1))));
+    }
+
+    #[test]
+    fn rpc_frames_round_trip_and_refuse_oversized_lengths() {
+        futures::executor::block_on(async {
+            let mut buf = Vec::new();
+            write_frame(&mut futures::io::Cursor::new(&mut buf), &Request::Hello(heartbeat())).await.unwrap();
+            let back: Request = read_frame(&mut futures::io::Cursor::new(&buf)).await.unwrap();
+            assert_eq!(back, Request::Hello(heartbeat()));
+            let huge = ((MAX_RPC_BYTES + 1) as u32).to_be_bytes();
+            let err = read_frame::<_, Request>(&mut futures::io::Cursor::new(&huge[..])).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        });
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let me = Keypair::generate_ed25519().public().to_peer_id();
+            let _ = decode_gossip(&bytes, &me);
+            let _ = decode::<Request>(&bytes, MAX_RPC_BYTES);
+            let mut framed = (bytes.len() as u32).to_be_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = futures::executor::block_on(read_frame::<_, Response>(&mut futures::io::Cursor::new(&framed)));
+        }
+
+        #[test]
+        fn truncated_messages_are_errors(cut in 0usize..120) {
+            let me = Keypair::generate_ed25519().public().to_peer_id();
+            let bytes = encode(&Envelope { sender: me.to_bytes(), body: Gossip::Heartbeat(heartbeat()) });
+            let cut = cut.min(bytes.len() - 1);
+            prop_assert!(decode_gossip(&bytes[..cut], &me).is_err());
+        }
+    }
+}
