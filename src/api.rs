@@ -68,11 +68,21 @@ pub struct PeerView {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("cannot listen on control API address {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("no node is running here: cannot reach the control API at {addr}: {source}")]
-    Unreachable { addr: String, source: reqwest::Error },
+    Unreachable {
+        addr: String,
+        source: reqwest::Error,
+    },
     #[error("control API at {addr} answered {status}: {body}")]
-    Status { addr: String, status: u16, body: String },
+    Status {
+        addr: String,
+        status: u16,
+        body: String,
+    },
     #[error("cannot find a running node: {0}")]
     NoApiFile(String),
 }
@@ -86,10 +96,12 @@ impl IntoResponse for AppError {
 }
 
 async fn status(State(node): State<NodeHandle>) -> Result<Json<StatusView>, AppError> {
-    node.status()
-        .await
-        .map(Json)
-        .ok_or_else(|| AppError(StatusCode::SERVICE_UNAVAILABLE, "node is not answering".into()))
+    node.status().await.map(Json).ok_or_else(|| {
+        AppError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is not answering".into(),
+        )
+    })
 }
 
 async fn peers(State(node): State<NodeHandle>) -> Result<Json<Vec<PeerView>>, AppError> {
@@ -102,8 +114,12 @@ pub async fn bind(
     node: NodeHandle,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, impl Future<Output = std::io::Result<()>>), ApiError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| ApiError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| ApiError::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ApiError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ApiError::Bind { addr, source })?;
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
@@ -137,12 +153,19 @@ pub fn parse_api_addr(text: &str) -> Option<String> {
 /// Finds the API: an explicit address wins, else the data dir's `api` file.
 pub fn locate(explicit: Option<&str>, data_dir: &Path) -> Result<String, ApiError> {
     if let Some(a) = explicit {
-        return parse_api_addr(a).ok_or_else(|| ApiError::NoApiFile(format!("--api {a:?} is not HOST:PORT")));
+        return parse_api_addr(a)
+            .ok_or_else(|| ApiError::NoApiFile(format!("--api {a:?} is not HOST:PORT")));
     }
     let file = crate::store::api_file(data_dir);
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| ApiError::NoApiFile(format!("{}: {e} (is a node running with this --data-dir?)", file.display())))?;
-    parse_api_addr(&text).ok_or_else(|| ApiError::NoApiFile(format!("{}: unreadable address {text:?}", file.display())))
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        ApiError::NoApiFile(format!(
+            "{}: {e} (is a node running with this --data-dir?)",
+            file.display()
+        ))
+    })?;
+    parse_api_addr(&text).ok_or_else(|| {
+        ApiError::NoApiFile(format!("{}: unreadable address {text:?}", file.display()))
+    })
 }
 
 /// A small client for the control API.
@@ -154,18 +177,28 @@ pub struct Client {
 
 impl Client {
     pub fn new(addr: String) -> Client {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
         Client { http, addr }
     }
 
     async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<(T, String), ApiError> {
         let url = format!("http://{}{path}", self.addr);
-        let unreachable = |source| ApiError::Unreachable { addr: self.addr.clone(), source };
+        let unreachable = |source| ApiError::Unreachable {
+            addr: self.addr.clone(),
+            source,
+        };
         let resp = self.http.get(&url).send().await.map_err(unreachable)?;
         let status = resp.status();
         let body = resp.text().await.map_err(unreachable)?;
         if !status.is_success() {
-            return Err(ApiError::Status { addr: self.addr.clone(), status: status.as_u16(), body });
+            return Err(ApiError::Status {
+                addr: self.addr.clone(),
+                status: status.as_u16(),
+                body,
+            });
         }
         let value = serde_json::from_str(&body).map_err(|e| ApiError::Status {
             addr: self.addr.clone(),
@@ -191,11 +224,20 @@ mod tests {
 
     #[test]
     fn api_addresses_parse_in_both_forms() {
-        assert_eq!(parse_api_addr("/ip4/127.0.0.1/tcp/5010\n").as_deref(), Some("127.0.0.1:5010"));
-        assert_eq!(parse_api_addr("127.0.0.1:7").as_deref(), Some("127.0.0.1:7"));
+        assert_eq!(
+            parse_api_addr("/ip4/127.0.0.1/tcp/5010\n").as_deref(),
+            Some("127.0.0.1:5010")
+        );
+        assert_eq!(
+            parse_api_addr("127.0.0.1:7").as_deref(),
+            Some("127.0.0.1:7")
+        );
         assert_eq!(parse_api_addr("/ip6/::1/tcp/9").as_deref(), Some("[::1]:9"));
         assert_eq!(parse_api_addr("nonsense"), None);
         let a: SocketAddr = "127.0.0.1:5010".parse().unwrap();
-        assert_eq!(parse_api_addr(&api_file_text(a)).as_deref(), Some("127.0.0.1:5010"));
+        assert_eq!(
+            parse_api_addr(&api_file_text(a)).as_deref(),
+            Some("127.0.0.1:5010")
+        );
     }
 }

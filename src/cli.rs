@@ -8,7 +8,11 @@ use libp2p::Multiaddr;
 use crate::role::Role;
 
 #[derive(Debug, Parser)]
-#[command(name = "ipfs-kit-p2p", version, about = "Turns machines running IPFS into a self-organising cluster")]
+#[command(
+    name = "ipfs-kit-p2p",
+    version,
+    about = "Turns machines running IPFS into a self-organising cluster"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub node: NodeArgs,
@@ -72,7 +76,8 @@ pub enum Command {
 }
 
 fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
-    s.parse::<Multiaddr>().map_err(|e| format!("invalid multiaddr {s:?}: {e}"))
+    s.parse::<Multiaddr>()
+        .map_err(|e| format!("invalid multiaddr {s:?}: {e}"))
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {

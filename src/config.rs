@@ -19,17 +19,26 @@ pub const DEFAULTS: &str = include_str!("../config/default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("no data directory: pass --data-dir (no home directory to default to)")]
     NoDataDir,
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field, message: message.into() }
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,19 +104,25 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 }
 
 fn parse_table(text: &str, path: &Path) -> Result<toml::Table, ConfigError> {
-    text.parse::<toml::Table>()
-        .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 fn parse_addrs(field: &'static str, list: &[String]) -> Result<Vec<Multiaddr>, ConfigError> {
     list.iter()
-        .map(|s| s.parse().map_err(|e| invalid(field, format!("invalid multiaddr {s:?}: {e}"))))
+        .map(|s| {
+            s.parse()
+                .map_err(|e| invalid(field, format!("invalid multiaddr {s:?}: {e}")))
+        })
         .collect()
 }
 
 /// The platform's data directory for the node, e.g. `~/.local/share/ipfs-kit-p2p`.
 pub fn default_data_dir() -> Option<PathBuf> {
-    directories::ProjectDirs::from("io", "ipfs-kit", "ipfs-kit-p2p").map(|d| d.data_dir().to_owned())
+    directories::ProjectDirs::from("io", "ipfs-kit", "ipfs-kit-p2p")
+        .map(|d| d.data_dir().to_owned())
 }
 
 impl NodeConfig {
@@ -117,19 +132,28 @@ impl NodeConfig {
         let mut table = parse_table(DEFAULTS, Path::new("<embedded defaults>"))?;
         let mut source = PathBuf::from("<embedded defaults>");
         if let Some(path) = &args.config {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::Read { path: path.clone(), source: e })?;
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: path.clone(),
+                source: e,
+            })?;
             merge(&mut table, parse_table(&text, path)?);
             source = path.clone();
         }
-        let file = FileConfig::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Parse { path: source, message: e.message().to_owned() })?;
+        let file =
+            FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                path: source,
+                message: e.message().to_owned(),
+            })?;
         Self::from_layers(file, args)
     }
 
     fn from_layers(file: FileConfig, args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
         let pick = |flag: &Vec<Multiaddr>, field, list: &[String]| {
-            if flag.is_empty() { parse_addrs(field, list) } else { Ok(flag.clone()) }
+            if flag.is_empty() {
+                parse_addrs(field, list)
+            } else {
+                Ok(flag.clone())
+            }
         };
         let api = args.api.clone().unwrap_or(file.api);
         let api = api
@@ -166,31 +190,48 @@ impl NodeConfig {
         let c = &self.cluster;
         if c.is_empty()
             || c.len() > 64
-            || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
+            || !c
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
         {
-            return Err(invalid("cluster", format!("{c:?}: use 1-64 letters, digits, '.', '_' or '-'")));
+            return Err(invalid(
+                "cluster",
+                format!("{c:?}: use 1-64 letters, digits, '.', '_' or '-'"),
+            ));
         }
         if self.listen.is_empty() {
             return Err(invalid("listen", "at least one listen address is needed"));
         }
         if self.heartbeat_interval < Duration::from_millis(50) {
-            return Err(invalid("election.heartbeat_interval_ms", "must be at least 50"));
+            return Err(invalid(
+                "election.heartbeat_interval_ms",
+                "must be at least 50",
+            ));
         }
         if self.timing.peer_timeout < 2 * self.heartbeat_interval {
-            return Err(invalid("election.peer_timeout_ms", "must be at least twice election.heartbeat_interval_ms"));
+            return Err(invalid(
+                "election.peer_timeout_ms",
+                "must be at least twice election.heartbeat_interval_ms",
+            ));
         }
         if self.timing.suspect_timeout.is_zero() {
             return Err(invalid("election.suspect_timeout_ms", "must be above 0"));
         }
         let n = &self.network;
         if !(1 <= n.mesh_n_low && n.mesh_n_low <= n.mesh_n && n.mesh_n <= n.mesh_n_high) {
-            return Err(invalid("network.mesh_n", "need 1 <= mesh_n_low <= mesh_n <= mesh_n_high"));
+            return Err(invalid(
+                "network.mesh_n",
+                "need 1 <= mesh_n_low <= mesh_n <= mesh_n_high",
+            ));
         }
         if n.max_peers == 0 {
             return Err(invalid("network.max_peers", "must be above 0"));
         }
         if n.redial_interval_ms < 100 {
-            return Err(invalid("network.redial_interval_ms", "must be at least 100"));
+            return Err(invalid(
+                "network.redial_interval_ms",
+                "must be at least 100",
+            ));
         }
         Ok(())
     }
@@ -202,7 +243,10 @@ mod tests {
 
     fn load_with(file: Option<&str>, args: NodeArgs) -> Result<NodeConfig, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
-        let mut args = NodeArgs { data_dir: Some(dir.path().to_owned()), ..args };
+        let mut args = NodeArgs {
+            data_dir: Some(dir.path().to_owned()),
+            ..args
+        };
         if let Some(text) = file {
             let path = dir.path().join("c.toml");
             std::fs::write(&path, text).unwrap();
@@ -223,18 +267,34 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file() {
-        let args = NodeArgs { role: Some(Role::Leecher), no_mdns: true, ..NodeArgs::default() };
-        let cfg = load_with(Some("role = \"master\"\ncluster = \"lab\"\n[election]\npeer_timeout_ms = 9000\n"), args).unwrap();
+        let args = NodeArgs {
+            role: Some(Role::Leecher),
+            no_mdns: true,
+            ..NodeArgs::default()
+        };
+        let cfg = load_with(
+            Some("role = \"master\"\ncluster = \"lab\"\n[election]\npeer_timeout_ms = 9000\n"),
+            args,
+        )
+        .unwrap();
         assert_eq!(cfg.role, Role::Leecher);
         assert_eq!(cfg.cluster, "lab");
         assert!(!cfg.mdns);
         assert_eq!(cfg.timing.peer_timeout, Duration::from_secs(9));
-        assert_eq!(cfg.heartbeat_interval, Duration::from_secs(2), "untouched keys keep their default");
+        assert_eq!(
+            cfg.heartbeat_interval,
+            Duration::from_secs(2),
+            "untouched keys keep their default"
+        );
     }
 
     #[test]
     fn errors_name_the_culprit() {
-        let err = |text| load_with(Some(text), NodeArgs::default()).unwrap_err().to_string();
+        let err = |text| {
+            load_with(Some(text), NodeArgs::default())
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err("rol = \"master\"").contains("rol"));
         assert!(err("role = \"boss\"").contains("boss"));
         assert!(err("[election]\nheartbeat_ms = 1").contains("heartbeat_ms"));
@@ -242,7 +302,15 @@ mod tests {
         assert!(err("cluster = \"a b\"").contains("cluster"));
         assert!(err("api = \"nonsense\"").contains("api"));
         assert!(err("role = ").contains("c.toml"));
-        let missing = NodeArgs { config: Some("/nonexistent/x.toml".into()), ..NodeArgs::default() };
-        assert!(NodeConfig::load(&missing).unwrap_err().to_string().contains("/nonexistent/x.toml"));
+        let missing = NodeArgs {
+            config: Some("/nonexistent/x.toml".into()),
+            ..NodeArgs::default()
+        };
+        assert!(
+            NodeConfig::load(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("/nonexistent/x.toml")
+        );
     }
 }

@@ -76,9 +76,15 @@ pub struct Report<I> {
 /// Something the network told this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input<I> {
-    Heartbeat { from: I, report: Report<I> },
+    Heartbeat {
+        from: I,
+        report: Report<I>,
+    },
     /// The peer announced a graceful departure.
-    Left { from: I, incarnation: u64 },
+    Left {
+        from: I,
+        incarnation: u64,
+    },
     /// The last connection to the peer closed.
     ConnectionLost(I),
     /// A connection to the peer is established.
@@ -105,13 +111,20 @@ pub enum Action<I> {
 pub enum Liveness {
     Alive,
     /// Its connection closed; a re-dial is under way.
-    Suspect { since: Instant },
+    Suspect {
+        since: Instant,
+    },
     /// Confirmed unreachable. Only a newer incarnation, a new connection or a
     /// heartbeat well past `last_seq` brings it back (a heartbeat that was
     /// already in flight when it died must not).
-    Dead { last_seq: u64, since: Instant },
+    Dead {
+        last_seq: u64,
+        since: Instant,
+    },
     /// Departed gracefully; its incarnation will not come back.
-    Left { since: Instant },
+    Left {
+        since: Instant,
+    },
 }
 
 /// What this node knows about one peer.
@@ -152,7 +165,14 @@ pub struct Election<I> {
 
 impl<I: Ord + Clone + Debug> Election<I> {
     /// `max_epoch` is the highest epoch this node ever saw (persisted across restarts).
-    pub fn new(me: I, role: Role, incarnation: u64, max_epoch: u64, timing: Timing, now: Instant) -> Self {
+    pub fn new(
+        me: I,
+        role: Role,
+        incarnation: u64,
+        max_epoch: u64,
+        timing: Timing,
+        now: Instant,
+    ) -> Self {
         Election {
             me,
             role,
@@ -276,7 +296,10 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 if let Some(p) = self.peers.get_mut(&id)
                     && matches!(p.liveness, Liveness::Suspect { .. })
                 {
-                    p.liveness = Liveness::Dead { last_seq: p.last_seq, since: now };
+                    p.liveness = Liveness::Dead {
+                        last_seq: p.last_seq,
+                        since: now,
+                    };
                 }
             }
         }
@@ -291,7 +314,10 @@ impl<I: Ord + Clone + Debug> Election<I> {
             if let Liveness::Suspect { since } = p.liveness
                 && now.saturating_duration_since(since) > timing.suspect_timeout
             {
-                p.liveness = Liveness::Dead { last_seq: p.last_seq, since: now };
+                p.liveness = Liveness::Dead {
+                    last_seq: p.last_seq,
+                    since: now,
+                };
             }
         }
         self.peers
@@ -358,7 +384,10 @@ impl<I: Ord + Clone + Debug> Election<I> {
     fn acceptable(&self, id: &I, epoch: u64) -> bool {
         epoch > self.max_epoch
             || (epoch == self.max_epoch
-                && self.voted.as_ref().is_none_or(|(ve, vid)| *ve < epoch || vid == id))
+                && self
+                    .voted
+                    .as_ref()
+                    .is_none_or(|(ve, vid)| *ve < epoch || vid == id))
     }
 
     /// Whether this node's own term at `epoch` has been overtaken: a higher
@@ -376,10 +405,12 @@ impl<I: Ord + Clone + Debug> Election<I> {
 
     /// Live peers that claim to lead.
     fn rival_claims(&self, now: Instant) -> impl Iterator<Item = (I, u64)> + '_ {
-        self.peers.iter().filter_map(move |(id, p)| match &p.follows {
-            Some((l, e)) if l == id && self.live(p, now) => Some((id.clone(), *e)),
-            _ => None,
-        })
+        self.peers
+            .iter()
+            .filter_map(move |(id, p)| match &p.follows {
+                Some((l, e)) if l == id && self.live(p, now) => Some((id.clone(), *e)),
+                _ => None,
+            })
     }
 
     fn evaluate(&mut self, now: Instant, actions: &mut Vec<Action<I>>) {
@@ -390,7 +421,8 @@ impl<I: Ord + Clone + Debug> Election<I> {
                     Some((l, e)) if *l == self.me => !self.term_conflicted(*e, now),
                     _ => false,
                 };
-                let in_grace = now.saturating_duration_since(self.started) < self.timing.startup_grace;
+                let in_grace =
+                    now.saturating_duration_since(self.started) < self.timing.startup_grace;
                 if !holding && !in_grace {
                     let epoch = self.max_epoch + 1;
                     self.raise_epoch(epoch, actions);
@@ -437,7 +469,9 @@ impl<I: Ord + Clone + Debug> Election<I> {
 
 /// The rightful leader among candidates `(role, id)`: highest role, then lowest ID.
 /// Callers pass only candidates that may lead and are live.
-pub fn choose_leader<'a, I: Ord + 'a>(candidates: impl IntoIterator<Item = (Role, &'a I)>) -> Option<&'a I> {
+pub fn choose_leader<'a, I: Ord + 'a>(
+    candidates: impl IntoIterator<Item = (Role, &'a I)>,
+) -> Option<&'a I> {
     candidates
         .into_iter()
         .filter(|(role, _)| role.can_lead())

@@ -15,8 +15,14 @@ pub struct HealthSampler {
 
 impl HealthSampler {
     pub fn new(data_dir: &Path) -> Self {
-        let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_owned());
-        HealthSampler { sys: System::new(), disks: Disks::new_with_refreshed_list(), data_dir }
+        let data_dir = data_dir
+            .canonicalize()
+            .unwrap_or_else(|_| data_dir.to_owned());
+        HealthSampler {
+            sys: System::new(),
+            disks: Disks::new_with_refreshed_list(),
+            data_dir,
+        }
     }
 
     /// A fresh sample. CPU use is measured since the previous call.

@@ -33,6 +33,8 @@ pub mod health;
 pub mod node;
 pub mod role;
 pub mod store;
+#[doc(hidden)]
+pub mod testkit;
 pub mod wire;
 
 use cli::{Cli, Command};
@@ -41,7 +43,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs what the command line asks for.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             None => run_node(NodeConfig::load(&cli.node)?).await,
@@ -64,7 +69,10 @@ async fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
         return std::future::pending().await;
     };

@@ -27,7 +27,10 @@ pub enum StoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_owned(), source }
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Election state that must survive restarts.
@@ -50,16 +53,27 @@ pub struct DataDir {
 impl DataDir {
     /// Creates the directory if needed and takes its lock.
     pub fn open(path: &Path) -> Result<DataDir, StoreError> {
-        let dir_err = |source| StoreError::Dir { path: path.to_owned(), source };
+        let dir_err = |source| StoreError::Dir {
+            path: path.to_owned(),
+            source,
+        };
         fs::create_dir_all(path).map_err(dir_err)?;
         let lock_path = path.join("lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(dir_err)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(dir_err)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(StoreError::Locked(path.to_owned())),
             Err(TryLockError::Error(e)) => return Err(dir_err(e)),
         }
-        Ok(DataDir { path: path.to_owned(), _lock: lock })
+        Ok(DataDir {
+            path: path.to_owned(),
+            _lock: lock,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -70,11 +84,18 @@ impl DataDir {
     pub fn identity(&self) -> Result<Keypair, StoreError> {
         let path = self.path.join("identity.key");
         match fs::read(&path) {
-            Ok(bytes) => Keypair::from_protobuf_encoding(&bytes)
-                .map_err(|e| StoreError::Corrupt { path, message: e.to_string() }),
+            Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| StoreError::Corrupt {
+                path,
+                message: e.to_string(),
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let key = Keypair::generate_ed25519();
-                let bytes = key.to_protobuf_encoding().map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
+                let bytes = key
+                    .to_protobuf_encoding()
+                    .map_err(|e| StoreError::Corrupt {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
                 write_atomic(&path, &bytes, 0o600)?;
                 Ok(key)
             }
@@ -86,7 +107,10 @@ impl DataDir {
     pub fn load_state(&self) -> Result<State, StoreError> {
         let path = self.path.join("state.json");
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt { path, message: e.to_string() }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path,
+                message: e.to_string(),
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(io_err(&path)(e)),
         }
@@ -113,7 +137,12 @@ pub fn api_file(data_dir: &Path) -> PathBuf {
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| {
-        let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -136,10 +165,23 @@ mod tests {
     #[test]
     fn identity_is_stable_and_private() {
         let dir = tempfile::tempdir().unwrap();
-        let id1 = DataDir::open(dir.path()).unwrap().identity().unwrap().public().to_peer_id();
-        let id2 = DataDir::open(dir.path()).unwrap().identity().unwrap().public().to_peer_id();
+        let id1 = DataDir::open(dir.path())
+            .unwrap()
+            .identity()
+            .unwrap()
+            .public()
+            .to_peer_id();
+        let id2 = DataDir::open(dir.path())
+            .unwrap()
+            .identity()
+            .unwrap()
+            .public()
+            .to_peer_id();
         assert_eq!(id1, id2);
-        let mode = fs::metadata(dir.path().join("identity.key")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("identity.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -158,12 +200,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = DataDir::open(dir.path()).unwrap();
         assert_eq!(d.load_state().unwrap(), State::default());
-        d.save_state(&State { max_epoch: 9, incarnation: 4 }).unwrap();
+        d.save_state(&State {
+            max_epoch: 9,
+            incarnation: 4,
+        })
+        .unwrap();
         assert_eq!(d.load_state().unwrap().max_epoch, 9);
         fs::write(dir.path().join("state.json"), b"{\"max_ep").unwrap();
         let err = d.load_state().unwrap_err().to_string();
         assert!(err.contains("state.json"), "{err}");
         fs::write(dir.path().join("identity.key"), b"junk").unwrap();
-        assert!(d.identity().unwrap_err().to_string().contains("identity.key"));
+        assert!(
+            d.identity()
+                .unwrap_err()
+                .to_string()
+                .contains("identity.key")
+        );
     }
 }

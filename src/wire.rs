@@ -92,7 +92,9 @@ pub struct Heartbeat {
 pub enum Gossip {
     Heartbeat(Heartbeat),
     /// Graceful departure of this incarnation.
-    Leaving { incarnation: u64 },
+    Leaving {
+        incarnation: u64,
+    },
 }
 
 /// A gossip message with the sender it claims; checked against the signer.
@@ -113,7 +115,10 @@ pub enum Request {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    Hello { heartbeat: Heartbeat, peers: Vec<SharedPeer> },
+    Hello {
+        heartbeat: Heartbeat,
+        peers: Vec<SharedPeer>,
+    },
     Ack,
 }
 
@@ -128,7 +133,11 @@ impl SharedPeer {
     pub fn new(peer: &PeerId, addrs: &[Multiaddr]) -> Self {
         SharedPeer {
             peer: peer.to_bytes(),
-            addrs: addrs.iter().take(MAX_ADDRS_PER_PEER).map(|a| a.to_vec()).collect(),
+            addrs: addrs
+                .iter()
+                .take(MAX_ADDRS_PER_PEER)
+                .map(|a| a.to_vec())
+                .collect(),
         }
     }
 
@@ -180,7 +189,10 @@ pub fn decode_gossip(bytes: &[u8], signer: &PeerId) -> Result<Gossip, WireError>
     let env: Envelope = decode(bytes, MAX_GOSSIP_BYTES)?;
     let claimed = PeerId::from_bytes(&env.sender).map_err(|_| WireError::PeerId)?;
     if claimed != *signer {
-        return Err(WireError::Forged { claimed, signer: *signer });
+        return Err(WireError::Forged {
+            claimed,
+            signer: *signer,
+        });
     }
     Ok(env.body)
 }
@@ -194,17 +206,26 @@ async fn read_frame<T: AsyncRead + Unpin + Send, M: DeserializeOwned>(io: &mut T
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_RPC_BYTES {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, WireError::TooLarge(len, MAX_RPC_BYTES)));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            WireError::TooLarge(len, MAX_RPC_BYTES),
+        ));
     }
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
     decode(&buf, MAX_RPC_BYTES).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send, M: Serialize>(io: &mut T, msg: &M) -> io::Result<()> {
+async fn write_frame<T: AsyncWrite + Unpin + Send, M: Serialize>(
+    io: &mut T,
+    msg: &M,
+) -> io::Result<()> {
     let buf = encode(msg);
     if buf.len() > MAX_RPC_BYTES {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, WireError::TooLarge(buf.len(), MAX_RPC_BYTES)));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            WireError::TooLarge(buf.len(), MAX_RPC_BYTES),
+        ));
     }
     io.write_all(&(buf.len() as u32).to_be_bytes()).await?;
     io.write_all(&buf).await?;
@@ -216,19 +237,37 @@ impl request_response::Codec for RpcCodec {
     type Request = Request;
     type Response = Response;
 
-    async fn read_request<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request> {
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Request> {
         read_frame(io).await
     }
 
-    async fn read_response<T: AsyncRead + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response> {
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Response> {
         read_frame(io).await
     }
 
-    async fn write_request<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, req: Request) -> io::Result<()> {
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Request,
+    ) -> io::Result<()> {
         write_frame(io, &req).await
     }
 
-    async fn write_response<T: AsyncWrite + Unpin + Send>(&mut self, _: &StreamProtocol, io: &mut T, res: Response) -> io::Result<()> {
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> io::Result<()> {
         write_frame(io, &res).await
     }
 }
@@ -248,14 +287,23 @@ mod tests {
             max_epoch: 7,
             follows: Some((leader.clone(), 7)),
             voted: Some((leader, 7)),
-            health: Health { cpu_permille: 120, mem_used: 1 << 30, mem_total: 8 << 30, disk_free: 1 << 40, disk_total: 2 << 40 },
+            health: Health {
+                cpu_permille: 120,
+                mem_used: 1 << 30,
+                mem_total: 8 << 30,
+                disk_free: 1 << 40,
+                disk_total: 2 << 40,
+            },
         }
     }
 
     #[test]
     fn gossip_round_trips_and_fits_well_under_the_limit() {
         let me = Keypair::generate_ed25519().public().to_peer_id();
-        let env = Envelope { sender: me.to_bytes(), body: Gossip::Heartbeat(heartbeat()) };
+        let env = Envelope {
+            sender: me.to_bytes(),
+            body: Gossip::Heartbeat(heartbeat()),
+        };
         let bytes = encode(&env);
         assert!(bytes.len() < 300, "heartbeat is {} bytes", bytes.len());
         assert_eq!(decode_gossip(&bytes, &me).unwrap(), env.body);
@@ -265,30 +313,57 @@ mod tests {
     fn forged_sender_is_rejected() {
         let me = Keypair::generate_ed25519().public().to_peer_id();
         let other = Keypair::generate_ed25519().public().to_peer_id();
-        let env = Envelope { sender: other.to_bytes(), body: Gossip::Leaving { incarnation: 1 } };
-        assert!(matches!(decode_gossip(&encode(&env), &me), Err(WireError::Forged { .. })));
+        let env = Envelope {
+            sender: other.to_bytes(),
+            body: Gossip::Leaving { incarnation: 1 },
+        };
+        assert!(matches!(
+            decode_gossip(&encode(&env), &me),
+            Err(WireError::Forged { .. })
+        ));
     }
 
     #[test]
     fn bad_input_gets_typed_errors() {
         let me = Keypair::generate_ed25519().public().to_peer_id();
         assert!(matches!(decode_gossip(&[], &me), Err(WireError::Empty)));
-        assert!(matches!(decode_gossip(&[9, 1, 2], &me), Err(WireError::Version(9))));
-        assert!(matches!(decode_gossip(&vec![1; MAX_GOSSIP_BYTES + 1], &me), Err(WireError::TooLarge(..))));
-        let mut bytes = encode(&Envelope { sender: me.to_bytes(), body: Gossip::Leaving { incarnation: 1 } });
+        assert!(matches!(
+            decode_gossip(&[9, 1, 2], &me),
+            Err(WireError::Version(9))
+        ));
+        assert!(matches!(
+            decode_gossip(&vec![1; MAX_GOSSIP_BYTES + 1], &me),
+            Err(WireError::TooLarge(..))
+        ));
+        let mut bytes = encode(&Envelope {
+            sender: me.to_bytes(),
+            body: Gossip::Leaving { incarnation: 1 },
+        });
         bytes.push(0);
-        assert!(matches!(decode_gossip(&bytes, &me), Err(WireError::Trailing(1))));
+        assert!(matches!(
+            decode_gossip(&bytes, &me),
+            Err(WireError::Trailing(1))
+        ));
     }
 
     #[test]
     fn rpc_frames_round_trip_and_refuse_oversized_lengths() {
         futures::executor::block_on(async {
             let mut buf = Vec::new();
-            write_frame(&mut futures::io::Cursor::new(&mut buf), &Request::Hello(heartbeat())).await.unwrap();
-            let back: Request = read_frame(&mut futures::io::Cursor::new(&buf)).await.unwrap();
+            write_frame(
+                &mut futures::io::Cursor::new(&mut buf),
+                &Request::Hello(heartbeat()),
+            )
+            .await
+            .unwrap();
+            let back: Request = read_frame(&mut futures::io::Cursor::new(&buf))
+                .await
+                .unwrap();
             assert_eq!(back, Request::Hello(heartbeat()));
             let huge = ((MAX_RPC_BYTES + 1) as u32).to_be_bytes();
-            let err = read_frame::<_, Request>(&mut futures::io::Cursor::new(&huge[..])).await.unwrap_err();
+            let err = read_frame::<_, Request>(&mut futures::io::Cursor::new(&huge[..]))
+                .await
+                .unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         });
     }

@@ -40,7 +40,14 @@ fn leecher_alone_never_leads() {
 }
 
 fn report(role: Role, seq: u64, max_epoch: u64, follows: Option<(u32, u64)>) -> Report<u32> {
-    Report { role, incarnation: 1, seq, max_epoch, follows: follows.clone(), voted: follows }
+    Report {
+        role,
+        incarnation: 1,
+        seq,
+        max_epoch,
+        follows: follows.clone(),
+        voted: follows,
+    }
 }
 
 #[test]
@@ -48,10 +55,22 @@ fn follower_rejects_a_claim_below_the_highest_epoch_seen() {
     let t0 = Instant::now();
     let mut e = Election::new(9u32, Role::Worker, 1, 10, timing(), t0);
     let hb = report(Role::Master, 1, 5, Some((1, 5)));
-    e.handle(Input::Heartbeat { from: 1, report: hb }, t0);
+    e.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: hb,
+        },
+        t0,
+    );
     assert_eq!(e.leader(), None, "epoch 5 < 10 seen");
     let hb = report(Role::Master, 2, 11, Some((1, 11)));
-    let actions = e.handle(Input::Heartbeat { from: 1, report: hb }, t0);
+    let actions = e.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: hb,
+        },
+        t0,
+    );
     assert_eq!(e.leader(), Some(&(1, 11)));
     assert!(actions.contains(&Action::PersistEpoch(11)));
 }
@@ -60,13 +79,31 @@ fn follower_rejects_a_claim_below_the_highest_epoch_seen() {
 fn one_leader_per_epoch() {
     let t0 = Instant::now();
     let mut e = Election::new(9u32, Role::Worker, 1, 0, timing(), t0);
-    e.handle(Input::Heartbeat { from: 3, report: report(Role::Master, 1, 4, Some((3, 4))) }, t0);
+    e.handle(
+        Input::Heartbeat {
+            from: 3,
+            report: report(Role::Master, 1, 4, Some((3, 4))),
+        },
+        t0,
+    );
     assert_eq!(e.leader(), Some(&(3, 4)));
     // A higher-priority master appears claiming the same epoch: not accepted...
-    e.handle(Input::Heartbeat { from: 2, report: report(Role::Master, 1, 4, Some((2, 4))) }, t0);
+    e.handle(
+        Input::Heartbeat {
+            from: 2,
+            report: report(Role::Master, 1, 4, Some((2, 4))),
+        },
+        t0,
+    );
     assert_ne!(e.leader(), Some(&(2, 4)), "a second leader at epoch 4");
     // ...until it takes a fresh epoch.
-    e.handle(Input::Heartbeat { from: 2, report: report(Role::Master, 2, 5, Some((2, 5))) }, t0);
+    e.handle(
+        Input::Heartbeat {
+            from: 2,
+            report: report(Role::Master, 2, 5, Some((2, 5))),
+        },
+        t0,
+    );
     assert_eq!(e.leader(), Some(&(2, 5)));
 }
 
@@ -74,7 +111,13 @@ fn one_leader_per_epoch() {
 fn flaky_link_needs_confirmation_before_the_leader_is_deposed() {
     let t0 = Instant::now();
     let mut e = Election::new(9u32, Role::Master, 1, 0, timing(), t0);
-    e.handle(Input::Heartbeat { from: 1, report: report(Role::Master, 1, 1, Some((1, 1))) }, t0);
+    e.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: report(Role::Master, 1, 1, Some((1, 1))),
+        },
+        t0,
+    );
     let t1 = t0 + 2 * SEC;
     let actions = e.handle(Input::ConnectionLost(1), t1);
     assert_eq!(actions, vec![Action::ConfirmAlive(1)]);
@@ -83,31 +126,68 @@ fn flaky_link_needs_confirmation_before_the_leader_is_deposed() {
     assert_eq!(e.leader(), Some(&(1, 1)));
     e.handle(Input::ConnectionLost(1), t1);
     e.handle(Input::Unreachable(1), t1);
-    assert_eq!(e.leader(), Some(&(9, 2)), "confirmed dead: the next master takes over");
+    assert_eq!(
+        e.leader(),
+        Some(&(9, 2)),
+        "confirmed dead: the next master takes over"
+    );
 }
 
 #[test]
 fn heartbeat_in_flight_does_not_resurrect_a_dead_peer() {
     let t0 = Instant::now();
     let mut e = Election::new(9u32, Role::Master, 1, 0, timing(), t0 + 5 * SEC);
-    e.handle(Input::Heartbeat { from: 1, report: report(Role::Master, 5, 1, Some((1, 1))) }, t0);
+    e.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: report(Role::Master, 5, 1, Some((1, 1))),
+        },
+        t0,
+    );
     e.handle(Input::ConnectionLost(1), t0);
     e.handle(Input::Unreachable(1), t0);
     let late = report(Role::Master, 6, 1, Some((1, 1)));
-    e.handle(Input::Heartbeat { from: 1, report: late }, t0 + SEC);
+    e.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: late,
+        },
+        t0 + SEC,
+    );
     assert!(!e.is_live(&1, t0 + SEC));
     let much_later = report(Role::Master, 9, 1, Some((1, 1)));
-    e.handle(Input::Heartbeat { from: 1, report: much_later }, t0 + 2 * SEC);
-    assert!(e.is_live(&1, t0 + 2 * SEC), "a peer that keeps talking is alive");
+    e.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: much_later,
+        },
+        t0 + 2 * SEC,
+    );
+    assert!(
+        e.is_live(&1, t0 + 2 * SEC),
+        "a peer that keeps talking is alive"
+    );
 }
 
 #[test]
 fn graceful_departure_hands_over_at_once() {
     let t0 = Instant::now();
     let mut e = Election::new(9u32, Role::Worker, 1, 0, timing(), t0);
-    e.handle(Input::Heartbeat { from: 1, report: report(Role::Master, 1, 3, Some((1, 3))) }, t0 + SEC);
+    e.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: report(Role::Master, 1, 3, Some((1, 3))),
+        },
+        t0 + SEC,
+    );
     assert_eq!(e.leader(), Some(&(1, 3)));
-    e.handle(Input::Left { from: 1, incarnation: 1 }, t0 + SEC);
+    e.handle(
+        Input::Left {
+            from: 1,
+            incarnation: 1,
+        },
+        t0 + SEC,
+    );
     assert_eq!(e.leader(), Some(&(9, 4)));
 }
 
@@ -131,7 +211,12 @@ impl Sim {
             .iter()
             .map(|(id, role)| Election::new(*id, *role, 1, 0, timing(), now))
             .collect();
-        Sim { nodes, side: vec![Some(0); members.len()], now, last_epoch: vec![0; members.len()] }
+        Sim {
+            nodes,
+            side: vec![Some(0); members.len()],
+            now,
+            last_epoch: vec![0; members.len()],
+        }
     }
 
     fn feed(&mut self, i: usize, input: Input<u32>) {
@@ -164,7 +249,13 @@ impl Sim {
                     && self.side[to] == self.side[from]
                 {
                     let from_id = *self.nodes[from].me();
-                    self.feed(to, Input::Heartbeat { from: from_id, report: r.clone() });
+                    self.feed(
+                        to,
+                        Input::Heartbeat {
+                            from: from_id,
+                            report: r.clone(),
+                        },
+                    );
                 }
             }
             if self.side[to].is_some() {
@@ -212,7 +303,9 @@ impl Sim {
     }
 
     fn heal(&mut self) {
-        let alive: Vec<usize> = (0..self.nodes.len()).filter(|i| self.side[*i].is_some()).collect();
+        let alive: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.side[*i].is_some())
+            .collect();
         for &i in &alive {
             self.side[i] = Some(0);
         }
@@ -244,16 +337,33 @@ impl Sim {
     /// only it believes it leads. Returns the epoch.
     fn assert_agreed(&self, side: u8) -> Option<u64> {
         let expected = self.expected(side);
-        let members: Vec<usize> = self.alive().filter(|i| self.side[*i] == Some(side)).collect();
+        let members: Vec<usize> = self
+            .alive()
+            .filter(|i| self.side[*i] == Some(side))
+            .collect();
         if members.is_empty() {
             return None;
         }
-        let views: BTreeSet<_> = members.iter().map(|i| self.nodes[*i].leader().cloned()).collect();
+        let views: BTreeSet<_> = members
+            .iter()
+            .map(|i| self.nodes[*i].leader().cloned())
+            .collect();
         assert_eq!(views.len(), 1, "side {side} disagrees: {views:?}");
         let view = views.into_iter().next().flatten();
-        assert_eq!(view.as_ref().map(|(l, _)| *l), expected, "side {side} follows the wrong leader");
-        let leaders = members.iter().filter(|i| self.nodes[**i].is_leader()).count();
-        assert_eq!(leaders, usize::from(expected.is_some()), "side {side}: {leaders} self-declared leaders");
+        assert_eq!(
+            view.as_ref().map(|(l, _)| *l),
+            expected,
+            "side {side} follows the wrong leader"
+        );
+        let leaders = members
+            .iter()
+            .filter(|i| self.nodes[**i].is_leader())
+            .count();
+        assert_eq!(
+            leaders,
+            usize::from(expected.is_some()),
+            "side {side}: {leaders} self-declared leaders"
+        );
         view.map(|(_, e)| e)
     }
 
@@ -266,8 +376,7 @@ impl Sim {
 
 fn members() -> impl Strategy<Value = Vec<(u32, Role)>> {
     let role = prop_oneof![Just(Role::Master), Just(Role::Worker), Just(Role::Leecher)];
-    prop::collection::btree_map(any::<u32>(), role, 1..9)
-        .prop_map(|m| m.into_iter().collect())
+    prop::collection::btree_map(any::<u32>(), role, 1..9).prop_map(|m| m.into_iter().collect())
 }
 
 #[test]
@@ -290,7 +399,11 @@ fn five_node_scenario_from_the_issue() {
     sim.kill(0);
     sim.settle();
     let e3 = sim.assert_agreed(0).unwrap();
-    assert_eq!(sim.nodes[2].leader().map(|l| l.0), Some(5), "the lowest-ID worker");
+    assert_eq!(
+        sim.nodes[2].leader().map(|l| l.0),
+        Some(5),
+        "the lowest-ID worker"
+    );
     assert!(e3 > e2);
 }
 
@@ -367,7 +480,6 @@ proptest! {
     }
 }
 
-
 #[test]
 fn healed_split_where_the_rightful_side_is_ahead_still_takes_a_new_epoch() {
     let mut sim = Sim::new(&[
@@ -386,7 +498,10 @@ fn healed_split_where_the_rightful_side_is_ahead_still_takes_a_new_epoch() {
     sim.settle();
     let e0 = sim.assert_agreed(0).unwrap();
     let e1 = sim.assert_agreed(1).unwrap();
-    assert!(e0 > e1, "the scenario needs the rightful side ahead: {e0} vs {e1}");
+    assert!(
+        e0 > e1,
+        "the scenario needs the rightful side ahead: {e0} vs {e1}"
+    );
     sim.heal();
     sim.settle();
     let e = sim.assert_agreed(0).unwrap();

@@ -4,9 +4,11 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
-use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{Swarm, SwarmBuilder, gossipsub, identify, kad, mdns, noise, ping, request_response, tcp, yamux};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    Swarm, SwarmBuilder, gossipsub, identify, kad, mdns, noise, ping, request_response, tcp, yamux,
+};
 use sha2::{Digest, Sha256};
 
 use crate::config::NodeConfig;
@@ -64,10 +66,15 @@ fn gossipsub(key: &Keypair, cfg: &NodeConfig) -> Result<gossipsub::Behaviour, Bu
         .flood_publish(false)
         .build()
         .map_err(err)?;
-    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config).map_err(err)
+    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+        .map_err(err)
 }
 
-fn behaviour(key: &Keypair, cfg: &NodeConfig, protocols: &Protocols) -> Result<Behaviour, BuildError> {
+fn behaviour(
+    key: &Keypair,
+    cfg: &NodeConfig,
+    protocols: &Protocols,
+) -> Result<Behaviour, BuildError> {
     let peer_id = key.public().to_peer_id();
     let identify = identify::Behaviour::new(
         identify::Config::new(protocols.identify.clone(), key.public())
@@ -76,18 +83,25 @@ fn behaviour(key: &Keypair, cfg: &NodeConfig, protocols: &Protocols) -> Result<B
     );
     let mut kad_cfg = kad::Config::new(protocols.kad.clone());
     kad_cfg.set_query_timeout(Duration::from_secs(20));
-    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+    let mut kad =
+        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
     // Nothing confirms an external address on a LAN, so never wait to become a server.
     kad.set_mode(Some(kad::Mode::Server));
     let mdns = if cfg.mdns {
-        let mdns_cfg = mdns::Config { query_interval: Duration::from_secs(30), ..mdns::Config::default() };
+        let mdns_cfg = mdns::Config {
+            query_interval: Duration::from_secs(30),
+            ..mdns::Config::default()
+        };
         Some(mdns::tokio::Behaviour::new(mdns_cfg, peer_id).map_err(err)?)
     } else {
         None
     };
     let rpc = request_response::Behaviour::with_codec(
         RpcCodec,
-        [(protocols.rpc.clone(), request_response::ProtocolSupport::Full)],
+        [(
+            protocols.rpc.clone(),
+            request_response::ProtocolSupport::Full,
+        )],
         request_response::Config::default()
             .with_request_timeout(Duration::from_secs(5))
             .with_max_concurrent_streams(64),
@@ -103,10 +117,18 @@ fn behaviour(key: &Keypair, cfg: &NodeConfig, protocols: &Protocols) -> Result<B
 }
 
 /// Builds the swarm; it still has to be told where to listen.
-pub fn build(key: Keypair, cfg: &NodeConfig, protocols: &Protocols) -> Result<Swarm<Behaviour>, BuildError> {
+pub fn build(
+    key: Keypair,
+    cfg: &NodeConfig,
+    protocols: &Protocols,
+) -> Result<Swarm<Behaviour>, BuildError> {
     Ok(SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(err)?
         .with_quic()
         .with_behaviour(|key| behaviour(key, cfg, protocols).map_err(|e| e.0.into()))

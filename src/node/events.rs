@@ -6,8 +6,8 @@ use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{PeerId, identify, kad, mdns};
 use tracing::{debug, info, warn};
 
-use super::behaviour::BehaviourEvent;
 use super::Node;
+use super::behaviour::BehaviourEvent;
 use crate::election::Input;
 use crate::wire::{self, Gossip, Request, Response};
 
@@ -17,7 +17,12 @@ impl Node {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(address = %format!("{address}/p2p/{}", self.me), "listening");
             }
-            SwarmEvent::ConnectionEstablished { peer_id, num_established, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
                 if endpoint.is_dialer() {
                     self.learn_addrs(peer_id, [endpoint.get_remote_address().clone()]);
                 }
@@ -28,12 +33,24 @@ impl Node {
                     self.swarm.behaviour_mut().rpc.send_request(&peer_id, hello);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause,
+                ..
+            } => {
                 debug!(peer = %peer_id, cause = ?cause, "disconnected");
                 self.input(Input::ConnectionLost(peer_id.to_base58()));
             }
-            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
-                if matches!(error, DialError::DialPeerConditionFalse(_) | DialError::LocalPeerId { .. }) {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                if matches!(
+                    error,
+                    DialError::DialPeerConditionFalse(_) | DialError::LocalPeerId { .. }
+                ) {
                     return;
                 }
                 if let DialError::WrongPeerId { obtained, .. } = &error {
@@ -58,11 +75,16 @@ impl Node {
                     return;
                 }
                 for addr in &info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, addr.clone());
                 }
                 self.learn_addrs(peer_id, info.listen_addrs);
             }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, addresses, .. }) => {
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            }) => {
                 self.learn_addrs(peer, addresses.into_vec());
                 if !self.swarm.is_connected(&peer) {
                     self.dial(peer);
@@ -77,7 +99,11 @@ impl Node {
                     }
                 }
             }
-            BehaviourEvent::Gossipsub(gossipsub::Event::Message { propagation_source, message_id, message }) => {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
                 let verdict = self.on_gossip(message);
                 let gs = &mut self.swarm.behaviour_mut().gossipsub;
                 gs.report_message_validation_result(&message_id, &propagation_source, verdict);
@@ -85,11 +111,18 @@ impl Node {
             BehaviourEvent::Rpc(request_response::Event::Message { peer, message, .. }) => {
                 self.on_rpc(peer, message);
             }
-            BehaviourEvent::Rpc(request_response::Event::OutboundFailure { request_id, peer, error, .. }) => {
+            BehaviourEvent::Rpc(request_response::Event::OutboundFailure {
+                request_id,
+                peer,
+                error,
+                ..
+            }) => {
                 self.leaving.remove(&request_id);
                 debug!(%peer, error = %error, "request failed");
             }
-            BehaviourEvent::Rpc(request_response::Event::InboundFailure { peer, error, .. }) => {
+            BehaviourEvent::Rpc(request_response::Event::InboundFailure {
+                peer, error, ..
+            }) => {
                 debug!(%peer, error = %error, "inbound request failed");
             }
             _ => {}
@@ -111,7 +144,10 @@ impl Node {
             }
             Ok(Gossip::Leaving { incarnation }) => {
                 info!(peer = %signer, "peer is leaving");
-                self.input(Input::Left { from: signer.to_base58(), incarnation });
+                self.input(Input::Left {
+                    from: signer.to_base58(),
+                    incarnation,
+                });
                 MessageAcceptance::Accept
             }
             Err(e) => {
@@ -123,21 +159,36 @@ impl Node {
 
     fn on_rpc(&mut self, peer: PeerId, message: Message<Request, Response>) {
         match message {
-            Message::Request { request, channel, .. } => {
+            Message::Request {
+                request, channel, ..
+            } => {
                 let response = match request {
                     Request::Hello(hb) => {
                         self.on_heartbeat(peer, hb);
-                        Response::Hello { heartbeat: self.heartbeat(), peers: self.shared_peers() }
+                        Response::Hello {
+                            heartbeat: self.heartbeat(),
+                            peers: self.shared_peers(),
+                        }
                     }
                     Request::Leaving { incarnation } => {
                         info!(%peer, "peer is leaving");
-                        self.input(Input::Left { from: peer.to_base58(), incarnation });
+                        self.input(Input::Left {
+                            from: peer.to_base58(),
+                            incarnation,
+                        });
                         Response::Ack
                     }
                 };
-                let _ = self.swarm.behaviour_mut().rpc.send_response(channel, response);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, response);
             }
-            Message::Response { request_id, response } => match response {
+            Message::Response {
+                request_id,
+                response,
+            } => match response {
                 Response::Hello { heartbeat, peers } => {
                     self.on_heartbeat(peer, heartbeat);
                     for shared in peers.iter().take(wire::MAX_SHARED_PEERS) {
@@ -156,4 +207,3 @@ impl Node {
         }
     }
 }
-

@@ -63,13 +63,21 @@ impl NodeHandle {
     /// The node's current status; `None` if the loop does not answer within 2 s.
     pub async fn status(&self) -> Option<StatusView> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send_timeout(Command::Status(tx), Duration::from_secs(2)).await.ok()?;
-        tokio::time::timeout(Duration::from_secs(2), rx).await.ok()?.ok()
+        self.tx
+            .send_timeout(Command::Status(tx), Duration::from_secs(2))
+            .await
+            .ok()?;
+        tokio::time::timeout(Duration::from_secs(2), rx)
+            .await
+            .ok()?
+            .ok()
     }
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs a node until `shutdown` is cancelled, then leaves the cluster gracefully.
@@ -85,21 +93,39 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     for addr in &cfg.listen {
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| NodeError::Listen { addr: addr.clone(), message: e.to_string() })?;
+            .map_err(|e| NodeError::Listen {
+                addr: addr.clone(),
+                message: e.to_string(),
+            })?;
     }
     let topic = IdentTopic::new(protocols.topic.clone());
-    swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| NodeError::Subscribe(e.to_string()))?;
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| NodeError::Subscribe(e.to_string()))?;
 
     let (tx, rx) = mpsc::channel(64);
     let api_stop = CancellationToken::new();
     let (api_addr, serve) = api::bind(cfg.api, NodeHandle { tx }, api_stop.clone()).await?;
     let api_task = tokio::spawn(serve);
-    write_atomic(&data.api_file(), api::api_file_text(api_addr).as_bytes(), 0o644)?;
+    write_atomic(
+        &data.api_file(),
+        api::api_file_text(api_addr).as_bytes(),
+        0o644,
+    )?;
     info!(peer_id = %me, role = %cfg.role, cluster = %cfg.cluster, incarnation = state.incarnation, api = %api_addr, "node started");
 
     let now = Instant::now();
-    let election = Election::new(me.to_base58(), cfg.role, state.incarnation, state.max_epoch, cfg.timing, now)
-        .with_max_peers(cfg.network.max_peers);
+    let election = Election::new(
+        me.to_base58(),
+        cfg.role,
+        state.incarnation,
+        state.max_epoch,
+        cfg.timing,
+        now,
+    )
+    .with_max_peers(cfg.network.max_peers);
     let mut sampler = HealthSampler::new(data.path());
     let mut node = Node {
         health: sampler.sample(),
@@ -150,10 +176,16 @@ struct Node {
 }
 
 impl Node {
-    async fn run(&mut self, mut rx: mpsc::Receiver<Command>, sampler: &mut HealthSampler, shutdown: CancellationToken) {
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Command>,
+        sampler: &mut HealthSampler,
+        shutdown: CancellationToken,
+    ) {
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval);
         let mut tick = tokio::time::interval(ELECTION_TICK);
-        let mut redial = tokio::time::interval(Duration::from_millis(self.cfg.network.redial_interval_ms));
+        let mut redial =
+            tokio::time::interval(Duration::from_millis(self.cfg.network.redial_interval_ms));
         let mut health = tokio::time::interval(HEALTH_INTERVAL);
         for t in [&mut heartbeat, &mut tick, &mut redial, &mut health] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -186,7 +218,11 @@ impl Node {
         self.publish(Gossip::Leaving { incarnation });
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for peer in peers {
-            let id = self.swarm.behaviour_mut().rpc.send_request(&peer, Request::Leaving { incarnation });
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .rpc
+                .send_request(&peer, Request::Leaving { incarnation });
             self.leaving.insert(id);
         }
         let deadline = tokio::time::sleep(LEAVE_DEADLINE);
@@ -204,7 +240,8 @@ impl Node {
 
     fn heartbeat(&mut self) -> Heartbeat {
         let r = self.election.next_report();
-        let id_bytes = |(id, e): (String, u64)| id.parse::<PeerId>().ok().map(|p| (p.to_bytes(), e));
+        let id_bytes =
+            |(id, e): (String, u64)| id.parse::<PeerId>().ok().map(|p| (p.to_bytes(), e));
         Heartbeat {
             role: r.role,
             incarnation: r.incarnation,
@@ -222,10 +259,20 @@ impl Node {
     }
 
     fn publish(&mut self, body: Gossip) {
-        let bytes = wire::encode(&Envelope { sender: self.me.to_bytes(), body });
-        match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+        let bytes = wire::encode(&Envelope {
+            sender: self.me.to_bytes(),
+            body,
+        });
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), bytes)
+        {
             Ok(_) => {}
-            Err(libp2p::gossipsub::PublishError::NoPeersSubscribedToTopic) => debug!("no peers to gossip to yet"),
+            Err(libp2p::gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                debug!("no peers to gossip to yet")
+            }
             Err(e) => warn!(error = %e, "gossip publish failed"),
         }
     }
@@ -233,7 +280,12 @@ impl Node {
     /// Feeds a peer's heartbeat to the election core.
     fn on_heartbeat(&mut self, from: PeerId, hb: Heartbeat) {
         let id = |b: Option<(Vec<u8>, u64)>| -> Result<Option<(String, u64)>, ()> {
-            b.map(|(bytes, e)| PeerId::from_bytes(&bytes).map(|p| (p.to_base58(), e)).map_err(|_| ())).transpose()
+            b.map(|(bytes, e)| {
+                PeerId::from_bytes(&bytes)
+                    .map(|p| (p.to_base58(), e))
+                    .map_err(|_| ())
+            })
+            .transpose()
         };
         let (Ok(follows), Ok(voted)) = (id(hb.follows), id(hb.voted)) else {
             warn!(peer = %from, "heartbeat with an invalid peer ID dropped");
@@ -248,7 +300,13 @@ impl Node {
             voted,
         };
         let key = from.to_base58();
-        let actions = self.election.handle(Input::Heartbeat { from: key.clone(), report }, Instant::now());
+        let actions = self.election.handle(
+            Input::Heartbeat {
+                from: key.clone(),
+                report,
+            },
+            Instant::now(),
+        );
         if self.election.peer(&key).is_some() {
             self.peer_health.insert(key, hb.health);
         }
@@ -279,7 +337,9 @@ impl Node {
                 Action::LeaderChanged(leader) => {
                     self.leader_since_ms = unix_ms();
                     match leader {
-                        Some((l, epoch)) if l == self.election.me().as_str() => info!(epoch, "this node leads"),
+                        Some((l, epoch)) if l == self.election.me().as_str() => {
+                            info!(epoch, "this node leads")
+                        }
                         Some((l, epoch)) => info!(leader = %l, epoch, "following a new leader"),
                         None => info!("no leader"),
                     }
@@ -358,7 +418,9 @@ impl Node {
         for peer in live {
             self.dial(peer);
         }
-        self.addrs.retain(|p, _| self.election.peer(&p.to_base58()).is_some() || self.swarm.is_connected(p));
+        self.addrs.retain(|p, _| {
+            self.election.peer(&p.to_base58()).is_some() || self.swarm.is_connected(p)
+        });
     }
 
     fn mark_foreign(&mut self, peer: PeerId) {
@@ -449,5 +511,7 @@ pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 }
 
 fn strip_p2p(addr: Multiaddr) -> Multiaddr {
-    addr.into_iter().filter(|p| !matches!(p, Protocol::P2p(_))).collect()
+    addr.into_iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
 }

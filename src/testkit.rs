@@ -1,0 +1,225 @@
+//! Helpers for tests and benchmarks that run real node processes on
+//! loopback: spawn the binary in its own data dir, find its control API,
+//! read its status, wait for conditions with deadlines, and kill or stop it.
+//! Not part of the node itself.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::api::{Client, StatusView, parse_api_addr};
+use crate::role::Role;
+use crate::store::api_file;
+
+/// One node process.
+pub struct NodeProc {
+    pub role: Role,
+    pub dir: PathBuf,
+    pub child: Child,
+    pub client: Client,
+    pub peer_id: String,
+    /// `/ip4/127.0.0.1/tcp/PORT/p2p/ID`, to bootstrap others to.
+    pub addr: String,
+}
+
+/// How to start nodes.
+#[derive(Debug, Clone)]
+pub struct Spawner {
+    pub bin: PathBuf,
+    /// Extra arguments for every node.
+    pub extra: Vec<String>,
+    /// Where node logs go: `None` discards them.
+    pub log_dir: Option<PathBuf>,
+}
+
+impl Spawner {
+    pub fn new(bin: impl Into<PathBuf>) -> Self {
+        Spawner {
+            bin: bin.into(),
+            extra: Vec::new(),
+            log_dir: None,
+        }
+    }
+
+    /// Starts a node on loopback (TCP, port 0, no mDNS) in `dir` and waits
+    /// until its control API answers.
+    pub async fn spawn(
+        &self,
+        role: Role,
+        dir: &Path,
+        bootstrap: &[String],
+    ) -> Result<NodeProc, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(api_file(dir));
+        let mut cmd = Command::new(&self.bin);
+        cmd.args([
+            "--role",
+            role.as_str(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+            "--no-mdns",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(
+            bootstrap
+                .iter()
+                .flat_map(|b| ["--bootstrap".to_string(), b.clone()]),
+        )
+        .args(&self.extra)
+        .env_remove("IPFS_KIT_P2P_API")
+        .env_remove("IPFS_KIT_P2P_BOOTSTRAP")
+        .env(
+            "RUST_LOG",
+            std::env::var("NODE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+        match &self.log_dir {
+            Some(logs) => {
+                let name = dir
+                    .file_name()
+                    .map_or("node".into(), |n| n.to_string_lossy().into_owned());
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(logs.join(format!("{name}.log")))
+                    .map_err(|e| e.to_string())?;
+                cmd.stderr(file);
+            }
+            None => {
+                cmd.stderr(Stdio::null());
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("node in {} exited early: {status}", dir.display()));
+            }
+            if let Some(addr) = std::fs::read_to_string(api_file(dir))
+                .ok()
+                .and_then(|t| parse_api_addr(&t))
+            {
+                break Client::new(addr);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!(
+                    "node in {} wrote no api file within 30 s",
+                    dir.display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let status = wait_for(Duration::from_secs(30), || async {
+            client
+                .status()
+                .await
+                .ok()
+                .map(|s| s.0)
+                .filter(|s| !s.listen_addrs.is_empty())
+        })
+        .await
+        .ok_or_else(|| format!("node in {} never answered its status", dir.display()))?;
+        let addr = format!("{}/p2p/{}", status.listen_addrs[0], status.peer_id);
+        Ok(NodeProc {
+            role,
+            dir: dir.to_owned(),
+            child,
+            client,
+            peer_id: status.peer_id,
+            addr,
+        })
+    }
+}
+
+impl NodeProc {
+    pub async fn status(&self) -> Option<StatusView> {
+        self.client.status().await.ok().map(|s| s.0)
+    }
+
+    /// SIGKILL: the process dies at once, with no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: a graceful stop.
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+
+    /// Waits for the process to exit; `None` if it is still running at the deadline.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        wait_for(within, || {
+            let r = self.child.try_wait().ok().flatten();
+            async move { r }
+        })
+        .await
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` every 25 ms until it yields `Some`, or `None` after `within`.
+pub async fn wait_for<T, F, Fut>(within: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The leader every node in `nodes` reports, if they all report the same one
+/// with the same epoch and each sees `expect_peers` healthy peers.
+pub async fn agreed_leader(
+    nodes: &[&NodeProc],
+    expect_peers: usize,
+) -> Option<(String, u64, Vec<StatusView>)> {
+    let mut statuses = Vec::new();
+    for n in nodes {
+        statuses.push(n.status().await?);
+    }
+    let first = statuses[0].leader.clone()?;
+    let all_agree = statuses.iter().all(|s| {
+        s.leader
+            .as_ref()
+            .is_some_and(|l| l.peer_id == first.peer_id && l.epoch == first.epoch)
+            && s.peers.iter().filter(|p| p.healthy).count() >= expect_peers
+    });
+    all_agree.then_some((first.peer_id, first.epoch, statuses))
+}
+
+/// The node that should lead among `nodes`: highest role, then lowest peer ID.
+pub fn expected_leader<'a>(nodes: &[&'a NodeProc]) -> Option<&'a NodeProc> {
+    nodes
+        .iter()
+        .filter(|n| n.role.can_lead())
+        .max_by(|a, b| a.role.cmp(&b.role).then_with(|| b.peer_id.cmp(&a.peer_id)))
+        .copied()
+}

@@ -1,0 +1,166 @@
+//! Multi-process tests: real `ipfs-kit-p2p` processes on loopback elect a
+//! leader, fail over after SIGKILL, hand over after SIGTERM, and take a
+//! restarted master back with its old peer ID.
+
+use std::time::Duration;
+
+use ipfs_kit_p2p::role::Role;
+use ipfs_kit_p2p::testkit::{NodeProc, Spawner, agreed_leader, expected_leader, wait_for};
+
+const CONVERGE: Duration = Duration::from_secs(40);
+
+fn spawner(logs: &std::path::Path) -> Spawner {
+    let mut s = Spawner::new(env!("CARGO_BIN_EXE_ipfs-kit-p2p"));
+    s.log_dir = Some(logs.to_owned());
+    s
+}
+
+/// Waits until all `nodes` agree on one leader at an epoch above `above`;
+/// returns (leader, epoch).
+async fn agree(nodes: &[&NodeProc], above: u64, what: &str) -> (String, u64) {
+    let peers = nodes.len() - 1;
+    let agreed = || async {
+        agreed_leader(nodes, peers)
+            .await
+            .filter(|(_, e, _)| *e > above)
+    };
+    match wait_for(CONVERGE, agreed).await {
+        Some((leader, epoch, _)) => (leader, epoch),
+        None => {
+            let mut views = String::new();
+            for n in nodes {
+                let s = n.status().await;
+                views.push_str(&format!(
+                    "\n{} ({}): {:?}",
+                    n.peer_id,
+                    n.role,
+                    s.map(|s| (
+                        s.leader,
+                        s.peers
+                            .iter()
+                            .map(|p| (p.peer_id.clone(), p.state.clone()))
+                            .collect::<Vec<_>>()
+                    ))
+                ));
+            }
+            panic!("no agreement on a leader ({what}) within {CONVERGE:?}:{views}");
+        }
+    }
+}
+
+async fn peer_state(observer: &NodeProc, peer: &str) -> Option<String> {
+    let s = observer.status().await?;
+    s.peers
+        .into_iter()
+        .find(|p| p.peer_id == peer)
+        .map(|p| p.state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_elect_fail_over_hand_over_and_rejoin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sp = spawner(tmp.path());
+    let roles = [
+        Role::Master,
+        Role::Master,
+        Role::Worker,
+        Role::Worker,
+        Role::Leecher,
+    ];
+    let first = sp
+        .spawn(roles[0], &tmp.path().join("n0"), &[])
+        .await
+        .unwrap();
+    let seed = vec![first.addr.clone()];
+    let mut nodes = vec![first];
+    for (i, role) in roles.iter().enumerate().skip(1) {
+        nodes.push(
+            sp.spawn(*role, &tmp.path().join(format!("n{i}")), &seed)
+                .await
+                .unwrap(),
+        );
+    }
+
+    // 1. Everyone agrees on the lowest-ID master.
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    let (leader, e1) = agree(&all, 0, "cold start").await;
+    let want = expected_leader(&all).unwrap();
+    assert_eq!(want.role, Role::Master);
+    assert_eq!(leader, want.peer_id, "the lowest-ID master leads");
+    let first_master = nodes.iter().position(|n| n.peer_id == leader).unwrap();
+    let old_peer_id = nodes[first_master].peer_id.clone();
+
+    // 2. SIGKILL it: the other master takes over with a higher epoch.
+    nodes[first_master].kill();
+    let survivors: Vec<&NodeProc> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first_master)
+        .map(|(_, n)| n)
+        .collect();
+    let (leader2, e2) = agree(&survivors, e1, "after killing the first master").await;
+    let other_master = nodes
+        .iter()
+        .position(|n| n.role == Role::Master && n.peer_id != leader)
+        .unwrap();
+    assert_eq!(leader2, nodes[other_master].peer_id);
+    assert!(e2 > e1, "epoch {e2} must be above {e1}");
+    assert_eq!(
+        peer_state(survivors[0], &old_peer_id).await.as_deref(),
+        Some("dead"),
+        "confirmed dead, not timed out"
+    );
+    drop(survivors);
+
+    // 3. SIGKILL the second master: the lowest-ID worker leads.
+    nodes[other_master].kill();
+    let rest_idx: Vec<usize> = (0..nodes.len())
+        .filter(|i| *i != first_master && *i != other_master)
+        .collect();
+    let rest: Vec<&NodeProc> = rest_idx.iter().map(|i| &nodes[*i]).collect();
+    let (leader3, e3) = agree(&rest, e2, "after killing both masters").await;
+    let worker = expected_leader(&rest).unwrap();
+    assert_eq!(worker.role, Role::Worker);
+    assert_eq!(leader3, worker.peer_id, "the lowest-ID worker leads");
+    assert!(e3 > e2);
+    let (worker_id, worker_addr) = (worker.peer_id.clone(), worker.addr.clone());
+    drop(rest);
+
+    // 4. Restart the first master on its data dir: same peer ID, it rejoins and leads again.
+    let dir = nodes[first_master].dir.clone();
+    let restarted = sp.spawn(Role::Master, &dir, &[worker_addr]).await.unwrap();
+    assert_eq!(restarted.peer_id, old_peer_id, "peer ID survives a restart");
+    nodes[first_master] = restarted;
+    let back: Vec<&NodeProc> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != other_master)
+        .map(|(_, n)| n)
+        .collect();
+    let (leader4, e4) = agree(&back, e3, "after the master restarted").await;
+    assert_eq!(leader4, old_peer_id);
+    assert!(e4 > e3, "a restart never regresses the epoch: {e4} vs {e3}");
+    let st = nodes[first_master].status().await.unwrap();
+    assert_eq!(st.incarnation, 2);
+
+    // 5. SIGTERM the leader: it leaves gracefully (exit 0) and the worker takes over.
+    nodes[first_master].terminate();
+    let code = nodes[first_master]
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("graceful stop within 20 s");
+    assert!(code.success(), "graceful stop exits 0: {code}");
+    assert!(
+        !dir.join("api").exists(),
+        "api file removed on a clean stop"
+    );
+    let rest: Vec<&NodeProc> = rest_idx.iter().map(|i| &nodes[*i]).collect();
+    let (leader5, e5) = agree(&rest, e4, "after SIGTERM of the leader").await;
+    assert_eq!(leader5, worker_id);
+    assert!(e5 > e4);
+    assert_eq!(
+        peer_state(rest[0], &old_peer_id).await.as_deref(),
+        Some("left"),
+        "departure was announced"
+    );
+}
