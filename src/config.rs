@@ -139,10 +139,17 @@ impl NodeConfig {
             merge(&mut table, parse_table(&text, path)?);
             source = path.clone();
         }
-        let file =
-            FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
-                path: source,
-                message: e.message().to_owned(),
+        // The path of the offending key survives the merge, so the message can name it.
+        let file: FileConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let message = match e.path().to_string().as_str() {
+                    "." => e.inner().message().to_owned(),
+                    key => format!("{key}: {}", e.inner().message()),
+                };
+                ConfigError::Parse {
+                    path: source,
+                    message,
+                }
             })?;
         Self::from_layers(file, args)
     }

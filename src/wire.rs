@@ -350,16 +350,14 @@ mod tests {
     fn rpc_frames_round_trip_and_refuse_oversized_lengths() {
         futures::executor::block_on(async {
             let mut buf = Vec::new();
-            write_frame(
-                &mut futures::io::Cursor::new(&mut buf),
-                &Request::Hello(heartbeat()),
-            )
-            .await
-            .unwrap();
+            let hello = Request::Hello(heartbeat());
+            write_frame(&mut futures::io::Cursor::new(&mut buf), &hello)
+                .await
+                .unwrap();
             let back: Request = read_frame(&mut futures::io::Cursor::new(&buf))
                 .await
                 .unwrap();
-            assert_eq!(back, Request::Hello(heartbeat()));
+            assert_eq!(back, hello);
             let huge = ((MAX_RPC_BYTES + 1) as u32).to_be_bytes();
             let err = read_frame::<_, Request>(&mut futures::io::Cursor::new(&huge[..]))
                 .await

@@ -1,0 +1,168 @@
+//! The binary's command line: bad input exits 2 naming the culprit, a data
+//! dir is never shared, `status`/`peers` talk to a running node, and a
+//! graceful stop exits 0 and cleans up.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use ipfs_kit_p2p::api::StatusView;
+use ipfs_kit_p2p::role::Role;
+use ipfs_kit_p2p::testkit::Spawner;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("IPFS_KIT_P2P_API")
+        .env_remove("IPFS_KIT_P2P_DATA_DIR")
+        .output()
+        .expect("run the binary")
+}
+
+fn assert_usage_error(args: &[&str], culprit: &str) {
+    let out = run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?} should exit 2; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(culprit),
+        "{args:?}: message should name {culprit:?}: {stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_and_config_exit_2_naming_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_usage_error(&["--role", "boss", "--data-dir", d], "boss");
+    assert_usage_error(
+        &["--bootstrap", "/ip4/1.2.3/tcp/4010", "--data-dir", d],
+        "/ip4/1.2.3/tcp/4010",
+    );
+    assert_usage_error(&["--listen", "not-an-addr", "--data-dir", d], "not-an-addr");
+    assert_usage_error(
+        &["--config", "/nonexistent/ipfs-kit.toml", "--data-dir", d],
+        "/nonexistent/ipfs-kit.toml",
+    );
+    assert_usage_error(&["--api", "localhost", "--data-dir", d], "api");
+    assert_usage_error(&["--cluster", "two words", "--data-dir", d], "cluster");
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "role = \"master\"\nreplicas = 3\n").unwrap();
+    assert_usage_error(
+        &["--config", cfg.to_str().unwrap(), "--data-dir", d],
+        "replicas",
+    );
+    std::fs::write(&cfg, "[election]\nheartbeat_interval_ms = \"fast\"\n").unwrap();
+    assert_usage_error(
+        &["--config", cfg.to_str().unwrap(), "--data-dir", d],
+        "heartbeat_interval_ms",
+    );
+    // Nothing was started: no identity was created.
+    assert!(!dir.path().join("identity.key").exists());
+}
+
+#[test]
+fn status_without_a_node_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["status", "--data-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("api") && stderr.contains("running"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_peers_single_data_dir_and_clean_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n0");
+    let mut node = Spawner::new(BIN)
+        .spawn(Role::Master, &dir, &[])
+        .await
+        .unwrap();
+    let d = dir.to_str().unwrap().to_owned();
+
+    // A second node on the same data dir is refused.
+    let out = run(&[
+        "--role",
+        "worker",
+        "--data-dir",
+        &d,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--api",
+        "127.0.0.1:0",
+        "--no-mdns",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("in use by another running ipfs-kit-p2p node")
+    );
+
+    // The identity key is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("identity.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // status --json is the API's JSON; the table names the peer and role.
+    let out = run(&["status", "--json", "--data-dir", &d]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: StatusView = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    assert_eq!(status.peer_id, node.peer_id);
+    assert_eq!(status.role, Role::Master);
+    assert_eq!(status.cluster, "default");
+    let raw: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "peer_id",
+        "role",
+        "cluster",
+        "leader",
+        "listen_addrs",
+        "peers",
+    ] {
+        assert!(raw.get(key).is_some(), "status JSON lacks {key}");
+    }
+    let table = run(&["status", "--data-dir", &d]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&node.peer_id) && table.contains("master"),
+        "{table}"
+    );
+    let peers = run(&["peers", "--json", "--data-dir", &d]);
+    let peers: serde_json::Value = serde_json::from_slice(&peers.stdout).unwrap();
+    assert!(peers.is_array());
+    // --api reaches the same node.
+    let api = std::fs::read_to_string(dir.join("api")).unwrap();
+    let out = run(&["status", "--json", "--api", api.trim()]);
+    assert!(out.status.success());
+
+    // A lone master leads itself once its startup grace is over.
+    let leader = ipfs_kit_p2p::testkit::wait_for(Duration::from_secs(20), || async {
+        node.status().await.and_then(|s| s.leader)
+    })
+    .await
+    .expect("a lone master leads");
+    assert_eq!(leader.peer_id, node.peer_id);
+
+    // SIGTERM: exit 0, api file gone, data dir free again.
+    node.terminate();
+    let code = node
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("stops within 20 s");
+    assert!(code.success(), "{code}");
+    assert!(!dir.join("api").exists());
+}
