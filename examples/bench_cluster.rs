@@ -1,0 +1,329 @@
+//! Cluster benchmark: spawns N real node processes on loopback and prints
+//! JSON with cold-start convergence, SIGKILL failover and graceful handover
+//! times over many trials, and idle RSS, CPU and bytes sent per node.
+//!
+//! ```sh
+//! cargo run --release --example bench_cluster -- --nodes 10 --trials 20
+//! ```
+//! Options: `--nodes N` (10), `--trials T` (20), `--idle-secs S` (30),
+//! `--bin PATH` (default: the release binary next to this example, built first),
+//! `--node-config FILE` (a config file passed to every node).
+//! Times are taken from the nodes' own clocks: each node reports when it
+//! accepted its current leader (`leader.since_unix_ms`), so polling does not
+//! add to the figures. Bytes sent are read per TCP socket with `ss -tinp`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ipfs_kit_p2p::role::Role;
+use ipfs_kit_p2p::testkit::{NodeProc, Spawner, agreed_leader, expected_leader};
+use serde_json::json;
+
+const POLL: Duration = Duration::from_millis(50);
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Args {
+    nodes: usize,
+    trials: usize,
+    idle_secs: u64,
+    bin: Option<PathBuf>,
+    node_config: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        nodes: 10,
+        trials: 20,
+        idle_secs: 30,
+        bin: None,
+        node_config: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--nodes" => a.nodes = val()?.parse().map_err(|e| format!("--nodes: {e}"))?,
+            "--trials" => a.trials = val()?.parse().map_err(|e| format!("--trials: {e}"))?,
+            "--idle-secs" => {
+                a.idle_secs = val()?.parse().map_err(|e| format!("--idle-secs: {e}"))?
+            }
+            "--bin" => a.bin = Some(val()?.into()),
+            "--node-config" => a.node_config = Some(val()?),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if a.nodes < 3 {
+        return Err("--nodes must be at least 3".into());
+    }
+    Ok(a)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The release binary next to this example, built if needed.
+fn node_binary() -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--bin", "ipfs-kit-p2p"])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !ok.success() {
+        return Err("cargo build of the node binary failed".into());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot locate target dir")?;
+    Ok(dir.join("ipfs-kit-p2p"))
+}
+
+fn role_of(i: usize, n: usize) -> Role {
+    match i {
+        0 | 1 => Role::Master,
+        _ if i == n - 1 && n >= 4 => Role::Leecher,
+        _ => Role::Worker,
+    }
+}
+
+/// Polls until every live node agrees on the rightful leader (highest role,
+/// lowest ID) at an epoch above `above` and sees all the others; returns
+/// (leader, epoch, latest acceptance time).
+async fn converge(nodes: &[Option<NodeProc>], above: u64) -> Result<(String, u64, u64), String> {
+    let live: Vec<&NodeProc> = nodes.iter().flatten().collect();
+    let rightful = expected_leader(&live).map(|n| n.peer_id.clone());
+    let start = Instant::now();
+    loop {
+        if let Some((leader, epoch, statuses)) = agreed_leader(&live, live.len() - 1).await
+            && epoch > above
+            && Some(&leader) == rightful.as_ref()
+        {
+            let accepted = statuses
+                .iter()
+                .filter_map(|s| s.leader.as_ref())
+                .map(|l| l.since_unix_ms)
+                .max();
+            return Ok((leader, epoch, accepted.unwrap_or(0)));
+        }
+        if start.elapsed() > DEADLINE {
+            return Err(format!("no convergence within {DEADLINE:?}"));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn summary(mut xs: Vec<f64>) -> serde_json::Value {
+    xs.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        xs.get(((xs.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+    };
+    let mean = xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+    json!({ "n": xs.len(), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": xs.last(), "mean": mean, "samples": xs })
+}
+
+/// One trial: stop the leader (SIGKILL or SIGTERM), time until every survivor
+/// accepted the successor, restart the stopped node and let the cluster settle.
+async fn trial(
+    sp: &Spawner,
+    nodes: &mut [Option<NodeProc>],
+    graceful: bool,
+    epoch: &mut u64,
+) -> Result<f64, String> {
+    let (leader, e, _) = converge(nodes, 0).await?;
+    *epoch = (*epoch).max(e);
+    let idx = nodes
+        .iter()
+        .position(|n| n.as_ref().is_some_and(|n| n.peer_id == leader))
+        .ok_or("leader not found")?;
+    let mut victim = nodes[idx].take().ok_or("leader slot empty")?;
+    let t0 = unix_ms();
+    if graceful {
+        victim.terminate();
+    } else {
+        victim.kill();
+    }
+    let (_, e2, accepted) = converge(nodes, *epoch).await?;
+    *epoch = e2;
+    let took = accepted.saturating_sub(t0) as f64;
+    if graceful {
+        victim
+            .wait_exit(Duration::from_secs(20))
+            .await
+            .ok_or("graceful stop hung")?;
+    }
+    let seed: Vec<String> = nodes
+        .iter()
+        .flatten()
+        .take(1)
+        .map(|n| n.addr.clone())
+        .collect();
+    let dir = victim.dir.clone();
+    drop(victim);
+    nodes[idx] = Some(sp.spawn(role_of(idx, nodes.len()), &dir, &seed).await?);
+    let (_, e3, _) = converge(nodes, *epoch - 1).await?; // back to the full cluster
+    *epoch = e3;
+    Ok(took)
+}
+
+fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// bytes_sent per (pid, socket) from `ss -tinpH`.
+fn tcp_bytes_sent() -> HashMap<(u32, String), u64> {
+    let out = Command::new("ss")
+        .args(["-tinpH"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let mut map = HashMap::new();
+    let Ok(out) = out else { return map };
+    let mut current: Option<(u32, String)> = None;
+    for line in out.lines() {
+        if let Some(i) = line.find("pid=") {
+            let pid = line[i + 4..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|p| p.parse().ok());
+            let sock = line
+                .split_whitespace()
+                .skip(3)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            current = pid.map(|p| (p, sock));
+        } else if let (Some(key), Some(i)) = (&current, line.find("bytes_sent:")) {
+            let n = line[i + 11..]
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            map.insert(key.clone(), n);
+        }
+    }
+    map
+}
+
+async fn idle(nodes: &[Option<NodeProc>], secs: u64) -> serde_json::Value {
+    let pids: Vec<u32> = nodes.iter().flatten().map(|n| n.pid()).collect();
+    // Let the cluster go quiet, with no API polling during the window.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let ticks0: Vec<Option<u64>> = pids.iter().map(|p| proc_cpu_ticks(*p)).collect();
+    let sent0 = tcp_bytes_sent();
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let window = t0.elapsed().as_secs_f64();
+    let sent1 = tcp_bytes_sent();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (mut rss, mut cpu, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, pid) in pids.iter().enumerate() {
+        rss.push(proc_rss_kib(*pid).unwrap_or(0) as f64 / 1024.0);
+        if let (Some(a), Some(b)) = (ticks0[i], proc_cpu_ticks(*pid)) {
+            cpu.push((b - a) as f64 / hz / window * 100.0);
+        }
+        let bytes: u64 = sent1
+            .iter()
+            .filter(|((p, _), _)| p == pid)
+            .map(|(k, v)| v.saturating_sub(sent0.get(k).copied().unwrap_or(0)))
+            .sum();
+        sent.push(bytes as f64 / window);
+    }
+    json!({ "window_s": window, "rss_mib": summary(rss), "cpu_percent_of_core": summary(cpu), "tcp_bytes_sent_per_s": summary(sent) })
+}
+
+async fn bench(a: Args) -> Result<serde_json::Value, String> {
+    let bin = match a.bin {
+        Some(b) => b,
+        None => node_binary()?,
+    };
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut sp = Spawner::new(bin);
+    if let Some(c) = &a.node_config {
+        sp.extra = vec!["--config".into(), c.clone()];
+    }
+    sp.log_dir = std::env::var_os("BENCH_LOGS").map(PathBuf::from);
+    let mut nodes: Vec<Option<NodeProc>> = Vec::new();
+    let first = sp
+        .spawn(role_of(0, a.nodes), &tmp.path().join("n0"), &[])
+        .await?;
+    let seed = vec![first.addr.clone()];
+    nodes.push(Some(first));
+    let mut last_start = Instant::now();
+    for i in 1..a.nodes {
+        last_start = Instant::now();
+        nodes.push(Some(
+            sp.spawn(
+                role_of(i, a.nodes),
+                &tmp.path().join(format!("n{i}")),
+                &seed,
+            )
+            .await?,
+        ));
+    }
+    let (_, mut epoch, _) = converge(&nodes, 0).await?;
+    let convergence_ms = last_start.elapsed().as_secs_f64() * 1000.0;
+    eprintln!("converged: {convergence_ms:.0} ms after the last node started");
+
+    let idle = idle(&nodes, a.idle_secs).await;
+    eprintln!("idle: {idle}");
+
+    let mut kill = Vec::new();
+    for t in 0..a.trials {
+        kill.push(trial(&sp, &mut nodes, false, &mut epoch).await?);
+        eprintln!("sigkill trial {t}: {:.0} ms", kill[t]);
+    }
+    let mut term = Vec::new();
+    for t in 0..a.trials {
+        term.push(trial(&sp, &mut nodes, true, &mut epoch).await?);
+        eprintln!("sigterm trial {t}: {:.0} ms", term[t]);
+    }
+    Ok(json!({
+        "nodes": a.nodes,
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "convergence_ms_after_last_start": convergence_ms,
+        "sigkill_failover_ms": summary(kill),
+        "graceful_handover_ms": summary(term),
+        "idle_per_node": idle,
+    }))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench_cluster: {e}");
+            std::process::exit(2);
+        }
+    };
+    match bench(args).await {
+        Ok(report) => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        Err(e) => {
+            eprintln!("bench_cluster: {e}");
+            std::process::exit(1);
+        }
+    }
+}
