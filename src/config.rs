@@ -280,17 +280,17 @@ mod tests {
             ..NodeArgs::default()
         };
         let cfg = load_with(
-            Some("role = \"master\"\ncluster = \"lab\"\n[election]\npeer_timeout_ms = 9000\n"),
+            Some("role = \"master\"\ncluster = \"lab\"\n[election]\npeer_timeout_ms = 20000\n"),
             args,
         )
         .unwrap();
         assert_eq!(cfg.role, Role::Leecher);
         assert_eq!(cfg.cluster, "lab");
         assert!(!cfg.mdns);
-        assert_eq!(cfg.timing.peer_timeout, Duration::from_secs(9));
+        assert_eq!(cfg.timing.peer_timeout, Duration::from_secs(20));
         assert_eq!(
             cfg.heartbeat_interval,
-            Duration::from_secs(2),
+            Duration::from_secs(5),
             "untouched keys keep their default"
         );
     }

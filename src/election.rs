@@ -25,7 +25,7 @@
 //!   confirms it dead, so one flaky link does not depose a healthy leader.
 //!   A graceful departure removes the peer at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
@@ -161,6 +161,8 @@ pub struct Election<I> {
     leader: Option<(I, u64)>,
     /// Rival claims this node's current term already took an epoch above.
     overtaken: Vec<(I, u64)>,
+    /// Peers with an open connection to this node.
+    connected: BTreeSet<I>,
 }
 
 impl<I: Ord + Clone + Debug> Election<I> {
@@ -186,6 +188,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
             voted: None,
             leader: None,
             overtaken: Vec::new(),
+            connected: BTreeSet::new(),
         }
     }
 
@@ -227,12 +230,15 @@ impl<I: Ord + Clone + Debug> Election<I> {
 
     /// Whether a peer counts for the election now.
     pub fn is_live(&self, id: &I, now: Instant) -> bool {
-        self.peers.get(id).is_some_and(|p| self.live(p, now))
+        self.peers.get(id).is_some_and(|p| self.live(id, p, now))
     }
 
-    fn live(&self, p: &PeerState<I>, now: Instant) -> bool {
+    /// Live: not confirmed dead or departed, and either connected to this
+    /// node (the connection is checked by ping) or heard within `peer_timeout`.
+    fn live(&self, id: &I, p: &PeerState<I>, now: Instant) -> bool {
         matches!(p.liveness, Liveness::Alive | Liveness::Suspect { .. })
-            && now.saturating_duration_since(p.last_heard) <= self.timing.peer_timeout
+            && (self.connected.contains(id)
+                || now.saturating_duration_since(p.last_heard) <= self.timing.peer_timeout)
     }
 
     /// This node's next heartbeat.
@@ -254,7 +260,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
         let others = self
             .peers
             .iter()
-            .filter(|(_, p)| p.role.can_lead() && self.live(p, now))
+            .filter(|(id, p)| p.role.can_lead() && self.live(id, p, now))
             .map(|(id, p)| (p.role, id));
         choose_leader(me.into_iter().chain(others)).cloned()
     }
@@ -273,6 +279,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 }
             }
             Input::ConnectionLost(id) => {
+                self.connected.remove(&id);
                 if let Some(p) = self.peers.get_mut(&id)
                     && p.liveness == Liveness::Alive
                 {
@@ -281,6 +288,9 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 }
             }
             Input::Connected(id) => {
+                if self.connected.len() < self.max_peers {
+                    self.connected.insert(id.clone());
+                }
                 if let Some(p) = self.peers.get_mut(&id) {
                     match p.liveness {
                         Liveness::Suspect { .. } => p.liveness = Liveness::Alive,
@@ -396,8 +406,8 @@ impl<I: Ord + Clone + Debug> Election<I> {
     /// and this term did not already start above it.
     fn term_conflicted(&self, epoch: u64, now: Instant) -> bool {
         self.max_epoch > epoch
-            || self.peers.values().any(|p| {
-                self.live(p, now)
+            || self.peers.iter().any(|(id, p)| {
+                self.live(id, p, now)
                     && matches!(&p.voted, Some((l, e)) if *l != self.me && *e >= epoch)
             })
             || self.rival_claims(now).any(|c| !self.overtaken.contains(&c))
@@ -408,7 +418,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
         self.peers
             .iter()
             .filter_map(move |(id, p)| match &p.follows {
-                Some((l, e)) if l == id && self.live(p, now) => Some((id.clone(), *e)),
+                Some((l, e)) if l == id && self.live(id, p, now) => Some((id.clone(), *e)),
                 _ => None,
             })
     }

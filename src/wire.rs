@@ -83,6 +83,7 @@ pub struct Heartbeat {
     pub seq: u64,
     pub max_epoch: u64,
     pub follows: Option<(Vec<u8>, u64)>,
+    /// The last leader accepted, when it is not `follows` (`None`: same as `follows`).
     pub voted: Option<(Vec<u8>, u64)>,
     pub health: Health,
 }

@@ -508,3 +508,27 @@ fn healed_split_where_the_rightful_side_is_ahead_still_takes_a_new_epoch() {
     assert_eq!(sim.nodes[3].leader().map(|l| l.0), Some(3));
     assert!(e > e0 && e > e1, "{e} not above {e0} and {e1}");
 }
+
+#[test]
+fn a_connected_peer_stays_live_without_heartbeats_until_its_connection_drops() {
+    let t0 = Instant::now();
+    let mut e = Election::new(9u32, Role::Worker, 1, 0, timing(), t0);
+    e.handle(Input::Connected(1), t0);
+    e.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: report(Role::Master, 1, 1, Some((1, 1))),
+        },
+        t0,
+    );
+    let later = t0 + 10 * timing().peer_timeout;
+    e.tick(later);
+    assert!(e.is_live(&1, later), "the connection vouches for it");
+    assert_eq!(e.leader(), Some(&(1, 1)));
+    e.handle(Input::ConnectionLost(1), later);
+    assert!(
+        !e.is_live(&1, later),
+        "no connection and no recent heartbeat"
+    );
+    assert_eq!(e.leader(), Some(&(9, 2)));
+}

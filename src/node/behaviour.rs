@@ -63,6 +63,8 @@ fn gossipsub(key: &Keypair, cfg: &NodeConfig) -> Result<gossipsub::Behaviour, Bu
         .mesh_n_high(n.mesh_n_high)
         .mesh_outbound_min((n.mesh_n / 2).min(n.mesh_n_low))
         .gossip_lazy(n.gossip_lazy)
+        // Exactly `gossip_lazy` peers get IHAVE gossip: it is most of the idle traffic.
+        .gossip_factor(0.0)
         .flood_publish(false)
         .build()
         .map_err(err)?;
@@ -108,7 +110,13 @@ fn behaviour(
     );
     Ok(Behaviour {
         identify,
-        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(30))),
+        // Checks every connection; a failed ping drops it, which starts the
+        // suspect/re-dial path of the election (silent failures).
+        ping: ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(Duration::from_secs(15))
+                .with_timeout(Duration::from_secs(10)),
+        ),
         gossipsub: gossipsub(key, cfg)?,
         kad,
         mdns: mdns.into(),

@@ -3,7 +3,7 @@
 use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::request_response::{self, Message};
 use libp2p::swarm::{DialError, SwarmEvent};
-use libp2p::{PeerId, identify, kad, mdns};
+use libp2p::{PeerId, identify, kad, mdns, ping};
 use tracing::{debug, info, warn};
 
 use super::Node;
@@ -81,6 +81,15 @@ impl Node {
                         .add_address(&peer_id, addr.clone());
                 }
                 self.learn_addrs(peer_id, info.listen_addrs);
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+                ..
+            }) => {
+                warn!(%peer, %error, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated {
                 peer, addresses, ..

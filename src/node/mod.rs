@@ -142,6 +142,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         leaving: HashSet::new(),
         leader_since_ms: 0,
         started: now,
+        loopback_only: cfg.listen.iter().all(is_loopback),
         cfg,
     };
     node.dial_bootstrap();
@@ -173,6 +174,8 @@ struct Node {
     leader_since_ms: u64,
     health: Health,
     started: Instant,
+    /// Every listen address is loopback (tests, single-host clusters).
+    loopback_only: bool,
 }
 
 impl Node {
@@ -247,8 +250,14 @@ impl Node {
             incarnation: r.incarnation,
             seq: r.seq,
             max_epoch: r.max_epoch,
+            // The vote travels only when it differs from the leader followed
+            // (rarely): following a leader means having voted for it.
+            voted: if r.voted == r.follows {
+                None
+            } else {
+                r.voted.and_then(id_bytes)
+            },
             follows: r.follows.and_then(id_bytes),
-            voted: r.voted.and_then(id_bytes),
             health: self.health,
         }
     }
@@ -291,6 +300,7 @@ impl Node {
             warn!(peer = %from, "heartbeat with an invalid peer ID dropped");
             return;
         };
+        let voted = voted.or_else(|| follows.clone());
         let report = crate::election::Report {
             role: hb.role,
             incarnation: hb.incarnation,
@@ -356,11 +366,21 @@ impl Node {
         if !self.addrs.contains_key(&peer) && self.addrs.len() >= self.cfg.network.max_peers {
             return;
         }
+        let loopback_only = self.loopback_only;
         let book = self.addrs.entry(peer).or_default();
         for addr in addrs {
             let addr = strip_p2p(addr);
-            if matches!(addr.iter().next(), Some(Protocol::Ip4(ip)) if ip.is_unspecified()) {
-                continue;
+            match addr.iter().next() {
+                Some(Protocol::Ip4(ip)) if ip.is_unspecified() => continue,
+                // A peer's loopback address is this host unless the whole
+                // cluster runs on loopback.
+                Some(Protocol::Ip4(ip)) if ip.is_loopback() && !loopback_only => continue,
+                Some(Protocol::Ip6(ip))
+                    if (ip.is_loopback() && !loopback_only) || ip.is_unspecified() =>
+                {
+                    continue;
+                }
+                _ => {}
             }
             book.retain(|a| *a != addr);
             book.insert(0, addr.clone());
@@ -508,6 +528,14 @@ pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
         Protocol::P2p(id) => Some(id),
         _ => None,
     })
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
 }
 
 fn strip_p2p(addr: Multiaddr) -> Multiaddr {
