@@ -35,6 +35,9 @@ pub struct StatusView {
     pub leader: Option<LeaderView>,
     pub listen_addrs: Vec<String>,
     pub uptime_ms: u64,
+    /// Peers met that belong to another cluster (or are not cluster nodes);
+    /// they were disconnected and are not dialled again.
+    pub foreign_peers: usize,
     pub peers: Vec<PeerView>,
 }
 

@@ -164,3 +164,58 @@ async fn five_nodes_elect_fail_over_hand_over_and_rejoin() {
         "departure was announced"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_never_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = spawner(tmp.path());
+    a.extra = vec!["--cluster".into(), "alpha".into()];
+    let mut b = spawner(tmp.path());
+    b.extra = vec!["--cluster".into(), "beta".into()];
+    let alpha = a
+        .spawn(Role::Master, &tmp.path().join("alpha0"), &[])
+        .await
+        .unwrap();
+    let beta = b
+        .spawn(
+            Role::Master,
+            &tmp.path().join("beta0"),
+            &[alpha.addr.clone()],
+        )
+        .await
+        .unwrap();
+    let beta2 = b
+        .spawn(
+            Role::Worker,
+            &tmp.path().join("beta1"),
+            &[alpha.addr.clone(), beta.addr.clone()],
+        )
+        .await
+        .unwrap();
+    // Both beta nodes dial alpha, learn from identify that it is another cluster, and drop it.
+    for n in [&beta, &beta2] {
+        let seen = wait_for(CONVERGE, || async {
+            n.status().await.filter(|s| s.foreign_peers >= 1)
+        })
+        .await;
+        assert!(seen.is_some(), "{} never met the other cluster", n.peer_id);
+    }
+    let (leader, _) = agree(&[&beta, &beta2], 0, "beta cluster").await;
+    assert_eq!(leader, expected_leader(&[&beta, &beta2]).unwrap().peer_id);
+    for n in [&beta, &beta2] {
+        let s = n.status().await.unwrap();
+        assert_eq!(s.cluster, "beta");
+        assert!(
+            s.peers.iter().all(|p| p.peer_id != alpha.peer_id),
+            "alpha joined beta: {:?}",
+            s.peers
+        );
+    }
+    let s = alpha.status().await.unwrap();
+    assert!(s.peers.is_empty(), "beta joined alpha: {:?}", s.peers);
+    assert_eq!(
+        s.leader.map(|l| l.peer_id),
+        Some(alpha.peer_id.clone()),
+        "alpha leads its own cluster"
+    );
+}

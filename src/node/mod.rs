@@ -5,34 +5,36 @@
 
 mod behaviour;
 mod events;
+mod peers;
+mod status;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use libp2p::gossipsub::IdentTopic;
-use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundRequestId;
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::api::{self, LeaderView, PeerView, StatusView};
+use crate::api::{self, StatusView};
 use crate::config::NodeConfig;
-use crate::election::{Action, Election, Input, Liveness};
+use crate::election::{Action, Election, Input};
 use crate::health::HealthSampler;
 use crate::store::{DataDir, State, StoreError, write_atomic};
-use crate::wire::{self, Envelope, Gossip, Health, Heartbeat, Protocols, Request, SharedPeer};
+use crate::wire::{self, Envelope, Gossip, Health, Heartbeat, Protocols, Request};
 use behaviour::Behaviour;
 pub use behaviour::BuildError;
+use peers::is_loopback;
+pub use peers::peer_of;
 
 /// How long a graceful stop waits for peers to acknowledge the departure.
 const LEAVE_DEADLINE: Duration = Duration::from_millis(1500);
 const ELECTION_TICK: Duration = Duration::from_millis(200);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
-/// Bounds for the address book and the set of foreign peers.
+/// Bound for the set of foreign peers.
 const MAX_FOREIGN: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
@@ -357,189 +359,4 @@ impl Node {
             }
         }
     }
-
-    /// Records addresses for a peer (newest first, bounded) and tells the swarm.
-    fn learn_addrs(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
-        if peer == self.me || self.foreign.contains(&peer) {
-            return;
-        }
-        if !self.addrs.contains_key(&peer) && self.addrs.len() >= self.cfg.network.max_peers {
-            return;
-        }
-        let loopback_only = self.loopback_only;
-        let book = self.addrs.entry(peer).or_default();
-        for addr in addrs {
-            let addr = strip_p2p(addr);
-            match addr.iter().next() {
-                Some(Protocol::Ip4(ip)) if ip.is_unspecified() => continue,
-                // A peer's loopback address is this host unless the whole
-                // cluster runs on loopback.
-                Some(Protocol::Ip4(ip)) if ip.is_loopback() && !loopback_only => continue,
-                Some(Protocol::Ip6(ip))
-                    if (ip.is_loopback() && !loopback_only) || ip.is_unspecified() =>
-                {
-                    continue;
-                }
-                _ => {}
-            }
-            book.retain(|a| *a != addr);
-            book.insert(0, addr.clone());
-            self.swarm.add_peer_address(peer, addr);
-        }
-        book.truncate(wire::MAX_ADDRS_PER_PEER);
-    }
-
-    /// Dials a peer at its known addresses, TCP first and one at a time, so a
-    /// crash shows up as a closed TCP connection rather than a QUIC timeout.
-    fn dial(&mut self, peer: PeerId) {
-        if peer == self.me || self.foreign.contains(&peer) {
-            return;
-        }
-        let mut addrs = self.addrs.get(&peer).cloned().unwrap_or_default();
-        addrs.sort_by_key(|a| !a.iter().any(|p| matches!(p, Protocol::Tcp(_))));
-        let opts = DialOpts::peer_id(peer)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .addresses(addrs)
-            .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
-            .build();
-        if let Err(e) = self.swarm.dial(opts) {
-            debug!(%peer, error = %e, "dial not started");
-        }
-    }
-
-    fn dial_bootstrap(&mut self) {
-        for addr in self.cfg.bootstrap.clone() {
-            match peer_of(&addr) {
-                Some(peer) if self.swarm.is_connected(&peer) => {}
-                Some(peer) => {
-                    self.learn_addrs(peer, [addr]);
-                    self.dial(peer);
-                }
-                None => {
-                    if let Err(e) = self.swarm.dial(addr.clone()) {
-                        debug!(%addr, error = %e, "bootstrap dial not started");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Keeps the cluster connected: bootstrap peers and every live peer.
-    fn redial(&mut self) {
-        self.dial_bootstrap();
-        let now = Instant::now();
-        let live: Vec<PeerId> = self
-            .election
-            .peers()
-            .filter(|(id, _)| self.election.is_live(id, now))
-            .filter_map(|(id, _)| id.parse().ok())
-            .filter(|p| !self.swarm.is_connected(p))
-            .collect();
-        for peer in live {
-            self.dial(peer);
-        }
-        self.addrs.retain(|p, _| {
-            self.election.peer(&p.to_base58()).is_some() || self.swarm.is_connected(p)
-        });
-    }
-
-    fn mark_foreign(&mut self, peer: PeerId) {
-        if self.foreign.len() >= MAX_FOREIGN {
-            self.foreign.clear();
-        }
-        self.foreign.insert(peer);
-        self.addrs.remove(&peer);
-        let _ = self.swarm.disconnect_peer_id(peer);
-    }
-
-    fn shared_peers(&self) -> Vec<SharedPeer> {
-        self.swarm
-            .connected_peers()
-            .filter_map(|p| self.addrs.get(p).map(|a| SharedPeer::new(p, a)))
-            .take(wire::MAX_SHARED_PEERS)
-            .collect()
-    }
-
-    fn status(&mut self) -> StatusView {
-        let now = Instant::now();
-        let role_of = |id: &str| {
-            if id == self.election.me().as_str() {
-                Some(self.election.role())
-            } else {
-                self.election.peer(&id.to_owned()).map(|p| p.role)
-            }
-        };
-        let leader = self.election.leader().and_then(|(id, epoch)| {
-            role_of(id).map(|role| LeaderView {
-                peer_id: id.clone(),
-                role,
-                epoch: *epoch,
-                since_unix_ms: self.leader_since_ms,
-            })
-        });
-        let peers = self
-            .election
-            .peers()
-            .map(|(id, p)| {
-                let live = self.election.is_live(id, now);
-                let pid = id.parse::<PeerId>().ok();
-                let state = match p.liveness {
-                    Liveness::Alive if live => "alive",
-                    Liveness::Suspect { .. } if live => "suspect",
-                    Liveness::Dead { .. } => "dead",
-                    Liveness::Left { .. } => "left",
-                    _ => "silent",
-                };
-                PeerView {
-                    peer_id: id.clone(),
-                    role: p.role,
-                    healthy: live && p.liveness == Liveness::Alive,
-                    state: state.into(),
-                    connected: pid.is_some_and(|p| self.swarm.is_connected(&p)),
-                    last_seen_ms: now.saturating_duration_since(p.last_heard).as_millis() as u64,
-                    incarnation: p.incarnation,
-                    follows: p.follows.as_ref().map(|(l, _)| l.clone()),
-                    addrs: pid
-                        .and_then(|p| self.addrs.get(&p))
-                        .map(|a| a.iter().map(|a| a.to_string()).collect())
-                        .unwrap_or_default(),
-                    health: self.peer_health.get(id).copied().unwrap_or_default(),
-                }
-            })
-            .collect();
-        StatusView {
-            peer_id: self.me.to_base58(),
-            role: self.cfg.role,
-            cluster: self.cfg.cluster.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            incarnation: self.state.incarnation,
-            epoch: self.election.max_epoch(),
-            leader,
-            listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
-            uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
-            peers,
-        }
-    }
-}
-
-/// The peer ID at the end of a multiaddr, if any.
-pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
-}
-
-fn is_loopback(addr: &Multiaddr) -> bool {
-    match addr.iter().next() {
-        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
-        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
-        _ => false,
-    }
-}
-
-fn strip_p2p(addr: Multiaddr) -> Multiaddr {
-    addr.into_iter()
-        .filter(|p| !matches!(p, Protocol::P2p(_)))
-        .collect()
 }

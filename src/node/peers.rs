@@ -1,0 +1,138 @@
+//! The address book and dialling: which peers to dial, at which addresses,
+//! and keeping the cluster connected.
+
+use std::time::Instant;
+
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId};
+use tracing::debug;
+
+use super::{MAX_FOREIGN, Node};
+use crate::wire::{self, SharedPeer};
+
+impl Node {
+    /// Records addresses for a peer (newest first, bounded) and tells the swarm.
+    pub(super) fn learn_addrs(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
+        if peer == self.me || self.foreign.contains(&peer) {
+            return;
+        }
+        if !self.addrs.contains_key(&peer) && self.addrs.len() >= self.cfg.network.max_peers {
+            return;
+        }
+        let loopback_only = self.loopback_only;
+        let book = self.addrs.entry(peer).or_default();
+        for addr in addrs {
+            let addr = strip_p2p(addr);
+            match addr.iter().next() {
+                Some(Protocol::Ip4(ip)) if ip.is_unspecified() => continue,
+                // A peer's loopback address is this host unless the whole
+                // cluster runs on loopback.
+                Some(Protocol::Ip4(ip)) if ip.is_loopback() && !loopback_only => continue,
+                Some(Protocol::Ip6(ip))
+                    if (ip.is_loopback() && !loopback_only) || ip.is_unspecified() =>
+                {
+                    continue;
+                }
+                _ => {}
+            }
+            book.retain(|a| *a != addr);
+            book.insert(0, addr.clone());
+            self.swarm.add_peer_address(peer, addr);
+        }
+        book.truncate(wire::MAX_ADDRS_PER_PEER);
+    }
+
+    /// Dials a peer at its known addresses, TCP first and one at a time, so a
+    /// crash shows up as a closed TCP connection rather than a QUIC timeout.
+    pub(super) fn dial(&mut self, peer: PeerId) {
+        if peer == self.me || self.foreign.contains(&peer) {
+            return;
+        }
+        let mut addrs = self.addrs.get(&peer).cloned().unwrap_or_default();
+        addrs.sort_by_key(|a| !a.iter().any(|p| matches!(p, Protocol::Tcp(_))));
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(addrs)
+            .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(%peer, error = %e, "dial not started");
+        }
+    }
+
+    pub(super) fn dial_bootstrap(&mut self) {
+        for addr in self.cfg.bootstrap.clone() {
+            match peer_of(&addr) {
+                Some(peer) if self.swarm.is_connected(&peer) => {}
+                Some(peer) => {
+                    self.learn_addrs(peer, [addr]);
+                    self.dial(peer);
+                }
+                None => {
+                    if let Err(e) = self.swarm.dial(addr.clone()) {
+                        debug!(%addr, error = %e, "bootstrap dial not started");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps the cluster connected: bootstrap peers and every live peer.
+    pub(super) fn redial(&mut self) {
+        self.dial_bootstrap();
+        let now = Instant::now();
+        let live: Vec<PeerId> = self
+            .election
+            .peers()
+            .filter(|(id, _)| self.election.is_live(id, now))
+            .filter_map(|(id, _)| id.parse().ok())
+            .filter(|p| !self.swarm.is_connected(p))
+            .collect();
+        for peer in live {
+            self.dial(peer);
+        }
+        self.addrs.retain(|p, _| {
+            self.election.peer(&p.to_base58()).is_some() || self.swarm.is_connected(p)
+        });
+    }
+
+    pub(super) fn mark_foreign(&mut self, peer: PeerId) {
+        if self.foreign.len() >= MAX_FOREIGN {
+            self.foreign.clear();
+        }
+        self.foreign.insert(peer);
+        self.addrs.remove(&peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    pub(super) fn shared_peers(&self) -> Vec<SharedPeer> {
+        self.swarm
+            .connected_peers()
+            .filter_map(|p| self.addrs.get(p).map(|a| SharedPeer::new(p, a)))
+            .take(wire::MAX_SHARED_PEERS)
+            .collect()
+    }
+}
+
+/// The peer ID at the end of a multiaddr, if any.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+pub(super) fn is_loopback(addr: &Multiaddr) -> bool {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
+fn strip_p2p(addr: Multiaddr) -> Multiaddr {
+    addr.into_iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
+}

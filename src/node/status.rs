@@ -1,0 +1,73 @@
+//! The node's status as the control API shows it.
+
+use std::time::Instant;
+
+use libp2p::PeerId;
+
+use super::Node;
+use crate::api::{LeaderView, PeerView, StatusView};
+use crate::election::Liveness;
+
+impl Node {
+    pub(super) fn status(&mut self) -> StatusView {
+        let now = Instant::now();
+        let role_of = |id: &str| {
+            if id == self.election.me().as_str() {
+                Some(self.election.role())
+            } else {
+                self.election.peer(&id.to_owned()).map(|p| p.role)
+            }
+        };
+        let leader = self.election.leader().and_then(|(id, epoch)| {
+            role_of(id).map(|role| LeaderView {
+                peer_id: id.clone(),
+                role,
+                epoch: *epoch,
+                since_unix_ms: self.leader_since_ms,
+            })
+        });
+        let peers = self
+            .election
+            .peers()
+            .map(|(id, p)| {
+                let live = self.election.is_live(id, now);
+                let pid = id.parse::<PeerId>().ok();
+                let state = match p.liveness {
+                    Liveness::Alive if live => "alive",
+                    Liveness::Suspect { .. } if live => "suspect",
+                    Liveness::Dead { .. } => "dead",
+                    Liveness::Left { .. } => "left",
+                    _ => "silent",
+                };
+                PeerView {
+                    peer_id: id.clone(),
+                    role: p.role,
+                    healthy: live && p.liveness == Liveness::Alive,
+                    state: state.into(),
+                    connected: pid.is_some_and(|p| self.swarm.is_connected(&p)),
+                    last_seen_ms: now.saturating_duration_since(p.last_heard).as_millis() as u64,
+                    incarnation: p.incarnation,
+                    follows: p.follows.as_ref().map(|(l, _)| l.clone()),
+                    addrs: pid
+                        .and_then(|p| self.addrs.get(&p))
+                        .map(|a| a.iter().map(|a| a.to_string()).collect())
+                        .unwrap_or_default(),
+                    health: self.peer_health.get(id).copied().unwrap_or_default(),
+                }
+            })
+            .collect();
+        StatusView {
+            peer_id: self.me.to_base58(),
+            role: self.cfg.role,
+            cluster: self.cfg.cluster.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            incarnation: self.state.incarnation,
+            epoch: self.election.max_epoch(),
+            leader,
+            listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
+            uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
+            foreign_peers: self.foreign.len(),
+            peers,
+        }
+    }
+}
