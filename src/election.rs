@@ -140,6 +140,11 @@ pub struct PeerState<I> {
     pub liveness: Liveness,
 }
 
+/// Highest epoch a report may carry. Far beyond any real cluster's history
+/// (a new epoch a millisecond for 8,900 years), and far below overflow: a
+/// report past it is hostile or corrupt and is ignored whole.
+pub const MAX_EPOCH: u64 = 1 << 48;
+
 /// A dead peer's heartbeats must be this far past the last one seen before its
 /// death to bring it back; fewer than that may have been in flight.
 const RESURRECT_GAP: u64 = 2;
@@ -341,7 +346,13 @@ impl<I: Ord + Clone + Debug> Election<I> {
         if from == self.me {
             return;
         }
-        let seen = r.follows.as_ref().map_or(0, |(_, e)| *e).max(r.max_epoch);
+        let seen = [&r.follows, &r.voted]
+            .iter()
+            .filter_map(|c| c.as_ref().map(|(_, e)| *e))
+            .fold(r.max_epoch, u64::max);
+        if seen > MAX_EPOCH {
+            return;
+        }
         self.raise_epoch(seen, actions);
         if !self.peers.contains_key(&from) && self.peers.len() >= self.max_peers {
             return;
@@ -434,7 +445,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 let in_grace =
                     now.saturating_duration_since(self.started) < self.timing.startup_grace;
                 if !holding && !in_grace {
-                    let epoch = self.max_epoch + 1;
+                    let epoch = self.max_epoch.saturating_add(1);
                     self.raise_epoch(epoch, actions);
                     self.voted = Some((epoch, self.me.clone()));
                     self.leader = Some((self.me.clone(), epoch));

@@ -11,6 +11,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, request_response};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::election::MAX_EPOCH;
 use crate::role::Role;
 
 /// Version byte leading every message.
@@ -59,8 +60,11 @@ pub enum WireError {
     Trailing(usize),
     #[error("invalid peer ID in message")]
     PeerId,
+    #[error("epoch {0} is beyond the limit of {MAX_EPOCH}")]
+    EpochTooHigh(u64),
     #[error("claimed sender {claimed} is not the signer {signer}")]
-    Forged { claimed: PeerId, signer: PeerId },
+    /// Peer IDs in base58.
+    Forged { claimed: String, signer: String },
 }
 
 /// Health figures a node shares in its heartbeats.
@@ -86,6 +90,20 @@ pub struct Heartbeat {
     /// The last leader accepted, when it is not `follows` (`None`: same as `follows`).
     pub voted: Option<(Vec<u8>, u64)>,
     pub health: Health,
+}
+
+impl Heartbeat {
+    /// Rejects epochs no real cluster reaches (see [`MAX_EPOCH`]).
+    pub fn check(&self) -> Result<(), WireError> {
+        let epochs = [&self.follows, &self.voted]
+            .into_iter()
+            .flatten()
+            .map(|(_, e)| *e);
+        match epochs.chain([self.max_epoch]).max() {
+            Some(e) if e > MAX_EPOCH => Err(WireError::EpochTooHigh(e)),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What goes over the gossip topic.
@@ -191,9 +209,12 @@ pub fn decode_gossip(bytes: &[u8], signer: &PeerId) -> Result<Gossip, WireError>
     let claimed = PeerId::from_bytes(&env.sender).map_err(|_| WireError::PeerId)?;
     if claimed != *signer {
         return Err(WireError::Forged {
-            claimed,
-            signer: *signer,
+            claimed: claimed.to_base58(),
+            signer: signer.to_base58(),
         });
+    }
+    if let Gossip::Heartbeat(hb) = &env.body {
+        hb.check()?;
     }
     Ok(env.body)
 }
@@ -321,6 +342,21 @@ mod tests {
         assert!(matches!(
             decode_gossip(&encode(&env), &me),
             Err(WireError::Forged { .. })
+        ));
+    }
+
+    #[test]
+    fn absurd_epochs_are_rejected() {
+        let me = Keypair::generate_ed25519().public().to_peer_id();
+        let mut hb = heartbeat();
+        hb.max_epoch = u64::MAX;
+        let env = Envelope {
+            sender: me.to_bytes(),
+            body: Gossip::Heartbeat(hb),
+        };
+        assert!(matches!(
+            decode_gossip(&encode(&env), &me),
+            Err(WireError::EpochTooHigh(u64::MAX))
         ));
     }
 

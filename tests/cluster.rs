@@ -180,7 +180,7 @@ async fn two_clusters_never_merge() {
         .spawn(
             Role::Master,
             &tmp.path().join("beta0"),
-            &[alpha.addr.clone()],
+            std::slice::from_ref(&alpha.addr),
         )
         .await
         .unwrap();

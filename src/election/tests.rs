@@ -45,7 +45,7 @@ fn report(role: Role, seq: u64, max_epoch: u64, follows: Option<(u32, u64)>) -> 
         incarnation: 1,
         seq,
         max_epoch,
-        follows: follows.clone(),
+        follows,
         voted: follows,
     }
 }
@@ -472,10 +472,8 @@ proptest! {
         sim.heal();
         sim.settle();
         let e = sim.assert_agreed(0);
-        if let Some(e) = e {
-            if e0.is_some() && e1.is_some() {
-                prop_assert!(e > e0.unwrap() && e > e1.unwrap(), "epoch {} not above {:?} and {:?}", e, e0, e1);
-            }
+        if let (Some(e), Some(e0), Some(e1)) = (e, e0, e1) {
+            prop_assert!(e > e0 && e > e1, "epoch {} not above {:?} and {:?}", e, e0, e1);
         }
     }
 }
@@ -531,4 +529,26 @@ fn a_connected_peer_stays_live_without_heartbeats_until_its_connection_drops() {
         "no connection and no recent heartbeat"
     );
     assert_eq!(e.leader(), Some(&(9, 2)));
+}
+
+#[test]
+fn absurd_epochs_are_ignored_and_never_overflow() {
+    let t0 = Instant::now();
+    let mut e = Election::new(9u32, Role::Master, 1, 3, timing(), t0);
+    e.tick(t0 + SEC);
+    assert_eq!(e.leader(), Some(&(9, 4)));
+    let hostile = report(Role::Leecher, 1, u64::MAX, None);
+    e.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: hostile,
+        },
+        t0 + SEC,
+    );
+    assert_eq!(e.max_epoch(), 4, "report ignored whole");
+    assert!(e.peer(&1).is_none());
+    // Even a persisted epoch at the very top cannot overflow.
+    let mut top = Election::new(9u32, Role::Master, 1, u64::MAX, timing(), t0);
+    top.tick(t0 + SEC);
+    assert_eq!(top.leader(), Some(&(9, u64::MAX)));
 }

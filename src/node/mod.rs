@@ -290,6 +290,10 @@ impl Node {
 
     /// Feeds a peer's heartbeat to the election core.
     fn on_heartbeat(&mut self, from: PeerId, hb: Heartbeat) {
+        if let Err(e) = hb.check() {
+            warn!(peer = %from, error = %e, "heartbeat dropped");
+            return;
+        }
         let id = |b: Option<(Vec<u8>, u64)>| -> Result<Option<(String, u64)>, ()> {
             b.map(|(bytes, e)| {
                 PeerId::from_bytes(&bytes)
