@@ -30,6 +30,9 @@ pub struct Spawner {
     pub extra: Vec<String>,
     /// Where node logs go: `None` discards them.
     pub log_dir: Option<PathBuf>,
+    /// Listen address (loopback, port 0). The first one the node reports is
+    /// what others bootstrap to.
+    pub listen: String,
 }
 
 impl Spawner {
@@ -38,10 +41,11 @@ impl Spawner {
             bin: bin.into(),
             extra: Vec::new(),
             log_dir: None,
+            listen: "/ip4/127.0.0.1/tcp/0".into(),
         }
     }
 
-    /// Starts a node on loopback (TCP, port 0, no mDNS) in `dir` and waits
+    /// Starts a node on loopback (`listen`, no mDNS) in `dir` and waits
     /// until its control API answers.
     pub async fn spawn(
         &self,
@@ -56,7 +60,7 @@ impl Spawner {
             "--role",
             role.as_str(),
             "--listen",
-            "/ip4/127.0.0.1/tcp/0",
+            &self.listen,
             "--api",
             "127.0.0.1:0",
             "--no-mdns",

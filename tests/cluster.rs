@@ -219,3 +219,25 @@ async fn two_clusters_never_merge() {
         "alpha leads its own cluster"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_only_nodes_form_a_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sp = spawner(tmp.path());
+    sp.listen = "/ip4/127.0.0.1/udp/0/quic-v1".into();
+    let a = sp
+        .spawn(Role::Worker, &tmp.path().join("q0"), &[])
+        .await
+        .unwrap();
+    assert!(a.addr.contains("/quic-v1/"), "{}", a.addr);
+    let b = sp
+        .spawn(
+            Role::Master,
+            &tmp.path().join("q1"),
+            std::slice::from_ref(&a.addr),
+        )
+        .await
+        .unwrap();
+    let (leader, _) = agree(&[&a, &b], 0, "over QUIC").await;
+    assert_eq!(leader, b.peer_id, "the master leads");
+}
