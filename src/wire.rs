@@ -128,6 +128,8 @@ pub struct Envelope {
 pub enum Request {
     /// Sent on connecting: here is my state, send me yours.
     Hello(Heartbeat),
+    /// A leadership change, pushed directly as well as gossiped.
+    Update(Heartbeat),
     /// Graceful departure, sent directly so it arrives before the node exits.
     Leaving { incarnation: u64 },
 }

@@ -166,3 +166,34 @@ async fn status_peers_single_data_dir_and_clean_stop() {
     assert!(code.success(), "{code}");
     assert!(!dir.join("api").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_listen_port_stops_the_node_with_a_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = Spawner::new(BIN)
+        .spawn(Role::Worker, &tmp.path().join("a"), &[])
+        .await
+        .unwrap();
+    let status = first.status().await.unwrap();
+    let taken = status.listen_addrs[0].clone();
+    let d = tmp.path().join("b");
+    let out = run(&[
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--listen",
+        &taken,
+        "--api",
+        "127.0.0.1:0",
+        "--no-mdns",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {taken}")),
+        "{stderr}"
+    );
+    assert!(
+        !d.join("api").exists(),
+        "no api file for a node that never ran"
+    );
+}

@@ -4,7 +4,7 @@ use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::request_response::{self, Message};
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{PeerId, identify, kad, mdns, ping};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Node;
 use super::behaviour::BehaviourEvent;
@@ -17,6 +17,14 @@ impl Node {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(address = %format!("{address}/p2p/{}", self.me), "listening");
             }
+            SwarmEvent::ListenerClosed {
+                addresses,
+                reason: Err(error),
+                ..
+            } => {
+                error!(?addresses, %error, "listener failed");
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
@@ -178,6 +186,10 @@ impl Node {
                             heartbeat: self.heartbeat(),
                             peers: self.shared_peers(),
                         }
+                    }
+                    Request::Update(hb) => {
+                        self.on_heartbeat(peer, hb);
+                        Response::Ack
                     }
                     Request::Leaving { incarnation } => {
                         info!(%peer, "peer is leaving");

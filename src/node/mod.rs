@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use libp2p::gossipsub::IdentTopic;
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundRequestId;
+use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -92,14 +94,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     let me = key.public().to_peer_id();
     let protocols = Protocols::for_cluster(&cfg.cluster);
     let mut swarm = behaviour::build(key, &cfg, &protocols)?;
-    for addr in &cfg.listen {
-        swarm
-            .listen_on(addr.clone())
-            .map_err(|e| NodeError::Listen {
-                addr: addr.clone(),
-                message: e.to_string(),
-            })?;
-    }
+    let early = listen(&mut swarm, &cfg.listen).await?;
     let topic = IdentTopic::new(protocols.topic.clone());
     swarm
         .behaviour_mut()
@@ -147,6 +142,9 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         loopback_only: cfg.listen.iter().all(is_loopback),
         cfg,
     };
+    for event in early {
+        node.on_swarm_event(event);
+    }
     node.dial_bootstrap();
     node.run(rx, &mut sampler, shutdown).await;
 
@@ -155,6 +153,78 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     let _ = std::fs::remove_file(node.data.api_file());
     info!("node stopped");
     Ok(())
+}
+
+/// Starts every listener and waits (at most 5 s) until each is up, so a busy
+/// port or an unusable address stops the node with an error naming it.
+/// Returns the other events seen meanwhile, to be handled once the node runs.
+async fn listen(
+    swarm: &mut Swarm<Behaviour>,
+    addrs: &[Multiaddr],
+) -> Result<Vec<SwarmEvent<behaviour::BehaviourEvent>>, NodeError> {
+    let fail = |addr: &Multiaddr, message: String| NodeError::Listen {
+        addr: addr.clone(),
+        message,
+    };
+    let mut pending = HashMap::new();
+    for addr in addrs {
+        probe_tcp_port(addr).map_err(|e| fail(addr, e.to_string()))?;
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| fail(addr, e.to_string()))?;
+        pending.insert(id, addr.clone());
+    }
+    let mut early = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(deadline);
+    while !pending.is_empty() {
+        let event = tokio::select! {
+            event = swarm.select_next_some() => event,
+            _ = &mut deadline => break,
+        };
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                ref address,
+            } => {
+                info!(address = %format!("{address}/p2p/{}", swarm.local_peer_id()), "listening");
+                pending.remove(&listener_id);
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                if let Some(addr) = pending.get(&listener_id) {
+                    return Err(fail(addr, error.to_string()));
+                }
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Some(addr) = pending.get(&listener_id) {
+                    let why = reason.err().map_or("closed".to_string(), |e| e.to_string());
+                    return Err(fail(addr, why));
+                }
+            }
+            other => early.push(other),
+        }
+    }
+    Ok(early)
+}
+
+/// libp2p's TCP listeners set SO_REUSEPORT, so a second process can bind a
+/// port another node already listens on and silently share its connections.
+/// Binding it once without that option first turns that into an error.
+fn probe_tcp_port(addr: &Multiaddr) -> std::io::Result<()> {
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => std::net::TcpListener::bind((ip, port)).map(drop),
+        _ => Ok(()),
+    }
 }
 
 struct Node {
@@ -201,7 +271,7 @@ impl Node {
                 Some(cmd) = rx.recv() => match cmd {
                     Command::Status(reply) => { let _ = reply.send(self.status()); }
                 },
-                _ = heartbeat.tick() => self.announce(),
+                _ = heartbeat.tick() => self.beat(),
                 _ = tick.tick() => {
                     let actions = self.election.tick(Instant::now());
                     self.execute(actions);
@@ -264,9 +334,25 @@ impl Node {
         }
     }
 
-    fn announce(&mut self) {
+    /// Periodic heartbeat: gossip only.
+    fn beat(&mut self) {
         let hb = self.heartbeat();
         self.publish(Gossip::Heartbeat(hb));
+    }
+
+    /// A leadership change: gossip, and directly to every connected peer,
+    /// because a mesh torn by the death that caused it is only repaired at
+    /// the next gossipsub heartbeat. Rare, so it costs nothing when idle.
+    fn announce(&mut self) {
+        let hb = self.heartbeat();
+        self.publish(Gossip::Heartbeat(hb.clone()));
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            self.swarm
+                .behaviour_mut()
+                .rpc
+                .send_request(&peer, Request::Update(hb.clone()));
+        }
     }
 
     fn publish(&mut self, body: Gossip) {
