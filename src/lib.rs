@@ -33,6 +33,7 @@ pub mod health;
 pub mod node;
 pub mod role;
 pub mod store;
+pub mod supervisor;
 #[doc(hidden)]
 pub mod testkit;
 pub mod wire;

@@ -1,0 +1,177 @@
+//! The supervisor with real child processes: readiness, restart after
+//! SIGKILL, crash-loop reporting, and a clean stop that leaves no process of
+//! the group behind.
+
+use std::time::Duration;
+
+use ipfs_kit_p2p::supervisor::{
+    Backoff, Readiness, RestartPolicy, ServiceSpec, ServiceStatus, State, Supervisor,
+};
+use tokio_util::sync::CancellationToken;
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+async fn wait_state(
+    sup: &mut Supervisor,
+    what: &str,
+    f: impl Fn(&ServiceStatus) -> bool,
+) -> ServiceStatus {
+    let found = match tokio::time::timeout(WITHIN, sup.status.wait_for(|s| f(s))).await {
+        Ok(Ok(s)) => Some(s.clone()),
+        _ => None,
+    };
+    found.unwrap_or_else(|| panic!("{what} not within {WITHIN:?}: {:?}", *sup.status.borrow()))
+}
+
+/// (pid, state, process group) of every process, from /proc.
+fn processes() -> Vec<(i32, char, i32)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if let (Some(state), Some(pgrp)) = (
+            f.first().and_then(|s| s.chars().next()),
+            f.get(2).and_then(|g| g.parse().ok()),
+        ) {
+            out.push((pid, state, pgrp));
+        }
+    }
+    out
+}
+
+/// Running (not zombie: an orphan may wait a moment for init to reap it).
+fn alive(pid: i32) -> bool {
+    processes()
+        .iter()
+        .any(|(p, state, _)| *p == pid && *state != 'Z')
+}
+
+fn group_alive(pgid: i32) -> bool {
+    processes()
+        .iter()
+        .any(|(_, state, g)| *g == pgid && *state != 'Z')
+}
+
+fn fast(mut spec: ServiceSpec) -> ServiceSpec {
+    spec.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+        reset_after: Duration::from_secs(60),
+        crash_loop: 4,
+    };
+    spec.grace = Duration::from_secs(2);
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_a_killed_child_and_reports_it() {
+    let mut spec = fast(ServiceSpec::new(
+        "echoer",
+        "sh",
+        &[
+            "-c",
+            "echo starting; sleep 0.1; echo READY now; exec sleep 1000",
+        ],
+    ));
+    spec.readiness = Readiness::LogLine("READY".into());
+    let root = CancellationToken::new();
+    let mut sup = Supervisor::spawn(spec, &root);
+    let first = wait_state(&mut sup, "ready", |s| s.state == State::Ready).await;
+    let pid = first.pid.expect("a pid") as i32;
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let again = wait_state(&mut sup, "ready again", |s| {
+        s.state == State::Ready && s.restarts == 1
+    })
+    .await;
+    assert_ne!(again.pid, first.pid);
+    assert!(
+        again
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("SIGKILL") || e.contains("signal: 9")),
+        "{again:?}"
+    );
+    sup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_is_reported_not_hidden() {
+    let spec = fast(ServiceSpec::new(
+        "crasher",
+        "sh",
+        &["-c", "echo boom >&2; exit 3"],
+    ));
+    let root = CancellationToken::new();
+    let mut sup = Supervisor::spawn(spec, &root);
+    let failed = wait_state(&mut sup, "failed", |s| s.state == State::Failed).await;
+    let err = failed.last_error.unwrap_or_default();
+    assert!(
+        err.contains("crash loop") && err.contains("exit status: 3"),
+        "{err}"
+    );
+    assert_eq!(failed.restarts, 3, "4 failed starts = 3 restarts");
+    sup.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_leaves_no_process_of_the_group_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild");
+    let script = format!(
+        "sleep 1000 & echo $! > {}; echo READY; wait",
+        pidfile.display()
+    );
+    let mut spec = fast(ServiceSpec::new("parent", "sh", &["-c", &script]));
+    spec.readiness = Readiness::LogLine("READY".into());
+    let root = CancellationToken::new();
+    let mut sup = Supervisor::spawn(spec, &root);
+    let ready = wait_state(&mut sup, "ready", |s| s.state == State::Ready).await;
+    let pgid = ready.pid.unwrap() as i32;
+    let grandchild: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(grandchild));
+    root.cancel(); // the node shutting down stops its services
+    let stopped = wait_state(&mut sup, "stopped", |s| s.state == State::Stopped).await;
+    assert_eq!(stopped.pid, None);
+    sup.stop().await;
+    assert!(!group_alive(pgid), "the process group is gone");
+    assert!(
+        !alive(grandchild),
+        "the grandchild did not outlive the stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_readiness_and_never_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port_s = port.to_string();
+    let mut spec = fast(ServiceSpec::new(
+        "web",
+        "python3",
+        &["-m", "http.server", &port_s, "--bind", "127.0.0.1"],
+    ));
+    spec.readiness = Readiness::Http(format!("http://127.0.0.1:{port}/"));
+    spec.restart = RestartPolicy::Never;
+    let root = CancellationToken::new();
+    let mut sup = Supervisor::spawn(spec, &root);
+    let ready = wait_state(&mut sup, "ready", |s| s.state == State::Ready).await;
+    unsafe { libc::kill(ready.pid.unwrap() as i32, libc::SIGKILL) };
+    let done = wait_state(&mut sup, "failed", |s| s.state == State::Failed).await;
+    assert_eq!(done.restarts, 0, "restart = never");
+    sup.stop().await;
+}
