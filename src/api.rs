@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::node::NodeHandle;
 use crate::role::Role;
+use crate::supervisor::ServiceStatus;
 use crate::wire::Health;
 
 /// `GET /v1/status`.
@@ -39,6 +40,8 @@ pub struct StatusView {
     /// they were disconnected and are not dialled again.
     pub foreign_peers: usize,
     pub peers: Vec<PeerView>,
+    /// Supervised `[[service]]` processes.
+    pub services: Vec<ServiceStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -67,6 +67,15 @@ pub fn render_status(s: &StatusView) -> String {
     for a in &s.listen_addrs {
         let _ = writeln!(out, "listening  {a}");
     }
+    for sv in &s.services {
+        let pid = sv.pid.map_or("-".into(), |p| p.to_string());
+        let err = sv.last_error.as_deref().unwrap_or("");
+        let _ = writeln!(
+            out,
+            "service    {} {:?} (pid {pid}, {} restarts) {err}",
+            sv.name, sv.state, sv.restarts
+        );
+    }
     let _ = writeln!(out, "peers      {} ({healthy} healthy)", s.peers.len());
     if !s.peers.is_empty() {
         out.push('\n');

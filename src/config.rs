@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::cli::NodeArgs;
 use crate::election::Timing;
 use crate::role::Role;
+use crate::supervisor::{Readiness, RestartPolicy, ServiceSpec};
 
 /// The defaults, embedded in the binary; the file documents every key.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -53,6 +54,86 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     election: ElectionFile,
     network: NetworkConfig,
+    service: Vec<ServiceFile>,
+}
+
+/// One `[[service]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    name: String,
+    command: PathBuf,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+    #[serde(default)]
+    ready: ReadyFile,
+    #[serde(default = "default_restart")]
+    restart: String,
+    #[serde(default = "default_grace_ms")]
+    grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadyFile {
+    http: Option<String>,
+    tcp: Option<String>,
+    log: Option<String>,
+}
+
+fn default_restart() -> String {
+    "always".into()
+}
+
+fn default_grace_ms() -> u64 {
+    10_000
+}
+
+impl ServiceFile {
+    fn into_spec(self) -> Result<ServiceSpec, ConfigError> {
+        let field = "service";
+        if self.name.is_empty() || self.command.as_os_str().is_empty() {
+            return Err(invalid(
+                field,
+                "every [[service]] needs a name and a command",
+            ));
+        }
+        let readiness = match (self.ready.http, self.ready.tcp, self.ready.log) {
+            (None, None, None) => Readiness::None,
+            (Some(url), None, None) => Readiness::Http(url),
+            (None, Some(addr), None) => Readiness::Tcp(addr),
+            (None, None, Some(line)) => Readiness::LogLine(line),
+            _ => {
+                return Err(invalid(
+                    field,
+                    format!("{}: ready takes one of http, tcp or log", self.name),
+                ));
+            }
+        };
+        let restart = match self.restart.as_str() {
+            "always" => RestartPolicy::Always,
+            "on-failure" => RestartPolicy::OnFailure,
+            "never" => RestartPolicy::Never,
+            other => {
+                let msg = format!(
+                    "{}: restart {other:?}: expected always, on-failure or never",
+                    self.name
+                );
+                return Err(invalid(field, msg));
+            }
+        };
+        let mut spec = ServiceSpec::new(&self.name, self.command, &[]);
+        spec.args = self.args;
+        spec.env = self.env.into_iter().collect();
+        spec.cwd = self.cwd;
+        spec.readiness = readiness;
+        spec.restart = restart;
+        spec.grace = Duration::from_millis(self.grace_ms);
+        Ok(spec)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +170,8 @@ pub struct NodeConfig {
     pub heartbeat_interval: Duration,
     pub timing: Timing,
     pub network: NetworkConfig,
+    /// Extra supervised processes, `[[service]]`.
+    pub services: Vec<ServiceSpec>,
 }
 
 /// Deep-merges `over` into `base`: tables merge key by key, anything else replaces.
@@ -187,6 +270,11 @@ impl NodeConfig {
                 ..Timing::default()
             },
             network: file.network,
+            services: file
+                .service
+                .into_iter()
+                .map(ServiceFile::into_spec)
+                .collect::<Result<_, _>>()?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -233,6 +321,14 @@ impl NodeConfig {
         }
         if n.max_peers == 0 {
             return Err(invalid("network.max_peers", "must be above 0"));
+        }
+        let mut names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(invalid(
+                "service",
+                format!("two services are named {:?}", w[0]),
+            ));
         }
         if n.redial_interval_ms < 100 {
             return Err(invalid(
@@ -309,6 +405,20 @@ mod tests {
         assert!(err("cluster = \"a b\"").contains("cluster"));
         assert!(err("api = \"nonsense\"").contains("api"));
         assert!(err("role = ").contains("c.toml"));
+        assert!(
+            err("[[service]]\nname = \"x\"\ncommand = \"sh\"\nrestart = \"sometimes\"")
+                .contains("sometimes")
+        );
+        assert!(
+            err(
+                "[[service]]\nname = \"x\"\ncommand = \"sh\"\nready = { http = \"h\", tcp = \"t\" }"
+            )
+            .contains("ready")
+        );
+        assert!(err("[[service]]\nname = \"x\"\ncommand = \"sh\"\n[[service]]\nname = \"x\"\ncommand = \"sh\"").contains("two services"));
+        assert!(
+            err("[[service]]\nname = \"x\"\ncommand = \"sh\"\nflavour = 1").contains("flavour")
+        );
         let missing = NodeArgs {
             config: Some("/nonexistent/x.toml".into()),
             ..NodeArgs::default()

@@ -17,7 +17,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundRequestId;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -26,6 +26,7 @@ use crate::config::NodeConfig;
 use crate::election::{Action, Election, Input};
 use crate::health::HealthSampler;
 use crate::store::{DataDir, State, StoreError, write_atomic};
+use crate::supervisor::{ServiceStatus, Supervisor};
 use crate::wire::{self, Envelope, Gossip, Health, Heartbeat, Protocols, Request};
 use behaviour::Behaviour;
 pub use behaviour::BuildError;
@@ -140,14 +141,28 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         leader_since_ms: 0,
         started: now,
         loopback_only: cfg.listen.iter().all(is_loopback),
+        services: Vec::new(),
         cfg,
     };
     for event in early {
         node.on_swarm_event(event);
     }
+    // Their own token: they are stopped after the departure, not with it.
+    let services_root = CancellationToken::new();
+    let services: Vec<Supervisor> = node
+        .cfg
+        .services
+        .iter()
+        .map(|s| Supervisor::spawn(s.clone(), &services_root))
+        .collect();
+    node.services = services.iter().map(|s| s.status.clone()).collect();
     node.dial_bootstrap();
     node.run(rx, &mut sampler, shutdown).await;
 
+    // Teardown order: the cluster was told we left; now the services, then the API.
+    for service in services {
+        service.stop().await;
+    }
     api_stop.cancel();
     let _ = api_task.await;
     let _ = std::fs::remove_file(node.data.api_file());
@@ -248,6 +263,8 @@ struct Node {
     started: Instant,
     /// Every listen address is loopback (tests, single-host clusters).
     loopback_only: bool,
+    /// The supervised `[[service]]` processes.
+    services: Vec<watch::Receiver<ServiceStatus>>,
 }
 
 impl Node {

@@ -67,6 +67,7 @@ impl Node {
             listen_addrs: self.swarm.listeners().map(|a| a.to_string()).collect(),
             uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
             foreign_peers: self.foreign.len(),
+            services: self.services.iter().map(|s| s.borrow().clone()).collect(),
             peers,
         }
     }
