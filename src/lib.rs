@@ -30,6 +30,7 @@ pub mod commands;
 pub mod config;
 pub mod election;
 pub mod health;
+pub mod ipfs_rpc;
 pub mod node;
 pub mod role;
 pub mod store;
