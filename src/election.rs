@@ -25,7 +25,7 @@
 //!   confirms it dead, so one flaky link does not depose a healthy leader.
 //!   A graceful departure removes the peer at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
@@ -166,8 +166,6 @@ pub struct Election<I> {
     leader: Option<(I, u64)>,
     /// Rival claims this node's current term already took an epoch above.
     overtaken: Vec<(I, u64)>,
-    /// Peers with an open connection to this node.
-    connected: BTreeSet<I>,
 }
 
 impl<I: Ord + Clone + Debug> Election<I> {
@@ -193,7 +191,6 @@ impl<I: Ord + Clone + Debug> Election<I> {
             voted: None,
             leader: None,
             overtaken: Vec::new(),
-            connected: BTreeSet::new(),
         }
     }
 
@@ -235,15 +232,14 @@ impl<I: Ord + Clone + Debug> Election<I> {
 
     /// Whether a peer counts for the election now.
     pub fn is_live(&self, id: &I, now: Instant) -> bool {
-        self.peers.get(id).is_some_and(|p| self.live(id, p, now))
+        self.peers.get(id).is_some_and(|p| self.live(p, now))
     }
 
-    /// Live: not confirmed dead or departed, and either connected to this
-    /// node (the connection is checked by ping) or heard within `peer_timeout`.
-    fn live(&self, id: &I, p: &PeerState<I>, now: Instant) -> bool {
+    /// Live: not confirmed dead or departed, and heard within `peer_timeout`
+    /// (missed heartbeats catch silent failures, even over an open connection).
+    fn live(&self, p: &PeerState<I>, now: Instant) -> bool {
         matches!(p.liveness, Liveness::Alive | Liveness::Suspect { .. })
-            && (self.connected.contains(id)
-                || now.saturating_duration_since(p.last_heard) <= self.timing.peer_timeout)
+            && now.saturating_duration_since(p.last_heard) <= self.timing.peer_timeout
     }
 
     /// This node's next heartbeat.
@@ -265,7 +261,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
         let others = self
             .peers
             .iter()
-            .filter(|(id, p)| p.role.can_lead() && self.live(id, p, now))
+            .filter(|(_, p)| p.role.can_lead() && self.live(p, now))
             .map(|(id, p)| (p.role, id));
         choose_leader(me.into_iter().chain(others)).cloned()
     }
@@ -284,7 +280,6 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 }
             }
             Input::ConnectionLost(id) => {
-                self.connected.remove(&id);
                 if let Some(p) = self.peers.get_mut(&id)
                     && p.liveness == Liveness::Alive
                 {
@@ -293,9 +288,6 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 }
             }
             Input::Connected(id) => {
-                if self.connected.len() < self.max_peers {
-                    self.connected.insert(id.clone());
-                }
                 if let Some(p) = self.peers.get_mut(&id) {
                     match p.liveness {
                         Liveness::Suspect { .. } => p.liveness = Liveness::Alive,
@@ -417,8 +409,8 @@ impl<I: Ord + Clone + Debug> Election<I> {
     /// and this term did not already start above it.
     fn term_conflicted(&self, epoch: u64, now: Instant) -> bool {
         self.max_epoch > epoch
-            || self.peers.iter().any(|(id, p)| {
-                self.live(id, p, now)
+            || self.peers.values().any(|p| {
+                self.live(p, now)
                     && matches!(&p.voted, Some((l, e)) if *l != self.me && *e >= epoch)
             })
             || self.rival_claims(now).any(|c| !self.overtaken.contains(&c))
@@ -429,7 +421,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
         self.peers
             .iter()
             .filter_map(move |(id, p)| match &p.follows {
-                Some((l, e)) if l == id && self.live(id, p, now) => Some((id.clone(), *e)),
+                Some((l, e)) if l == id && self.live(p, now) => Some((id.clone(), *e)),
                 _ => None,
             })
     }

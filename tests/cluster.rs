@@ -19,13 +19,17 @@ fn spawner(logs: &std::path::Path) -> Spawner {
 /// returns (leader, epoch).
 async fn agree(nodes: &[&NodeProc], above: u64, what: &str) -> (String, u64) {
     let peers = nodes.len() - 1;
+    let t0 = std::time::Instant::now();
     let agreed = || async {
         agreed_leader(nodes, peers)
             .await
             .filter(|(_, e, _)| *e > above)
     };
     match wait_for(CONVERGE, agreed).await {
-        Some((leader, epoch, _)) => (leader, epoch),
+        Some((leader, epoch, _)) => {
+            eprintln!("agreed ({what}) in {:?}", t0.elapsed());
+            (leader, epoch)
+        }
         None => {
             let mut views = String::new();
             for n in nodes {
