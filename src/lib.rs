@@ -19,10 +19,15 @@
 //!   `api` file; every write atomic.
 //! * [`health`]: CPU, memory and disk figures for heartbeats.
 //! * [`commands`]: the `status` and `peers` subcommands.
+//! * [`supervisor`]: runs child processes (`[[service]]` entries, later the
+//!   IPFS daemon), one task per child, state on a `watch` channel the node's
+//!   status reads.
+//! * [`ipfs_rpc`]: a typed client for the IPFS RPC API (`/api/v0/…`).
+//! * [`testkit`]: spawning real node processes for tests and benchmarks.
 //!
 //! Shutdown: SIGINT/SIGTERM cancel a `CancellationToken`; the node announces
 //! its departure (gossip + a direct notice to each peer, acknowledged), then
-//! stops the API and removes its `api` file.
+//! stops its supervised services, then the API, and removes its `api` file.
 
 pub mod api;
 pub mod cli;
