@@ -145,6 +145,12 @@ async fn stop_leaves_no_process_of_the_group_behind() {
     let stopped = wait_state(&mut sup, "stopped", |s| s.state == State::Stopped).await;
     assert_eq!(stopped.pid, None);
     sup.stop().await;
+    // SIGKILL has been sent to the group; on a loaded machine its delivery
+    // can take a moment, so wait for it with a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (group_alive(pgid) || alive(grandchild)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(!group_alive(pgid), "the process group is gone");
     assert!(
         !alive(grandchild),
