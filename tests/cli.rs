@@ -2,8 +2,8 @@
 //! dir is never shared, `status`/`peers` talk to a running node, and a
 //! graceful stop exits 0 and cleans up.
 
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use ipfs_kit_p2p::api::StatusView;
 use ipfs_kit_p2p::role::Role;
@@ -11,13 +11,31 @@ use ipfs_kit_p2p::testkit::Spawner;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 
+/// Runs the binary to completion; fails the test (and kills it) if it is
+/// still running after a minute, e.g. a node that should have refused to start.
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(args)
         .env_remove("IPFS_KIT_P2P_API")
         .env_remove("IPFS_KIT_P2P_DATA_DIR")
-        .output()
-        .expect("run the binary")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the binary");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait for the binary").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "{args:?} still running after 60 s; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output")
 }
 
 fn assert_usage_error(args: &[&str], culprit: &str) {
