@@ -42,6 +42,8 @@ pub struct StatusView {
     pub peers: Vec<PeerView>,
     /// Supervised `[[service]]` processes.
     pub services: Vec<ServiceStatus>,
+    /// This node's IPFS: mode (and why), state, RPC address, pid, restarts, last error.
+    pub ipfs: crate::ipfs::IpfsStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +71,8 @@ pub struct PeerView {
     pub follows: Option<String>,
     pub addrs: Vec<String>,
     pub health: Health,
+    /// What the peer says of its IPFS (`None`: it runs none).
+    pub ipfs: Option<crate::wire::IpfsInfo>,
 }
 
 #[derive(Debug, thiserror::Error)]

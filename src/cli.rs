@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
 
+use crate::ipfs::Mode;
 use crate::role::Role;
 
 #[derive(Debug, Parser)]
@@ -57,6 +58,27 @@ pub struct NodeArgs {
     /// Do not discover peers on the local network with mDNS
     #[arg(long, env = "IPFS_KIT_P2P_NO_MDNS")]
     pub no_mdns: bool,
+
+    /// IPFS: auto | kubo | builtin | external | off [default: auto]
+    #[arg(long, env = "IPFS_KIT_P2P_IPFS", value_parser = parse_mode)]
+    pub ipfs: Option<Mode>,
+
+    /// IPFS RPC API, HOST:PORT: where kubo or the built-in engine listens
+    /// (port 0 picks one), or where the external daemon is [default: 127.0.0.1:5011]
+    #[arg(long, env = "IPFS_KIT_P2P_IPFS_API")]
+    pub ipfs_api: Option<String>,
+
+    /// IPFS swarm listen multiaddr (repeatable) [default: /ip4/0.0.0.0/tcp/4011]
+    #[arg(long, env = "IPFS_KIT_P2P_IPFS_SWARM", value_delimiter = ',', value_parser = parse_swarm)]
+    pub ipfs_swarm: Vec<String>,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
+}
+
+fn parse_swarm(s: &str) -> Result<String, String> {
+    parse_multiaddr(s).map(|a| a.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +95,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the built-in IPFS engine (kubo's RPC API on rust-ipfs); the node
+    /// starts this itself in `builtin` IPFS mode
+    IpfsDaemon(DaemonArgs),
+}
+
+/// Where the built-in IPFS engine keeps its data and listens. Its RPC API
+/// address is the global `--api` (default 127.0.0.1:5011; port 0 picks one
+/// and `<repo>/api` says which).
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// Repo directory (blocks, pins, the `api` file)
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// Swarm listen multiaddr (repeatable)
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4011", value_parser = parse_multiaddr)]
+    pub swarm: Vec<Multiaddr>,
 }
 
 fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {

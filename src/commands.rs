@@ -67,6 +67,18 @@ pub fn render_status(s: &StatusView) -> String {
     for a in &s.listen_addrs {
         let _ = writeln!(out, "listening  {a}");
     }
+    let i = &s.ipfs;
+    let _ = writeln!(out, "ipfs       {} {} ({})", i.mode, i.state, i.why);
+    if i.mode != crate::ipfs::Mode::Off {
+        let _ = writeln!(
+            out,
+            "ipfs api   {} (pid {}, {} restarts){}",
+            i.api.as_deref().unwrap_or("-"),
+            i.pid.map_or("-".into(), |p| p.to_string()),
+            i.restarts,
+            i.last_error.as_deref().map(|e| format!(", last error: {e}")).unwrap_or_default()
+        );
+    }
     for sv in &s.services {
         let pid = sv.pid.map_or("-".into(), |p| p.to_string());
         let err = sv.last_error.as_deref().unwrap_or("");
@@ -86,16 +98,22 @@ pub fn render_status(s: &StatusView) -> String {
 
 pub fn render_peers(peers: &[PeerView]) -> String {
     let mut out = format!(
-        "{:<54} {:<8} {:<8} {:>10} {:>6} {:>11}\n",
-        "PEER ID", "ROLE", "STATE", "LAST SEEN", "CPU", "FREE DISK"
+        "{:<54} {:<8} {:<8} {:<5} {:>10} {:>6} {:>11}\n",
+        "PEER ID", "ROLE", "STATE", "IPFS", "LAST SEEN", "CPU", "FREE DISK"
     );
     for p in peers {
+        let ipfs = match &p.ipfs {
+            None => "off",
+            Some(i) if i.ready => "ready",
+            Some(_) => "down",
+        };
         let _ = writeln!(
             out,
-            "{:<54} {:<8} {:<8} {:>8.1} s {:>5.1}% {:>11}",
+            "{:<54} {:<8} {:<8} {:<5} {:>8.1} s {:>5.1}% {:>11}",
             p.peer_id,
             p.role.as_str(),
             p.state,
+            ipfs,
             p.last_seen_ms as f64 / 1000.0,
             f64::from(p.health.cpu_permille) / 10.0,
             bytes(p.health.disk_free)

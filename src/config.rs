@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::cli::NodeArgs;
 use crate::election::Timing;
+use crate::ipfs::settings::{IpfsConfig, IpfsFile};
 use crate::role::Role;
 use crate::supervisor::{Readiness, RestartPolicy, ServiceSpec};
 
@@ -55,6 +56,7 @@ struct FileConfig {
     election: ElectionFile,
     network: NetworkConfig,
     service: Vec<ServiceFile>,
+    ipfs: IpfsFile,
 }
 
 /// One `[[service]]` entry.
@@ -172,6 +174,7 @@ pub struct NodeConfig {
     pub network: NetworkConfig,
     /// Extra supervised processes, `[[service]]`.
     pub services: Vec<ServiceSpec>,
+    pub ipfs: IpfsConfig,
 }
 
 /// Deep-merges `over` into `base`: tables merge key by key, anything else replaces.
@@ -275,6 +278,11 @@ impl NodeConfig {
                 .into_iter()
                 .map(ServiceFile::into_spec)
                 .collect::<Result<_, _>>()?,
+            ipfs: file.ipfs.validate(
+                args.ipfs,
+                args.ipfs_api.as_deref(),
+                &args.ipfs_swarm,
+            )?,
         };
         cfg.validate()?;
         Ok(cfg)

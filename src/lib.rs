@@ -35,6 +35,7 @@ pub mod commands;
 pub mod config;
 pub mod election;
 pub mod health;
+pub mod ipfs;
 pub mod ipfs_rpc;
 pub mod node;
 pub mod role;
@@ -59,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             None => run_node(NodeConfig::load(&cli.node)?).await,
             Some(Command::Status { json }) => commands::status(&cli.node, json).await,
             Some(Command::Peers { json }) => commands::peers(&cli.node, json).await,
+            Some(Command::IpfsDaemon(args)) => run_ipfs_daemon(args, cli.node.api).await,
         }
     })
 }
@@ -72,6 +74,33 @@ async fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
     });
     node::run(cfg, shutdown).await?;
     Ok(())
+}
+
+#[cfg(feature = "builtin-ipfs")]
+async fn run_ipfs_daemon(args: cli::DaemonArgs, api: Option<String>) -> anyhow::Result<()> {
+    let api = api.as_deref().unwrap_or("127.0.0.1:5011");
+    let api = api.parse().map_err(|e| {
+        config::ConfigError::Invalid { field: "api", message: format!("{api:?} is not HOST:PORT ({e})") }
+    })?;
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signals.cancel();
+    });
+    let opts = ipfs_engine::Options {
+        repo: args.repo,
+        api,
+        swarm: args.swarm.iter().map(|a| a.to_string()).collect(),
+        agent: format!("ipfs-kit-p2p/{} (built-in engine, rust-ipfs 0.16)", env!("CARGO_PKG_VERSION")),
+    };
+    ipfs_engine::run(opts, shutdown).await?;
+    Ok(())
+}
+
+#[cfg(not(feature = "builtin-ipfs"))]
+async fn run_ipfs_daemon(_: cli::DaemonArgs, _: Option<String>) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no built-in IPFS engine (cargo feature `builtin-ipfs`)")
 }
 
 async fn wait_for_signal() {

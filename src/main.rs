@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,libp2p_mdns=warn,libp2p_kad=error")
+                tracing_subscriber::EnvFilter::new("info,libp2p_mdns=warn,libp2p_kad=error,rust_ipfs=warn,connexa=warn")
             }),
         )
         .with_ansi(std::io::stderr().is_terminal())

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -130,10 +130,24 @@ pub struct ServiceStatus {
     pub last_error: Option<String>,
 }
 
+/// Restarts a supervised child (for example one whose API stopped
+/// answering), with the usual backoff.
+#[derive(Debug, Clone)]
+pub struct Restarter(mpsc::Sender<String>);
+
+impl Restarter {
+    /// `reason` becomes the service's last error. Ignored while a restart is
+    /// pending or the child is not ready.
+    pub fn restart(&self, reason: String) {
+        let _ = self.0.try_send(reason);
+    }
+}
+
 /// A running supervisor.
 pub struct Supervisor {
     pub status: watch::Receiver<ServiceStatus>,
     stop: CancellationToken,
+    restart: mpsc::Sender<String>,
     task: JoinHandle<()>,
 }
 
@@ -148,12 +162,19 @@ impl Supervisor {
             last_error: None,
         });
         let stop = parent.child_token();
-        let task = tokio::spawn(supervise(spec, tx, stop.clone()));
+        let (restart, restart_rx) = mpsc::channel(1);
+        let task = tokio::spawn(supervise(spec, tx, stop.clone(), restart_rx));
         Supervisor {
             status: rx,
             stop,
+            restart,
             task,
         }
+    }
+
+    /// A handle that restarts the running child.
+    pub fn restarter(&self) -> Restarter {
+        Restarter(self.restart.clone())
     }
 
     /// Stops the child gracefully and waits for the supervisor to end.
@@ -172,6 +193,17 @@ fn spawn_child(spec: &ServiceSpec) -> std::io::Result<Child> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // If the node dies without stopping it (SIGKILL), the child gets SIGTERM
+    // from the kernel instead of living on as an orphan.
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
@@ -249,7 +281,12 @@ async fn stop_group(child: &mut Child, grace: Duration) {
     let _ = child.wait().await;
 }
 
-async fn supervise(spec: ServiceSpec, tx: watch::Sender<ServiceStatus>, stop: CancellationToken) {
+async fn supervise(
+    spec: ServiceSpec,
+    tx: watch::Sender<ServiceStatus>,
+    stop: CancellationToken,
+    mut restart: mpsc::Receiver<String>,
+) {
     let mut failures = 0u32;
     loop {
         tx.send_modify(|s| {
@@ -294,11 +331,18 @@ async fn supervise(spec: ServiceSpec, tx: watch::Sender<ServiceStatus>, stop: Ca
             Ok(()) => {
                 info!(service = %spec.name, pid = ?child.id(), "ready");
                 tx.send_modify(|s| s.state = State::Ready);
+                // A restart asked for before this run was ready is moot.
+                while restart.try_recv().is_ok() {}
                 tokio::select! {
                     status = child.wait() => match status {
                         Ok(s) => format!("exited: {s}"),
                         Err(e) => format!("lost: {e}"),
                     },
+                    Some(reason) = restart.recv() => {
+                        warn!(service = %spec.name, %reason, "restarting on request");
+                        stop_group(&mut child, spec.grace).await;
+                        format!("restarted: {reason}")
+                    }
                     _ = stop.cancelled() => {
                         stop_group(&mut child, spec.grace).await;
                         tx.send_modify(|s| { s.state = State::Stopped; s.pid = None; });

@@ -15,7 +15,7 @@ use crate::election::MAX_EPOCH;
 use crate::role::Role;
 
 /// Version byte leading every message.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest gossip message accepted (heartbeats are ~200 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Largest request or response accepted over request-response.
@@ -62,6 +62,8 @@ pub enum WireError {
     PeerId,
     #[error("epoch {0} is beyond the limit of {MAX_EPOCH}")]
     EpochTooHigh(u64),
+    #[error("IPFS info beyond the limits ({0})")]
+    IpfsInfo(&'static str),
     #[error("claimed sender {claimed} is not the signer {signer}")]
     /// Peer IDs in base58.
     Forged { claimed: String, signer: String },
@@ -79,6 +81,21 @@ pub struct Health {
     pub disk_total: u64,
 }
 
+/// Most IPFS swarm addresses a heartbeat carries, and their longest length.
+pub const MAX_IPFS_ADDRS: usize = 8;
+pub const MAX_IPFS_ADDR_LEN: usize = 256;
+
+/// A node's IPFS as its peers see it: whether it answers, and where its
+/// swarm is, so their daemons can `swarm/connect` to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpfsInfo {
+    pub ready: bool,
+    /// The daemon's own peer ID (not the node's).
+    pub peer_id: String,
+    /// Multiaddrs ending in `/p2p/<peer_id>`.
+    pub addrs: Vec<String>,
+}
+
 /// A node's periodic announcement of itself. Peer IDs travel as bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -90,11 +107,21 @@ pub struct Heartbeat {
     /// The last leader accepted, when it is not `follows` (`None`: same as `follows`).
     pub voted: Option<(Vec<u8>, u64)>,
     pub health: Health,
+    /// `None`: this node runs no IPFS.
+    pub ipfs: Option<IpfsInfo>,
 }
 
 impl Heartbeat {
     /// Rejects epochs no real cluster reaches (see [`MAX_EPOCH`]).
     pub fn check(&self) -> Result<(), WireError> {
+        if let Some(i) = &self.ipfs {
+            if i.peer_id.len() > 128 {
+                return Err(WireError::IpfsInfo("peer ID longer than 128 bytes"));
+            }
+            if i.addrs.len() > MAX_IPFS_ADDRS || i.addrs.iter().any(|a| a.len() > MAX_IPFS_ADDR_LEN) {
+                return Err(WireError::IpfsInfo("more than 8 addresses or one over 256 bytes"));
+            }
+        }
         let epochs = [&self.follows, &self.voted]
             .into_iter()
             .flatten()
@@ -318,7 +345,38 @@ mod tests {
                 disk_free: 1 << 40,
                 disk_total: 2 << 40,
             },
+            ipfs: Some(IpfsInfo {
+                ready: true,
+                peer_id: "12D3KooWJjGq6R2Fjrj7bL2h1gLcbbRvAp6bn9vzAWKc2ioTZ1BB".into(),
+                addrs: vec![
+                    "/ip4/192.168.1.20/tcp/4011/p2p/12D3KooWJjGq6R2Fjrj7bL2h1gLcbbRvAp6bn9vzAWKc2ioTZ1BB".into(),
+                ],
+            }),
         }
+    }
+
+    #[test]
+    fn ipfs_info_is_bounded() {
+        let mut hb = heartbeat();
+        assert!(hb.check().is_ok());
+        let full = IpfsInfo {
+            ready: true,
+            peer_id: "p".repeat(128),
+            addrs: vec!["a".repeat(MAX_IPFS_ADDR_LEN); MAX_IPFS_ADDRS],
+        };
+        hb.ipfs = Some(full.clone());
+        assert!(hb.check().is_ok());
+        // The largest heartbeat a checked peer can send still fits a gossip message.
+        let env = Envelope { sender: vec![0; 38], body: Gossip::Heartbeat(hb.clone()) };
+        assert!(encode(&env).len() < MAX_GOSSIP_BYTES);
+        let mut many = full.clone();
+        many.addrs.push("x".into());
+        hb.ipfs = Some(many);
+        assert!(matches!(hb.check(), Err(WireError::IpfsInfo(_))));
+        let mut long = full;
+        long.addrs[0].push('x');
+        hb.ipfs = Some(long);
+        assert!(matches!(hb.check(), Err(WireError::IpfsInfo(_))));
     }
 
     #[test]
@@ -329,7 +387,7 @@ mod tests {
             body: Gossip::Heartbeat(heartbeat()),
         };
         let bytes = encode(&env);
-        assert!(bytes.len() < 300, "heartbeat is {} bytes", bytes.len());
+        assert!(bytes.len() < 500, "heartbeat is {} bytes", bytes.len());
         assert_eq!(decode_gossip(&bytes, &me).unwrap(), env.body);
     }
 

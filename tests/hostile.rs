@@ -350,6 +350,7 @@ fn heartbeat(role: Role, incarnation: u64, seq: u64) -> Heartbeat {
         follows: None,
         voted: None,
         health: Health::default(),
+        ipfs: None,
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod behaviour;
 mod events;
+mod ipfs;
 mod peers;
 mod status;
 
@@ -52,6 +53,8 @@ pub enum NodeError {
     Api(#[from] api::ApiError),
     #[error("gossip topic: {0}")]
     Subscribe(String),
+    #[error("IPFS: {0:#}")]
+    Ipfs(anyhow::Error),
 }
 
 enum Command {
@@ -125,6 +128,14 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     )
     .with_max_peers(cfg.network.max_peers);
     let mut sampler = HealthSampler::new(data.path());
+    // Services and IPFS have their own token: they are stopped after the
+    // departure, not with it.
+    let services_root = CancellationToken::new();
+    let ipfs = crate::ipfs::start(&cfg.ipfs, cfg.role, data.path(), &services_root)
+        .await
+        .map_err(NodeError::Ipfs)?;
+    let (ipfs_peers, ipfs_peers_rx) = mpsc::channel(256);
+    crate::ipfs::connect::spawn(ipfs.status.clone(), ipfs_peers_rx, services_root.clone());
     let mut node = Node {
         health: sampler.sample(),
         swarm,
@@ -142,13 +153,14 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         started: now,
         loopback_only: cfg.listen.iter().all(is_loopback),
         services: Vec::new(),
+        ipfs: ipfs.status.clone(),
+        peer_ipfs: HashMap::new(),
+        ipfs_peers,
         cfg,
     };
     for event in early {
         node.on_swarm_event(event);
     }
-    // Their own token: they are stopped after the departure, not with it.
-    let services_root = CancellationToken::new();
     let services: Vec<Supervisor> = node
         .cfg
         .services
@@ -163,6 +175,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     for service in services {
         service.stop().await;
     }
+    ipfs.stop().await;
     api_stop.cancel();
     let _ = api_task.await;
     let _ = std::fs::remove_file(node.data.api_file());
@@ -265,6 +278,11 @@ struct Node {
     loopback_only: bool,
     /// The supervised `[[service]]` processes.
     services: Vec<watch::Receiver<ServiceStatus>>,
+    /// This node's IPFS, and what peers say of theirs.
+    ipfs: watch::Receiver<crate::ipfs::IpfsStatus>,
+    peer_ipfs: HashMap<String, wire::IpfsInfo>,
+    /// Peers' IPFS addresses, to the task that connects our daemon to theirs.
+    ipfs_peers: mpsc::Sender<wire::IpfsInfo>,
 }
 
 impl Node {
@@ -295,6 +313,8 @@ impl Node {
                 }
                 _ = redial.tick() => self.redial(),
                 _ = health.tick() => self.health = sampler.sample(),
+                // Peers learn at once when our IPFS comes up, goes down or moves.
+                Ok(()) = self.ipfs.changed() => self.beat(),
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -348,6 +368,7 @@ impl Node {
             },
             follows: r.follows.and_then(id_bytes),
             health: self.health,
+            ipfs: self.ipfs_info(),
         }
     }
 
@@ -427,7 +448,8 @@ impl Node {
             Instant::now(),
         );
         if self.election.peer(&key).is_some() {
-            self.peer_health.insert(key, hb.health);
+            self.peer_health.insert(key.clone(), hb.health);
+            self.on_peer_ipfs(key, hb.ipfs);
         }
         self.execute(actions);
     }

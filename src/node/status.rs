@@ -53,6 +53,7 @@ impl Node {
                         .map(|a| a.iter().map(|a| a.to_string()).collect())
                         .unwrap_or_default(),
                     health: self.peer_health.get(id).copied().unwrap_or_default(),
+                    ipfs: self.peer_ipfs.get(id).cloned(),
                 }
             })
             .collect();
@@ -68,6 +69,7 @@ impl Node {
             uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
             foreign_peers: self.foreign.len(),
             services: self.services.iter().map(|s| s.borrow().clone()).collect(),
+            ipfs: self.ipfs.borrow().clone(),
             peers,
         }
     }

@@ -1,0 +1,198 @@
+//! The `[ipfs]` config section: which engine, where it keeps its repo and
+//! listens, and the per-role settings applied to kubo.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::role::Role;
+
+/// How the node gets its IPFS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// kubo when an `ipfs` binary is found, else the built-in engine.
+    Auto,
+    Kubo,
+    Builtin,
+    External,
+    Off,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "kubo" => Ok(Mode::Kubo),
+            "builtin" => Ok(Mode::Builtin),
+            "external" => Ok(Mode::External),
+            "off" => Ok(Mode::Off),
+            _ => Err(format!(
+                "unknown IPFS mode {s:?}: expected auto, kubo, builtin, external or off"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Mode::Auto => "auto",
+            Mode::Kubo => "kubo",
+            Mode::Builtin => "builtin",
+            Mode::External => "external",
+            Mode::Off => "off",
+        };
+        f.write_str(s)
+    }
+}
+
+/// kubo settings for one role (`ipfs config` keys in the comments).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSettings {
+    /// `Routing.Type`: dhtserver | dhtclient | auto | none.
+    pub routing: String,
+    /// `Datastore.StorageMax`, e.g. "100GB".
+    pub storage_max: String,
+    /// `Datastore.StorageGCWatermark`, percent.
+    pub gc_watermark: u8,
+    /// `Datastore.GCPeriod`, e.g. "1h".
+    pub gc_period: String,
+    /// `Swarm.ConnMgr.LowWater`, `HighWater`, `GracePeriod`.
+    pub conn_low: u32,
+    pub conn_high: u32,
+    pub conn_grace: String,
+    /// `Reprovider.Strategy`: all | pinned | roots.
+    pub reprovide: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IpfsFile {
+    mode: String,
+    binary: String,
+    repo: String,
+    api: String,
+    swarm: Vec<String>,
+    bootstrap: Vec<String>,
+    health_interval_ms: u64,
+    health_failures: u32,
+    role: BTreeMap<String, RoleSettings>,
+}
+
+/// The validated `[ipfs]` section.
+#[derive(Debug, Clone)]
+pub struct IpfsConfig {
+    pub mode: Mode,
+    /// kubo's binary; `None`: `ipfs` on PATH.
+    pub binary: Option<PathBuf>,
+    /// `None`: `<data_dir>/ipfs` (built-in) or `<data_dir>/kubo`.
+    pub repo: Option<PathBuf>,
+    /// Where kubo or the built-in engine serves its RPC API, or where the
+    /// external daemon does.
+    pub api: SocketAddr,
+    pub swarm: Vec<String>,
+    /// kubo's `Bootstrap` list (empty: stay off the public network).
+    pub bootstrap: Vec<String>,
+    /// The API is asked for `id` this often; after `health_failures` misses
+    /// in a row the daemon is restarted (an external one is reported down).
+    pub health_interval: Duration,
+    pub health_failures: u32,
+    pub roles: BTreeMap<String, RoleSettings>,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+impl IpfsFile {
+    /// `mode`, `api` and `swarm` may come from flags (already strings here).
+    pub(crate) fn validate(
+        self,
+        mode: Option<Mode>,
+        api: Option<&str>,
+        swarm: &[String],
+    ) -> Result<IpfsConfig, ConfigError> {
+        let mode = match mode {
+            Some(m) => m,
+            None => self.mode.parse().map_err(|e: String| invalid("ipfs.mode", e))?,
+        };
+        let api_s = api.unwrap_or(&self.api);
+        let api = api_s
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("ipfs.api", format!("{api_s:?} is not HOST:PORT ({e})")))?;
+        if mode == Mode::External && api.port() == 0 {
+            return Err(invalid("ipfs.api", "external mode needs the daemon's real port"));
+        }
+        let swarm = if swarm.is_empty() { self.swarm } else { swarm.to_vec() };
+        for s in swarm.iter().chain(&self.bootstrap) {
+            s.parse::<libp2p::Multiaddr>()
+                .map_err(|e| invalid("ipfs.swarm", format!("invalid multiaddr {s:?}: {e}")))?;
+        }
+        if matches!(mode, Mode::Builtin | Mode::Kubo) && swarm.is_empty() {
+            return Err(invalid("ipfs.swarm", "at least one swarm address is needed"));
+        }
+        for role in ["master", "worker", "leecher"] {
+            let Some(r) = self.role.get(role) else {
+                return Err(invalid("ipfs.role", format!("[ipfs.role.{role}] is missing")));
+            };
+            if !matches!(r.routing.as_str(), "dhtserver" | "dhtclient" | "auto" | "none") {
+                return Err(invalid(
+                    "ipfs.role",
+                    format!("{role}.routing {:?}: expected dhtserver, dhtclient, auto or none", r.routing),
+                ));
+            }
+            if r.gc_watermark > 100 || r.conn_low > r.conn_high {
+                return Err(invalid(
+                    "ipfs.role",
+                    format!("{role}: need gc_watermark <= 100 and conn_low <= conn_high"),
+                ));
+            }
+        }
+        if let Some(extra) = self.role.keys().find(|k| !matches!(k.as_str(), "master" | "worker" | "leecher")) {
+            return Err(invalid("ipfs.role", format!("unknown role {extra:?}")));
+        }
+        if self.health_interval_ms < 100 || self.health_failures == 0 {
+            return Err(invalid(
+                "ipfs.health_interval_ms",
+                "need health_interval_ms >= 100 and health_failures >= 1",
+            ));
+        }
+        let path = |s: String| (!s.is_empty()).then(|| PathBuf::from(s));
+        Ok(IpfsConfig {
+            mode,
+            binary: path(self.binary),
+            repo: path(self.repo),
+            api,
+            swarm,
+            bootstrap: self.bootstrap,
+            health_interval: Duration::from_millis(self.health_interval_ms),
+            health_failures: self.health_failures,
+            roles: self.role,
+        })
+    }
+}
+
+impl IpfsConfig {
+    pub fn role_settings(&self, role: Role) -> &RoleSettings {
+        // validate() guarantees all three.
+        &self.roles[&role.to_string()]
+    }
+
+    pub fn repo_for(&self, mode: Mode, data_dir: &Path) -> PathBuf {
+        match (&self.repo, mode) {
+            (Some(r), _) => r.clone(),
+            (None, Mode::Kubo) => data_dir.join("kubo"),
+            (None, _) => data_dir.join("ipfs"),
+        }
+    }
+}
