@@ -33,6 +33,9 @@ pub struct Spawner {
     /// Listen address (loopback, port 0). The first one the node reports is
     /// what others bootstrap to.
     pub listen: String,
+    /// `--ipfs` mode; `off` unless a test needs IPFS. Any other mode gets a
+    /// loopback API and swarm on port 0.
+    pub ipfs: String,
 }
 
 impl Spawner {
@@ -42,6 +45,7 @@ impl Spawner {
             extra: Vec::new(),
             log_dir: None,
             listen: "/ip4/127.0.0.1/tcp/0".into(),
+            ipfs: "off".into(),
         }
     }
 
@@ -72,6 +76,12 @@ impl Spawner {
                 .iter()
                 .flat_map(|b| ["--bootstrap".to_string(), b.clone()]),
         )
+        .args(["--ipfs", &self.ipfs])
+        .args(if self.ipfs == "off" {
+            vec![]
+        } else {
+            vec!["--ipfs-api", "127.0.0.1:0", "--ipfs-swarm", "/ip4/127.0.0.1/tcp/0"]
+        })
         .args(&self.extra)
         .env_remove("IPFS_KIT_P2P_API")
         .env_remove("IPFS_KIT_P2P_BOOTSTRAP")
@@ -226,4 +236,90 @@ pub fn expected_leader<'a>(nodes: &[&'a NodeProc]) -> Option<&'a NodeProc> {
         .filter(|n| n.role.can_lead())
         .max_by(|a, b| a.role.cmp(&b.role).then_with(|| b.peer_id.cmp(&a.peer_id)))
         .copied()
+}
+
+/// A built-in IPFS engine process (`ipfs-kit-p2p ipfs-daemon`) on loopback.
+pub struct EngineProc {
+    pub child: Child,
+    pub repo: PathBuf,
+    /// The RPC API, `HOST:PORT`.
+    pub api: String,
+}
+
+impl EngineProc {
+    /// Starts the engine on `repo` (API and swarm on loopback, port 0) and
+    /// waits until its `api` file appears and the API answers.
+    pub async fn start(bin: &Path, repo: &Path, log: Option<&Path>) -> Result<EngineProc, String> {
+        let _ = std::fs::remove_file(repo.join("api"));
+        let mut cmd = Command::new(bin);
+        cmd.args(["ipfs-daemon", "--api", "127.0.0.1:0", "--swarm", "/ip4/127.0.0.1/tcp/0", "--repo"])
+            .arg(repo)
+            .env_remove("IPFS_KIT_P2P_API")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        match log {
+            Some(l) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(l)
+                    .map_err(|e| e.to_string())?;
+                cmd.stderr(f);
+            }
+            None => {
+                cmd.stderr(Stdio::null());
+            }
+        }
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let found = wait_for(Duration::from_secs(60), || {
+            let api = std::fs::read_to_string(repo.join("api"))
+                .ok()
+                .and_then(|t| crate::ipfs::api_from_multiaddr(&t));
+            async move { api }
+        })
+        .await;
+        let Some(api) = found else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("engine on {} wrote no api file within 60 s", repo.display()));
+        };
+        let client = crate::ipfs_rpc::IpfsClient::new(api.clone());
+        if wait_for(Duration::from_secs(30), || async { client.id().await.ok() }).await.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("engine at {api} does not answer id"));
+        }
+        Ok(EngineProc { child, repo: repo.to_owned(), api })
+    }
+
+    pub fn client(&self) -> crate::ipfs_rpc::IpfsClient {
+        crate::ipfs_rpc::IpfsClient::new(self.api.clone())
+    }
+
+    /// SIGTERM, then waits up to `within` for the exit.
+    pub async fn stop(mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for EngineProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

@@ -18,6 +18,7 @@ fn run(args: &[&str]) -> Output {
         .args(args)
         .env_remove("IPFS_KIT_P2P_API")
         .env_remove("IPFS_KIT_P2P_DATA_DIR")
+        .env("IPFS_KIT_P2P_IPFS", "off")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -227,7 +227,8 @@ async fn cat(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Respons
     let mut skip = parse("offset")?.unwrap_or(0);
     let mut left = parse("length")?.unwrap_or(u64::MAX);
     let fetch = q.timeout()?.unwrap_or(FETCH);
-    let mut stream = Box::pin(api.engine.cat(cid, fetch));
+    // Fused: an empty file ends the stream at the first poll.
+    let mut stream = Box::pin(api.engine.cat(cid, fetch).fuse());
     // The first piece decides between an error answer and a stream.
     let first = match stream.next().await {
         Some(Err(e)) => return Err(e),
