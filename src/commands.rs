@@ -76,7 +76,10 @@ pub fn render_status(s: &StatusView) -> String {
             i.api.as_deref().unwrap_or("-"),
             i.pid.map_or("-".into(), |p| p.to_string()),
             i.restarts,
-            i.last_error.as_deref().map(|e| format!(", last error: {e}")).unwrap_or_default()
+            i.last_error
+                .as_deref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
         );
     }
     for sv in &s.services {

@@ -278,11 +278,9 @@ impl NodeConfig {
                 .into_iter()
                 .map(ServiceFile::into_spec)
                 .collect::<Result<_, _>>()?,
-            ipfs: file.ipfs.validate(
-                args.ipfs,
-                args.ipfs_api.as_deref(),
-                &args.ipfs_swarm,
-            )?,
+            ipfs: file
+                .ipfs
+                .validate(args.ipfs, args.ipfs_api.as_deref(), &args.ipfs_swarm)?,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -79,8 +79,9 @@ async fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
 #[cfg(feature = "builtin-ipfs")]
 async fn run_ipfs_daemon(args: cli::DaemonArgs, api: Option<String>) -> anyhow::Result<()> {
     let api = api.as_deref().unwrap_or("127.0.0.1:5011");
-    let api = api.parse().map_err(|e| {
-        config::ConfigError::Invalid { field: "api", message: format!("{api:?} is not HOST:PORT ({e})") }
+    let api = api.parse().map_err(|e| config::ConfigError::Invalid {
+        field: "api",
+        message: format!("{api:?} is not HOST:PORT ({e})"),
     })?;
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
@@ -92,7 +93,10 @@ async fn run_ipfs_daemon(args: cli::DaemonArgs, api: Option<String>) -> anyhow::
         repo: args.repo,
         api,
         swarm: args.swarm.iter().map(|a| a.to_string()).collect(),
-        agent: format!("ipfs-kit-p2p/{} (built-in engine, rust-ipfs 0.16)", env!("CARGO_PKG_VERSION")),
+        agent: format!(
+            "ipfs-kit-p2p/{} (built-in engine, rust-ipfs 0.16)",
+            env!("CARGO_PKG_VERSION")
+        ),
     };
     ipfs_engine::run(opts, shutdown).await?;
     Ok(())

@@ -33,9 +33,11 @@ pub struct Spawner {
     /// Listen address (loopback, port 0). The first one the node reports is
     /// what others bootstrap to.
     pub listen: String,
-    /// `--ipfs` mode; `off` unless a test needs IPFS. Any other mode gets a
-    /// loopback API and swarm on port 0.
+    /// `--ipfs` mode; `off` unless a test needs IPFS. kubo, builtin and auto
+    /// get a loopback API and swarm on port 0.
     pub ipfs: String,
+    /// Extra environment for every node.
+    pub env: Vec<(String, String)>,
 }
 
 impl Spawner {
@@ -46,6 +48,7 @@ impl Spawner {
             log_dir: None,
             listen: "/ip4/127.0.0.1/tcp/0".into(),
             ipfs: "off".into(),
+            env: Vec::new(),
         }
     }
 
@@ -77,12 +80,18 @@ impl Spawner {
                 .flat_map(|b| ["--bootstrap".to_string(), b.clone()]),
         )
         .args(["--ipfs", &self.ipfs])
-        .args(if self.ipfs == "off" {
+        .args(if matches!(self.ipfs.as_str(), "off" | "external") {
             vec![]
         } else {
-            vec!["--ipfs-api", "127.0.0.1:0", "--ipfs-swarm", "/ip4/127.0.0.1/tcp/0"]
+            vec![
+                "--ipfs-api",
+                "127.0.0.1:0",
+                "--ipfs-swarm",
+                "/ip4/127.0.0.1/tcp/0",
+            ]
         })
         .args(&self.extra)
+        .envs(self.env.iter().cloned())
         .env_remove("IPFS_KIT_P2P_API")
         .env_remove("IPFS_KIT_P2P_BOOTSTRAP")
         .env(
@@ -252,11 +261,18 @@ impl EngineProc {
     pub async fn start(bin: &Path, repo: &Path, log: Option<&Path>) -> Result<EngineProc, String> {
         let _ = std::fs::remove_file(repo.join("api"));
         let mut cmd = Command::new(bin);
-        cmd.args(["ipfs-daemon", "--api", "127.0.0.1:0", "--swarm", "/ip4/127.0.0.1/tcp/0", "--repo"])
-            .arg(repo)
-            .env_remove("IPFS_KIT_P2P_API")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
+        cmd.args([
+            "ipfs-daemon",
+            "--api",
+            "127.0.0.1:0",
+            "--swarm",
+            "/ip4/127.0.0.1/tcp/0",
+            "--repo",
+        ])
+        .arg(repo)
+        .env_remove("IPFS_KIT_P2P_API")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
         match log {
             Some(l) => {
                 let f = std::fs::OpenOptions::new()
@@ -270,7 +286,9 @@ impl EngineProc {
                 cmd.stderr(Stdio::null());
             }
         }
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let found = wait_for(Duration::from_secs(60), || {
             let api = std::fs::read_to_string(repo.join("api"))
                 .ok()
@@ -281,15 +299,25 @@ impl EngineProc {
         let Some(api) = found else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("engine on {} wrote no api file within 60 s", repo.display()));
+            return Err(format!(
+                "engine on {} wrote no api file within 60 s",
+                repo.display()
+            ));
         };
         let client = crate::ipfs_rpc::IpfsClient::new(api.clone());
-        if wait_for(Duration::from_secs(30), || async { client.id().await.ok() }).await.is_none() {
+        if wait_for(Duration::from_secs(30), || async { client.id().await.ok() })
+            .await
+            .is_none()
+        {
             let _ = child.kill();
             let _ = child.wait();
             return Err(format!("engine at {api} does not answer id"));
         }
-        Ok(EngineProc { child, repo: repo.to_owned(), api })
+        Ok(EngineProc {
+            child,
+            repo: repo.to_owned(),
+            api,
+        })
     }
 
     pub fn client(&self) -> crate::ipfs_rpc::IpfsClient {

@@ -118,8 +118,11 @@ impl Heartbeat {
             if i.peer_id.len() > 128 {
                 return Err(WireError::IpfsInfo("peer ID longer than 128 bytes"));
             }
-            if i.addrs.len() > MAX_IPFS_ADDRS || i.addrs.iter().any(|a| a.len() > MAX_IPFS_ADDR_LEN) {
-                return Err(WireError::IpfsInfo("more than 8 addresses or one over 256 bytes"));
+            if i.addrs.len() > MAX_IPFS_ADDRS || i.addrs.iter().any(|a| a.len() > MAX_IPFS_ADDR_LEN)
+            {
+                return Err(WireError::IpfsInfo(
+                    "more than 8 addresses or one over 256 bytes",
+                ));
             }
         }
         let epochs = [&self.follows, &self.voted]
@@ -164,7 +167,7 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Hello {
-        heartbeat: Heartbeat,
+        heartbeat: Box<Heartbeat>,
         peers: Vec<SharedPeer>,
     },
     Ack,
@@ -367,7 +370,10 @@ mod tests {
         hb.ipfs = Some(full.clone());
         assert!(hb.check().is_ok());
         // The largest heartbeat a checked peer can send still fits a gossip message.
-        let env = Envelope { sender: vec![0; 38], body: Gossip::Heartbeat(hb.clone()) };
+        let env = Envelope {
+            sender: vec![0; 38],
+            body: Gossip::Heartbeat(hb.clone()),
+        };
         assert!(encode(&env).len() < MAX_GOSSIP_BYTES);
         let mut many = full.clone();
         many.addrs.push("x".into());

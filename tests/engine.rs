@@ -16,7 +16,9 @@ const CHUNK: usize = 262_144;
 
 /// Deterministic, incompressible-looking bytes.
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -119,18 +121,35 @@ async fn add_gives_kubos_cids_and_cat_returns_the_bytes() {
     assert_eq!(hello.name, "hello.txt");
     // The hand encoder agrees on the known vector, so it can judge the rest.
     assert_eq!(kubo_cid(b"hello world\n").0, hello.hash);
-    assert_eq!(kubo_cid(b"").0, "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH");
+    assert_eq!(
+        kubo_cid(b"").0,
+        "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
+    );
 
-    for (i, n) in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 4 * CHUNK + 17].into_iter().enumerate() {
+    for (i, n) in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 4 * CHUNK + 17]
+        .into_iter()
+        .enumerate()
+    {
         let data = bytes(n, i as u64);
-        let added = c.add("f", data.clone()).await.unwrap_or_else(|e| panic!("add {n} bytes: {e}"));
+        let added = c
+            .add("f", data.clone())
+            .await
+            .unwrap_or_else(|e| panic!("add {n} bytes: {e}"));
         let (cid, size) = kubo_cid(&data);
         assert_eq!(added.hash, cid, "CID of {n} bytes");
         assert_eq!(added.size, size.to_string(), "cumulative size of {n} bytes");
         let back = c.cat(&added.hash).await.unwrap();
-        assert!(back == data, "cat of {n} bytes returned {} different bytes", back.len());
+        assert!(
+            back == data,
+            "cat of {n} bytes returned {} different bytes",
+            back.len()
+        );
     }
-    assert!(e.stop(Duration::from_secs(20)).await.is_some_and(|s| s.success()));
+    assert!(
+        e.stop(Duration::from_secs(20))
+            .await
+            .is_some_and(|s| s.success())
+    );
 }
 
 #[tokio::test]
@@ -139,30 +158,53 @@ async fn pins_and_blocks_survive_a_restart() {
     let e = engine(dir.path()).await;
     let data = bytes(3 * CHUNK + 5, 42);
     let added = e.client().add("x", data.clone()).await.unwrap();
-    let extra = e.client().add("y", b"unpinned later".to_vec()).await.unwrap();
+    let extra = e
+        .client()
+        .add("y", b"unpinned later".to_vec())
+        .await
+        .unwrap();
     e.client().pin_rm(&extra.hash).await.unwrap();
-    assert!(e.stop(Duration::from_secs(20)).await.is_some_and(|s| s.success()));
+    assert!(
+        e.stop(Duration::from_secs(20))
+            .await
+            .is_some_and(|s| s.success())
+    );
 
     let e = engine(dir.path()).await;
     let c = e.client();
     let pins = c.pin_ls().await.unwrap();
     assert!(pins.contains(&added.hash), "pins after restart: {pins:?}");
-    assert!(!pins.contains(&extra.hash), "an unpinned CID came back: {pins:?}");
+    assert!(
+        !pins.contains(&extra.hash),
+        "an unpinned CID came back: {pins:?}"
+    );
     assert!(c.cat(&added.hash).await.unwrap() == data);
     let stat = c.repo_stat().await.unwrap();
-    assert!(stat.repo_size >= data.len() as u64 && stat.num_objects >= 4, "{stat:?}");
+    assert!(
+        stat.repo_size >= data.len() as u64 && stat.num_objects >= 4,
+        "{stat:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_second_daemon_pins_content_only_the_first_holds() {
     let dir = tempfile::tempdir().unwrap();
-    let a = EngineProc::start(BIN.as_ref(), &dir.path().join("a"), None).await.unwrap();
-    let b = EngineProc::start(BIN.as_ref(), &dir.path().join("b"), None).await.unwrap();
+    let a = EngineProc::start(BIN.as_ref(), &dir.path().join("a"), None)
+        .await
+        .unwrap();
+    let b = EngineProc::start(BIN.as_ref(), &dir.path().join("b"), None)
+        .await
+        .unwrap();
     let data = bytes(5 * CHUNK + 99, 7);
     let added = a.client().add("big", data.clone()).await.unwrap();
 
     let id = a.client().id().await.unwrap();
-    let addr = id.addresses.unwrap_or_default().into_iter().next().expect("a swarm address");
+    let addr = id
+        .addresses
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .expect("a swarm address");
     assert!(addr.starts_with("/ip4/127.0.0.1/"), "{addr}");
     b.client().swarm_connect(&addr).await.unwrap();
     assert!(b.client().swarm_peers().await.unwrap().contains(&id.id));
@@ -180,15 +222,31 @@ async fn errors_have_kubos_shape_and_browsers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path()).await;
     let c = e.client();
-    assert_eq!(c.version().await.unwrap().version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        c.version().await.unwrap().version,
+        env!("CARGO_PKG_VERSION")
+    );
     match c.cat("not-a-cid").await {
-        Err(RpcError::Rpc { status: 400, code: 1, message, .. }) => {
+        Err(RpcError::Rpc {
+            status: 400,
+            code: 1,
+            message,
+            ..
+        }) => {
             assert!(message.contains("not-a-cid"), "{message}")
         }
         other => panic!("expected kubo's client error, got {other:?}"),
     }
-    match c.pin_rm("QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o").await {
-        Err(RpcError::Rpc { status: 500, code: 0, message, .. }) => {
+    match c
+        .pin_rm("QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o")
+        .await
+    {
+        Err(RpcError::Rpc {
+            status: 500,
+            code: 0,
+            message,
+            ..
+        }) => {
             assert_eq!(message, "not pinned or pinned indirectly")
         }
         other => panic!("expected kubo's error, got {other:?}"),
@@ -204,13 +262,34 @@ async fn errors_have_kubos_shape_and_browsers_are_refused() {
     assert_eq!(raw.status(), 400);
     let body: serde_json::Value = raw.json().await.unwrap();
     assert_eq!(body["Type"], "error");
-    assert!(body["Message"].as_str().unwrap().contains("argument"), "{body}");
+    assert!(
+        body["Message"].as_str().unwrap().contains("argument"),
+        "{body}"
+    );
     assert_eq!(http.get(url("id")).send().await.unwrap().status(), 405);
-    assert_eq!(http.post(url("nonsense")).send().await.unwrap().status(), 404);
-    let cross = http.post(url("shutdown")).header("Origin", "http://evil.example").send().await.unwrap();
+    assert_eq!(
+        http.post(url("nonsense")).send().await.unwrap().status(),
+        404
+    );
+    let cross = http
+        .post(url("shutdown"))
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cross.status(), 403);
-    assert!(c.id().await.is_ok(), "a refused shutdown must not stop the daemon");
-    let peers: serde_json::Value = http.post(url("swarm/peers")).send().await.unwrap().json().await.unwrap();
+    assert!(
+        c.id().await.is_ok(),
+        "a refused shutdown must not stop the daemon"
+    );
+    let peers: serde_json::Value = http
+        .post(url("swarm/peers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(peers, serde_json::json!({ "Peers": null }));
 
     c.shutdown().await.unwrap();
@@ -220,6 +299,12 @@ async fn errors_have_kubos_shape_and_browsers_are_refused() {
         async move { s }
     })
     .await;
-    assert!(exited.is_some_and(|s| s.success()), "shutdown should end the daemon cleanly");
-    assert!(!e.repo.join("api").exists(), "the api file outlived the daemon");
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "shutdown should end the daemon cleanly"
+    );
+    assert!(
+        !e.repo.join("api").exists(),
+        "the api file outlived the daemon"
+    );
 }

@@ -129,7 +129,14 @@ impl Node {
         let child = in_netns(ns)
             .args(["--role", role.as_str(), "--data-dir"])
             .arg(dir)
-            .args(["--listen", "/ip4/0.0.0.0/tcp/4010", "--api", "127.0.0.1:0", "--ipfs", "off"])
+            .args([
+                "--listen",
+                "/ip4/0.0.0.0/tcp/4010",
+                "--api",
+                "127.0.0.1:0",
+                "--ipfs",
+                "off",
+            ])
             .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -10,8 +10,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use super::settings::IpfsConfig;
 use super::READY_LINE;
+use super::settings::IpfsConfig;
 use crate::role::Role;
 use crate::supervisor::{Readiness, RestartPolicy, ServiceSpec};
 

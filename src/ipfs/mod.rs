@@ -67,11 +67,21 @@ pub fn resolve(cfg: &IpfsConfig) -> (Mode, String, Option<PathBuf>) {
     let kubo = cfg.binary.clone().or_else(|| find_on_path("ipfs"));
     match cfg.mode {
         Mode::Auto => match kubo {
-            Some(bin) => (Mode::Kubo, format!("auto: found kubo at {}", bin.display()), Some(bin)),
-            None if cfg!(feature = "builtin-ipfs") => {
-                (Mode::Builtin, "auto: no `ipfs` (kubo) on PATH, using the built-in engine".into(), None)
-            }
-            None => (Mode::Off, "auto: no `ipfs` (kubo) on PATH and no built-in engine in this build".into(), None),
+            Some(bin) => (
+                Mode::Kubo,
+                format!("auto: found kubo at {}", bin.display()),
+                Some(bin),
+            ),
+            None if cfg!(feature = "builtin-ipfs") => (
+                Mode::Builtin,
+                "auto: no `ipfs` (kubo) on PATH, using the built-in engine".into(),
+                None,
+            ),
+            None => (
+                Mode::Off,
+                "auto: no `ipfs` (kubo) on PATH and no built-in engine in this build".into(),
+                None,
+            ),
         },
         Mode::Kubo => (Mode::Kubo, "configured".into(), kubo),
         m => (m, "configured".into(), None),
@@ -130,7 +140,9 @@ pub async fn start(
         Mode::Builtin => Some(builtin_spec(cfg, &repo)?),
         Mode::Kubo => {
             let bin = kubo_bin.ok_or_else(|| {
-                anyhow::anyhow!("ipfs.mode is kubo but no `ipfs` binary is on PATH (set ipfs.binary)")
+                anyhow::anyhow!(
+                    "ipfs.mode is kubo but no `ipfs` binary is on PATH (set ipfs.binary)"
+                )
             })?;
             Some(kubo::prepare(&bin, &repo, cfg, role).await?)
         }
@@ -165,10 +177,12 @@ impl Ipfs {
 }
 
 fn builtin_spec(cfg: &IpfsConfig, repo: &Path) -> anyhow::Result<ServiceSpec> {
-    let exe = std::env::current_exe()
-        .map_err(|e| anyhow::anyhow!("cannot find this binary to run the built-in IPFS engine: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| {
+        anyhow::anyhow!("cannot find this binary to run the built-in IPFS engine: {e}")
+    })?;
     let mut spec = ServiceSpec::new("ipfs", exe, &["ipfs-daemon"]);
-    spec.args.extend(["--repo".into(), repo.display().to_string()]);
+    spec.args
+        .extend(["--repo".into(), repo.display().to_string()]);
     spec.args.extend(["--api".into(), cfg.api.to_string()]);
     for s in &cfg.swarm {
         spec.args.extend(["--swarm".into(), s.clone()]);
@@ -226,7 +240,10 @@ async fn monitor(
                     .and_then(|s| api_from_multiaddr(&s)),
             };
             let mut client = IpfsClient::new(api.clone().unwrap_or_default());
-            client.timeout = cfg.health_interval.min(Duration::from_secs(5)).max(Duration::from_secs(1));
+            client.timeout = cfg
+                .health_interval
+                .min(Duration::from_secs(5))
+                .max(Duration::from_secs(1));
             let answer = match &api {
                 Some(_) => client.id().await.map_err(|e| e.to_string()),
                 None => Err(format!("no api file in {}", repo.display())),

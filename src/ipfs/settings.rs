@@ -124,31 +124,53 @@ impl IpfsFile {
     ) -> Result<IpfsConfig, ConfigError> {
         let mode = match mode {
             Some(m) => m,
-            None => self.mode.parse().map_err(|e: String| invalid("ipfs.mode", e))?,
+            None => self
+                .mode
+                .parse()
+                .map_err(|e: String| invalid("ipfs.mode", e))?,
         };
         let api_s = api.unwrap_or(&self.api);
         let api = api_s
             .parse::<SocketAddr>()
             .map_err(|e| invalid("ipfs.api", format!("{api_s:?} is not HOST:PORT ({e})")))?;
         if mode == Mode::External && api.port() == 0 {
-            return Err(invalid("ipfs.api", "external mode needs the daemon's real port"));
+            return Err(invalid(
+                "ipfs.api",
+                "external mode needs the daemon's real port",
+            ));
         }
-        let swarm = if swarm.is_empty() { self.swarm } else { swarm.to_vec() };
+        let swarm = if swarm.is_empty() {
+            self.swarm
+        } else {
+            swarm.to_vec()
+        };
         for s in swarm.iter().chain(&self.bootstrap) {
             s.parse::<libp2p::Multiaddr>()
                 .map_err(|e| invalid("ipfs.swarm", format!("invalid multiaddr {s:?}: {e}")))?;
         }
         if matches!(mode, Mode::Builtin | Mode::Kubo) && swarm.is_empty() {
-            return Err(invalid("ipfs.swarm", "at least one swarm address is needed"));
+            return Err(invalid(
+                "ipfs.swarm",
+                "at least one swarm address is needed",
+            ));
         }
         for role in ["master", "worker", "leecher"] {
             let Some(r) = self.role.get(role) else {
-                return Err(invalid("ipfs.role", format!("[ipfs.role.{role}] is missing")));
-            };
-            if !matches!(r.routing.as_str(), "dhtserver" | "dhtclient" | "auto" | "none") {
                 return Err(invalid(
                     "ipfs.role",
-                    format!("{role}.routing {:?}: expected dhtserver, dhtclient, auto or none", r.routing),
+                    format!("[ipfs.role.{role}] is missing"),
+                ));
+            };
+            if !matches!(
+                r.routing.as_str(),
+                "dhtserver" | "dhtclient" | "auto" | "none"
+            ) {
+                return Err(invalid(
+                    "ipfs.role",
+                    format!(
+                        "{role}.routing {:?}: expected dhtserver, dhtclient, auto or none",
+                        r.routing
+                    ),
                 ));
             }
             if r.gc_watermark > 100 || r.conn_low > r.conn_high {
@@ -158,7 +180,11 @@ impl IpfsFile {
                 ));
             }
         }
-        if let Some(extra) = self.role.keys().find(|k| !matches!(k.as_str(), "master" | "worker" | "leecher")) {
+        if let Some(extra) = self
+            .role
+            .keys()
+            .find(|k| !matches!(k.as_str(), "master" | "worker" | "leecher"))
+        {
             return Err(invalid("ipfs.role", format!("unknown role {extra:?}")));
         }
         if self.health_interval_ms < 100 || self.health_failures == 0 {

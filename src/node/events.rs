@@ -183,7 +183,7 @@ impl Node {
                     Request::Hello(hb) => {
                         self.on_heartbeat(peer, hb);
                         Response::Hello {
-                            heartbeat: self.heartbeat(),
+                            heartbeat: Box::new(self.heartbeat()),
                             peers: self.shared_peers(),
                         }
                     }
@@ -211,7 +211,7 @@ impl Node {
                 response,
             } => match response {
                 Response::Hello { heartbeat, peers } => {
-                    self.on_heartbeat(peer, heartbeat);
+                    self.on_heartbeat(peer, *heartbeat);
                     for shared in peers.iter().take(wire::MAX_SHARED_PEERS) {
                         if let Some((p, addrs)) = shared.parse() {
                             self.learn_addrs(p, addrs);

@@ -41,7 +41,9 @@ impl Layout {
         let n = s
             .strip_prefix("size-")
             .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| format!("unrecognized chunker option: {s} (only size-N is supported)"))?;
+            .ok_or_else(|| {
+                format!("unrecognized chunker option: {s} (only size-N is supported)")
+            })?;
         if n == 0 || n > MAX_CHUNK {
             return Err(format!(
                 "chunker parameters may not exceed the maximum chunk size of {MAX_CHUNK}"
@@ -158,7 +160,12 @@ mod tests {
 
     #[test]
     fn exactly_one_chunk_has_a_root() {
-        for size in [DEFAULT_CHUNK - 1, DEFAULT_CHUNK, DEFAULT_CHUNK + 1, 2 * DEFAULT_CHUNK] {
+        for size in [
+            DEFAULT_CHUNK - 1,
+            DEFAULT_CHUNK,
+            DEFAULT_CHUNK + 1,
+            2 * DEFAULT_CHUNK,
+        ] {
             let data = vec![7u8; size];
             let (whole, _) = import(&data, Layout::default(), size);
             let (pieces, _) = import(&data, Layout::default(), 1000);

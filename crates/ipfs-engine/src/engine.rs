@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use ipld_core::cid::Cid;
-use rust_ipfs::{Block, DialOpts, Ipfs, Multiaddr, PeerId, PinMode, Protocol};
 use rust_ipfs::builder::DefaultIpfsBuilder;
+use rust_ipfs::{Block, DialOpts, Ipfs, Multiaddr, PeerId, PinMode, Protocol};
 
 use crate::Error;
 use crate::add::{Importer, Layout};
@@ -85,7 +85,9 @@ impl Engine {
             .set_listening_addrs(addrs.clone())
             .start()
             .await
-            .map_err(|e| Error::Engine(format!("cannot open the repo at {}: {e:#}", repo.display())))?;
+            .map_err(|e| {
+                Error::Engine(format!("cannot open the repo at {}: {e:#}", repo.display()))
+            })?;
         let engine = Engine {
             ipfs,
             repo: repo.to_path_buf(),
@@ -137,7 +139,12 @@ impl Engine {
     }
 
     /// Imports one file; returns the root, the cumulative DAG size and the byte count.
-    pub async fn add<S>(&self, layout: Layout, pin: bool, mut data: S) -> Result<(Cid, u64, u64), Error>
+    pub async fn add<S>(
+        &self,
+        layout: Layout,
+        pin: bool,
+        mut data: S,
+    ) -> Result<(Cid, u64, u64), Error>
     where
         S: Stream<Item = Result<Bytes, Error>> + Unpin,
     {
@@ -172,7 +179,7 @@ impl Engine {
             deadline(LOCAL, "pinning", async {
                 if !self.ipfs.is_pinned(&root).await.map_err(engine_err)? {
                     self.ipfs
-                        .insert_pin(&root)
+                        .insert_pin(root)
                         .recursive()
                         .local()
                         .await
@@ -199,7 +206,9 @@ impl Engine {
             let mut inner = state?;
             match tokio::time::timeout(limit, inner.next()).await {
                 Err(_) => Some((
-                    Err(Error::Timeout(format!("cat {cid}: no data within {limit:?}"))),
+                    Err(Error::Timeout(format!(
+                        "cat {cid}: no data within {limit:?}"
+                    ))),
                     None,
                 )),
                 Ok(None) => None,
@@ -223,7 +232,7 @@ impl Engine {
                 }
             }
             self.ipfs
-                .insert_pin(&cid)
+                .insert_pin(cid)
                 .recursive()
                 .timeout(limit)
                 .await
@@ -238,7 +247,7 @@ impl Engine {
                 return Err(Error::Engine("not pinned or pinned indirectly".into()));
             }
             self.ipfs
-                .remove_pin(&cid)
+                .remove_pin(cid)
                 .recursive()
                 .await
                 .map_err(|e| Error::Engine(format!("{e}")))
@@ -327,7 +336,9 @@ impl Engine {
             )));
         };
         if peer == self.ipfs.keypair().public().to_peer_id() {
-            return Err(Error::Engine(format!("connect {peer} failure: dial to self attempted")));
+            return Err(Error::Engine(format!(
+                "connect {peer} failure: dial to self attempted"
+            )));
         }
         let opts = DialOpts::peer_id(peer).addresses(vec![ma]).build();
         deadline(DIAL, &format!("connect {peer}"), async {

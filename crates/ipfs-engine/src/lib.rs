@@ -55,17 +55,24 @@ pub struct Options {
 /// ...`, `Daemon is ready`) and writes the API multiaddr to `<repo>/api`,
 /// as kubo does, so the node finds either engine the same way.
 pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Error> {
-    std::fs::create_dir_all(&opts.repo)
-        .map_err(|e| Error::Io(format!("cannot create the repo {}: {e}", opts.repo.display())))?;
-    let listener = tokio::net::TcpListener::bind(opts.api)
-        .await
-        .map_err(|e| Error::Io(format!("cannot listen on {} for the RPC API: {e}", opts.api)))?;
+    std::fs::create_dir_all(&opts.repo).map_err(|e| {
+        Error::Io(format!(
+            "cannot create the repo {}: {e}",
+            opts.repo.display()
+        ))
+    })?;
+    let listener = tokio::net::TcpListener::bind(opts.api).await.map_err(|e| {
+        Error::Io(format!(
+            "cannot listen on {} for the RPC API: {e}",
+            opts.api
+        ))
+    })?;
     let api_addr = listener
         .local_addr()
         .map_err(|e| Error::Io(format!("RPC API listener: {e}")))?;
     let engine = engine::Engine::start(&opts.repo, &opts.swarm).await?;
     for a in engine.addresses().await? {
-        println!("Swarm listening on {a}");
+        say(&format!("Swarm listening on {a}"));
     }
     let ma = match api_addr {
         SocketAddr::V4(a) => format!("/ip4/{}/tcp/{}", a.ip(), a.port()),
@@ -74,8 +81,8 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Error
     let api_file = opts.repo.join("api");
     write_atomic(&api_file, ma.as_bytes())?;
     info!(peer = %engine.peer_id(), api = %ma, "built-in IPFS engine started");
-    println!("RPC API server listening on {ma}");
-    println!("Daemon is ready");
+    say(&format!("RPC API server listening on {ma}"));
+    say("Daemon is ready");
 
     let state = Arc::new(rpc::Api {
         engine,
@@ -95,6 +102,14 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> Result<(), Error
     served.map_err(|e| Error::Io(format!("RPC API: {e}")))?;
     info!("built-in IPFS engine stopped");
     Ok(())
+}
+
+/// A line on stdout; never panics (the supervising node may be gone).
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {

@@ -63,17 +63,26 @@ impl Query {
         )
     }
     fn args(&self) -> Vec<&str> {
-        self.0.iter().filter(|(k, _)| k == "arg").map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == "arg")
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     fn flag(&self, key: &str, default: bool) -> Result<bool, Error> {
         match self.get(key) {
             None | Some("") => Ok(default),
             Some("true") | Some("1") => Ok(true),
             Some("false") | Some("0") => Ok(false),
-            Some(v) => Err(Error::BadArg(format!("invalid value {v:?} for option {key:?}"))),
+            Some(v) => Err(Error::BadArg(format!(
+                "invalid value {v:?} for option {key:?}"
+            ))),
         }
     }
     fn one_arg(&self, name: &str) -> Result<&str, Error> {
@@ -84,7 +93,9 @@ impl Query {
     }
     /// kubo's global `timeout` option, a Go duration such as `30s` or `2m`.
     fn timeout(&self) -> Result<Option<Duration>, Error> {
-        let Some(t) = self.get("timeout") else { return Ok(None) };
+        let Some(t) = self.get("timeout") else {
+            return Ok(None);
+        };
         let bad = || Error::BadArg(format!("invalid timeout {t:?} (e.g. 500ms, 30s, 2m, 1h)"));
         let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?);
         let n: f64 = num.parse().map_err(|_| bad())?;
@@ -95,7 +106,9 @@ impl Query {
             "h" => n * 3600.0,
             _ => return Err(bad()),
         };
-        Duration::try_from_secs_f64(secs).map(Some).map_err(|_| bad())
+        Duration::try_from_secs_f64(secs)
+            .map(Some)
+            .map_err(|_| bad())
     }
 }
 
@@ -155,7 +168,13 @@ async fn add(
     mut form: Multipart,
 ) -> Result<Response, Error> {
     let q = Query::parse(q);
-    for unsupported in ["wrap-with-directory", "only-hash", "nocopy", "inline", "trickle"] {
+    for unsupported in [
+        "wrap-with-directory",
+        "only-hash",
+        "nocopy",
+        "inline",
+        "trickle",
+    ] {
         if q.flag(unsupported, false)? {
             return Err(Error::BadArg(format!(
                 "option {unsupported:?} is not supported by the built-in engine"
@@ -163,7 +182,9 @@ async fn add(
         }
     }
     if let Some(h) = q.get("hash").filter(|h| *h != "sha2-256") {
-        return Err(Error::BadArg(format!("hash {h:?} is not supported (only sha2-256)")));
+        return Err(Error::BadArg(format!(
+            "hash {h:?} is not supported (only sha2-256)"
+        )));
     }
     let mut layout = Layout::default();
     if let Some(v) = q.get("cid-version") {
@@ -187,9 +208,13 @@ async fn add(
         .map_err(|e| Error::BadArg(format!("malformed multipart body: {e}")))?
     {
         if field.content_type() == Some("application/x-directory") {
-            return Err(Error::BadArg("directories are not supported by the built-in engine".into()));
+            return Err(Error::BadArg(
+                "directories are not supported by the built-in engine".into(),
+            ));
         }
-        let name = field.file_name().map(|n| n.rsplit('/').next().unwrap_or(n).to_string());
+        let name = field
+            .file_name()
+            .map(|n| n.rsplit('/').next().unwrap_or(n).to_string());
         let data = field.map_err(|e| Error::BadArg(format!("reading the upload: {e}")));
         let (root, size, _) = api.engine.add(layout, pin, data).await?;
         let hash = root.to_string();
@@ -210,9 +235,12 @@ async fn add(
 
 fn ndjson(body: String) -> Response {
     let mut r = body.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert("X-Chunked-Output", HeaderValue::from_static("1"));
+        .insert("X-Chunked-Output", HeaderValue::from_static("1"));
     r
 }
 
@@ -221,7 +249,10 @@ async fn cat(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Respons
     let cid = parse_cid(q.one_arg("ipfs-path")?)?;
     let parse = |k: &str| -> Result<Option<u64>, Error> {
         q.get(k)
-            .map(|v| v.parse::<u64>().map_err(|_| Error::BadArg(format!("invalid {k} {v:?}"))))
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| Error::BadArg(format!("invalid {k} {v:?}")))
+            })
             .transpose()
     };
     let mut skip = parse("offset")?.unwrap_or(0);
@@ -234,30 +265,36 @@ async fn cat(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Respons
         Some(Err(e)) => return Err(e),
         other => other,
     };
-    let body = futures::stream::iter(first).chain(stream).filter_map(move |piece| {
-        let out = match piece {
-            Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
-            Ok(mut b) => {
-                let s = skip.min(b.len() as u64) as usize;
-                skip -= s as u64;
-                b = b.slice(s..);
-                let n = left.min(b.len() as u64) as usize;
-                left -= n as u64;
-                (n > 0).then(|| Ok(b.slice(..n)))
-            }
-        };
-        futures::future::ready(out)
-    });
+    let body = futures::stream::iter(first)
+        .chain(stream)
+        .filter_map(move |piece| {
+            let out = match piece {
+                Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+                Ok(mut b) => {
+                    let s = skip.min(b.len() as u64) as usize;
+                    skip -= s as u64;
+                    b = b.slice(s..);
+                    let n = left.min(b.len() as u64) as usize;
+                    left -= n as u64;
+                    (n > 0).then(|| Ok(b.slice(..n)))
+                }
+            };
+            futures::future::ready(out)
+        });
     let mut r = Body::from_stream(body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r.headers_mut().insert("X-Stream-Output", HeaderValue::from_static("1"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut()
+        .insert("X-Stream-Output", HeaderValue::from_static("1"));
     Ok(r)
 }
 
 async fn pin_add(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Response, Error> {
     let q = Query::parse(q);
     if !q.flag("recursive", true)? {
-        return Err(Error::BadArg("only recursive pins are supported by the built-in engine".into()));
+        return Err(Error::BadArg(
+            "only recursive pins are supported by the built-in engine".into(),
+        ));
     }
     let cids = q
         .args()
@@ -327,7 +364,10 @@ async fn repo_stat(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<R
     Ok(axum::Json(body).into_response())
 }
 
-async fn swarm_connect(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Response, Error> {
+async fn swarm_connect(
+    State(api): State<Shared>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, Error> {
     let q = Query::parse(q);
     let addrs = q.args();
     if addrs.is_empty() {
