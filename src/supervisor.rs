@@ -273,6 +273,8 @@ async fn stop_group(child: &mut Child, grace: Duration) {
     let pgid = pid as libc::pid_t;
     // SAFETY: signalling a process group we created (process_group(0)).
     unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    // A stopped (SIGSTOP) child only acts on SIGTERM once it runs again.
+    unsafe { libc::kill(-pgid, libc::SIGCONT) };
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         warn!(pid, "did not stop within the grace period; killing");
     }
