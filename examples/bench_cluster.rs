@@ -13,12 +13,14 @@
 //! add to the figures. Bytes sent are read per TCP socket with `ss -tinp`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{NodeProc, Spawner, agreed_leader, expected_leader};
+use ipfs_kit_p2p::testkit::{
+    NodeProc, Spawner, agreed_leader, expected_leader, release_binary, rss_kib, summary,
+};
 use serde_json::json;
 
 const POLL: Duration = Duration::from_millis(50);
@@ -66,24 +68,6 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The release binary next to this example, built if needed.
-fn node_binary() -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--bin", "ipfs-kit-p2p"])
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !ok.success() {
-        return Err("cargo build of the node binary failed".into());
-    }
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate target dir")?;
-    Ok(dir.join("ipfs-kit-p2p"))
-}
-
 fn role_of(i: usize, n: usize) -> Role {
     match i {
         0 | 1 => Role::Master,
@@ -116,16 +100,6 @@ async fn converge(nodes: &[Option<NodeProc>], above: u64) -> Result<(String, u64
         }
         tokio::time::sleep(POLL).await;
     }
-}
-
-fn summary(mut xs: Vec<f64>) -> serde_json::Value {
-    xs.sort_by(f64::total_cmp);
-    let q = |p: f64| {
-        xs.get(((xs.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-    };
-    let mean = xs.iter().sum::<f64>() / xs.len().max(1) as f64;
-    json!({ "n": xs.len(), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": xs.last(), "mean": mean, "samples": xs })
 }
 
 /// One trial: stop the leader (SIGKILL or SIGTERM), time until every survivor
@@ -179,17 +153,6 @@ fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-fn proc_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// bytes_sent per (pid, socket) from `ss -tinpH`.
 fn tcp_bytes_sent() -> HashMap<(u32, String), u64> {
     let out = Command::new("ss")
@@ -237,7 +200,7 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64) -> serde_json::Value {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let (mut rss, mut cpu, mut sent) = (Vec::new(), Vec::new(), Vec::new());
     for (i, pid) in pids.iter().enumerate() {
-        rss.push(proc_rss_kib(*pid).unwrap_or(0) as f64 / 1024.0);
+        rss.push(rss_kib(*pid).unwrap_or(0) as f64 / 1024.0);
         if let (Some(a), Some(b)) = (ticks0[i], proc_cpu_ticks(*pid)) {
             cpu.push((b - a) as f64 / hz / window * 100.0);
         }
@@ -254,7 +217,7 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64) -> serde_json::Value {
 async fn bench(a: Args) -> Result<serde_json::Value, String> {
     let bin = match a.bin {
         Some(b) => b,
-        None => node_binary()?,
+        None => release_binary()?,
     };
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut sp = Spawner::new(bin);

@@ -351,3 +351,44 @@ impl Drop for EngineProc {
         }
     }
 }
+
+/// The release binary next to the running example, built first if needed.
+pub fn release_binary() -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--bin", "ipfs-kit-p2p"])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !ok.success() {
+        return Err("cargo build of the node binary failed".into());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot locate target dir")?;
+    Ok(dir.join("ipfs-kit-p2p"))
+}
+
+/// A distribution for benchmark output: count, p50, p90, p99, max, mean and the samples.
+pub fn summary(mut xs: Vec<f64>) -> serde_json::Value {
+    xs.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        xs.get(((xs.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+    };
+    let mean = xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+    serde_json::json!({ "n": xs.len(), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": xs.last(), "mean": mean, "samples": xs })
+}
+
+/// Resident memory of a process in KiB (`VmRSS`), if it runs.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

@@ -85,10 +85,17 @@ async fn a_killed_ipfs_daemon_is_restarted_without_restarting_the_node() {
 async fn a_daemon_that_stops_answering_is_restarted() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("node.toml");
-    std::fs::write(&cfg, "[ipfs]\nhealth_interval_ms = 200\nhealth_failures = 3\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[ipfs]\nhealth_interval_ms = 200\nhealth_failures = 3\n",
+    )
+    .unwrap();
     let mut sp = spawner("builtin");
     sp.extra = vec!["--config".into(), cfg.display().to_string()];
-    let node = sp.spawn(Role::Worker, &dir.path().join("n"), &[]).await.unwrap();
+    let node = sp
+        .spawn(Role::Worker, &dir.path().join("n"), &[])
+        .await
+        .unwrap();
     let (_, pid, _) = ipfs_ready(&node).await;
     // Frozen, not dead: the process runs on but its API never answers.
     // SAFETY: stopping the node's IPFS child.
@@ -100,7 +107,11 @@ async fn a_daemon_that_stops_answering_is_restarted() {
     .await
     .expect("the frozen daemon is restarted");
     assert!(
-        restarted.last_error.as_deref().unwrap_or_default().contains("stopped answering"),
+        restarted
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("stopped answering"),
         "{restarted:?}"
     );
     let (_, new_pid, _) = ipfs_ready(&node).await;

@@ -209,6 +209,7 @@ async fn monitor(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut misses = 0u32;
     let mut sup_open = sup.is_some();
+    let mut client: Option<IpfsClient> = None;
     loop {
         // Mirror the supervisor; probe the API only while the process is up.
         let process_ready = match &sup {
@@ -239,11 +240,20 @@ async fn monitor(
                     .ok()
                     .and_then(|s| api_from_multiaddr(&s)),
             };
-            let mut client = IpfsClient::new(api.clone().unwrap_or_default());
-            client.timeout = cfg
-                .health_interval
-                .min(Duration::from_secs(5))
-                .max(Duration::from_secs(1));
+            // One client (and connection pool) per API address.
+            let addr = api.clone().unwrap_or_default();
+            if client
+                .as_ref()
+                .is_none_or(|c: &IpfsClient| c.addr() != addr)
+            {
+                let mut c = IpfsClient::new(addr);
+                c.timeout = cfg
+                    .health_interval
+                    .min(Duration::from_secs(5))
+                    .max(Duration::from_secs(1));
+                client = Some(c);
+            }
+            let client = client.as_ref().expect("set above");
             let answer = match &api {
                 Some(_) => client.id().await.map_err(|e| e.to_string()),
                 None => Err(format!("no api file in {}", repo.display())),
