@@ -7,7 +7,9 @@
 //! ```
 //! Options: `--nodes N` (10), `--trials T` (20), `--idle-secs S` (30),
 //! `--bin PATH` (default: the release binary next to this example, built first),
-//! `--node-config FILE` (a config file passed to every node).
+//! `--node-config FILE` (a config file passed to every node), `--ipfs MODE`
+//! (`off` by default; `builtin` gives each node its IPFS engine, whose state
+//! then rides in every heartbeat; resource figures are the nodes' own).
 //! Times are taken from the nodes' own clocks: each node reports when it
 //! accepted its current leader (`leader.since_unix_ms`), so polling does not
 //! add to the figures. Bytes sent are read per TCP socket with `ss -tinp`.
@@ -32,6 +34,7 @@ struct Args {
     idle_secs: u64,
     bin: Option<PathBuf>,
     node_config: Option<String>,
+    ipfs: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -41,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         idle_secs: 30,
         bin: None,
         node_config: None,
+        ipfs: "off".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--bin" => a.bin = Some(val()?.into()),
             "--node-config" => a.node_config = Some(val()?),
+            "--ipfs" => a.ipfs = val()?,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -221,6 +226,7 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
     };
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut sp = Spawner::new(bin);
+    sp.ipfs = a.ipfs.clone();
     if let Some(c) = &a.node_config {
         sp.extra = vec!["--config".into(), c.clone()];
     }

@@ -100,22 +100,13 @@ impl Spawner {
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-        match &self.log_dir {
-            Some(logs) => {
-                let name = dir
-                    .file_name()
-                    .map_or("node".into(), |n| n.to_string_lossy().into_owned());
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(logs.join(format!("{name}.log")))
-                    .map_err(|e| e.to_string())?;
-                cmd.stderr(file);
-            }
-            None => {
-                cmd.stderr(Stdio::null());
-            }
-        }
+        let log = self.log_dir.as_ref().map(|logs| {
+            let name = dir
+                .file_name()
+                .map_or("node".into(), |n| n.to_string_lossy().into_owned());
+            logs.join(format!("{name}.log"))
+        });
+        cmd.stderr(log_sink(log.as_deref())?);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
@@ -273,19 +264,7 @@ impl EngineProc {
         .env_remove("IPFS_KIT_P2P_API")
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-        match log {
-            Some(l) => {
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(l)
-                    .map_err(|e| e.to_string())?;
-                cmd.stderr(f);
-            }
-            None => {
-                cmd.stderr(Stdio::null());
-            }
-        }
+        cmd.stderr(log_sink(log)?);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
@@ -391,4 +370,17 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// Appends to `log`, or discards.
+fn log_sink(log: Option<&Path>) -> Result<Stdio, String> {
+    match log {
+        Some(l) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(l)
+            .map(Stdio::from)
+            .map_err(|e| format!("cannot open {}: {e}", l.display())),
+        None => Ok(Stdio::null()),
+    }
 }
