@@ -23,6 +23,8 @@
 //!   IPFS daemon), one task per child, state on a `watch` channel the node's
 //!   status reads.
 //! * [`ipfs_rpc`]: a typed client for the IPFS RPC API (`/api/v0/…`).
+//! * [`pinset`]: the cluster pinset as a replicated log (Raft's log rules)
+//!   and its applied state, stored in redb.
 //! * [`testkit`]: spawning real node processes for tests and benchmarks.
 //!
 //! Shutdown: SIGINT/SIGTERM cancel a `CancellationToken`; the node announces
@@ -38,6 +40,7 @@ pub mod health;
 pub mod ipfs;
 pub mod ipfs_rpc;
 pub mod node;
+pub mod pinset;
 pub mod role;
 pub mod store;
 pub mod supervisor;

@@ -228,11 +228,12 @@ fn forward(
     });
 }
 
-async fn probe(readiness: &Readiness, http: &reqwest::Client) -> bool {
-    match readiness {
-        Readiness::Http(url) => http.post(url).send().await.is_ok(),
-        Readiness::Tcp(addr) => tokio::net::TcpStream::connect(addr.as_str()).await.is_ok(),
-        Readiness::None | Readiness::LogLine(_) => false,
+async fn probe(readiness: &Readiness, http: Option<&reqwest::Client>) -> bool {
+    match (readiness, http) {
+        (Readiness::Http(url), Some(http)) => http.post(url).send().await.is_ok(),
+        (Readiness::Http(_), None) => false,
+        (Readiness::Tcp(addr), _) => tokio::net::TcpStream::connect(addr.as_str()).await.is_ok(),
+        (Readiness::None | Readiness::LogLine(_), _) => false,
     }
 }
 
@@ -245,14 +246,20 @@ async fn await_ready(
     if spec.readiness == Readiness::None {
         return Ok(());
     }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap_or_default();
+    // Built only for HTTP probes: a client is not free.
+    let http = match spec.readiness {
+        Readiness::Http(_) => Some(
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
+        ),
+        _ => None,
+    };
     let deadline = tokio::time::sleep(spec.ready_timeout);
     tokio::pin!(deadline);
     loop {
-        if *line_seen.borrow() || probe(&spec.readiness, &http).await {
+        if *line_seen.borrow() || probe(&spec.readiness, http.as_ref()).await {
             return Ok(());
         }
         tokio::select! {

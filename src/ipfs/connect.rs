@@ -43,6 +43,7 @@ async fn run(
     stop: CancellationToken,
 ) {
     let mut known: HashMap<String, Known> = HashMap::new();
+    let mut client: Option<IpfsClient> = None;
     let mut tick = tokio::time::interval(ROUND);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -72,7 +73,11 @@ async fn run(
         if known.is_empty() {
             continue;
         }
-        let client = IpfsClient::new(api);
+        // One client (and connection pool) per API address.
+        if client.as_ref().is_none_or(|c| c.addr() != api) {
+            client = Some(IpfsClient::new(api));
+        }
+        let client = client.as_ref().expect("set above");
         let connected = match client.swarm_peers().await {
             Ok(p) => p,
             Err(e) => {

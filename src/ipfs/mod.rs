@@ -217,18 +217,23 @@ async fn monitor(
             Some(s) => {
                 let s = s.borrow().clone();
                 let ready = s.state == State::Ready;
-                tx.send_modify(|st| {
-                    st.pid = s.pid;
-                    st.restarts = s.restarts;
-                    st.last_error = s.last_error.clone();
+                // Only real changes notify: each one makes the node send a heartbeat.
+                tx.send_if_modified(|st| {
+                    let mut new = st.clone();
+                    new.pid = s.pid;
+                    new.restarts = s.restarts;
+                    new.last_error = s.last_error.clone();
                     if !ready {
-                        st.state = serde_json::to_value(&s.state)
+                        new.state = serde_json::to_value(&s.state)
                             .ok()
                             .and_then(|v| v.as_str().map(str::to_owned))
                             .unwrap_or_default();
-                        st.peer_id = None;
-                        st.addrs.clear();
+                        new.peer_id = None;
+                        new.addrs.clear();
                     }
+                    let changed = new != *st;
+                    *st = new;
+                    changed
                 });
                 ready
             }

@@ -1,0 +1,383 @@
+//! The pinset on disk: the log and the applied state in one redb database
+//! (`<data-dir>/pinset.redb`). Every method that changes it is one write
+//! transaction committed durably, so a crash leaves either the old or the
+//! new state, never half of one; a file that cannot be read is an error
+//! naming it, never a silent reset.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::{Entry, LogPos, Op, PinSpec};
+
+/// index → bincode (epoch, op)
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// cid → bincode PinSpec (the applied state)
+const PINS: TableDefinition<&str, &[u8]> = TableDefinition::new("pins");
+/// counters: see the `K_*` keys
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const K_COMMIT: &str = "commit";
+/// The last entry folded into the state and dropped from the log.
+const K_BASE_INDEX: &str = "base_index";
+const K_BASE_EPOCH: &str = "base_epoch";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinStoreError {
+    #[error("pinset database {path}: {message}")]
+    Db { path: PathBuf, message: String },
+    #[error("pinset database {path}: corrupt record {what}: {message}")]
+    Corrupt {
+        path: PathBuf,
+        what: String,
+        message: String,
+    },
+    /// A follower was asked to drop committed entries: a protocol violation.
+    #[error("entry {index} conflicts with a committed entry (commit index {commit})")]
+    ConflictBelowCommit { index: u64, commit: u64 },
+}
+
+/// The answer to [`PinStore::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored; the log now ends at this position.
+    Ok(LogPos),
+    /// The entry before them is missing or from another epoch: the leader
+    /// must send from earlier (from `have` at most).
+    Gap { have: LogPos },
+}
+
+pub struct PinStore {
+    db: Database,
+    path: PathBuf,
+    // Cached from disk; updated in the same call as the transaction commits.
+    last: LogPos,
+    commit: u64,
+    base: LogPos,
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).expect("in-memory encoding")
+}
+
+impl PinStore {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<PinStore, PinStoreError> {
+        let db = Database::create(path).map_err(|e| PinStoreError::Db {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut store = PinStore {
+            db,
+            path: path.to_owned(),
+            last: LogPos::default(),
+            commit: 0,
+            base: LogPos::default(),
+        };
+        // Make sure the tables exist, then read the counters.
+        store.write(|_, _, _| Ok(()))?;
+        let txn = store.db.begin_read().map_err(|e| store.err(e))?;
+        let meta = txn.open_table(META).map_err(|e| store.err(e))?;
+        let get = |k| -> Result<u64, PinStoreError> {
+            Ok(meta
+                .get(k)
+                .map_err(|e| store.err(e))?
+                .map_or(0, |v| v.value()))
+        };
+        let (commit, base) = (
+            get(K_COMMIT)?,
+            LogPos {
+                index: get(K_BASE_INDEX)?,
+                epoch: get(K_BASE_EPOCH)?,
+            },
+        );
+        store.commit = commit;
+        store.base = base;
+        let log = txn.open_table(LOG).map_err(|e| store.err(e))?;
+        store.last = match log.last().map_err(|e| store.err(e))? {
+            Some((k, v)) => LogPos {
+                index: k.value(),
+                epoch: store.decode_entry(k.value(), v.value())?.epoch,
+            },
+            None => store.base,
+        };
+        drop((meta, log, txn));
+        Ok(store)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> PinStoreError {
+        PinStoreError::Db {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn decode_entry(&self, index: u64, bytes: &[u8]) -> Result<Entry, PinStoreError> {
+        let ((epoch, op), _): ((u64, Op), usize) =
+            bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(|e| {
+                PinStoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("log entry {index}"),
+                    message: e.to_string(),
+                }
+            })?;
+        Ok(Entry { index, epoch, op })
+    }
+
+    /// Runs `f` on the three tables in one durable write transaction.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(
+            &mut redb::Table<u64, &[u8]>,
+            &mut redb::Table<&str, &[u8]>,
+            &mut redb::Table<&str, u64>,
+        ) -> Result<T, PinStoreError>,
+    ) -> Result<T, PinStoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let out = {
+            let mut log = txn.open_table(LOG).map_err(|e| self.err(e))?;
+            let mut pins = txn.open_table(PINS).map_err(|e| self.err(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            f(&mut log, &mut pins, &mut meta)?
+        };
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    pub fn last(&self) -> LogPos {
+        self.last
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.commit
+    }
+
+    /// The leader's append: `ops` become entries after the last one, in one transaction.
+    pub fn append_local(&mut self, epoch: u64, ops: Vec<Op>) -> Result<Vec<Entry>, PinStoreError> {
+        let entries: Vec<Entry> = ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| Entry {
+                index: self.last.index + 1 + i as u64,
+                epoch,
+                op,
+            })
+            .collect();
+        let prev = self.last;
+        match self.append(prev, &entries)? {
+            Appended::Ok(_) => Ok(entries),
+            Appended::Gap { .. } => unreachable!("appending after our own last entry"),
+        }
+    }
+
+    /// A follower's append: `entries` (consecutive) follow the entry at `prev`.
+    pub fn append(&mut self, prev: LogPos, entries: &[Entry]) -> Result<Appended, PinStoreError> {
+        // Entries up to the base are committed, so they match the leader's.
+        let matches = prev.index <= self.base.index
+            || (prev.index <= self.last.index && self.epoch_at(prev.index)? == Some(prev.epoch));
+        if !matches {
+            let have = if prev.index > self.last.index {
+                self.last
+            } else {
+                let i = (prev.index - 1).max(self.base.index);
+                LogPos {
+                    index: i,
+                    epoch: self.epoch_at(i)?.unwrap_or(0),
+                }
+            };
+            return Ok(Appended::Gap { have });
+        }
+        // Skip what we already hold; the first entry that differs cuts the log there.
+        let mut cut = None;
+        let mut new = Vec::new();
+        for e in entries {
+            if e.index <= self.base.index {
+                continue;
+            }
+            match (cut, self.epoch_at(e.index)?) {
+                (None, Some(ep)) if ep == e.epoch => continue,
+                (None, Some(_)) => {
+                    if e.index <= self.commit {
+                        return Err(PinStoreError::ConflictBelowCommit {
+                            index: e.index,
+                            commit: self.commit,
+                        });
+                    }
+                    cut = Some(e.index);
+                    new.push(e);
+                }
+                _ => new.push(e),
+            }
+        }
+        if new.is_empty() {
+            return Ok(Appended::Ok(self.last));
+        }
+        let last_before = self.last.index;
+        self.write(|log, _, _| {
+            if let Some(from) = cut {
+                for i in from..=last_before {
+                    log.remove(i).map_err(|e| self.err(e))?;
+                }
+            }
+            for e in &new {
+                log.insert(e.index, encode(&(e.epoch, &e.op)).as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            Ok(())
+        })?;
+        let tail = new.last().expect("not empty");
+        self.last = LogPos {
+            index: tail.index,
+            epoch: tail.epoch,
+        };
+        Ok(Appended::Ok(self.last))
+    }
+
+    /// The epoch of the entry at `index` (0 → the empty log's epoch 0).
+    fn epoch_at(&self, index: u64) -> Result<Option<u64>, PinStoreError> {
+        if index == self.base.index {
+            return Ok(Some(self.base.epoch));
+        }
+        if index < self.base.index || index > self.last.index {
+            return Ok(None);
+        }
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let log = txn.open_table(LOG).map_err(|e| self.err(e))?;
+        match log.get(index).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode_entry(index, v.value())?.epoch)),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies every entry up to `index` (capped at the last one) to the state.
+    pub fn commit_to(&mut self, index: u64) -> Result<u64, PinStoreError> {
+        let target = index.min(self.last.index);
+        if target <= self.commit {
+            return Ok(self.commit);
+        }
+        let from = self.commit + 1;
+        self.write(|log, pins, meta| {
+            let mut state_ops = Vec::new();
+            for item in log.range(from..=target).map_err(|e| self.err(e))? {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                state_ops.push(self.decode_entry(k.value(), v.value())?.op);
+            }
+            for op in state_ops {
+                match op {
+                    Op::Pin(spec) => {
+                        let added = match pins.get(spec.cid.as_str()).map_err(|e| self.err(e))? {
+                            Some(old) => self.decode_pin(&spec.cid, old.value())?.added_unix_ms,
+                            None => spec.added_unix_ms,
+                        };
+                        let spec = PinSpec {
+                            added_unix_ms: added,
+                            ..spec
+                        };
+                        pins.insert(spec.cid.as_str(), encode(&spec).as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    Op::Unpin { cid } => {
+                        pins.remove(cid.as_str()).map_err(|e| self.err(e))?;
+                    }
+                }
+            }
+            meta.insert(K_COMMIT, target).map_err(|e| self.err(e))?;
+            Ok(())
+        })?;
+        self.commit = target;
+        Ok(target)
+    }
+
+    fn decode_pin(&self, cid: &str, bytes: &[u8]) -> Result<PinSpec, PinStoreError> {
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map(|(p, _)| p)
+            .map_err(|e| PinStoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("pin {cid}"),
+                message: e.to_string(),
+            })
+    }
+
+    /// Entries from `from` on, at most `max`; `None` if they were compacted away.
+    pub fn entries(&self, from: u64, max: usize) -> Result<Option<Vec<Entry>>, PinStoreError> {
+        if from <= self.base.index && self.base.index > 0 {
+            return Ok(None);
+        }
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let log = txn.open_table(LOG).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in log.range(from.max(1)..).map_err(|e| self.err(e))?.take(max) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push(self.decode_entry(k.value(), v.value())?);
+        }
+        Ok(Some(out))
+    }
+
+    /// The applied pinset.
+    pub fn pins(&self) -> Result<Vec<PinSpec>, PinStoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let pins = txn.open_table(PINS).map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(pins.len().map_err(|e| self.err(e))? as usize);
+        for item in pins.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push(self.decode_pin(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn pin(&self, cid: &str) -> Result<Option<PinSpec>, PinStoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let pins = txn.open_table(PINS).map_err(|e| self.err(e))?;
+        match pins.get(cid).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode_pin(cid, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Drops committed log entries older than the last `keep`; the state
+    /// already holds their effect. Catching up from before that point
+    /// takes a snapshot.
+    pub fn compact(&mut self, keep: u64) -> Result<(), PinStoreError> {
+        let upto = self.commit.saturating_sub(keep);
+        if upto <= self.base.index {
+            return Ok(());
+        }
+        let epoch = self.epoch_at(upto)?.unwrap_or(self.base.epoch);
+        let from = self.base.index + 1;
+        self.write(|log, _, meta| {
+            for i in from..=upto {
+                log.remove(i).map_err(|e| self.err(e))?;
+            }
+            meta.insert(K_BASE_INDEX, upto).map_err(|e| self.err(e))?;
+            meta.insert(K_BASE_EPOCH, epoch).map_err(|e| self.err(e))?;
+            Ok(())
+        })?;
+        self.base = LogPos { index: upto, epoch };
+        Ok(())
+    }
+
+    /// Replaces everything with a snapshot: the state as of `at` (committed).
+    pub fn install_snapshot(&mut self, at: LogPos, pins: &[PinSpec]) -> Result<(), PinStoreError> {
+        self.write(|log, table, meta| {
+            log.retain(|_, _| false).map_err(|e| self.err(e))?;
+            table.retain(|_, _| false).map_err(|e| self.err(e))?;
+            for p in pins {
+                table
+                    .insert(p.cid.as_str(), encode(p).as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            meta.insert(K_COMMIT, at.index).map_err(|e| self.err(e))?;
+            meta.insert(K_BASE_INDEX, at.index)
+                .map_err(|e| self.err(e))?;
+            meta.insert(K_BASE_EPOCH, at.epoch)
+                .map_err(|e| self.err(e))?;
+            Ok(())
+        })?;
+        self.base = at;
+        self.last = at;
+        self.commit = at.index;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::pinset::apply;
+
+fn pin(cid: &str, added: u64) -> Op {
+    Op::Pin(PinSpec {
+        cid: cid.into(),
+        name: format!("n{added}"),
+        replication_min: 2,
+        replication_max: 3,
+        added_unix_ms: added,
+    })
+}
+
+#[test]
+fn leader_appends_commit_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pinset.redb");
+    let mut s = PinStore::open(&path).unwrap();
+    let e = s
+        .append_local(
+            1,
+            vec![pin("a", 1), pin("b", 2), Op::Unpin { cid: "a".into() }],
+        )
+        .unwrap();
+    assert_eq!(e.last().unwrap().index, 3);
+    assert!(
+        s.pins().unwrap().is_empty(),
+        "nothing applied before commit"
+    );
+    s.commit_to(2).unwrap();
+    assert_eq!(s.pins().unwrap().len(), 2);
+    drop(s);
+    let mut s = PinStore::open(&path).unwrap();
+    assert_eq!(
+        (s.last(), s.commit_index()),
+        (LogPos { epoch: 1, index: 3 }, 2)
+    );
+    s.commit_to(10).unwrap();
+    let pins = s.pins().unwrap();
+    assert_eq!(
+        pins.iter().map(|p| p.cid.as_str()).collect::<Vec<_>>(),
+        ["b"]
+    );
+}
+
+#[test]
+fn a_follower_reports_gaps_and_drops_a_conflicting_suffix() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = PinStore::open(&dir.path().join("p.redb")).unwrap();
+    let first: Vec<Entry> = (1..=3)
+        .map(|i| Entry {
+            index: i,
+            epoch: 1,
+            op: pin(&format!("c{i}"), i),
+        })
+        .collect();
+    // Entries that do not follow what it holds are refused, with where it stands.
+    let gap = s
+        .append(LogPos { epoch: 1, index: 2 }, &first[2..])
+        .unwrap();
+    assert_eq!(
+        gap,
+        Appended::Gap {
+            have: LogPos::default()
+        }
+    );
+    assert_eq!(
+        s.append(LogPos::default(), &first).unwrap(),
+        Appended::Ok(LogPos { epoch: 1, index: 3 })
+    );
+    s.commit_to(1).unwrap();
+    // A new leader (epoch 2) never had entries 2 and 3: its entry 2 replaces them.
+    let newer = [Entry {
+        index: 2,
+        epoch: 2,
+        op: pin("x", 9),
+    }];
+    assert_eq!(
+        s.append(LogPos { epoch: 1, index: 1 }, &newer).unwrap(),
+        Appended::Ok(LogPos { epoch: 2, index: 2 })
+    );
+    let log = s.entries(1, 10).unwrap().unwrap();
+    assert_eq!(
+        log.iter().map(|e| (e.index, e.epoch)).collect::<Vec<_>>(),
+        [(1, 1), (2, 2)]
+    );
+    // Re-sending what it holds changes nothing.
+    assert_eq!(
+        s.append(LogPos { epoch: 1, index: 1 }, &newer).unwrap(),
+        Appended::Ok(LogPos { epoch: 2, index: 2 })
+    );
+    // A committed entry is never replaced.
+    let bad = [Entry {
+        index: 1,
+        epoch: 5,
+        op: pin("y", 1),
+    }];
+    assert!(matches!(
+        s.append(LogPos::default(), &bad),
+        Err(PinStoreError::ConflictBelowCommit { .. })
+    ));
+}
+
+#[test]
+fn compaction_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = PinStore::open(&dir.path().join("p.redb")).unwrap();
+    s.append_local(1, (0..10).map(|i| pin(&format!("c{i}"), i)).collect())
+        .unwrap();
+    s.commit_to(10).unwrap();
+    s.compact(3).unwrap();
+    assert!(
+        s.entries(5, 100).unwrap().is_none(),
+        "compacted entries need a snapshot"
+    );
+    assert_eq!(s.entries(8, 100).unwrap().unwrap().len(), 3);
+    // Appends after the base still line up.
+    s.append_local(2, vec![pin("z", 99)]).unwrap();
+    assert_eq!(
+        s.last(),
+        LogPos {
+            epoch: 2,
+            index: 11
+        }
+    );
+
+    let mut t = PinStore::open(&dir.path().join("q.redb")).unwrap();
+    t.install_snapshot(
+        LogPos {
+            epoch: 1,
+            index: 10,
+        },
+        &s.pins().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(t.pins().unwrap(), s.pins().unwrap());
+    let tail = s.entries(11, 10).unwrap().unwrap();
+    assert_eq!(
+        t.append(
+            LogPos {
+                epoch: 1,
+                index: 10
+            },
+            &tail
+        )
+        .unwrap(),
+        Appended::Ok(s.last())
+    );
+}
+
+#[test]
+fn an_unreadable_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pinset.redb");
+    std::fs::write(
+        &path,
+        b"this is not a redb database, and it is long enough to look like one?",
+    )
+    .unwrap();
+    let err = PinStore::open(&path)
+        .err()
+        .expect("garbage must not open")
+        .to_string();
+    assert!(err.contains("pinset.redb"), "{err}");
+    assert!(
+        std::fs::read(&path).unwrap().starts_with(b"this is not"),
+        "the file was overwritten"
+    );
+}
+
+/// What a follower sees: successive leaders, each sharing a prefix of the
+/// log with it (never below the commit index), sending their own entries.
+#[derive(Debug, Clone)]
+enum Step {
+    Leader { keep: u64, ops: Vec<(u8, bool)> },
+    Commit(u64),
+    Compact(u64),
+    Reopen,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0u64..20, proptest::collection::vec((0u8..8, any::<bool>()), 1..6))
+            .prop_map(|(keep, ops)| Step::Leader { keep, ops }),
+        2 => (0u64..30).prop_map(Step::Commit),
+        1 => (0u64..10).prop_map(Step::Compact),
+        1 => Just(Step::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn the_store_matches_a_model_log(steps in proptest::collection::vec(step(), 1..25)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.redb");
+        let mut s = PinStore::open(&path).unwrap();
+        let mut log: Vec<Entry> = Vec::new();
+        let mut commit = 0u64;
+        let mut epoch = 0u64;
+        for st in steps {
+            match st {
+                Step::Leader { keep, ops } => {
+                    epoch += 1;
+                    // The new leader shares the log up to `cut` (at least the commit).
+                    let cut = (commit + keep).min(log.len() as u64);
+                    log.truncate(cut as usize);
+                    let prev = log.last().map_or(LogPos::default(), |e| LogPos { epoch: e.epoch, index: e.index });
+                    let new: Vec<Entry> = ops.iter().enumerate().map(|(i, (c, add))| Entry {
+                        index: cut + 1 + i as u64,
+                        epoch,
+                        op: if *add { pin(&format!("c{c}"), u64::from(*c)) } else { Op::Unpin { cid: format!("c{c}") } },
+                    }).collect();
+                    log.extend(new.iter().cloned());
+                    let got = s.append(prev, &new).unwrap();
+                    prop_assert_eq!(got, Appended::Ok(LogPos { epoch, index: log.len() as u64 }));
+                }
+                Step::Commit(i) => {
+                    let target = i.min(log.len() as u64).max(commit);
+                    commit = s.commit_to(target).unwrap();
+                    prop_assert_eq!(commit, target);
+                }
+                Step::Compact(keep) => s.compact(keep).unwrap(),
+                Step::Reopen => { drop(s); s = PinStore::open(&path).unwrap(); }
+            }
+            let mut model = BTreeMap::new();
+            for e in &log[..commit as usize] { apply(&mut model, &e.op); }
+            let pins: BTreeMap<String, PinSpec> = s.pins().unwrap().into_iter().map(|p| (p.cid.clone(), p)).collect();
+            prop_assert_eq!(pins, model);
+            prop_assert_eq!(s.commit_index(), commit);
+            prop_assert_eq!(s.last().index, log.len() as u64);
+            if let Some(tail) = s.entries(commit + 1, 1000).unwrap() {
+                prop_assert_eq!(&tail[..], &log[commit as usize..]);
+            }
+        }
+    }
+}
