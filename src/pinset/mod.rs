@@ -10,9 +10,11 @@
 //! node) are applied to the state and never change again.
 //!
 //! * [`PinSpec`], [`Op`], [`Entry`], [`LogPos`]: the data.
+//! * [`plan`]: which peers should hold which items: pure replica planning.
 //! * [`store::PinStore`]: the log and the applied state in one redb file,
 //!   every change one atomic, durable transaction.
 
+pub mod plan;
 pub mod store;
 
 use std::collections::BTreeMap;

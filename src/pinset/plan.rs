@@ -1,0 +1,159 @@
+//! Replica planning, pure: from the desired pinset, the peers as the leader
+//! sees them and what each holder reports, the pin and unpin orders that
+//! bring every item to its replication factor. Time is passed in.
+//!
+//! * A holder counts while it is live, and for `grace` after it stops
+//!   being live (a quick restart does not move everything).
+//! * New copies go only to live masters and workers whose IPFS is ready and
+//!   whose disk has room, most free space first, spreading load by counting
+//!   the orders already given in this round; never to a leecher.
+//! * Items get up to `replication_max` copies, at least `replication_min`
+//!   when enough peers qualify; extras above the max are trimmed.
+//! * Copies of items no longer in the pinset are unpinned.
+//! * A peer that failed to pin an item is not asked again for it until
+//!   `retry_after` has passed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use super::PinSpec;
+use crate::role::Role;
+
+/// A peer as the planner needs it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub id: String,
+    pub role: Role,
+    /// Live now; `down_since` tells since when it is not.
+    pub live: bool,
+    pub down_since: Option<Instant>,
+    pub ipfs_ready: bool,
+    pub disk_free: u64,
+}
+
+/// What one holder has, by its own report (pinned per its IPFS, or an
+/// order it is still carrying out), and what failed there.
+#[derive(Debug, Clone, Default)]
+pub struct Holding {
+    pub pinned: BTreeSet<String>,
+    pub in_flight: BTreeSet<String>,
+    /// cid → when the pin failed.
+    pub failed: HashMap<String, Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub grace: Duration,
+    pub retry_after: Duration,
+    /// A peer with less free disk gets no new copies.
+    pub min_free: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Order {
+    Pin { peer: String, cid: String },
+    Unpin { peer: String, cid: String },
+}
+
+fn counts(peer: &Candidate, now: Instant, limits: &Limits) -> bool {
+    peer.role.can_lead()
+        && (peer.live
+            || peer
+                .down_since
+                .is_some_and(|t| now.saturating_duration_since(t) < limits.grace))
+}
+
+fn takes_new(peer: &Candidate, limits: &Limits) -> bool {
+    peer.role.can_lead() && peer.live && peer.ipfs_ready && peer.disk_free >= limits.min_free
+}
+
+/// The orders for one round.
+pub fn plan(
+    pins: &BTreeMap<String, PinSpec>,
+    peers: &[Candidate],
+    holdings: &HashMap<String, Holding>,
+    limits: &Limits,
+    now: Instant,
+) -> Vec<Order> {
+    let empty = Holding::default();
+    let holding = |id: &str| holdings.get(id).unwrap_or(&empty);
+    // Orders given this round count as load, so one round spreads.
+    let mut load: HashMap<&str, u64> = peers
+        .iter()
+        .map(|p| {
+            let h = holding(&p.id);
+            (p.id.as_str(), (h.pinned.len() + h.in_flight.len()) as u64)
+        })
+        .collect();
+    let mut orders = Vec::new();
+
+    for (cid, spec) in pins {
+        let holders: Vec<&Candidate> = peers
+            .iter()
+            .filter(|p| counts(p, now, limits))
+            .filter(|p| {
+                let h = holding(&p.id);
+                h.pinned.contains(cid) || h.in_flight.contains(cid)
+            })
+            .collect();
+        let max = usize::from(spec.replication_max.max(spec.replication_min).max(1));
+        if holders.len() < max {
+            let mut fresh: Vec<&Candidate> = peers
+                .iter()
+                .filter(|p| takes_new(p, limits))
+                .filter(|p| !holders.iter().any(|h| h.id == p.id))
+                .filter(|p| {
+                    holding(&p.id)
+                        .failed
+                        .get(cid)
+                        .is_none_or(|t| now.saturating_duration_since(*t) >= limits.retry_after)
+                })
+                .collect();
+            // Least loaded, then most free disk, then ID (deterministic).
+            fresh.sort_by(|a, b| {
+                load[a.id.as_str()]
+                    .cmp(&load[b.id.as_str()])
+                    .then(b.disk_free.cmp(&a.disk_free))
+                    .then(a.id.cmp(&b.id))
+            });
+            for p in fresh.into_iter().take(max - holders.len()) {
+                *load.get_mut(p.id.as_str()).expect("every peer has a load") += 1;
+                orders.push(Order::Pin {
+                    peer: p.id.clone(),
+                    cid: cid.clone(),
+                });
+            }
+        } else if holders.len() > max {
+            // Keep the live ones with the most room; trim the rest.
+            let mut keep = holders.clone();
+            keep.sort_by(|a, b| {
+                b.live
+                    .cmp(&a.live)
+                    .then(b.disk_free.cmp(&a.disk_free))
+                    .then(a.id.cmp(&b.id))
+            });
+            for p in keep.into_iter().skip(max).filter(|p| p.live) {
+                orders.push(Order::Unpin {
+                    peer: p.id.clone(),
+                    cid: cid.clone(),
+                });
+            }
+        }
+    }
+
+    // Copies of items that left the pinset.
+    for p in peers.iter().filter(|p| p.live) {
+        for cid in &holding(&p.id).pinned {
+            if !pins.contains_key(cid) {
+                orders.push(Order::Unpin {
+                    peer: p.id.clone(),
+                    cid: cid.clone(),
+                });
+            }
+        }
+    }
+    orders
+}
+
+#[cfg(test)]
+mod tests;
