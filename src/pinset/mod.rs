@@ -11,10 +11,13 @@
 //!
 //! * [`PinSpec`], [`Op`], [`Entry`], [`LogPos`]: the data.
 //! * [`plan`]: which peers should hold which items: pure replica planning.
+//! * [`replicate`]: the leader's view of each follower's log, what to send
+//!   next, and the commit index: pure.
 //! * [`store::PinStore`]: the log and the applied state in one redb file,
 //!   every change one atomic, durable transaction.
 
 pub mod plan;
+pub mod replicate;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -42,6 +45,9 @@ pub enum Op {
     Unpin {
         cid: String,
     },
+    /// Changes nothing. A new leader writes one first: entries of earlier
+    /// epochs are committed only through an entry of the current one.
+    Barrier,
 }
 
 /// A log entry: the `index`-th change, written by the leader of `epoch`.
@@ -81,6 +87,7 @@ pub fn apply(pins: &mut BTreeMap<String, PinSpec>, op: &Op) {
         Op::Unpin { cid } => {
             pins.remove(cid);
         }
+        Op::Barrier => {}
     }
 }
 

@@ -278,6 +278,7 @@ impl PinStore {
                     Op::Unpin { cid } => {
                         pins.remove(cid.as_str()).map_err(|e| self.err(e))?;
                     }
+                    Op::Barrier => {}
                 }
             }
             meta.insert(K_COMMIT, target).map_err(|e| self.err(e))?;

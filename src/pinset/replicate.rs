@@ -1,0 +1,343 @@
+//! The leader's side of log replication, pure: where each follower's log
+//! stands, what to send it next (one batch in flight per follower), and the
+//! commit index.
+//!
+//! Commit rule: an entry is committed once it is durable on the leader and
+//! on at least one live master-eligible follower, or on the leader alone
+//! when it has no such follower. As in Raft, the count is only taken for
+//! entries of the leader's own epoch (a new leader writes an
+//! [`super::Op::Barrier`] first); earlier entries commit with them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// What a follower needs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Send {
+    /// Entries from `from` on, after the entry at `from - 1`.
+    Entries { from: u64 },
+    /// Its log ends before the leader's compacted base: the state instead.
+    Snapshot,
+}
+
+#[derive(Debug, Clone)]
+struct Follower {
+    /// Highest index known to match the leader's log.
+    matched: u64,
+    /// Next index to send.
+    next: u64,
+    /// When the batch now in flight was sent.
+    in_flight: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Replicator {
+    /// The first index written in the leader's epoch (its barrier).
+    epoch_start: u64,
+    followers: BTreeMap<String, Follower>,
+    /// A batch unanswered for this long may be sent again.
+    timeout: Duration,
+}
+
+impl Replicator {
+    pub fn new(epoch_start: u64, timeout: Duration) -> Self {
+        Replicator {
+            epoch_start,
+            followers: BTreeMap::new(),
+            timeout,
+        }
+    }
+
+    /// The live master-eligible followers now; new ones start probing at
+    /// the leader's end, vanished ones are forgotten.
+    pub fn set_followers<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>, last: u64) {
+        let ids: Vec<&str> = ids.into_iter().collect();
+        self.followers.retain(|id, _| ids.contains(&id.as_str()));
+        for id in ids {
+            self.followers.entry(id.to_owned()).or_insert(Follower {
+                matched: 0,
+                next: last + 1,
+                in_flight: None,
+            });
+        }
+    }
+
+    /// What to send `id` now, if anything; marks it in flight.
+    pub fn next_send(&mut self, id: &str, last: u64, base: u64, now: Instant) -> Option<Send> {
+        let f = self.followers.get_mut(id)?;
+        if f.in_flight
+            .is_some_and(|t| now.saturating_duration_since(t) < self.timeout)
+        {
+            return None;
+        }
+        // Something new, or nothing confirmed yet (an empty batch probes where it stands).
+        if f.next > last && f.matched >= last {
+            return None;
+        }
+        f.in_flight = Some(now);
+        if f.next <= base {
+            Some(Send::Snapshot)
+        } else {
+            Some(Send::Entries { from: f.next })
+        }
+    }
+
+    /// The follower stored everything up to `upto` and it matches.
+    pub fn on_ok(&mut self, id: &str, upto: u64) {
+        if let Some(f) = self.followers.get_mut(id) {
+            f.matched = f.matched.max(upto);
+            f.next = f.matched + 1;
+            f.in_flight = None;
+        }
+    }
+
+    /// The follower's log does not reach (or differs at) what was sent;
+    /// it holds up to `have` at most.
+    pub fn on_gap(&mut self, id: &str, have: u64) {
+        if let Some(f) = self.followers.get_mut(id) {
+            f.next = (have + 1).min(f.next.saturating_sub(1)).max(f.matched + 1);
+            f.in_flight = None;
+        }
+    }
+
+    /// No answer: may be sent again at once.
+    pub fn on_failure(&mut self, id: &str) {
+        if let Some(f) = self.followers.get_mut(id) {
+            f.in_flight = None;
+        }
+    }
+
+    /// The commit index, given the leader's last index.
+    pub fn commit_index(&self, last: u64) -> u64 {
+        let durable = if self.followers.is_empty() {
+            last
+        } else {
+            self.followers
+                .values()
+                .map(|f| f.matched)
+                .max()
+                .unwrap_or(0)
+                .min(last)
+        };
+        if durable >= self.epoch_start {
+            durable
+        } else {
+            0
+        }
+    }
+
+    pub fn matched(&self, id: &str) -> Option<u64> {
+        self.followers.get(id).map(|f| f.matched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn commits_once_one_follower_holds_an_entry_of_this_epoch() {
+        let now = Instant::now();
+        // Entries 1-4 from earlier epochs; this leader's barrier is entry 5.
+        let mut r = Replicator::new(5, T);
+        r.set_followers(["a", "b"], 5);
+        assert_eq!(r.next_send("a", 5, 0, now), Some(Send::Entries { from: 6 }));
+        assert_eq!(r.next_send("a", 5, 0, now), None, "one batch in flight");
+        r.on_gap("a", 2);
+        assert_eq!(r.next_send("a", 5, 0, now), Some(Send::Entries { from: 3 }));
+        r.on_ok("a", 4);
+        assert_eq!(
+            r.commit_index(5),
+            0,
+            "entries of earlier epochs do not count alone"
+        );
+        assert_eq!(r.next_send("a", 5, 0, now), Some(Send::Entries { from: 5 }));
+        r.on_ok("a", 5);
+        assert_eq!(r.commit_index(5), 5);
+        assert_eq!(r.commit_index(9), 5, "b holds nothing yet, a only up to 5");
+    }
+
+    #[test]
+    fn alone_the_leader_commits_what_it_holds() {
+        let mut r = Replicator::new(1, T);
+        r.set_followers([], 3);
+        assert_eq!(r.commit_index(3), 3);
+    }
+
+    #[test]
+    fn lagging_followers_get_a_snapshot_and_silent_ones_a_resend() {
+        let now = Instant::now();
+        let mut r = Replicator::new(100, T);
+        r.set_followers(["a"], 100);
+        r.next_send("a", 100, 50, now);
+        r.on_gap("a", 10);
+        assert_eq!(r.next_send("a", 100, 50, now), Some(Send::Snapshot));
+        r.on_ok("a", 50);
+        assert_eq!(
+            r.next_send("a", 100, 50, now),
+            Some(Send::Entries { from: 51 })
+        );
+        assert_eq!(
+            r.next_send("a", 100, 50, now + T),
+            Some(Send::Entries { from: 51 }),
+            "resent after the timeout"
+        );
+        r.on_ok("a", 100);
+        assert_eq!(r.next_send("a", 100, 50, now + T), None, "up to date");
+        r.set_followers(["b"], 100);
+        assert_eq!(r.matched("a"), None, "gone followers are forgotten");
+    }
+}
+
+/// Leaders, followers and crashes over real stores: an entry is
+/// acknowledged only once another node holds it (if one lives), and the
+/// most advanced live node, which takes over, holds every acknowledged
+/// entry that any live node holds. Crashed nodes do not return here: one
+/// that returns holding committed entries the cluster lost (all their
+/// holders were down together) must be merged, which is not built yet; its
+/// store refuses to overwrite them ([`PinStoreError::ConflictBelowCommit`]).
+///
+/// [`PinStoreError::ConflictBelowCommit`]: crate::pinset::store::PinStoreError::ConflictBelowCommit
+#[cfg(test)]
+mod sim {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::pinset::store::{Appended, PinStore};
+    use crate::pinset::{Entry, LogPos, Op, PinSpec};
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The leader appends this many pins.
+        Write(u8),
+        /// The leader sends to follower n; the reply is lost if `lost`.
+        Deliver { to: usize, lost: bool },
+        /// The leader crashes; the most advanced live node takes over.
+        Crash,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (1u8..4).prop_map(Step::Write),
+            5 => (0usize..4, proptest::bool::weighted(0.2)).prop_map(|(to, lost)| Step::Deliver { to, lost }),
+            1 => Just(Step::Crash),
+        ]
+    }
+
+    fn op(n: u64) -> Op {
+        Op::Pin(PinSpec {
+            cid: format!("c{n}"),
+            name: String::new(),
+            replication_min: 1,
+            replication_max: 1,
+            added_unix_ms: n,
+        })
+    }
+
+    fn pos_at(s: &PinStore, index: u64) -> LogPos {
+        if index == 0 {
+            return LogPos::default();
+        }
+        let e = s
+            .entries(index, 1)
+            .unwrap()
+            .expect("not compacted in this test");
+        LogPos {
+            index,
+            epoch: e[0].epoch,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn committed_entries_survive_failovers(steps in proptest::collection::vec(step(), 1..40)) {
+            let dir = tempfile::tempdir().unwrap();
+            let now = Instant::now();
+            let mut stores: Vec<PinStore> = (0..4)
+                .map(|i| PinStore::open(&dir.path().join(format!("n{i}.redb"))).unwrap())
+                .collect();
+            let mut alive = [true; 4];
+            let mut leader = 0usize;
+            let mut epoch = 1u64;
+            let mut next_op = 0u64;
+            stores[leader].append_local(epoch, vec![Op::Barrier]).unwrap();
+            let mut rep = Replicator::new(1, Duration::from_secs(5));
+            // Every entry ever acknowledged, with its epoch.
+            let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
+            for st in steps {
+                let followers: Vec<usize> = (0..4).filter(|i| *i != leader && alive[*i]).collect();
+                let ids: Vec<String> = followers.iter().map(|i| i.to_string()).collect();
+                let last = stores[leader].last().index;
+                rep.set_followers(ids.iter().map(String::as_str), last);
+                match st {
+                    Step::Write(n) => {
+                        let ops = (0..n).map(|_| { next_op += 1; op(next_op) }).collect();
+                        stores[leader].append_local(epoch, ops).unwrap();
+                    }
+                    Step::Deliver { to, lost } => {
+                        let Some(&f) = followers.get(to % followers.len().max(1)) else { continue };
+                        let id = f.to_string();
+                        let Some(Send::Entries { from }) = rep.next_send(&id, last, 0, now) else { continue };
+                        let prev = pos_at(&stores[leader], from - 1);
+                        let batch: Vec<Entry> = stores[leader].entries(from, 3).unwrap().unwrap();
+                        let upto = prev.index + batch.len() as u64;
+                        let reply = match stores[f].append(prev, &batch) {
+                            Ok(r) => r,
+                            // A returning node with committed entries this
+                            // leader lacks: it needs a merge, not a copy.
+                            Err(crate::pinset::store::PinStoreError::ConflictBelowCommit { .. }) => {
+                                rep.on_failure(&id);
+                                continue;
+                            }
+                            Err(e) => panic!("{e}"),
+                        };
+                        if lost { rep.on_failure(&id); continue; }
+                        match reply {
+                            Appended::Ok(_) => rep.on_ok(&id, upto),
+                            Appended::Gap { have } => rep.on_gap(&id, have.index),
+                        }
+                    }
+                    Step::Crash => {
+                        alive[leader] = false;
+                        // The new leader: the most advanced live node (it catches up first).
+                        let Some(new) = (0..4).filter(|i| alive[*i]).max_by_key(|i| stores[*i].last()) else { break };
+                        leader = new;
+                        // The most advanced live node holds every acknowledged
+                        // entry any live node holds. (If all holders are down,
+                        // it cannot: the rule promises one copy besides the
+                        // leader's, and a holder that returns must be merged,
+                        // its committed entries are never overwritten.)
+                        for (&i, &ep) in &acked {
+                            let holds = |n: usize| stores[n].last().index >= i && pos_at(&stores[n], i).epoch == ep;
+                            let live_holder = (0..4).any(|n| alive[n] && holds(n));
+                            prop_assert!(!live_holder || holds(leader), "new leader {leader} lacks acknowledged entry {i}");
+                        }
+                        epoch += 1;
+                        let start = stores[leader].last().index + 1;
+                        stores[leader].append_local(epoch, vec![Op::Barrier]).unwrap();
+                        rep = Replicator::new(start, Duration::from_secs(5));
+                        continue;
+                    }
+                }
+                let commit = rep.commit_index(stores[leader].last().index);
+                let commit = stores[leader].commit_to(commit).unwrap();
+                for e in stores[leader].entries(1, usize::MAX).unwrap().unwrap() {
+                    if e.index > commit || acked.contains_key(&e.index) {
+                        continue;
+                    }
+                    acked.insert(e.index, e.epoch);
+                    // Acknowledged means on the leader and, if a follower lives, on one.
+                    let held = followers.iter().any(|f| {
+                        stores[*f].last().index >= e.index && pos_at(&stores[*f], e.index).epoch == e.epoch
+                    });
+                    prop_assert!(followers.is_empty() || held, "entry {} acknowledged on the leader alone", e.index);
+                }
+            }
+        }
+    }
+}
