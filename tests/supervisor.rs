@@ -181,3 +181,41 @@ async fn http_readiness_and_never_restart() {
     assert_eq!(done.restarts, 0, "restart = never");
     sup.stop().await;
 }
+
+/// Each start of a child that dies at once waits longer: the gaps between
+/// starts (timestamps the child writes itself) are at least 100, 200, 400
+/// and 800 ms, so the backoff really doubles between real restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_back_off_exponentially() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("starts");
+    let script = format!("date +%s%N >> {}; exit 1", log.display());
+    let mut spec = ServiceSpec::new("flaky", "sh", &["-c", &script]);
+    spec.backoff = Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+        reset_after: Duration::from_secs(60),
+        crash_loop: 5,
+    };
+    let root = CancellationToken::new();
+    let mut sup = Supervisor::spawn(spec, &root);
+    wait_state(&mut sup, "failed", |s| s.state == State::Failed).await;
+    let starts: Vec<u128> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(starts.len(), 5, "5 failed starts make a crash loop");
+    let gaps_ms: Vec<u128> = starts
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .collect();
+    for (i, gap) in gaps_ms.iter().enumerate() {
+        let floor = 100u128 << i;
+        assert!(
+            *gap >= floor,
+            "gap {i} was {gap} ms, under the {floor} ms backoff: {gaps_ms:?}"
+        );
+    }
+    sup.stop().await;
+}
