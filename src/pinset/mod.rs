@@ -69,6 +69,43 @@ pub struct LogPos {
     pub index: u64,
 }
 
+/// Longest pin name accepted, in bytes.
+pub const MAX_NAME: usize = 255;
+/// Highest replication factor accepted.
+pub const MAX_REPLICATION: u8 = 64;
+
+/// Parses a CID as a user or a peer gives it and returns its canonical
+/// text (CIDv0 stays base58btc, CIDv1 becomes base32), so one item has one key.
+pub fn canonical_cid(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() || t.len() > 128 {
+        return Err(format!("invalid CID {s:?}: expected 1 to 128 characters"));
+    }
+    cid::Cid::try_from(t)
+        .map(|c| c.to_string())
+        .map_err(|e| format!("invalid CID {s:?}: {e}"))
+}
+
+impl PinSpec {
+    /// Checks what a client or a peer sent: a canonical CID, a name of at
+    /// most [`MAX_NAME`] bytes, 1 <= min <= max <= [`MAX_REPLICATION`].
+    pub fn check(&self) -> Result<(), String> {
+        if canonical_cid(&self.cid)? != self.cid {
+            return Err(format!("CID {:?} is not in canonical form", self.cid));
+        }
+        if self.name.len() > MAX_NAME {
+            return Err(format!("name longer than {MAX_NAME} bytes"));
+        }
+        let (min, max) = (self.replication_min, self.replication_max);
+        if min == 0 || min > max || max > MAX_REPLICATION {
+            return Err(format!(
+                "replication {min}..{max}: need 1 <= min <= max <= {MAX_REPLICATION}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Applies `op` to an in-memory pinset (what the store does on disk).
 pub fn apply(pins: &mut BTreeMap<String, PinSpec>, op: &Op) {
     match op {
@@ -102,6 +139,57 @@ mod tests {
             replication_min: 2,
             replication_max: 3,
             added_unix_ms: added,
+        }
+    }
+
+    #[test]
+    fn cids_are_parsed_and_made_canonical() {
+        let v0 = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o";
+        assert_eq!(canonical_cid(v0).unwrap(), v0);
+        assert_eq!(canonical_cid(&format!(" {v0}\n")).unwrap(), v0);
+        let v1 = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
+        assert_eq!(canonical_cid(v1).unwrap(), v1);
+        // The same CIDv1 in base58btc is one item with its base32 form.
+        let c = cid::Cid::try_from(v1).unwrap();
+        let b58 = c
+            .to_string_of_base(cid::multibase::Base::Base58Btc)
+            .unwrap();
+        assert_eq!(canonical_cid(&b58).unwrap(), v1);
+        for bad in ["", "hello", "Qm123", "bafy!!", &"Qm".repeat(100)] {
+            assert!(canonical_cid(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn pin_specs_are_checked() {
+        let ok = PinSpec {
+            cid: "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o".into(),
+            ..spec("x", 0)
+        };
+        assert!(ok.check().is_ok());
+        for bad in [
+            PinSpec {
+                replication_min: 0,
+                ..ok.clone()
+            },
+            PinSpec {
+                replication_min: 4,
+                ..ok.clone()
+            },
+            PinSpec {
+                replication_max: 65,
+                ..ok.clone()
+            },
+            PinSpec {
+                name: "n".repeat(256),
+                ..ok.clone()
+            },
+            PinSpec {
+                cid: "nope".into(),
+                ..ok.clone()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
         }
     }
 
