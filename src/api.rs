@@ -1,7 +1,8 @@
 //! The control API: HTTP + JSON on `--api`, served by axum, and the client
 //! the `status` and `peers` subcommands use to reach it.
 //!
-//! Routes: `GET /v1/status`, `GET /v1/peers`. Handlers ask the node's event
+//! Routes: `GET /v1/status`, `GET /v1/peers`, and the pinset under
+//! `/v1/pins` ([`pins`]). Handlers ask the node's event
 //! loop through its [`NodeHandle`](crate::node::NodeHandle) and answer 503 if
 //! it does not reply in time.
 
@@ -18,7 +19,11 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod pins;
+
+use crate::config::PinsConfig;
 use crate::node::NodeHandle;
+use crate::pinset::actor::PinsetHandle;
 use crate::role::Role;
 use crate::supervisor::ServiceStatus;
 use crate::wire::Health;
@@ -99,6 +104,20 @@ pub enum ApiError {
 
 struct AppError(StatusCode, String);
 
+/// What the handlers reach.
+#[derive(Clone)]
+pub struct ApiState {
+    node: NodeHandle,
+    pins: PinsetHandle,
+    defaults: PinsConfig,
+}
+
+impl axum::extract::FromRef<ApiState> for NodeHandle {
+    fn from_ref(s: &ApiState) -> NodeHandle {
+        s.node.clone()
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
@@ -122,6 +141,8 @@ async fn peers(State(node): State<NodeHandle>) -> Result<Json<Vec<PeerView>>, Ap
 pub async fn bind(
     addr: SocketAddr,
     node: NodeHandle,
+    pins: PinsetHandle,
+    defaults: PinsConfig,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, impl Future<Output = std::io::Result<()>>), ApiError> {
     let listener = TcpListener::bind(addr)
@@ -133,7 +154,12 @@ pub async fn bind(
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
-        .with_state(node);
+        .merge(pins::routes())
+        .with_state(ApiState {
+            node,
+            pins,
+            defaults,
+        });
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
     Ok((bound, async move { serve.await }))
 }
@@ -195,12 +221,26 @@ impl Client {
     }
 
     async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<(T, String), ApiError> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(T, String), ApiError> {
         let url = format!("http://{}{path}", self.addr);
         let unreachable = |source| ApiError::Unreachable {
             addr: self.addr.clone(),
             source,
         };
-        let resp = self.http.get(&url).send().await.map_err(unreachable)?;
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            // Writes wait for the commit (the server gives up after 15 s).
+            req = req.json(&b).timeout(Duration::from_secs(20));
+        }
+        let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
         let body = resp.text().await.map_err(unreachable)?;
         if !status.is_success() {
@@ -225,6 +265,29 @@ impl Client {
 
     pub async fn peers(&self) -> Result<(Vec<PeerView>, String), ApiError> {
         self.get("/v1/peers").await
+    }
+
+    /// `POST /v1/pins`: answered once committed.
+    pub async fn pin_add(
+        &self,
+        req: &pins::PinRequest,
+    ) -> Result<(pins::PinView, String), ApiError> {
+        let body = serde_json::to_value(req).unwrap_or_default();
+        self.call(reqwest::Method::POST, "/v1/pins", Some(body))
+            .await
+    }
+
+    pub async fn pin_rm(&self, cid: &str) -> Result<(serde_json::Value, String), ApiError> {
+        self.call(reqwest::Method::DELETE, &format!("/v1/pins/{cid}"), None)
+            .await
+    }
+
+    pub async fn pins(&self) -> Result<(Vec<pins::PinView>, String), ApiError> {
+        self.get("/v1/pins").await
+    }
+
+    pub async fn pin(&self, cid: &str) -> Result<(pins::PinView, String), ApiError> {
+        self.get(&format!("/v1/pins/{cid}")).await
     }
 }
 

@@ -95,9 +95,41 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The cluster pinset: add, remove, list, show
+    #[command(subcommand)]
+    Pin(PinCommand),
     /// Run the built-in IPFS engine (kubo's RPC API on rust-ipfs); the node
     /// starts this itself in `builtin` IPFS mode
     IpfsDaemon(DaemonArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PinCommand {
+    /// Pin a CID cluster-wide; returns once the change is committed
+    Add {
+        cid: String,
+        /// Fewest copies to keep [default: pins.replication_min]
+        #[arg(long)]
+        replication_min: Option<u8>,
+        /// Most copies to keep [default: pins.replication_max]
+        #[arg(long)]
+        replication_max: Option<u8>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a CID from the cluster pinset
+    Rm { cid: String },
+    /// The cluster pinset
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One pin
+    Status {
+        cid: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the built-in IPFS engine keeps its data and listens. Its RPC API

@@ -39,6 +39,63 @@ pub async fn peers(args: &NodeArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn pin(args: &NodeArgs, cmd: crate::cli::PinCommand) -> anyhow::Result<()> {
+    use crate::api::pins::PinRequest;
+    use crate::cli::PinCommand;
+    let c = client(args)?;
+    match cmd {
+        PinCommand::Add {
+            cid,
+            replication_min,
+            replication_max,
+            name,
+        } => {
+            let req = PinRequest {
+                cid,
+                replication_min,
+                replication_max,
+                name,
+            };
+            let (p, _) = c.pin_add(&req).await?;
+            println!(
+                "pinned {} (replication {}..{}, committed at {})",
+                p.cid,
+                p.replication_min,
+                p.replication_max,
+                p.committed_index.unwrap_or_default()
+            );
+        }
+        PinCommand::Rm { cid } => {
+            c.pin_rm(&cid).await?;
+            println!("unpinned {cid}");
+        }
+        PinCommand::Ls { json } => {
+            let (pins, raw) = c.pins().await?;
+            if json {
+                println!("{raw}");
+            } else {
+                for p in pins {
+                    println!(
+                        "{} {}..{} {}",
+                        p.cid, p.replication_min, p.replication_max, p.name
+                    );
+                }
+            }
+        }
+        PinCommand::Status { cid, json } => {
+            let (p, raw) = c.pin(&cid).await?;
+            if json {
+                println!("{raw}");
+            } else {
+                println!("cid          {}", p.cid);
+                println!("name         {}", p.name);
+                println!("replication  {}..{}", p.replication_min, p.replication_max);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;

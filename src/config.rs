@@ -57,6 +57,15 @@ struct FileConfig {
     network: NetworkConfig,
     service: Vec<ServiceFile>,
     ipfs: IpfsFile,
+    pins: PinsConfig,
+}
+
+/// The `[pins]` section: defaults for pins added without explicit replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinsConfig {
+    pub replication_min: u8,
+    pub replication_max: u8,
 }
 
 /// One `[[service]]` entry.
@@ -175,6 +184,7 @@ pub struct NodeConfig {
     /// Extra supervised processes, `[[service]]`.
     pub services: Vec<ServiceSpec>,
     pub ipfs: IpfsConfig,
+    pub pins: PinsConfig,
 }
 
 /// Deep-merges `over` into `base`: tables merge key by key, anything else replaces.
@@ -278,6 +288,7 @@ impl NodeConfig {
                 .into_iter()
                 .map(ServiceFile::into_spec)
                 .collect::<Result<_, _>>()?,
+            pins: file.pins,
             ipfs: file
                 .ipfs
                 .validate(args.ipfs, args.ipfs_api.as_deref(), &args.ipfs_swarm)?,
@@ -334,6 +345,16 @@ impl NodeConfig {
             return Err(invalid(
                 "service",
                 format!("two services are named {:?}", w[0]),
+            ));
+        }
+        let p = &self.pins;
+        if p.replication_min == 0
+            || p.replication_min > p.replication_max
+            || p.replication_max > crate::pinset::MAX_REPLICATION
+        {
+            return Err(invalid(
+                "pins.replication_min",
+                "need 1 <= replication_min <= replication_max <= 64",
             ));
         }
         if n.redial_interval_ms < 100 {

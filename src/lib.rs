@@ -24,7 +24,9 @@
 //!   status reads.
 //! * [`ipfs_rpc`]: a typed client for the IPFS RPC API (`/api/v0/…`).
 //! * [`pinset`]: the cluster pinset as a replicated log (Raft's log rules)
-//!   and its applied state, stored in redb.
+//!   and its applied state, stored in redb; its own task (`pinset::actor`)
+//!   follows the node's `ClusterView` (a `watch` the node loop feeds) and
+//!   sends through the node's request-response (`NodeHandle` as `Transport`).
 //! * [`testkit`]: spawning real node processes for tests and benchmarks.
 //!
 //! Shutdown: SIGINT/SIGTERM cancel a `CancellationToken`; the node announces
@@ -63,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             None => run_node(NodeConfig::load(&cli.node)?).await,
             Some(Command::Status { json }) => commands::status(&cli.node, json).await,
             Some(Command::Peers { json }) => commands::peers(&cli.node, json).await,
+            Some(Command::Pin(cmd)) => commands::pin(&cli.node, cmd).await,
             Some(Command::IpfsDaemon(args)) => run_ipfs_daemon(args, cli.node.api).await,
         }
     })

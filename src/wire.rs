@@ -12,6 +12,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, request_response};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::election::MAX_EPOCH;
+use crate::pinset::{Entry, LogPos, Op};
 use crate::role::Role;
 
 /// Version byte leading every message.
@@ -62,6 +63,8 @@ pub enum WireError {
     PeerId,
     #[error("epoch {0} is beyond the limit of {MAX_EPOCH}")]
     EpochTooHigh(u64),
+    #[error("pinset message: {0}")]
+    Pinset(String),
     #[error("IPFS info beyond the limits ({0})")]
     IpfsInfo(&'static str),
     #[error("claimed sender {claimed} is not the signer {signer}")]
@@ -162,6 +165,84 @@ pub enum Request {
     Update(Heartbeat),
     /// Graceful departure, sent directly so it arrives before the node exits.
     Leaving { incarnation: u64 },
+    /// The replicated pinset.
+    Pinset(PinsetRequest),
+}
+
+/// Most log entries in one [`PinsetRequest::Append`] or fetch answer (each
+/// is at most ~450 bytes, so a batch stays far below [`MAX_RPC_BYTES`]).
+pub const MAX_PINSET_BATCH: usize = 512;
+
+/// Pinset replication between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PinsetRequest {
+    /// Leader → follower: `entries` follow the entry at `prev`; `commit` is
+    /// the leader's commit index.
+    Append {
+        epoch: u64,
+        prev: LogPos,
+        entries: Vec<Entry>,
+        commit: u64,
+    },
+    /// Where does your log stand? (a new leader, catching up first)
+    Position,
+    /// Entries from `from` on.
+    Fetch { from: u64 },
+    /// A client's change, sent to the leader; answered once committed.
+    Write { op: Op },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PinsetResponse {
+    /// `ok`: stored, the log matches up to `last`; else a gap, `last` is
+    /// as far as it may match.
+    Appended {
+        ok: bool,
+        last: LogPos,
+    },
+    Position {
+        last: LogPos,
+        commit: u64,
+    },
+    Entries {
+        entries: Vec<Entry>,
+    },
+    /// The write is committed at this index.
+    Written {
+        index: u64,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+impl PinsetRequest {
+    /// Bounds and contents a peer cannot be trusted with.
+    pub fn check(&self) -> Result<(), WireError> {
+        let ops: Vec<&Op> = match self {
+            PinsetRequest::Append { entries, .. } => {
+                if entries.len() > MAX_PINSET_BATCH {
+                    return Err(WireError::Pinset(format!(
+                        "{} entries in one batch",
+                        entries.len()
+                    )));
+                }
+                entries.iter().map(|e| &e.op).collect()
+            }
+            PinsetRequest::Write { op } => vec![op],
+            PinsetRequest::Position | PinsetRequest::Fetch { .. } => Vec::new(),
+        };
+        for op in ops {
+            match op {
+                Op::Pin(spec) => spec.check().map_err(WireError::Pinset)?,
+                Op::Unpin { cid } => {
+                    crate::pinset::canonical_cid(cid).map_err(WireError::Pinset)?;
+                }
+                Op::Barrier => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +252,7 @@ pub enum Response {
         peers: Vec<SharedPeer>,
     },
     Ack,
+    Pinset(PinsetResponse),
 }
 
 /// A peer and the addresses it can be dialled at, as shared in [`Response::Hello`].

@@ -135,6 +135,7 @@ impl Node {
                 ..
             }) => {
                 self.leaving.remove(&request_id);
+                self.on_pinset_failure(request_id, error.to_string());
                 debug!(%peer, error = %error, "request failed");
             }
             BehaviourEvent::Rpc(request_response::Event::InboundFailure {
@@ -177,9 +178,15 @@ impl Node {
     fn on_rpc(&mut self, peer: PeerId, message: Message<Request, Response>) {
         match message {
             Message::Request {
+                request: Request::Pinset(req),
+                channel,
+                ..
+            } => self.on_pinset_request(peer, req, channel),
+            Message::Request {
                 request, channel, ..
             } => {
                 let response = match request {
+                    Request::Pinset(_) => unreachable!("matched above"),
                     Request::Hello(hb) => {
                         self.on_heartbeat(peer, hb);
                         Response::Hello {
@@ -224,6 +231,7 @@ impl Node {
                 Response::Ack => {
                     self.leaving.remove(&request_id);
                 }
+                Response::Pinset(resp) => self.on_pinset_response(request_id, resp),
             },
         }
     }

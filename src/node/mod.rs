@@ -7,6 +7,7 @@ mod behaviour;
 mod events;
 mod ipfs;
 mod peers;
+mod pinset;
 mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -55,10 +56,23 @@ pub enum NodeError {
     Subscribe(String),
     #[error("IPFS: {0:#}")]
     Ipfs(anyhow::Error),
+    #[error("{0}")]
+    Pinset(String),
 }
 
 enum Command {
     Status(oneshot::Sender<StatusView>),
+    /// A pinset request to a peer, on behalf of the pinset task.
+    SendPinset {
+        peer: PeerId,
+        req: wire::PinsetRequest,
+        reply: oneshot::Sender<Result<wire::PinsetResponse, String>>,
+    },
+    /// The pinset task's answer to a peer's request.
+    RespondPinset {
+        channel: libp2p::request_response::ResponseChannel<wire::Response>,
+        resp: wire::PinsetResponse,
+    },
 }
 
 /// A cloneable handle to the node's event loop.
@@ -82,7 +96,30 @@ impl NodeHandle {
     }
 }
 
-fn unix_ms() -> u64 {
+impl crate::pinset::actor::Transport for NodeHandle {
+    async fn request(
+        &self,
+        peer: &str,
+        req: wire::PinsetRequest,
+    ) -> Result<wire::PinsetResponse, String> {
+        let peer: PeerId = peer.parse().map_err(|e| format!("peer {peer}: {e}"))?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send_timeout(
+                Command::SendPinset { peer, req, reply },
+                Duration::from_secs(2),
+            )
+            .await
+            .map_err(|_| "node loop busy or stopped".to_string())?;
+        // The request-response timeout (5 s) answers first; this is a backstop.
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .map_err(|_| "no answer".to_string())?
+            .map_err(|_| "node loop stopped".to_string())?
+    }
+}
+
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -106,9 +143,23 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         .subscribe(&topic)
         .map_err(|e| NodeError::Subscribe(e.to_string()))?;
 
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(256);
+    let handle = NodeHandle { tx };
+    // The pinset task: started before the API that uses it, stopped after it.
+    let pinset_stop = CancellationToken::new();
+    let store = crate::pinset::store::PinStore::open(&data.path().join("pinset.redb"))
+        .map_err(|e| NodeError::Pinset(e.to_string()))?;
+    let (view_tx, view_rx) = watch::channel(crate::pinset::actor::ClusterView::default());
+    let pins = crate::pinset::actor::spawn(store, view_rx, handle.clone(), pinset_stop.clone());
     let api_stop = CancellationToken::new();
-    let (api_addr, serve) = api::bind(cfg.api, NodeHandle { tx }, api_stop.clone()).await?;
+    let (api_addr, serve) = api::bind(
+        cfg.api,
+        handle.clone(),
+        pins.clone(),
+        cfg.pins,
+        api_stop.clone(),
+    )
+    .await?;
     let api_task = tokio::spawn(serve);
     write_atomic(
         &data.api_file(),
@@ -156,6 +207,10 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         ipfs: ipfs.status.clone(),
         peer_ipfs: HashMap::new(),
         ipfs_peers,
+        pins,
+        view: view_tx,
+        handle,
+        pinset_pending: HashMap::new(),
         cfg,
     };
     for event in early {
@@ -178,6 +233,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     ipfs.stop().await;
     api_stop.cancel();
     let _ = api_task.await;
+    pinset_stop.cancel();
     let _ = std::fs::remove_file(node.data.api_file());
     info!("node stopped");
     Ok(())
@@ -283,6 +339,13 @@ struct Node {
     peer_ipfs: HashMap<String, wire::IpfsInfo>,
     /// Peers' IPFS addresses, to the task that connects our daemon to theirs.
     ipfs_peers: mpsc::Sender<wire::IpfsInfo>,
+    /// The pinset task, what it knows of the cluster, and its requests in flight.
+    pins: crate::pinset::actor::PinsetHandle,
+    view: watch::Sender<crate::pinset::actor::ClusterView>,
+    /// This loop's own handle (answers from the pinset task come back through it).
+    handle: NodeHandle,
+    pinset_pending:
+        HashMap<OutboundRequestId, oneshot::Sender<Result<wire::PinsetResponse, String>>>,
 }
 
 impl Node {
@@ -305,11 +368,19 @@ impl Node {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(cmd) = rx.recv() => match cmd {
                     Command::Status(reply) => { let _ = reply.send(self.status()); }
+                    Command::SendPinset { peer, req, reply } => {
+                        let id = self.swarm.behaviour_mut().rpc.send_request(&peer, Request::Pinset(req));
+                        self.pinset_pending.insert(id, reply);
+                    }
+                    Command::RespondPinset { channel, resp } => {
+                        let _ = self.swarm.behaviour_mut().rpc.send_response(channel, wire::Response::Pinset(resp));
+                    }
                 },
                 _ = heartbeat.tick() => self.beat(),
                 _ = tick.tick() => {
                     let actions = self.election.tick(Instant::now());
                     self.execute(actions);
+                    self.publish_view();
                 }
                 _ = redial.tick() => self.redial(),
                 _ = health.tick() => self.health = sampler.sample(),
@@ -484,6 +555,7 @@ impl Node {
                         Some((l, epoch)) => info!(leader = %l, epoch, "following a new leader"),
                         None => info!("no leader"),
                     }
+                    self.publish_view();
                 }
             }
         }

@@ -16,6 +16,7 @@
 //! * [`store::PinStore`]: the log and the applied state in one redb file,
 //!   every change one atomic, durable transaction.
 
+pub mod actor;
 pub mod plan;
 pub mod replicate;
 pub mod store;

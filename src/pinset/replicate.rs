@@ -22,12 +22,17 @@ pub enum Send {
 
 #[derive(Debug, Clone)]
 struct Follower {
+    /// A master-eligible follower: its copy counts for the commit.
+    counts: bool,
     /// Highest index known to match the leader's log.
     matched: u64,
     /// Next index to send.
     next: u64,
-    /// When the batch now in flight was sent.
+    /// When the batch now in flight was sent, and the commit index it carries.
     in_flight: Option<Instant>,
+    commit_sent: u64,
+    /// The commit index the follower has acknowledged hearing.
+    commit_told: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -48,33 +53,51 @@ impl Replicator {
         }
     }
 
-    /// The live master-eligible followers now; new ones start probing at
-    /// the leader's end, vanished ones are forgotten.
-    pub fn set_followers<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>, last: u64) {
-        let ids: Vec<&str> = ids.into_iter().collect();
-        self.followers.retain(|id, _| ids.contains(&id.as_str()));
-        for id in ids {
-            self.followers.entry(id.to_owned()).or_insert(Follower {
-                matched: 0,
-                next: last + 1,
-                in_flight: None,
-            });
+    /// The live followers now, each with whether it is master-eligible (its
+    /// copy counts for the commit; leechers only follow). New ones start
+    /// probing at the leader's end, vanished ones are forgotten.
+    pub fn set_followers<'a>(&mut self, ids: impl IntoIterator<Item = (&'a str, bool)>, last: u64) {
+        let ids: Vec<(&str, bool)> = ids.into_iter().collect();
+        self.followers
+            .retain(|id, _| ids.iter().any(|(i, _)| i == id));
+        for (id, counts) in ids {
+            self.followers
+                .entry(id.to_owned())
+                .or_insert(Follower {
+                    counts,
+                    matched: 0,
+                    next: last + 1,
+                    in_flight: None,
+                    commit_sent: 0,
+                    commit_told: 0,
+                })
+                .counts = counts;
         }
     }
 
-    /// What to send `id` now, if anything; marks it in flight.
-    pub fn next_send(&mut self, id: &str, last: u64, base: u64, now: Instant) -> Option<Send> {
+    /// What to send `id` now, if anything; marks it in flight. An empty
+    /// batch goes out when the follower has not heard the latest `commit`.
+    pub fn next_send(
+        &mut self,
+        id: &str,
+        last: u64,
+        commit: u64,
+        base: u64,
+        now: Instant,
+    ) -> Option<Send> {
         let f = self.followers.get_mut(id)?;
         if f.in_flight
             .is_some_and(|t| now.saturating_duration_since(t) < self.timeout)
         {
             return None;
         }
-        // Something new, or nothing confirmed yet (an empty batch probes where it stands).
-        if f.next > last && f.matched >= last {
+        // Something new, nothing confirmed yet (an empty batch probes where
+        // it stands), or a commit index it has not heard.
+        if f.next > last && f.matched >= last && f.commit_told >= commit {
             return None;
         }
         f.in_flight = Some(now);
+        f.commit_sent = commit;
         if f.next <= base {
             Some(Send::Snapshot)
         } else {
@@ -87,6 +110,7 @@ impl Replicator {
         if let Some(f) = self.followers.get_mut(id) {
             f.matched = f.matched.max(upto);
             f.next = f.matched + 1;
+            f.commit_told = f.commit_told.max(f.commit_sent);
             f.in_flight = None;
         }
     }
@@ -109,15 +133,12 @@ impl Replicator {
 
     /// The commit index, given the leader's last index.
     pub fn commit_index(&self, last: u64) -> u64 {
-        let durable = if self.followers.is_empty() {
+        // Only master-eligible followers count; leechers just follow.
+        let mut voters = self.followers.values().filter(|f| f.counts).peekable();
+        let durable = if voters.peek().is_none() {
             last
         } else {
-            self.followers
-                .values()
-                .map(|f| f.matched)
-                .max()
-                .unwrap_or(0)
-                .min(last)
+            voters.map(|f| f.matched).max().unwrap_or(0).min(last)
         };
         if durable >= self.epoch_start {
             durable
@@ -142,18 +163,27 @@ mod tests {
         let now = Instant::now();
         // Entries 1-4 from earlier epochs; this leader's barrier is entry 5.
         let mut r = Replicator::new(5, T);
-        r.set_followers(["a", "b"], 5);
-        assert_eq!(r.next_send("a", 5, 0, now), Some(Send::Entries { from: 6 }));
-        assert_eq!(r.next_send("a", 5, 0, now), None, "one batch in flight");
+        r.set_followers([("a", true), ("b", true)], 5);
+        assert_eq!(
+            r.next_send("a", 5, 0, 0, now),
+            Some(Send::Entries { from: 6 })
+        );
+        assert_eq!(r.next_send("a", 5, 0, 0, now), None, "one batch in flight");
         r.on_gap("a", 2);
-        assert_eq!(r.next_send("a", 5, 0, now), Some(Send::Entries { from: 3 }));
+        assert_eq!(
+            r.next_send("a", 5, 0, 0, now),
+            Some(Send::Entries { from: 3 })
+        );
         r.on_ok("a", 4);
         assert_eq!(
             r.commit_index(5),
             0,
             "entries of earlier epochs do not count alone"
         );
-        assert_eq!(r.next_send("a", 5, 0, now), Some(Send::Entries { from: 5 }));
+        assert_eq!(
+            r.next_send("a", 5, 0, 0, now),
+            Some(Send::Entries { from: 5 })
+        );
         r.on_ok("a", 5);
         assert_eq!(r.commit_index(5), 5);
         assert_eq!(r.commit_index(9), 5, "b holds nothing yet, a only up to 5");
@@ -164,29 +194,31 @@ mod tests {
         let mut r = Replicator::new(1, T);
         r.set_followers([], 3);
         assert_eq!(r.commit_index(3), 3);
+        r.set_followers([("leecher", false)], 3);
+        assert_eq!(r.commit_index(3), 3);
     }
 
     #[test]
     fn lagging_followers_get_a_snapshot_and_silent_ones_a_resend() {
         let now = Instant::now();
         let mut r = Replicator::new(100, T);
-        r.set_followers(["a"], 100);
-        r.next_send("a", 100, 50, now);
+        r.set_followers([("a", true)], 100);
+        r.next_send("a", 100, 0, 50, now);
         r.on_gap("a", 10);
-        assert_eq!(r.next_send("a", 100, 50, now), Some(Send::Snapshot));
+        assert_eq!(r.next_send("a", 100, 0, 50, now), Some(Send::Snapshot));
         r.on_ok("a", 50);
         assert_eq!(
-            r.next_send("a", 100, 50, now),
+            r.next_send("a", 100, 0, 50, now),
             Some(Send::Entries { from: 51 })
         );
         assert_eq!(
-            r.next_send("a", 100, 50, now + T),
+            r.next_send("a", 100, 0, 50, now + T),
             Some(Send::Entries { from: 51 }),
             "resent after the timeout"
         );
         r.on_ok("a", 100);
-        assert_eq!(r.next_send("a", 100, 50, now + T), None, "up to date");
-        r.set_followers(["b"], 100);
+        assert_eq!(r.next_send("a", 100, 0, 50, now + T), None, "up to date");
+        r.set_followers([("b", true)], 100);
         assert_eq!(r.matched("a"), None, "gone followers are forgotten");
     }
 }
@@ -273,7 +305,7 @@ mod sim {
                 let followers: Vec<usize> = (0..4).filter(|i| *i != leader && alive[*i]).collect();
                 let ids: Vec<String> = followers.iter().map(|i| i.to_string()).collect();
                 let last = stores[leader].last().index;
-                rep.set_followers(ids.iter().map(String::as_str), last);
+                rep.set_followers(ids.iter().map(|i| (i.as_str(), true)), last);
                 match st {
                     Step::Write(n) => {
                         let ops = (0..n).map(|_| { next_op += 1; op(next_op) }).collect();
@@ -282,7 +314,7 @@ mod sim {
                     Step::Deliver { to, lost } => {
                         let Some(&f) = followers.get(to % followers.len().max(1)) else { continue };
                         let id = f.to_string();
-                        let Some(Send::Entries { from }) = rep.next_send(&id, last, 0, now) else { continue };
+                        let Some(Send::Entries { from }) = rep.next_send(&id, last, 0, 0, now) else { continue };
                         let prev = pos_at(&stores[leader], from - 1);
                         let batch: Vec<Entry> = stores[leader].entries(from, 3).unwrap().unwrap();
                         let upto = prev.index + batch.len() as u64;

@@ -1,0 +1,520 @@
+//! The pinset task: owns the [`PinStore`], follows the leader the election
+//! chose, and on the leader replicates the log and commits writes.
+//!
+//! It learns the cluster from a `watch` of [`ClusterView`] (fed by the node
+//! loop) and talks to peers through a [`Transport`] (the node's
+//! request-response). Clients (the control API) use a [`PinsetHandle`]:
+//! a write is answered once it is committed, i.e. durable on the leader and
+//! on one other master-eligible node when one is live.
+//!
+//! On becoming leader it first catches up from the most advanced live peer,
+//! then writes a barrier entry of its epoch, then serves writes. A follower
+//! refuses appends from an epoch below the highest it has seen.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::replicate::{Replicator, Send};
+use super::store::{Appended, PinStore, PinStoreError};
+use super::{Entry, LogPos, Op, PinSpec};
+use crate::role::Role;
+use crate::wire::{MAX_PINSET_BATCH, PinsetRequest, PinsetResponse};
+
+/// A batch unanswered for this long is sent again.
+const RESEND: Duration = Duration::from_secs(2);
+const TICK: Duration = Duration::from_millis(50);
+
+/// The cluster as the election sees it, from the node loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub me: String,
+    pub role: Option<Role>,
+    /// The leader this node follows, and its epoch.
+    pub leader: Option<(String, u64)>,
+    /// Live peers and their roles.
+    pub peers: Vec<(String, Role)>,
+}
+
+/// Sends a pinset request to a peer and waits for the answer.
+pub trait Transport: Clone + std::marker::Send + Sync + 'static {
+    fn request(
+        &self,
+        peer: &str,
+        req: PinsetRequest,
+    ) -> impl Future<Output = Result<PinsetResponse, String>> + std::marker::Send;
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WriteError {
+    #[error("no leader at the moment; retry shortly")]
+    NoLeader,
+    #[error("read-only role: leechers take no writes")]
+    ReadOnly,
+    #[error("{0}")]
+    Failed(String),
+}
+
+enum Msg {
+    Inbound {
+        req: PinsetRequest,
+        reply: oneshot::Sender<PinsetResponse>,
+    },
+    Write {
+        op: Op,
+        reply: oneshot::Sender<Result<u64, WriteError>>,
+    },
+    List {
+        reply: oneshot::Sender<Result<Vec<PinSpec>, String>>,
+    },
+    Get {
+        cid: String,
+        reply: oneshot::Sender<Result<Option<PinSpec>, String>>,
+    },
+    Replied {
+        epoch: u64,
+        peer: String,
+        upto: u64,
+        result: Result<PinsetResponse, String>,
+    },
+}
+
+/// Talks to the pinset task.
+#[derive(Clone)]
+pub struct PinsetHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl PinsetHandle {
+    /// Applies `op` cluster-wide; `Ok(index)` once committed.
+    pub async fn write(&self, op: Op) -> Result<u64, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Write { op, reply })
+            .await
+            .map_err(|_| WriteError::Failed("the pinset task stopped".into()))?;
+        rx.await
+            .map_err(|_| WriteError::Failed("the pinset task stopped".into()))?
+    }
+
+    /// The committed pinset as this node holds it.
+    pub async fn list(&self) -> Result<Vec<PinSpec>, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::List { reply })
+            .await
+            .map_err(|e| e.to_string())?;
+        rx.await.map_err(|e| e.to_string())?
+    }
+
+    pub async fn get(&self, cid: &str) -> Result<Option<PinSpec>, String> {
+        let (reply, rx) = oneshot::channel();
+        let cid = cid.to_owned();
+        self.tx
+            .send(Msg::Get { cid, reply })
+            .await
+            .map_err(|e| e.to_string())?;
+        rx.await.map_err(|e| e.to_string())?
+    }
+
+    /// A peer's request; the answer comes on the receiver. `None` when the
+    /// task is overloaded or gone (the peer retries).
+    pub fn inbound(&self, req: PinsetRequest) -> Option<oneshot::Receiver<PinsetResponse>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Msg::Inbound { req, reply }).ok()?;
+        Some(rx)
+    }
+}
+
+struct Leading {
+    epoch: u64,
+    rep: Replicator,
+    /// Writes waiting for their index to commit.
+    waiting: BTreeMap<u64, Vec<oneshot::Sender<Result<u64, WriteError>>>>,
+}
+
+struct Actor<T: Transport> {
+    store: PinStore,
+    transport: T,
+    tx: mpsc::Sender<Msg>,
+    leading: Option<Leading>,
+    /// Highest leader epoch heard from: appends below it are refused.
+    seen_epoch: u64,
+}
+
+/// Starts the task.
+pub fn spawn<T: Transport>(
+    store: PinStore,
+    view: watch::Receiver<ClusterView>,
+    transport: T,
+    stop: CancellationToken,
+) -> PinsetHandle {
+    let (tx, rx) = mpsc::channel(1024);
+    let actor = Actor {
+        store,
+        transport,
+        tx: tx.clone(),
+        leading: None,
+        seen_epoch: 0,
+    };
+    tokio::spawn(actor.run(rx, view, stop));
+    PinsetHandle { tx }
+}
+
+fn pos_of(e: &Entry) -> LogPos {
+    LogPos {
+        epoch: e.epoch,
+        index: e.index,
+    }
+}
+
+impl<T: Transport> Actor<T> {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        mut view: watch::Receiver<ClusterView>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                msg = rx.recv() => match msg {
+                    Some(m) => self.on_msg(m, &view.borrow().clone()),
+                    None => break,
+                },
+                _ = tick.tick() => {}
+                changed = view.changed() => if changed.is_err() { break },
+            }
+            let v = view.borrow().clone();
+            if let Err(e) = self.drive(&v).await {
+                warn!("pinset: {e}");
+            }
+        }
+        self.step_down();
+    }
+
+    fn pos_at(&self, index: u64) -> Result<LogPos, PinStoreError> {
+        if index == 0 {
+            return Ok(LogPos::default());
+        }
+        Ok(self
+            .store
+            .entries(index, 1)?
+            .and_then(|e| e.first().map(pos_of))
+            .unwrap_or(LogPos { index, epoch: 0 }))
+    }
+
+    fn step_down(&mut self) {
+        if let Some(l) = self.leading.take() {
+            info!(epoch = l.epoch, "pinset: no longer leading");
+            for (_, waiters) in l.waiting {
+                for w in waiters {
+                    let _ = w.send(Err(WriteError::NoLeader));
+                }
+            }
+        }
+    }
+
+    fn on_msg(&mut self, msg: Msg, view: &ClusterView) {
+        match msg {
+            Msg::Inbound {
+                req: PinsetRequest::Write { op },
+                reply,
+            } => {
+                // Only the leader takes a forwarded write (no forwarding loops).
+                if self.leading.is_none() {
+                    let _ = reply.send(PinsetResponse::Refused {
+                        reason: "not the leader".into(),
+                    });
+                    return;
+                }
+                let (done, rx) = oneshot::channel();
+                self.on_write(op, done, view);
+                tokio::spawn(async move {
+                    let resp = match rx.await {
+                        Ok(Ok(index)) => PinsetResponse::Written { index },
+                        Ok(Err(e)) => PinsetResponse::Refused {
+                            reason: e.to_string(),
+                        },
+                        Err(_) => PinsetResponse::Refused {
+                            reason: "the pinset task stopped".into(),
+                        },
+                    };
+                    let _ = reply.send(resp);
+                });
+            }
+            Msg::Inbound { req, reply } => {
+                let _ = reply.send(self.on_request(req));
+            }
+            Msg::Write { op, reply } => self.on_write(op, reply, view),
+            Msg::List { reply } => {
+                let _ = reply.send(self.store.pins().map_err(|e| e.to_string()));
+            }
+            Msg::Get { cid, reply } => {
+                let _ = reply.send(self.store.pin(&cid).map_err(|e| e.to_string()));
+            }
+            Msg::Replied {
+                epoch,
+                peer,
+                upto,
+                result,
+            } => {
+                let Some(l) = self.leading.as_mut().filter(|l| l.epoch == epoch) else {
+                    return;
+                };
+                match result {
+                    Ok(PinsetResponse::Appended { ok: true, .. }) => l.rep.on_ok(&peer, upto),
+                    Ok(PinsetResponse::Appended { ok: false, last }) => {
+                        l.rep.on_gap(&peer, last.index)
+                    }
+                    Ok(other) => {
+                        debug!(%peer, ?other, "pinset append refused");
+                        l.rep.on_failure(&peer);
+                    }
+                    Err(e) => {
+                        debug!(%peer, "pinset append failed: {e}");
+                        l.rep.on_failure(&peer);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_write(
+        &mut self,
+        op: Op,
+        reply: oneshot::Sender<Result<u64, WriteError>>,
+        view: &ClusterView,
+    ) {
+        if view.role == Some(Role::Leecher) {
+            let _ = reply.send(Err(WriteError::ReadOnly));
+            return;
+        }
+        if let Some(l) = &self.leading {
+            let epoch = l.epoch;
+            match self.store.append_local(epoch, vec![op]) {
+                Ok(entries) => {
+                    let index = entries.last().map_or(0, |e| e.index);
+                    if let Some(l) = self.leading.as_mut() {
+                        l.waiting.entry(index).or_default().push(reply);
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(WriteError::Failed(e.to_string())));
+                }
+            }
+            return;
+        }
+        // Not leading: hand it to the leader.
+        let Some((leader, _)) = view.leader.clone().filter(|(l, _)| *l != view.me) else {
+            let _ = reply.send(Err(WriteError::NoLeader));
+            return;
+        };
+        let transport = self.transport.clone();
+        tokio::spawn(async move {
+            let answer = match transport
+                .request(&leader, PinsetRequest::Write { op })
+                .await
+            {
+                Ok(PinsetResponse::Written { index }) => Ok(index),
+                Ok(PinsetResponse::Refused { reason }) => {
+                    Err(WriteError::Failed(format!("the leader refused: {reason}")))
+                }
+                Ok(other) => Err(WriteError::Failed(format!("unexpected answer {other:?}"))),
+                Err(e) => Err(WriteError::Failed(format!("leader unreachable: {e}"))),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    fn on_request(&mut self, req: PinsetRequest) -> PinsetResponse {
+        let refused = |reason: String| PinsetResponse::Refused { reason };
+        match req {
+            PinsetRequest::Append {
+                epoch,
+                prev,
+                entries,
+                commit,
+            } => {
+                if epoch < self.seen_epoch {
+                    return refused(format!("stale epoch {epoch} (seen {})", self.seen_epoch));
+                }
+                self.seen_epoch = epoch;
+                if self.leading.as_ref().is_some_and(|l| l.epoch < epoch) {
+                    self.step_down();
+                }
+                let sent_upto = prev.index + entries.len() as u64;
+                match self.store.append(prev, &entries) {
+                    Ok(Appended::Ok(_)) => {
+                        if let Err(e) = self.store.commit_to(commit.min(sent_upto)) {
+                            return refused(e.to_string());
+                        }
+                        PinsetResponse::Appended {
+                            ok: true,
+                            last: self.store.last(),
+                        }
+                    }
+                    Ok(Appended::Gap { have }) => PinsetResponse::Appended {
+                        ok: false,
+                        last: have,
+                    },
+                    Err(e) => refused(e.to_string()),
+                }
+            }
+            PinsetRequest::Position => PinsetResponse::Position {
+                last: self.store.last(),
+                commit: self.store.commit_index(),
+            },
+            PinsetRequest::Fetch { from } => match self.store.entries(from, MAX_PINSET_BATCH) {
+                Ok(Some(entries)) => PinsetResponse::Entries { entries },
+                Ok(None) => refused("entries compacted: a snapshot is needed".into()),
+                Err(e) => refused(e.to_string()),
+            },
+            PinsetRequest::Write { .. } => refused("not the leader".into()),
+        }
+    }
+
+    /// Leadership changes, replication, commits.
+    async fn drive(&mut self, v: &ClusterView) -> Result<(), PinStoreError> {
+        let my_epoch = v
+            .leader
+            .as_ref()
+            .filter(|(l, _)| *l == v.me)
+            .map(|(_, e)| *e);
+        match (my_epoch, self.leading.as_ref().map(|l| l.epoch)) {
+            (Some(e), Some(cur)) if e == cur => {}
+            (Some(e), _) if e >= self.seen_epoch => {
+                self.step_down();
+                self.catch_up(v).await?;
+                self.seen_epoch = e;
+                let barrier = self.store.append_local(e, vec![Op::Barrier])?;
+                let start = barrier.last().map_or(1, |b| b.index);
+                info!(epoch = e, from = start, "pinset: leading");
+                self.leading = Some(Leading {
+                    epoch: e,
+                    rep: Replicator::new(start, RESEND),
+                    waiting: BTreeMap::new(),
+                });
+            }
+            (Some(_), _) => self.step_down(),
+            (None, Some(_)) => self.step_down(),
+            (None, None) => {}
+        }
+        let Some(l) = self.leading.as_mut() else {
+            return Ok(());
+        };
+        let last = self.store.last().index;
+        l.rep.set_followers(
+            v.peers
+                .iter()
+                .filter(|(id, _)| *id != v.me)
+                .map(|(id, role)| (id.as_str(), role.can_lead())),
+            last,
+        );
+        let now = Instant::now();
+        let ids: Vec<String> = v.peers.iter().map(|(id, _)| id.clone()).collect();
+        let (epoch, commit) = (l.epoch, self.store.commit_index());
+        for id in ids {
+            let Some(l) = self.leading.as_mut() else {
+                break;
+            };
+            let Some(Send::Entries { from }) = l.rep.next_send(&id, last, commit, 0, now) else {
+                continue;
+            };
+            let prev = self.pos_at(from - 1)?;
+            let entries = self
+                .store
+                .entries(from, MAX_PINSET_BATCH)?
+                .unwrap_or_default();
+            let upto = prev.index + entries.len() as u64;
+            let req = PinsetRequest::Append {
+                epoch,
+                prev,
+                entries,
+                commit,
+            };
+            let (transport, tx) = (self.transport.clone(), self.tx.clone());
+            tokio::spawn(async move {
+                let result = transport.request(&id, req).await;
+                let _ = tx
+                    .send(Msg::Replied {
+                        epoch,
+                        peer: id,
+                        upto,
+                        result,
+                    })
+                    .await;
+            });
+        }
+        let Some(l) = self.leading.as_mut() else {
+            return Ok(());
+        };
+        let target = l.rep.commit_index(last);
+        if target > self.store.commit_index() {
+            let committed = self.store.commit_to(target)?;
+            let l = self.leading.as_mut().expect("still leading");
+            let later = l.waiting.split_off(&(committed + 1));
+            for (index, waiters) in std::mem::replace(&mut l.waiting, later) {
+                for w in waiters {
+                    let _ = w.send(Ok(index));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Before leading: take what the most advanced live peer has beyond our commit.
+    async fn catch_up(&mut self, v: &ClusterView) -> Result<(), PinStoreError> {
+        let mut best: Option<(LogPos, String)> = None;
+        for (id, role) in &v.peers {
+            if *id == v.me || !role.can_lead() {
+                continue;
+            }
+            if let Ok(PinsetResponse::Position { last, .. }) =
+                self.transport.request(id, PinsetRequest::Position).await
+                && last > self.store.last()
+                && best.as_ref().is_none_or(|(b, _)| last > *b)
+            {
+                best = Some((last, id.clone()));
+            }
+        }
+        let Some((target, peer)) = best else {
+            return Ok(());
+        };
+        info!(%peer, ?target, "pinset: catching up before leading");
+        let mut from = self.store.commit_index() + 1;
+        loop {
+            let entries = match self
+                .transport
+                .request(&peer, PinsetRequest::Fetch { from })
+                .await
+            {
+                Ok(PinsetResponse::Entries { entries }) => entries,
+                other => {
+                    warn!(%peer, ?other, "pinset catch-up stopped");
+                    return Ok(());
+                }
+            };
+            let Some(tail) = entries.last().map(pos_of) else {
+                return Ok(());
+            };
+            let prev = self.pos_at(from - 1)?;
+            match self.store.append(prev, &entries)? {
+                Appended::Ok(_) => from = tail.index + 1,
+                Appended::Gap { .. } => {
+                    warn!(%peer, "pinset catch-up: logs do not line up");
+                    return Ok(());
+                }
+            }
+            if tail >= target {
+                return Ok(());
+            }
+        }
+    }
+}
