@@ -133,6 +133,8 @@ impl PinsetHandle {
 struct Leading {
     epoch: u64,
     rep: Replicator,
+    /// Writes not yet appended.
+    queued: Vec<(Op, oneshot::Sender<Result<u64, WriteError>>)>,
     /// Writes waiting for their index to commit.
     waiting: BTreeMap<u64, Vec<oneshot::Sender<Result<u64, WriteError>>>>,
 }
@@ -185,7 +187,15 @@ impl<T: Transport> Actor<T> {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 msg = rx.recv() => match msg {
-                    Some(m) => self.on_msg(m, &view.borrow().clone()),
+                    Some(m) => {
+                        let v = view.borrow().clone();
+                        self.on_msg(m, &v);
+                        // Take what else is queued before driving (bounded).
+                        for _ in 0..1024 {
+                            let Ok(m) = rx.try_recv() else { break };
+                            self.on_msg(m, &v);
+                        }
+                    }
                     None => break,
                 },
                 _ = tick.tick() => {}
@@ -213,10 +223,9 @@ impl<T: Transport> Actor<T> {
     fn step_down(&mut self) {
         if let Some(l) = self.leading.take() {
             info!(epoch = l.epoch, "pinset: no longer leading");
-            for (_, waiters) in l.waiting {
-                for w in waiters {
-                    let _ = w.send(Err(WriteError::NoLeader));
-                }
+            let queued = l.queued.into_iter().map(|(_, w)| w);
+            for w in l.waiting.into_values().flatten().chain(queued) {
+                let _ = w.send(Err(WriteError::NoLeader));
             }
         }
     }
@@ -296,19 +305,10 @@ impl<T: Transport> Actor<T> {
             let _ = reply.send(Err(WriteError::ReadOnly));
             return;
         }
-        if let Some(l) = &self.leading {
-            let epoch = l.epoch;
-            match self.store.append_local(epoch, vec![op]) {
-                Ok(entries) => {
-                    let index = entries.last().map_or(0, |e| e.index);
-                    if let Some(l) = self.leading.as_mut() {
-                        l.waiting.entry(index).or_default().push(reply);
-                    }
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(WriteError::Failed(e.to_string())));
-                }
-            }
+        if let Some(l) = self.leading.as_mut() {
+            // Appended with whatever else arrives before the next drive:
+            // one durable transaction for the lot (group commit).
+            l.queued.push((op, reply));
             return;
         }
         // Not leading: hand it to the leader.
@@ -399,12 +399,34 @@ impl<T: Transport> Actor<T> {
                 self.leading = Some(Leading {
                     epoch: e,
                     rep: Replicator::new(start, RESEND),
+                    queued: Vec::new(),
                     waiting: BTreeMap::new(),
                 });
             }
             (Some(_), _) => self.step_down(),
             (None, Some(_)) => self.step_down(),
             (None, None) => {}
+        }
+        let Some(l) = self.leading.as_mut() else {
+            return Ok(());
+        };
+        if !l.queued.is_empty() {
+            let epoch = l.epoch;
+            let (ops, replies): (Vec<Op>, Vec<_>) =
+                std::mem::take(&mut l.queued).into_iter().unzip();
+            match self.store.append_local(epoch, ops) {
+                Ok(entries) => {
+                    let l = self.leading.as_mut().expect("still leading");
+                    for (e, reply) in entries.iter().zip(replies) {
+                        l.waiting.entry(e.index).or_default().push(reply);
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(WriteError::Failed(e.to_string())));
+                    }
+                }
+            }
         }
         let Some(l) = self.leading.as_mut() else {
             return Ok(());
