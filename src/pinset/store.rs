@@ -17,6 +17,8 @@ const PINS: TableDefinition<&str, &[u8]> = TableDefinition::new("pins");
 /// counters: see the `K_*` keys
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const K_COMMIT: &str = "commit";
+/// redb's page cache.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// The last entry folded into the state and dropped from the log.
 const K_BASE_INDEX: &str = "base_index";
 const K_BASE_EPOCH: &str = "base_epoch";
@@ -62,7 +64,12 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 impl PinStore {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<PinStore, PinStoreError> {
-        let db = Database::create(path).map_err(|e| PinStoreError::Db {
+        // redb caches up to 1 GiB by default; the pinset's working set is
+        // far smaller, and the node's memory budget is tight.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| PinStoreError::Db {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
