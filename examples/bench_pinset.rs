@@ -124,7 +124,7 @@ async fn main() -> Result<(), String> {
         .ok_or("no follower")?;
     let client = writer.client.clone();
     let t = Instant::now();
-    let results: Vec<bool> = futures::stream::iter(0..args.items as u64)
+    let results: Vec<Result<(), String>> = futures::stream::iter(0..args.items as u64)
         .map(|i| {
             let client = client.clone();
             async move {
@@ -134,14 +134,22 @@ async fn main() -> Result<(), String> {
                     replication_max: Some(3),
                     name: None,
                 };
-                client.pin_add(&req).await.is_ok()
+                client
+                    .pin_add(&req)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }
         })
         .buffer_unordered(args.concurrency)
         .collect()
         .await;
     let elapsed = t.elapsed().as_secs_f64();
-    let acked = results.iter().filter(|ok| **ok).count();
+    let acked = results.iter().filter(|r| r.is_ok()).count();
+    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        *errors.entry(e.clone()).or_default() += 1;
+    }
     let rate = acked as f64 / elapsed;
     let leader_node = nodes
         .iter()
@@ -152,6 +160,7 @@ async fn main() -> Result<(), String> {
         "items": args.items,
         "concurrency": args.concurrency,
         "acknowledged": acked,
+        "errors": errors,
         "seconds": elapsed,
         "acknowledged_per_s": rate,
         "raw_local_engine_pin_per_s": raw_rate,

@@ -188,8 +188,9 @@ pub enum PinsetRequest {
     Position,
     /// Entries from `from` on.
     Fetch { from: u64 },
-    /// A client's change, sent to the leader; answered once committed.
-    Write { op: Op },
+    /// Clients' changes, sent to the leader in one batch; answered once
+    /// all are committed.
+    Write { ops: Vec<Op> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,7 +230,15 @@ impl PinsetRequest {
                 }
                 entries.iter().map(|e| &e.op).collect()
             }
-            PinsetRequest::Write { op } => vec![op],
+            PinsetRequest::Write { ops } => {
+                if ops.len() > MAX_PINSET_BATCH {
+                    return Err(WireError::Pinset(format!(
+                        "{} writes in one batch",
+                        ops.len()
+                    )));
+                }
+                ops.iter().collect()
+            }
             PinsetRequest::Position | PinsetRequest::Fetch { .. } => Vec::new(),
         };
         for op in ops {

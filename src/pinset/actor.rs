@@ -28,6 +28,8 @@ use crate::wire::{MAX_PINSET_BATCH, PinsetRequest, PinsetResponse};
 /// A batch unanswered for this long is sent again.
 const RESEND: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(50);
+/// Forwarded write batches in flight to the leader.
+const MAX_FORWARDS: usize = 4;
 
 /// The cluster as the election sees it, from the node loop.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,7 +51,7 @@ pub trait Transport: Clone + std::marker::Send + Sync + 'static {
     ) -> impl Future<Output = Result<PinsetResponse, String>> + std::marker::Send;
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum WriteError {
     #[error("no leader at the moment; retry shortly")]
     NoLeader,
@@ -75,6 +77,8 @@ enum Msg {
         cid: String,
         reply: oneshot::Sender<Result<Option<PinSpec>, String>>,
     },
+    /// A forwarded batch was answered.
+    Forwarded,
     Replied {
         epoch: u64,
         peer: String,
@@ -146,6 +150,9 @@ struct Actor<T: Transport> {
     leading: Option<Leading>,
     /// Highest leader epoch heard from: appends below it are refused.
     seen_epoch: u64,
+    /// Writes for the leader, not yet sent; batches in flight.
+    forward: Vec<(Op, oneshot::Sender<Result<u64, WriteError>>)>,
+    forwarding: usize,
 }
 
 /// Starts the task.
@@ -162,6 +169,8 @@ pub fn spawn<T: Transport>(
         tx: tx.clone(),
         leading: None,
         seen_epoch: 0,
+        forward: Vec::new(),
+        forwarding: 0,
     };
     tokio::spawn(actor.run(rx, view, stop));
     PinsetHandle { tx }
@@ -233,29 +242,40 @@ impl<T: Transport> Actor<T> {
     fn on_msg(&mut self, msg: Msg, view: &ClusterView) {
         match msg {
             Msg::Inbound {
-                req: PinsetRequest::Write { op },
+                req: PinsetRequest::Write { ops },
                 reply,
             } => {
-                // Only the leader takes a forwarded write (no forwarding loops).
+                // Only the leader takes forwarded writes (no forwarding loops).
                 if self.leading.is_none() {
                     let _ = reply.send(PinsetResponse::Refused {
                         reason: "not the leader".into(),
                     });
                     return;
                 }
-                let (done, rx) = oneshot::channel();
-                self.on_write(op, done, view);
+                let mut answers = Vec::with_capacity(ops.len());
+                for op in ops {
+                    let (done, rx) = oneshot::channel();
+                    self.on_write(op, done, view);
+                    answers.push(rx);
+                }
                 tokio::spawn(async move {
-                    let resp = match rx.await {
-                        Ok(Ok(index)) => PinsetResponse::Written { index },
-                        Ok(Err(e)) => PinsetResponse::Refused {
-                            reason: e.to_string(),
-                        },
-                        Err(_) => PinsetResponse::Refused {
-                            reason: "the pinset task stopped".into(),
-                        },
-                    };
-                    let _ = reply.send(resp);
+                    let mut last = 0;
+                    for rx in answers {
+                        match rx.await {
+                            Ok(Ok(index)) => last = last.max(index),
+                            Ok(Err(e)) => {
+                                let reason = e.to_string();
+                                let _ = reply.send(PinsetResponse::Refused { reason });
+                                return;
+                            }
+                            Err(_) => {
+                                let reason = "the pinset task stopped".into();
+                                let _ = reply.send(PinsetResponse::Refused { reason });
+                                return;
+                            }
+                        }
+                    }
+                    let _ = reply.send(PinsetResponse::Written { index: last });
                 });
             }
             Msg::Inbound { req, reply } => {
@@ -268,6 +288,7 @@ impl<T: Transport> Actor<T> {
             Msg::Get { cid, reply } => {
                 let _ = reply.send(self.store.pin(&cid).map_err(|e| e.to_string()));
             }
+            Msg::Forwarded => self.forwarding = self.forwarding.saturating_sub(1),
             Msg::Replied {
                 epoch,
                 peer,
@@ -311,26 +332,51 @@ impl<T: Transport> Actor<T> {
             l.queued.push((op, reply));
             return;
         }
-        // Not leading: hand it to the leader.
+        // Not leading: queued for the leader, sent in batches by `forward`.
+        self.forward.push((op, reply));
+    }
+
+    /// Sends queued writes to the leader, a batch at a time (at most
+    /// [`MAX_FORWARDS`] batches in flight), so a burst of clients costs a
+    /// few streams, not one each.
+    fn forward(&mut self, view: &ClusterView) {
+        if let Some(l) = self.leading.as_mut() {
+            // Became the leader meanwhile: they are ours to append.
+            l.queued.append(&mut self.forward);
+            return;
+        }
+        if self.forward.is_empty() {
+            return;
+        }
         let Some((leader, _)) = view.leader.clone().filter(|(l, _)| *l != view.me) else {
-            let _ = reply.send(Err(WriteError::NoLeader));
+            for (_, reply) in self.forward.drain(..) {
+                let _ = reply.send(Err(WriteError::NoLeader));
+            }
             return;
         };
-        let transport = self.transport.clone();
-        tokio::spawn(async move {
-            let answer = match transport
-                .request(&leader, PinsetRequest::Write { op })
-                .await
-            {
-                Ok(PinsetResponse::Written { index }) => Ok(index),
-                Ok(PinsetResponse::Refused { reason }) => {
-                    Err(WriteError::Failed(format!("the leader refused: {reason}")))
+        while self.forwarding < MAX_FORWARDS && !self.forward.is_empty() {
+            let n = self.forward.len().min(MAX_PINSET_BATCH);
+            let (ops, replies): (Vec<Op>, Vec<_>) = self.forward.drain(..n).unzip();
+            self.forwarding += 1;
+            let (transport, tx, leader) = (self.transport.clone(), self.tx.clone(), leader.clone());
+            tokio::spawn(async move {
+                let answer = match transport
+                    .request(&leader, PinsetRequest::Write { ops })
+                    .await
+                {
+                    Ok(PinsetResponse::Written { index }) => Ok(index),
+                    Ok(PinsetResponse::Refused { reason }) => {
+                        Err(WriteError::Failed(format!("the leader refused: {reason}")))
+                    }
+                    Ok(other) => Err(WriteError::Failed(format!("unexpected answer {other:?}"))),
+                    Err(e) => Err(WriteError::Failed(format!("leader unreachable: {e}"))),
+                };
+                for reply in replies {
+                    let _ = reply.send(answer.clone());
                 }
-                Ok(other) => Err(WriteError::Failed(format!("unexpected answer {other:?}"))),
-                Err(e) => Err(WriteError::Failed(format!("leader unreachable: {e}"))),
-            };
-            let _ = reply.send(answer);
-        });
+                let _ = tx.send(Msg::Forwarded).await;
+            });
+        }
     }
 
     fn on_request(&mut self, req: PinsetRequest) -> PinsetResponse {
@@ -382,6 +428,7 @@ impl<T: Transport> Actor<T> {
 
     /// Leadership changes, replication, commits.
     async fn drive(&mut self, v: &ClusterView) -> Result<(), PinStoreError> {
+        self.forward(v);
         let my_epoch = v
             .leader
             .as_ref()

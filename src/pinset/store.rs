@@ -70,9 +70,9 @@ impl PinStore {
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(|e| PinStoreError::Db {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
         let mut store = PinStore {
             db,
             path: path.to_owned(),
