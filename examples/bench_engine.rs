@@ -17,39 +17,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use ipfs_kit_p2p::ipfs_rpc::IpfsClient;
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{EngineProc, Spawner, release_binary, rss_kib, summary, wait_for};
+use ipfs_kit_p2p::testkit::{
+    EngineProc, Flags, Spawner, release_binary, rss_kib, summary, wait_for,
+};
 use serde_json::json;
 
 const MIB: usize = 1024 * 1024;
-
-struct Args {
-    trials: usize,
-    big_trials: usize,
-    items: usize,
-    bin: Option<PathBuf>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        trials: 10,
-        big_trials: 3,
-        items: 2000,
-        bin: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<usize>().map_err(|e| format!("{flag}: {e}"));
-        match flag.as_str() {
-            "--trials" => a.trials = num(val()?)?,
-            "--big-trials" => a.big_trials = num(val()?)?,
-            "--items" => a.items = num(val()?)?,
-            "--bin" => a.bin = Some(val()?.into()),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    Ok(a)
-}
 
 /// Fresh pseudo-random bytes per call, so no block is ever already stored.
 fn data(n: usize, seed: u64) -> Vec<u8> {
@@ -108,9 +81,12 @@ async fn pin_rate(c: &IpfsClient, cids: &[String], concurrency: usize) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let args = parse_args()?;
-    let bin = match args.bin.clone() {
-        Some(b) => b,
+    let flags = Flags::parse(&["trials", "big-trials", "items", "bin"])?;
+    let trials = flags.num("trials", 10)?;
+    let big_trials = flags.num("big-trials", 3)?;
+    let items = flags.num("items", 2000)?;
+    let bin = match flags.get("bin") {
+        Some(b) => PathBuf::from(b),
         None => release_binary()?,
     };
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -128,14 +104,14 @@ async fn main() -> Result<(), String> {
         .ok_or("no swarm address")?;
     b.swarm_connect(&addr).await.map_err(|e| e.to_string())?;
 
-    let one = rounds(&a, &b, MIB, args.trials, 1).await;
-    let big = rounds(&a, &b, 100 * MIB, args.big_trials, 1000).await;
+    let one = rounds(&a, &b, MIB, trials, 1).await;
+    let big = rounds(&a, &b, 100 * MIB, big_trials, 1000).await;
 
     // Small items: added (and pinned) on A, then unpinned and pinned again
     // locally, and pinned on B over bitswap.
     let mut cids = Vec::new();
     let t = Instant::now();
-    for i in 0..args.items {
+    for i in 0..items {
         cids.push(
             a.add("s", data(100, 10_000 + i as u64))
                 .await
@@ -143,7 +119,7 @@ async fn main() -> Result<(), String> {
                 .hash,
         );
     }
-    let add_small = args.items as f64 / t.elapsed().as_secs_f64();
+    let add_small = items as f64 / t.elapsed().as_secs_f64();
     for c in &cids {
         a.pin_rm(c).await.map_err(|e| e.to_string())?;
     }
@@ -162,7 +138,7 @@ async fn main() -> Result<(), String> {
     let mut sp = Spawner::new(&bin);
     sp.ipfs = "builtin".into();
     let mut recover = Vec::new();
-    for i in 0..args.trials {
+    for i in 0..trials {
         let node = sp
             .spawn(Role::Worker, &dir.path().join(format!("node{i}")), &[])
             .await?;
@@ -189,7 +165,7 @@ async fn main() -> Result<(), String> {
         "one_mib": one,
         "hundred_mib": big,
         "small_items": {
-            "items": args.items,
+            "items": items,
             "bytes_each": 100,
             "add_per_s": add_small,
             "local_pin_per_s": { "concurrency_1": local_1, "concurrency_16": local_16 },

@@ -19,54 +19,18 @@ use futures::StreamExt;
 use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::role::Role;
 use ipfs_kit_p2p::testkit::{
-    EngineProc, Spawner, agreed_leader, release_binary, rss_kib, wait_for,
+    EngineProc, Flags, Spawner, agreed_leader, cid_of, release_binary, rss_kib, wait_for,
 };
 use serde_json::json;
-use sha2::{Digest, Sha256};
-
-struct Args {
-    nodes: usize,
-    items: usize,
-    concurrency: usize,
-    bin: Option<PathBuf>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        nodes: 5,
-        items: 10_000,
-        concurrency: 64,
-        bin: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<usize>().map_err(|e| format!("{flag}: {e}"));
-        match flag.as_str() {
-            "--nodes" => a.nodes = num(val()?)?,
-            "--items" => a.items = num(val()?)?,
-            "--concurrency" => a.concurrency = num(val()?)?,
-            "--bin" => a.bin = Some(val()?.into()),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if a.nodes < 2 {
-        return Err("--nodes must be at least 2".into());
-    }
-    Ok(a)
-}
-
-fn cid(n: u64) -> String {
-    let digest = Sha256::digest(n.to_be_bytes());
-    let mh = cid::multihash::Multihash::<64>::wrap(0x12, &digest).expect("32-byte digest");
-    cid::Cid::new_v1(0x55, mh).to_string()
-}
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let args = parse_args()?;
-    let bin = match args.bin.clone() {
-        Some(b) => b,
+    let flags = Flags::parse(&["nodes", "items", "concurrency", "bin"])?;
+    let nodes_n = flags.num("nodes", 5)?.max(2);
+    let items = flags.num("items", 10_000)?;
+    let concurrency = flags.num("concurrency", 64)?;
+    let bin = match flags.get("bin") {
+        Some(b) => PathBuf::from(b),
         None => release_binary()?,
     };
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -76,7 +40,7 @@ async fn main() -> Result<(), String> {
     let engine = EngineProc::start(&bin, &dir.path().join("engine"), None).await?;
     let c = engine.client();
     let mut cids = Vec::new();
-    for i in 0..args.items.min(2000) {
+    for i in 0..items.min(2000) {
         let added = c
             .add("x", format!("item {i}").into_bytes())
             .await
@@ -90,7 +54,7 @@ async fn main() -> Result<(), String> {
             let c = c.clone();
             async move { c.pin_add(&cid).await.is_ok() }
         })
-        .buffer_unordered(args.concurrency)
+        .buffer_unordered(concurrency)
         .filter(|ok| futures::future::ready(*ok))
         .count()
         .await;
@@ -100,7 +64,7 @@ async fn main() -> Result<(), String> {
     // The cluster.
     let sp = Spawner::new(&bin);
     let mut nodes = Vec::new();
-    for i in 0..args.nodes {
+    for i in 0..nodes_n {
         let role = if i == 0 { Role::Master } else { Role::Worker };
         let boot: Vec<String> = nodes
             .first()
@@ -124,12 +88,12 @@ async fn main() -> Result<(), String> {
         .ok_or("no follower")?;
     let client = writer.client.clone();
     let t = Instant::now();
-    let results: Vec<Result<(), String>> = futures::stream::iter(0..args.items as u64)
+    let results: Vec<Result<(), String>> = futures::stream::iter(0..items as u64)
         .map(|i| {
             let client = client.clone();
             async move {
                 let req = PinRequest {
-                    cid: cid(i),
+                    cid: cid_of(i),
                     replication_min: Some(3),
                     replication_max: Some(3),
                     name: None,
@@ -141,7 +105,7 @@ async fn main() -> Result<(), String> {
                     .map_err(|e| e.to_string())
             }
         })
-        .buffer_unordered(args.concurrency)
+        .buffer_unordered(concurrency)
         .collect()
         .await;
     let elapsed = t.elapsed().as_secs_f64();
@@ -156,9 +120,9 @@ async fn main() -> Result<(), String> {
         .find(|n| n.peer_id == leader)
         .ok_or("leader gone")?;
     let out = json!({
-        "nodes": args.nodes,
-        "items": args.items,
-        "concurrency": args.concurrency,
+        "nodes": nodes_n,
+        "items": items,
+        "concurrency": concurrency,
         "acknowledged": acked,
         "errors": errors,
         "seconds": elapsed,

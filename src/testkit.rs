@@ -384,3 +384,44 @@ fn log_sink(log: Option<&Path>) -> Result<Stdio, String> {
         None => Ok(Stdio::null()),
     }
 }
+
+/// `--name value` options of a benchmark's command line.
+pub struct Flags(std::collections::HashMap<String, String>);
+
+impl Flags {
+    /// Reads `std::env::args`; an option not in `known` is an error.
+    pub fn parse(known: &[&str]) -> Result<Flags, String> {
+        let mut map = std::collections::HashMap::new();
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let name = flag.trim_start_matches("--");
+            if !flag.starts_with("--") || !known.contains(&name) {
+                return Err(format!(
+                    "unknown option {flag} (known: --{})",
+                    known.join(", --")
+                ));
+            }
+            let value = it.next().ok_or(format!("{flag} needs a value"))?;
+            map.insert(name.to_owned(), value);
+        }
+        Ok(Flags(map))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn num(&self, name: &str, default: usize) -> Result<usize, String> {
+        self.get(name).map_or(Ok(default), |v| {
+            v.parse().map_err(|e| format!("--{name} {v:?}: {e}"))
+        })
+    }
+}
+
+/// A valid CIDv1 (raw leaf, sha2-256 of `n`), distinct per number.
+pub fn cid_of(n: u64) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(n.to_be_bytes());
+    let mh = cid::multihash::Multihash::<64>::wrap(0x12, &digest).expect("a 32-byte digest fits");
+    cid::Cid::new_v1(0x55, mh).to_string()
+}

@@ -9,17 +9,13 @@ use std::time::Duration;
 
 use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{NodeProc, Spawner, agreed_leader, wait_for};
-use sha2::{Digest, Sha256};
+use ipfs_kit_p2p::testkit::{NodeProc, Spawner, agreed_leader, cid_of, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 const LONG: Duration = Duration::from_secs(60);
 
-/// A valid CIDv1 (raw, sha2-256) per number.
 fn cid(n: u64) -> String {
-    let digest = Sha256::digest(n.to_be_bytes());
-    let mh = cid::multihash::Multihash::<64>::wrap(0x12, &digest).unwrap();
-    cid::Cid::new_v1(0x55, mh).to_string()
+    cid_of(n)
 }
 
 fn req(cid: String) -> PinRequest {
