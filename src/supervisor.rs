@@ -120,6 +120,19 @@ pub enum State {
     Stopped,
 }
 
+impl State {
+    /// The name `status` shows (as serialised).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Ready => "ready",
+            State::Restarting => "restarting",
+            State::Failed => "failed",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
 /// A service's status, as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceStatus {
@@ -414,6 +427,14 @@ async fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_names_match_their_json() {
+        use State::*;
+        for st in [Starting, Ready, Restarting, Failed, Stopped] {
+            assert_eq!(serde_json::to_value(&st).unwrap(), st.as_str());
+        }
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_with_bounded_jitter() {

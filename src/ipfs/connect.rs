@@ -74,10 +74,10 @@ async fn run(
             continue;
         }
         // One client (and connection pool) per API address.
-        if client.as_ref().is_none_or(|c| c.addr() != api) {
-            client = Some(IpfsClient::new(api));
-        }
-        let client = client.as_ref().expect("set above");
+        let client = match &mut client {
+            Some(c) if c.addr() == api => c,
+            slot => slot.insert(IpfsClient::new(api)),
+        };
         let connected = match client.swarm_peers().await {
             Ok(p) => p,
             Err(e) => {

@@ -224,10 +224,7 @@ async fn monitor(
                     new.restarts = s.restarts;
                     new.last_error = s.last_error.clone();
                     if !ready {
-                        new.state = serde_json::to_value(&s.state)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default();
+                        new.state = s.state.as_str().into();
                         new.peer_id = None;
                         new.addrs.clear();
                     }
@@ -247,18 +244,17 @@ async fn monitor(
             };
             // One client (and connection pool) per API address.
             let addr = api.clone().unwrap_or_default();
-            if client
-                .as_ref()
-                .is_none_or(|c: &IpfsClient| c.addr() != addr)
-            {
-                let mut c = IpfsClient::new(addr);
-                c.timeout = cfg
-                    .health_interval
-                    .min(Duration::from_secs(5))
-                    .max(Duration::from_secs(1));
-                client = Some(c);
-            }
-            let client = client.as_ref().expect("set above");
+            let client = match &mut client {
+                Some(c) if c.addr() == addr => c,
+                slot => {
+                    let mut c = IpfsClient::new(addr);
+                    c.timeout = cfg
+                        .health_interval
+                        .min(Duration::from_secs(5))
+                        .max(Duration::from_secs(1));
+                    slot.insert(c)
+                }
+            };
             let answer = match &api {
                 Some(_) => client.id().await.map_err(|e| e.to_string()),
                 None => Err(format!("no api file in {}", repo.display())),
