@@ -107,7 +107,7 @@ struct AppError(StatusCode, String);
 /// What the handlers reach.
 #[derive(Clone)]
 pub struct ApiState {
-    node: NodeHandle,
+    pub(crate) node: NodeHandle,
     pins: PinsetHandle,
     defaults: PinsConfig,
 }
@@ -218,6 +218,11 @@ impl Client {
             .build()
             .unwrap_or_default();
         Client { http, addr }
+    }
+
+    /// `HOST:PORT` of the node's API.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<(T, String), ApiError> {

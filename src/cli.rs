@@ -98,6 +98,8 @@ pub enum Command {
     /// The cluster pinset: add, remove, list, show
     #[command(subcommand)]
     Pin(PinCommand),
+    /// Add a file to this node's IPFS and pin it cluster-wide
+    Add(AddArgs),
     /// Run the built-in IPFS engine (kubo's RPC API on rust-ipfs); the node
     /// starts this itself in `builtin` IPFS mode
     IpfsDaemon(DaemonArgs),
@@ -116,6 +118,8 @@ pub enum PinCommand {
         replication_max: Option<u8>,
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Remove a CID from the cluster pinset
     Rm { cid: String },
@@ -130,6 +134,37 @@ pub enum PinCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--wait`: return only once enough holders have the item pinned.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct WaitArgs {
+    /// Wait until replication_min holders have it pinned, showing progress
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (exit 1)
+    #[arg(long, default_value_t = 600, requires = "wait")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AddArgs {
+    /// The file to add
+    pub path: PathBuf,
+    /// Copies to keep (sets both min and max)
+    #[arg(long, conflicts_with_all = ["replication_min", "replication_max"])]
+    pub replication: Option<u8>,
+    /// Fewest copies to keep [default: pins.replication_min]
+    #[arg(long)]
+    pub replication_min: Option<u8>,
+    /// Most copies to keep [default: pins.replication_max]
+    #[arg(long)]
+    pub replication_max: Option<u8>,
+    /// Name of the pin [default: the file name]
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 /// Where the built-in IPFS engine keeps its data and listens. Its RPC API

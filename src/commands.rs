@@ -10,6 +10,8 @@ use crate::api::{Client, PeerView, StatusView, locate};
 use crate::cli::NodeArgs;
 use crate::config::{NodeConfig, default_data_dir};
 
+pub mod pins;
+
 fn client(args: &NodeArgs) -> anyhow::Result<Client> {
     let data_dir: PathBuf = match &args.data_dir {
         Some(d) => d.clone(),
@@ -35,63 +37,6 @@ pub async fn peers(args: &NodeArgs, json: bool) -> anyhow::Result<()> {
         println!("{raw}");
     } else {
         print!("{}", render_peers(&peers));
-    }
-    Ok(())
-}
-
-pub async fn pin(args: &NodeArgs, cmd: crate::cli::PinCommand) -> anyhow::Result<()> {
-    use crate::api::pins::PinRequest;
-    use crate::cli::PinCommand;
-    let c = client(args)?;
-    match cmd {
-        PinCommand::Add {
-            cid,
-            replication_min,
-            replication_max,
-            name,
-        } => {
-            let req = PinRequest {
-                cid,
-                replication_min,
-                replication_max,
-                name,
-            };
-            let (p, _) = c.pin_add(&req).await?;
-            println!(
-                "pinned {} (replication {}..{}, committed at {})",
-                p.cid,
-                p.replication_min,
-                p.replication_max,
-                p.committed_index.unwrap_or_default()
-            );
-        }
-        PinCommand::Rm { cid } => {
-            c.pin_rm(&cid).await?;
-            println!("unpinned {cid}");
-        }
-        PinCommand::Ls { json } => {
-            let (pins, raw) = c.pins().await?;
-            if json {
-                println!("{raw}");
-            } else {
-                for p in pins {
-                    println!(
-                        "{} {}..{} {}",
-                        p.cid, p.replication_min, p.replication_max, p.name
-                    );
-                }
-            }
-        }
-        PinCommand::Status { cid, json } => {
-            let (p, raw) = c.pin(&cid).await?;
-            if json {
-                println!("{raw}");
-            } else {
-                println!("cid          {}", p.cid);
-                println!("name         {}", p.name);
-                println!("replication  {}..{}", p.replication_min, p.replication_max);
-            }
-        }
     }
     Ok(())
 }

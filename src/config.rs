@@ -60,12 +60,26 @@ struct FileConfig {
     pins: PinsConfig,
 }
 
-/// The `[pins]` section: defaults for pins added without explicit replication.
+/// The `[pins]` section: replication defaults, and how the leader and the
+/// holders keep items replicated (see `config/default.toml` for defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PinsConfig {
     pub replication_min: u8,
     pub replication_max: u8,
+    /// A holder that goes down still counts this long before its items get
+    /// new copies elsewhere.
+    pub grace_secs: u64,
+    /// A peer whose pin failed is not asked again for that item before this.
+    pub retry_secs: u64,
+    /// Peers with less free disk get no new copies.
+    pub min_free_mib: u64,
+    /// IPFS pin/unpin calls a holder runs at once.
+    pub concurrency: usize,
+    /// Deadline of one `pin/add` on a holder.
+    pub pin_timeout_secs: u64,
+    /// How often a holder checks `pin/ls` against what it holds.
+    pub reconcile_secs: u64,
 }
 
 /// One `[[service]]` entry.
@@ -356,6 +370,15 @@ impl NodeConfig {
                 "pins.replication_min",
                 "need 1 <= replication_min <= replication_max <= 64",
             ));
+        }
+        if !(1..=256).contains(&p.concurrency) {
+            return Err(invalid("pins.concurrency", "need 1 to 256"));
+        }
+        if p.pin_timeout_secs == 0 {
+            return Err(invalid("pins.pin_timeout_secs", "must be at least 1"));
+        }
+        if p.reconcile_secs == 0 {
+            return Err(invalid("pins.reconcile_secs", "must be at least 1"));
         }
         if n.redial_interval_ms < 100 {
             return Err(invalid(

@@ -201,9 +201,37 @@ impl IpfsClient {
     /// Adds one file; returns its CID (kubo's defaults: CIDv0, 256 KiB chunks).
     pub async fn add(&self, name: &str, data: Vec<u8>) -> Result<Added, RpcError> {
         let part = reqwest::multipart::Part::bytes(data).file_name(name.to_owned());
+        self.add_part(part, true).await
+    }
+
+    /// Adds one file without pinning it: the blocks stay until a GC.
+    pub async fn add_unpinned(&self, name: &str, data: Vec<u8>) -> Result<Added, RpcError> {
+        let part = reqwest::multipart::Part::bytes(data).file_name(name.to_owned());
+        self.add_part(part, false).await
+    }
+
+    /// Adds one file from disk, streamed.
+    pub async fn add_file(&self, path: &std::path::Path) -> Result<Added, RpcError> {
+        let io = |e: std::io::Error| RpcError::Protocol {
+            call: "add",
+            status: 0,
+            message: format!("{}: {e}", path.display()),
+        };
+        let file = tokio::fs::File::open(path).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
+        let name = path
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+        let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::from(file), len)
+            .file_name(name);
+        self.add_part(part, true).await
+    }
+
+    async fn add_part(&self, part: reqwest::multipart::Part, pin: bool) -> Result<Added, RpcError> {
         let form = reqwest::multipart::Form::new().part("file", part);
+        let pin = if pin { "true" } else { "false" };
         let bytes = self
-            .post("add", &[("pin", "true")], Some(form), self.transfer_timeout)
+            .post("add", &[("pin", pin)], Some(form), self.transfer_timeout)
             .await?;
         // One JSON object per line; the last names the file added.
         let last = bytes

@@ -65,7 +65,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             None => run_node(NodeConfig::load(&cli.node)?).await,
             Some(Command::Status { json }) => commands::status(&cli.node, json).await,
             Some(Command::Peers { json }) => commands::peers(&cli.node, json).await,
-            Some(Command::Pin(cmd)) => commands::pin(&cli.node, cmd).await,
+            Some(Command::Pin(cmd)) => commands::pins::pin(&cli.node, cmd).await,
+            Some(Command::Add(add)) => commands::pins::add(&cli.node, add).await,
             Some(Command::IpfsDaemon(args)) => run_ipfs_daemon(args, cli.node.api).await,
         }
     })

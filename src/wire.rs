@@ -16,7 +16,7 @@ use crate::pinset::{Entry, LogPos, Op};
 use crate::role::Role;
 
 /// Version byte leading every message.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Largest gossip message accepted (heartbeats are ~200 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Largest request or response accepted over request-response.
@@ -99,6 +99,22 @@ pub struct IpfsInfo {
     pub addrs: Vec<String>,
 }
 
+impl IpfsInfo {
+    pub fn check(&self) -> Result<(), WireError> {
+        if self.peer_id.len() > 128 {
+            return Err(WireError::IpfsInfo("peer ID longer than 128 bytes"));
+        }
+        if self.addrs.len() > MAX_IPFS_ADDRS
+            || self.addrs.iter().any(|a| a.len() > MAX_IPFS_ADDR_LEN)
+        {
+            return Err(WireError::IpfsInfo(
+                "more than 8 addresses or one over 256 bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A node's periodic announcement of itself. Peer IDs travel as bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -118,15 +134,7 @@ impl Heartbeat {
     /// Rejects epochs no real cluster reaches (see [`MAX_EPOCH`]).
     pub fn check(&self) -> Result<(), WireError> {
         if let Some(i) = &self.ipfs {
-            if i.peer_id.len() > 128 {
-                return Err(WireError::IpfsInfo("peer ID longer than 128 bytes"));
-            }
-            if i.addrs.len() > MAX_IPFS_ADDRS || i.addrs.iter().any(|a| a.len() > MAX_IPFS_ADDR_LEN)
-            {
-                return Err(WireError::IpfsInfo(
-                    "more than 8 addresses or one over 256 bytes",
-                ));
-            }
+            i.check()?;
         }
         let epochs = [&self.follows, &self.voted]
             .into_iter()
@@ -167,6 +175,8 @@ pub enum Request {
     Leaving { incarnation: u64 },
     /// The replicated pinset.
     Pinset(PinsetRequest),
+    /// Replica orders and holders' states.
+    Holder(HolderRequest),
 }
 
 /// Most log entries in one [`PinsetRequest::Append`] or fetch answer (each
@@ -254,6 +264,160 @@ impl PinsetRequest {
     }
 }
 
+/// Most orders in one [`HolderRequest::Orders`], states in one
+/// [`HolderResponse::States`], and provider daemons named with an order batch.
+pub const MAX_ORDERS: usize = 512;
+pub const MAX_STATES: usize = 1024;
+pub const MAX_PROVIDERS: usize = 8;
+/// Longest error text a holder reports for a failed pin.
+pub const MAX_PIN_ERROR: usize = 256;
+
+/// The leader's orders to holders, and what holders have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HolderRequest {
+    /// Leader → holder: pin or unpin these. `(epoch, seq)` grows with every
+    /// batch a leader sends; a holder refuses an epoch below the highest it
+    /// has seen, and ignores a batch it has already taken. `providers` are
+    /// daemons that hold some of the items, to fetch them from.
+    Orders {
+        epoch: u64,
+        seq: u64,
+        orders: Vec<HolderOrder>,
+        providers: Vec<IpfsInfo>,
+    },
+    /// Leader → holder: the items whose state changed after `cursor` in
+    /// holder session `session` (`cursor` 0: all of them).
+    States { session: u64, cursor: u64 },
+    /// Any node → the leader: each holder's state for one item.
+    Status { cid: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderOrder {
+    pub cid: String,
+    /// `false`: unpin.
+    pub pin: bool,
+}
+
+/// An item on a holder, as its IPFS has it (`Pinned`, `Absent`) or as its
+/// order stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeldState {
+    Queued,
+    Pinning,
+    Pinned,
+    Failed(String),
+    Unpinning,
+    Absent,
+}
+
+impl HeldState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            HeldState::Queued => "queued",
+            HeldState::Pinning => "pinning",
+            HeldState::Pinned => "pinned",
+            HeldState::Failed(_) => "failed",
+            HeldState::Unpinning => "unpinning",
+            HeldState::Absent => "absent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HolderResponse {
+    /// The orders are taken (queued or already done).
+    Taken,
+    /// Changes after the asked cursor, oldest first, up to `cursor`.
+    /// `reset`: the asked cursor is from another session or too old, and
+    /// these start from scratch; `more`: ask again from `cursor`.
+    States {
+        session: u64,
+        cursor: u64,
+        reset: bool,
+        more: bool,
+        items: Vec<(String, HeldState)>,
+    },
+    /// The leader's view of one item: per peer ID, its state there.
+    Status {
+        peers: Vec<(String, HeldState)>,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+fn check_cid(cid: &str) -> Result<(), WireError> {
+    crate::pinset::canonical_cid(cid)
+        .map(drop)
+        .map_err(WireError::Pinset)
+}
+
+fn check_states<'a>(
+    states: impl ExactSizeIterator<Item = &'a (String, HeldState)>,
+) -> Result<(), WireError> {
+    if states.len() > MAX_STATES {
+        return Err(WireError::Pinset(format!(
+            "{} states in one answer",
+            states.len()
+        )));
+    }
+    for (key, state) in states {
+        if key.len() > 128 {
+            return Err(WireError::Pinset("key longer than 128 bytes".into()));
+        }
+        if let HeldState::Failed(e) = state
+            && e.len() > MAX_PIN_ERROR
+        {
+            return Err(WireError::Pinset("error text too long".into()));
+        }
+    }
+    Ok(())
+}
+
+impl HolderRequest {
+    pub fn check(&self) -> Result<(), WireError> {
+        match self {
+            HolderRequest::Orders {
+                epoch,
+                orders,
+                providers,
+                ..
+            } => {
+                if *epoch > MAX_EPOCH {
+                    return Err(WireError::EpochTooHigh(*epoch));
+                }
+                if orders.len() > MAX_ORDERS || providers.len() > MAX_PROVIDERS {
+                    return Err(WireError::Pinset(format!(
+                        "{} orders and {} providers in one batch",
+                        orders.len(),
+                        providers.len()
+                    )));
+                }
+                for p in providers {
+                    p.check()?;
+                }
+                orders.iter().try_for_each(|o| check_cid(&o.cid))
+            }
+            HolderRequest::States { .. } => Ok(()),
+            HolderRequest::Status { cid } => check_cid(cid),
+        }
+    }
+}
+
+impl HolderResponse {
+    pub fn check(&self) -> Result<(), WireError> {
+        match self {
+            HolderResponse::States { items, .. } => {
+                check_states(items.iter())?;
+                items.iter().try_for_each(|(cid, _)| check_cid(cid))
+            }
+            HolderResponse::Status { peers } => check_states(peers.iter()),
+            HolderResponse::Taken | HolderResponse::Refused { .. } => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Hello {
@@ -262,6 +426,7 @@ pub enum Response {
     },
     Ack,
     Pinset(PinsetResponse),
+    Holder(HolderResponse),
 }
 
 /// A peer and the addresses it can be dialled at, as shared in [`Response::Hello`].

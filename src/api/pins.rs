@@ -2,6 +2,7 @@
 //! leader (forwarded by the pinset task) and are answered once committed;
 //! a leecher refuses them (403) but reads work everywhere.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiState, AppError};
 use crate::pinset::actor::WriteError;
 use crate::pinset::{Op, PinSpec, canonical_cid};
+use crate::wire::HeldState;
 
 /// How long a write may wait for its commit.
 const WRITE_DEADLINE: Duration = Duration::from_secs(15);
@@ -38,6 +40,33 @@ pub struct PinView {
     /// The log index at which the change was committed (write answers only).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub committed_index: Option<u64>,
+    /// `GET /v1/pins/{cid}` only: each holder's state, from the leader.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub peers: Option<BTreeMap<String, PeerPin>>,
+    /// Why `peers` is missing (no leader, leader unreachable).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub peers_error: Option<String>,
+}
+
+/// An item on one holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerPin {
+    /// queued | pinning | pinned | failed | unpinning
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+impl From<HeldState> for PeerPin {
+    fn from(s: HeldState) -> Self {
+        PeerPin {
+            state: s.name().to_string(),
+            error: match s {
+                HeldState::Failed(e) => Some(e),
+                _ => None,
+            },
+        }
+    }
 }
 
 impl From<PinSpec> for PinView {
@@ -49,6 +78,8 @@ impl From<PinSpec> for PinView {
             replication_max: p.replication_max,
             added_unix_ms: p.added_unix_ms,
             committed_index: None,
+            peers: None,
+            peers_error: None,
         }
     }
 }
@@ -116,7 +147,16 @@ async fn show(
 ) -> Result<Json<PinView>, AppError> {
     let cid = canonical_cid(&cid).map_err(bad)?;
     match state.pins.get(&cid).await {
-        Ok(Some(p)) => Ok(Json(p.into())),
+        Ok(Some(p)) => {
+            let mut view = PinView::from(p);
+            match state.node.pin_peers(&cid).await {
+                Ok(peers) => {
+                    view.peers = Some(peers.into_iter().map(|(p, s)| (p, s.into())).collect())
+                }
+                Err(e) => view.peers_error = Some(e),
+            }
+            Ok(Json(view))
+        }
         Ok(None) => Err(AppError(
             StatusCode::NOT_FOUND,
             format!("{cid} is not in the pinset"),

@@ -135,7 +135,7 @@ impl Node {
                 ..
             }) => {
                 self.leaving.remove(&request_id);
-                self.on_pinset_failure(request_id, error.to_string());
+                self.on_rpc_failure(request_id, error.to_string());
                 debug!(%peer, error = %error, "request failed");
             }
             BehaviourEvent::Rpc(request_response::Event::InboundFailure {
@@ -183,10 +183,15 @@ impl Node {
                 ..
             } => self.on_pinset_request(peer, req, channel),
             Message::Request {
+                request: Request::Holder(req),
+                channel,
+                ..
+            } => self.on_holder_request(peer, req, channel),
+            Message::Request {
                 request, channel, ..
             } => {
                 let response = match request {
-                    Request::Pinset(_) => unreachable!("matched above"),
+                    Request::Pinset(_) | Request::Holder(_) => unreachable!("matched above"),
                     Request::Hello(hb) => {
                         self.on_heartbeat(peer, hb);
                         Response::Hello {
@@ -231,7 +236,9 @@ impl Node {
                 Response::Ack => {
                     self.leaving.remove(&request_id);
                 }
-                Response::Pinset(resp) => self.on_pinset_response(request_id, resp),
+                resp @ (Response::Pinset(_) | Response::Holder(_)) => {
+                    self.on_rpc_response(request_id, resp)
+                }
             },
         }
     }

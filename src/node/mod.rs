@@ -62,16 +62,21 @@ pub enum NodeError {
 
 enum Command {
     Status(oneshot::Sender<StatusView>),
-    /// A pinset request to a peer, on behalf of the pinset task.
-    SendPinset {
-        peer: PeerId,
-        req: wire::PinsetRequest,
-        reply: oneshot::Sender<Result<wire::PinsetResponse, String>>,
+    /// Each holder's state for one item, from the leader.
+    PinPeers {
+        cid: String,
+        reply: oneshot::Sender<Result<Vec<(String, wire::HeldState)>, String>>,
     },
-    /// The pinset task's answer to a peer's request.
-    RespondPinset {
+    /// A request to a peer on behalf of a task (pinset, keeper).
+    Send {
+        peer: PeerId,
+        req: Request,
+        reply: oneshot::Sender<Result<wire::Response, String>>,
+    },
+    /// A task's answer to a peer's request.
+    Respond {
         channel: libp2p::request_response::ResponseChannel<wire::Response>,
-        resp: wire::PinsetResponse,
+        resp: wire::Response,
     },
 }
 
@@ -96,19 +101,24 @@ impl NodeHandle {
     }
 }
 
-impl crate::pinset::actor::Transport for NodeHandle {
-    async fn request(
-        &self,
-        peer: &str,
-        req: wire::PinsetRequest,
-    ) -> Result<wire::PinsetResponse, String> {
+impl NodeHandle {
+    /// Each holder's state for `cid`, as the leader knows it.
+    pub async fn pin_peers(&self, cid: &str) -> Result<Vec<(String, wire::HeldState)>, String> {
+        let (reply, rx) = oneshot::channel();
+        let cid = cid.to_owned();
+        self.tx
+            .send_timeout(Command::PinPeers { cid, reply }, Duration::from_secs(2))
+            .await
+            .map_err(|_| "node loop busy or stopped".to_string())?;
+        rx.await.map_err(|_| "node loop stopped".to_string())?
+    }
+
+    /// Sends `req` to `peer` over request-response and waits for the answer.
+    async fn rpc(&self, peer: &str, req: Request) -> Result<wire::Response, String> {
         let peer: PeerId = peer.parse().map_err(|e| format!("peer {peer}: {e}"))?;
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send_timeout(
-                Command::SendPinset { peer, req, reply },
-                Duration::from_secs(2),
-            )
+            .send_timeout(Command::Send { peer, req, reply }, Duration::from_secs(2))
             .await
             .map_err(|_| "node loop busy or stopped".to_string())?;
         // The request-response timeout (5 s) answers first; this is a backstop.
@@ -116,6 +126,32 @@ impl crate::pinset::actor::Transport for NodeHandle {
             .await
             .map_err(|_| "no answer".to_string())?
             .map_err(|_| "node loop stopped".to_string())?
+    }
+}
+
+impl crate::pinset::actor::Transport for NodeHandle {
+    async fn request(
+        &self,
+        peer: &str,
+        req: wire::PinsetRequest,
+    ) -> Result<wire::PinsetResponse, String> {
+        match self.rpc(peer, Request::Pinset(req)).await? {
+            wire::Response::Pinset(r) => Ok(r),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+}
+
+impl crate::pinset::keeper::HolderTransport for NodeHandle {
+    async fn holder_request(
+        &self,
+        peer: &str,
+        req: wire::HolderRequest,
+    ) -> Result<wire::HolderResponse, String> {
+        match self.rpc(peer, Request::Holder(req)).await? {
+            wire::Response::Holder(r) => r.check().map(|()| r).map_err(|e| e.to_string()),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
     }
 }
 
@@ -149,8 +185,12 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     let pinset_stop = CancellationToken::new();
     let store = crate::pinset::store::PinStore::open(&data.path().join("pinset.redb"))
         .map_err(|e| NodeError::Pinset(e.to_string()))?;
+    let held = crate::pinset::held::HeldStore::open(&data.path().join("held.redb"))
+        .map_err(|e| NodeError::Pinset(e.to_string()))?;
+    let reader = store.reader();
     let (view_tx, view_rx) = watch::channel(crate::pinset::actor::ClusterView::default());
-    let pins = crate::pinset::actor::spawn(store, view_rx, handle.clone(), pinset_stop.clone());
+    let pins =
+        crate::pinset::actor::spawn(store, view_rx.clone(), handle.clone(), pinset_stop.clone());
     let api_stop = CancellationToken::new();
     let (api_addr, serve) = api::bind(
         cfg.api,
@@ -187,6 +227,32 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         .map_err(NodeError::Ipfs)?;
     let (ipfs_peers, ipfs_peers_rx) = mpsc::channel(256);
     crate::ipfs::connect::spawn(ipfs.status.clone(), ipfs_peers_rx, services_root.clone());
+    let p = cfg.pins;
+    let holder = crate::pinset::holder::spawn(
+        held,
+        crate::pinset::holder::HolderSettings {
+            role: cfg.role,
+            concurrency: p.concurrency,
+            pin_timeout: Duration::from_secs(p.pin_timeout_secs),
+            reconcile: Duration::from_secs(p.reconcile_secs),
+        },
+        ipfs.status.clone(),
+        view_rx.clone(),
+        pinset_stop.clone(),
+    )
+    .map_err(|e| NodeError::Pinset(e.to_string()))?;
+    let keeper = crate::pinset::keeper::spawn(
+        reader,
+        view_rx,
+        handle.clone(),
+        holder.clone(),
+        crate::pinset::plan::Limits {
+            grace: Duration::from_secs(p.grace_secs),
+            retry_after: Duration::from_secs(p.retry_secs),
+            min_free: p.min_free_mib * 1024 * 1024,
+        },
+        pinset_stop.clone(),
+    );
     let mut node = Node {
         health: sampler.sample(),
         swarm,
@@ -210,7 +276,9 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         pins,
         view: view_tx,
         handle,
-        pinset_pending: HashMap::new(),
+        rpc_pending: HashMap::new(),
+        holder,
+        keeper,
         cfg,
     };
     for event in early {
@@ -344,8 +412,11 @@ struct Node {
     view: watch::Sender<crate::pinset::actor::ClusterView>,
     /// This loop's own handle (answers from the pinset task come back through it).
     handle: NodeHandle,
-    pinset_pending:
-        HashMap<OutboundRequestId, oneshot::Sender<Result<wire::PinsetResponse, String>>>,
+    /// Tasks' requests to peers in flight.
+    rpc_pending: HashMap<OutboundRequestId, oneshot::Sender<Result<wire::Response, String>>>,
+    /// This node's holder, and the keeper (which acts while it leads).
+    holder: crate::pinset::holder::HolderHandle,
+    keeper: crate::pinset::keeper::KeeperHandle,
 }
 
 impl Node {
@@ -368,12 +439,13 @@ impl Node {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(cmd) = rx.recv() => match cmd {
                     Command::Status(reply) => { let _ = reply.send(self.status()); }
-                    Command::SendPinset { peer, req, reply } => {
-                        let id = self.swarm.behaviour_mut().rpc.send_request(&peer, Request::Pinset(req));
-                        self.pinset_pending.insert(id, reply);
+                    Command::PinPeers { cid, reply } => self.pin_peers(cid, reply),
+                    Command::Send { peer, req, reply } => {
+                        let id = self.swarm.behaviour_mut().rpc.send_request(&peer, req);
+                        self.rpc_pending.insert(id, reply);
                     }
-                    Command::RespondPinset { channel, resp } => {
-                        let _ = self.swarm.behaviour_mut().rpc.send_response(channel, wire::Response::Pinset(resp));
+                    Command::Respond { channel, resp } => {
+                        let _ = self.swarm.behaviour_mut().rpc.send_response(channel, resp);
                     }
                 },
                 _ = heartbeat.tick() => self.beat(),

@@ -5,11 +5,15 @@ use std::time::Instant;
 
 use libp2p::PeerId;
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
+use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::{Command, Node};
-use crate::pinset::actor::ClusterView;
-use crate::wire::{PinsetRequest, PinsetResponse, Response};
+use crate::pinset::actor::{ClusterView, DISK_GRAIN, PeerView};
+use crate::pinset::keeper::HolderTransport;
+use crate::wire::{
+    HeldState, HolderRequest, HolderResponse, PinsetRequest, PinsetResponse, Response,
+};
 
 impl Node {
     /// Publishes the leader and the live peers to the pinset task (only
@@ -24,8 +28,18 @@ impl Node {
                 .election
                 .peers()
                 .filter(|(id, _)| self.election.is_live(id, now))
-                .map(|(id, p)| (id.clone(), p.role))
+                .map(|(id, p)| PeerView {
+                    id: id.clone(),
+                    role: p.role,
+                    ipfs: self.peer_ipfs.get(id).cloned(),
+                    disk_free: self
+                        .peer_health
+                        .get(id)
+                        .map_or(0, |h| h.disk_free / DISK_GRAIN * DISK_GRAIN),
+                })
                 .collect(),
+            my_ipfs: self.ipfs_info(),
+            my_disk_free: self.health.disk_free / DISK_GRAIN * DISK_GRAIN,
         };
         self.view.send_if_modified(|v| {
             let changed = *v != view;
@@ -64,21 +78,92 @@ impl Node {
             let resp = answer
                 .await
                 .unwrap_or_else(|_| refuse("pinset task stopped".into()));
-            let _ = handle
-                .tx
-                .send(Command::RespondPinset { channel, resp })
-                .await;
+            let resp = Response::Pinset(resp);
+            let _ = handle.tx.send(Command::Respond { channel, resp }).await;
         });
     }
 
-    pub(super) fn on_pinset_response(&mut self, id: OutboundRequestId, resp: PinsetResponse) {
-        if let Some(reply) = self.pinset_pending.remove(&id) {
+    /// A holder request: orders and state polls go to this node's holder,
+    /// status questions to the keeper (which answers while it leads).
+    pub(super) fn on_holder_request(
+        &mut self,
+        peer: PeerId,
+        req: HolderRequest,
+        channel: ResponseChannel<Response>,
+    ) {
+        let refuse = |reason: String| HolderResponse::Refused { reason };
+        if let Err(e) = req.check() {
+            debug!(%peer, error = %e, "holder request refused");
+            let resp = Response::Holder(refuse(e.to_string()));
+            let _ = self.swarm.behaviour_mut().rpc.send_response(channel, resp);
+            return;
+        }
+        let handle = self.handle.clone();
+        if let HolderRequest::Status { cid } = req {
+            let keeper = self.keeper.clone();
+            tokio::spawn(async move {
+                let resp = match keeper.status(&cid).await {
+                    Ok(Some(peers)) => HolderResponse::Status { peers },
+                    Ok(None) => refuse("not the leader".into()),
+                    Err(e) => refuse(e),
+                };
+                let resp = Response::Holder(resp);
+                let _ = handle.tx.send(Command::Respond { channel, resp }).await;
+            });
+            return;
+        }
+        let Some(answer) = self.holder.inbound(peer.to_base58(), req) else {
+            let resp = Response::Holder(refuse("busy".into()));
+            let _ = self.swarm.behaviour_mut().rpc.send_response(channel, resp);
+            return;
+        };
+        tokio::spawn(async move {
+            let resp = answer
+                .await
+                .unwrap_or_else(|_| refuse("holder task stopped".into()));
+            let resp = Response::Holder(resp);
+            let _ = handle.tx.send(Command::Respond { channel, resp }).await;
+        });
+    }
+
+    /// Asks the keeper if this node leads, else the leader.
+    pub(super) fn pin_peers(
+        &mut self,
+        cid: String,
+        reply: oneshot::Sender<Result<Vec<(String, HeldState)>, String>>,
+    ) {
+        let (keeper, handle) = (self.keeper.clone(), self.handle.clone());
+        let leader = self.election.leader().map(|(l, _)| l.clone());
+        let me = self.election.me().clone();
+        tokio::spawn(async move {
+            let answer = match leader {
+                None => Err("no leader at the moment".to_string()),
+                Some(l) if l == me => keeper
+                    .status(&cid)
+                    .await
+                    .and_then(|s| s.ok_or_else(|| "not leading yet".to_string())),
+                Some(l) => match handle
+                    .holder_request(&l, HolderRequest::Status { cid })
+                    .await
+                {
+                    Ok(HolderResponse::Status { peers }) => Ok(peers),
+                    Ok(HolderResponse::Refused { reason }) => Err(format!("the leader: {reason}")),
+                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    Err(e) => Err(format!("leader unreachable: {e}")),
+                },
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    pub(super) fn on_rpc_response(&mut self, id: OutboundRequestId, resp: Response) {
+        if let Some(reply) = self.rpc_pending.remove(&id) {
             let _ = reply.send(Ok(resp));
         }
     }
 
-    pub(super) fn on_pinset_failure(&mut self, id: OutboundRequestId, error: String) {
-        if let Some(reply) = self.pinset_pending.remove(&id) {
+    pub(super) fn on_rpc_failure(&mut self, id: OutboundRequestId, error: String) {
+        if let Some(reply) = self.rpc_pending.remove(&id) {
             let _ = reply.send(Err(error));
         }
     }

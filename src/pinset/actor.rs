@@ -23,7 +23,7 @@ use super::replicate::{Replicator, Send};
 use super::store::{Appended, PinStore, PinStoreError};
 use super::{Entry, LogPos, Op, PinSpec};
 use crate::role::Role;
-use crate::wire::{MAX_PINSET_BATCH, PinsetRequest, PinsetResponse};
+use crate::wire::{IpfsInfo, MAX_PINSET_BATCH, PinsetRequest, PinsetResponse};
 
 /// A batch unanswered for this long is sent again.
 const RESEND: Duration = Duration::from_secs(2);
@@ -38,9 +38,25 @@ pub struct ClusterView {
     pub role: Option<Role>,
     /// The leader this node follows, and its epoch.
     pub leader: Option<(String, u64)>,
-    /// Live peers and their roles.
-    pub peers: Vec<(String, Role)>,
+    /// Live peers (not this node).
+    pub peers: Vec<PeerView>,
+    /// This node's IPFS and free disk, as its heartbeats say.
+    pub my_ipfs: Option<IpfsInfo>,
+    pub my_disk_free: u64,
 }
+
+/// A live peer as its heartbeats describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerView {
+    pub id: String,
+    pub role: Role,
+    pub ipfs: Option<IpfsInfo>,
+    /// Rounded down to [`DISK_GRAIN`], so the view does not change at every write.
+    pub disk_free: u64,
+}
+
+/// Granularity of free disk in a [`ClusterView`].
+pub const DISK_GRAIN: u64 = 64 * 1024 * 1024;
 
 /// Sends a pinset request to a peer and waits for the answer.
 pub trait Transport: Clone + std::marker::Send + Sync + 'static {
@@ -482,12 +498,12 @@ impl<T: Transport> Actor<T> {
         l.rep.set_followers(
             v.peers
                 .iter()
-                .filter(|(id, _)| *id != v.me)
-                .map(|(id, role)| (id.as_str(), role.can_lead())),
+                .filter(|p| p.id != v.me)
+                .map(|p| (p.id.as_str(), p.role.can_lead())),
             last,
         );
         let now = Instant::now();
-        let ids: Vec<String> = v.peers.iter().map(|(id, _)| id.clone()).collect();
+        let ids: Vec<String> = v.peers.iter().map(|p| p.id.clone()).collect();
         let (epoch, commit) = (l.epoch, self.store.commit_index());
         for id in ids {
             let Some(l) = self.leading.as_mut() else {
@@ -541,7 +557,7 @@ impl<T: Transport> Actor<T> {
     /// Before leading: take what the most advanced live peer has beyond our commit.
     async fn catch_up(&mut self, v: &ClusterView) -> Result<(), PinStoreError> {
         let mut best: Option<(LogPos, String)> = None;
-        for (id, role) in &v.peers {
+        for PeerView { id, role, .. } in &v.peers {
             if *id == v.me || !role.can_lead() {
                 continue;
             }

@@ -14,10 +14,20 @@
 //! * [`replicate`]: the leader's view of each follower's log, what to send
 //!   next, and the commit index: pure.
 //! * [`store::PinStore`]: the log and the applied state in one redb file,
-//!   every change one atomic, durable transaction.
+//!   every change one atomic, durable transaction; [`reader::PinReader`]
+//!   reads what is committed from other tasks.
+//! * [`actor`]: the pinset task (log replication, writes).
+//! * [`keeper`]: on the leader, orders holders to pin and unpin so every
+//!   item keeps its replication factor ([`plan`] decides).
+//! * [`holder`]: on every node, carries out orders on the local IPFS and
+//!   reports what it holds; [`held::HeldStore`] remembers it across restarts.
 
 pub mod actor;
+pub mod held;
+pub mod holder;
+pub mod keeper;
 pub mod plan;
+pub mod reader;
 pub mod replicate;
 pub mod store;
 

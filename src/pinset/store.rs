@@ -5,22 +5,23 @@
 //! naming it, never a silent reset.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{Entry, LogPos, Op, PinSpec};
 
 /// index → bincode (epoch, op)
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+pub(super) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// cid → bincode PinSpec (the applied state)
-const PINS: TableDefinition<&str, &[u8]> = TableDefinition::new("pins");
+pub(super) const PINS: TableDefinition<&str, &[u8]> = TableDefinition::new("pins");
 /// counters: see the `K_*` keys
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const K_COMMIT: &str = "commit";
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const K_COMMIT: &str = "commit";
 /// redb's page cache.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// The last entry folded into the state and dropped from the log.
-const K_BASE_INDEX: &str = "base_index";
+pub(super) const K_BASE_INDEX: &str = "base_index";
 const K_BASE_EPOCH: &str = "base_epoch";
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,7 @@ pub enum Appended {
 }
 
 pub struct PinStore {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
     // Cached from disk; updated in the same call as the transaction commits.
     last: LogPos,
@@ -59,6 +60,28 @@ pub struct PinStore {
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).expect("in-memory encoding")
+}
+
+pub(super) fn decode_entry(path: &Path, index: u64, bytes: &[u8]) -> Result<Entry, PinStoreError> {
+    let ((epoch, op), _): ((u64, Op), usize) =
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(|e| {
+            PinStoreError::Corrupt {
+                path: path.to_owned(),
+                what: format!("log entry {index}"),
+                message: e.to_string(),
+            }
+        })?;
+    Ok(Entry { index, epoch, op })
+}
+
+pub(super) fn decode_pin(path: &Path, cid: &str, bytes: &[u8]) -> Result<PinSpec, PinStoreError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(p, _)| p)
+        .map_err(|e| PinStoreError::Corrupt {
+            path: path.to_owned(),
+            what: format!("pin {cid}"),
+            message: e.to_string(),
+        })
 }
 
 impl PinStore {
@@ -74,7 +97,7 @@ impl PinStore {
                 message: e.to_string(),
             })?;
         let mut store = PinStore {
-            db,
+            db: Arc::new(db),
             path: path.to_owned(),
             last: LogPos::default(),
             commit: 0,
@@ -119,15 +142,12 @@ impl PinStore {
     }
 
     fn decode_entry(&self, index: u64, bytes: &[u8]) -> Result<Entry, PinStoreError> {
-        let ((epoch, op), _): ((u64, Op), usize) =
-            bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map_err(|e| {
-                PinStoreError::Corrupt {
-                    path: self.path.clone(),
-                    what: format!("log entry {index}"),
-                    message: e.to_string(),
-                }
-            })?;
-        Ok(Entry { index, epoch, op })
+        decode_entry(&self.path, index, bytes)
+    }
+
+    /// A read-only view of the same database for other tasks.
+    pub fn reader(&self) -> super::reader::PinReader {
+        super::reader::PinReader::new(self.db.clone(), self.path.clone())
     }
 
     /// Runs `f` on the three tables in one durable write transaction.
@@ -296,13 +316,7 @@ impl PinStore {
     }
 
     fn decode_pin(&self, cid: &str, bytes: &[u8]) -> Result<PinSpec, PinStoreError> {
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map(|(p, _)| p)
-            .map_err(|e| PinStoreError::Corrupt {
-                path: self.path.clone(),
-                what: format!("pin {cid}"),
-                message: e.to_string(),
-            })
+        decode_pin(&self.path, cid, bytes)
     }
 
     /// Entries from `from` on, at most `max`; `None` if they were compacted away.

@@ -1,0 +1,579 @@
+//! The holder task: carries out the leader's pin and unpin orders on this
+//! node's IPFS and keeps what the leader asks about, the state of every item
+//! it was ordered to hold.
+//!
+//! * Orders are refused from a leecher's holder, from a peer that is not a
+//!   live master or worker, and below the highest leader epoch seen (kept on
+//!   disk). A batch already taken is ignored, and an order for what is
+//!   already so is a no-op: retried and duplicated orders are harmless.
+//! * At most `concurrency` IPFS calls run at once; the rest wait, queued.
+//! * Every state change gets a version; the leader asks for the changes
+//!   after the last version it saw ([`HolderRequest::States`]), so a new
+//!   leader rebuilds the picture from scratch and a running one cheaply.
+//! * `Pinned` is what this IPFS says: an item is marked so when `pin/add`
+//!   succeeded, and `pin/ls` is checked at start and every `reconcile` so a
+//!   pin lost under us is reported `Absent` (and re-ordered by the leader).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::actor::ClusterView;
+use super::held::HeldStore;
+use crate::ipfs::IpfsStatus;
+use crate::ipfs_rpc::{IpfsClient, RpcError};
+use crate::role::Role;
+use crate::wire::{
+    HeldState, HolderOrder, HolderRequest, HolderResponse, IpfsInfo, MAX_PIN_ERROR, MAX_STATES,
+};
+
+/// Settings of the holder.
+#[derive(Debug, Clone, Copy)]
+pub struct HolderSettings {
+    pub role: Role,
+    /// IPFS calls at once.
+    pub concurrency: usize,
+    /// Deadline of one `pin/add`.
+    pub pin_timeout: Duration,
+    /// How often `pin/ls` is checked against what is held.
+    pub reconcile: Duration,
+}
+
+/// Tombstones (items unpinned) kept for leaders that follow changes; a
+/// leader further behind starts from scratch.
+const MAX_TOMBSTONES: usize = 16 * 1024;
+
+enum Msg {
+    Request {
+        from: String,
+        req: HolderRequest,
+        reply: oneshot::Sender<HolderResponse>,
+    },
+    Done {
+        cid: String,
+        pin: bool,
+        result: Result<(), String>,
+    },
+    /// `pin/ls` as of version `at`.
+    Listed {
+        at: u64,
+        pinned: Result<HashSet<String>, String>,
+    },
+}
+
+/// Talks to the holder task.
+#[derive(Clone)]
+pub struct HolderHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl HolderHandle {
+    /// A request from `from` (a peer ID, or this node's own keeper); `None`
+    /// when the task is overloaded or gone.
+    pub fn inbound(
+        &self,
+        from: String,
+        req: HolderRequest,
+    ) -> Option<oneshot::Receiver<HolderResponse>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Msg::Request { from, req, reply }).ok()?;
+        Some(rx)
+    }
+
+    pub async fn request(
+        &self,
+        from: String,
+        req: HolderRequest,
+    ) -> Result<HolderResponse, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Request { from, req, reply })
+            .await
+            .map_err(|_| "the holder task stopped".to_string())?;
+        rx.await.map_err(|_| "the holder task stopped".to_string())
+    }
+}
+
+struct Item {
+    state: HeldState,
+    version: u64,
+    /// What the last order asked.
+    want_pin: bool,
+    running: bool,
+}
+
+struct Holder {
+    store: HeldStore,
+    settings: HolderSettings,
+    tx: mpsc::Sender<Msg>,
+    /// Changes between sessions (restarts) are not comparable.
+    session: u64,
+    version: u64,
+    items: HashMap<String, Item>,
+    /// version → cid, the latest version of each item only.
+    by_version: BTreeMap<u64, String>,
+    tombstones: usize,
+    /// Cursors below this were pruned: their leader starts from scratch.
+    floor: u64,
+    max_epoch: u64,
+    last_batch: (u64, u64),
+    queue: VecDeque<String>,
+    running: usize,
+    client: Option<IpfsClient>,
+    /// Whether `pin/ls` has been checked in this session, and when next.
+    listing: bool,
+    next_list: Option<Instant>,
+    /// Held-set changes not yet on disk.
+    add: Vec<String>,
+    remove: Vec<String>,
+}
+
+/// Starts the task.
+pub fn spawn(
+    store: HeldStore,
+    settings: HolderSettings,
+    ipfs: watch::Receiver<IpfsStatus>,
+    view: watch::Receiver<ClusterView>,
+    stop: CancellationToken,
+) -> Result<HolderHandle, super::held::HeldStoreError> {
+    let (held, max_epoch) = store.load()?;
+    let (tx, rx) = mpsc::channel(1024);
+    let mut h = Holder {
+        store,
+        settings,
+        tx: tx.clone(),
+        session: rand::random::<u64>() | 1,
+        version: 0,
+        items: HashMap::new(),
+        by_version: BTreeMap::new(),
+        tombstones: 0,
+        floor: 0,
+        max_epoch,
+        last_batch: (max_epoch, 0),
+        queue: VecDeque::new(),
+        running: 0,
+        client: None,
+        listing: false,
+        next_list: Some(Instant::now()),
+        add: Vec::new(),
+        remove: Vec::new(),
+    };
+    // Held before the restart: pinned unless `pin/ls` says otherwise.
+    for cid in held {
+        h.set(&cid, HeldState::Pinned, true);
+    }
+    tokio::spawn(h.run(rx, ipfs, view, stop));
+    Ok(HolderHandle { tx })
+}
+
+fn short(e: impl std::fmt::Display) -> String {
+    let mut s = e.to_string();
+    if s.len() > MAX_PIN_ERROR {
+        let mut end = MAX_PIN_ERROR - 3;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}
+
+impl Holder {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        mut ipfs: watch::Receiver<IpfsStatus>,
+        view: watch::Receiver<ClusterView>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.on_msg(msg, &view.borrow());
+                    for _ in 0..1024 {
+                        let Ok(msg) = rx.try_recv() else { break };
+                        self.on_msg(msg, &view.borrow());
+                    }
+                }
+                changed = ipfs.changed() => if changed.is_err() { break },
+                _ = tick.tick() => {}
+            }
+            self.flush();
+            self.use_ipfs(&ipfs.borrow());
+            self.pump();
+            self.maybe_list();
+        }
+        self.flush();
+    }
+
+    /// Writes held-set changes in one transaction.
+    fn flush(&mut self) {
+        if self.add.is_empty() && self.remove.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.update(&self.add, &self.remove, None) {
+            // Not fatal: the leader's picture comes from `pin/ls` too.
+            warn!("holder: {e}");
+        }
+        self.add.clear();
+        self.remove.clear();
+    }
+
+    fn use_ipfs(&mut self, st: &IpfsStatus) {
+        match (&st.api, st.is_ready()) {
+            (Some(api), true) => {
+                if self.client.as_ref().is_none_or(|c| c.addr() != api) {
+                    let mut c = IpfsClient::new(api.clone());
+                    c.transfer_timeout = self.settings.pin_timeout;
+                    self.client = Some(c);
+                }
+            }
+            _ => self.client = None,
+        }
+    }
+
+    /// Records a new state for `cid` under a new version.
+    fn set(&mut self, cid: &str, state: HeldState, want_pin: bool) {
+        self.version += 1;
+        let version = self.version;
+        let was_tomb;
+        match self.items.get_mut(cid) {
+            Some(item) => {
+                was_tomb = item.state == HeldState::Absent;
+                self.by_version.remove(&item.version);
+                item.state = state.clone();
+                item.version = version;
+                item.want_pin = want_pin;
+            }
+            None => {
+                was_tomb = false;
+                self.items.insert(
+                    cid.to_owned(),
+                    Item {
+                        state: state.clone(),
+                        version,
+                        want_pin,
+                        running: false,
+                    },
+                );
+            }
+        }
+        self.by_version.insert(version, cid.to_owned());
+        let is_tomb = state == HeldState::Absent;
+        match (was_tomb, is_tomb) {
+            (false, true) => self.tombstones += 1,
+            (true, false) => self.tombstones -= 1,
+            _ => {}
+        }
+        if self.tombstones > MAX_TOMBSTONES {
+            self.prune();
+        }
+    }
+
+    /// Forgets the older half of the tombstones.
+    fn prune(&mut self) {
+        let target = MAX_TOMBSTONES / 2;
+        let old: Vec<(u64, String)> = self
+            .by_version
+            .iter()
+            .filter(|(_, cid)| {
+                self.items
+                    .get(*cid)
+                    .is_some_and(|i| i.state == HeldState::Absent && !i.running && !i.want_pin)
+            })
+            .take(self.tombstones - target)
+            .map(|(v, c)| (*v, c.clone()))
+            .collect();
+        for (v, cid) in old {
+            self.by_version.remove(&v);
+            self.items.remove(&cid);
+            self.tombstones -= 1;
+            self.floor = self.floor.max(v);
+        }
+    }
+
+    fn on_msg(&mut self, msg: Msg, view: &ClusterView) {
+        match msg {
+            Msg::Request { from, req, reply } => {
+                let _ = reply.send(self.on_request(&from, req, view));
+            }
+            Msg::Done { cid, pin, result } => self.on_done(cid, pin, result),
+            Msg::Listed { at, pinned } => self.on_listed(at, pinned),
+        }
+    }
+
+    fn on_request(&mut self, from: &str, req: HolderRequest, view: &ClusterView) -> HolderResponse {
+        let refused = |reason: String| HolderResponse::Refused { reason };
+        match req {
+            HolderRequest::Orders {
+                epoch,
+                seq,
+                orders,
+                providers,
+            } => {
+                if self.settings.role == Role::Leecher {
+                    return refused("read-only role: leechers hold no cluster pins".into());
+                }
+                let eligible =
+                    from == view.me || view.peers.iter().any(|p| p.id == from && p.role.can_lead());
+                if !eligible {
+                    return refused(format!("{from} is not a live master or worker"));
+                }
+                let followed = view.leader.as_ref().map_or(0, |(_, e)| *e);
+                let floor = self.max_epoch.max(followed);
+                if epoch < floor {
+                    debug!(%from, epoch, floor, "holder: stale orders refused");
+                    return refused(format!("stale epoch {epoch}: epoch {floor} seen"));
+                }
+                if epoch > self.max_epoch {
+                    if let Err(e) = self.store.update(&[], &[], Some(epoch)) {
+                        return refused(e.to_string());
+                    }
+                    self.max_epoch = epoch;
+                }
+                if (epoch, seq) <= self.last_batch {
+                    return HolderResponse::Taken;
+                }
+                self.last_batch = (epoch, seq);
+                for order in orders {
+                    self.take(order);
+                }
+                self.connect(providers);
+                HolderResponse::Taken
+            }
+            HolderRequest::States { session, cursor } => self.states(session, cursor),
+            HolderRequest::Status { .. } => refused("ask the leader".into()),
+        }
+    }
+
+    fn take(&mut self, order: HolderOrder) {
+        let HolderOrder { cid, pin } = order;
+        let (state, running) = match self.items.get_mut(&cid) {
+            Some(i) => {
+                i.want_pin = pin;
+                (i.state.clone(), i.running)
+            }
+            None if !pin => return,
+            None => (HeldState::Absent, false),
+        };
+        if running {
+            // Reconsidered when the call in progress ends.
+            return;
+        }
+        match (pin, state) {
+            (true, HeldState::Pinned | HeldState::Queued) => {}
+            (false, HeldState::Absent | HeldState::Unpinning) => {}
+            (true, _) => {
+                self.set(&cid, HeldState::Queued, true);
+                self.queue.push_back(cid);
+            }
+            (false, _) => {
+                self.set(&cid, HeldState::Unpinning, false);
+                self.queue.push_back(cid);
+            }
+        }
+    }
+
+    /// Dials provider daemons our IPFS is not connected to (best effort).
+    fn connect(&self, providers: Vec<IpfsInfo>) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        if providers.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            let connected = client.swarm_peers().await.unwrap_or_default();
+            for p in providers {
+                if !p.ready || connected.iter().any(|c| *c == p.peer_id) {
+                    continue;
+                }
+                for addr in &p.addrs {
+                    if client.swarm_connect(addr).await.is_ok() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Session 0 (never a real one) asks for everything from scratch.
+    fn states(&self, session: u64, cursor: u64) -> HolderResponse {
+        let reset = session != self.session || cursor < self.floor;
+        let from = if reset { 0 } else { cursor };
+        let mut items = Vec::new();
+        let mut last = from;
+        let mut more = false;
+        for (v, cid) in self.by_version.range(from + 1..) {
+            if items.len() == MAX_STATES {
+                more = true;
+                break;
+            }
+            last = *v;
+            let Some(item) = self.items.get(cid) else {
+                continue;
+            };
+            // From scratch, what is absent goes without saying.
+            if from == 0 && item.state == HeldState::Absent {
+                continue;
+            }
+            items.push((cid.clone(), item.state.clone()));
+        }
+        if !more {
+            last = self.version.max(last);
+        }
+        HolderResponse::States {
+            session: self.session,
+            cursor: last,
+            reset,
+            more,
+            items,
+        }
+    }
+
+    /// Starts queued calls while there is room and an IPFS to call.
+    fn pump(&mut self) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        while self.running < self.settings.concurrency {
+            let Some(cid) = self.queue.pop_front() else {
+                return;
+            };
+            let Some(item) = self.items.get(&cid) else {
+                continue;
+            };
+            let pin = item.want_pin;
+            let done = match &item.state {
+                HeldState::Pinned => pin,
+                HeldState::Absent => !pin,
+                _ => false,
+            };
+            if item.running || done {
+                continue;
+            }
+            let state = if pin {
+                HeldState::Pinning
+            } else {
+                HeldState::Unpinning
+            };
+            self.set(&cid, state, pin);
+            if let Some(i) = self.items.get_mut(&cid) {
+                i.running = true;
+            }
+            self.running += 1;
+            let (client, tx) = (client.clone(), self.tx.clone());
+            tokio::spawn(async move {
+                let result = if pin {
+                    client.pin_add(&cid).await.map(drop).map_err(short)
+                } else {
+                    match client.pin_rm(&cid).await {
+                        Ok(_) => Ok(()),
+                        Err(RpcError::Rpc { message, .. }) if message.contains("not pinned") => {
+                            Ok(())
+                        }
+                        Err(e) => Err(short(e)),
+                    }
+                };
+                let _ = tx.send(Msg::Done { cid, pin, result }).await;
+            });
+        }
+    }
+
+    fn on_done(&mut self, cid: String, pin: bool, result: Result<(), String>) {
+        self.running -= 1;
+        let Some(item) = self.items.get_mut(&cid) else {
+            return;
+        };
+        item.running = false;
+        let want_pin = item.want_pin;
+        let state = match (pin, result) {
+            (true, Ok(())) => {
+                self.add.push(cid.clone());
+                HeldState::Pinned
+            }
+            (false, Ok(())) => {
+                self.remove.push(cid.clone());
+                HeldState::Absent
+            }
+            (true, Err(e)) => {
+                debug!(%cid, error = %e, "holder: pin failed");
+                HeldState::Failed(e)
+            }
+            // Still pinned as far as we know; the leader orders it again.
+            (false, Err(e)) => {
+                debug!(%cid, error = %e, "holder: unpin failed");
+                HeldState::Pinned
+            }
+        };
+        self.set(&cid, state, want_pin);
+        if want_pin != pin {
+            // The order changed while the call ran.
+            self.take(HolderOrder { cid, pin: want_pin });
+        }
+    }
+
+    /// Lists the IPFS pins at start and every `reconcile`.
+    fn maybe_list(&mut self) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        if self.listing || self.next_list.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.listing = true;
+        let (tx, at) = (self.tx.clone(), self.version);
+        tokio::spawn(async move {
+            let pinned = client
+                .pin_ls()
+                .await
+                .map(|l| l.into_iter().collect())
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Msg::Listed { at, pinned }).await;
+        });
+    }
+
+    /// Items marked pinned that IPFS does not have (and that did not change
+    /// since the listing began) are absent.
+    fn on_listed(&mut self, at: u64, pinned: Result<HashSet<String>, String>) {
+        self.listing = false;
+        let pinned = match pinned {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("holder: pin/ls failed: {e}");
+                self.next_list = Some(Instant::now() + Duration::from_secs(5));
+                return;
+            }
+        };
+        self.next_list = Some(Instant::now() + self.settings.reconcile);
+        let lost: BTreeSet<String> = self
+            .items
+            .iter()
+            .filter(|(cid, i)| {
+                i.state == HeldState::Pinned
+                    && !i.running
+                    && i.version <= at
+                    && !pinned.contains(*cid)
+            })
+            .map(|(c, _)| c.clone())
+            .collect();
+        if !lost.is_empty() {
+            info!(
+                count = lost.len(),
+                "holder: pins missing from IPFS, reported absent"
+            );
+        }
+        for cid in lost {
+            self.remove.push(cid.clone());
+            self.set(&cid, HeldState::Absent, false);
+        }
+    }
+}

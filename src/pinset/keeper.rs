@@ -1,0 +1,618 @@
+//! The keeper: on the leader, keeps every item of the pinset at its
+//! replication factor. It runs on every node and acts only while the node
+//! leads.
+//!
+//! * The pinset comes from the committed log (a [`PinReader`]), applied to
+//!   an in-memory copy.
+//! * What each holder has comes from the holders themselves: the keeper
+//!   asks each live master and worker for its state changes
+//!   ([`HolderRequest::States`]); a new leader starts from scratch, so the
+//!   picture is rebuilt from what the holders' IPFS have, never inherited.
+//! * Once every live holder has answered, [`plan`] decides the orders each
+//!   round; they go out in batches, one request in flight per holder, each
+//!   batch stamped with the leader's epoch and a sequence number.
+//! * A holder that fails to answer three times in a row counts as down
+//!   (for the grace period, like a dead one) until it answers again.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::actor::ClusterView;
+use super::holder::HolderHandle;
+use super::plan::{Candidate, Holding, Limits, Order, plan};
+use super::reader::{Committed, PinReader};
+use super::{PinSpec, apply};
+use crate::role::Role;
+use crate::wire::{
+    HeldState, HolderOrder, HolderRequest, HolderResponse, IpfsInfo, MAX_ORDERS, MAX_PROVIDERS,
+};
+
+const TICK: Duration = Duration::from_millis(100);
+/// How often a holder is asked for changes: while it carries out orders,
+/// and otherwise.
+const POLL_BUSY: Duration = Duration::from_millis(100);
+const POLL_IDLE: Duration = Duration::from_secs(2);
+/// Plan at least this often even when nothing changed (grace periods and
+/// retries run out with time).
+const REPLAN: Duration = Duration::from_secs(1);
+/// And at most this often (planning walks the whole pinset).
+const MIN_PLAN_GAP: Duration = Duration::from_millis(200);
+/// Missed answers in a row after which a holder counts as down.
+const MISSES: u32 = 3;
+/// Down holders are forgotten after the grace period plus this.
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+/// Sends a holder request to a peer.
+pub trait HolderTransport: Clone + Send + Sync + 'static {
+    fn holder_request(
+        &self,
+        peer: &str,
+        req: HolderRequest,
+    ) -> impl Future<Output = Result<HolderResponse, String>> + Send;
+}
+
+enum Msg {
+    Answer {
+        generation: u64,
+        peer: String,
+        orders: Vec<HolderOrder>,
+        result: Result<HolderResponse, String>,
+    },
+    Status {
+        cid: String,
+        reply: oneshot::Sender<Option<Vec<(String, HeldState)>>>,
+    },
+}
+
+/// Talks to the keeper task.
+#[derive(Clone)]
+pub struct KeeperHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl KeeperHandle {
+    /// Each holder's state for `cid`; `None` when this node is not leading.
+    pub async fn status(&self, cid: &str) -> Result<Option<Vec<(String, HeldState)>>, String> {
+        let (reply, rx) = oneshot::channel();
+        let cid = cid.to_owned();
+        self.tx
+            .send(Msg::Status { cid, reply })
+            .await
+            .map_err(|_| "the keeper task stopped".to_string())?;
+        rx.await.map_err(|_| "the keeper task stopped".to_string())
+    }
+}
+
+/// One holder as the leader sees it.
+#[derive(Default)]
+struct Book {
+    session: u64,
+    cursor: u64,
+    /// Has answered from scratch since this node leads (or since its
+    /// session changed); until every live holder has, nothing is planned.
+    synced: bool,
+    /// Being rebuilt from scratch (pages of a reset answer).
+    rebuilding: Option<(Holding, HashMap<String, HeldState>)>,
+    busy: bool,
+    next_poll: Option<Instant>,
+    misses: u32,
+    /// Orders not yet sent, and the CIDs of those not yet answered:
+    /// state reports for these are older than the order and are skipped.
+    outbox: Vec<HolderOrder>,
+    ordered: HashSet<String>,
+    /// States other than pinned, to show (what is held is in `holdings`).
+    detail: HashMap<String, HeldState>,
+}
+
+struct Keeper<T> {
+    reader: PinReader,
+    transport: T,
+    local: HolderHandle,
+    limits: Limits,
+    tx: mpsc::Sender<Msg>,
+    /// The epoch this node leads in, and a counter of leaderships (answers
+    /// to an earlier one are dropped).
+    leading: Option<u64>,
+    generation: u64,
+    seq: u64,
+    pins: BTreeMap<String, PinSpec>,
+    applied: u64,
+    books: HashMap<String, Book>,
+    holdings: HashMap<String, Holding>,
+    /// Masters and workers seen while leading, with when they went down.
+    peers: HashMap<String, Candidate>,
+    dirty: bool,
+    last_plan: Option<Instant>,
+}
+
+/// Starts the task.
+pub fn spawn<T: HolderTransport>(
+    reader: PinReader,
+    view: watch::Receiver<ClusterView>,
+    transport: T,
+    local: HolderHandle,
+    limits: Limits,
+    stop: CancellationToken,
+) -> KeeperHandle {
+    let (tx, rx) = mpsc::channel(1024);
+    let keeper = Keeper {
+        reader,
+        transport,
+        local,
+        limits,
+        tx: tx.clone(),
+        leading: None,
+        generation: 0,
+        seq: 0,
+        pins: BTreeMap::new(),
+        applied: 0,
+        books: HashMap::new(),
+        holdings: HashMap::new(),
+        peers: HashMap::new(),
+        dirty: false,
+        last_plan: None,
+    };
+    tokio::spawn(keeper.run(rx, view, stop));
+    KeeperHandle { tx }
+}
+
+/// Records what a holder says of one item.
+fn note(
+    holding: &mut Holding,
+    detail: &mut HashMap<String, HeldState>,
+    cid: String,
+    state: HeldState,
+    now: Instant,
+) {
+    holding.pinned.remove(&cid);
+    holding.in_flight.remove(&cid);
+    detail.remove(&cid);
+    match state {
+        HeldState::Pinned => {
+            holding.failed.remove(&cid);
+            holding.pinned.insert(cid);
+        }
+        HeldState::Queued | HeldState::Pinning => {
+            holding.in_flight.insert(cid.clone());
+            detail.insert(cid, state);
+        }
+        HeldState::Failed(_) => {
+            holding.failed.insert(cid.clone(), now);
+            detail.insert(cid, state);
+        }
+        HeldState::Unpinning => {
+            detail.insert(cid, state);
+        }
+        HeldState::Absent => {}
+    }
+}
+
+impl<T: HolderTransport> Keeper<T> {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        mut view: watch::Receiver<ClusterView>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.on_msg(msg);
+                    for _ in 0..1024 {
+                        let Ok(msg) = rx.try_recv() else { break };
+                        self.on_msg(msg);
+                    }
+                }
+                _ = tick.tick() => {}
+                changed = view.changed() => if changed.is_err() { break },
+            }
+            let v = view.borrow().clone();
+            self.round(&v);
+        }
+    }
+
+    fn on_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Status { cid, reply } => {
+                let _ = reply.send(self.leading.map(|_| self.status(&cid)));
+            }
+            Msg::Answer {
+                generation,
+                peer,
+                orders,
+                result,
+            } => {
+                if generation != self.generation {
+                    return;
+                }
+                self.on_answer(peer, orders, result);
+            }
+        }
+    }
+
+    fn status(&self, cid: &str) -> Vec<(String, HeldState)> {
+        let mut out: Vec<(String, HeldState)> = self
+            .books
+            .iter()
+            .filter_map(|(id, b)| {
+                if self
+                    .holdings
+                    .get(id)
+                    .is_some_and(|h| h.pinned.contains(cid))
+                {
+                    Some((id.clone(), HeldState::Pinned))
+                } else {
+                    b.detail.get(cid).map(|s| (id.clone(), s.clone()))
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn on_answer(
+        &mut self,
+        peer: String,
+        orders: Vec<HolderOrder>,
+        result: Result<HolderResponse, String>,
+    ) {
+        let now = Instant::now();
+        let Some(book) = self.books.get_mut(&peer) else {
+            return;
+        };
+        let held = self.holdings.entry(peer.clone()).or_default();
+        book.busy = false;
+        let sent_orders = !orders.is_empty();
+        match result {
+            Ok(HolderResponse::Taken) => {
+                for o in &orders {
+                    book.ordered.remove(&o.cid);
+                }
+                book.misses = 0;
+                book.next_poll = Some(now);
+            }
+            Ok(HolderResponse::States {
+                session,
+                cursor,
+                reset,
+                more,
+                items,
+            }) => {
+                book.misses = 0;
+                if reset || session != book.session {
+                    book.rebuilding = Some(Default::default());
+                    book.synced = false;
+                }
+                book.session = session;
+                book.cursor = cursor;
+                let (holding, detail) = match book.rebuilding.as_mut() {
+                    Some((h, d)) => (h, d),
+                    None => (&mut *held, &mut book.detail),
+                };
+                for (cid, state) in items {
+                    if !book.ordered.contains(&cid) {
+                        note(holding, detail, cid, state, now);
+                    }
+                }
+                if !more && let Some((h, d)) = book.rebuilding.take() {
+                    // Orders given meanwhile stand until the holder says otherwise.
+                    let (old_h, old_d) = (
+                        std::mem::replace(held, h),
+                        std::mem::replace(&mut book.detail, d),
+                    );
+                    for cid in &book.ordered {
+                        if old_h.in_flight.contains(cid) {
+                            held.in_flight.insert(cid.clone());
+                        }
+                        if let Some(s) = old_d.get(cid) {
+                            book.detail.insert(cid.clone(), s.clone());
+                        }
+                    }
+                    book.synced = true;
+                    debug!(%peer, pinned = held.pinned.len(), "keeper: holder synced");
+                }
+                let busy = !held.in_flight.is_empty()
+                    || book.detail.values().any(|s| *s == HeldState::Unpinning);
+                book.next_poll = Some(if more {
+                    now
+                } else if busy {
+                    now + POLL_BUSY
+                } else {
+                    now + POLL_IDLE
+                });
+                self.dirty = true;
+            }
+            Ok(other) => {
+                let reason = match other {
+                    HolderResponse::Refused { reason } => reason,
+                    other => format!("unexpected answer {other:?}"),
+                };
+                debug!(%peer, %reason, "keeper: holder refused");
+                self.miss(&peer, &orders, now);
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, sent_orders, "keeper: holder unreachable");
+                self.miss(&peer, &orders, now);
+            }
+        }
+    }
+
+    /// A request failed: orders in it are undone (planned again), the
+    /// holder re-read from scratch when it answers again.
+    fn miss(&mut self, peer: &str, orders: &[HolderOrder], now: Instant) {
+        let Some(book) = self.books.get_mut(peer) else {
+            return;
+        };
+        book.misses += 1;
+        book.next_poll = Some(now + POLL_BUSY * 5 * book.misses.min(10));
+        let held = self.holdings.entry(peer.to_owned()).or_default();
+        for o in orders {
+            book.ordered.remove(&o.cid);
+            held.in_flight.remove(&o.cid);
+            book.detail.remove(&o.cid);
+        }
+        if !orders.is_empty() {
+            book.synced = false;
+            book.rebuilding = None;
+        }
+        self.dirty = true;
+    }
+
+    /// Leadership, the pinset copy, the holders, and a plan.
+    fn round(&mut self, v: &ClusterView) {
+        let epoch = v
+            .leader
+            .as_ref()
+            .filter(|(l, _)| *l == v.me)
+            .map(|(_, e)| *e);
+        if epoch != self.leading {
+            self.generation += 1;
+            self.books.clear();
+            self.holdings.clear();
+            self.peers.clear();
+            self.pins.clear();
+            self.applied = 0;
+            self.seq = 0;
+            self.last_plan = None;
+            self.leading = epoch;
+            if let Some(e) = epoch {
+                info!(epoch = e, "keeper: keeping replicas");
+            }
+        }
+        if self.leading.is_none() {
+            return;
+        }
+        if let Err(e) = self.catch_up() {
+            warn!("keeper: {e}");
+            return;
+        }
+        let now = Instant::now();
+        self.see_peers(v, now);
+        let ready = self
+            .peers
+            .values()
+            .filter(|c| c.live)
+            .all(|c| self.books.get(&c.id).is_some_and(|b| b.synced));
+        let since = self
+            .last_plan
+            .map_or(REPLAN, |t| now.saturating_duration_since(t));
+        if ready && ((self.dirty && since >= MIN_PLAN_GAP) || since >= REPLAN) {
+            self.plan(now);
+        }
+        self.send(v, now);
+    }
+
+    /// Applies newly committed entries to the pinset copy.
+    fn catch_up(&mut self) -> Result<(), super::store::PinStoreError> {
+        loop {
+            match self.reader.committed_after(self.applied, 4096)? {
+                Committed::Same => return Ok(()),
+                Committed::Entries(entries) => {
+                    let Some(last) = entries.last().map(|e| e.index) else {
+                        return Ok(());
+                    };
+                    for e in &entries {
+                        apply(&mut self.pins, &e.op);
+                    }
+                    self.applied = last;
+                }
+                Committed::All { commit, pins } => {
+                    self.pins = pins.into_iter().map(|p| (p.cid.clone(), p)).collect();
+                    self.applied = commit;
+                }
+            }
+            self.dirty = true;
+        }
+    }
+
+    /// Masters and workers as candidates: live from the view (and while
+    /// they answer), down since they left it.
+    fn see_peers(&mut self, v: &ClusterView, now: Instant) {
+        let mut live: HashMap<&str, (Role, bool, u64)> = v
+            .peers
+            .iter()
+            .filter(|p| p.role.can_lead())
+            .map(|p| {
+                let ready = p.ipfs.as_ref().is_some_and(|i| i.ready);
+                (p.id.as_str(), (p.role, ready, p.disk_free))
+            })
+            .collect();
+        if let Some(role) = v.role.filter(|r| r.can_lead()) {
+            let ready = v.my_ipfs.as_ref().is_some_and(|i| i.ready);
+            live.insert(v.me.as_str(), (role, ready, v.my_disk_free));
+        }
+        for (id, (role, ready, disk)) in &live {
+            let answering = self.books.get(*id).is_none_or(|b| b.misses < MISSES);
+            let c = self
+                .peers
+                .entry(id.to_string())
+                .or_insert_with(|| Candidate {
+                    id: id.to_string(),
+                    role: *role,
+                    live: true,
+                    down_since: None,
+                    ipfs_ready: *ready,
+                    disk_free: *disk,
+                });
+            c.role = *role;
+            c.ipfs_ready = *ready;
+            c.disk_free = *disk;
+            if answering != c.live {
+                self.dirty = true;
+            }
+            c.live = answering;
+            c.down_since = if answering {
+                None
+            } else {
+                c.down_since.or(Some(now))
+            };
+        }
+        let forget = self.limits.grace + FORGET_AFTER;
+        let mut gone = Vec::new();
+        for c in self.peers.values_mut() {
+            if live.contains_key(c.id.as_str()) {
+                continue;
+            }
+            if c.live {
+                c.live = false;
+                c.down_since = Some(now);
+                self.dirty = true;
+            }
+            if c.down_since
+                .is_some_and(|t| now.saturating_duration_since(t) > forget)
+            {
+                gone.push(c.id.clone());
+            }
+        }
+        for id in gone {
+            self.peers.remove(&id);
+            self.books.remove(&id);
+            self.holdings.remove(&id);
+        }
+    }
+
+    fn plan(&mut self, now: Instant) {
+        self.dirty = false;
+        self.last_plan = Some(now);
+        let candidates: Vec<Candidate> = self.peers.values().cloned().collect();
+        let orders = plan(&self.pins, &candidates, &self.holdings, &self.limits, now);
+        if !orders.is_empty() {
+            debug!(count = orders.len(), "keeper: orders");
+        }
+        for order in orders {
+            let (peer, cid, pin) = match order {
+                Order::Pin { peer, cid } => (peer, cid, true),
+                Order::Unpin { peer, cid } => (peer, cid, false),
+            };
+            let held = self.holdings.entry(peer.clone()).or_default();
+            let book = self.books.entry(peer).or_default();
+            if pin {
+                held.in_flight.insert(cid.clone());
+                book.detail.insert(cid.clone(), HeldState::Queued);
+            } else {
+                held.pinned.remove(&cid);
+                held.in_flight.remove(&cid);
+                book.detail.insert(cid.clone(), HeldState::Unpinning);
+            }
+            book.ordered.insert(cid.clone());
+            book.outbox.push(HolderOrder { cid, pin });
+        }
+    }
+
+    /// One request per idle live holder: orders first, else a poll when due.
+    fn send(&mut self, v: &ClusterView, now: Instant) {
+        let ids: Vec<String> = self
+            .peers
+            .values()
+            .filter(|c| live_in(v, &c.id))
+            .map(|c| c.id.clone())
+            .collect();
+        for id in ids {
+            let book = self.books.entry(id.clone()).or_default();
+            if book.busy {
+                continue;
+            }
+            let (req, orders) = if !book.outbox.is_empty() && book.synced {
+                let n = book.outbox.len().min(MAX_ORDERS);
+                let orders: Vec<HolderOrder> = book.outbox.drain(..n).collect();
+                book.busy = true;
+                self.seq += 1;
+                let providers = self.providers(&orders, &id, v);
+                let req = HolderRequest::Orders {
+                    epoch: self.leading.unwrap_or_default(),
+                    seq: self.seq,
+                    orders: orders.clone(),
+                    providers,
+                };
+                (req, orders)
+            } else if book.next_poll.is_none_or(|t| now >= t) {
+                book.busy = true;
+                // Session 0 asks for everything from scratch.
+                let continuing = book.synced || book.rebuilding.is_some();
+                let req = HolderRequest::States {
+                    session: if continuing { book.session } else { 0 },
+                    cursor: if continuing { book.cursor } else { 0 },
+                };
+                (req, Vec::new())
+            } else {
+                continue;
+            };
+            let (transport, local, tx) =
+                (self.transport.clone(), self.local.clone(), self.tx.clone());
+            let (generation, me) = (self.generation, v.me.clone());
+            tokio::spawn(async move {
+                let result = if id == me {
+                    local.request(me, req).await
+                } else {
+                    transport.holder_request(&id, req).await
+                };
+                let _ = tx
+                    .send(Msg::Answer {
+                        generation,
+                        peer: id,
+                        orders,
+                        result,
+                    })
+                    .await;
+            });
+        }
+    }
+
+    /// Daemons that hold some of these items, to fetch them from.
+    fn providers(&self, orders: &[HolderOrder], to: &str, v: &ClusterView) -> Vec<IpfsInfo> {
+        let mut out: Vec<IpfsInfo> = Vec::new();
+        for (id, held) in &self.holdings {
+            if out.len() == MAX_PROVIDERS {
+                break;
+            }
+            if id == to || !orders.iter().any(|o| o.pin && held.pinned.contains(&o.cid)) {
+                continue;
+            }
+            let info = if *id == v.me {
+                v.my_ipfs.clone()
+            } else {
+                v.peers
+                    .iter()
+                    .find(|p| p.id == *id)
+                    .and_then(|p| p.ipfs.clone())
+            };
+            if let Some(info) = info.filter(|i| i.ready) {
+                out.push(info);
+            }
+        }
+        out
+    }
+}
+
+fn live_in(v: &ClusterView, id: &str) -> bool {
+    id == v.me || v.peers.iter().any(|p| p.id == id)
+}

@@ -1,0 +1,134 @@
+//! A read-only view of the pinset database for tasks other than the pinset
+//! task (the keeper): the committed changes after a given index, each read
+//! in one transaction so it is consistent with the commit index it names.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use super::store::{
+    K_BASE_INDEX, K_COMMIT, LOG, META, PINS, PinStoreError, decode_entry, decode_pin,
+};
+use super::{Entry, PinSpec};
+
+#[derive(Clone)]
+pub struct PinReader {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+/// What changed after the index asked about.
+#[derive(Debug)]
+pub enum Committed {
+    /// Nothing: that is still the commit index.
+    Same,
+    /// Committed entries that follow (more may follow them).
+    Entries(Vec<Entry>),
+    /// Those entries were compacted away: the whole pinset, as of `commit`.
+    All { commit: u64, pins: Vec<PinSpec> },
+}
+
+impl PinReader {
+    pub(super) fn new(db: Arc<Database>, path: PathBuf) -> PinReader {
+        PinReader { db, path }
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> PinStoreError {
+        PinStoreError::Db {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The committed changes after index `applied`, at most `max` entries.
+    pub fn committed_after(&self, applied: u64, max: usize) -> Result<Committed, PinStoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.err(e))?;
+        let get = |k| -> Result<u64, PinStoreError> {
+            Ok(meta
+                .get(k)
+                .map_err(|e| self.err(e))?
+                .map_or(0, |v| v.value()))
+        };
+        let (commit, base) = (get(K_COMMIT)?, get(K_BASE_INDEX)?);
+        if commit <= applied {
+            return Ok(Committed::Same);
+        }
+        if applied < base {
+            let table = txn.open_table(PINS).map_err(|e| self.err(e))?;
+            let mut pins = Vec::new();
+            for row in table.iter().map_err(|e| self.err(e))? {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                pins.push(decode_pin(&self.path, k.value(), v.value())?);
+            }
+            return Ok(Committed::All { commit, pins });
+        }
+        let log = txn.open_table(LOG).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in log
+            .range(applied + 1..=commit)
+            .map_err(|e| self.err(e))?
+            .take(max)
+        {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.push(decode_entry(&self.path, k.value(), v.value())?);
+        }
+        Ok(Committed::Entries(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pinset::store::PinStore;
+    use crate::pinset::{LogPos, Op};
+
+    fn spec(cid: &str) -> PinSpec {
+        PinSpec {
+            cid: cid.into(),
+            name: String::new(),
+            replication_min: 1,
+            replication_max: 1,
+            added_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn it_sees_only_committed_entries_then_the_state_once_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = PinStore::open(&dir.path().join("pinset.redb")).unwrap();
+        let reader = store.reader();
+        store
+            .append_local(
+                1,
+                vec![Op::Pin(spec("a")), Op::Pin(spec("b")), Op::Pin(spec("c"))],
+            )
+            .unwrap();
+        assert!(matches!(
+            reader.committed_after(0, 10).unwrap(),
+            Committed::Same
+        ));
+        store.commit_to(2).unwrap();
+        let Committed::Entries(e) = reader.committed_after(0, 10).unwrap() else {
+            panic!("entries expected")
+        };
+        assert_eq!(e.iter().map(|e| e.index).collect::<Vec<_>>(), [1, 2]);
+        let Committed::Entries(e) = reader.committed_after(1, 10).unwrap() else {
+            panic!("entries expected")
+        };
+        assert_eq!(e.len(), 1);
+        store.commit_to(3).unwrap();
+        store.compact(0).unwrap();
+        let Committed::All { commit, pins } = reader.committed_after(1, 10).unwrap() else {
+            panic!("the whole state expected")
+        };
+        assert_eq!(commit, 3);
+        assert_eq!(pins.len(), 3);
+        assert!(matches!(
+            reader.committed_after(3, 10).unwrap(),
+            Committed::Same
+        ));
+        let _ = LogPos::default();
+    }
+}

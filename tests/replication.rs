@@ -1,0 +1,286 @@
+//! Replication with real node processes, each running the built-in IPFS
+//! engine: the leader keeps every item on exactly its replication factor of
+//! masters and workers (never a leecher) as their own IPFS `pin/ls` says;
+//! `pin rm` unpins it from every holder; acknowledged pins survive the
+//! leader's SIGKILL mid-burst and reach their factor; a SIGKILLed holder's
+//! items get new copies after the grace period.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ipfs_kit_p2p::api::pins::PinRequest;
+use ipfs_kit_p2p::ipfs_rpc::IpfsClient;
+use ipfs_kit_p2p::role::Role;
+use ipfs_kit_p2p::testkit::{NodeProc, Spawner, agreed_leader, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
+const LONG: Duration = Duration::from_secs(120);
+
+fn spawner(dir: &Path, pins: &str) -> Spawner {
+    let cfg = dir.join("node.toml");
+    std::fs::write(&cfg, format!("[pins]\n{pins}\n")).unwrap();
+    let mut s = Spawner::new(BIN);
+    s.ipfs = "builtin".into();
+    s.extra = vec!["--config".into(), cfg.display().to_string()];
+    if let Ok(logs) = std::env::var("TEST_LOG_DIR") {
+        s.log_dir = Some(logs.into());
+    }
+    s
+}
+
+async fn cluster(sp: &Spawner, dir: &Path, roles: &[Role]) -> Vec<NodeProc> {
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    for (i, role) in roles.iter().enumerate() {
+        let boot: Vec<String> = nodes.first().map(|n| n.addr.clone()).into_iter().collect();
+        nodes.push(
+            sp.spawn(*role, &dir.join(format!("n{i}")), &boot)
+                .await
+                .unwrap(),
+        );
+    }
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    wait_for(LONG, || agreed_leader(&all, all.len() - 1))
+        .await
+        .expect("the nodes agree on a leader");
+    // Every daemon ready, as every node's peers see it.
+    wait_for(LONG, || async {
+        for n in &nodes {
+            let s = n.status().await?;
+            let ready = s.ipfs.is_ready()
+                && s.peers.len() == nodes.len() - 1
+                && s.peers
+                    .iter()
+                    .all(|p| p.ipfs.as_ref().is_some_and(|i| i.ready));
+            if !ready {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+    .expect("every IPFS daemon ready");
+    nodes
+}
+
+async fn ipfs_of(n: &NodeProc) -> IpfsClient {
+    let s = n.status().await.expect("node answers");
+    IpfsClient::new(s.ipfs.api.expect("IPFS API known"))
+}
+
+/// Per node (by index), what its IPFS has pinned recursively.
+async fn pinned_by(nodes: &[(usize, &NodeProc)]) -> Option<BTreeMap<usize, BTreeSet<String>>> {
+    let mut out = BTreeMap::new();
+    for (i, n) in nodes {
+        let pins = ipfs_of(n).await.pin_ls().await.ok()?;
+        out.insert(*i, pins.into_iter().collect());
+    }
+    Some(out)
+}
+
+/// How many of the nodes pin each CID.
+fn copies(pinned: &BTreeMap<usize, BTreeSet<String>>, cid: &str) -> usize {
+    pinned.values().filter(|p| p.contains(cid)).count()
+}
+
+fn req(cid: &str, n: Option<u8>) -> PinRequest {
+    PinRequest {
+        cid: cid.into(),
+        replication_min: n,
+        replication_max: n,
+        name: None,
+    }
+}
+
+/// Distinct small files added to `n`'s IPFS without pinning them there.
+async fn content(n: &NodeProc, tag: &str, count: usize) -> Vec<String> {
+    let ipfs = ipfs_of(n).await;
+    let mut cids = Vec::new();
+    for i in 0..count {
+        let data = format!("{tag} item {i}\n").into_bytes();
+        cids.push(ipfs.add_unpinned("item", data).await.unwrap().hash);
+    }
+    cids
+}
+
+#[tokio::test]
+async fn five_nodes_keep_every_item_on_exactly_its_factor_of_eligible_holders() {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = spawner(dir.path(), "replication_min = 2\nreplication_max = 2");
+    use Role::*;
+    let nodes = cluster(&sp, dir.path(), &[Master, Worker, Worker, Worker, Leecher]).await;
+    let leecher = &nodes[4];
+    let eligible: Vec<(usize, &NodeProc)> = nodes.iter().enumerate().take(4).collect();
+
+    // The content lives, unpinned, on the leecher's IPFS; holders fetch it.
+    let cids = content(leecher, "five", 100).await;
+    for c in &cids {
+        nodes[1]
+            .client
+            .pin_add(&req(c, None))
+            .await
+            .expect("pin via a worker");
+    }
+    let converged = wait_for(LONG, || async {
+        let pinned = pinned_by(&eligible).await?;
+        cids.iter()
+            .all(|c| copies(&pinned, c) == 2)
+            .then_some(pinned)
+    })
+    .await;
+    let pinned = converged.expect("every item pinned on exactly 2 eligible nodes' IPFS");
+    let load: Vec<usize> = pinned.values().map(|p| p.len()).collect();
+    assert!(load.iter().all(|n| *n >= 25), "load not spread: {load:?}");
+    let on_leecher = ipfs_of(leecher).await.pin_ls().await.unwrap();
+    assert!(on_leecher.is_empty(), "the leecher pins {on_leecher:?}");
+
+    // The leader's view, read through the leecher: the same two holders.
+    let ids: Vec<String> = nodes.iter().map(|n| n.peer_id.clone()).collect();
+    for c in cids.iter().take(10) {
+        let view = wait_for(LONG, || async {
+            let (v, _) = leecher.client.pin(c).await.ok()?;
+            let peers = v.peers?;
+            (peers.values().filter(|s| s.state == "pinned").count() == 2).then_some(peers)
+        })
+        .await
+        .expect("pin status shows two pinned holders");
+        let from_api: BTreeSet<&str> = view.keys().map(String::as_str).collect();
+        let from_ipfs: BTreeSet<&str> = pinned
+            .iter()
+            .filter(|(_, p)| p.contains(c))
+            .map(|(i, _)| ids[*i].as_str())
+            .collect();
+        assert_eq!(from_api, from_ipfs, "{c}");
+    }
+
+    // `pin rm` of half: gone from every holder's IPFS, the rest untouched.
+    let (gone, kept) = cids.split_at(50);
+    for c in gone {
+        nodes[0].client.pin_rm(c).await.expect("pin rm");
+    }
+    let cleaned = wait_for(LONG, || async {
+        let pinned = pinned_by(&eligible).await?;
+        let clean = gone.iter().all(|c| copies(&pinned, c) == 0);
+        let intact = kept.iter().all(|c| copies(&pinned, c) == 2);
+        (clean && intact).then_some(())
+    })
+    .await;
+    assert!(cleaned.is_some(), "pin rm did not unpin from every holder");
+
+    // The CLI: `add FILE --replication 3 --wait` through a worker.
+    let file = dir.path().join("dataset.bin");
+    std::fs::write(&file, vec![7u8; 300_000]).unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["--api", nodes[2].client.addr(), "add"])
+        .arg(&file)
+        .args(["--replication", "3", "--wait", "--timeout", "120"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "add failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3/3 pinned"), "{stdout}");
+    let cid = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("Qm"))
+        .expect("the CID is printed")
+        .to_string();
+    let pinned = pinned_by(&eligible).await.unwrap();
+    assert_eq!(
+        copies(&pinned, &cid),
+        3,
+        "the added file is on exactly 3 nodes"
+    );
+}
+
+#[tokio::test]
+async fn acknowledged_pins_survive_the_leader_and_a_dead_holder_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let grace = 2;
+    let sp = spawner(
+        dir.path(),
+        &format!("replication_min = 2\nreplication_max = 2\ngrace_secs = {grace}"),
+    );
+    use Role::*;
+    let mut nodes = cluster(&sp, dir.path(), &[Master, Worker, Worker, Worker]).await;
+    let cids = content(&nodes[3], "burst", 40).await;
+
+    // A burst of pins through worker 3; the leader (the master) is
+    // SIGKILLed after the 10th acknowledgement. Failed writes are retried
+    // until acknowledged.
+    let mut acked = Vec::new();
+    let deadline = Instant::now() + LONG;
+    for c in &cids {
+        loop {
+            match nodes[3].client.pin_add(&req(c, None)).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("retrying {c}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{c} never acknowledged: {e}"),
+            }
+        }
+        acked.push(c.clone());
+        if acked.len() == 10 {
+            nodes[0].kill();
+        }
+    }
+    let live: Vec<(usize, &NodeProc)> = nodes.iter().enumerate().skip(1).collect();
+    let survivors: Vec<&NodeProc> = live.iter().map(|(_, n)| *n).collect();
+    let (leader, _, _) = wait_for(LONG, || agreed_leader(&survivors, 2))
+        .await
+        .expect("a new leader");
+    let in_pinset: BTreeSet<String> = nodes[3]
+        .client
+        .pins()
+        .await
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|p| p.cid)
+        .collect();
+    for c in &acked {
+        assert!(in_pinset.contains(c), "acknowledged {c} lost");
+    }
+    let replicated = wait_for(LONG, || async {
+        let pinned = pinned_by(&live).await?;
+        acked
+            .iter()
+            .all(|c| copies(&pinned, c) == 2)
+            .then_some(pinned)
+    })
+    .await
+    .expect("every acknowledged pin on 2 live nodes");
+
+    // SIGKILL a holder that is not the leader; its items move within the
+    // grace period plus the bound.
+    let (victim, _) = live
+        .iter()
+        .find(|(i, n)| n.peer_id != leader && !replicated[i].is_empty())
+        .copied()
+        .expect("a holder besides the leader");
+    let killed = Instant::now();
+    nodes[victim].kill();
+    let rest: Vec<(usize, &NodeProc)> = nodes
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(i, _)| *i != victim)
+        .collect();
+    let bound = Duration::from_secs(grace + 30);
+    let healed = wait_for(bound, || async {
+        let pinned = pinned_by(&rest).await?;
+        acked.iter().all(|c| copies(&pinned, c) == 2).then_some(())
+    })
+    .await;
+    assert!(
+        healed.is_some(),
+        "items of the dead holder not re-replicated within {bound:?}"
+    );
+    eprintln!("re-replicated in {:?} (grace {grace} s)", killed.elapsed());
+}
