@@ -70,7 +70,7 @@ enum Command {
     /// A request to a peer on behalf of a task (pinset, keeper).
     Send {
         peer: PeerId,
-        req: Request,
+        req: Box<Request>,
         reply: oneshot::Sender<Result<wire::Response, String>>,
     },
     /// A task's answer to a peer's request.
@@ -118,7 +118,14 @@ impl NodeHandle {
         let peer: PeerId = peer.parse().map_err(|e| format!("peer {peer}: {e}"))?;
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send_timeout(Command::Send { peer, req, reply }, Duration::from_secs(2))
+            .send_timeout(
+                Command::Send {
+                    peer,
+                    req: Box::new(req),
+                    reply,
+                },
+                Duration::from_secs(2),
+            )
             .await
             .map_err(|_| "node loop busy or stopped".to_string())?;
         // The request-response timeout (5 s) answers first; this is a backstop.
@@ -441,7 +448,7 @@ impl Node {
                     Command::Status(reply) => { let _ = reply.send(self.status()); }
                     Command::PinPeers { cid, reply } => self.pin_peers(cid, reply),
                     Command::Send { peer, req, reply } => {
-                        let id = self.swarm.behaviour_mut().rpc.send_request(&peer, req);
+                        let id = self.swarm.behaviour_mut().rpc.send_request(&peer, *req);
                         self.rpc_pending.insert(id, reply);
                     }
                     Command::Respond { channel, resp } => {

@@ -393,7 +393,7 @@ impl Holder {
         tokio::spawn(async move {
             let connected = client.swarm_peers().await.unwrap_or_default();
             for p in providers {
-                if !p.ready || connected.iter().any(|c| *c == p.peer_id) {
+                if !p.ready || connected.contains(&p.peer_id) {
                     continue;
                 }
                 for addr in &p.addrs {
