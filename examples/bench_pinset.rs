@@ -1,31 +1,39 @@
-//! Pinset benchmark: how fast the cluster acknowledges pins (committed on
-//! the leader and one other eligible node), next to the raw pin rate of one
-//! local built-in IPFS engine measured in the same run. Prints JSON.
+//! Replication benchmark. Prints JSON. In one run:
+//!
+//! * the raw `pin/add` rate of one local built-in IPFS engine;
+//! * a cluster of `--nodes` nodes (one master, the rest workers), each with
+//!   its own engine: `--items` small items are added (unpinned) to one
+//!   worker's IPFS, then pinned cluster-wide at replication 3 through that
+//!   worker, `--concurrency` writes in flight. Reported: the rate of
+//!   acknowledgements (committed in the replicated pinset) and the rate at
+//!   which items reach 3 copies on the holders' IPFS (`pin/ls`);
+//! * then a holder that is not the leader is SIGKILLed: the time until the
+//!   leader marks it dead, and until every item is back at 3 copies on the
+//!   live nodes (after the grace period, `--grace` seconds);
+//! * the leader's RSS.
 //!
 //! ```sh
 //! cargo run --release --example bench_pinset -- --nodes 5 --items 10000 --concurrency 64
 //! ```
-//! Options: `--nodes N` (5: one master, the rest workers), `--items N`
-//! (10000), `--concurrency C` (64 writes in flight), `--bin PATH`.
-//! Writes go through a worker's control API (so each is forwarded to the
-//! leader), replication 3. What "acknowledged" covers today: committed in
-//! the replicated pinset; holders pinning the content on their IPFS is not
-//! built yet, so this is the pinset's own rate.
+//! `--bin PATH` runs another binary (default: the release build).
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::role::Role;
 use ipfs_kit_p2p::testkit::{
-    EngineProc, Flags, Spawner, agreed_leader, cid_of, release_binary, rss_kib, wait_for,
+    EngineProc, Flags, NodeProc, Spawner, agreed_leader, ipfs_of, pinned_sets, release_binary,
+    rss_kib, wait_for, wait_ipfs_everywhere,
 };
 use serde_json::json;
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let flags = Flags::parse(&["nodes", "items", "concurrency", "bin"])?;
+    let flags = Flags::parse(&["nodes", "items", "concurrency", "bin", "grace", "holder-concurrency"])?;
+    let grace = flags.num("grace", 5)? as u64;
+    let conc = flags.num("holder-concurrency", 16)?;
     let nodes_n = flags.num("nodes", 5)?.max(2);
     let items = flags.num("items", 10_000)?;
     let concurrency = flags.num("concurrency", 64)?;
@@ -62,13 +70,19 @@ async fn main() -> Result<(), String> {
     drop(engine);
 
     // The cluster.
-    let sp = Spawner::new(&bin);
+    let cfg = dir.path().join("node.toml");
+    std::fs::write(&cfg, format!("[pins]\ngrace_secs = {grace}\nmin_free_mib = 0\nconcurrency = {conc}\n"))
+        .map_err(|e| e.to_string())?;
+    let mut sp = Spawner::new(&bin);
+    sp.ipfs = "builtin".into();
+    sp.extra = vec!["--config".into(), cfg.display().to_string()];
+    let long = Duration::from_secs(600);
     let mut nodes = Vec::new();
     for i in 0..nodes_n {
         let role = if i == 0 { Role::Master } else { Role::Worker };
         let boot: Vec<String> = nodes
             .first()
-            .map(|n: &ipfs_kit_p2p::testkit::NodeProc| n.addr.clone())
+            .map(|n: &NodeProc| n.addr.clone())
             .into_iter()
             .collect();
         nodes.push(
@@ -77,23 +91,35 @@ async fn main() -> Result<(), String> {
         );
     }
     let all: Vec<_> = nodes.iter().collect();
-    let (leader, _, _) = wait_for(std::time::Duration::from_secs(60), || {
-        agreed_leader(&all, all.len() - 1)
-    })
-    .await
-    .ok_or("no leader")?;
+    let (leader, _, _) = wait_for(Duration::from_secs(60), || agreed_leader(&all, all.len() - 1))
+        .await
+        .ok_or("no leader")?;
+    wait_ipfs_everywhere(&all, Duration::from_secs(60))
+        .await
+        .ok_or("IPFS not ready everywhere")?;
     let writer = nodes
         .iter()
         .find(|n| n.peer_id != leader)
         .ok_or("no follower")?;
+    let ipfs = ipfs_of(writer).await.ok_or("writer's IPFS")?;
+    let t = Instant::now();
+    let mut cids = Vec::new();
+    for i in 0..items {
+        let added = ipfs
+            .add_unpinned("x", format!("cluster item {i}").into_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        cids.push(added.hash);
+    }
+    let add_rate = items as f64 / t.elapsed().as_secs_f64();
     let client = writer.client.clone();
     let t = Instant::now();
-    let results: Vec<Result<(), String>> = futures::stream::iter(0..items as u64)
-        .map(|i| {
+    let results: Vec<Result<(), String>> = futures::stream::iter(cids.clone())
+        .map(|cid| {
             let client = client.clone();
             async move {
                 let req = PinRequest {
-                    cid: cid_of(i),
+                    cid,
                     replication_min: Some(3),
                     replication_max: Some(3),
                     name: None,
@@ -115,10 +141,53 @@ async fn main() -> Result<(), String> {
         *errors.entry(e.clone()).or_default() += 1;
     }
     let rate = acked as f64 / elapsed;
-    let leader_node = nodes
+    let full = |sets: &[std::collections::BTreeSet<String>]| {
+        cids.iter()
+            .all(|c| sets.iter().filter(|s| s.contains(c)).count() >= 3)
+    };
+    let copies = wait_for(long, || async {
+        let sets = pinned_sets(&all).await?;
+        full(&sets).then_some(sets)
+    })
+    .await
+    .ok_or("items never reached 3 copies")?;
+    let replicated_s = t.elapsed().as_secs_f64();
+    let replicated_rate = items as f64 / replicated_s;
+
+    // SIGKILL the non-leader holding most; time detection and restoration.
+    let victim = (0..nodes.len())
+        .filter(|i| nodes[*i].peer_id != leader)
+        .max_by_key(|i| copies[*i].len())
+        .ok_or("no holder to kill")?;
+    let victim_id = nodes[victim].peer_id.clone();
+    let held = copies[victim].len();
+    let leader_i = nodes
         .iter()
-        .find(|n| n.peer_id == leader)
+        .position(|n| n.peer_id == leader)
         .ok_or("leader gone")?;
+    let killed = Instant::now();
+    nodes[victim].kill();
+    let leader_node = &nodes[leader_i];
+    wait_for(long, || async {
+        let s = leader_node.status().await?;
+        s.peers
+            .iter()
+            .any(|p| p.peer_id == victim_id && !p.healthy)
+            .then_some(())
+    })
+    .await
+    .ok_or("the leader never noticed")?;
+    let detected_s = killed.elapsed().as_secs_f64();
+    let live: Vec<&NodeProc> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, n)| n)
+        .collect();
+    wait_for(long, || async { full(&pinned_sets(&live).await?).then_some(()) })
+        .await
+        .ok_or("replication never restored")?;
+    let restored_s = killed.elapsed().as_secs_f64();
     let out = json!({
         "nodes": nodes_n,
         "items": items,
@@ -129,6 +198,13 @@ async fn main() -> Result<(), String> {
         "acknowledged_per_s": rate,
         "raw_local_engine_pin_per_s": raw_rate,
         "ratio": rate / raw_rate,
+        "content_add_per_s": add_rate,
+        "replicated_3_copies_s": replicated_s,
+        "replicated_per_s": replicated_rate,
+        "replicated_ratio": replicated_rate / raw_rate,
+        "holder_killed": { "copies_held": held, "grace_s": grace,
+            "detected_s": detected_s, "restored_s": restored_s,
+            "restored_after_detection_s": restored_s - detected_s },
         "leader_rss_kib": rss_kib(leader_node.pid()),
     });
     println!(

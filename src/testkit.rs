@@ -229,6 +229,43 @@ pub async fn agreed_leader(
     all_agree.then_some((first.peer_id, first.epoch, statuses))
 }
 
+/// Waits until every node's IPFS is ready and every node sees all the
+/// others' IPFS ready too.
+pub async fn wait_ipfs_everywhere(nodes: &[&NodeProc], within: Duration) -> Option<()> {
+    wait_for(within, || async {
+        for n in nodes {
+            let s = n.status().await?;
+            let ready = s.ipfs.is_ready()
+                && s.peers.len() >= nodes.len() - 1
+                && s.peers
+                    .iter()
+                    .filter(|p| nodes.iter().any(|n| n.peer_id == p.peer_id))
+                    .all(|p| p.ipfs.as_ref().is_some_and(|i| i.ready));
+            if !ready {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+}
+
+/// A client for the node's own IPFS daemon.
+pub async fn ipfs_of(n: &NodeProc) -> Option<crate::ipfs_rpc::IpfsClient> {
+    let api = n.status().await?.ipfs.api?;
+    Some(crate::ipfs_rpc::IpfsClient::new(api))
+}
+
+/// What each node's IPFS has pinned recursively, in the order given.
+pub async fn pinned_sets(nodes: &[&NodeProc]) -> Option<Vec<std::collections::BTreeSet<String>>> {
+    let mut out = Vec::new();
+    for n in nodes {
+        let pins = ipfs_of(n).await?.pin_ls().await.ok()?;
+        out.push(pins.into_iter().collect());
+    }
+    Some(out)
+}
+
 /// The node that should lead among `nodes`: highest role, then lowest peer ID.
 pub fn expected_leader<'a>(nodes: &[&'a NodeProc]) -> Option<&'a NodeProc> {
     nodes

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::ipfs_rpc::IpfsClient;
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{NodeProc, Spawner, agreed_leader, wait_for};
+use ipfs_kit_p2p::testkit::{
+    NodeProc, Spawner, agreed_leader, ipfs_of, pinned_sets, wait_for, wait_ipfs_everywhere,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 const LONG: Duration = Duration::from_secs(120);
@@ -43,39 +45,21 @@ async fn cluster(sp: &Spawner, dir: &Path, roles: &[Role]) -> Vec<NodeProc> {
     wait_for(LONG, || agreed_leader(&all, all.len() - 1))
         .await
         .expect("the nodes agree on a leader");
-    // Every daemon ready, as every node's peers see it.
-    wait_for(LONG, || async {
-        for n in &nodes {
-            let s = n.status().await?;
-            let ready = s.ipfs.is_ready()
-                && s.peers.len() == nodes.len() - 1
-                && s.peers
-                    .iter()
-                    .all(|p| p.ipfs.as_ref().is_some_and(|i| i.ready));
-            if !ready {
-                return None;
-            }
-        }
-        Some(())
-    })
-    .await
-    .expect("every IPFS daemon ready");
+    wait_ipfs_everywhere(&all, LONG)
+        .await
+        .expect("every IPFS daemon ready");
     nodes
 }
 
-async fn ipfs_of(n: &NodeProc) -> IpfsClient {
-    let s = n.status().await.expect("node answers");
-    IpfsClient::new(s.ipfs.api.expect("IPFS API known"))
+async fn ipfs(n: &NodeProc) -> IpfsClient {
+    ipfs_of(n).await.expect("the node and its IPFS API answer")
 }
 
 /// Per node (by index), what its IPFS has pinned recursively.
 async fn pinned_by(nodes: &[(usize, &NodeProc)]) -> Option<BTreeMap<usize, BTreeSet<String>>> {
-    let mut out = BTreeMap::new();
-    for (i, n) in nodes {
-        let pins = ipfs_of(n).await.pin_ls().await.ok()?;
-        out.insert(*i, pins.into_iter().collect());
-    }
-    Some(out)
+    let procs: Vec<&NodeProc> = nodes.iter().map(|(_, n)| *n).collect();
+    let sets = pinned_sets(&procs).await?;
+    Some(nodes.iter().map(|(i, _)| *i).zip(sets).collect())
 }
 
 /// How many of the nodes pin each CID.
@@ -94,7 +78,7 @@ fn req(cid: &str, n: Option<u8>) -> PinRequest {
 
 /// Distinct small files added to `n`'s IPFS without pinning them there.
 async fn content(n: &NodeProc, tag: &str, count: usize) -> Vec<String> {
-    let ipfs = ipfs_of(n).await;
+    let ipfs = ipfs(n).await;
     let mut cids = Vec::new();
     for i in 0..count {
         let data = format!("{tag} item {i}\n").into_bytes();
@@ -131,7 +115,7 @@ async fn five_nodes_keep_every_item_on_exactly_its_factor_of_eligible_holders() 
     let pinned = converged.expect("every item pinned on exactly 2 eligible nodes' IPFS");
     let load: Vec<usize> = pinned.values().map(|p| p.len()).collect();
     assert!(load.iter().all(|n| *n >= 25), "load not spread: {load:?}");
-    let on_leecher = ipfs_of(leecher).await.pin_ls().await.unwrap();
+    let on_leecher = ipfs(leecher).await.pin_ls().await.unwrap();
     assert!(on_leecher.is_empty(), "the leecher pins {on_leecher:?}");
 
     // The leader's view, read through the leecher: the same two holders.
