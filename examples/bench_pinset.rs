@@ -31,7 +31,14 @@ use serde_json::json;
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let flags = Flags::parse(&["nodes", "items", "concurrency", "bin", "grace", "holder-concurrency"])?;
+    let flags = Flags::parse(&[
+        "nodes",
+        "items",
+        "concurrency",
+        "bin",
+        "grace",
+        "holder-concurrency",
+    ])?;
     let grace = flags.num("grace", 5)? as u64;
     let conc = flags.num("holder-concurrency", 16)?;
     let nodes_n = flags.num("nodes", 5)?.max(2);
@@ -71,8 +78,11 @@ async fn main() -> Result<(), String> {
 
     // The cluster.
     let cfg = dir.path().join("node.toml");
-    std::fs::write(&cfg, format!("[pins]\ngrace_secs = {grace}\nmin_free_mib = 0\nconcurrency = {conc}\n"))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &cfg,
+        format!("[pins]\ngrace_secs = {grace}\nmin_free_mib = 0\nconcurrency = {conc}\n"),
+    )
+    .map_err(|e| e.to_string())?;
     let mut sp = Spawner::new(&bin);
     sp.ipfs = "builtin".into();
     sp.extra = vec!["--config".into(), cfg.display().to_string()];
@@ -91,9 +101,11 @@ async fn main() -> Result<(), String> {
         );
     }
     let all: Vec<_> = nodes.iter().collect();
-    let (leader, _, _) = wait_for(Duration::from_secs(60), || agreed_leader(&all, all.len() - 1))
-        .await
-        .ok_or("no leader")?;
+    let (leader, _, _) = wait_for(Duration::from_secs(60), || {
+        agreed_leader(&all, all.len() - 1)
+    })
+    .await
+    .ok_or("no leader")?;
     wait_ipfs_everywhere(&all, Duration::from_secs(60))
         .await
         .ok_or("IPFS not ready everywhere")?;
@@ -184,9 +196,11 @@ async fn main() -> Result<(), String> {
         .filter(|(i, _)| *i != victim)
         .map(|(_, n)| n)
         .collect();
-    wait_for(long, || async { full(&pinned_sets(&live).await?).then_some(()) })
-        .await
-        .ok_or("replication never restored")?;
+    wait_for(long, || async {
+        full(&pinned_sets(&live).await?).then_some(())
+    })
+    .await
+    .ok_or("replication never restored")?;
     let restored_s = killed.elapsed().as_secs_f64();
     let out = json!({
         "nodes": nodes_n,

@@ -139,32 +139,8 @@ pub fn spawn(
     view: watch::Receiver<ClusterView>,
     stop: CancellationToken,
 ) -> Result<HolderHandle, super::held::HeldStoreError> {
-    let (held, max_epoch) = store.load()?;
     let (tx, rx) = mpsc::channel(1024);
-    let mut h = Holder {
-        store,
-        settings,
-        tx: tx.clone(),
-        session: rand::random::<u64>() | 1,
-        version: 0,
-        items: HashMap::new(),
-        by_version: BTreeMap::new(),
-        tombstones: 0,
-        floor: 0,
-        max_epoch,
-        last_batch: (max_epoch, 0),
-        queue: VecDeque::new(),
-        running: 0,
-        client: None,
-        listing: false,
-        next_list: Some(Instant::now()),
-        add: Vec::new(),
-        remove: Vec::new(),
-    };
-    // Held before the restart: pinned unless `pin/ls` says otherwise.
-    for cid in held {
-        h.set(&cid, HeldState::Pinned, true);
-    }
+    let h = Holder::new(store, settings, tx.clone())?;
     tokio::spawn(h.run(rx, ipfs, view, stop));
     Ok(HolderHandle { tx })
 }
@@ -183,6 +159,39 @@ fn short(e: impl std::fmt::Display) -> String {
 }
 
 impl Holder {
+    fn new(
+        store: HeldStore,
+        settings: HolderSettings,
+        tx: mpsc::Sender<Msg>,
+    ) -> Result<Holder, super::held::HeldStoreError> {
+        let (held, max_epoch) = store.load()?;
+        let mut h = Holder {
+            store,
+            settings,
+            tx,
+            session: rand::random::<u64>() | 1,
+            version: 0,
+            items: HashMap::new(),
+            by_version: BTreeMap::new(),
+            tombstones: 0,
+            floor: 0,
+            max_epoch,
+            last_batch: (max_epoch, 0),
+            queue: VecDeque::new(),
+            running: 0,
+            client: None,
+            listing: false,
+            next_list: Some(Instant::now()),
+            add: Vec::new(),
+            remove: Vec::new(),
+        };
+        // Held before the restart: pinned unless `pin/ls` says otherwise.
+        for cid in held {
+            h.set(&cid, HeldState::Pinned, true);
+        }
+        Ok(h)
+    }
+
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Msg>,
@@ -577,3 +586,6 @@ impl Holder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
