@@ -219,18 +219,23 @@ async fn acknowledged_pins_survive_the_leader_and_a_dead_holder_is_replaced() {
     let (leader, _, _) = wait_for(LONG, || agreed_leader(&survivors, 2))
         .await
         .expect("a new leader");
-    let in_pinset: BTreeSet<String> = nodes[3]
-        .client
-        .pins()
-        .await
-        .unwrap()
-        .0
-        .into_iter()
-        .map(|p| p.cid)
-        .collect();
-    for c in &acked {
-        assert!(in_pinset.contains(c), "acknowledged {c} lost");
-    }
+    // In the new leader's committed pinset (a follower applies a commit
+    // only with the leader's next message, so the leader is the one asked).
+    let new_leader = live
+        .iter()
+        .map(|(_, n)| *n)
+        .find(|n| n.peer_id == leader)
+        .expect("the leader is a survivor");
+    let survived = wait_for(LONG, || async {
+        let (pins, _) = new_leader.client.pins().await.ok()?;
+        let cids: BTreeSet<String> = pins.into_iter().map(|p| p.cid).collect();
+        acked.iter().all(|c| cids.contains(c)).then_some(())
+    })
+    .await;
+    assert!(
+        survived.is_some(),
+        "acknowledged pins missing from the new leader's pinset"
+    );
     let replicated = wait_for(LONG, || async {
         let pinned = pinned_by(&live).await?;
         acked
