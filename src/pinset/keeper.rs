@@ -11,8 +11,9 @@
 //! * Once every live holder has answered, [`plan`] decides the orders each
 //!   round; they go out in batches, one request in flight per holder, each
 //!   batch stamped with the leader's epoch and a sequence number.
-//! * A holder that fails to answer three times in a row counts as down
-//!   (for the grace period, like a dead one) until it answers again.
+//! * A holder that fails to answer three times in a row, or whose IPFS is
+//!   not ready, counts as down (for the grace period, like a dead one)
+//!   until it answers again with its IPFS ready.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -36,7 +37,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// How often a holder is asked for changes: while it carries out orders,
 /// and otherwise.
 const POLL_BUSY: Duration = Duration::from_millis(100);
-const POLL_IDLE: Duration = Duration::from_secs(2);
+const POLL_IDLE: Duration = Duration::from_secs(5);
 /// Plan at least this often even when nothing changed (grace periods and
 /// retries run out with time).
 const REPLAN: Duration = Duration::from_secs(1);
@@ -451,7 +452,9 @@ impl<T: HolderTransport> Keeper<T> {
             live.insert(v.me.as_str(), (role, ready, v.my_disk_free));
         }
         for (id, (role, ready, disk)) in &live {
-            let answering = self.books.get(*id).is_none_or(|b| b.misses < MISSES);
+            // A holder whose IPFS is down holds nothing usable: it counts
+            // as down (for the grace period) until its IPFS is back.
+            let answering = *ready && self.books.get(*id).is_none_or(|b| b.misses < MISSES);
             let c = self
                 .peers
                 .entry(id.to_string())
