@@ -273,3 +273,76 @@ async fn acknowledged_pins_survive_the_leader_and_a_dead_holder_is_replaced() {
     );
     eprintln!("re-replicated in {:?} (grace {grace} s)", killed.elapsed());
 }
+
+#[tokio::test]
+async fn a_holder_whose_ipfs_stays_down_has_its_copies_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let grace = 2;
+    let pins = format!("replication_min = 2\nreplication_max = 2\ngrace_secs = {grace}");
+    let sp = spawner(dir.path(), &pins);
+    use Role::*;
+    let mut nodes = cluster(&sp, dir.path(), &[Master, Worker, Worker]).await;
+    // A fourth node whose IPFS is an external daemon the test controls.
+    let engine =
+        ipfs_kit_p2p::testkit::EngineProc::start(BIN.as_ref(), &dir.path().join("ext"), None)
+            .await
+            .unwrap();
+    let cfg = dir.path().join("external.toml");
+    std::fs::write(
+        &cfg,
+        format!("[pins]\n{pins}\n[ipfs]\nhealth_interval_ms = 200\nhealth_failures = 2\n"),
+    )
+    .unwrap();
+    let mut ext = sp.clone();
+    ext.ipfs = "external".into();
+    ext.extra = vec!["--config".into(), cfg.display().to_string()];
+    ext.env = vec![("IPFS_KIT_P2P_IPFS_API".into(), engine.api.clone())];
+    let boot = vec![nodes[0].addr.clone()];
+    nodes.push(
+        ext.spawn(Worker, &dir.path().join("n3"), &boot)
+            .await
+            .unwrap(),
+    );
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    wait_for(LONG, || agreed_leader(&all, 3))
+        .await
+        .expect("four nodes agree");
+    wait_ipfs_everywhere(&all, LONG)
+        .await
+        .expect("every IPFS ready");
+
+    let cids = content(&nodes[0], "down", 20).await;
+    for c in &cids {
+        nodes[1].client.pin_add(&req(c, None)).await.expect("pin");
+    }
+    let everyone: Vec<(usize, &NodeProc)> = nodes.iter().enumerate().collect();
+    let pinned = wait_for(LONG, || async {
+        let pinned = pinned_by(&everyone).await?;
+        cids.iter()
+            .all(|c| copies(&pinned, c) == 2)
+            .then_some(pinned)
+    })
+    .await
+    .expect("every item on 2 nodes");
+    let on_ext = pinned[&3].len();
+    assert!(
+        on_ext > 0,
+        "the external daemon's node holds nothing: {pinned:?}"
+    );
+
+    // Its IPFS goes away for good; the node itself stays up.
+    engine.stop(Duration::from_secs(10)).await;
+    let others: Vec<(usize, &NodeProc)> = everyone.iter().take(3).copied().collect();
+    let bound = Duration::from_secs(grace + 30);
+    let moved = wait_for(bound, || async {
+        let pinned = pinned_by(&others).await?;
+        cids.iter().all(|c| copies(&pinned, c) == 2).then_some(())
+    })
+    .await;
+    assert!(
+        moved.is_some(),
+        "the {on_ext} copies on the node without IPFS were not moved within {bound:?}"
+    );
+    let s = nodes[3].status().await.expect("the node itself is up");
+    assert!(!s.ipfs.is_ready(), "its IPFS is {}", s.ipfs.state);
+}
