@@ -49,6 +49,9 @@ pub struct StatusView {
     pub services: Vec<ServiceStatus>,
     /// This node's IPFS: mode (and why), state, RPC address, pid, restarts, last error.
     pub ipfs: crate::ipfs::IpfsStatus,
+    /// Where this node's copy of the pinset log stands.
+    #[serde(default)]
+    pub pinset: crate::pinset::actor::PinsetPosition,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

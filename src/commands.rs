@@ -93,6 +93,11 @@ pub fn render_status(s: &StatusView) -> String {
             sv.name, sv.state, sv.restarts
         );
     }
+    let _ = writeln!(
+        out,
+        "pinset     committed to {}, log to {} (epoch {})",
+        s.pinset.commit, s.pinset.last_index, s.pinset.last_epoch
+    );
     let _ = writeln!(out, "peers      {} ({healthy} healthy)", s.peers.len());
     if !s.peers.is_empty() {
         out.push('\n');

@@ -70,6 +70,7 @@ impl Node {
             foreign_peers: self.foreign.len(),
             services: self.services.iter().map(|s| s.borrow().clone()).collect(),
             ipfs: self.ipfs.borrow().clone(),
+            pinset: self.pins.position(),
             peers,
         }
     }

@@ -103,13 +103,26 @@ enum Msg {
     },
 }
 
+/// Where a node's copy of the log stands (in `status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PinsetPosition {
+    pub last_index: u64,
+    pub last_epoch: u64,
+    pub commit: u64,
+}
+
 /// Talks to the pinset task.
 #[derive(Clone)]
 pub struct PinsetHandle {
     tx: mpsc::Sender<Msg>,
+    position: watch::Receiver<PinsetPosition>,
 }
 
 impl PinsetHandle {
+    pub fn position(&self) -> PinsetPosition {
+        *self.position.borrow()
+    }
+
     /// Applies `op` cluster-wide; `Ok(index)` once committed.
     pub async fn write(&self, op: Op) -> Result<u64, WriteError> {
         let (reply, rx) = oneshot::channel();
@@ -169,6 +182,7 @@ struct Actor<T: Transport> {
     /// Writes for the leader, not yet sent; batches in flight.
     forward: Vec<(Op, oneshot::Sender<Result<u64, WriteError>>)>,
     forwarding: usize,
+    position: watch::Sender<PinsetPosition>,
 }
 
 /// Starts the task.
@@ -179,7 +193,9 @@ pub fn spawn<T: Transport>(
     stop: CancellationToken,
 ) -> PinsetHandle {
     let (tx, rx) = mpsc::channel(1024);
+    let (position, position_rx) = watch::channel(PinsetPosition::default());
     let actor = Actor {
+        position,
         store,
         transport,
         tx: tx.clone(),
@@ -189,7 +205,10 @@ pub fn spawn<T: Transport>(
         forwarding: 0,
     };
     tokio::spawn(actor.run(rx, view, stop));
-    PinsetHandle { tx }
+    PinsetHandle {
+        tx,
+        position: position_rx,
+    }
 }
 
 fn pos_of(e: &Entry) -> LogPos {
@@ -230,6 +249,14 @@ impl<T: Transport> Actor<T> {
             if let Err(e) = self.drive(&v).await {
                 warn!("pinset: {e}");
             }
+            let last = self.store.last();
+            let now = PinsetPosition {
+                last_index: last.index,
+                last_epoch: last.epoch,
+                commit: self.store.commit_index(),
+            };
+            self.position
+                .send_if_modified(|p| std::mem::replace(p, now) != now);
         }
         self.step_down();
     }
