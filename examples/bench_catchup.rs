@@ -82,7 +82,7 @@ async fn main() -> Result<(), String> {
         .spawn(
             Role::Worker,
             &dir.path().join("joiner"),
-            &[leader.addr.clone()],
+            std::slice::from_ref(&leader.addr),
         )
         .await?;
     let target = leader.status().await.ok_or("leader status")?.pinset.commit;
