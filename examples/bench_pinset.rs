@@ -25,7 +25,7 @@ use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::role::Role;
 use ipfs_kit_p2p::testkit::{
     EngineProc, Flags, NodeProc, Spawner, agreed_leader, ipfs_of, pinned_sets, release_binary,
-    rss_kib, wait_for, wait_ipfs_everywhere,
+    rss_kib, start_cluster, wait_for, wait_ipfs_everywhere,
 };
 use serde_json::json;
 
@@ -87,19 +87,10 @@ async fn main() -> Result<(), String> {
     sp.ipfs = "builtin".into();
     sp.extra = vec!["--config".into(), cfg.display().to_string()];
     let long = Duration::from_secs(600);
-    let mut nodes = Vec::new();
-    for i in 0..nodes_n {
-        let role = if i == 0 { Role::Master } else { Role::Worker };
-        let boot: Vec<String> = nodes
-            .first()
-            .map(|n: &NodeProc| n.addr.clone())
-            .into_iter()
-            .collect();
-        nodes.push(
-            sp.spawn(role, &dir.path().join(format!("n{i}")), &boot)
-                .await?,
-        );
-    }
+    let roles: Vec<Role> = (0..nodes_n)
+        .map(|i| if i == 0 { Role::Master } else { Role::Worker })
+        .collect();
+    let mut nodes = start_cluster(&sp, dir.path(), &roles, Duration::from_secs(60)).await?;
     let all: Vec<_> = nodes.iter().collect();
     let (leader, _, _) = wait_for(Duration::from_secs(60), || {
         agreed_leader(&all, all.len() - 1)

@@ -229,6 +229,26 @@ pub async fn agreed_leader(
     all_agree.then_some((first.peer_id, first.epoch, statuses))
 }
 
+/// Starts one node per role in `dir/n0`, `dir/n1`, ... (each bootstrapping
+/// to the first) and waits until they agree on a leader.
+pub async fn start_cluster(
+    sp: &Spawner,
+    dir: &Path,
+    roles: &[Role],
+    within: Duration,
+) -> Result<Vec<NodeProc>, String> {
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    for (i, role) in roles.iter().enumerate() {
+        let boot: Vec<String> = nodes.first().map(|n| n.addr.clone()).into_iter().collect();
+        nodes.push(sp.spawn(*role, &dir.join(format!("n{i}")), &boot).await?);
+    }
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    wait_for(within, || agreed_leader(&all, all.len() - 1))
+        .await
+        .ok_or("the nodes never agreed on a leader")?;
+    Ok(nodes)
+}
+
 /// Waits until every node's IPFS is ready and every node sees all the
 /// others' IPFS ready too.
 pub async fn wait_ipfs_everywhere(nodes: &[&NodeProc], within: Duration) -> Option<()> {

@@ -179,9 +179,17 @@ pub enum Request {
     Holder(HolderRequest),
 }
 
-/// Most log entries in one [`PinsetRequest::Append`] or fetch answer (each
-/// is at most ~450 bytes, so a batch stays far below [`MAX_RPC_BYTES`]).
-pub const MAX_PINSET_BATCH: usize = 512;
+/// Most log entries in one [`PinsetRequest::Append`] or fetch answer, and
+/// most writes in one [`PinsetRequest::Write`]. Senders also keep a batch
+/// under [`MAX_PINSET_BATCH_BYTES`] (an entry is at most ~450 bytes, so a
+/// full count of small entries fits, a full count of the largest does not).
+pub const MAX_PINSET_BATCH: usize = 4096;
+/// Encoded size a sender keeps a batch of entries under (well below
+/// [`MAX_RPC_BYTES`]).
+pub const MAX_PINSET_BATCH_BYTES: usize = 768 * 1024;
+/// Writes a follower forwards to the leader in one batch (each at most
+/// ~450 bytes encoded: 512 stay far below [`MAX_RPC_BYTES`]).
+pub const MAX_WRITE_BATCH: usize = 512;
 
 /// Pinset replication between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{NodeProc, Spawner, agreed_leader, cid_of, wait_for};
+use ipfs_kit_p2p::testkit::{NodeProc, Spawner, agreed_leader, cid_of, start_cluster, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 const LONG: Duration = Duration::from_secs(60);
@@ -28,21 +28,9 @@ fn req(cid: String) -> PinRequest {
 }
 
 async fn cluster(dir: &std::path::Path, roles: &[Role]) -> Vec<NodeProc> {
-    let sp = Spawner::new(BIN);
-    let mut nodes: Vec<NodeProc> = Vec::new();
-    for (i, role) in roles.iter().enumerate() {
-        let boot: Vec<String> = nodes.first().map(|n| n.addr.clone()).into_iter().collect();
-        nodes.push(
-            sp.spawn(*role, &dir.join(format!("n{i}")), &boot)
-                .await
-                .unwrap(),
-        );
-    }
-    let all: Vec<&NodeProc> = nodes.iter().collect();
-    wait_for(LONG, || agreed_leader(&all, all.len() - 1))
+    start_cluster(&Spawner::new(BIN), dir, roles, LONG)
         .await
-        .expect("the nodes agree on a leader");
-    nodes
+        .unwrap()
 }
 
 async fn pinset_of(n: &NodeProc) -> BTreeSet<String> {

@@ -13,7 +13,8 @@ use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::ipfs_rpc::IpfsClient;
 use ipfs_kit_p2p::role::Role;
 use ipfs_kit_p2p::testkit::{
-    NodeProc, Spawner, agreed_leader, ipfs_of, pinned_sets, wait_for, wait_ipfs_everywhere,
+    NodeProc, Spawner, agreed_leader, ipfs_of, pinned_sets, start_cluster, wait_for,
+    wait_ipfs_everywhere,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
@@ -32,19 +33,8 @@ fn spawner(dir: &Path, pins: &str) -> Spawner {
 }
 
 async fn cluster(sp: &Spawner, dir: &Path, roles: &[Role]) -> Vec<NodeProc> {
-    let mut nodes: Vec<NodeProc> = Vec::new();
-    for (i, role) in roles.iter().enumerate() {
-        let boot: Vec<String> = nodes.first().map(|n| n.addr.clone()).into_iter().collect();
-        nodes.push(
-            sp.spawn(*role, &dir.join(format!("n{i}")), &boot)
-                .await
-                .unwrap(),
-        );
-    }
+    let nodes = start_cluster(sp, dir, roles, LONG).await.unwrap();
     let all: Vec<&NodeProc> = nodes.iter().collect();
-    wait_for(LONG, || agreed_leader(&all, all.len() - 1))
-        .await
-        .expect("the nodes agree on a leader");
     wait_ipfs_everywhere(&all, LONG)
         .await
         .expect("every IPFS daemon ready");

@@ -19,11 +19,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::fit_batch;
 use super::replicate::{Replicator, Send};
 use super::store::{Appended, PinStore, PinStoreError};
 use super::{Entry, LogPos, Op, PinSpec};
 use crate::role::Role;
-use crate::wire::{IpfsInfo, MAX_PINSET_BATCH, PinsetRequest, PinsetResponse};
+use crate::wire::{
+    IpfsInfo, MAX_PINSET_BATCH, MAX_PINSET_BATCH_BYTES, MAX_WRITE_BATCH, PinsetRequest,
+    PinsetResponse,
+};
 
 /// A batch unanswered for this long is sent again.
 const RESEND: Duration = Duration::from_secs(2);
@@ -398,7 +402,7 @@ impl<T: Transport> Actor<T> {
             return;
         };
         while self.forwarding < MAX_FORWARDS && !self.forward.is_empty() {
-            let n = self.forward.len().min(MAX_PINSET_BATCH);
+            let n = self.forward.len().min(MAX_WRITE_BATCH);
             let (ops, replies): (Vec<Op>, Vec<_>) = self.forward.drain(..n).unzip();
             self.forwarding += 1;
             let (transport, tx, leader) = (self.transport.clone(), self.tx.clone(), leader.clone());
@@ -461,7 +465,10 @@ impl<T: Transport> Actor<T> {
                 commit: self.store.commit_index(),
             },
             PinsetRequest::Fetch { from } => match self.store.entries(from, MAX_PINSET_BATCH) {
-                Ok(Some(entries)) => PinsetResponse::Entries { entries },
+                Ok(Some(mut entries)) => {
+                    fit_batch(&mut entries, MAX_PINSET_BATCH_BYTES);
+                    PinsetResponse::Entries { entries }
+                }
                 Ok(None) => refused("entries compacted: a snapshot is needed".into()),
                 Err(e) => refused(e.to_string()),
             },
@@ -540,10 +547,11 @@ impl<T: Transport> Actor<T> {
                 continue;
             };
             let prev = self.pos_at(from - 1)?;
-            let entries = self
+            let mut entries = self
                 .store
                 .entries(from, MAX_PINSET_BATCH)?
                 .unwrap_or_default();
+            fit_batch(&mut entries, MAX_PINSET_BATCH_BYTES);
             let upto = prev.index + entries.len() as u64;
             let req = PinsetRequest::Append {
                 epoch,

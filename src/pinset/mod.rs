@@ -117,6 +117,31 @@ impl PinSpec {
     }
 }
 
+/// An upper bound on the encoded size of an entry.
+pub fn encoded_size_bound(e: &Entry) -> usize {
+    // Varint index and epoch, enum tags, string lengths, the u8s and the u64.
+    32 + match &e.op {
+        Op::Pin(p) => p.cid.len() + p.name.len() + 16,
+        Op::Unpin { cid } => cid.len(),
+        Op::Barrier => 0,
+    }
+}
+
+/// Drops entries from the end until the batch fits in `budget` bytes
+/// (always keeps the first: one entry fits any real budget).
+pub fn fit_batch(entries: &mut Vec<Entry>, budget: usize) {
+    let mut total = 0;
+    let keep = entries
+        .iter()
+        .position(|e| {
+            total += encoded_size_bound(e);
+            total > budget
+        })
+        .unwrap_or(entries.len())
+        .max(1);
+    entries.truncate(keep);
+}
+
 /// Applies `op` to an in-memory pinset (what the store does on disk).
 pub fn apply(pins: &mut BTreeMap<String, PinSpec>, op: &Op) {
     match op {
@@ -219,6 +244,43 @@ mod tests {
         assert_eq!(pins["a"].name, "renamed");
         apply(&mut pins, &Op::Unpin { cid: "a".into() });
         assert!(pins.is_empty());
+    }
+
+    #[test]
+    fn batches_are_cut_to_the_byte_budget_and_encode_within_it() {
+        let big = PinSpec {
+            cid: "Qm".repeat(40),
+            name: "n".repeat(MAX_NAME),
+            ..spec("x", u64::MAX)
+        };
+        let mut entries: Vec<Entry> = (1..=crate::wire::MAX_PINSET_BATCH as u64)
+            .map(|index| Entry {
+                index,
+                epoch: u64::MAX >> 16,
+                op: Op::Pin(big.clone()),
+            })
+            .collect();
+        fit_batch(&mut entries, crate::wire::MAX_PINSET_BATCH_BYTES);
+        assert!(entries.len() < crate::wire::MAX_PINSET_BATCH);
+        let req = crate::wire::Request::Pinset(crate::wire::PinsetRequest::Append {
+            epoch: 1,
+            prev: LogPos::default(),
+            entries,
+            commit: 0,
+        });
+        let bytes = crate::wire::encode(&req);
+        assert!(
+            bytes.len() <= crate::wire::MAX_PINSET_BATCH_BYTES,
+            "{}",
+            bytes.len()
+        );
+        let mut one = vec![Entry {
+            index: 1,
+            epoch: 1,
+            op: Op::Barrier,
+        }];
+        fit_batch(&mut one, 0);
+        assert_eq!(one.len(), 1);
     }
 
     #[test]
