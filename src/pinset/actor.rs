@@ -246,7 +246,9 @@ impl<T: Transport> Actor<T> {
                     }
                     None => break,
                 },
-                _ = tick.tick() => {}
+                // Only a leader has timers to run (resends); a follower acts
+                // on messages and view changes alone.
+                _ = tick.tick(), if self.leading.is_some() => {}
                 changed = view.changed() => if changed.is_err() { break },
             }
             let v = view.borrow().clone();

@@ -213,7 +213,8 @@ impl<T: HolderTransport> Keeper<T> {
                         self.on_msg(msg);
                     }
                 }
-                _ = tick.tick() => {}
+                // Followers wait for the view (which says when they lead).
+                _ = tick.tick(), if self.leading.is_some() => {}
                 changed = view.changed() => if changed.is_err() { break },
             }
             let v = view.borrow().clone();
