@@ -141,6 +141,23 @@ async fn five_nodes_keep_every_item_on_exactly_its_factor_of_eligible_holders() 
     .await;
     assert!(cleaned.is_some(), "pin rm did not unpin from every holder");
 
+    // The CLI: `pin add CID --wait` brings a removed item back to 2 copies.
+    let out = tokio::process::Command::new(BIN)
+        .args(["--api", nodes[1].client.addr(), "pin", "add", &gone[0]])
+        .args(["--wait", "--timeout", "120"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pin add --wait failed: {stdout}");
+    assert!(stdout.contains("2/2 pinned"), "{stdout}");
+    let pinned = pinned_by(&eligible).await.unwrap();
+    assert_eq!(
+        copies(&pinned, &gone[0]),
+        2,
+        "pin add --wait returned early"
+    );
+
     // The CLI: `add FILE --replication 3 --wait` through a worker.
     let file = dir.path().join("dataset.bin");
     std::fs::write(&file, vec![7u8; 300_000]).unwrap();
