@@ -73,12 +73,24 @@ impl Node {
                 .send_response(channel, Response::Pinset(refuse("busy".into())));
             return;
         };
-        let handle = self.handle.clone();
-        tokio::spawn(async move {
+        self.respond_when(channel, async move {
             let resp = answer
                 .await
                 .unwrap_or_else(|_| refuse("pinset task stopped".into()));
-            let resp = Response::Pinset(resp);
+            Response::Pinset(resp)
+        });
+    }
+
+    /// Answers a peer's request once `answer` is ready, without holding up
+    /// the loop.
+    fn respond_when(
+        &self,
+        channel: ResponseChannel<Response>,
+        answer: impl Future<Output = Response> + Send + 'static,
+    ) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let resp = answer.await;
             let _ = handle.tx.send(Command::Respond { channel, resp }).await;
         });
     }
@@ -98,17 +110,14 @@ impl Node {
             let _ = self.swarm.behaviour_mut().rpc.send_response(channel, resp);
             return;
         }
-        let handle = self.handle.clone();
         if let HolderRequest::Status { cid } = req {
             let keeper = self.keeper.clone();
-            tokio::spawn(async move {
-                let resp = match keeper.status(&cid).await {
+            self.respond_when(channel, async move {
+                Response::Holder(match keeper.status(&cid).await {
                     Ok(Some(peers)) => HolderResponse::Status { peers },
                     Ok(None) => refuse("not the leader".into()),
                     Err(e) => refuse(e),
-                };
-                let resp = Response::Holder(resp);
-                let _ = handle.tx.send(Command::Respond { channel, resp }).await;
+                })
             });
             return;
         }
@@ -117,12 +126,11 @@ impl Node {
             let _ = self.swarm.behaviour_mut().rpc.send_response(channel, resp);
             return;
         };
-        tokio::spawn(async move {
+        self.respond_when(channel, async move {
             let resp = answer
                 .await
                 .unwrap_or_else(|_| refuse("holder task stopped".into()));
-            let resp = Response::Holder(resp);
-            let _ = handle.tx.send(Command::Respond { channel, resp }).await;
+            Response::Holder(resp)
         });
     }
 
