@@ -13,10 +13,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ipfs_kit_p2p::pinset::store::PinStore;
-use ipfs_kit_p2p::pinset::{Op, PinSpec};
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{Flags, Spawner, cid_of, release_binary, rss_kib, wait_for};
+use ipfs_kit_p2p::testkit::{Flags, Spawner, prefill_pinset, release_binary, rss_kib, wait_for};
 use serde_json::json;
 
 #[tokio::main]
@@ -33,28 +31,7 @@ async fn main() -> Result<(), String> {
 
     // The leader's pinset, committed, as if written by an earlier epoch.
     let t = Instant::now();
-    {
-        let mut store =
-            PinStore::open(&leader_dir.join("pinset.redb")).map_err(|e| e.to_string())?;
-        let mut i = 0;
-        while i < entries {
-            let n = (entries - i).min(10_000);
-            let ops = (i..i + n)
-                .map(|k| {
-                    Op::Pin(PinSpec {
-                        cid: cid_of(k),
-                        name: String::new(),
-                        replication_min: 2,
-                        replication_max: 3,
-                        added_unix_ms: 0,
-                    })
-                })
-                .collect();
-            store.append_local(1, ops).map_err(|e| e.to_string())?;
-            i += n;
-        }
-        store.commit_to(entries).map_err(|e| e.to_string())?;
-    }
+    prefill_pinset(&leader_dir.join("pinset.redb"), entries, 1)?;
     let build_s = t.elapsed().as_secs_f64();
     let db_bytes = std::fs::metadata(leader_dir.join("pinset.redb"))
         .map(|m| m.len())

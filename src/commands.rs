@@ -93,11 +93,15 @@ pub fn render_status(s: &StatusView) -> String {
             sv.name, sv.state, sv.restarts
         );
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
         "pinset     committed to {}, log to {} (epoch {})",
         s.pinset.commit, s.pinset.last_index, s.pinset.last_epoch
     );
+    let _ = match s.pinset.base_index {
+        0 => writeln!(out),
+        b => writeln!(out, ", entries up to {b} folded into the state"),
+    };
     let _ = writeln!(out, "peers      {} ({healthy} healthy)", s.peers.len());
     if !s.peers.is_empty() {
         out.push('\n');

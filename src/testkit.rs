@@ -482,3 +482,31 @@ pub fn cid_of(n: u64) -> String {
     let mh = cid::multihash::Multihash::<64>::wrap(0x12, &digest).expect("a 32-byte digest fits");
     cid::Cid::new_v1(0x55, mh).to_string()
 }
+
+/// Writes `n` committed pins (CIDs [`cid_of`] 0..n, replication 2..3) into
+/// the pinset database at `path` in epoch `epoch`, as if an earlier leader
+/// had: a large pinset for a node to start with.
+pub fn prefill_pinset(path: &Path, n: u64, epoch: u64) -> Result<(), String> {
+    use crate::pinset::{Op, PinSpec, store::PinStore};
+    let mut store = PinStore::open(path).map_err(|e| e.to_string())?;
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(10_000);
+        let ops = (i..i + k)
+            .map(|c| {
+                Op::Pin(PinSpec {
+                    cid: cid_of(c),
+                    name: String::new(),
+                    replication_min: 2,
+                    replication_max: 3,
+                    added_unix_ms: 0,
+                })
+            })
+            .collect();
+        store.append_local(epoch, ops).map_err(|e| e.to_string())?;
+        i += k;
+    }
+    let last = store.last().index;
+    store.commit_to(last).map_err(|e| e.to_string())?;
+    Ok(())
+}

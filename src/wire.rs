@@ -12,11 +12,11 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, request_response};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::election::MAX_EPOCH;
-use crate::pinset::{Entry, LogPos, Op};
+use crate::pinset::{Entry, LogPos, Op, PinSpec};
 use crate::role::Role;
 
 /// Version byte leading every message.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Largest gossip message accepted (heartbeats are ~200 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Largest request or response accepted over request-response.
@@ -209,6 +209,14 @@ pub enum PinsetRequest {
     /// Clients' changes, sent to the leader in one batch; answered once
     /// all are committed.
     Write { ops: Vec<Op> },
+    /// Leader → follower: your log ends before `from`, which is too far
+    /// back to send entry by entry (or compacted away): pull my snapshot,
+    /// unless your commit index already reaches `from`.
+    Snapshot { epoch: u64, from: u64 },
+    /// A page of the committed state, in CID order, after `after`, from
+    /// the snapshot `id` (the puller's random number; a new `id` with
+    /// `after: None` opens one at the current commit index).
+    ReadSnapshot { id: u64, after: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +241,58 @@ pub enum PinsetResponse {
     Refused {
         reason: String,
     },
+    /// A snapshot is being pulled; ask again later.
+    Pulling,
+    /// A page of the committed state as of `at`; `done`: the last one.
+    SnapshotChunk {
+        at: LogPos,
+        pins: Vec<PinSpec>,
+        done: bool,
+    },
+}
+
+/// Most pins in one [`PinsetResponse::SnapshotChunk`] (a sender also keeps
+/// it under [`MAX_PINSET_BATCH_BYTES`]).
+pub const MAX_SNAPSHOT_CHUNK: usize = 8192;
+
+impl PinsetResponse {
+    /// Bounds and contents a peer cannot be trusted with.
+    pub fn check(&self) -> Result<(), WireError> {
+        match self {
+            PinsetResponse::Entries { entries } => {
+                if entries.len() > MAX_PINSET_BATCH {
+                    return Err(WireError::Pinset(format!(
+                        "{} entries in one batch",
+                        entries.len()
+                    )));
+                }
+                entries.iter().try_for_each(|e| check_op(&e.op))
+            }
+            PinsetResponse::SnapshotChunk { pins, .. } => {
+                if pins.len() > MAX_SNAPSHOT_CHUNK {
+                    return Err(WireError::Pinset(format!(
+                        "{} pins in one snapshot page",
+                        pins.len()
+                    )));
+                }
+                // In strictly increasing CID order, as the state is stored.
+                if pins.windows(2).any(|w| w[0].cid >= w[1].cid) {
+                    return Err(WireError::Pinset("snapshot page out of order".into()));
+                }
+                pins.iter()
+                    .try_for_each(|p| p.check().map_err(WireError::Pinset))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_op(op: &Op) -> Result<(), WireError> {
+    match op {
+        Op::Pin(spec) => spec.check().map_err(WireError::Pinset),
+        Op::Unpin { cid } => check_cid(cid),
+        Op::Barrier => Ok(()),
+    }
 }
 
 impl PinsetRequest {
@@ -257,18 +317,18 @@ impl PinsetRequest {
                 }
                 ops.iter().collect()
             }
-            PinsetRequest::Position | PinsetRequest::Fetch { .. } => Vec::new(),
-        };
-        for op in ops {
-            match op {
-                Op::Pin(spec) => spec.check().map_err(WireError::Pinset)?,
-                Op::Unpin { cid } => {
-                    crate::pinset::canonical_cid(cid).map_err(WireError::Pinset)?;
-                }
-                Op::Barrier => {}
+            PinsetRequest::ReadSnapshot {
+                after: Some(cid), ..
+            } => {
+                check_cid(cid)?;
+                Vec::new()
             }
-        }
-        Ok(())
+            PinsetRequest::Position
+            | PinsetRequest::Fetch { .. }
+            | PinsetRequest::Snapshot { .. }
+            | PinsetRequest::ReadSnapshot { .. } => Vec::new(),
+        };
+        ops.into_iter().try_for_each(check_op)
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{NodeProc, Spawner, agreed_leader, cid_of, start_cluster, wait_for};
+use ipfs_kit_p2p::testkit::{
+    NodeProc, Spawner, agreed_leader, cid_of, prefill_pinset, start_cluster, wait_for,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 const LONG: Duration = Duration::from_secs(60);
@@ -176,4 +178,90 @@ async fn acknowledged_pins_survive_a_sigkill_of_the_leader_mid_burst() {
         "{} acknowledged pins lost: {lost:?}",
         lost.len()
     );
+}
+
+/// More committed pins than a follower is sent entry by entry
+/// (`SNAPSHOT_LAG`), so a node without them pulls a snapshot.
+const LARGE: u64 = ipfs_kit_p2p::pinset::actor::SNAPSHOT_LAG + 20_000;
+
+async fn committed_beyond(n: &NodeProc, index: u64) -> Option<ipfs_kit_p2p::api::StatusView> {
+    let s = n.status().await?;
+    (s.pinset.commit > index).then_some(s)
+}
+
+#[tokio::test]
+async fn a_late_joiner_pulls_a_snapshot_then_follows_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = Spawner::new(BIN);
+    let leader_dir = dir.path().join("leader");
+    std::fs::create_dir_all(&leader_dir).unwrap();
+    prefill_pinset(&leader_dir.join("pinset.redb"), LARGE, 1).unwrap();
+    let leader = sp.spawn(Role::Master, &leader_dir, &[]).await.unwrap();
+    // Leading: its barrier is committed on top.
+    wait_for(LONG, || committed_beyond(&leader, LARGE))
+        .await
+        .expect("the master leads its pinset");
+    let joiner = sp
+        .spawn(
+            Role::Worker,
+            &dir.path().join("joiner"),
+            std::slice::from_ref(&leader.addr),
+        )
+        .await
+        .unwrap();
+    let target = leader.status().await.unwrap().pinset.commit;
+    let s = wait_for(LONG, || async {
+        let s = joiner.status().await?;
+        (s.pinset.commit >= target).then_some(s)
+    })
+    .await
+    .expect("the joiner catches up");
+    assert!(
+        s.pinset.base_index > 0,
+        "the state came as a snapshot, not entry by entry: {:?}",
+        s.pinset
+    );
+    assert_eq!(pinset_of(&joiner).await.len() as u64, LARGE);
+    // Then it follows the log: a write through it lands on both.
+    joiner.client.pin_add(&req(cid(LARGE + 1))).await.unwrap();
+    for n in [&leader, &joiner] {
+        wait_for(LONG, || async {
+            n.client.pin(&cid(LARGE + 1)).await.ok().map(drop)
+        })
+        .await
+        .expect("the new pin on every node");
+    }
+}
+
+#[tokio::test]
+async fn a_new_leader_far_behind_takes_a_snapshot_before_leading() {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = Spawner::new(BIN);
+    // A worker holds the pinset; a master with none joins and outranks it.
+    let worker_dir = dir.path().join("worker");
+    std::fs::create_dir_all(&worker_dir).unwrap();
+    prefill_pinset(&worker_dir.join("pinset.redb"), LARGE, 1).unwrap();
+    let worker = sp.spawn(Role::Worker, &worker_dir, &[]).await.unwrap();
+    wait_for(LONG, || committed_beyond(&worker, LARGE))
+        .await
+        .expect("the worker leads alone first");
+    let master = sp
+        .spawn(
+            Role::Master,
+            &dir.path().join("master"),
+            std::slice::from_ref(&worker.addr),
+        )
+        .await
+        .unwrap();
+    let s = wait_for(LONG, || async {
+        let s = committed_beyond(&master, LARGE).await?;
+        s.leader
+            .as_ref()
+            .is_some_and(|l| l.peer_id == s.peer_id)
+            .then_some(s)
+    })
+    .await
+    .expect("the master leads with the whole pinset");
+    assert!(s.pinset.base_index >= LARGE, "{:?}", s.pinset);
+    assert_eq!(pinset_of(&master).await.len() as u64, LARGE);
 }

@@ -143,7 +143,7 @@ impl crate::pinset::actor::Transport for NodeHandle {
         req: wire::PinsetRequest,
     ) -> Result<wire::PinsetResponse, String> {
         match self.rpc(peer, Request::Pinset(req)).await? {
-            wire::Response::Pinset(r) => Ok(r),
+            wire::Response::Pinset(r) => r.check().map(|()| r).map_err(|e| e.to_string()),
             other => Err(format!("unexpected answer {other:?}")),
         }
     }

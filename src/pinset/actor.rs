@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::fit_batch;
 use super::replicate::{Replicator, Send};
+use super::snapshot::{Served, Stager, pull};
 use super::store::{Appended, PinStore, PinStoreError};
 use super::{Entry, LogPos, Op, PinSpec};
 use crate::role::Role;
@@ -34,6 +35,10 @@ const RESEND: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(50);
 /// Forwarded write batches in flight to the leader.
 const MAX_FORWARDS: usize = 4;
+/// A follower this many entries behind the commit index pulls a snapshot
+/// rather than the entries; and this many committed entries stay in the
+/// log when it is compacted (compaction runs once twice as many are there).
+pub const SNAPSHOT_LAG: u64 = 100_000;
 
 /// The cluster as the election sees it, from the node loop.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,6 +110,10 @@ enum Msg {
         upto: u64,
         result: Result<PinsetResponse, String>,
     },
+    /// A snapshot pull ended: staged as `(id, at)`, or why not.
+    Pulled {
+        result: Result<(u64, LogPos), String>,
+    },
 }
 
 /// Where a node's copy of the log stands (in `status`).
@@ -113,6 +122,10 @@ pub struct PinsetPosition {
     pub last_index: u64,
     pub last_epoch: u64,
     pub commit: u64,
+    /// The log holds entries after this one; the state holds the rest
+    /// (compacted, or installed from a snapshot).
+    #[serde(default)]
+    pub base_index: u64,
 }
 
 /// Talks to the pinset task.
@@ -187,6 +200,10 @@ struct Actor<T: Transport> {
     forward: Vec<(Op, oneshot::Sender<Result<u64, WriteError>>)>,
     forwarding: usize,
     position: watch::Sender<PinsetPosition>,
+    /// Snapshots peers are pulling from this node.
+    served: Served,
+    /// A snapshot pull from the leader is under way.
+    pulling: bool,
 }
 
 /// Starts the task.
@@ -207,6 +224,8 @@ pub fn spawn<T: Transport>(
         seen_epoch: 0,
         forward: Vec::new(),
         forwarding: 0,
+        served: Served::default(),
+        pulling: false,
     };
     tokio::spawn(actor.run(rx, view, stop));
     PinsetHandle {
@@ -260,6 +279,7 @@ impl<T: Transport> Actor<T> {
                 last_index: last.index,
                 last_epoch: last.epoch,
                 commit: self.store.commit_index(),
+                base_index: self.store.base().index,
             };
             self.position
                 .send_if_modified(|p| std::mem::replace(p, now) != now);
@@ -268,14 +288,16 @@ impl<T: Transport> Actor<T> {
     }
 
     fn pos_at(&self, index: u64) -> Result<LogPos, PinStoreError> {
-        if index == 0 {
-            return Ok(LogPos::default());
+        self.store.pos_at(index)
+    }
+
+    /// Folds old committed entries into the state once enough piled up.
+    fn compact_if_due(&mut self) -> Result<(), PinStoreError> {
+        if self.store.commit_index() - self.store.base().index >= 2 * SNAPSHOT_LAG {
+            self.store.compact(SNAPSHOT_LAG)?;
+            debug!(base = ?self.store.base(), "pinset: log compacted");
         }
-        Ok(self
-            .store
-            .entries(index, 1)?
-            .and_then(|e| e.first().map(pos_of))
-            .unwrap_or(LogPos { index, epoch: 0 }))
+        Ok(())
     }
 
     fn step_down(&mut self) {
@@ -328,7 +350,20 @@ impl<T: Transport> Actor<T> {
                 });
             }
             Msg::Inbound { req, reply } => {
-                let _ = reply.send(self.on_request(req));
+                let _ = reply.send(self.on_request(req, view));
+            }
+            Msg::Pulled { result } => {
+                self.pulling = false;
+                let installed = result.and_then(|(id, at)| {
+                    self.store
+                        .install_staged(id, at)
+                        .map(|()| at)
+                        .map_err(|e| e.to_string())
+                });
+                match installed {
+                    Ok(at) => info!(?at, "pinset: snapshot installed"),
+                    Err(e) => warn!("pinset: snapshot pull failed: {e}"),
+                }
             }
             Msg::Write { op, reply } => self.on_write(op, reply, view),
             Msg::List { reply } => {
@@ -348,7 +383,12 @@ impl<T: Transport> Actor<T> {
                     return;
                 };
                 match result {
-                    Ok(PinsetResponse::Appended { ok: true, .. }) => l.rep.on_ok(&peer, upto),
+                    // After a snapshot, `last` is the follower's commit.
+                    Ok(PinsetResponse::Appended { ok: true, last }) => {
+                        l.rep.on_ok(&peer, upto.min(last.index))
+                    }
+                    // Still pulling: asked again once the send times out.
+                    Ok(PinsetResponse::Pulling) => {}
                     Ok(PinsetResponse::Appended { ok: false, last }) => {
                         l.rep.on_gap(&peer, last.index)
                     }
@@ -428,7 +468,22 @@ impl<T: Transport> Actor<T> {
         }
     }
 
-    fn on_request(&mut self, req: PinsetRequest) -> PinsetResponse {
+    /// An epoch a leader speaks in: refused if stale, else remembered (a
+    /// leader of an older one steps down).
+    fn hear_epoch(&mut self, epoch: u64) -> Result<(), PinsetResponse> {
+        if epoch < self.seen_epoch {
+            return Err(PinsetResponse::Refused {
+                reason: format!("stale epoch {epoch} (seen {})", self.seen_epoch),
+            });
+        }
+        self.seen_epoch = epoch;
+        if self.leading.as_ref().is_some_and(|l| l.epoch < epoch) {
+            self.step_down();
+        }
+        Ok(())
+    }
+
+    fn on_request(&mut self, req: PinsetRequest, view: &ClusterView) -> PinsetResponse {
         let refused = |reason: String| PinsetResponse::Refused { reason };
         match req {
             PinsetRequest::Append {
@@ -437,17 +492,17 @@ impl<T: Transport> Actor<T> {
                 entries,
                 commit,
             } => {
-                if epoch < self.seen_epoch {
-                    return refused(format!("stale epoch {epoch} (seen {})", self.seen_epoch));
-                }
-                self.seen_epoch = epoch;
-                if self.leading.as_ref().is_some_and(|l| l.epoch < epoch) {
-                    self.step_down();
+                if let Err(r) = self.hear_epoch(epoch) {
+                    return r;
                 }
                 let sent_upto = prev.index + entries.len() as u64;
                 match self.store.append(prev, &entries) {
                     Ok(Appended::Ok(_)) => {
-                        if let Err(e) = self.store.commit_to(commit.min(sent_upto)) {
+                        if let Err(e) = self
+                            .store
+                            .commit_to(commit.min(sent_upto))
+                            .and_then(|_| self.compact_if_due())
+                        {
                             return refused(e.to_string());
                         }
                         PinsetResponse::Appended {
@@ -475,6 +530,40 @@ impl<T: Transport> Actor<T> {
                 Err(e) => refused(e.to_string()),
             },
             PinsetRequest::Write { .. } => refused("not the leader".into()),
+            PinsetRequest::Snapshot { epoch, from } => {
+                if let Err(r) = self.hear_epoch(epoch) {
+                    return r;
+                }
+                let commit = self.store.commit_index();
+                if commit >= from {
+                    return match self.pos_at(commit) {
+                        Ok(last) => PinsetResponse::Appended { ok: true, last },
+                        Err(e) => refused(e.to_string()),
+                    };
+                }
+                if self.pulling {
+                    return PinsetResponse::Pulling;
+                }
+                // Pulled from the leader this node follows in that epoch.
+                let Some((leader, _)) = view.leader.clone().filter(|(_, e)| *e == epoch) else {
+                    return refused(format!("not following a leader of epoch {epoch}"));
+                };
+                info!(%leader, from, commit, "pinset: pulling a snapshot");
+                self.pulling = true;
+                let (transport, tx, stager) = (
+                    self.transport.clone(),
+                    self.tx.clone(),
+                    Stager::new(&self.store),
+                );
+                tokio::spawn(async move {
+                    let result = pull(&transport, &leader, stager).await;
+                    let _ = tx.send(Msg::Pulled { result }).await;
+                });
+                PinsetResponse::Pulling
+            }
+            PinsetRequest::ReadSnapshot { id, after } => {
+                self.served.read(&self.store, id, after, Instant::now())
+            }
         }
     }
 
@@ -541,25 +630,32 @@ impl<T: Transport> Actor<T> {
         let now = Instant::now();
         let ids: Vec<String> = v.peers.iter().map(|p| p.id.clone()).collect();
         let (epoch, commit) = (l.epoch, self.store.commit_index());
+        let snapshot_below = (self.store.base().index).max(commit.saturating_sub(SNAPSHOT_LAG));
         for id in ids {
             let Some(l) = self.leading.as_mut() else {
                 break;
             };
-            let Some(Send::Entries { from }) = l.rep.next_send(&id, last, commit, 0, now) else {
-                continue;
-            };
-            let prev = self.pos_at(from - 1)?;
-            let mut entries = self
-                .store
-                .entries(from, MAX_PINSET_BATCH)?
-                .unwrap_or_default();
-            fit_batch(&mut entries, MAX_PINSET_BATCH_BYTES);
-            let upto = prev.index + entries.len() as u64;
-            let req = PinsetRequest::Append {
-                epoch,
-                prev,
-                entries,
-                commit,
+            let (req, upto) = match l.rep.next_send(&id, last, commit, snapshot_below, now) {
+                None => continue,
+                Some(Send::Snapshot { from }) => {
+                    (PinsetRequest::Snapshot { epoch, from }, u64::MAX)
+                }
+                Some(Send::Entries { from }) => {
+                    let prev = self.pos_at(from - 1)?;
+                    let mut entries = self
+                        .store
+                        .entries(from, MAX_PINSET_BATCH)?
+                        .unwrap_or_default();
+                    fit_batch(&mut entries, MAX_PINSET_BATCH_BYTES);
+                    let upto = prev.index + entries.len() as u64;
+                    let req = PinsetRequest::Append {
+                        epoch,
+                        prev,
+                        entries,
+                        commit,
+                    };
+                    (req, upto)
+                }
             };
             let (transport, tx) = (self.transport.clone(), self.tx.clone());
             tokio::spawn(async move {
@@ -580,6 +676,7 @@ impl<T: Transport> Actor<T> {
         let target = l.rep.commit_index(last);
         if target > self.store.commit_index() {
             let committed = self.store.commit_to(target)?;
+            self.compact_if_due()?;
             let l = self.leading.as_mut().expect("still leading");
             let later = l.waiting.split_off(&(committed + 1));
             for (index, waiters) in std::mem::replace(&mut l.waiting, later) {
@@ -610,6 +707,12 @@ impl<T: Transport> Actor<T> {
             return Ok(());
         };
         info!(%peer, ?target, "pinset: catching up before leading");
+        // Far behind: the peer's state first, then its log from there.
+        let mut pulled = false;
+        if target.index > self.store.commit_index() + SNAPSHOT_LAG {
+            self.pull_from(&peer).await?;
+            pulled = true;
+        }
         let mut from = self.store.commit_index() + 1;
         loop {
             let entries = match self
@@ -618,6 +721,14 @@ impl<T: Transport> Actor<T> {
                 .await
             {
                 Ok(PinsetResponse::Entries { entries }) => entries,
+                // Most likely compacted away there: its state instead.
+                other if !pulled => {
+                    debug!(%peer, ?other, "pinset catch-up: fetch failed, pulling a snapshot");
+                    self.pull_from(&peer).await?;
+                    pulled = true;
+                    from = self.store.commit_index() + 1;
+                    continue;
+                }
                 other => {
                     warn!(%peer, ?other, "pinset catch-up stopped");
                     return Ok(());
@@ -638,5 +749,19 @@ impl<T: Transport> Actor<T> {
                 return Ok(());
             }
         }
+    }
+
+    /// Pulls `peer`'s snapshot and makes it the state (a failed pull is
+    /// logged and leaves the state as it was).
+    async fn pull_from(&mut self, peer: &str) -> Result<(), PinStoreError> {
+        info!(%peer, "pinset: pulling a snapshot");
+        match pull(&self.transport, peer, Stager::new(&self.store)).await {
+            Ok((id, at)) => {
+                self.store.install_staged(id, at)?;
+                info!(?at, "pinset: snapshot installed");
+            }
+            Err(e) => warn!(%peer, "pinset: snapshot pull failed: {e}"),
+        }
+        Ok(())
     }
 }

@@ -16,6 +16,8 @@
 //! * [`store::PinStore`]: the log and the applied state in one redb file,
 //!   every change one atomic, durable transaction; [`reader::PinReader`]
 //!   reads what is committed from other tasks.
+//! * [`snapshot`]: the committed state served and pulled in pages, for a
+//!   node too far behind the log (or behind its compacted part).
 //! * [`actor`]: the pinset task (log replication, writes).
 //! * [`keeper`]: on the leader, orders holders to pin and unpin so every
 //!   item keeps its replication factor ([`plan`] decides).
@@ -29,6 +31,7 @@ pub mod keeper;
 pub mod plan;
 pub mod reader;
 pub mod replicate;
+pub mod snapshot;
 pub mod store;
 
 use std::collections::BTreeMap;

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 pub enum Send {
     /// Entries from `from` on, after the entry at `from - 1`.
     Entries { from: u64 },
-    /// Its log ends before the leader's compacted base: the state instead.
-    Snapshot,
+    /// It needs entries from `from` on, but those are compacted away or
+    /// too many: it pulls the state instead.
+    Snapshot { from: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -77,12 +78,14 @@ impl Replicator {
 
     /// What to send `id` now, if anything; marks it in flight. An empty
     /// batch goes out when the follower has not heard the latest `commit`.
+    /// A follower that needs entries at or below `snapshot_below` gets a
+    /// snapshot instead.
     pub fn next_send(
         &mut self,
         id: &str,
         last: u64,
         commit: u64,
-        base: u64,
+        snapshot_below: u64,
         now: Instant,
     ) -> Option<Send> {
         let f = self.followers.get_mut(id)?;
@@ -98,8 +101,8 @@ impl Replicator {
         }
         f.in_flight = Some(now);
         f.commit_sent = commit;
-        if f.next <= base {
-            Some(Send::Snapshot)
+        if f.next <= snapshot_below {
+            Some(Send::Snapshot { from: f.next })
         } else {
             Some(Send::Entries { from: f.next })
         }
@@ -205,7 +208,10 @@ mod tests {
         r.set_followers([("a", true)], 100);
         r.next_send("a", 100, 0, 50, now);
         r.on_gap("a", 10);
-        assert_eq!(r.next_send("a", 100, 0, 50, now), Some(Send::Snapshot));
+        assert_eq!(
+            r.next_send("a", 100, 0, 50, now),
+            Some(Send::Snapshot { from: 11 })
+        );
         r.on_ok("a", 50);
         assert_eq!(
             r.next_send("a", 100, 0, 50, now),

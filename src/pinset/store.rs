@@ -22,7 +22,12 @@ pub(super) const K_COMMIT: &str = "commit";
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// The last entry folded into the state and dropped from the log.
 pub(super) const K_BASE_INDEX: &str = "base_index";
-const K_BASE_EPOCH: &str = "base_epoch";
+pub(super) const K_BASE_EPOCH: &str = "base_epoch";
+/// cid → bincode PinSpec: a snapshot being received ([`super::snapshot`]),
+/// which becomes the state once complete.
+pub(super) const STAGED: TableDefinition<&str, &[u8]> = TableDefinition::new("staged");
+/// The pull the staged pins belong to.
+pub(super) const K_STAGED_ID: &str = "staged_id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinStoreError {
@@ -37,6 +42,11 @@ pub enum PinStoreError {
     /// A follower was asked to drop committed entries: a protocol violation.
     #[error("entry {index} conflicts with a committed entry (commit index {commit})")]
     ConflictBelowCommit { index: u64, commit: u64 },
+    /// A snapshot older than what is committed here would lose entries.
+    #[error("snapshot at index {at} is behind the commit index {commit}")]
+    SnapshotBehind { at: u64, commit: u64 },
+    #[error("no complete snapshot {id} is staged")]
+    NotStaged { id: u64 },
 }
 
 /// The answer to [`PinStore::append`].
@@ -58,7 +68,7 @@ pub struct PinStore {
     base: LogPos,
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+pub(super) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).expect("in-memory encoding")
 }
 
@@ -103,8 +113,17 @@ impl PinStore {
             commit: 0,
             base: LogPos::default(),
         };
-        // Make sure the tables exist, then read the counters.
-        store.write(|_, _, _| Ok(()))?;
+        // Make sure the tables exist, drop what an interrupted snapshot
+        // pull left, then read the counters.
+        store.write(|_, _, meta| {
+            meta.remove(K_STAGED_ID).map_err(|e| store.err(e))?;
+            Ok(())
+        })?;
+        {
+            let txn = store.db.begin_write().map_err(|e| store.err(e))?;
+            txn.delete_table(STAGED).map_err(|e| store.err(e))?;
+            txn.commit().map_err(|e| store.err(e))?;
+        }
         let txn = store.db.begin_read().map_err(|e| store.err(e))?;
         let meta = txn.open_table(META).map_err(|e| store.err(e))?;
         let get = |k| -> Result<u64, PinStoreError> {
@@ -176,6 +195,27 @@ impl PinStore {
 
     pub fn commit_index(&self) -> u64 {
         self.commit
+    }
+
+    /// The last entry folded into the state (compacted or from a snapshot).
+    pub fn base(&self) -> LogPos {
+        self.base
+    }
+
+    /// The position of the entry at `index` (its epoch 0 if not held).
+    pub fn pos_at(&self, index: u64) -> Result<LogPos, PinStoreError> {
+        if index == self.base.index {
+            return Ok(self.base);
+        }
+        Ok(LogPos {
+            index,
+            epoch: self.epoch_at(index)?.unwrap_or(0),
+        })
+    }
+
+    /// The database, for snapshots read and received alongside this store.
+    pub(super) fn shared(&self) -> (Arc<Database>, PathBuf) {
+        (self.db.clone(), self.path.clone())
     }
 
     /// The leader's append: `ops` become entries after the last one, in one transaction.
@@ -366,9 +406,8 @@ impl PinStore {
         let epoch = self.epoch_at(upto)?.unwrap_or(self.base.epoch);
         let from = self.base.index + 1;
         self.write(|log, _, meta| {
-            for i in from..=upto {
-                log.remove(i).map_err(|e| self.err(e))?;
-            }
+            log.retain_in(from..=upto, |_, _| false)
+                .map_err(|e| self.err(e))?;
             meta.insert(K_BASE_INDEX, upto).map_err(|e| self.err(e))?;
             meta.insert(K_BASE_EPOCH, epoch).map_err(|e| self.err(e))?;
             Ok(())
@@ -377,23 +416,39 @@ impl PinStore {
         Ok(())
     }
 
-    /// Replaces everything with a snapshot: the state as of `at` (committed).
-    pub fn install_snapshot(&mut self, at: LogPos, pins: &[PinSpec]) -> Result<(), PinStoreError> {
-        self.write(|log, table, meta| {
-            log.retain(|_, _| false).map_err(|e| self.err(e))?;
-            table.retain(|_, _| false).map_err(|e| self.err(e))?;
-            for p in pins {
-                table
-                    .insert(p.cid.as_str(), encode(p).as_slice())
-                    .map_err(|e| self.err(e))?;
+    /// Makes the snapshot staged by pull `id` (see [`super::snapshot`]) the
+    /// state, committed as of `at`, in one durable transaction: the log
+    /// restarts after `at`. Refused if `at` is behind this store's commit.
+    pub fn install_staged(&mut self, id: u64, at: LogPos) -> Result<(), PinStoreError> {
+        if at.index < self.commit {
+            return Err(PinStoreError::SnapshotBehind {
+                at: at.index,
+                commit: self.commit,
+            });
+        }
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let staged = meta.get(K_STAGED_ID).map_err(|e| self.err(e))?;
+            if staged.map(|v| v.value()) != Some(id) {
+                return Err(PinStoreError::NotStaged { id });
             }
+        }
+        // Swapping tables costs the same for ten pins or ten million.
+        txn.delete_table(PINS).map_err(|e| self.err(e))?;
+        txn.rename_table(STAGED, PINS).map_err(|e| self.err(e))?;
+        txn.delete_table(LOG).map_err(|e| self.err(e))?;
+        {
+            txn.open_table(LOG).map_err(|e| self.err(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            meta.remove(K_STAGED_ID).map_err(|e| self.err(e))?;
             meta.insert(K_COMMIT, at.index).map_err(|e| self.err(e))?;
             meta.insert(K_BASE_INDEX, at.index)
                 .map_err(|e| self.err(e))?;
             meta.insert(K_BASE_EPOCH, at.epoch)
                 .map_err(|e| self.err(e))?;
-            Ok(())
-        })?;
+        }
+        txn.commit().map_err(|e| self.err(e))?;
         self.base = at;
         self.last = at;
         self.commit = at.index;

@@ -129,15 +129,23 @@ fn compaction_and_snapshots() {
     );
 
     let mut t = PinStore::open(&dir.path().join("q.redb")).unwrap();
-    t.install_snapshot(
+    let stager = crate::pinset::snapshot::Stager::new(&t);
+    stager.begin(1).unwrap();
+    stager.add(1, &s.pins().unwrap()).unwrap();
+    t.install_staged(
+        1,
         LogPos {
             epoch: 1,
             index: 10,
         },
-        &s.pins().unwrap(),
     )
     .unwrap();
     assert_eq!(t.pins().unwrap(), s.pins().unwrap());
+    assert_eq!(
+        s.pos_at(7).unwrap(),
+        LogPos { epoch: 1, index: 7 },
+        "the base's position is known after compaction"
+    );
     let tail = s.entries(11, 10).unwrap().unwrap();
     assert_eq!(
         t.append(
