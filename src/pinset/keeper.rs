@@ -23,11 +23,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::Op;
 use super::actor::ClusterView;
 use super::holder::HolderHandle;
-use super::plan::{Candidate, Holding, Limits, Order, plan};
+use super::plan::{Candidate, Holding, Key, Limits, Order, Want, plan};
 use super::reader::{Committed, PinReader};
-use super::{PinSpec, apply};
 use crate::role::Role;
 use crate::wire::{
     HeldState, HolderOrder, HolderRequest, HolderResponse, IpfsInfo, MAX_ORDERS, MAX_PROVIDERS,
@@ -98,16 +98,16 @@ struct Book {
     /// session changed); until every live holder has, nothing is planned.
     synced: bool,
     /// Being rebuilt from scratch (pages of a reset answer).
-    rebuilding: Option<(Holding, HashMap<String, HeldState>)>,
+    rebuilding: Option<(Holding, HashMap<Key, HeldState>)>,
     busy: bool,
     next_poll: Option<Instant>,
     misses: u32,
     /// Orders not yet sent, and the CIDs of those not yet answered:
     /// state reports for these are older than the order and are skipped.
-    outbox: Vec<HolderOrder>,
-    ordered: HashSet<String>,
+    outbox: Vec<(Key, bool)>,
+    ordered: HashSet<Key>,
     /// States other than pinned, to show (what is held is in `holdings`).
-    detail: HashMap<String, HeldState>,
+    detail: HashMap<Key, HeldState>,
 }
 
 struct Keeper<T> {
@@ -121,7 +121,8 @@ struct Keeper<T> {
     leading: Option<u64>,
     generation: u64,
     seq: u64,
-    pins: BTreeMap<String, PinSpec>,
+    /// The committed pinset: what the planner needs of each item.
+    pins: BTreeMap<Key, Want>,
     applied: u64,
     books: HashMap<String, Book>,
     holdings: HashMap<String, Holding>,
@@ -165,8 +166,8 @@ pub fn spawn<T: HolderTransport>(
 /// Records what a holder says of one item.
 fn note(
     holding: &mut Holding,
-    detail: &mut HashMap<String, HeldState>,
-    cid: String,
+    detail: &mut HashMap<Key, HeldState>,
+    cid: Key,
     state: HeldState,
     now: Instant,
 ) {
@@ -277,7 +278,7 @@ impl<T: HolderTransport> Keeper<T> {
         match result {
             Ok(HolderResponse::Taken) => {
                 for o in &orders {
-                    book.ordered.remove(&o.cid);
+                    book.ordered.remove(o.cid.as_str());
                 }
                 book.misses = 0;
                 book.next_poll = Some(now);
@@ -301,8 +302,8 @@ impl<T: HolderTransport> Keeper<T> {
                     None => (&mut *held, &mut book.detail),
                 };
                 for (cid, state) in items {
-                    if !book.ordered.contains(&cid) {
-                        note(holding, detail, cid, state, now);
+                    if !book.ordered.contains(cid.as_str()) {
+                        note(holding, detail, intern(&self.pins, cid), state, now);
                     }
                 }
                 if !more && let Some((h, d)) = book.rebuilding.take() {
@@ -358,9 +359,9 @@ impl<T: HolderTransport> Keeper<T> {
         book.next_poll = Some(now + POLL_BUSY * 5 * book.misses.min(10));
         let held = self.holdings.entry(peer.to_owned()).or_default();
         for o in orders {
-            book.ordered.remove(&o.cid);
-            held.in_flight.remove(&o.cid);
-            book.detail.remove(&o.cid);
+            book.ordered.remove(o.cid.as_str());
+            held.in_flight.remove(o.cid.as_str());
+            book.detail.remove(o.cid.as_str());
         }
         if !orders.is_empty() {
             book.synced = false;
@@ -422,14 +423,38 @@ impl<T: HolderTransport> Keeper<T> {
                     let Some(last) = entries.last().map(|e| e.index) else {
                         return Ok(());
                     };
-                    for e in &entries {
-                        apply(&mut self.pins, &e.op);
+                    for e in entries {
+                        match e.op {
+                            Op::Pin(spec) => {
+                                let want = Want::from(&spec);
+                                self.pins.insert(intern(&self.pins, spec.cid), want);
+                            }
+                            Op::Unpin { cid } => {
+                                self.pins.remove(cid.as_str());
+                            }
+                            Op::Barrier => {}
+                        }
                     }
                     self.applied = last;
                 }
-                Committed::All { commit, pins } => {
-                    self.pins = pins.into_iter().map(|p| (p.cid.clone(), p)).collect();
-                    self.applied = commit;
+                Committed::Compacted => {
+                    // The whole state, a page at a time from one snapshot.
+                    let source = self.reader.snapshot()?;
+                    let mut pins = BTreeMap::new();
+                    let mut after: Option<String> = None;
+                    loop {
+                        let (page, done) = source.page(after.as_deref(), 4096, usize::MAX)?;
+                        after = page.last().map(|p| p.cid.clone()).or(after);
+                        for p in page {
+                            let want = Want::from(&p);
+                            pins.insert(Key::from(p.cid), want);
+                        }
+                        if done {
+                            break;
+                        }
+                    }
+                    self.pins = pins;
+                    self.applied = source.at().index;
                 }
             }
             self.dirty = true;
@@ -528,7 +553,7 @@ impl<T: HolderTransport> Keeper<T> {
                 book.detail.insert(cid.clone(), HeldState::Unpinning);
             }
             book.ordered.insert(cid.clone());
-            book.outbox.push(HolderOrder { cid, pin });
+            book.outbox.push((cid, pin));
         }
     }
 
@@ -547,7 +572,14 @@ impl<T: HolderTransport> Keeper<T> {
             }
             let (req, orders) = if !book.outbox.is_empty() && book.synced {
                 let n = book.outbox.len().min(MAX_ORDERS);
-                let orders: Vec<HolderOrder> = book.outbox.drain(..n).collect();
+                let orders: Vec<HolderOrder> = book
+                    .outbox
+                    .drain(..n)
+                    .map(|(cid, pin)| HolderOrder {
+                        cid: cid.to_string(),
+                        pin,
+                    })
+                    .collect();
                 book.busy = true;
                 self.seq += 1;
                 let providers = self.providers(&orders, &id, v);
@@ -598,7 +630,11 @@ impl<T: HolderTransport> Keeper<T> {
             if out.len() == MAX_PROVIDERS {
                 break;
             }
-            if id == to || !orders.iter().any(|o| o.pin && held.pinned.contains(&o.cid)) {
+            if id == to
+                || !orders
+                    .iter()
+                    .any(|o| o.pin && held.pinned.contains(o.cid.as_str()))
+            {
                 continue;
             }
             let info = if *id == v.me {
@@ -614,6 +650,15 @@ impl<T: HolderTransport> Keeper<T> {
             }
         }
         out
+    }
+}
+
+/// The pinset's own copy of `cid` if it is in the pinset (one allocation
+/// for every mention), else a new one.
+fn intern(pins: &BTreeMap<Key, Want>, cid: String) -> Key {
+    match pins.get_key_value(cid.as_str()) {
+        Some((k, _)) => k.clone(),
+        None => Key::from(cid),
     }
 }
 

@@ -14,10 +14,32 @@
 //!   `retry_after` has passed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::PinSpec;
 use crate::role::Role;
+
+/// A CID as the keeper holds it: one allocation shared by the pinset and
+/// every holding (a million items would otherwise cost one string each,
+/// per copy).
+pub type Key = Arc<str>;
+
+/// What the planner needs to know of an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    pub min: u8,
+    pub max: u8,
+}
+
+impl From<&PinSpec> for Want {
+    fn from(p: &PinSpec) -> Want {
+        Want {
+            min: p.replication_min,
+            max: p.replication_max,
+        }
+    }
+}
 
 /// A peer as the planner needs it.
 #[derive(Debug, Clone)]
@@ -35,10 +57,10 @@ pub struct Candidate {
 /// order it is still carrying out), and what failed there.
 #[derive(Debug, Clone, Default)]
 pub struct Holding {
-    pub pinned: BTreeSet<String>,
-    pub in_flight: BTreeSet<String>,
+    pub pinned: BTreeSet<Key>,
+    pub in_flight: BTreeSet<Key>,
     /// cid → when the pin failed.
-    pub failed: HashMap<String, Instant>,
+    pub failed: HashMap<Key, Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +73,8 @@ pub struct Limits {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Order {
-    Pin { peer: String, cid: String },
-    Unpin { peer: String, cid: String },
+    Pin { peer: String, cid: Key },
+    Unpin { peer: String, cid: Key },
 }
 
 fn counts(peer: &Candidate, now: Instant, limits: &Limits) -> bool {
@@ -69,7 +91,7 @@ fn takes_new(peer: &Candidate, limits: &Limits) -> bool {
 
 /// The orders for one round.
 pub fn plan(
-    pins: &BTreeMap<String, PinSpec>,
+    pins: &BTreeMap<Key, Want>,
     peers: &[Candidate],
     holdings: &HashMap<String, Holding>,
     limits: &Limits,
@@ -87,7 +109,7 @@ pub fn plan(
         .collect();
     let mut orders = Vec::new();
 
-    for (cid, spec) in pins {
+    for (cid, want) in pins {
         let holders: Vec<&Candidate> = peers
             .iter()
             .filter(|p| counts(p, now, limits))
@@ -96,7 +118,7 @@ pub fn plan(
                 h.pinned.contains(cid) || h.in_flight.contains(cid)
             })
             .collect();
-        let max = usize::from(spec.replication_max.max(spec.replication_min).max(1));
+        let max = usize::from(want.max.max(want.min).max(1));
         if holders.len() < max {
             let mut fresh: Vec<&Candidate> = peers
                 .iter()

@@ -5,12 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase};
 
-use super::store::{
-    K_BASE_INDEX, K_COMMIT, LOG, META, PINS, PinStoreError, decode_entry, decode_pin,
-};
-use super::{Entry, PinSpec};
+use super::Entry;
+use super::store::{K_BASE_INDEX, K_COMMIT, LOG, META, PinStoreError, decode_entry};
 
 #[derive(Clone)]
 pub struct PinReader {
@@ -25,8 +23,9 @@ pub enum Committed {
     Same,
     /// Committed entries that follow (more may follow them).
     Entries(Vec<Entry>),
-    /// Those entries were compacted away: the whole pinset, as of `commit`.
-    All { commit: u64, pins: Vec<PinSpec> },
+    /// Those entries were compacted away: read the whole state instead
+    /// ([`PinReader::snapshot`]).
+    Compacted,
 }
 
 impl PinReader {
@@ -39,6 +38,11 @@ impl PinReader {
             path: self.path.clone(),
             message: e.to_string(),
         }
+    }
+
+    /// The committed state as of now, to read in pages.
+    pub fn snapshot(&self) -> Result<super::snapshot::Source, PinStoreError> {
+        super::snapshot::Source::open_db(&self.db, &self.path)
     }
 
     /// The committed changes after index `applied`, at most `max` entries.
@@ -56,13 +60,7 @@ impl PinReader {
             return Ok(Committed::Same);
         }
         if applied < base {
-            let table = txn.open_table(PINS).map_err(|e| self.err(e))?;
-            let mut pins = Vec::new();
-            for row in table.iter().map_err(|e| self.err(e))? {
-                let (k, v) = row.map_err(|e| self.err(e))?;
-                pins.push(decode_pin(&self.path, k.value(), v.value())?);
-            }
-            return Ok(Committed::All { commit, pins });
+            return Ok(Committed::Compacted);
         }
         let log = txn.open_table(LOG).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
@@ -82,7 +80,7 @@ impl PinReader {
 mod tests {
     use super::*;
     use crate::pinset::store::PinStore;
-    use crate::pinset::{LogPos, Op};
+    use crate::pinset::{LogPos, Op, PinSpec};
 
     fn spec(cid: &str) -> PinSpec {
         PinSpec {
@@ -120,15 +118,18 @@ mod tests {
         assert_eq!(e.len(), 1);
         store.commit_to(3).unwrap();
         store.compact(0).unwrap();
-        let Committed::All { commit, pins } = reader.committed_after(1, 10).unwrap() else {
-            panic!("the whole state expected")
-        };
-        assert_eq!(commit, 3);
+        assert!(matches!(
+            reader.committed_after(1, 10).unwrap(),
+            Committed::Compacted
+        ));
+        let state = reader.snapshot().unwrap();
+        assert_eq!(state.at(), LogPos { epoch: 1, index: 3 });
+        let (pins, done) = state.page(None, 10, usize::MAX).unwrap();
+        assert!(done);
         assert_eq!(pins.len(), 3);
         assert!(matches!(
             reader.committed_after(3, 10).unwrap(),
             Committed::Same
         ));
-        let _ = LogPos::default();
     }
 }

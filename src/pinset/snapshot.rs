@@ -47,6 +47,11 @@ pub struct Source {
 impl Source {
     pub fn open(store: &PinStore) -> Result<Source, PinStoreError> {
         let (db, path) = store.shared();
+        Source::open_db(&db, &path)
+    }
+
+    pub(super) fn open_db(db: &Database, path: &std::path::Path) -> Result<Source, PinStoreError> {
+        let path = path.to_owned();
         let err = |e: redb::Error| db_err(&path, e);
         let txn = db.begin_read().map_err(|e| err(e.into()))?;
         let at = {

@@ -19,18 +19,9 @@ fn peer(id: &str, role: Role, disk_free: u64) -> Candidate {
     }
 }
 
-fn pinset(cids: &[&str], min: u8, max: u8) -> BTreeMap<String, PinSpec> {
+fn pinset(cids: &[&str], min: u8, max: u8) -> BTreeMap<Key, Want> {
     cids.iter()
-        .map(|c| {
-            let spec = PinSpec {
-                cid: c.to_string(),
-                name: String::new(),
-                replication_min: min,
-                replication_max: max,
-                added_unix_ms: 0,
-            };
-            (c.to_string(), spec)
-        })
+        .map(|c| (Key::from(*c), Want { min, max }))
         .collect()
 }
 
@@ -38,7 +29,7 @@ fn pinned_on(orders: &[Order]) -> Vec<(&str, &str)> {
     orders
         .iter()
         .filter_map(|o| match o {
-            Order::Pin { peer, cid } => Some((peer.as_str(), cid.as_str())),
+            Order::Pin { peer, cid } => Some((peer.as_str(), &**cid)),
             _ => None,
         })
         .collect()
@@ -80,7 +71,7 @@ fn a_dead_holder_is_replaced_only_after_the_grace_period() {
         holdings.insert(
             id.to_string(),
             Holding {
-                pinned: ["x".to_string()].into(),
+                pinned: [Key::from("x")].into(),
                 ..Holding::default()
             },
         );
@@ -114,7 +105,7 @@ fn failures_wait_for_a_retry_and_removed_items_are_unpinned() {
     let t0 = Instant::now();
     let peers = [peer("a", Role::Worker, 1 << 30)];
     let mut h = Holding {
-        pinned: ["gone".to_string()].into(),
+        pinned: [Key::from("gone")].into(),
         ..Holding::default()
     };
     h.failed.insert("x".into(), t0);
@@ -154,7 +145,7 @@ fn extras_above_the_maximum_are_trimmed() {
             (
                 p.id.clone(),
                 Holding {
-                    pinned: ["x".to_string()].into(),
+                    pinned: [Key::from("x")].into(),
                     ..Holding::default()
                 },
             )
@@ -204,9 +195,8 @@ proptest! {
             ipfs_ready: *ready,
             disk_free: *disk,
         }).collect();
-        let pins: BTreeMap<String, PinSpec> = items.iter().enumerate().map(|(i, (min, extra))| {
-            let spec = PinSpec { cid: format!("c{i}"), name: String::new(), replication_min: *min, replication_max: min + extra, added_unix_ms: 0 };
-            (spec.cid.clone(), spec)
+        let pins: BTreeMap<Key, Want> = items.iter().enumerate().map(|(i, (min, extra))| {
+            (Key::from(format!("c{i}")), Want { min: *min, max: min + extra })
         }).collect();
         let eligible: Vec<&Candidate> = peers.iter().filter(|p| takes_new(p, &LIMITS)).collect();
         let mut holdings: HashMap<String, Holding> = HashMap::new();
@@ -228,9 +218,9 @@ proptest! {
                 }
             }
         }
-        for (cid, spec) in &pins {
+        for (cid, want) in &pins {
             let n = holdings.values().filter(|h| h.pinned.contains(cid)).count();
-            let max = usize::from(spec.replication_max.max(spec.replication_min));
+            let max = usize::from(want.max.max(want.min));
             prop_assert_eq!(n, max.min(eligible.len()), "copies of {}", cid);
         }
     }
