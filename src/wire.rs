@@ -243,6 +243,10 @@ pub enum PinsetResponse {
     },
     /// A snapshot is being pulled; ask again later.
     Pulling,
+    /// The follower held committed entries the leader's log lacks: it kept
+    /// their pins aside (to write them again) and emptied its log; send
+    /// from the start.
+    Reset,
     /// A page of the committed state as of `at`; `done`: the last one.
     SnapshotChunk {
         at: LogPos,

@@ -265,3 +265,87 @@ async fn a_new_leader_far_behind_takes_a_snapshot_before_leading() {
     assert!(s.pinset.base_index >= LARGE, "{:?}", s.pinset);
     assert_eq!(pinset_of(&master).await.len() as u64, LARGE);
 }
+
+fn signal(n: &NodeProc, sig: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+    unsafe {
+        libc::kill(n.pid() as libc::pid_t, sig);
+    }
+}
+
+/// The leader and the one follower that holds some acknowledged pins die
+/// together, while the third node (stopped meanwhile) goes on without
+/// them and takes writes of its own. When the two return, the pins only
+/// they kept are written again: every node ends with both sets.
+#[tokio::test]
+async fn pins_only_returning_nodes_kept_are_merged_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = Spawner::new(BIN);
+    let mut nodes = cluster(dir.path(), &[Role::Master, Role::Master, Role::Master]).await;
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    let (leader, _, _) = agreed_leader(&all, 2).await.unwrap();
+    let li = nodes.iter().position(|n| n.peer_id == leader).unwrap();
+    let (fi, si) = ((li + 1) % 3, (li + 2) % 3);
+
+    signal(&nodes[si], libc::SIGSTOP);
+    let kept: BTreeSet<String> = (0..10).map(cid).collect();
+    for c in &kept {
+        nodes[li]
+            .client
+            .pin_add(&req(c.clone()))
+            .await
+            .expect("committed on the leader and the live follower");
+    }
+    nodes[li].kill();
+    nodes[fi].kill();
+    signal(&nodes[si], libc::SIGCONT);
+
+    // The survivor leads alone and takes writes the others never saw.
+    let survivor = &nodes[si];
+    wait_for(LONG, || async {
+        let s = survivor.status().await?;
+        s.leader
+            .as_ref()
+            .is_some_and(|l| l.peer_id == s.peer_id)
+            .then_some(())
+    })
+    .await
+    .expect("the survivor leads");
+    let later: BTreeSet<String> = (100..110).map(cid).collect();
+    for c in &later {
+        wait_for(LONG, || async {
+            survivor.client.pin_add(&req(c.clone())).await.ok()
+        })
+        .await
+        .expect("the survivor takes writes alone");
+    }
+    let lost: Vec<&String> = kept.iter().filter(|c| later.contains(*c)).collect();
+    assert!(lost.is_empty());
+    assert!(pinset_of(survivor).await.is_disjoint(&kept));
+
+    // The two return on their old data.
+    let boot = [survivor.addr.clone()];
+    for i in [li, fi] {
+        let d = nodes[i].dir.clone();
+        nodes[i] = sp.spawn(Role::Master, &d, &boot).await.unwrap();
+    }
+    let want: BTreeSet<String> = kept.union(&later).cloned().collect();
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    let merged = wait_for(LONG, || async {
+        agreed_leader(&all, 2).await?;
+        for n in &all {
+            if pinset_of(n).await != want {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    if merged.is_none() {
+        let mut seen = Vec::new();
+        for n in &all {
+            seen.push((n.status().await.map(|s| s.pinset), pinset_of(n).await.len()));
+        }
+        panic!("the pinsets never merged: {seen:?}");
+    }
+}

@@ -114,7 +114,14 @@ enum Msg {
     Pulled {
         result: Result<(u64, LogPos), String>,
     },
+    /// Rescued pins written again: these are committed; `failed`: some
+    /// were not (tried again later).
+    Resubmitted { done: Vec<String>, failed: bool },
 }
+
+/// Rescued pins written again per round, and the wait after a failed round.
+const RESUBMIT_BATCH: usize = MAX_WRITE_BATCH * MAX_FORWARDS;
+const RESUBMIT_RETRY: Duration = Duration::from_secs(2);
 
 /// Where a node's copy of the log stands (in `status`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -204,6 +211,14 @@ struct Actor<T: Transport> {
     served: Served,
     /// A snapshot pull from the leader is under way.
     pulling: bool,
+    /// Rescued pins may wait to be written again (see
+    /// [`PinStore::rescue_and_reset`]); a round of them is in flight; a
+    /// failed round is retried after this.
+    rescue_due: bool,
+    resubmitting: bool,
+    resubmit_after: Option<Instant>,
+    /// Compaction has more chunks to go.
+    compacting: bool,
 }
 
 /// Starts the task.
@@ -226,6 +241,10 @@ pub fn spawn<T: Transport>(
         forwarding: 0,
         served: Served::default(),
         pulling: false,
+        rescue_due: true,
+        resubmitting: false,
+        resubmit_after: None,
+        compacting: false,
     };
     tokio::spawn(actor.run(rx, view, stop));
     PinsetHandle {
@@ -265,9 +284,10 @@ impl<T: Transport> Actor<T> {
                     }
                     None => break,
                 },
-                // Only a leader has timers to run (resends); a follower acts
-                // on messages and view changes alone.
-                _ = tick.tick(), if self.leading.is_some() => {}
+                // Only a leader has timers to run (resends), and a node with
+                // rescued pins to write again; others act on messages and
+                // view changes alone.
+                _ = tick.tick(), if self.leading.is_some() || self.rescue_due => {}
                 changed = view.changed() => if changed.is_err() { break },
             }
             let v = view.borrow().clone();
@@ -291,10 +311,12 @@ impl<T: Transport> Actor<T> {
         self.store.pos_at(index)
     }
 
-    /// Folds old committed entries into the state once enough piled up.
+    /// Folds old committed entries into the state once enough piled up,
+    /// a chunk per call until the log is back to [`SNAPSHOT_LAG`] entries.
     fn compact_if_due(&mut self) -> Result<(), PinStoreError> {
-        if self.store.commit_index() - self.store.base().index >= 2 * SNAPSHOT_LAG {
-            self.store.compact(SNAPSHOT_LAG)?;
+        let length = self.store.commit_index() - self.store.base().index;
+        if length >= 2 * SNAPSHOT_LAG || (self.compacting && length > SNAPSHOT_LAG) {
+            self.compacting = self.store.compact(SNAPSHOT_LAG)?;
             debug!(base = ?self.store.base(), "pinset: log compacted");
         }
         Ok(())
@@ -352,6 +374,18 @@ impl<T: Transport> Actor<T> {
             Msg::Inbound { req, reply } => {
                 let _ = reply.send(self.on_request(req, view));
             }
+            Msg::Resubmitted { done, failed } => {
+                self.resubmitting = false;
+                if !done.is_empty() {
+                    info!(count = done.len(), "pinset: rescued pins committed again");
+                }
+                if let Err(e) = self.store.forget_rescued(&done) {
+                    warn!("pinset: {e}");
+                }
+                if failed {
+                    self.resubmit_after = Some(Instant::now() + RESUBMIT_RETRY);
+                }
+            }
             Msg::Pulled { result } => {
                 self.pulling = false;
                 let installed = result.and_then(|(id, at)| {
@@ -389,6 +423,7 @@ impl<T: Transport> Actor<T> {
                     }
                     // Still pulling: asked again once the send times out.
                     Ok(PinsetResponse::Pulling) => {}
+                    Ok(PinsetResponse::Reset) => l.rep.on_reset(&peer),
                     Ok(PinsetResponse::Appended { ok: false, last }) => {
                         l.rep.on_gap(&peer, last.index)
                     }
@@ -514,6 +549,18 @@ impl<T: Transport> Actor<T> {
                         ok: false,
                         last: have,
                     },
+                    Err(PinStoreError::ConflictBelowCommit { index, commit }) => {
+                        // The cluster went on without entries only this
+                        // node (and others down with it) kept.
+                        warn!(
+                            index,
+                            commit, "pinset: the leader's log lacks entries committed here"
+                        );
+                        match self.rescue_from(index) {
+                            Ok(()) => PinsetResponse::Reset,
+                            Err(e) => refused(e.to_string()),
+                        }
+                    }
                     Err(e) => refused(e.to_string()),
                 }
             }
@@ -567,8 +614,68 @@ impl<T: Transport> Actor<T> {
         }
     }
 
+    /// Keeps the pins of this node's committed entries from `from` on
+    /// aside and empties the log, to follow the leader's from scratch.
+    fn rescue_from(&mut self, from: u64) -> Result<(), PinStoreError> {
+        let n = self.store.rescue_and_reset(from)?;
+        warn!(
+            from,
+            rescued = n,
+            "pinset: log emptied to follow the cluster's; pins only this node kept will be written again"
+        );
+        self.rescue_due = true;
+        Ok(())
+    }
+
+    /// Writes rescued pins again through the leader, a round at a time;
+    /// they leave the rescued table once committed.
+    fn resubmit(&mut self, v: &ClusterView) {
+        if !self.rescue_due
+            || self.resubmitting
+            || v.leader.is_none()
+            || self.resubmit_after.is_some_and(|t| Instant::now() < t)
+        {
+            return;
+        }
+        let pins = match self.store.rescued(RESUBMIT_BATCH) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("pinset: {e}");
+                self.resubmit_after = Some(Instant::now() + RESUBMIT_RETRY);
+                return;
+            }
+        };
+        if pins.is_empty() {
+            self.rescue_due = false;
+            return;
+        }
+        self.resubmitting = true;
+        let mut waits = Vec::with_capacity(pins.len());
+        for spec in pins {
+            let (reply, rx) = oneshot::channel();
+            waits.push((spec.cid.clone(), rx));
+            // Leechers keep rescued pins too: written like any node's.
+            match self.leading.as_mut() {
+                Some(l) => l.queued.push((Op::Pin(spec), reply)),
+                None => self.forward.push((Op::Pin(spec), reply)),
+            }
+        }
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let (mut done, mut failed) = (Vec::new(), false);
+            for (cid, rx) in waits {
+                match rx.await {
+                    Ok(Ok(_)) => done.push(cid),
+                    _ => failed = true,
+                }
+            }
+            let _ = tx.send(Msg::Resubmitted { done, failed }).await;
+        });
+    }
+
     /// Leadership changes, replication, commits.
     async fn drive(&mut self, v: &ClusterView) -> Result<(), PinStoreError> {
+        self.resubmit(v);
         self.forward(v);
         let my_epoch = v
             .leader
@@ -676,7 +783,6 @@ impl<T: Transport> Actor<T> {
         let target = l.rep.commit_index(last);
         if target > self.store.commit_index() {
             let committed = self.store.commit_to(target)?;
-            self.compact_if_due()?;
             let l = self.leading.as_mut().expect("still leading");
             let later = l.waiting.split_off(&(committed + 1));
             for (index, waiters) in std::mem::replace(&mut l.waiting, later) {
@@ -685,7 +791,7 @@ impl<T: Transport> Actor<T> {
                 }
             }
         }
-        Ok(())
+        self.compact_if_due()
     }
 
     /// Before leading: take what the most advanced live peer has beyond our commit.
@@ -707,6 +813,7 @@ impl<T: Transport> Actor<T> {
             return Ok(());
         };
         info!(%peer, ?target, "pinset: catching up before leading");
+        self.check_prefix(&peer, target).await?;
         // Far behind: the peer's state first, then its log from there.
         let mut pulled = false;
         if target.index > self.store.commit_index() + SNAPSHOT_LAG {
@@ -749,6 +856,71 @@ impl<T: Transport> Actor<T> {
                 return Ok(());
             }
         }
+    }
+
+    /// What this node committed must be a prefix of the more advanced
+    /// `peer`'s log. If it is not (the cluster went on without entries
+    /// only this node kept), the pins of what differs are rescued and the
+    /// log emptied, to take the peer's from scratch.
+    async fn check_prefix(&mut self, peer: &str, target: LogPos) -> Result<(), PinStoreError> {
+        let (base, commit) = (self.store.base().index, self.store.commit_index());
+        if commit <= base {
+            return Ok(());
+        }
+        // If the peer holds our last committed entry, it holds all before it.
+        let probe = commit.min(target.index);
+        let ours = self.pos_at(probe)?;
+        match self
+            .transport
+            .request(peer, PinsetRequest::Fetch { from: probe })
+            .await
+        {
+            Ok(PinsetResponse::Entries { entries }) => {
+                let same = entries.first().map(pos_of) == Some(ours);
+                if same && probe == commit {
+                    return Ok(());
+                }
+            }
+            // Compacted there (or unreachable): cannot tell; as Raft
+            // assumes, what is committed is the cluster's.
+            other => {
+                debug!(%peer, ?other, "pinset: cannot compare committed entries");
+                return Ok(());
+            }
+        }
+        // Where the logs part: the first of ours the peer lacks or differs on.
+        let mut from = base + 1;
+        let parted = loop {
+            let theirs = match self
+                .transport
+                .request(peer, PinsetRequest::Fetch { from })
+                .await
+            {
+                Ok(PinsetResponse::Entries { entries }) => entries,
+                // Cannot tell where: everything beyond the base.
+                _ => break base + 1,
+            };
+            let mine = self
+                .store
+                .entries(from, theirs.len().max(1))?
+                .unwrap_or_default();
+            let differs = mine
+                .iter()
+                .zip(theirs.iter().map(Some).chain(std::iter::repeat(None)))
+                .find(|(m, t)| t.is_none_or(|t| pos_of(t) != pos_of(m)));
+            if let Some((m, _)) = differs {
+                break m.index;
+            }
+            if mine.is_empty() {
+                break from;
+            }
+            from += mine.len() as u64;
+        };
+        if parted <= commit {
+            warn!(%peer, parted, commit, "pinset: committed entries the cluster's log lacks");
+            self.rescue_from(parted)?;
+        }
+        Ok(())
     }
 
     /// Pulls `peer`'s snapshot and makes it the state (a failed pull is

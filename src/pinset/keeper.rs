@@ -130,6 +130,9 @@ struct Keeper<T> {
     peers: HashMap<String, Candidate>,
     dirty: bool,
     last_plan: Option<Instant>,
+    /// How long the last plan took: planning walks the whole pinset, so
+    /// on a large one the gaps between plans grow with it (see `round`).
+    plan_cost: Duration,
 }
 
 /// Starts the task.
@@ -158,6 +161,7 @@ pub fn spawn<T: HolderTransport>(
         peers: HashMap::new(),
         dirty: false,
         last_plan: None,
+        plan_cost: Duration::ZERO,
     };
     tokio::spawn(keeper.run(rx, view, stop));
     KeeperHandle { tx }
@@ -408,8 +412,15 @@ impl<T: HolderTransport> Keeper<T> {
         let since = self
             .last_plan
             .map_or(REPLAN, |t| now.saturating_duration_since(t));
-        if ready && ((self.dirty && since >= MIN_PLAN_GAP) || since >= REPLAN) {
+        // At most ~10 % of a core on planning while things change, ~5 %
+        // while they do not, however large the pinset.
+        let (gap, replan) = (
+            MIN_PLAN_GAP.max(self.plan_cost * 10),
+            REPLAN.max(self.plan_cost * 20),
+        );
+        if ready && ((self.dirty && since >= gap) || since >= replan) {
             self.plan(now);
+            self.plan_cost = now.elapsed();
         }
         self.send(v, now);
     }

@@ -127,6 +127,16 @@ impl Replicator {
         }
     }
 
+    /// The follower emptied its log: everything is to be sent again.
+    pub fn on_reset(&mut self, id: &str) {
+        if let Some(f) = self.followers.get_mut(id) {
+            f.matched = 0;
+            f.next = 1;
+            f.commit_told = 0;
+            f.in_flight = None;
+        }
+    }
+
     /// No answer: may be sent again at once.
     pub fn on_failure(&mut self, id: &str) {
         if let Some(f) = self.followers.get_mut(id) {

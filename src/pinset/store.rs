@@ -4,6 +4,7 @@
 //! new state, never half of one; a file that cannot be read is an error
 //! naming it, never a silent reset.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(super) const K_COMMIT: &str = "commit";
 /// redb's page cache.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Most log entries one [`PinStore::compact`] drops.
+pub const COMPACT_CHUNK: u64 = 16_384;
 /// The last entry folded into the state and dropped from the log.
 pub(super) const K_BASE_INDEX: &str = "base_index";
 pub(super) const K_BASE_EPOCH: &str = "base_epoch";
@@ -28,6 +31,9 @@ pub(super) const K_BASE_EPOCH: &str = "base_epoch";
 pub(super) const STAGED: TableDefinition<&str, &[u8]> = TableDefinition::new("staged");
 /// The pull the staged pins belong to.
 pub(super) const K_STAGED_ID: &str = "staged_id";
+/// cid → bincode PinSpec: pins this node had committed that the cluster's
+/// log lost, kept until the leader has committed them again.
+const RESCUED: TableDefinition<&str, &[u8]> = TableDefinition::new("rescued");
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinStoreError {
@@ -395,14 +401,18 @@ impl PinStore {
         }
     }
 
-    /// Drops committed log entries older than the last `keep`; the state
-    /// already holds their effect. Catching up from before that point
-    /// takes a snapshot.
-    pub fn compact(&mut self, keep: u64) -> Result<(), PinStoreError> {
-        let upto = self.commit.saturating_sub(keep);
-        if upto <= self.base.index {
-            return Ok(());
+    /// Drops committed log entries older than the last `keep`, at most
+    /// [`COMPACT_CHUNK`] of them; the state already holds their effect.
+    /// Catching up from before that point takes a snapshot. `true` when
+    /// more remain to drop.
+    pub fn compact(&mut self, keep: u64) -> Result<bool, PinStoreError> {
+        let target = self.commit.saturating_sub(keep);
+        if target <= self.base.index {
+            return Ok(false);
         }
+        // One transaction over a huge range outgrows redb's cache and
+        // rewrites pages over and over; small ones stay cheap.
+        let upto = target.min(self.base.index + COMPACT_CHUNK);
         let epoch = self.epoch_at(upto)?.unwrap_or(self.base.epoch);
         let from = self.base.index + 1;
         self.write(|log, _, meta| {
@@ -413,7 +423,90 @@ impl PinStore {
             Ok(())
         })?;
         self.base = LogPos { index: upto, epoch };
-        Ok(())
+        Ok(upto < target)
+    }
+
+    /// This node's committed entries from `from` on differ from the
+    /// cluster's: the nodes that held them were all down while the cluster
+    /// went on without them. Keeps the pins they leave standing (the last
+    /// op for each CID, if a pin) in the rescued table, and empties the
+    /// log and the state to follow the leader's from scratch, in one
+    /// durable transaction. Returns how many pins were rescued.
+    ///
+    /// Unpins are not replayed: the cluster may have pinned the item again
+    /// since, and a stray copy is better than a lost one.
+    pub fn rescue_and_reset(&mut self, from: u64) -> Result<usize, PinStoreError> {
+        let mut last_op: BTreeMap<String, Option<PinSpec>> = BTreeMap::new();
+        if from <= self.commit {
+            for e in self
+                .entries(from.max(self.base.index + 1), usize::MAX)?
+                .unwrap_or_default()
+            {
+                if e.index > self.commit {
+                    break;
+                }
+                match e.op {
+                    Op::Pin(spec) => {
+                        last_op.insert(spec.cid.clone(), Some(spec));
+                    }
+                    Op::Unpin { cid } => {
+                        last_op.insert(cid, None);
+                    }
+                    Op::Barrier => {}
+                }
+            }
+        }
+        let rescued: Vec<PinSpec> = last_op.into_values().flatten().collect();
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.delete_table(PINS).map_err(|e| self.err(e))?;
+        txn.delete_table(LOG).map_err(|e| self.err(e))?;
+        {
+            txn.open_table(PINS).map_err(|e| self.err(e))?;
+            txn.open_table(LOG).map_err(|e| self.err(e))?;
+            let mut table = txn.open_table(RESCUED).map_err(|e| self.err(e))?;
+            for p in &rescued {
+                table
+                    .insert(p.cid.as_str(), encode(p).as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            for k in [K_COMMIT, K_BASE_INDEX, K_BASE_EPOCH] {
+                meta.remove(k).map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        self.base = LogPos::default();
+        self.last = LogPos::default();
+        self.commit = 0;
+        Ok(rescued.len())
+    }
+
+    /// Rescued pins not yet committed again, at most `max`.
+    pub fn rescued(&self, max: usize) -> Result<Vec<PinSpec>, PinStoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = match txn.open_table(RESCUED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.err(e))?.take(max) {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.push(self.decode_pin(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// These rescued pins are committed in the cluster again.
+    pub fn forget_rescued(&mut self, cids: &[String]) -> Result<(), PinStoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(RESCUED).map_err(|e| self.err(e))?;
+            for c in cids {
+                table.remove(c.as_str()).map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
     }
 
     /// Makes the snapshot staged by pull `id` (see [`super::snapshot`]) the

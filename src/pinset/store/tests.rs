@@ -161,6 +161,51 @@ fn compaction_and_snapshots() {
 }
 
 #[test]
+fn rescue_keeps_the_pins_left_standing_and_empties_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.redb");
+    let mut s = PinStore::open(&path).unwrap();
+    s.append_local(
+        1,
+        vec![
+            pin("a", 1),
+            pin("b", 2),
+            Op::Unpin { cid: "a".into() },
+            pin("c", 3),
+            pin("d", 4),
+        ],
+    )
+    .unwrap();
+    s.commit_to(4).unwrap();
+    // The cluster lacks entries 2 on: b and c stand (a was unpinned, d
+    // never committed, entry 1 is the cluster's too).
+    assert_eq!(s.rescue_and_reset(2).unwrap(), 2);
+    assert_eq!((s.last(), s.commit_index()), (LogPos::default(), 0));
+    assert!(s.pins().unwrap().is_empty());
+    let cids = |v: Vec<PinSpec>| v.into_iter().map(|p| p.cid).collect::<Vec<_>>();
+    assert_eq!(cids(s.rescued(10).unwrap()), ["b", "c"]);
+    drop(s);
+    let mut s = PinStore::open(&path).unwrap();
+    assert_eq!(
+        cids(s.rescued(10).unwrap()),
+        ["b", "c"],
+        "kept across a restart"
+    );
+    s.forget_rescued(&["b".to_string()]).unwrap();
+    assert_eq!(cids(s.rescued(10).unwrap()), ["c"]);
+    // And it follows a leader's log from the start.
+    let entries = [Entry {
+        index: 1,
+        epoch: 2,
+        op: pin("x", 9),
+    }];
+    assert_eq!(
+        s.append(LogPos::default(), &entries).unwrap(),
+        Appended::Ok(LogPos { epoch: 2, index: 1 })
+    );
+}
+
+#[test]
 fn an_unreadable_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pinset.redb");
@@ -232,7 +277,7 @@ proptest! {
                     commit = s.commit_to(target).unwrap();
                     prop_assert_eq!(commit, target);
                 }
-                Step::Compact(keep) => s.compact(keep).unwrap(),
+                Step::Compact(keep) => { s.compact(keep).unwrap(); }
                 Step::Reopen => { drop(s); s = PinStore::open(&path).unwrap(); }
             }
             let mut model = BTreeMap::new();
