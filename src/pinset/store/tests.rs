@@ -292,3 +292,38 @@ proptest! {
         }
     }
 }
+
+/// How long compaction takes on a large log: `cargo test --release --lib
+/// compaction_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn compaction_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = PinStore::open(&dir.path().join("p.redb")).unwrap();
+    let n = 300_000u64;
+    let mut i = 0;
+    while i < n {
+        let ops = (i..i + 10_000)
+            .map(|k| {
+                pin(
+                    &format!("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy{k}"),
+                    k,
+                )
+            })
+            .collect();
+        s.append_local(1, ops).unwrap();
+        i += 10_000;
+    }
+    s.commit_to(n).unwrap();
+    let t = std::time::Instant::now();
+    let mut chunks = 0;
+    while s.compact(100_000).unwrap() {
+        chunks += 1;
+    }
+    println!(
+        "compacted {} entries in {} chunks: {:?}",
+        s.base().index,
+        chunks + 1,
+        t.elapsed()
+    );
+}
