@@ -217,8 +217,6 @@ struct Actor<T: Transport> {
     rescue_due: bool,
     resubmitting: bool,
     resubmit_after: Option<Instant>,
-    /// Compaction has more chunks to go.
-    compacting: bool,
 }
 
 /// Starts the task.
@@ -244,7 +242,6 @@ pub fn spawn<T: Transport>(
         rescue_due: true,
         resubmitting: false,
         resubmit_after: None,
-        compacting: false,
     };
     tokio::spawn(actor.run(rx, view, stop));
     PinsetHandle {
@@ -311,12 +308,10 @@ impl<T: Transport> Actor<T> {
         self.store.pos_at(index)
     }
 
-    /// Folds old committed entries into the state once enough piled up,
-    /// a chunk per call until the log is back to [`SNAPSHOT_LAG`] entries.
+    /// Folds old committed entries into the state once enough piled up.
     fn compact_if_due(&mut self) -> Result<(), PinStoreError> {
-        let length = self.store.commit_index() - self.store.base().index;
-        if length >= 2 * SNAPSHOT_LAG || (self.compacting && length > SNAPSHOT_LAG) {
-            self.compacting = self.store.compact(SNAPSHOT_LAG)?;
+        if self.store.commit_index() - self.store.base().index >= 2 * SNAPSHOT_LAG {
+            self.store.compact(SNAPSHOT_LAG)?;
             debug!(base = ?self.store.base(), "pinset: log compacted");
         }
         Ok(())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase};
 
 use super::Entry;
-use super::store::{K_BASE_INDEX, K_COMMIT, LOG, META, PinStoreError, decode_entry};
+use super::store::{K_BASE_INDEX, K_COMMIT, META, PinStoreError, decode_entry, log};
 
 #[derive(Clone)]
 pub struct PinReader {
@@ -62,16 +62,20 @@ impl PinReader {
         if applied < base {
             return Ok(Committed::Compacted);
         }
-        let log = txn.open_table(LOG).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for row in log
-            .range(applied + 1..=commit)
-            .map_err(|e| self.err(e))?
-            .take(max)
-        {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            out.push(decode_entry(&self.path, k.value(), v.value())?);
+        if max == 0 {
+            return Ok(Committed::Entries(out));
         }
+        log::scan(
+            &txn,
+            applied + 1,
+            commit,
+            |i, v| {
+                out.push(decode_entry(&self.path, i, v)?);
+                Ok(out.len() < max)
+            },
+            |e| self.err(e),
+        )?;
         Ok(Committed::Entries(out))
     }
 }

@@ -20,8 +20,8 @@ use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTabl
 
 use super::actor::Transport;
 use super::store::{
-    K_BASE_EPOCH, K_BASE_INDEX, K_COMMIT, K_STAGED_ID, LOG, META, PINS, PinStore, PinStoreError,
-    STAGED, decode_entry, decode_pin, encode,
+    K_BASE_EPOCH, K_BASE_INDEX, K_COMMIT, K_STAGED_ID, META, PINS, PinStore, PinStoreError, STAGED,
+    decode_entry, decode_pin, encode,
 };
 use super::{LogPos, PinSpec};
 use crate::wire::{MAX_PINSET_BATCH_BYTES, MAX_SNAPSHOT_CHUNK, PinsetRequest, PinsetResponse};
@@ -66,9 +66,8 @@ impl Source {
             let epoch = if commit == base {
                 get(K_BASE_EPOCH)?
             } else {
-                let log = txn.open_table(LOG).map_err(|e| err(e.into()))?;
-                match log.get(commit).map_err(|e| err(e.into()))? {
-                    Some(v) => decode_entry(&path, commit, v.value())?.epoch,
+                match super::store::log::get(&txn, commit, err)? {
+                    Some(v) => decode_entry(&path, commit, &v)?.epoch,
                     None => {
                         return Err(PinStoreError::Corrupt {
                             path: path.clone(),

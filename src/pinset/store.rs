@@ -12,8 +12,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use super::{Entry, LogPos, Op, PinSpec};
 
-/// index → bincode (epoch, op)
-pub(super) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+pub(super) mod log;
 /// cid → bincode PinSpec (the applied state)
 pub(super) const PINS: TableDefinition<&str, &[u8]> = TableDefinition::new("pins");
 /// counters: see the `K_*` keys
@@ -21,8 +20,7 @@ pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(super) const K_COMMIT: &str = "commit";
 /// redb's page cache.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
-/// Most log entries one [`PinStore::compact`] drops.
-pub const COMPACT_CHUNK: u64 = 16_384;
+
 /// The last entry folded into the state and dropped from the log.
 pub(super) const K_BASE_INDEX: &str = "base_index";
 pub(super) const K_BASE_EPOCH: &str = "base_epoch";
@@ -120,16 +118,19 @@ impl PinStore {
             base: LogPos::default(),
         };
         // Make sure the tables exist, drop what an interrupted snapshot
-        // pull left, then read the counters.
-        store.write(|_, _, meta| {
+        // pull left, move a log from before segments, then read the counters.
+        let old_log = {
+            let txn = store.db.begin_read().map_err(|e| store.err(e))?;
+            log::has_old(&txn, |e| store.err(e))?
+        };
+        store.write(|txn, _, meta| {
             meta.remove(K_STAGED_ID).map_err(|e| store.err(e))?;
+            txn.delete_table(STAGED).map_err(|e| store.err(e))?;
+            if old_log {
+                log::migrate(txn, |e| store.err(e))?;
+            }
             Ok(())
         })?;
-        {
-            let txn = store.db.begin_write().map_err(|e| store.err(e))?;
-            txn.delete_table(STAGED).map_err(|e| store.err(e))?;
-            txn.commit().map_err(|e| store.err(e))?;
-        }
         let txn = store.db.begin_read().map_err(|e| store.err(e))?;
         let meta = txn.open_table(META).map_err(|e| store.err(e))?;
         let get = |k| -> Result<u64, PinStoreError> {
@@ -147,15 +148,14 @@ impl PinStore {
         );
         store.commit = commit;
         store.base = base;
-        let log = txn.open_table(LOG).map_err(|e| store.err(e))?;
-        store.last = match log.last().map_err(|e| store.err(e))? {
-            Some((k, v)) => LogPos {
-                index: k.value(),
-                epoch: store.decode_entry(k.value(), v.value())?.epoch,
+        store.last = match log::last(&txn, |e| store.err(e))? {
+            Some((index, v)) if index > base.index => LogPos {
+                index,
+                epoch: store.decode_entry(index, &v)?.epoch,
             },
-            None => store.base,
+            _ => store.base,
         };
-        drop((meta, log, txn));
+        drop((meta, txn));
         Ok(store)
     }
 
@@ -175,21 +175,21 @@ impl PinStore {
         super::reader::PinReader::new(self.db.clone(), self.path.clone())
     }
 
-    /// Runs `f` on the three tables in one durable write transaction.
+    /// Runs `f` (with the state and counters open; the log's segments
+    /// through [`log`]) in one durable write transaction.
     fn write<T>(
         &self,
         f: impl FnOnce(
-            &mut redb::Table<u64, &[u8]>,
+            &redb::WriteTransaction,
             &mut redb::Table<&str, &[u8]>,
             &mut redb::Table<&str, u64>,
         ) -> Result<T, PinStoreError>,
     ) -> Result<T, PinStoreError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         let out = {
-            let mut log = txn.open_table(LOG).map_err(|e| self.err(e))?;
             let mut pins = txn.open_table(PINS).map_err(|e| self.err(e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
-            f(&mut log, &mut pins, &mut meta)?
+            f(&txn, &mut pins, &mut meta)?
         };
         txn.commit().map_err(|e| self.err(e))?;
         Ok(out)
@@ -285,17 +285,17 @@ impl PinStore {
             return Ok(Appended::Ok(self.last));
         }
         let last_before = self.last.index;
-        self.write(|log, _, _| {
+        let encoded: Vec<(u64, Vec<u8>)> = new
+            .iter()
+            .map(|e| (e.index, encode(&(e.epoch, &e.op))))
+            .collect();
+        self.write(|txn, _, _| {
             if let Some(from) = cut {
-                for i in from..=last_before {
-                    log.remove(i).map_err(|e| self.err(e))?;
-                }
+                log::remove(txn, from, last_before, |e| self.err(e))?;
             }
-            for e in &new {
-                log.insert(e.index, encode(&(e.epoch, &e.op)).as_slice())
-                    .map_err(|e| self.err(e))?;
-            }
-            Ok(())
+            log::insert(txn, encoded.iter().map(|(i, b)| (*i, b.as_slice())), |e| {
+                self.err(e)
+            })
         })?;
         let tail = new.last().expect("not empty");
         self.last = LogPos {
@@ -314,9 +314,8 @@ impl PinStore {
             return Ok(None);
         }
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let log = txn.open_table(LOG).map_err(|e| self.err(e))?;
-        match log.get(index).map_err(|e| self.err(e))? {
-            Some(v) => Ok(Some(self.decode_entry(index, v.value())?.epoch)),
+        match log::get(&txn, index, |e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode_entry(index, &v)?.epoch)),
             None => Ok(None),
         }
     }
@@ -328,12 +327,22 @@ impl PinStore {
             return Ok(self.commit);
         }
         let from = self.commit + 1;
-        self.write(|log, pins, meta| {
-            let mut state_ops = Vec::new();
-            for item in log.range(from..=target).map_err(|e| self.err(e))? {
-                let (k, v) = item.map_err(|e| self.err(e))?;
-                state_ops.push(self.decode_entry(k.value(), v.value())?.op);
-            }
+        // Only this store writes the log: read now, apply in the transaction.
+        let mut state_ops = Vec::new();
+        {
+            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            log::scan(
+                &txn,
+                from,
+                target,
+                |i, v| {
+                    state_ops.push(self.decode_entry(i, v)?.op);
+                    Ok(true)
+                },
+                |e| self.err(e),
+            )?;
+        }
+        self.write(|_, pins, meta| {
             for op in state_ops {
                 match op {
                     Op::Pin(spec) => {
@@ -371,12 +380,20 @@ impl PinStore {
             return Ok(None);
         }
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let log = txn.open_table(LOG).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for item in log.range(from.max(1)..).map_err(|e| self.err(e))?.take(max) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            out.push(self.decode_entry(k.value(), v.value())?);
+        if max == 0 {
+            return Ok(Some(out));
         }
+        log::scan(
+            &txn,
+            from.max(self.base.index + 1),
+            self.last.index,
+            |i, v| {
+                out.push(self.decode_entry(i, v)?);
+                Ok(out.len() < max)
+            },
+            |e| self.err(e),
+        )?;
         Ok(Some(out))
     }
 
@@ -401,29 +418,25 @@ impl PinStore {
         }
     }
 
-    /// Drops committed log entries older than the last `keep`, at most
-    /// [`COMPACT_CHUNK`] of them; the state already holds their effect.
-    /// Catching up from before that point takes a snapshot. `true` when
-    /// more remain to drop.
-    pub fn compact(&mut self, keep: u64) -> Result<bool, PinStoreError> {
-        let target = self.commit.saturating_sub(keep);
-        if target <= self.base.index {
-            return Ok(false);
+    /// Folds committed log entries older than the last `keep` into the
+    /// base (the state already holds their effect) and drops the log
+    /// segments that hold nothing after it. Catching up from before the
+    /// base takes a snapshot.
+    pub fn compact(&mut self, keep: u64) -> Result<(), PinStoreError> {
+        let upto = self.commit.saturating_sub(keep);
+        if upto <= self.base.index {
+            return Ok(());
         }
-        // One transaction over a huge range outgrows redb's cache and
-        // rewrites pages over and over; small ones stay cheap.
-        let upto = target.min(self.base.index + COMPACT_CHUNK);
         let epoch = self.epoch_at(upto)?.unwrap_or(self.base.epoch);
-        let from = self.base.index + 1;
-        self.write(|log, _, meta| {
-            log.retain_in(from..=upto, |_, _| false)
-                .map_err(|e| self.err(e))?;
+        let old = self.base.index;
+        self.write(|txn, _, meta| {
+            log::drop_upto(txn, old, upto, |e| self.err(e))?;
             meta.insert(K_BASE_INDEX, upto).map_err(|e| self.err(e))?;
             meta.insert(K_BASE_EPOCH, epoch).map_err(|e| self.err(e))?;
             Ok(())
         })?;
         self.base = LogPos { index: upto, epoch };
-        Ok(upto < target)
+        Ok(())
     }
 
     /// This node's committed entries from `from` on differ from the
@@ -459,10 +472,9 @@ impl PinStore {
         let rescued: Vec<PinSpec> = last_op.into_values().flatten().collect();
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         txn.delete_table(PINS).map_err(|e| self.err(e))?;
-        txn.delete_table(LOG).map_err(|e| self.err(e))?;
+        log::remove(&txn, self.base.index + 1, self.last.index, |e| self.err(e))?;
         {
             txn.open_table(PINS).map_err(|e| self.err(e))?;
-            txn.open_table(LOG).map_err(|e| self.err(e))?;
             let mut table = txn.open_table(RESCUED).map_err(|e| self.err(e))?;
             for p in &rescued {
                 table
@@ -530,9 +542,8 @@ impl PinStore {
         // Swapping tables costs the same for ten pins or ten million.
         txn.delete_table(PINS).map_err(|e| self.err(e))?;
         txn.rename_table(STAGED, PINS).map_err(|e| self.err(e))?;
-        txn.delete_table(LOG).map_err(|e| self.err(e))?;
+        log::remove(&txn, self.base.index + 1, self.last.index, |e| self.err(e))?;
         {
-            txn.open_table(LOG).map_err(|e| self.err(e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             meta.remove(K_STAGED_ID).map_err(|e| self.err(e))?;
             meta.insert(K_COMMIT, at.index).map_err(|e| self.err(e))?;
