@@ -37,7 +37,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// How often a holder is asked for changes: while it carries out orders,
 /// and otherwise.
 const POLL_BUSY: Duration = Duration::from_millis(100);
-const POLL_IDLE: Duration = Duration::from_secs(5);
+const POLL_IDLE: Duration = Duration::from_secs(15);
 /// Plan at least this often even when nothing changed (grace periods and
 /// retries run out with time).
 const REPLAN: Duration = Duration::from_secs(1);
