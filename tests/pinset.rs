@@ -189,26 +189,33 @@ async fn committed_beyond(n: &NodeProc, index: u64) -> Option<ipfs_kit_p2p::api:
     (s.pinset.commit > index).then_some(s)
 }
 
+/// A node of role `first` that starts with [`LARGE`] committed pins and
+/// leads them alone, then a node of role `second`, with none, joining it.
+async fn large_then_empty(
+    dir: &std::path::Path,
+    first: Role,
+    second: Role,
+) -> (NodeProc, NodeProc) {
+    let sp = Spawner::new(BIN);
+    let first_dir = dir.join("large");
+    std::fs::create_dir_all(&first_dir).unwrap();
+    prefill_pinset(&first_dir.join("pinset.redb"), LARGE, 1).unwrap();
+    let a = sp.spawn(first, &first_dir, &[]).await.unwrap();
+    // Leading: its barrier is committed on top.
+    wait_for(LONG, || committed_beyond(&a, LARGE))
+        .await
+        .expect("the first node leads its pinset alone");
+    let b = sp
+        .spawn(second, &dir.join("empty"), std::slice::from_ref(&a.addr))
+        .await
+        .unwrap();
+    (a, b)
+}
+
 #[tokio::test]
 async fn a_late_joiner_pulls_a_snapshot_then_follows_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let sp = Spawner::new(BIN);
-    let leader_dir = dir.path().join("leader");
-    std::fs::create_dir_all(&leader_dir).unwrap();
-    prefill_pinset(&leader_dir.join("pinset.redb"), LARGE, 1).unwrap();
-    let leader = sp.spawn(Role::Master, &leader_dir, &[]).await.unwrap();
-    // Leading: its barrier is committed on top.
-    wait_for(LONG, || committed_beyond(&leader, LARGE))
-        .await
-        .expect("the master leads its pinset");
-    let joiner = sp
-        .spawn(
-            Role::Worker,
-            &dir.path().join("joiner"),
-            std::slice::from_ref(&leader.addr),
-        )
-        .await
-        .unwrap();
+    let (leader, joiner) = large_then_empty(dir.path(), Role::Master, Role::Worker).await;
     let target = leader.status().await.unwrap().pinset.commit;
     let s = wait_for(LONG, || async {
         let s = joiner.status().await?;
@@ -236,23 +243,8 @@ async fn a_late_joiner_pulls_a_snapshot_then_follows_the_log() {
 #[tokio::test]
 async fn a_new_leader_far_behind_takes_a_snapshot_before_leading() {
     let dir = tempfile::tempdir().unwrap();
-    let sp = Spawner::new(BIN);
     // A worker holds the pinset; a master with none joins and outranks it.
-    let worker_dir = dir.path().join("worker");
-    std::fs::create_dir_all(&worker_dir).unwrap();
-    prefill_pinset(&worker_dir.join("pinset.redb"), LARGE, 1).unwrap();
-    let worker = sp.spawn(Role::Worker, &worker_dir, &[]).await.unwrap();
-    wait_for(LONG, || committed_beyond(&worker, LARGE))
-        .await
-        .expect("the worker leads alone first");
-    let master = sp
-        .spawn(
-            Role::Master,
-            &dir.path().join("master"),
-            std::slice::from_ref(&worker.addr),
-        )
-        .await
-        .unwrap();
+    let (_worker, master) = large_then_empty(dir.path(), Role::Worker, Role::Master).await;
     let s = wait_for(LONG, || async {
         let s = committed_beyond(&master, LARGE).await?;
         s.leader

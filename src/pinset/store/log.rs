@@ -28,6 +28,15 @@ fn def(name: &str) -> TableDefinition<'_, u64, &'static [u8]> {
     TableDefinition::new(name)
 }
 
+/// The segments that hold indexes `from..=to` (`from` at least 1), with
+/// their table names; none for an empty range.
+fn segments(from: u64, to: u64) -> impl Iterator<Item = (u64, String)> {
+    let empty = from.max(1) > to;
+    (segment(from)..=segment(to))
+        .filter(move |_| !empty)
+        .map(|seg| (seg, name(seg)))
+}
+
 /// Calls `f(index, bytes)` on the entries from `from` to `to` in order,
 /// until it returns `false`.
 pub fn scan(
@@ -37,12 +46,7 @@ pub fn scan(
     mut f: impl FnMut(u64, &[u8]) -> Result<bool, super::PinStoreError>,
     err: impl Fn(redb::Error) -> super::PinStoreError,
 ) -> Result<(), super::PinStoreError> {
-    let from = from.max(1);
-    if from > to {
-        return Ok(());
-    }
-    for seg in segment(from)..=segment(to) {
-        let n = name(seg);
+    for (_, n) in segments(from, to) {
         let table = match txn.open_table(def(&n)) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => continue,
@@ -129,12 +133,7 @@ pub fn remove(
     to: u64,
     err: impl Fn(redb::Error) -> super::PinStoreError,
 ) -> Result<(), super::PinStoreError> {
-    let from = from.max(1);
-    if from > to {
-        return Ok(());
-    }
-    for seg in segment(from)..=segment(to) {
-        let n = name(seg);
+    for (seg, n) in segments(from, to) {
         if from <= seg * SEGMENT + 1 {
             txn.delete_table(def(&n)).map_err(|e| err(e.into()))?;
         } else {
