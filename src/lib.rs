@@ -24,9 +24,13 @@
 //!   status reads.
 //! * [`ipfs_rpc`]: a typed client for the IPFS RPC API (`/api/v0/…`).
 //! * [`pinset`]: the cluster pinset as a replicated log (Raft's log rules)
-//!   and its applied state, stored in redb; its own task (`pinset::actor`)
-//!   follows the node's `ClusterView` (a `watch` the node loop feeds) and
-//!   sends through the node's request-response (`NodeHandle` as `Transport`).
+//!   and its applied state, stored in redb. Three tasks, each on a thread of
+//!   its own (redb commits fsync; planning a large pinset is CPU-bound; the
+//!   node loop must not wait for either): the pinset task (`pinset::actor`),
+//!   the keeper (the leader's replica orders) and the holder (this node's
+//!   IPFS pins). They follow the node's `ClusterView` (a `watch` the node
+//!   loop feeds) and send through the node's request-response (`NodeHandle`
+//!   as `Transport`).
 //! * [`testkit`]: spawning real node processes for tests and benchmarks.
 //!
 //! Shutdown: SIGINT/SIGTERM cancel a `CancellationToken`; the node announces

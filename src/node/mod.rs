@@ -197,7 +197,8 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     let reader = store.reader();
     let (view_tx, view_rx) = watch::channel(crate::pinset::actor::ClusterView::default());
     let pins =
-        crate::pinset::actor::spawn(store, view_rx.clone(), handle.clone(), pinset_stop.clone());
+        crate::pinset::actor::spawn(store, view_rx.clone(), handle.clone(), pinset_stop.clone())
+            .map_err(|e| NodeError::Pinset(e.to_string()))?;
     let api_stop = CancellationToken::new();
     let (api_addr, serve) = api::bind(
         cfg.api,
@@ -259,7 +260,8 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
             min_free: p.min_free_mib * 1024 * 1024,
         },
         pinset_stop.clone(),
-    );
+    )
+    .map_err(|e| NodeError::Pinset(e.to_string()))?;
     let mut node = Node {
         health: sampler.sample(),
         swarm,

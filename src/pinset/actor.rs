@@ -225,7 +225,7 @@ pub fn spawn<T: Transport>(
     view: watch::Receiver<ClusterView>,
     transport: T,
     stop: CancellationToken,
-) -> PinsetHandle {
+) -> std::io::Result<PinsetHandle> {
     let (tx, rx) = mpsc::channel(1024);
     let (position, position_rx) = watch::channel(PinsetPosition::default());
     let actor = Actor {
@@ -243,11 +243,11 @@ pub fn spawn<T: Transport>(
         resubmitting: false,
         resubmit_after: None,
     };
-    tokio::spawn(actor.run(rx, view, stop));
-    PinsetHandle {
+    super::spawn_task("pinset", actor.run(rx, view, stop))?;
+    Ok(PinsetHandle {
         tx,
         position: position_rx,
-    }
+    })
 }
 
 fn pos_of(e: &Entry) -> LogPos {

@@ -138,10 +138,10 @@ pub fn spawn(
     ipfs: watch::Receiver<IpfsStatus>,
     view: watch::Receiver<ClusterView>,
     stop: CancellationToken,
-) -> Result<HolderHandle, super::held::HeldStoreError> {
+) -> Result<HolderHandle, String> {
     let (tx, rx) = mpsc::channel(1024);
-    let h = Holder::new(store, settings, tx.clone())?;
-    tokio::spawn(h.run(rx, ipfs, view, stop));
+    let h = Holder::new(store, settings, tx.clone()).map_err(|e| e.to_string())?;
+    super::spawn_task("holder", h.run(rx, ipfs, view, stop)).map_err(|e| e.to_string())?;
     Ok(HolderHandle { tx })
 }
 

@@ -143,7 +143,7 @@ pub fn spawn<T: HolderTransport>(
     local: HolderHandle,
     limits: Limits,
     stop: CancellationToken,
-) -> KeeperHandle {
+) -> std::io::Result<KeeperHandle> {
     let (tx, rx) = mpsc::channel(1024);
     let keeper = Keeper {
         reader,
@@ -163,8 +163,8 @@ pub fn spawn<T: HolderTransport>(
         last_plan: None,
         plan_cost: Duration::ZERO,
     };
-    tokio::spawn(keeper.run(rx, view, stop));
-    KeeperHandle { tx }
+    super::spawn_task("keeper", keeper.run(rx, view, stop))?;
+    Ok(KeeperHandle { tx })
 }
 
 /// Records what a holder says of one item.

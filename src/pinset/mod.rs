@@ -83,6 +83,23 @@ pub struct LogPos {
     pub index: u64,
 }
 
+/// Runs a pinset task on a thread of its own, with a current-thread
+/// runtime: its redb transactions end in an fsync and planning over a
+/// large pinset is CPU-bound, and neither may hold up the node loop and the
+/// API on the main runtime's two worker threads.
+pub(crate) fn spawn_task(
+    name: &str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || runtime.block_on(task))?;
+    Ok(())
+}
+
 /// Longest pin name accepted, in bytes.
 pub const MAX_NAME: usize = 255;
 /// Highest replication factor accepted.
