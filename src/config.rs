@@ -70,7 +70,8 @@ pub struct PinsConfig {
     /// A holder that goes down still counts this long before its items get
     /// new copies elsewhere.
     pub grace_secs: u64,
-    /// A peer whose pin failed is not asked again for that item before this.
+    /// A peer whose pin failed is not asked again for that item before this,
+    /// doubled after every further failure in a row (at most 32 times).
     pub retry_secs: u64,
     /// Peers with less free disk get no new copies.
     pub min_free_mib: u64,

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use super::Op;
 use super::actor::ClusterView;
 use super::holder::HolderHandle;
-use super::plan::{Candidate, Holding, Key, Limits, Order, Want, plan};
+use super::plan::{Candidate, Failure, Holding, Key, Limits, Order, Want, plan};
 use super::reader::{Committed, PinReader};
 use crate::role::Role;
 use crate::wire::{
@@ -188,7 +188,10 @@ fn note(
             detail.insert(cid, state);
         }
         HeldState::Failed(_) => {
-            holding.failed.insert(cid.clone(), now);
+            let count = holding.failed.get(&cid).map_or(0, |f| f.count) + 1;
+            holding
+                .failed
+                .insert(cid.clone(), Failure { at: now, count });
             detail.insert(cid, state);
         }
         HeldState::Unpinning => {

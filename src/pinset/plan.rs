@@ -11,7 +11,8 @@
 //!   when enough peers qualify; extras above the max are trimmed.
 //! * Copies of items no longer in the pinset are unpinned.
 //! * A peer that failed to pin an item is not asked again for it until
-//!   `retry_after` has passed.
+//!   `retry_after` has passed, doubled for every further failure in a row
+//!   (at most [`MAX_BACKOFF`] times); other peers may be asked meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -59,8 +60,26 @@ pub struct Candidate {
 pub struct Holding {
     pub pinned: BTreeSet<Key>,
     pub in_flight: BTreeSet<Key>,
-    /// cid → when the pin failed.
-    pub failed: HashMap<Key, Instant>,
+    /// cid → when and how many times in a row the pin failed.
+    pub failed: HashMap<Key, Failure>,
+}
+
+/// A holder's failed pins of one item, in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    pub at: Instant,
+    pub count: u32,
+}
+
+/// The longest wait before asking a holder again is `retry_after` times this.
+pub const MAX_BACKOFF: u32 = 32;
+
+impl Failure {
+    /// When the holder may be asked for the item again.
+    pub fn retry_at(&self, retry_after: Duration) -> Instant {
+        let factor = 1u32 << self.count.saturating_sub(1).min(MAX_BACKOFF.ilog2());
+        self.at + retry_after * factor
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +147,7 @@ pub fn plan(
                     holding(&p.id)
                         .failed
                         .get(cid)
-                        .is_none_or(|t| now.saturating_duration_since(*t) >= limits.retry_after)
+                        .is_none_or(|f| now >= f.retry_at(limits.retry_after))
                 })
                 .collect();
             // Least loaded, then most free disk, then ID (deterministic).

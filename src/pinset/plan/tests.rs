@@ -108,7 +108,7 @@ fn failures_wait_for_a_retry_and_removed_items_are_unpinned() {
         pinned: [Key::from("gone")].into(),
         ..Holding::default()
     };
-    h.failed.insert("x".into(), t0);
+    h.failed.insert("x".into(), Failure { at: t0, count: 1 });
     let holdings = HashMap::from([("a".to_string(), h)]);
     let pins = pinset(&["x"], 1, 1);
     assert_eq!(
@@ -132,6 +132,30 @@ fn failures_wait_for_a_retry_and_removed_items_are_unpinned() {
         t0 + Duration::from_secs(61),
     );
     assert_eq!(pinned_on(&retry), [("a", "x")]);
+}
+
+#[test]
+fn repeated_failures_back_off_exponentially() {
+    let t0 = Instant::now();
+    let peers = [peer("a", Role::Worker, 1 << 30)];
+    let pins = pinset(&["x"], 1, 1);
+    let at = |count: u32, after: u64| {
+        let mut h = Holding::default();
+        h.failed.insert("x".into(), Failure { at: t0, count });
+        let holdings = HashMap::from([("a".to_string(), h)]);
+        let orders = plan(
+            &pins,
+            &peers,
+            &holdings,
+            &LIMITS,
+            t0 + Duration::from_secs(after),
+        );
+        !orders.is_empty()
+    };
+    // retry_after is 60 s: 60, 120, 240 ... at most 32 times that.
+    assert!(!at(2, 119) && at(2, 120));
+    assert!(!at(3, 239) && at(3, 240));
+    assert!(!at(40, 32 * 60 - 1) && at(40, 32 * 60));
 }
 
 #[test]
