@@ -864,6 +864,13 @@ impl<T: Transport> Actor<T> {
         }
         // If the peer holds our last committed entry, it holds all before it.
         let probe = commit.min(target.index);
+        if probe <= base {
+            // Its log ends inside what we folded into our state: there is
+            // nothing to compare entry by entry. We lead with our log; the
+            // peer, meeting our entries, rescues what it committed.
+            debug!(%peer, ?target, base, "pinset: cannot compare committed entries");
+            return Ok(());
+        }
         let ours = self.pos_at(probe)?;
         match self
             .transport
