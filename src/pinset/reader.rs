@@ -8,7 +8,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase};
 
 use super::Entry;
-use super::store::{K_BASE_INDEX, K_COMMIT, META, PinStoreError, decode_entry, log};
+use super::store::{PinStoreError, counters, decode_entry, log};
 
 #[derive(Clone)]
 pub struct PinReader {
@@ -48,18 +48,11 @@ impl PinReader {
     /// The committed changes after index `applied`, at most `max` entries.
     pub fn committed_after(&self, applied: u64, max: usize) -> Result<Committed, PinStoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        let meta = txn.open_table(META).map_err(|e| self.err(e))?;
-        let get = |k| -> Result<u64, PinStoreError> {
-            Ok(meta
-                .get(k)
-                .map_err(|e| self.err(e))?
-                .map_or(0, |v| v.value()))
-        };
-        let (commit, base) = (get(K_COMMIT)?, get(K_BASE_INDEX)?);
+        let (commit, base) = counters(&txn, &self.path)?;
         if commit <= applied {
             return Ok(Committed::Same);
         }
-        if applied < base {
+        if applied < base.index {
             return Ok(Committed::Compacted);
         }
         let mut out = Vec::new();

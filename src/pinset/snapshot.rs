@@ -20,8 +20,8 @@ use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTabl
 
 use super::actor::Transport;
 use super::store::{
-    K_BASE_EPOCH, K_BASE_INDEX, K_COMMIT, K_STAGED_ID, META, PINS, PinStore, PinStoreError, STAGED,
-    decode_entry, decode_pin, encode,
+    K_STAGED_ID, META, PINS, PinStore, PinStoreError, STAGED, counters, decode_entry, decode_pin,
+    encode,
 };
 use super::{LogPos, PinSpec};
 use crate::wire::{MAX_PINSET_BATCH_BYTES, MAX_SNAPSHOT_CHUNK, PinsetRequest, PinsetResponse};
@@ -54,32 +54,22 @@ impl Source {
         let path = path.to_owned();
         let err = |e: redb::Error| db_err(&path, e);
         let txn = db.begin_read().map_err(|e| err(e.into()))?;
-        let at = {
-            let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
-            let get = |k| -> Result<u64, PinStoreError> {
-                Ok(meta
-                    .get(k)
-                    .map_err(|e| err(e.into()))?
-                    .map_or(0, |v| v.value()))
-            };
-            let (commit, base) = (get(K_COMMIT)?, get(K_BASE_INDEX)?);
-            let epoch = if commit == base {
-                get(K_BASE_EPOCH)?
-            } else {
-                match super::store::log::get(&txn, commit, err)? {
-                    Some(v) => decode_entry(&path, commit, &v)?.epoch,
-                    None => {
-                        return Err(PinStoreError::Corrupt {
-                            path: path.clone(),
-                            what: format!("log entry {commit}"),
-                            message: "the committed entry is missing".into(),
-                        });
-                    }
+        let (commit, base) = counters(&txn, &path)?;
+        let at = if commit == base.index {
+            base
+        } else {
+            match super::store::log::get(&txn, commit, err)? {
+                Some(v) => LogPos {
+                    index: commit,
+                    epoch: decode_entry(&path, commit, &v)?.epoch,
+                },
+                None => {
+                    return Err(PinStoreError::Corrupt {
+                        path: path.clone(),
+                        what: format!("log entry {commit}"),
+                        message: "the committed entry is missing".into(),
+                    });
                 }
-            };
-            LogPos {
-                index: commit,
-                epoch,
             }
         };
         Ok(Source { txn, at, path })

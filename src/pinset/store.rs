@@ -17,13 +17,13 @@ pub(super) mod log;
 pub(super) const PINS: TableDefinition<&str, &[u8]> = TableDefinition::new("pins");
 /// counters: see the `K_*` keys
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-pub(super) const K_COMMIT: &str = "commit";
+const K_COMMIT: &str = "commit";
 /// redb's page cache.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The last entry folded into the state and dropped from the log.
-pub(super) const K_BASE_INDEX: &str = "base_index";
-pub(super) const K_BASE_EPOCH: &str = "base_epoch";
+const K_BASE_INDEX: &str = "base_index";
+const K_BASE_EPOCH: &str = "base_epoch";
 /// cid → bincode PinSpec: a snapshot being received ([`super::snapshot`]),
 /// which becomes the state once complete.
 pub(super) const STAGED: TableDefinition<&str, &[u8]> = TableDefinition::new("staged");
@@ -88,6 +88,29 @@ pub(super) fn decode_entry(path: &Path, index: u64, bytes: &[u8]) -> Result<Entr
     Ok(Entry { index, epoch, op })
 }
 
+/// The commit index and the base, as one read transaction sees them.
+pub(super) fn counters(
+    txn: &redb::ReadTransaction,
+    path: &Path,
+) -> Result<(u64, LogPos), PinStoreError> {
+    let err = |e: redb::Error| PinStoreError::Db {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+    let get = |k| -> Result<u64, PinStoreError> {
+        Ok(meta
+            .get(k)
+            .map_err(|e| err(e.into()))?
+            .map_or(0, |v| v.value()))
+    };
+    let base = LogPos {
+        index: get(K_BASE_INDEX)?,
+        epoch: get(K_BASE_EPOCH)?,
+    };
+    Ok((get(K_COMMIT)?, base))
+}
+
 pub(super) fn decode_pin(path: &Path, cid: &str, bytes: &[u8]) -> Result<PinSpec, PinStoreError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(p, _)| p)
@@ -132,20 +155,7 @@ impl PinStore {
             Ok(())
         })?;
         let txn = store.db.begin_read().map_err(|e| store.err(e))?;
-        let meta = txn.open_table(META).map_err(|e| store.err(e))?;
-        let get = |k| -> Result<u64, PinStoreError> {
-            Ok(meta
-                .get(k)
-                .map_err(|e| store.err(e))?
-                .map_or(0, |v| v.value()))
-        };
-        let (commit, base) = (
-            get(K_COMMIT)?,
-            LogPos {
-                index: get(K_BASE_INDEX)?,
-                epoch: get(K_BASE_EPOCH)?,
-            },
-        );
+        let (commit, base) = counters(&txn, path)?;
         store.commit = commit;
         store.base = base;
         store.last = match log::last(&txn, |e| store.err(e))? {
@@ -155,7 +165,7 @@ impl PinStore {
             },
             _ => store.base,
         };
-        drop((meta, txn));
+        drop(txn);
         Ok(store)
     }
 
