@@ -35,7 +35,9 @@
 //!
 //! Shutdown: SIGINT/SIGTERM cancel a `CancellationToken`; the node announces
 //! its departure (gossip + a direct notice to each peer, acknowledged), then
-//! stops its supervised services, then the API, and removes its `api` file.
+//! stops its supervised services and IPFS, then the API, then the pinset
+//! threads (joined, so their databases close cleanly), and removes its `api`
+//! file.
 
 pub mod api;
 pub mod cli;

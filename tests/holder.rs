@@ -113,7 +113,7 @@ async fn a_stale_leader_cannot_change_anything() {
     let (view_tx, view_rx) = watch::channel(view(5));
     let held = dir.path().join("held.redb");
     let stop = CancellationToken::new();
-    let h = holder::spawn(
+    let (h, _) = holder::spawn(
         HeldStore::open(&held).unwrap(),
         settings(Role::Worker),
         ipfs_rx.clone(),
@@ -185,6 +185,7 @@ async fn a_stale_leader_cannot_change_anything() {
                 stop2.clone(),
             )
             .ok()
+            .map(|(h, _)| h)
         });
         async move { r }
     })
@@ -211,7 +212,7 @@ async fn a_stale_leader_cannot_change_anything() {
     );
     assert!(why.contains("not a live master or worker"), "{why}");
     let (_v, view_rx3) = watch::channel(view(5));
-    let leecher = holder::spawn(
+    let (leecher, _) = holder::spawn(
         HeldStore::open(&dir.path().join("leecher.redb")).unwrap(),
         settings(Role::Leecher),
         ipfs_rx.clone(),

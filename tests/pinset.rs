@@ -341,3 +341,54 @@ async fn pins_only_returning_nodes_kept_are_merged_back() {
         panic!("the pinsets never merged: {seen:?}");
     }
 }
+
+/// A SIGTERMed node waits for its pinset tasks to close their databases,
+/// so the next start opens them as they are; after a SIGKILL, redb checks
+/// the file first (and says so), and nothing committed is lost either way.
+#[tokio::test]
+async fn a_stopped_node_closes_its_pinset_cleanly_a_killed_one_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut sp = Spawner::new(BIN);
+    sp.log_dir = Some(logs.clone());
+    let data = dir.path().join("n");
+    let log = logs.join("n.log");
+    let unclean = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("was not closed cleanly")
+            .count()
+    };
+    let start = || async { sp.spawn(Role::Master, &data, &[]).await.unwrap() };
+    let holds_it = |n: &NodeProc| {
+        let client = n.client.clone();
+        async move { wait_for(LONG, || async { client.pin(&cid(1)).await.ok().map(drop) }).await }
+    };
+
+    let mut node = start().await;
+    wait_for(LONG, || async {
+        node.client.pin_add(&req(cid(1))).await.ok()
+    })
+    .await
+    .expect("a pin committed");
+    node.terminate();
+    node.wait_exit(LONG).await.expect("a SIGTERMed node exits");
+    let mut node = start().await;
+    holds_it(&node).await.expect("the pin survives a stop");
+    assert_eq!(
+        unclean(),
+        0,
+        "a stopped node left its pinset unclosed: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    node.kill();
+    let node = start().await;
+    holds_it(&node).await.expect("the pin survives a SIGKILL");
+    assert_eq!(
+        unclean(),
+        1,
+        "after a SIGKILL the file is checked, and the log says so"
+    );
+}

@@ -41,6 +41,8 @@ const ELECTION_TICK: Duration = Duration::from_millis(200);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 /// Bound for the set of foreign peers.
 const MAX_FOREIGN: usize = 4096;
+/// How long a stopping node waits for the pinset tasks to close their databases.
+const PINSET_STOP: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -196,7 +198,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         .map_err(|e| NodeError::Pinset(e.to_string()))?;
     let reader = store.reader();
     let (view_tx, view_rx) = watch::channel(crate::pinset::actor::ClusterView::default());
-    let pins =
+    let (pins, pinset_thread) =
         crate::pinset::actor::spawn(store, view_rx.clone(), handle.clone(), pinset_stop.clone())
             .map_err(|e| NodeError::Pinset(e.to_string()))?;
     let api_stop = CancellationToken::new();
@@ -236,7 +238,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     let (ipfs_peers, ipfs_peers_rx) = mpsc::channel(256);
     crate::ipfs::connect::spawn(ipfs.status.clone(), ipfs_peers_rx, services_root.clone());
     let p = cfg.pins;
-    let holder = crate::pinset::holder::spawn(
+    let (holder, holder_thread) = crate::pinset::holder::spawn(
         held,
         crate::pinset::holder::HolderSettings {
             role: cfg.role,
@@ -249,7 +251,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         pinset_stop.clone(),
     )
     .map_err(|e| NodeError::Pinset(e.to_string()))?;
-    let keeper = crate::pinset::keeper::spawn(
+    let (keeper, keeper_thread) = crate::pinset::keeper::spawn(
         reader,
         view_rx,
         handle.clone(),
@@ -311,6 +313,17 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     api_stop.cancel();
     let _ = api_task.await;
     pinset_stop.cancel();
+    // Their databases close as the threads end; a thread still busy after
+    // this long is left (redb checks an unclosed file on the next start).
+    let threads = [pinset_thread, holder_thread, keeper_thread];
+    let joined = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    });
+    if tokio::time::timeout(PINSET_STOP, joined).await.is_err() {
+        warn!("the pinset tasks did not stop within {PINSET_STOP:?}");
+    }
     let _ = std::fs::remove_file(node.data.api_file());
     info!("node stopped");
     Ok(())

@@ -225,7 +225,7 @@ pub fn spawn<T: Transport>(
     view: watch::Receiver<ClusterView>,
     transport: T,
     stop: CancellationToken,
-) -> std::io::Result<PinsetHandle> {
+) -> std::io::Result<(PinsetHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(1024);
     let (position, position_rx) = watch::channel(PinsetPosition::default());
     let actor = Actor {
@@ -243,11 +243,12 @@ pub fn spawn<T: Transport>(
         resubmitting: false,
         resubmit_after: None,
     };
-    super::spawn_task("pinset", actor.run(rx, view, stop))?;
-    Ok(PinsetHandle {
+    let thread = super::spawn_task("pinset", actor.run(rx, view, stop))?;
+    let handle = PinsetHandle {
         tx,
         position: position_rx,
-    })
+    };
+    Ok((handle, thread))
 }
 
 fn pos_of(e: &Entry) -> LogPos {

@@ -138,11 +138,12 @@ pub fn spawn(
     ipfs: watch::Receiver<IpfsStatus>,
     view: watch::Receiver<ClusterView>,
     stop: CancellationToken,
-) -> Result<HolderHandle, String> {
+) -> Result<(HolderHandle, std::thread::JoinHandle<()>), String> {
     let (tx, rx) = mpsc::channel(1024);
     let h = Holder::new(store, settings, tx.clone()).map_err(|e| e.to_string())?;
-    super::spawn_task("holder", h.run(rx, ipfs, view, stop)).map_err(|e| e.to_string())?;
-    Ok(HolderHandle { tx })
+    let thread =
+        super::spawn_task("holder", h.run(rx, ipfs, view, stop)).map_err(|e| e.to_string())?;
+    Ok((HolderHandle { tx }, thread))
 }
 
 fn short(e: impl std::fmt::Display) -> String {

@@ -143,7 +143,7 @@ pub fn spawn<T: HolderTransport>(
     local: HolderHandle,
     limits: Limits,
     stop: CancellationToken,
-) -> std::io::Result<KeeperHandle> {
+) -> std::io::Result<(KeeperHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(1024);
     let keeper = Keeper {
         reader,
@@ -163,8 +163,8 @@ pub fn spawn<T: HolderTransport>(
         last_plan: None,
         plan_cost: Duration::ZERO,
     };
-    super::spawn_task("keeper", keeper.run(rx, view, stop))?;
-    Ok(KeeperHandle { tx })
+    let thread = super::spawn_task("keeper", keeper.run(rx, view, stop))?;
+    Ok((KeeperHandle { tx }, thread))
 }
 
 /// Records what a holder says of one item.

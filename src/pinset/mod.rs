@@ -86,18 +86,19 @@ pub struct LogPos {
 /// Runs a pinset task on a thread of its own, with a current-thread
 /// runtime: its redb transactions end in an fsync and planning over a
 /// large pinset is CPU-bound, and neither may hold up the node loop and the
-/// API on the main runtime's two worker threads.
+/// API on the main runtime's two worker threads. Joining the thread after
+/// the task's stop token is cancelled waits until it has dropped its
+/// databases (closed cleanly, so the next start needs no repair).
 pub(crate) fn spawn_task(
     name: &str,
     task: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     std::thread::Builder::new()
         .name(name.to_owned())
-        .spawn(move || runtime.block_on(task))?;
-    Ok(())
+        .spawn(move || runtime.block_on(task))
 }
 
 /// Longest pin name accepted, in bytes.

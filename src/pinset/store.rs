@@ -126,8 +126,19 @@ impl PinStore {
     pub fn open(path: &Path) -> Result<PinStore, PinStoreError> {
         // redb caches up to 1 GiB by default; the pinset's working set is
         // far smaller, and the node's memory budget is tight.
+        let shown = path.display().to_string();
+        // redb "repairs" a new file too (it has no allocator state yet).
+        let existed = path.metadata().is_ok_and(|m| m.len() > 0);
+        let warned = std::cell::Cell::new(false);
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
+            .set_repair_callback(move |_| {
+                if existed && !warned.replace(true) {
+                    tracing::warn!(
+                        "{shown} was not closed cleanly (the node was killed?): checking it"
+                    );
+                }
+            })
             .create(path)
             .map_err(|e| PinStoreError::Db {
                 path: path.to_owned(),
