@@ -3,7 +3,7 @@
 //!
 //! Routes: `GET /v1/status`, `GET /v1/peers`, and the pinset under
 //! `/v1/pins` ([`pins`]). Handlers ask the node's event
-//! loop through its [`NodeHandle`](crate::node::NodeHandle) and answer 503 if
+//! loop through its [`NodeHandle`] and answer 503 if
 //! it does not reply in time.
 
 use std::net::SocketAddr;

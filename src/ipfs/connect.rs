@@ -2,9 +2,9 @@
 //! (`swarm/connect`), so bitswap finds cluster content without any DHT.
 //!
 //! The node passes on each peer daemon it hears of (from heartbeats). Every
-//! round (on news, when our daemon changes, and every [`ROUND`]) the task
+//! round (on news, when our daemon changes, and every `ROUND`) the task
 //! asks our daemon whom it is connected to and dials the others, one address
-//! at a time. A daemon that cannot be reached for [`GIVE_UP`] rounds in a row
+//! at a time. A daemon that cannot be reached for `GIVE_UP` rounds in a row
 //! is forgotten: it died or restarted under a new peer ID, which the node
 //! will pass on again.
 
