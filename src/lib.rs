@@ -54,6 +54,7 @@ pub mod store;
 pub mod supervisor;
 #[doc(hidden)]
 pub mod testkit;
+pub mod view;
 pub mod wire;
 
 use cli::{Cli, Command};

@@ -25,14 +25,18 @@
 //!   reports what it holds; [`held::HeldStore`] remembers it across restarts.
 
 pub mod actor;
+pub mod db;
 pub mod held;
 pub mod holder;
 pub mod keeper;
+pub mod model;
 pub mod plan;
 pub mod reader;
+pub mod replica;
 pub mod replicate;
 pub mod snapshot;
 pub mod store;
+pub mod sync;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,540 @@
+//! The replica on disk (`<data-dir>/pinset.redb`): the state (per CID the
+//! winning change, tombstones included), an index of the winners by
+//! `(author, seq)` for anti-entropy, the version vector, the members met,
+//! and counters. [`PinDb::persist`] applies the core's persists in one
+//! durable transaction, so a crash leaves the old or the new state, never
+//! half of one; a file that cannot be read is an error naming it.
+//!
+//! A database written by an earlier version (the leader's log) is moved
+//! over on open: its committed pins become changes of this replica, stamped
+//! with the time each was first added (older than anything new).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableHandle,
+};
+use serde::{Deserialize, Serialize};
+
+use super::model::{Entry, Hlc, Op, PinSpec, Ranges, Stamp, Vv, wins};
+use super::replica::{Loaded, Member, Persist};
+use super::sync::ReadView;
+
+/// cid → [`encode_entry`]
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("crdt.state");
+/// (author, seq) → cid, for every change in the state.
+const BY_AUTHOR: TableDefinition<(u64, u64), &str> = TableDefinition::new("crdt.by_author");
+/// author → bincode [`Ranges`]
+const VV: TableDefinition<u64, &[u8]> = TableDefinition::new("crdt.vv");
+/// peer ID → bincode [`Member`]
+const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("crdt.members");
+const META: TableDefinition<&str, u64> = TableDefinition::new("crdt.meta");
+const K_AUTHOR: &str = "author";
+const K_HLC: &str = "hlc";
+const K_PINS: &str = "pins";
+const K_TOMBSTONES: &str = "tombstones";
+/// redb's page cache.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinDbError {
+    #[error("pinset database {path}: {message}")]
+    Db { path: PathBuf, message: String },
+    #[error("pinset database {path}: corrupt record {what}: {message}")]
+    Corrupt {
+        path: PathBuf,
+        what: String,
+        message: String,
+    },
+}
+
+/// The pin fields of a stored change (the CID is the key).
+#[derive(Serialize, Deserialize)]
+struct StoredPin {
+    name: String,
+    replication_min: u8,
+    replication_max: u8,
+    added_unix_ms: u64,
+}
+
+/// hlc, author, seq (big-endian, so the stamp reads without decoding the
+/// rest), then the bincode pin fields or nothing for a tombstone.
+fn encode_entry(e: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + 48);
+    out.extend_from_slice(&e.stamp.hlc.to_be_bytes());
+    out.extend_from_slice(&e.stamp.author.to_be_bytes());
+    out.extend_from_slice(&e.seq.to_be_bytes());
+    if let Op::Pin(p) = &e.op {
+        let fields = StoredPin {
+            name: p.name.clone(),
+            replication_min: p.replication_min,
+            replication_max: p.replication_max,
+            added_unix_ms: p.added_unix_ms,
+        };
+        let body =
+            bincode::serde::encode_to_vec(&fields, bincode::config::standard()).unwrap_or_default();
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+fn stamp_of(bytes: &[u8]) -> Option<(Stamp, u64)> {
+    let word = |i: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
+    };
+    Some((
+        Stamp {
+            hlc: word(0)?,
+            author: word(8)?,
+        },
+        word(16)?,
+    ))
+}
+
+fn decode_entry(path: &Path, cid: &str, bytes: &[u8]) -> Result<Entry, PinDbError> {
+    let corrupt = |message: String| PinDbError::Corrupt {
+        path: path.to_owned(),
+        what: format!("pin {cid}"),
+        message,
+    };
+    let (stamp, seq) = stamp_of(bytes).ok_or_else(|| corrupt("too short".into()))?;
+    let op = if bytes.len() == 24 {
+        Op::Unpin { cid: cid.into() }
+    } else {
+        let (p, _): (StoredPin, usize) =
+            bincode::serde::decode_from_slice(&bytes[24..], bincode::config::standard())
+                .map_err(|e| corrupt(e.to_string()))?;
+        Op::Pin(PinSpec {
+            cid: cid.into(),
+            name: p.name,
+            replication_min: p.replication_min,
+            replication_max: p.replication_max,
+            added_unix_ms: p.added_unix_ms,
+        })
+    };
+    Ok(Entry { stamp, seq, op })
+}
+
+fn bin<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap_or_default()
+}
+
+/// The replica's database; cheap to clone (one handle, shared with the
+/// readers of other tasks).
+#[derive(Clone)]
+pub struct PinDb {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl PinDb {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<PinDb, PinDbError> {
+        let shown = path.display().to_string();
+        // redb "repairs" a new file too (it has no allocator state yet).
+        let existed = path.metadata().is_ok_and(|m| m.len() > 0);
+        let warned = std::cell::Cell::new(false);
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_repair_callback(move |_| {
+                if existed && !warned.replace(true) {
+                    tracing::warn!(
+                        "{shown} was not closed cleanly (the node was killed?): checking it"
+                    );
+                }
+            })
+            .create(path)
+            .map_err(|e| PinDbError::Db {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        let db = PinDb {
+            db: Arc::new(db),
+            path: path.to_owned(),
+        };
+        db.prepare()?;
+        Ok(db)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> PinDbError {
+        PinDbError::Db {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the tables, takes a replica ID, moves an old database over.
+    fn prepare(&self) -> Result<(), PinDbError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            txn.open_table(STATE).map_err(|e| self.err(e))?;
+            txn.open_table(BY_AUTHOR).map_err(|e| self.err(e))?;
+            txn.open_table(VV).map_err(|e| self.err(e))?;
+            txn.open_table(MEMBERS).map_err(|e| self.err(e))?;
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            if meta.get(K_AUTHOR).map_err(|e| self.err(e))?.is_none() {
+                meta.insert(K_AUTHOR, rand::random::<u64>() | 1)
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        self.migrate(&txn)?;
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// An earlier version's tables: the committed pins (`pins`: cid →
+    /// bincode of the old spec, same fields) become this replica's changes;
+    /// the log and the rest are dropped.
+    fn migrate(&self, txn: &redb::WriteTransaction) -> Result<(), PinDbError> {
+        let old: Vec<redb::UntypedTableHandle> = txn
+            .list_tables()
+            .map_err(|e| self.err(e))?
+            .filter(|t| !t.name().starts_with("crdt."))
+            .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        const OLD_PINS: TableDefinition<&str, &[u8]> = TableDefinition::new("pins");
+        let mut entries = Vec::new();
+        if old.iter().any(|t| t.name() == "pins") {
+            let author = self.meta_in(txn, K_AUTHOR)?;
+            let pins = txn.open_table(OLD_PINS).map_err(|e| self.err(e))?;
+            for (i, row) in pins.iter().map_err(|e| self.err(e))?.enumerate() {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                let (spec, _): (PinSpec, usize) =
+                    bincode::serde::decode_from_slice(v.value(), bincode::config::standard())
+                        .map_err(|e| PinDbError::Corrupt {
+                            path: self.path.clone(),
+                            what: format!("old pin {}", k.value()),
+                            message: e.to_string(),
+                        })?;
+                entries.push(Entry {
+                    stamp: Stamp {
+                        hlc: Hlc::at(spec.added_unix_ms),
+                        author,
+                    },
+                    seq: i as u64 + 1,
+                    op: Op::Pin(spec),
+                });
+            }
+        }
+        for table in old {
+            txn.delete_table(table).map_err(|e| self.err(e))?;
+        }
+        if !entries.is_empty() {
+            tracing::info!(
+                pins = entries.len(),
+                "pinset database from an earlier version moved over"
+            );
+            let mut seen = Vv::default();
+            for e in &entries {
+                seen.insert(e.id());
+            }
+            let hlc = entries.iter().map(|e| e.stamp.hlc).max().unwrap_or(0);
+            let p = Persist {
+                entries,
+                seen,
+                hlc,
+                members: Vec::new(),
+            };
+            self.apply(txn, std::slice::from_ref(&p))?;
+        }
+        Ok(())
+    }
+
+    fn meta_in(&self, txn: &redb::WriteTransaction, key: &str) -> Result<u64, PinDbError> {
+        let meta = txn.open_table(META).map_err(|e| self.err(e))?;
+        Ok(meta
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// What the replica core starts from.
+    pub fn load(&self) -> Result<Loaded, PinDbError> {
+        let view = self.view()?;
+        let members = view.members()?;
+        Ok(Loaded {
+            author: view.meta(K_AUTHOR)?,
+            hlc: view.meta(K_HLC)?,
+            vv: view.vv,
+            members,
+        })
+    }
+
+    /// Applies persists in one durable transaction.
+    pub fn persist(&self, batch: &[Persist]) -> Result<(), PinDbError> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        self.apply(&txn, batch)?;
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    fn apply(&self, txn: &redb::WriteTransaction, batch: &[Persist]) -> Result<(), PinDbError> {
+        let e = |x: redb::StorageError| self.err(x);
+        let mut state = txn.open_table(STATE).map_err(|x| self.err(x))?;
+        let mut by_author = txn.open_table(BY_AUTHOR).map_err(|x| self.err(x))?;
+        let mut vv = txn.open_table(VV).map_err(|x| self.err(x))?;
+        let mut members = txn.open_table(MEMBERS).map_err(|x| self.err(x))?;
+        let mut meta = txn.open_table(META).map_err(|x| self.err(x))?;
+        let get = |meta: &redb::Table<&str, u64>, k| -> Result<u64, PinDbError> {
+            Ok(meta.get(k).map_err(e)?.map_or(0, |v| v.value()))
+        };
+        let (mut pins, mut tombs) = (get(&meta, K_PINS)?, get(&meta, K_TOMBSTONES)?);
+        let mut hlc = get(&meta, K_HLC)?;
+        let mut seen = Vv::default();
+        for p in batch {
+            for entry in &p.entries {
+                let cid = entry.cid();
+                let old = state
+                    .get(cid)
+                    .map_err(e)?
+                    .map(|v| stamp_of(v.value()).map(|s| (s, v.value().len() > 24)));
+                let old = match old {
+                    Some(None) => {
+                        return Err(PinDbError::Corrupt {
+                            path: self.path.clone(),
+                            what: format!("pin {cid}"),
+                            message: "too short".into(),
+                        });
+                    }
+                    Some(Some(o)) => Some(o),
+                    None => None,
+                };
+                if !wins(entry.order(), old.map(|(o, _)| o)) {
+                    continue;
+                }
+                if let Some(((s, seq), was_pin)) = old {
+                    by_author.remove((s.author, seq)).map_err(e)?;
+                    if was_pin {
+                        pins -= 1;
+                    } else {
+                        tombs -= 1;
+                    }
+                }
+                if entry.is_pin() {
+                    pins += 1;
+                } else {
+                    tombs += 1;
+                }
+                state
+                    .insert(cid, encode_entry(entry).as_slice())
+                    .map_err(e)?;
+                by_author
+                    .insert((entry.stamp.author, entry.seq), cid)
+                    .map_err(e)?;
+            }
+            seen.union(&p.seen);
+            hlc = hlc.max(p.hlc);
+            for (id, m) in &p.members {
+                match m {
+                    Some(m) => members.insert(id.as_str(), bin(m).as_slice()).map_err(e)?,
+                    None => members.remove(id.as_str()).map_err(e)?,
+                };
+            }
+        }
+        for (author, ranges) in &seen.0 {
+            let mut stored = match vv.get(*author).map_err(e)? {
+                Some(v) => decode_ranges(&self.path, *author, v.value())?,
+                None => Ranges::default(),
+            };
+            if stored.union(ranges) {
+                vv.insert(*author, bin(&stored).as_slice()).map_err(e)?;
+            }
+        }
+        meta.insert(K_PINS, pins).map_err(e)?;
+        meta.insert(K_TOMBSTONES, tombs).map_err(e)?;
+        meta.insert(K_HLC, hlc).map_err(e)?;
+        Ok(())
+    }
+
+    /// A consistent view of the replica as of now.
+    pub fn view(&self) -> Result<DbView, PinDbError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let mut view = DbView {
+            txn,
+            vv: Vv::default(),
+            path: self.path.clone(),
+        };
+        view.vv = view.read_vv()?;
+        Ok(view)
+    }
+}
+
+fn decode_ranges(path: &Path, author: u64, bytes: &[u8]) -> Result<Ranges, PinDbError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(r, _)| r)
+        .map_err(|e| PinDbError::Corrupt {
+            path: path.to_owned(),
+            what: format!("vector of {author:x}"),
+            message: e.to_string(),
+        })
+}
+
+/// The replica as one read transaction sees it (pages stay consistent
+/// however long they are read).
+pub struct DbView {
+    txn: ReadTransaction,
+    vv: Vv,
+    path: PathBuf,
+}
+
+/// How many pins and tombstones a replica holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub pins: u64,
+    pub tombstones: u64,
+}
+
+impl DbView {
+    fn err(&self, e: impl std::fmt::Display) -> PinDbError {
+        PinDbError::Db {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn meta(&self, key: &str) -> Result<u64, PinDbError> {
+        let meta = self.txn.open_table(META).map_err(|e| self.err(e))?;
+        Ok(meta
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map_or(0, |v| v.value()))
+    }
+
+    fn read_vv(&self) -> Result<Vv, PinDbError> {
+        let t = self.txn.open_table(VV).map_err(|e| self.err(e))?;
+        let mut vv = Vv::default();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            vv.0.insert(k.value(), decode_ranges(&self.path, k.value(), v.value())?);
+        }
+        Ok(vv)
+    }
+
+    fn members(&self) -> Result<std::collections::BTreeMap<String, Member>, PinDbError> {
+        let t = self.txn.open_table(MEMBERS).map_err(|e| self.err(e))?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let (m, _): (Member, usize) =
+                bincode::serde::decode_from_slice(v.value(), bincode::config::standard()).map_err(
+                    |e| PinDbError::Corrupt {
+                        path: self.path.clone(),
+                        what: format!("member {}", k.value()),
+                        message: e.to_string(),
+                    },
+                )?;
+            out.insert(k.value().to_owned(), m);
+        }
+        Ok(out)
+    }
+
+    pub fn counts(&self) -> Result<Counts, PinDbError> {
+        Ok(Counts {
+            pins: self.meta(K_PINS)?,
+            tombstones: self.meta(K_TOMBSTONES)?,
+        })
+    }
+
+    /// The change that wins for `cid`, if any (a pin or a tombstone).
+    pub fn get(&self, cid: &str) -> Result<Option<Entry>, PinDbError> {
+        let t = self.txn.open_table(STATE).map_err(|e| self.err(e))?;
+        t.get(cid)
+            .map_err(|e| self.err(e))?
+            .map(|v| decode_entry(&self.path, cid, v.value()))
+            .transpose()
+    }
+
+    /// Changes in CID order after `after`, at most `limit` (tombstones too).
+    pub fn entries(&self, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, PinDbError> {
+        use std::ops::Bound;
+        let t = self.txn.open_table(STATE).map_err(|e| self.err(e))?;
+        let range = match after {
+            Some(a) => t.range::<&str>((Bound::Excluded(a), Bound::Unbounded)),
+            None => t.range::<&str>(..),
+        }
+        .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in range {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            out.push(decode_entry(&self.path, k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Pins (no tombstones) in CID order after `after`, at most `limit`.
+    pub fn pins(&self, after: Option<&str>, limit: usize) -> Result<Vec<PinSpec>, PinDbError> {
+        let mut out = Vec::new();
+        let mut cursor = after.map(str::to_owned);
+        loop {
+            let page = self.entries(cursor.as_deref(), limit.max(1) * 2)?;
+            let done = page.len() < limit.max(1) * 2;
+            cursor = page.last().map(|e| e.cid().to_owned()).or(cursor);
+            for e in page {
+                if let Op::Pin(p) = e.op {
+                    out.push(p);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// How many entries the by-author index holds (tests).
+    pub fn indexed(&self) -> Result<u64, PinDbError> {
+        let t = self.txn.open_table(BY_AUTHOR).map_err(|e| self.err(e))?;
+        t.len().map_err(|e| self.err(e))
+    }
+}
+
+impl ReadView for DbView {
+    type Error = PinDbError;
+
+    fn vv(&self) -> &Vv {
+        &self.vv
+    }
+
+    fn scan_author(
+        &self,
+        author: u64,
+        lo: u64,
+        hi: u64,
+        f: &mut dyn FnMut(Entry) -> bool,
+    ) -> Result<(), PinDbError> {
+        let index = self.txn.open_table(BY_AUTHOR).map_err(|e| self.err(e))?;
+        let state = self.txn.open_table(STATE).map_err(|e| self.err(e))?;
+        for row in index
+            .range((author, lo)..=(author, hi))
+            .map_err(|e| self.err(e))?
+        {
+            let (_, cid) = row.map_err(|e| self.err(e))?;
+            let cid = cid.value();
+            let Some(v) = state.get(cid).map_err(|e| self.err(e))? else {
+                return Err(PinDbError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("index entry for {cid}"),
+                    message: "no such pin".into(),
+                });
+            };
+            if !f(decode_entry(&self.path, cid, v.value())?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

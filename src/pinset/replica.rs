@@ -1,0 +1,822 @@
+//! The pinset replica as a pure state machine: inputs (client writes,
+//! peers' pushes and pages, answers, the cluster view, time) in,
+//! [`Effect`]s (durable writes, messages, replies) out. No sockets, no disk
+//! and no clock in here: the shell (`pinset::actor`) and the simulator
+//! drive the same code.
+//!
+//! # The contract
+//! * **Acknowledged means durable on `write_copies` masters or workers.** A
+//!   write is stamped ([`super::model`]), stored here and pushed to every
+//!   live peer; it is answered once this node and `need - 1` other masters
+//!   or workers have stored it durably, where `need` is `write_copies`
+//!   capped by the eligible members this node knows (itself included). A
+//!   node that knows no other member answers alone, with `copies: 1`.
+//!   Members are remembered on disk: one that left gracefully stops
+//!   counting, one that died counts until an operator removes it or it has
+//!   not been seen for `member_expiry`. Too few live members to make the
+//!   copies: refused at once, nothing stored. Copies not made within
+//!   `write_timeout`: refused, the change kept here (it spreads when peers
+//!   are reachable; retrying is harmless).
+//! * **Nothing is undone but by a later change to the same CID**: states
+//!   merge last-writer-wins per CID; a removal is a tombstone.
+//! * **Every change reaches every replica**: pushed at once, and pulled by
+//!   anti-entropy ([`super::sync`]) from masters and workers whose digest
+//!   differs from this one's, one session at a time.
+//! * **Authority:** pushes are taken only from live masters and workers;
+//!   pages only from the peer asked; every change is checked, and one
+//!   stamped too far ahead of this node's clock is refused.
+//!
+//! Durability: [`Effect::Persist`] must be carried out before any effect
+//! that follows it (the shell commits every persist of a batch of inputs in
+//! one transaction, then sends); everything the core must not forget is in
+//! a persist, the rest is rebuilt on start.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{Entry, Hlc, Op, Stamp, Vv};
+use super::sync::{Cursor, check_page};
+use crate::role::Role;
+use crate::view::ClusterView;
+
+/// Settings of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Masters or workers that must hold a change durably before it is
+    /// acknowledged (this node included).
+    pub write_copies: usize,
+    /// How long a write may wait for its copies.
+    pub write_timeout: Duration,
+    /// A member not seen for this long stops counting for `write_copies`.
+    pub member_expiry: Duration,
+    /// Changes stamped further ahead of this node's clock are refused.
+    pub max_clock_ahead: Duration,
+    /// Push batches in flight to one peer, and changes in one batch.
+    pub push_in_flight: usize,
+    pub max_push: usize,
+    /// Changes queued for one peer; past it the oldest are dropped (anti-entropy
+    /// delivers them).
+    pub max_queue: usize,
+    /// Anti-entropy with some master or worker at least this often, even
+    /// when digests agree.
+    pub pull_every: Duration,
+    /// A request unanswered for this long is given up.
+    pub request_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            write_copies: 2,
+            write_timeout: Duration::from_secs(5),
+            member_expiry: Duration::from_secs(24 * 3600),
+            max_clock_ahead: Duration::from_secs(60),
+            push_in_flight: 4,
+            max_push: 2048,
+            max_queue: 65_536,
+            pull_every: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Time as the shell (or the simulator) tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub at: Instant,
+    /// This node's wall clock.
+    pub unix_ms: u64,
+}
+
+/// A master or worker this node has met, as kept on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub role: Role,
+    pub last_seen_ms: u64,
+    /// Left gracefully: does not count.
+    pub left: bool,
+}
+
+/// What a replica finds on disk when it starts.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// This replica's ID (random, non-zero, taken when its database was created).
+    pub author: u64,
+    pub vv: Vv,
+    /// The highest stamp reading stored.
+    pub hlc: u64,
+    pub members: BTreeMap<String, Member>,
+}
+
+/// A page of changes, as the peer asked sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageAnswer {
+    pub entries: Vec<Entry>,
+    /// Where the next page starts; `None`: the last page, which carries `vv`.
+    pub next: Option<Cursor>,
+    pub vv: Option<Vv>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    View(ClusterView),
+    /// A client's change (`token` names the answer).
+    Write {
+        token: u64,
+        op: Op,
+    },
+    /// A peer pushes changes; answer with [`Effect::Reply`] of `token`.
+    Push {
+        from: String,
+        token: u64,
+        entries: Vec<Entry>,
+    },
+    /// A push was answered (or failed).
+    Pushed {
+        to: String,
+        batch: u64,
+        result: Result<(), String>,
+    },
+    /// A page asked for with [`Effect::Pull`] came (or did not).
+    Page {
+        from: String,
+        session: u64,
+        result: Result<PageAnswer, String>,
+    },
+    /// An operator removes a member: it stops counting for `write_copies`.
+    RemoveMember {
+        id: String,
+    },
+    Tick,
+}
+
+/// One durable transaction's worth of changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Persist {
+    /// Merged into the state, last writer wins per CID.
+    pub entries: Vec<Entry>,
+    /// Taken into the stored vector.
+    pub seen: Vv,
+    /// The highest stamp reading so far.
+    pub hlc: u64,
+    /// Members added or changed (`None`: removed).
+    pub members: Vec<(String, Option<Member>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Persist(Persist),
+    Push {
+        to: String,
+        batch: u64,
+        entries: Vec<Entry>,
+    },
+    /// Ask `to` for the changes this replica lacks: the first page of a
+    /// session carries `vv`, later ones resume at `from`.
+    Pull {
+        to: String,
+        session: u64,
+        vv: Option<Vv>,
+        from: Cursor,
+    },
+    /// The answer to a peer's push.
+    Reply {
+        token: u64,
+        result: Result<(), String>,
+    },
+    /// The answer to a client's write.
+    Written {
+        token: u64,
+        result: Result<Written, WriteError>,
+    },
+}
+
+/// An acknowledged change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub stamp: Stamp,
+    /// Masters and workers holding it durably when it was answered.
+    pub copies: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error("read-only role: leechers take no writes")]
+    ReadOnly,
+    #[error(
+        "{need} copies are required (pins.write_copies, capped by the masters and workers this \
+         node knows) but only {reachable} masters or workers are reachable; nothing was stored"
+    )]
+    Unreachable { need: usize, reachable: usize },
+    #[error(
+        "only {have} of the {need} required copies were made within {secs} s; the change is kept \
+         on {have} node(s) and will spread when peers are reachable; retrying is harmless"
+    )]
+    Timeout { need: usize, have: usize, secs: u64 },
+}
+
+struct Pending {
+    need: usize,
+    have: BTreeSet<String>,
+    stamp: Stamp,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct Outbox {
+    /// Changes not yet sent, with the write each answers (if local).
+    queue: VecDeque<(Entry, Option<u64>)>,
+    /// batch → (sent at, the writes it carries).
+    in_flight: BTreeMap<u64, (Instant, Vec<u64>)>,
+}
+
+struct Session {
+    peer: String,
+    id: u64,
+    /// The vector sent: nothing in it may come back.
+    had: Vv,
+    asked: Cursor,
+    sent_at: Instant,
+    started: Instant,
+    pages: usize,
+    /// The peer's digest when the session started.
+    digest: Option<u64>,
+}
+
+/// Pages one anti-entropy session may take, and how long.
+pub const MAX_SESSION_PAGES: usize = 4096;
+pub const MAX_SESSION_TIME: Duration = Duration::from_secs(600);
+/// A stored member's last sighting is refreshed on disk this often.
+const MEMBER_REFRESH_MS: u64 = 3_600_000;
+
+/// One node's pinset replica.
+pub struct Replica {
+    cfg: Config,
+    me: String,
+    role: Role,
+    author: u64,
+    vv: Vv,
+    digest: u64,
+    hlc: Hlc,
+    hlc_stored: u64,
+    members: BTreeMap<String, Member>,
+    /// When each member's sighting was last stored.
+    stored_seen: BTreeMap<String, u64>,
+    view: ClusterView,
+    pending: BTreeMap<u64, Pending>,
+    out: BTreeMap<String, Outbox>,
+    next_batch: u64,
+    session: Option<Session>,
+    next_session: u64,
+    /// Per peer: the digest of the last completed session's start, when
+    /// that session started, and when the next attempt may start.
+    pulled: BTreeMap<String, (Option<u64>, Instant)>,
+    backoff: BTreeMap<String, (Instant, Duration)>,
+    last_pull: Option<Instant>,
+    /// Peers whose vector showed this replica's ID beyond its own history.
+    stale: bool,
+}
+
+impl Replica {
+    pub fn new(me: String, role: Role, cfg: Config, loaded: Loaded, now: Now) -> Replica {
+        let digest = loaded.vv.digest();
+        let mut hlc = Hlc::new(loaded.hlc);
+        hlc.observe(Hlc::at(now.unix_ms));
+        Replica {
+            cfg,
+            me,
+            role,
+            author: loaded.author,
+            stored_seen: loaded
+                .members
+                .iter()
+                .map(|(k, m)| (k.clone(), m.last_seen_ms))
+                .collect(),
+            members: loaded.members,
+            vv: loaded.vv,
+            digest,
+            hlc,
+            hlc_stored: loaded.hlc,
+            view: ClusterView::default(),
+            pending: BTreeMap::new(),
+            out: BTreeMap::new(),
+            next_batch: 1,
+            session: None,
+            next_session: 1,
+            pulled: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            last_pull: None,
+            stale: false,
+        }
+    }
+
+    /// The digest of the changes seen (heartbeats carry it).
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    pub fn vv(&self) -> &Vv {
+        &self.vv
+    }
+
+    pub fn author(&self) -> u64 {
+        self.author
+    }
+
+    pub fn members(&self) -> &BTreeMap<String, Member> {
+        &self.members
+    }
+
+    /// Writes waiting for their copies.
+    pub fn pending_writes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// When this replica last finished an anti-entropy session with `peer`
+    /// (its start), or found their digests equal; the keeper plans only from
+    /// a replica synced with every live master and worker since it leads.
+    pub fn synced_at(&self, peer: &str) -> Option<Instant> {
+        self.pulled.get(peer).map(|(_, at)| *at)
+    }
+
+    /// Whether a peer's vector showed this replica's ID used beyond its own
+    /// history (its database was restored from an old copy).
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
+    /// Masters and workers that count for `write_copies`, this node excluded.
+    pub fn counting_members(&self, now: Now) -> usize {
+        let expiry = self.cfg.member_expiry.as_millis() as u64;
+        self.members
+            .values()
+            .filter(|m| {
+                m.role.can_lead() && !m.left && now.unix_ms.saturating_sub(m.last_seen_ms) < expiry
+            })
+            .count()
+    }
+
+    pub fn step(&mut self, input: Input, now: Now) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match input {
+            Input::View(v) => self.on_view(v, now, &mut fx),
+            Input::Write { token, op } => self.on_write(token, op, now, &mut fx),
+            Input::Push {
+                from,
+                token,
+                entries,
+            } => {
+                let result = self.on_push(&from, entries, now, &mut fx);
+                fx.push(Effect::Reply { token, result });
+            }
+            Input::Pushed { to, batch, result } => self.on_pushed(&to, batch, result, now, &mut fx),
+            Input::Page {
+                from,
+                session,
+                result,
+            } => self.on_page(&from, session, result, now, &mut fx),
+            Input::RemoveMember { id } => {
+                if self.members.remove(&id).is_some() {
+                    self.stored_seen.remove(&id);
+                    fx.push(Effect::Persist(Persist {
+                        members: vec![(id, None)],
+                        ..self.persist_base()
+                    }));
+                }
+            }
+            Input::Tick => self.on_tick(now, &mut fx),
+        }
+        self.maybe_pull(now, &mut fx);
+        fx
+    }
+
+    fn persist_base(&self) -> Persist {
+        Persist {
+            hlc: self.hlc_stored,
+            ..Persist::default()
+        }
+    }
+
+    fn eligible(&self, id: &str) -> bool {
+        self.view.peer(id).is_some_and(|p| p.role.can_lead())
+            || self
+                .members
+                .get(id)
+                .is_some_and(|m| m.role.can_lead() && !m.left)
+    }
+
+    fn on_view(&mut self, v: ClusterView, now: Now, fx: &mut Vec<Effect>) {
+        let mut changed = Vec::new();
+        for p in &v.peers {
+            let m = Member {
+                role: p.role,
+                last_seen_ms: now.unix_ms,
+                left: false,
+            };
+            let stored = self.stored_seen.get(&p.id).copied();
+            let known = self.members.get(&p.id).copied();
+            let refresh = stored.is_none_or(|t| now.unix_ms.saturating_sub(t) >= MEMBER_REFRESH_MS);
+            let differs = known.is_none_or(|k| k.role != m.role || k.left);
+            if !p.role.can_lead() && known.is_none() {
+                continue; // leechers are not members
+            }
+            self.members.insert(p.id.clone(), m);
+            if differs || refresh {
+                self.stored_seen.insert(p.id.clone(), now.unix_ms);
+                changed.push((p.id.clone(), Some(m)));
+            }
+            // Digests equal: in sync as of now.
+            if p.pinset == Some(self.digest) {
+                self.pulled
+                    .insert(p.id.clone(), (Some(self.digest), now.at));
+            }
+        }
+        for id in &v.left {
+            if let Some(m) = self.members.get_mut(id)
+                && !m.left
+            {
+                m.left = true;
+                changed.push((id.clone(), Some(*m)));
+            }
+        }
+        // Peers no longer live get no pushes; their batches in flight are
+        // given up (answers may still come and are ignored).
+        self.out.retain(|id, _| v.peer(id).is_some());
+        self.view = v;
+        self.role = self.view.role.unwrap_or(self.role);
+        if !changed.is_empty() {
+            fx.push(Effect::Persist(Persist {
+                members: changed,
+                ..self.persist_base()
+            }));
+        }
+    }
+
+    fn on_write(&mut self, token: u64, op: Op, now: Now, fx: &mut Vec<Effect>) {
+        if !self.role.can_lead() {
+            fx.push(Effect::Written {
+                token,
+                result: Err(WriteError::ReadOnly),
+            });
+            return;
+        }
+        let need = self
+            .cfg
+            .write_copies
+            .clamp(1, 1 + self.counting_members(now));
+        let reachable = 1 + self.view.peers.iter().filter(|p| p.role.can_lead()).count();
+        if reachable < need {
+            fx.push(Effect::Written {
+                token,
+                result: Err(WriteError::Unreachable { need, reachable }),
+            });
+            return;
+        }
+        let stamp = Stamp {
+            hlc: self.hlc.tick(now.unix_ms),
+            author: self.author,
+        };
+        let seq = self.vv.get(self.author).map_or(0, |r| r.max()) + 1;
+        let entry = Entry { stamp, seq, op };
+        self.see(entry.id());
+        let mut seen = Vv::default();
+        seen.insert(entry.id());
+        self.hlc_stored = self.hlc_stored.max(stamp.hlc);
+        fx.push(Effect::Persist(Persist {
+            entries: vec![entry.clone()],
+            seen,
+            ..self.persist_base()
+        }));
+        if need <= 1 {
+            fx.push(Effect::Written {
+                token,
+                result: Ok(Written { stamp, copies: 1 }),
+            });
+        } else {
+            self.pending.insert(
+                token,
+                Pending {
+                    need,
+                    have: BTreeSet::from([self.me.clone()]),
+                    stamp,
+                    deadline: now.at + self.cfg.write_timeout,
+                },
+            );
+        }
+        let peers: Vec<String> = self.view.peers.iter().map(|p| p.id.clone()).collect();
+        for id in peers {
+            let q = &mut self.out.entry(id.clone()).or_default().queue;
+            q.push_back((entry.clone(), (need > 1).then_some(token)));
+            if q.len() > self.cfg.max_queue {
+                q.pop_front();
+            }
+            self.pump(&id, now, fx);
+        }
+    }
+
+    /// Sends queued changes to `id` while it has room for batches in flight.
+    fn pump(&mut self, id: &str, now: Now, fx: &mut Vec<Effect>) {
+        let Some(out) = self.out.get_mut(id) else {
+            return;
+        };
+        while out.in_flight.len() < self.cfg.push_in_flight && !out.queue.is_empty() {
+            let n = out.queue.len().min(self.cfg.max_push);
+            let (entries, tokens): (Vec<Entry>, Vec<Option<u64>>) = out.queue.drain(..n).unzip();
+            let batch = self.next_batch;
+            self.next_batch += 1;
+            out.in_flight
+                .insert(batch, (now.at, tokens.into_iter().flatten().collect()));
+            fx.push(Effect::Push {
+                to: id.to_owned(),
+                batch,
+                entries,
+            });
+        }
+    }
+
+    /// Checks a change a peer sent against this node's clock.
+    fn check_entry(&self, e: &Entry, now: Now) -> Result<(), String> {
+        e.check()?;
+        let limit = Hlc::at(now.unix_ms + self.cfg.max_clock_ahead.as_millis() as u64);
+        if e.stamp.hlc > limit {
+            return Err(format!(
+                "a change stamped {} ms ahead of this node's clock (more than {} s): check the \
+                 clocks",
+                Hlc::millis(e.stamp.hlc).saturating_sub(now.unix_ms),
+                self.cfg.max_clock_ahead.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Marks a change seen (in memory; the caller persists it).
+    fn see(&mut self, id: (u64, u64)) {
+        if self.vv.insert(id) {
+            self.digest = self.vv.digest();
+        }
+    }
+
+    /// Stores changes (and marks them seen) in one persist.
+    fn take(&mut self, entries: Vec<Entry>, extra: Option<&Vv>, fx: &mut Vec<Effect>) {
+        let mut seen = Vv::default();
+        for e in &entries {
+            self.hlc.observe(e.stamp.hlc);
+            self.hlc_stored = self.hlc_stored.max(e.stamp.hlc);
+            seen.insert(e.id());
+            self.see(e.id());
+        }
+        if let Some(v) = extra {
+            seen.union(v);
+            if !self.vv.union(v).is_empty() {
+                self.digest = self.vv.digest();
+            }
+        }
+        self.notice_stale(&seen);
+        fx.push(Effect::Persist(Persist {
+            entries,
+            seen,
+            ..self.persist_base()
+        }));
+    }
+
+    /// A peer knows changes under this replica's ID that it never made: this
+    /// database is an old copy (restored from a backup?). Reported in the
+    /// status and the log so the operator can act.
+    fn notice_stale(&mut self, seen: &Vv) {
+        let mine = self.vv.get(self.author).map_or(0, |r| r.max());
+        if seen.get(self.author).is_some_and(|r| r.max() > mine) {
+            self.stale = true;
+        }
+    }
+
+    fn on_push(
+        &mut self,
+        from: &str,
+        entries: Vec<Entry>,
+        now: Now,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(), String> {
+        if !self.view.peer(from).is_some_and(|p| p.role.can_lead()) {
+            return Err(format!("{from} is not a live master or worker"));
+        }
+        for e in &entries {
+            self.check_entry(e, now)?;
+        }
+        self.take(entries, None, fx);
+        Ok(())
+    }
+
+    fn on_pushed(
+        &mut self,
+        to: &str,
+        batch: u64,
+        result: Result<(), String>,
+        now: Now,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some((_, tokens)) = self
+            .out
+            .get_mut(to)
+            .and_then(|o| o.in_flight.remove(&batch))
+        else {
+            return;
+        };
+        if result.is_ok() && self.eligible(to) {
+            for token in tokens {
+                let Some(p) = self.pending.get_mut(&token) else {
+                    continue;
+                };
+                p.have.insert(to.to_owned());
+                if p.have.len() >= p.need {
+                    let p = self.pending.remove(&token).expect("just seen");
+                    fx.push(Effect::Written {
+                        token,
+                        result: Ok(Written {
+                            stamp: p.stamp,
+                            copies: p.have.len(),
+                        }),
+                    });
+                }
+            }
+        }
+        self.pump(to, now, fx);
+    }
+
+    fn on_page(
+        &mut self,
+        from: &str,
+        session: u64,
+        result: Result<PageAnswer, String>,
+        now: Now,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(s) = self.session.take_if(|s| s.peer == from && s.id == session) else {
+            return;
+        };
+        let checked = result.and_then(|page| {
+            check_page(&page.entries, s.asked, page.next, &s.had)?;
+            match (&page.next, &page.vv) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err("the vector comes with the last page only".into());
+                }
+                _ => {}
+            }
+            if let Some(v) = &page.vv {
+                v.check()?;
+            }
+            for e in &page.entries {
+                self.check_entry(e, now)?;
+            }
+            if s.pages + 1 >= MAX_SESSION_PAGES
+                || now.at.saturating_duration_since(s.started) > MAX_SESSION_TIME
+            {
+                return Err("session over its page or time budget".into());
+            }
+            Ok(page)
+        });
+        match checked {
+            Err(e) => {
+                tracing::debug!(peer = %from, error = %e, "pinset: anti-entropy failed");
+                self.fail_pull(from, now);
+            }
+            Ok(page) => {
+                self.take(page.entries, page.vv.as_ref(), fx);
+                match page.next {
+                    Some(next) => {
+                        fx.push(Effect::Pull {
+                            to: s.peer.clone(),
+                            session: s.id,
+                            vv: None,
+                            from: next,
+                        });
+                        self.session = Some(Session {
+                            asked: next,
+                            sent_at: now.at,
+                            pages: s.pages + 1,
+                            ..s
+                        });
+                    }
+                    None => {
+                        self.backoff.remove(from);
+                        self.pulled.insert(s.peer, (s.digest, s.started));
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail_pull(&mut self, peer: &str, now: Now) {
+        let wait = self
+            .backoff
+            .get(peer)
+            .map_or(Duration::from_millis(500), |(_, w)| {
+                (*w * 2).min(Duration::from_secs(30))
+            });
+        self.backoff.insert(peer.to_owned(), (now.at + wait, wait));
+    }
+
+    fn on_tick(&mut self, now: Now, fx: &mut Vec<Effect>) {
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.at >= p.deadline)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in expired {
+            let p = self.pending.remove(&token).expect("listed");
+            fx.push(Effect::Written {
+                token,
+                result: Err(WriteError::Timeout {
+                    need: p.need,
+                    have: p.have.len(),
+                    secs: self.cfg.write_timeout.as_secs(),
+                }),
+            });
+        }
+        let timeout = self.cfg.request_timeout;
+        let ids: Vec<String> = self.out.keys().cloned().collect();
+        for id in ids {
+            if let Some(out) = self.out.get_mut(&id) {
+                out.in_flight
+                    .retain(|_, (at, _)| now.at.saturating_duration_since(*at) < timeout);
+            }
+            self.pump(&id, now, fx);
+        }
+        if let Some(s) = &self.session
+            && now.at.saturating_duration_since(s.sent_at) >= timeout
+        {
+            let peer = s.peer.clone();
+            self.session = None;
+            self.fail_pull(&peer, now);
+        }
+    }
+
+    /// Starts an anti-entropy session when none runs: with a master or
+    /// worker whose digest differs from this replica's and from the one it
+    /// had when last pulled from; or, every `pull_every`, with the one
+    /// pulled from least recently.
+    fn maybe_pull(&mut self, now: Now, fx: &mut Vec<Effect>) {
+        if self.session.is_some() {
+            return;
+        }
+        let ready = |id: &str| {
+            self.backoff
+                .get(id)
+                .is_none_or(|(until, _)| now.at >= *until)
+        };
+        let candidates = self
+            .view
+            .peers
+            .iter()
+            .filter(|p| p.role.can_lead() && ready(&p.id));
+        // Never pulled from sorts first (`None` < `Some`).
+        let mut pick: Option<(Option<Instant>, &str)> = None;
+        let mut oldest: Option<(Option<Instant>, &str)> = None;
+        for p in candidates {
+            let last = self.pulled.get(&p.id);
+            let at = last.map(|(_, t)| *t);
+            let differs = p
+                .pinset
+                .is_some_and(|d| d != self.digest && last.is_none_or(|(ld, _)| *ld != Some(d)));
+            if differs && pick.is_none_or(|(t, _)| at < t) {
+                pick = Some((at, p.id.as_str()));
+            }
+            if oldest.is_none_or(|(t, _)| at < t) {
+                oldest = Some((at, p.id.as_str()));
+            }
+        }
+        let due = self
+            .last_pull
+            .is_none_or(|t| now.at.saturating_duration_since(t) >= self.cfg.pull_every);
+        let target = match (pick, oldest) {
+            (Some((_, id)), _) => id.to_owned(),
+            (None, Some((_, id))) if due => id.to_owned(),
+            _ => return,
+        };
+        let digest = self.view.peer(&target).and_then(|p| p.pinset);
+        let id = self.next_session;
+        self.next_session += 1;
+        self.last_pull = Some(now.at);
+        fx.push(Effect::Pull {
+            to: target.clone(),
+            session: id,
+            vv: Some(self.vv.clone()),
+            from: Cursor::default(),
+        });
+        self.session = Some(Session {
+            peer: target,
+            id,
+            had: self.vv.clone(),
+            asked: Cursor::default(),
+            sent_at: now.at,
+            started: now.at,
+            pages: 0,
+            digest,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

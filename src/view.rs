@@ -1,0 +1,60 @@
+//! The cluster as this node's election sees it: a leaf every subsystem may
+//! import. The node loop publishes a [`ClusterView`] on a `watch` whenever
+//! it changes; the pinset replica, the keeper and the holder follow it.
+
+use crate::role::Role;
+use crate::wire::IpfsInfo;
+
+/// The cluster as the election sees it, from the node loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub me: String,
+    pub role: Option<Role>,
+    /// The leader this node follows, and its epoch.
+    pub leader: Option<(String, u64)>,
+    /// Live peers (not this node).
+    pub peers: Vec<PeerView>,
+    /// Peers that left gracefully (their incarnation will not come back).
+    pub left: Vec<String>,
+    /// This node's IPFS and free disk, as its heartbeats say.
+    pub my_ipfs: Option<IpfsInfo>,
+    pub my_disk_free: u64,
+}
+
+/// A live peer as its heartbeats describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerView {
+    pub id: String,
+    pub role: Role,
+    pub ipfs: Option<IpfsInfo>,
+    /// Rounded down to [`DISK_GRAIN`], so the view does not change at every write.
+    pub disk_free: u64,
+    /// The digest of the changes its pinset replica has seen
+    /// ([`crate::pinset::model::Vv::digest`]); `None` before it said.
+    pub pinset: Option<u64>,
+}
+
+/// Granularity of free disk in a [`ClusterView`].
+pub const DISK_GRAIN: u64 = 64 * 1024 * 1024;
+
+impl ClusterView {
+    /// This node's epoch if it leads.
+    pub fn leading(&self) -> Option<u64> {
+        self.leader
+            .as_ref()
+            .filter(|(l, _)| *l == self.me)
+            .map(|(_, e)| *e)
+    }
+
+    pub fn peer(&self, id: &str) -> Option<&PeerView> {
+        self.peers.iter().find(|p| p.id == id)
+    }
+
+    /// Whether `id` is a live master or worker (this node included).
+    pub fn is_live_eligible(&self, id: &str) -> bool {
+        if id == self.me {
+            return self.role.is_some_and(Role::can_lead);
+        }
+        self.peer(id).is_some_and(|p| p.role.can_lead())
+    }
+}

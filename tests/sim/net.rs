@@ -1,0 +1,946 @@
+//! The simulated cluster: nodes, network, faults, clients and the checks.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::{Duration, Instant};
+
+use ipfs_kit_p2p::election::{Action, Election, Input as Vote, Liveness, Report, Timing};
+use ipfs_kit_p2p::pinset::model::{Entry, Op, PinSpec, Stamp, Vv};
+use ipfs_kit_p2p::pinset::replica::{
+    Config, Effect, Input, Now, PageAnswer, Replica, WriteError, Written,
+};
+use ipfs_kit_p2p::pinset::sync::{self, Cursor};
+use ipfs_kit_p2p::role::Role;
+use ipfs_kit_p2p::view::{ClusterView, PeerView};
+
+use crate::store::MemStore;
+
+/// SplitMix64: small, fast, and the same sequence on every platform forever.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+pub const NODES: usize = 5;
+const CIDS: u64 = 6;
+/// Simulated time of the fault phase, and the most the heal phase may take.
+const RUN_MS: u64 = 20_000;
+const HEAL_MS: u64 = 60_000;
+const TICK_MS: u64 = 50;
+const BEAT_MS: u64 = 250;
+const UNIX_BASE: u64 = 1_750_000_000_000;
+/// Small pages, so anti-entropy sessions take several.
+const PAGE_ENTRIES: usize = 3;
+
+fn timing() -> Timing {
+    Timing {
+        peer_timeout: Duration::from_millis(1500),
+        suspect_timeout: Duration::from_millis(500),
+        startup_grace: Duration::from_millis(300),
+        forget_after: Duration::from_secs(3600),
+    }
+}
+
+fn config() -> Config {
+    Config {
+        write_copies: 2,
+        write_timeout: Duration::from_secs(3),
+        member_expiry: Duration::from_secs(3600),
+        max_clock_ahead: Duration::from_secs(60),
+        push_in_flight: 2,
+        max_push: 4,
+        max_queue: 32,
+        pull_every: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(2),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Nodes in the bit mask on one side, the rest on the other.
+    Partition(u32),
+    /// The node's packets to everyone are dropped; theirs reach it.
+    OneWay(usize),
+    Isolate(usize),
+    Heal,
+    Pause(usize),
+    Resume(usize),
+    /// Volatile state lost, disk kept; `Restart` brings it back.
+    Crash(usize),
+    Restart(usize),
+    /// The node's wall clock runs this many ms off.
+    Skew(usize, i64),
+    Loss(u64),
+    Dup(u64),
+    Write {
+        node: usize,
+        cid: u64,
+        pin: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Scheduled {
+    pub at_ms: u64,
+    pub event: Event,
+}
+
+/// The events of one seed.
+pub fn schedule(seed: u64) -> Vec<Scheduled> {
+    let mut rng = Rng::new(seed.wrapping_mul(31).wrapping_add(7));
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < RUN_MS {
+        at += 50 + rng.below(400);
+        let node = rng.below(NODES as u64) as usize;
+        let event = if rng.chance(70) {
+            Event::Write {
+                node,
+                cid: rng.below(CIDS),
+                pin: rng.chance(65),
+            }
+        } else {
+            match rng.below(12) {
+                0 => Event::Partition(1 + rng.below((1 << NODES) - 2) as u32),
+                1 => Event::OneWay(node),
+                2 => Event::Isolate(node),
+                3 | 4 => Event::Heal,
+                5 => Event::Pause(node),
+                6 => Event::Resume(node),
+                7 => Event::Crash(node),
+                8 => Event::Restart(node),
+                9 => Event::Skew(node, rng.below(6000) as i64 - 3000),
+                10 => Event::Loss(rng.below(40)),
+                _ => Event::Dup(rng.below(25)),
+            }
+        };
+        out.push(Scheduled { at_ms: at, event });
+    }
+    out
+}
+
+/// A deliberately broken node, to show the checks catch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutation {
+    None,
+    /// Answers pushes without storing them.
+    ForgetPushes,
+}
+
+#[derive(Debug, Clone)]
+enum Msg {
+    Beat {
+        report: Report<String>,
+        digest: u64,
+    },
+    Push {
+        batch: u64,
+        entries: Vec<Entry>,
+    },
+    PushReply {
+        batch: u64,
+        result: Result<(), String>,
+    },
+    Pull {
+        session: u64,
+        vv: Option<Vv>,
+        from: Cursor,
+    },
+    Page {
+        session: u64,
+        result: Result<PageAnswer, String>,
+    },
+    Write {
+        token: u64,
+        op: Op,
+    },
+}
+
+#[derive(Debug)]
+struct Packet {
+    from: usize,
+    to: usize,
+    /// Replies go only to the incarnation that asked.
+    to_incarnation: Option<u64>,
+    msg: Msg,
+}
+
+struct Up {
+    replica: Replica,
+    election: Election<String>,
+    digests: BTreeMap<String, u64>,
+    view: ClusterView,
+    /// Anti-entropy sessions served: a frozen copy of the store and the
+    /// asker's vector.
+    serving: BTreeMap<(usize, u64), (MemStore, Vv)>,
+    /// Push answers owed: token → (peer, batch).
+    owed: BTreeMap<u64, (usize, u64)>,
+    next_token: u64,
+    next_beat: u64,
+}
+
+struct Node {
+    id: String,
+    role: Role,
+    store: MemStore,
+    up: Option<Up>,
+    paused: bool,
+    skew: i64,
+    /// Masters and workers it has heard from (its members: kept on disk).
+    met: BTreeSet<usize>,
+    /// Messages that reached the node while it was paused.
+    held: Vec<Packet>,
+}
+
+#[derive(Debug, Clone)]
+struct Acked {
+    node: usize,
+    cid: String,
+    stamp: Stamp,
+    copies: usize,
+    at: u64,
+}
+
+/// What a passing seed did.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    pub acked: u64,
+    pub refused: u64,
+    pub steps: u64,
+    /// Simulated ms from the heal to one pinset everywhere.
+    pub converged_ms: u64,
+}
+
+pub struct Sim {
+    trace: bool,
+    mutation: Mutation,
+    rng: Rng,
+    base: Instant,
+    t: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    packets: BTreeMap<u64, Packet>,
+    nodes: Vec<Node>,
+    cut: BTreeSet<(usize, usize)>,
+    loss: u64,
+    dup: u64,
+    /// Writes asked: (node, token) → the change.
+    asked: BTreeMap<(usize, u64), Op>,
+    acked: Vec<Acked>,
+    /// Every change ever stored anywhere: (author, seq) → (cid, stamp).
+    created: BTreeMap<(u64, u64), (String, Stamp)>,
+    /// (node, incarnation, epoch) → the leader it followed.
+    leaders: BTreeMap<(usize, u64, u64), String>,
+    outcome: Outcome,
+}
+
+fn cid(n: u64) -> String {
+    ipfs_kit_p2p::testkit::cid_of(n)
+}
+
+impl Sim {
+    pub fn run(seed: u64, events: &[Scheduled], trace: bool) -> Result<Outcome, String> {
+        Sim::run_with(seed, events, trace, Mutation::None)
+    }
+
+    pub fn run_with(
+        seed: u64,
+        events: &[Scheduled],
+        trace: bool,
+        mutation: Mutation,
+    ) -> Result<Outcome, String> {
+        let mut rng = Rng::new(seed);
+        // Roles: at least two masters or workers; the rest drawn.
+        let roles: Vec<Role> = (0..NODES)
+            .map(|i| match (i, rng.below(3)) {
+                (0, _) => Role::Master,
+                (1, _) => Role::Worker,
+                (_, 0) => Role::Master,
+                (_, 1) => Role::Worker,
+                _ => Role::Leecher,
+            })
+            .collect();
+        let base = Instant::now();
+        let nodes = roles
+            .iter()
+            .enumerate()
+            .map(|(i, role)| Node {
+                id: format!("n{i}"),
+                role: *role,
+                store: MemStore::new(rng.next() | 1),
+                up: None,
+                paused: false,
+                skew: 0,
+                met: BTreeSet::new(),
+                held: Vec::new(),
+            })
+            .collect();
+        let mut sim = Sim {
+            trace,
+            mutation,
+            rng,
+            base,
+            t: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            packets: BTreeMap::new(),
+            nodes,
+            cut: BTreeSet::new(),
+            loss: 0,
+            dup: 0,
+            asked: BTreeMap::new(),
+            acked: Vec::new(),
+            created: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            outcome: Outcome::default(),
+        };
+        for i in 0..NODES {
+            sim.start(i);
+        }
+        let mut events = events.iter().peekable();
+        let mut next_tick = TICK_MS;
+        while sim.t < RUN_MS {
+            let next_event = events.peek().map_or(u64::MAX, |e| e.at_ms);
+            let next_packet = sim.queue.peek().map_or(u64::MAX, |Reverse((at, _))| *at);
+            let t = next_event.min(next_packet).min(next_tick).min(RUN_MS);
+            sim.t = t;
+            if t == next_tick {
+                next_tick += TICK_MS;
+                sim.tick_all()?;
+            } else if t == next_event {
+                let e = events.next().expect("peeked").event.clone();
+                sim.event(e)?;
+            } else if t == next_packet {
+                sim.deliver_next()?;
+            }
+            sim.outcome.steps += 1;
+        }
+        sim.heal(next_tick)?;
+        sim.outcome.acked = sim.acked.len() as u64;
+        Ok(sim.outcome)
+    }
+
+    fn log(&self, what: impl FnOnce() -> String) {
+        if self.trace {
+            println!("{:>6} ms  {}", self.t, what());
+        }
+    }
+
+    fn now(&self, i: usize) -> Now {
+        Now {
+            at: self.base + Duration::from_millis(self.t),
+            unix_ms: (UNIX_BASE + self.t).saturating_add_signed(self.nodes[i].skew),
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let now = self.now(i);
+        let n = &mut self.nodes[i];
+        n.store.incarnation += 1;
+        let replica = Replica::new(n.id.clone(), n.role, config(), n.store.loaded(), now);
+        let election = Election::new(
+            n.id.clone(),
+            n.role,
+            n.store.incarnation,
+            n.store.epoch,
+            timing(),
+            now.at,
+        );
+        n.up = Some(Up {
+            replica,
+            election,
+            digests: BTreeMap::new(),
+            view: ClusterView::default(),
+            serving: BTreeMap::new(),
+            owed: BTreeMap::new(),
+            next_token: 1,
+            next_beat: self.t,
+        });
+        self.log(|| format!("n{i} starts"));
+    }
+
+    fn send(&mut self, from: usize, to: usize, to_incarnation: Option<u64>, msg: Msg) {
+        if self.cut.contains(&(from, to)) || self.rng.chance(self.loss) {
+            return;
+        }
+        let copies = if self.rng.chance(self.dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = if self.rng.chance(5) {
+                100 + self.rng.below(400)
+            } else {
+                1 + self.rng.below(20)
+            };
+            self.seq += 1;
+            self.queue.push(Reverse((self.t + delay, self.seq)));
+            self.packets.insert(
+                self.seq,
+                Packet {
+                    from,
+                    to,
+                    to_incarnation,
+                    msg: msg.clone(),
+                },
+            );
+        }
+    }
+
+    fn deliver_next(&mut self) -> Result<(), String> {
+        let Some(Reverse((_, seq))) = self.queue.pop() else {
+            return Ok(());
+        };
+        let p = self.packets.remove(&seq).expect("queued");
+        self.deliver(p)
+    }
+
+    fn deliver(&mut self, p: Packet) -> Result<(), String> {
+        let node = &mut self.nodes[p.to];
+        if node.up.is_none() {
+            return Ok(());
+        }
+        if p.to_incarnation
+            .is_some_and(|inc| inc != node.store.incarnation)
+        {
+            return Ok(());
+        }
+        if node.paused {
+            node.held.push(p);
+            return Ok(());
+        }
+        let i = p.to;
+        let from_id = self.nodes[p.from].id.clone();
+        let now = self.now(i);
+        let inc = self.nodes[p.from].store.incarnation;
+        match p.msg {
+            Msg::Beat { report, digest } => {
+                if report.role.can_lead() {
+                    self.nodes[i].met.insert(p.from);
+                }
+                let up = self.up(i);
+                up.digests.insert(from_id.clone(), digest);
+                let actions = up.election.handle(
+                    Vote::Heartbeat {
+                        from: from_id,
+                        report,
+                    },
+                    now.at,
+                );
+                self.election_actions(i, actions)?;
+            }
+            Msg::Push { batch, entries } => {
+                let up = self.up(i);
+                let token = up.next_token;
+                up.next_token += 1;
+                up.owed.insert(token, (p.from, batch));
+                if self.mutation == Mutation::ForgetPushes {
+                    self.up(i).owed.remove(&token);
+                    self.send(
+                        i,
+                        p.from,
+                        Some(inc),
+                        Msg::PushReply {
+                            batch,
+                            result: Ok(()),
+                        },
+                    );
+                    return Ok(());
+                }
+                let fx = self.up(i).replica.step(
+                    Input::Push {
+                        from: from_id,
+                        token,
+                        entries,
+                    },
+                    now,
+                );
+                self.effects(i, fx)?;
+            }
+            Msg::PushReply { batch, result } => {
+                let fx = self.up(i).replica.step(
+                    Input::Pushed {
+                        to: from_id,
+                        batch,
+                        result,
+                    },
+                    now,
+                );
+                self.effects(i, fx)?;
+            }
+            Msg::Pull { session, vv, from } => {
+                let result = self.serve(i, p.from, session, vv, from);
+                self.send(i, p.from, Some(inc), Msg::Page { session, result });
+            }
+            Msg::Page { session, result } => {
+                let fx = self.up(i).replica.step(
+                    Input::Page {
+                        from: from_id,
+                        session,
+                        result,
+                    },
+                    now,
+                );
+                self.effects(i, fx)?;
+            }
+            Msg::Write { token, op } => {
+                let fx = self.up(i).replica.step(Input::Write { token, op }, now);
+                self.effects(i, fx)?;
+            }
+        }
+        self.refresh_view(i)
+    }
+
+    fn up(&mut self, i: usize) -> &mut Up {
+        self.nodes[i].up.as_mut().expect("node is up")
+    }
+
+    /// Serves one anti-entropy page from a frozen copy of the store.
+    fn serve(
+        &mut self,
+        i: usize,
+        asker: usize,
+        session: u64,
+        vv: Option<Vv>,
+        from: Cursor,
+    ) -> Result<PageAnswer, String> {
+        let frozen = self.nodes[i].store.clone();
+        let up = self.up(i);
+        if let Some(want) = vv {
+            up.serving.insert((asker, session), (frozen, want));
+        }
+        let Some((view, want)) = up.serving.get(&(asker, session)) else {
+            return Err("no such session".into());
+        };
+        let (entries, next) =
+            sync::page(view, want, from, PAGE_ENTRIES, 64 * 1024).map_err(|e| e.to_string())?;
+        let vv = next.is_none().then(|| view.vv.clone());
+        if next.is_none() {
+            up.serving.remove(&(asker, session));
+        }
+        Ok(PageAnswer { entries, next, vv })
+    }
+
+    fn effects(&mut self, i: usize, fx: Vec<Effect>) -> Result<(), String> {
+        for e in fx {
+            match e {
+                Effect::Persist(p) => {
+                    for e in &p.entries {
+                        let known = (e.cid().to_owned(), e.stamp);
+                        if let Some(prev) = self.created.insert(e.id(), known.clone())
+                            && prev != known
+                        {
+                            return Err(format!(
+                                "two different changes share the ID {:?}: {prev:?} and {known:?}",
+                                e.id()
+                            ));
+                        }
+                    }
+                    self.nodes[i].store.apply(&p);
+                    self.check_invariant(i)?;
+                }
+                Effect::Push { to, batch, entries } => {
+                    let to = self.index_of(&to);
+                    self.send(i, to, None, Msg::Push { batch, entries });
+                }
+                Effect::Pull {
+                    to,
+                    session,
+                    vv,
+                    from,
+                } => {
+                    let to = self.index_of(&to);
+                    self.send(i, to, None, Msg::Pull { session, vv, from });
+                }
+                Effect::Reply { token, result } => {
+                    if let Some((peer, batch)) = self.up(i).owed.remove(&token) {
+                        let inc = self.nodes[peer].store.incarnation;
+                        self.send(i, peer, Some(inc), Msg::PushReply { batch, result });
+                    }
+                }
+                Effect::Written { token, result } => self.written(i, token, result)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn index_of(&self, id: &str) -> usize {
+        id[1..].parse().expect("node IDs are nN")
+    }
+
+    fn written(
+        &mut self,
+        i: usize,
+        token: u64,
+        result: Result<Written, WriteError>,
+    ) -> Result<(), String> {
+        let op = self
+            .asked
+            .remove(&(i, token))
+            .ok_or("answer to an unknown write")?;
+        match result {
+            Ok(w) => {
+                // Never alone while it knows another master or worker.
+                let need = (1 + self.nodes[i].met.len()).min(config().write_copies);
+                if w.copies < need {
+                    return Err(format!(
+                        "n{i} acknowledged {op:?} with {} copies while it knew {} other masters \
+                         or workers",
+                        w.copies,
+                        self.nodes[i].met.len()
+                    ));
+                }
+                let cid = op.cid().to_owned();
+                self.log(|| {
+                    format!(
+                        "n{i} acknowledged {op:?} at {:?} with {} copies",
+                        w.stamp, w.copies
+                    )
+                });
+                let a = Acked {
+                    node: i,
+                    cid,
+                    stamp: w.stamp,
+                    copies: w.copies,
+                    at: self.t,
+                };
+                self.check_acked(&a, "when acknowledged")?;
+                self.acked.push(a);
+            }
+            Err(e) => {
+                self.log(|| format!("n{i} refused {op:?}: {e}"));
+                self.outcome.refused += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// An acknowledged change is held (or overtaken by a later one for its
+    /// CID) by at least as many masters or workers as the answer said.
+    fn check_acked(&self, a: &Acked, when: &str) -> Result<(), String> {
+        let holders = self
+            .nodes
+            .iter()
+            .filter(|n| n.role.can_lead())
+            .filter(|n| {
+                n.store
+                    .state
+                    .get(&a.cid)
+                    .is_some_and(|e| e.stamp >= a.stamp)
+            })
+            .count();
+        if holders < a.copies.max(1) {
+            return Err(format!(
+                "acknowledged change lost {when}: {} at {:?} (n{} at {} ms, {} copies) is held by \
+                 {holders} masters or workers",
+                a.cid, a.stamp, a.node, a.at, a.copies
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every change a node's vector names is matched or overtaken in its state.
+    fn check_invariant(&self, i: usize) -> Result<(), String> {
+        let s = &self.nodes[i].store;
+        for (author, ranges) in &s.vv.0 {
+            for &(lo, hi) in ranges.as_slice() {
+                for seq in lo..=hi {
+                    let Some((cid, stamp)) = self.created.get(&(*author, seq)) else {
+                        return Err(format!(
+                            "invariant: n{i} claims to have seen ({author}, {seq}), which no \
+                             replica ever stored"
+                        ));
+                    };
+                    if s.state.get(cid).is_none_or(|e| e.stamp < *stamp) {
+                        return Err(format!(
+                            "invariant: n{i} has seen ({author}, {seq}) for {cid} at {stamp:?} \
+                             but holds {:?}",
+                            s.state.get(cid).map(|e| e.stamp)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn election_actions(&mut self, i: usize, actions: Vec<Action<String>>) -> Result<(), String> {
+        for a in actions {
+            match a {
+                Action::PersistEpoch(e) => self.nodes[i].store.epoch = e,
+                Action::Announce => self.beat(i),
+                Action::ConfirmAlive(_) => {}
+                // A node follows at most one leader per epoch while it runs,
+                // never one below the highest epoch it saw (kept on disk).
+                // Two sides of a partition may each have one: fencing is
+                // per follower.
+                Action::LeaderChanged(Some((l, e))) => {
+                    self.log(|| format!("n{i} follows {l} at epoch {e}"));
+                    let inc = self.nodes[i].store.incarnation;
+                    if let Some(other) = self.leaders.insert((i, inc, e), l.clone())
+                        && other != l
+                    {
+                        return Err(format!(
+                            "n{i} followed two leaders at epoch {e}: {other} and {l}"
+                        ));
+                    }
+                }
+                Action::LeaderChanged(None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn beat(&mut self, i: usize) {
+        let up = self.up(i);
+        let report = up.election.next_report();
+        let digest = up.replica.digest();
+        for to in 0..NODES {
+            if to != i {
+                self.send(
+                    i,
+                    to,
+                    None,
+                    Msg::Beat {
+                        report: report.clone(),
+                        digest,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Feeds the node's replica the view its election gives, if it changed.
+    fn refresh_view(&mut self, i: usize) -> Result<(), String> {
+        let now = self.now(i);
+        let role = self.nodes[i].role;
+        let me = self.nodes[i].id.clone();
+        let up = self.up(i);
+        let e = &up.election;
+        let v = ClusterView {
+            me,
+            role: Some(role),
+            leader: e.leader().cloned(),
+            peers: e
+                .peers()
+                .filter(|(id, _)| e.is_live(id, now.at))
+                .map(|(id, p)| PeerView {
+                    id: id.clone(),
+                    role: p.role,
+                    ipfs: None,
+                    disk_free: 0,
+                    pinset: up.digests.get(id).copied(),
+                })
+                .collect(),
+            left: e
+                .peers()
+                .filter(|(_, p)| matches!(p.liveness, Liveness::Left { .. }))
+                .map(|(id, _)| id.clone())
+                .collect(),
+            my_ipfs: None,
+            my_disk_free: 0,
+        };
+        if v != up.view {
+            up.view = v.clone();
+            let fx = up.replica.step(Input::View(v), now);
+            self.effects(i, fx)?;
+        }
+        Ok(())
+    }
+
+    fn tick_all(&mut self) -> Result<(), String> {
+        for i in 0..NODES {
+            if self.nodes[i].up.is_none() || self.nodes[i].paused {
+                continue;
+            }
+            let now = self.now(i);
+            let actions = self.up(i).election.tick(now.at);
+            self.election_actions(i, actions)?;
+            if self.up(i).next_beat <= self.t {
+                self.up(i).next_beat = self.t + BEAT_MS;
+                self.beat(i);
+            }
+            self.refresh_view(i)?;
+            let fx = self.up(i).replica.step(Input::Tick, now);
+            self.effects(i, fx)?;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, e: Event) -> Result<(), String> {
+        self.log(|| format!("event {e:?}"));
+        match e {
+            Event::Partition(mask) => {
+                self.cut.clear();
+                for a in 0..NODES {
+                    for b in 0..NODES {
+                        if (mask >> a & 1) != (mask >> b & 1) {
+                            self.cut.insert((a, b));
+                        }
+                    }
+                }
+            }
+            Event::OneWay(n) => {
+                for b in (0..NODES).filter(|b| *b != n) {
+                    self.cut.insert((n, b));
+                }
+            }
+            Event::Isolate(n) => {
+                for b in (0..NODES).filter(|b| *b != n) {
+                    self.cut.insert((n, b));
+                    self.cut.insert((b, n));
+                }
+            }
+            Event::Heal => self.cut.clear(),
+            Event::Pause(n) => self.nodes[n].paused = true,
+            Event::Resume(n) => self.resume(n)?,
+            Event::Crash(n) => {
+                let node = &mut self.nodes[n];
+                node.up = None;
+                node.paused = false;
+                node.held.clear();
+                // Its writes in progress will never be answered.
+                self.asked.retain(|(at, _), _| *at != n);
+            }
+            Event::Restart(n) => {
+                if self.nodes[n].up.is_none() {
+                    self.start(n);
+                }
+            }
+            Event::Skew(n, ms) => self.nodes[n].skew = ms,
+            Event::Loss(p) => self.loss = p,
+            Event::Dup(p) => self.dup = p,
+            Event::Write { node, cid: c, pin } => {
+                if self.nodes[node].up.is_none() {
+                    return Ok(());
+                }
+                let cid = cid(c);
+                let op = if pin {
+                    Op::Pin(PinSpec {
+                        cid,
+                        name: format!("w{}", self.t),
+                        replication_min: 1,
+                        replication_max: 2,
+                        added_unix_ms: UNIX_BASE + self.t,
+                    })
+                } else {
+                    Op::Unpin { cid }
+                };
+                let up = self.up(node);
+                let token = up.next_token;
+                up.next_token += 1;
+                self.asked.insert((node, token), op.clone());
+                // Through the node's API: a paused node answers on resume.
+                let p = Packet {
+                    from: node,
+                    to: node,
+                    to_incarnation: Some(self.nodes[node].store.incarnation),
+                    msg: Msg::Write { token, op },
+                };
+                self.deliver(p)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, n: usize) -> Result<(), String> {
+        let node = &mut self.nodes[n];
+        if !node.paused {
+            return Ok(());
+        }
+        node.paused = false;
+        for p in std::mem::take(&mut node.held) {
+            self.deliver(p)?;
+        }
+        Ok(())
+    }
+
+    /// Ends every fault, then runs until every node holds the same pinset,
+    /// and checks it holds every acknowledged change.
+    fn heal(&mut self, mut next_tick: u64) -> Result<(), String> {
+        self.log(|| "heal: faults end".into());
+        self.cut.clear();
+        self.loss = 0;
+        self.dup = 0;
+        for n in 0..NODES {
+            self.nodes[n].skew = 0;
+            self.resume(n)?;
+            if self.nodes[n].up.is_none() {
+                self.start(n);
+            }
+        }
+        let healed = self.t;
+        let deadline = healed + HEAL_MS;
+        let mut checks = 0;
+        loop {
+            let next_packet = self.queue.peek().map_or(u64::MAX, |Reverse((at, _))| *at);
+            let t = next_packet.min(next_tick);
+            if t > deadline {
+                let states: Vec<usize> = self.nodes.iter().map(|n| n.store.state.len()).collect();
+                return Err(format!(
+                    "no convergence within {HEAL_MS} ms of the heal (pinset sizes {states:?})"
+                ));
+            }
+            self.t = t;
+            if t == next_tick {
+                next_tick += TICK_MS;
+                self.tick_all()?;
+                checks += 1;
+                if checks % 4 == 0 && self.converged() {
+                    break;
+                }
+            } else {
+                self.deliver_next()?;
+            }
+            self.outcome.steps += 1;
+        }
+        self.outcome.converged_ms = self.t - healed;
+        for a in &self.acked {
+            self.check_acked(a, "after the heal")?;
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.store.state.get(&a.cid).is_none_or(|e| e.stamp < a.stamp) {
+                    return Err(format!(
+                        "acknowledged change undone: n{i} ends with {:?} for {} acknowledged at \
+                         {:?}",
+                        n.store.state.get(&a.cid).map(|e| e.stamp),
+                        a.cid,
+                        a.stamp
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One pinset everywhere (the same winning change for every CID).
+    fn converged(&self) -> bool {
+        let first: Vec<(&String, Stamp)> = self.nodes[0]
+            .store
+            .state
+            .iter()
+            .map(|(c, e)| (c, e.stamp))
+            .collect();
+        self.nodes.iter().skip(1).all(|n| {
+            n.store.state.len() == first.len()
+                && n.store
+                    .state
+                    .iter()
+                    .map(|(c, e)| (c, e.stamp))
+                    .eq(first.iter().copied())
+        })
+    }
+}

@@ -1,0 +1,91 @@
+//! The simulator's durable store: what a node keeps across a crash, in
+//! memory, applying persists exactly as the redb store does (last writer
+//! wins per CID, the vector grows), and serving anti-entropy pages from a
+//! frozen copy of itself.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use ipfs_kit_p2p::pinset::model::{Entry, Vv, wins};
+use ipfs_kit_p2p::pinset::replica::{Loaded, Member, Persist};
+use ipfs_kit_p2p::pinset::sync::ReadView;
+
+#[derive(Debug, Clone, Default)]
+pub struct MemStore {
+    pub author: u64,
+    pub state: BTreeMap<String, Entry>,
+    /// (author, seq) → cid of the winners.
+    pub index: BTreeMap<(u64, u64), String>,
+    pub vv: Vv,
+    pub hlc: u64,
+    pub members: BTreeMap<String, Member>,
+    /// The highest election epoch seen (the node's `state.json`).
+    pub epoch: u64,
+    pub incarnation: u64,
+}
+
+impl MemStore {
+    pub fn new(author: u64) -> MemStore {
+        MemStore {
+            author,
+            ..MemStore::default()
+        }
+    }
+
+    pub fn loaded(&self) -> Loaded {
+        Loaded {
+            author: self.author,
+            vv: self.vv.clone(),
+            hlc: self.hlc,
+            members: self.members.clone(),
+        }
+    }
+
+    pub fn apply(&mut self, p: &Persist) {
+        for e in &p.entries {
+            let old = self.state.get(e.cid());
+            if wins(e.order(), old.map(Entry::order)) {
+                if let Some(o) = old {
+                    self.index.remove(&o.id());
+                }
+                self.index.insert(e.id(), e.cid().to_owned());
+                self.state.insert(e.cid().to_owned(), e.clone());
+            }
+        }
+        self.vv.union(&p.seen);
+        self.hlc = self.hlc.max(p.hlc);
+        for (id, m) in &p.members {
+            match m {
+                Some(m) => {
+                    self.members.insert(id.clone(), *m);
+                }
+                None => {
+                    self.members.remove(id);
+                }
+            }
+        }
+    }
+}
+
+impl ReadView for MemStore {
+    type Error = Infallible;
+
+    fn vv(&self) -> &Vv {
+        &self.vv
+    }
+
+    fn scan_author(
+        &self,
+        author: u64,
+        lo: u64,
+        hi: u64,
+        f: &mut dyn FnMut(Entry) -> bool,
+    ) -> Result<(), Infallible> {
+        for (_, cid) in self.index.range((author, lo)..=(author, hi)) {
+            if !f(self.state[cid].clone()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
