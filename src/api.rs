@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -49,9 +49,9 @@ pub struct StatusView {
     pub services: Vec<ServiceStatus>,
     /// This node's IPFS: mode (and why), state, RPC address, pid, restarts, last error.
     pub ipfs: crate::ipfs::IpfsStatus,
-    /// Where this node's copy of the pinset log stands.
+    /// Where this node's pinset replica stands.
     #[serde(default)]
-    pub pinset: crate::pinset::actor::PinsetPosition,
+    pub pinset: crate::pinset::actor::Progress,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +81,10 @@ pub struct PeerView {
     pub health: Health,
     /// What the peer says of its IPFS (`None`: it runs none).
     pub ipfs: Option<crate::wire::IpfsInfo>,
+    /// The digest of the pinset changes it has seen (equal to this node's:
+    /// in sync).
+    #[serde(default)]
+    pub pinset: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +161,7 @@ pub async fn bind(
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
+        .route("/v1/peers/{id}", delete(pins::remove_member))
         .merge(pins::routes())
         .with_state(ApiState {
             node,
@@ -292,6 +297,12 @@ impl Client {
 
     pub async fn pins(&self) -> Result<(Vec<pins::PinView>, String), ApiError> {
         self.get("/v1/pins").await
+    }
+
+    /// `DELETE /v1/peers/{id}`: the member stops counting for `write_copies`.
+    pub async fn remove_member(&self, id: &str) -> Result<(serde_json::Value, String), ApiError> {
+        self.call(reqwest::Method::DELETE, &format!("/v1/peers/{id}"), None)
+            .await
     }
 
     pub async fn pin(&self, cid: &str) -> Result<(pins::PinView, String), ApiError> {

@@ -82,6 +82,17 @@ fn parse_swarm(s: &str) -> Result<String, String> {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PeersCommand {
+    /// Forget a master or worker that will not come back, so it no longer
+    /// counts for `pins.write_copies` (a dead member counts until removed
+    /// or unseen for `pins.member_expiry_secs`)
+    Rm {
+        /// Its peer ID
+        peer: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Who this node is, who leads (and at which epoch), and its peers
     Status {
@@ -94,6 +105,8 @@ pub enum Command {
         /// Print the control API's JSON
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        cmd: Option<PeersCommand>,
     },
     /// The cluster pinset: add, remove, list, show
     #[command(subcommand)]

@@ -41,6 +41,13 @@ pub async fn peers(args: &NodeArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `peers rm PEER_ID`.
+pub async fn peers_rm(args: &NodeArgs, peer: &str) -> anyhow::Result<()> {
+    client(args)?.remove_member(peer).await?;
+    println!("removed {peer}: it no longer counts for pins.write_copies");
+    Ok(())
+}
+
 fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -93,15 +100,24 @@ pub fn render_status(s: &StatusView) -> String {
             sv.name, sv.state, sv.restarts
         );
     }
-    let _ = write!(
+    let p = &s.pinset;
+    let in_sync = s
+        .peers
+        .iter()
+        .filter(|peer| peer.healthy && peer.pinset == Some(p.digest))
+        .count();
+    let _ = writeln!(
         out,
-        "pinset     committed to {}, log to {} (epoch {})",
-        s.pinset.commit, s.pinset.last_index, s.pinset.last_epoch
+        "pinset     {} pins, {} removals kept, {} changes seen (digest {:016x}); in sync with {in_sync} of {healthy} healthy peers; {} writes waiting for copies; {} members count for copies",
+        p.pins, p.tombstones, p.changes, p.digest, p.pending_writes, p.members
     );
-    let _ = match s.pinset.base_index {
-        0 => writeln!(out),
-        b => writeln!(out, ", entries up to {b} folded into the state"),
-    };
+    if p.stale {
+        let _ = writeln!(
+            out,
+            "WARNING    peers know changes of this replica ({}) that it does not hold: its pinset.redb is an old copy",
+            p.replica_id
+        );
+    }
     let _ = writeln!(out, "peers      {} ({healthy} healthy)", s.peers.len());
     if !s.peers.is_empty() {
         out.push('\n');

@@ -67,6 +67,11 @@ struct FileConfig {
 pub struct PinsConfig {
     pub replication_min: u8,
     pub replication_max: u8,
+    /// Masters or workers that must hold a change durably before a write is
+    /// acknowledged (capped by the members this node knows).
+    pub write_copies: u8,
+    /// A member not seen for this long stops counting for `write_copies`.
+    pub member_expiry_secs: u64,
     /// A holder that goes down still counts this long before its items get
     /// new copies elsewhere.
     pub grace_secs: u64,
@@ -371,6 +376,12 @@ impl NodeConfig {
                 "pins.replication_min",
                 "need 1 <= replication_min <= replication_max <= 64",
             ));
+        }
+        if !(1..=16).contains(&p.write_copies) {
+            return Err(invalid("pins.write_copies", "need 1 to 16"));
+        }
+        if p.member_expiry_secs < 60 {
+            return Err(invalid("pins.member_expiry_secs", "must be at least 60"));
         }
         if !(1..=256).contains(&p.concurrency) {
             return Err(invalid("pins.concurrency", "need 1 to 256"));

@@ -275,6 +275,23 @@ impl IpfsClient {
         Ok(ls.keys.map(|k| k.into_keys().collect()).unwrap_or_default())
     }
 
+    /// Whether `cid` is pinned recursively (kubo and the built-in engine
+    /// answer an error saying "not pinned" when it is not).
+    pub async fn is_pinned(&self, cid: &str) -> Result<bool, RpcError> {
+        let ls: Result<PinLs, RpcError> = self
+            .json(
+                "pin/ls",
+                &[("arg", cid), ("type", "recursive")],
+                self.timeout,
+            )
+            .await;
+        match ls {
+            Ok(ls) => Ok(ls.keys.is_some_and(|k| !k.is_empty())),
+            Err(RpcError::Rpc { message, .. }) if message.contains("not pinned") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn repo_stat(&self) -> Result<RepoStat, RpcError> {
         self.json("repo/stat", &[], self.timeout).await
     }

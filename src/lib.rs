@@ -11,6 +11,8 @@
 //!   bounded `mpsc` channel fed by [`node::NodeHandle`]s.
 //! * [`election`]: coordinator-free leader election with epochs, as a pure
 //!   state machine (inputs and time in, actions out).
+//! * [`view`]: the cluster as the election sees it (a leaf), published by
+//!   the node loop on a `watch` for the pinset tasks.
 //! * [`wire`]: every message, protocol name, version and size limit, and the
 //!   request-response codec.
 //! * [`api`]: the control API (axum, HTTP + JSON), served in its own task and
@@ -23,8 +25,10 @@
 //!   IPFS daemon), one task per child, state on a `watch` channel the node's
 //!   status reads.
 //! * [`ipfs_rpc`]: a typed client for the IPFS RPC API (`/api/v0/…`).
-//! * [`pinset`]: the cluster pinset as a replicated log (Raft's log rules)
-//!   and its applied state, stored in redb. Three tasks, each on a thread of
+//! * [`pinset`]: the cluster pinset as a convergent replicated state (last
+//!   writer wins per CID, stamped by hybrid logical clocks, synced by version
+//!   vectors), stored in redb; its contract is in the module docs. Three
+//!   tasks, each on a thread of
 //!   its own (redb commits fsync; planning a large pinset is CPU-bound; the
 //!   node loop must not wait for either): the pinset task (`pinset::actor`),
 //!   the keeper (the leader's replica orders) and the holder (this node's
@@ -71,7 +75,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             None => run_node(NodeConfig::load(&cli.node)?).await,
             Some(Command::Status { json }) => commands::status(&cli.node, json).await,
-            Some(Command::Peers { json }) => commands::peers(&cli.node, json).await,
+            Some(Command::Peers { json, cmd: None }) => commands::peers(&cli.node, json).await,
+            Some(Command::Peers {
+                cmd: Some(cli::PeersCommand::Rm { peer }),
+                ..
+            }) => commands::peers_rm(&cli.node, &peer).await,
             Some(Command::Pin(cmd)) => commands::pins::pin(&cli.node, cmd).await,
             Some(Command::Add(add)) => commands::pins::add(&cli.node, add).await,
             Some(Command::IpfsDaemon(args)) => run_ipfs_daemon(args, cli.node.api).await,

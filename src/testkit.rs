@@ -483,30 +483,50 @@ pub fn cid_of(n: u64) -> String {
     cid::Cid::new_v1(0x55, mh).to_string()
 }
 
-/// Writes `n` committed pins (CIDs [`cid_of`] 0..n, replication 2..3) into
-/// the pinset database at `path` in epoch `epoch`, as if an earlier leader
-/// had: a large pinset for a node to start with.
-pub fn prefill_pinset(path: &Path, n: u64, epoch: u64) -> Result<(), String> {
-    use crate::pinset::{Op, PinSpec, store::PinStore};
-    let mut store = PinStore::open(path).map_err(|e| e.to_string())?;
+/// Writes `n` pins (CIDs [`cid_of`] 0..n, replication 2..3) into the
+/// pinset database at `path`, as changes of that replica made an hour ago:
+/// a large pinset for a node to start with.
+pub fn prefill_pinset(path: &Path, n: u64) -> Result<(), String> {
+    use crate::pinset::model::{Entry, Hlc, Op, PinSpec, Stamp, Vv};
+    use crate::pinset::replica::Persist;
+    let db = crate::pinset::db::PinDb::open(path).map_err(|e| e.to_string())?;
+    let loaded = db.load().map_err(|e| e.to_string())?;
+    let mut seq = loaded.vv.get(loaded.author).map_or(0, |r| r.max());
+    let mut clock = Hlc::new(loaded.hlc);
+    let hour_ago = crate::node::unix_ms().saturating_sub(3_600_000);
     let mut i = 0;
     while i < n {
-        let k = (n - i).min(10_000);
-        let ops = (i..i + k)
+        let k = (n - i).min(20_000);
+        let mut seen = Vv::default();
+        let entries: Vec<Entry> = (i..i + k)
             .map(|c| {
-                Op::Pin(PinSpec {
-                    cid: cid_of(c),
-                    name: String::new(),
-                    replication_min: 2,
-                    replication_max: 3,
-                    added_unix_ms: 0,
-                })
+                seq += 1;
+                let e = Entry {
+                    stamp: Stamp {
+                        hlc: clock.tick(hour_ago),
+                        author: loaded.author,
+                    },
+                    seq,
+                    op: Op::Pin(PinSpec {
+                        cid: cid_of(c),
+                        name: String::new(),
+                        replication_min: 2,
+                        replication_max: 3,
+                        added_unix_ms: hour_ago,
+                    }),
+                };
+                seen.insert(e.id());
+                e
             })
             .collect();
-        store.append_local(epoch, ops).map_err(|e| e.to_string())?;
+        let p = Persist {
+            hlc: clock.get(),
+            entries,
+            seen,
+            members: Vec::new(),
+        };
+        db.persist(&[p]).map_err(|e| e.to_string())?;
         i += k;
     }
-    let last = store.last().index;
-    store.commit_to(last).map_err(|e| e.to_string())?;
     Ok(())
 }

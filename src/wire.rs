@@ -12,11 +12,12 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, request_response};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::election::MAX_EPOCH;
-use crate::pinset::{Entry, LogPos, Op, PinSpec};
+use crate::pinset::model::{Entry, Vv};
+use crate::pinset::sync::Cursor;
 use crate::role::Role;
 
 /// Version byte leading every message.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 /// Largest gossip message accepted (heartbeats are ~200 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Largest request or response accepted over request-response.
@@ -128,6 +129,9 @@ pub struct Heartbeat {
     pub health: Health,
     /// `None`: this node runs no IPFS.
     pub ipfs: Option<IpfsInfo>,
+    /// The digest of the pinset changes the sender has seen: peers pull
+    /// from it when theirs differs.
+    pub pinset: Option<u64>,
 }
 
 impl Heartbeat {
@@ -179,168 +183,101 @@ pub enum Request {
     Holder(HolderRequest),
 }
 
-/// Most log entries in one [`PinsetRequest::Append`] or fetch answer, and
-/// most writes in one [`PinsetRequest::Write`]. Senders also keep a batch
-/// under [`MAX_PINSET_BATCH_BYTES`] (an entry is at most ~450 bytes, so a
-/// full count of small entries fits, a full count of the largest does not).
-pub const MAX_PINSET_BATCH: usize = 4096;
-/// Encoded size a sender keeps a batch of entries under (well below
-/// [`MAX_RPC_BYTES`]).
+/// Most changes in one [`PinsetRequest::Push`] or [`PinsetResponse::Page`];
+/// senders also keep a batch under [`MAX_PINSET_BATCH_BYTES`] (a change is at
+/// most ~480 bytes encoded, so a full count of small ones fits, a full
+/// count of the largest does not).
+pub const MAX_PINSET_BATCH: usize = 8192;
+/// Encoded size a sender keeps a batch of changes under (well below
+/// [`MAX_RPC_BYTES`], leaving room for a version vector).
 pub const MAX_PINSET_BATCH_BYTES: usize = 768 * 1024;
-/// Writes a follower forwards to the leader in one batch (each at most
-/// ~450 bytes encoded: 512 stay far below [`MAX_RPC_BYTES`]).
-pub const MAX_WRITE_BATCH: usize = 512;
 
-/// Pinset replication between nodes.
+/// The replicated pinset between nodes (see [`crate::pinset::replica`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PinsetRequest {
-    /// Leader → follower: `entries` follow the entry at `prev`; `commit` is
-    /// the leader's commit index.
-    Append {
-        epoch: u64,
-        prev: LogPos,
-        entries: Vec<Entry>,
-        commit: u64,
+    /// Changes the sender made: store them durably, then answer `Stored`.
+    Push { entries: Vec<Entry> },
+    /// Anti-entropy: the changes the sender has not seen. The first page of
+    /// a session carries the sender's vector (the answering node freezes
+    /// its state for the session); later pages resume at `from`.
+    Pull {
+        session: u64,
+        vv: Option<Vv>,
+        from: Cursor,
     },
-    /// Where does your log stand? (a new leader, catching up first)
-    Position,
-    /// Entries from `from` on.
-    Fetch { from: u64 },
-    /// Clients' changes, sent to the leader in one batch; answered once
-    /// all are committed.
-    Write { ops: Vec<Op> },
-    /// Leader → follower: your log ends before `from`, which is too far
-    /// back to send entry by entry (or compacted away): pull my snapshot,
-    /// unless your commit index already reaches `from`.
-    Snapshot { epoch: u64, from: u64 },
-    /// A page of the committed state, in CID order, after `after`, from
-    /// the snapshot `id` (the puller's random number; a new `id` with
-    /// `after: None` opens one at the current commit index).
-    ReadSnapshot { id: u64, after: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PinsetResponse {
-    /// `ok`: stored, the log matches up to `last`; else a gap, `last` is
-    /// as far as it may match.
-    Appended {
-        ok: bool,
-        last: LogPos,
-    },
-    Position {
-        last: LogPos,
-        commit: u64,
-    },
-    Entries {
+    /// Every pushed change is durable here (or overtaken by a later one).
+    Stored,
+    /// A page of changes; `next: None` is the last, which carries the
+    /// answering node's vector.
+    Page {
         entries: Vec<Entry>,
-    },
-    /// The write is committed at this index.
-    Written {
-        index: u64,
+        next: Option<Cursor>,
+        vv: Option<Vv>,
     },
     Refused {
         reason: String,
     },
-    /// A snapshot is being pulled; ask again later.
-    Pulling,
-    /// The follower held committed entries the leader's log lacks: it kept
-    /// their pins aside (to write them again) and emptied its log; send
-    /// from the start.
-    Reset,
-    /// A page of the committed state as of `at`; `done`: the last one.
-    SnapshotChunk {
-        at: LogPos,
-        pins: Vec<PinSpec>,
-        done: bool,
-    },
 }
 
-/// Most pins in one [`PinsetResponse::SnapshotChunk`] (a sender also keeps
-/// it under [`MAX_PINSET_BATCH_BYTES`]).
-pub const MAX_SNAPSHOT_CHUNK: usize = 8192;
-
-impl PinsetResponse {
-    /// Bounds and contents a peer cannot be trusted with.
-    pub fn check(&self) -> Result<(), WireError> {
-        match self {
-            PinsetResponse::Entries { entries } => {
-                if entries.len() > MAX_PINSET_BATCH {
-                    return Err(WireError::Pinset(format!(
-                        "{} entries in one batch",
-                        entries.len()
-                    )));
-                }
-                entries.iter().try_for_each(|e| check_op(&e.op))
-            }
-            PinsetResponse::SnapshotChunk { pins, .. } => {
-                if pins.len() > MAX_SNAPSHOT_CHUNK {
-                    return Err(WireError::Pinset(format!(
-                        "{} pins in one snapshot page",
-                        pins.len()
-                    )));
-                }
-                // In strictly increasing CID order, as the state is stored.
-                if pins.windows(2).any(|w| w[0].cid >= w[1].cid) {
-                    return Err(WireError::Pinset("snapshot page out of order".into()));
-                }
-                pins.iter()
-                    .try_for_each(|p| p.check().map_err(WireError::Pinset))
-            }
-            _ => Ok(()),
-        }
+fn check_entries(entries: &[Entry]) -> Result<(), WireError> {
+    if entries.len() > MAX_PINSET_BATCH {
+        return Err(WireError::Pinset(format!(
+            "{} changes in one batch",
+            entries.len()
+        )));
     }
+    entries
+        .iter()
+        .try_for_each(|e| e.check().map_err(WireError::Pinset))
 }
 
-fn check_op(op: &Op) -> Result<(), WireError> {
-    match op {
-        Op::Pin(spec) => spec.check().map_err(WireError::Pinset),
-        Op::Unpin { cid } => check_cid(cid),
-        Op::Barrier => Ok(()),
-    }
+fn check_vv(vv: &Option<Vv>) -> Result<(), WireError> {
+    vv.as_ref()
+        .map_or(Ok(()), |v| v.check().map_err(WireError::Pinset))
 }
 
 impl PinsetRequest {
     /// Bounds and contents a peer cannot be trusted with.
     pub fn check(&self) -> Result<(), WireError> {
-        let ops: Vec<&Op> = match self {
-            PinsetRequest::Append { entries, .. } => {
-                if entries.len() > MAX_PINSET_BATCH {
-                    return Err(WireError::Pinset(format!(
-                        "{} entries in one batch",
-                        entries.len()
-                    )));
-                }
-                entries.iter().map(|e| &e.op).collect()
-            }
-            PinsetRequest::Write { ops } => {
-                if ops.len() > MAX_PINSET_BATCH {
-                    return Err(WireError::Pinset(format!(
-                        "{} writes in one batch",
-                        ops.len()
-                    )));
-                }
-                ops.iter().collect()
-            }
-            PinsetRequest::ReadSnapshot {
-                after: Some(cid), ..
-            } => {
-                check_cid(cid)?;
-                Vec::new()
-            }
-            PinsetRequest::Position
-            | PinsetRequest::Fetch { .. }
-            | PinsetRequest::Snapshot { .. }
-            | PinsetRequest::ReadSnapshot { .. } => Vec::new(),
-        };
-        ops.into_iter().try_for_each(check_op)
+        match self {
+            PinsetRequest::Push { entries } => check_entries(entries),
+            PinsetRequest::Pull { vv, .. } => check_vv(vv),
+        }
     }
 }
+
+impl PinsetResponse {
+    /// Bounds and contents a peer cannot be trusted with.
+    pub fn check(&self) -> Result<(), WireError> {
+        match self {
+            PinsetResponse::Page { entries, vv, .. } => {
+                check_entries(entries)?;
+                check_vv(vv)
+            }
+            PinsetResponse::Stored => Ok(()),
+            PinsetResponse::Refused { reason } if reason.len() > MAX_REASON => {
+                Err(WireError::Pinset("reason too long".into()))
+            }
+            PinsetResponse::Refused { .. } => Ok(()),
+        }
+    }
+}
+
+/// Longest refusal reason accepted.
+pub const MAX_REASON: usize = 1024;
 
 /// Most orders in one [`HolderRequest::Orders`], states in one
 /// [`HolderResponse::States`], and provider daemons named with an order batch.
 pub const MAX_ORDERS: usize = 512;
 pub const MAX_STATES: usize = 1024;
 pub const MAX_PROVIDERS: usize = 8;
+/// Highest order batch number accepted (a leader numbers its batches from 1
+/// in each epoch; far beyond any real leadership).
+pub const MAX_ORDER_SEQ: u64 = 1 << 48;
 /// Longest error text a holder reports for a failed pin.
 pub const MAX_PIN_ERROR: usize = 256;
 
@@ -420,7 +357,7 @@ pub enum HolderResponse {
 }
 
 fn check_cid(cid: &str) -> Result<(), WireError> {
-    crate::pinset::canonical_cid(cid)
+    crate::pinset::model::canonical_cid(cid)
         .map(drop)
         .map_err(WireError::Pinset)
 }
@@ -452,12 +389,17 @@ impl HolderRequest {
         match self {
             HolderRequest::Orders {
                 epoch,
+                seq,
                 orders,
                 providers,
-                ..
             } => {
                 if *epoch > MAX_EPOCH {
                     return Err(WireError::EpochTooHigh(*epoch));
+                }
+                if *seq > MAX_ORDER_SEQ {
+                    return Err(WireError::Pinset(format!(
+                        "order batch number {seq} out of range"
+                    )));
                 }
                 if orders.len() > MAX_ORDERS || providers.len() > MAX_PROVIDERS {
                     return Err(WireError::Pinset(format!(
@@ -683,6 +625,7 @@ mod tests {
                     "/ip4/192.168.1.20/tcp/4011/p2p/12D3KooWJjGq6R2Fjrj7bL2h1gLcbbRvAp6bn9vzAWKc2ioTZ1BB".into(),
                 ],
             }),
+            pinset: Some(u64::MAX),
         }
     }
 

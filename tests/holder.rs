@@ -1,16 +1,19 @@
-//! The holder against a real IPFS engine: a stale leader's orders (a
-//! replayed order with an old epoch) change nothing, neither in the
-//! holder's state nor in IPFS, while the current leader's do; the highest
-//! epoch survives a restart; leechers and strangers are refused.
+//! The holder against a real IPFS engine: orders count only from the
+//! leader this node follows, at its epoch. A stale leader's orders (a
+//! replayed order of an old epoch), a second leader at the same epoch, and
+//! strangers change nothing, neither in the holder's state nor in IPFS,
+//! while the followed leader's do; the highest epoch survives a restart;
+//! leechers take no orders; a pin the user made before the cluster asked
+//! is reported but never unpinned by the cluster.
 
 use std::time::Duration;
 
 use ipfs_kit_p2p::ipfs::{IpfsStatus, Mode};
-use ipfs_kit_p2p::pinset::actor::{ClusterView, PeerView};
 use ipfs_kit_p2p::pinset::held::HeldStore;
 use ipfs_kit_p2p::pinset::holder::{self, HolderHandle, HolderSettings};
 use ipfs_kit_p2p::role::Role;
 use ipfs_kit_p2p::testkit::{EngineProc, wait_for};
+use ipfs_kit_p2p::view::{ClusterView, PeerView};
 use ipfs_kit_p2p::wire::{HeldState, HolderOrder, HolderRequest, HolderResponse};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -39,14 +42,14 @@ fn view(epoch: u64) -> ClusterView {
         role: Role::Master,
         ipfs: None,
         disk_free: 0,
+        pinset: None,
     };
     ClusterView {
         me: "me".into(),
         role: Some(Role::Worker),
         leader: Some(("L".into(), epoch)),
         peers: vec![peer("L"), peer("old")],
-        my_ipfs: None,
-        my_disk_free: 0,
+        ..ClusterView::default()
     }
 }
 
@@ -123,13 +126,27 @@ async fn a_stale_leader_cannot_change_anything() {
     .unwrap();
     let pinned = || async { ipfs.pin_ls().await.unwrap().contains(&cid) };
 
-    // Epoch 4 while the node follows epoch 5: refused, nothing queued or pinned.
+    // Epoch 4 while the node follows L at epoch 5: refused, from the old
+    // leader or from L itself; so is another master claiming epoch 5.
+    // Nothing is queued or pinned.
     let why = refused(
         h.request("old".into(), orders(4, 1, &cid, true))
             .await
             .unwrap(),
     );
-    assert!(why.contains("stale epoch 4"), "{why}");
+    assert!(why.contains("not the leader this node follows"), "{why}");
+    let why = refused(
+        h.request("L".into(), orders(4, 1, &cid, true))
+            .await
+            .unwrap(),
+    );
+    assert!(why.contains("epoch 4"), "{why}");
+    let why = refused(
+        h.request("old".into(), orders(5, 1, &cid, true))
+            .await
+            .unwrap(),
+    );
+    assert!(why.contains("not the leader this node follows"), "{why}");
     assert_eq!(state_of(&h, &cid).await, None);
     assert!(!pinned().await);
 
@@ -152,7 +169,7 @@ async fn a_stale_leader_cannot_change_anything() {
             .await
             .unwrap(),
     );
-    assert!(why.contains("stale"), "{why}");
+    assert!(why.contains("not the leader"), "{why}");
     assert_eq!(state_of(&h, &cid).await, Some(HeldState::Pinned));
     assert!(pinned().await);
 
@@ -192,11 +209,11 @@ async fn a_stale_leader_cannot_change_anything() {
     .await
     .expect("the holder restarts on its database");
     let why = refused(
-        h2.request("old".into(), orders(6, 1, &cid, false))
+        h2.request("L".into(), orders(5, 2, &cid, false))
             .await
             .unwrap(),
     );
-    assert!(why.contains("epoch 7 seen"), "{why}");
+    assert!(why.contains("below 7 seen"), "{why}");
     assert_eq!(
         state_of(&h2, &cid).await,
         Some(HeldState::Pinned),
@@ -210,7 +227,7 @@ async fn a_stale_leader_cannot_change_anything() {
             .await
             .unwrap(),
     );
-    assert!(why.contains("not a live master or worker"), "{why}");
+    assert!(why.contains("not the leader this node follows"), "{why}");
     let (_v, view_rx3) = watch::channel(view(5));
     let (leecher, _) = holder::spawn(
         HeldStore::open(&dir.path().join("leecher.redb")).unwrap(),
@@ -228,5 +245,94 @@ async fn a_stale_leader_cannot_change_anything() {
     );
     assert!(why.contains("read-only"), "{why}");
     stop2.cancel();
+    engine.stop(Duration::from_secs(10)).await;
+}
+
+/// A CID the user pinned on this IPFS before the cluster asked is reported
+/// pinned (it is a copy) but the cluster's unpin leaves it pinned.
+#[tokio::test]
+async fn a_users_own_pin_is_reported_but_never_unpinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = EngineProc::start(BIN.as_ref(), &dir.path().join("repo"), None)
+        .await
+        .unwrap();
+    let ipfs = engine.client();
+    let users = ipfs
+        .add("u", b"the user's own\n".to_vec())
+        .await
+        .unwrap()
+        .hash;
+    let ours = ipfs
+        .add_unpinned("c", b"the cluster's\n".to_vec())
+        .await
+        .unwrap()
+        .hash;
+    let (_ipfs_tx, ipfs_rx) = watch::channel(ipfs_status(&engine.api));
+    let (_view_tx, view_rx) = watch::channel(view(5));
+    let stop = CancellationToken::new();
+    let (h, _) = holder::spawn(
+        HeldStore::open(&dir.path().join("held.redb")).unwrap(),
+        settings(Role::Worker),
+        ipfs_rx,
+        view_rx,
+        stop.clone(),
+    )
+    .unwrap();
+    let both = HolderRequest::Orders {
+        epoch: 5,
+        seq: 1,
+        orders: vec![
+            HolderOrder {
+                cid: users.clone(),
+                pin: true,
+            },
+            HolderOrder {
+                cid: ours.clone(),
+                pin: true,
+            },
+        ],
+        providers: Vec::new(),
+    };
+    assert_eq!(
+        h.request("L".into(), both).await.unwrap(),
+        HolderResponse::Taken
+    );
+    for c in [&users, &ours] {
+        wait_for(Duration::from_secs(30), || async {
+            (state_of(&h, c).await == Some(HeldState::Pinned)).then_some(())
+        })
+        .await
+        .expect("reported pinned");
+    }
+    let unpin = HolderRequest::Orders {
+        epoch: 5,
+        seq: 2,
+        orders: vec![
+            HolderOrder {
+                cid: users.clone(),
+                pin: false,
+            },
+            HolderOrder {
+                cid: ours.clone(),
+                pin: false,
+            },
+        ],
+        providers: Vec::new(),
+    };
+    assert_eq!(
+        h.request("L".into(), unpin).await.unwrap(),
+        HolderResponse::Taken
+    );
+    for c in [&users, &ours] {
+        wait_for(Duration::from_secs(30), || async {
+            (state_of(&h, c).await.is_none()).then_some(())
+        })
+        .await
+        .expect("no longer a cluster copy");
+    }
+    let pins = ipfs.pin_ls().await.unwrap();
+    assert!(pins.contains(&users), "the user's pin was removed");
+    assert!(!pins.contains(&ours), "the cluster's own pin stayed");
+    stop.cancel();
     engine.stop(Duration::from_secs(10)).await;
 }

@@ -351,6 +351,7 @@ fn heartbeat(role: Role, incarnation: u64, seq: u64) -> Heartbeat {
         voted: None,
         health: Health::default(),
         ipfs: None,
+        pinset: None,
     }
 }
 

@@ -1,23 +1,31 @@
-//! `/v1/pins`: the cluster pinset through any node. Writes go to the
-//! leader (forwarded by the pinset task) and are answered once committed;
-//! a leecher refuses them (403) but reads work everywhere.
+//! `/v1/pins`: the cluster pinset through any node. A write is answered
+//! once it is durable on `pins.write_copies` masters or workers (the answer
+//! says how many); a leecher refuses writes (403); reads come from this
+//! node's own replica, leechers included. `DELETE /v1/peers/{id}` forgets
+//! a member that will not come back.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiState, AppError};
-use crate::pinset::actor::WriteError;
+use crate::pinset::replica::WriteError;
 use crate::pinset::{Op, PinSpec, canonical_cid};
 use crate::wire::HeldState;
 
-/// How long a write may wait for its commit.
+/// How long a write may wait for its copies (the replica gives up first).
 const WRITE_DEADLINE: Duration = Duration::from_secs(15);
+/// Pins read from the replica per chunk of a listing.
+const LIST_CHUNK: usize = 1024;
+/// Most pins one paged listing answers.
+const MAX_LIMIT: usize = 100_000;
 
 /// `POST /v1/pins`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,9 +45,12 @@ pub struct PinView {
     pub replication_min: u8,
     pub replication_max: u8,
     pub added_unix_ms: u64,
-    /// The log index at which the change was committed (write answers only).
+    /// Write answers only: masters and workers holding the change durably.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub committed_index: Option<u64>,
+    pub copies: Option<usize>,
+    /// Write answers only: the change's stamp (`HLC.REPLICA`, hex).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stamp: Option<String>,
     /// `GET /v1/pins/{cid}` only: each holder's state, from the leader.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub peers: Option<BTreeMap<String, PeerPin>>,
@@ -77,7 +88,8 @@ impl From<PinSpec> for PinView {
             replication_min: p.replication_min,
             replication_max: p.replication_max,
             added_unix_ms: p.added_unix_ms,
-            committed_index: None,
+            copies: None,
+            stamp: None,
             peers: None,
             peers_error: None,
         }
@@ -94,19 +106,27 @@ fn bad(msg: impl Into<String>) -> AppError {
     AppError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-async fn write(state: &ApiState, op: Op) -> Result<u64, AppError> {
+fn internal(e: impl std::fmt::Display) -> AppError {
+    AppError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+async fn write(state: &ApiState, op: Op) -> Result<crate::pinset::replica::Written, AppError> {
     match tokio::time::timeout(WRITE_DEADLINE, state.pins.write(op)).await {
         Err(_) => Err(AppError(
             StatusCode::GATEWAY_TIMEOUT,
-            format!("not committed within {WRITE_DEADLINE:?}; it may still be"),
+            format!("no answer within {WRITE_DEADLINE:?}; the change may still take effect"),
         )),
-        Ok(Ok(index)) => Ok(index),
+        Ok(Ok(w)) => Ok(w),
         Ok(Err(e @ WriteError::ReadOnly)) => Err(AppError(StatusCode::FORBIDDEN, e.to_string())),
-        Ok(Err(e @ WriteError::NoLeader)) => {
+        Ok(Err(e @ (WriteError::Unreachable { .. } | WriteError::Timeout { .. }))) => {
             Err(AppError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
         }
-        Ok(Err(e)) => Err(AppError(StatusCode::BAD_GATEWAY, e.to_string())),
+        Ok(Err(e)) => Err(internal(e)),
     }
+}
+
+fn stamp_text(w: &crate::pinset::replica::Written) -> String {
+    format!("{:x}.{:016x}", w.stamp.hlc, w.stamp.author)
 }
 
 async fn add(
@@ -115,30 +135,104 @@ async fn add(
 ) -> Result<Json<PinView>, AppError> {
     let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     let d = state.defaults;
+    let cid = canonical_cid(&req.cid).map_err(bad)?;
+    // A pin updated keeps the time it was first added.
+    let added = match state.pins.db().view().and_then(|v| v.get(&cid)) {
+        Ok(Some(e)) => match e.op {
+            Op::Pin(p) => p.added_unix_ms,
+            Op::Unpin { .. } => crate::node::unix_ms(),
+        },
+        Ok(None) => crate::node::unix_ms(),
+        Err(e) => return Err(internal(e)),
+    };
     let spec = PinSpec {
-        cid: canonical_cid(&req.cid).map_err(bad)?,
+        cid,
         name: req.name.unwrap_or_default(),
         replication_min: req.replication_min.unwrap_or(d.replication_min),
         replication_max: req
             .replication_max
             .unwrap_or(d.replication_max.max(req.replication_min.unwrap_or(0))),
-        added_unix_ms: crate::node::unix_ms(),
+        added_unix_ms: added,
     };
     spec.check().map_err(bad)?;
-    let index = write(&state, Op::Pin(spec.clone())).await?;
+    let w = write(&state, Op::Pin(spec.clone())).await?;
     Ok(Json(PinView {
-        committed_index: Some(index),
+        copies: Some(w.copies),
+        stamp: Some(stamp_text(&w)),
         ..spec.into()
     }))
 }
 
-async fn list(State(state): State<ApiState>) -> Result<Json<Vec<PinView>>, AppError> {
-    let pins = state
-        .pins
-        .list()
-        .await
-        .map_err(|e| AppError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    Ok(Json(pins.into_iter().map(PinView::from).collect()))
+/// `GET /v1/pins[?after=CID&limit=N]`: the pinset as this node holds it,
+/// in CID order; without `limit`, all of it, streamed a chunk at a time
+/// from one consistent view (never built whole in memory).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AppError> {
+    let Query(q) = query.map_err(|e| bad(e.body_text()))?;
+    let after = q
+        .after
+        .as_deref()
+        .map(canonical_cid)
+        .transpose()
+        .map_err(bad)?;
+    let view = state.pins.db().view().map_err(internal)?;
+    if let Some(limit) = q.limit {
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(bad(format!("limit must be 1 to {MAX_LIMIT}")));
+        }
+        let pins = view.pins(after.as_deref(), limit).map_err(internal)?;
+        let out: Vec<PinView> = pins.into_iter().map(PinView::from).collect();
+        return Ok(Json(out).into_response());
+    }
+    // A JSON array written a chunk at a time.
+    let stream = futures::stream::unfold(
+        (view, after, true, false),
+        |(view, after, first, done)| async move {
+            if done {
+                return None;
+            }
+            let page = match view.pins(after.as_deref(), LIST_CHUNK) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("listing pins: {e}");
+                    return Some((
+                        Err(std::io::Error::other(e.to_string())),
+                        (view, after, first, true),
+                    ));
+                }
+            };
+            let last = page.len() < LIST_CHUNK;
+            let next = page.last().map(|p| p.cid.clone()).or(after);
+            let mut out = String::new();
+            if first {
+                out.push('[');
+            }
+            for (i, p) in page.into_iter().enumerate() {
+                if !(first && i == 0) {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(&PinView::from(p)).unwrap_or_default());
+            }
+            if last {
+                out.push(']');
+            }
+            Some((Ok(Bytes::from(out)), (view, next, false, last)))
+        },
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 async fn show(
@@ -146,8 +240,14 @@ async fn show(
     Path(cid): Path<String>,
 ) -> Result<Json<PinView>, AppError> {
     let cid = canonical_cid(&cid).map_err(bad)?;
-    match state.pins.get(&cid).await {
-        Ok(Some(p)) => {
+    let found = state
+        .pins
+        .db()
+        .view()
+        .and_then(|v| v.get(&cid))
+        .map_err(internal)?;
+    match found.map(|e| e.op) {
+        Some(Op::Pin(p)) => {
             let mut view = PinView::from(p);
             match state.node.pin_peers(&cid).await {
                 Ok(peers) => {
@@ -157,11 +257,10 @@ async fn show(
             }
             Ok(Json(view))
         }
-        Ok(None) => Err(AppError(
+        _ => Err(AppError(
             StatusCode::NOT_FOUND,
             format!("{cid} is not in the pinset"),
         )),
-        Err(e) => Err(AppError(StatusCode::INTERNAL_SERVER_ERROR, e)),
     }
 }
 
@@ -170,8 +269,30 @@ async fn remove(
     Path(cid): Path<String>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let cid = canonical_cid(&cid).map_err(bad)?;
-    let index = write(&state, Op::Unpin { cid: cid.clone() }).await?;
-    Ok(Json(
-        serde_json::json!({ "cid": cid, "committed_index": index }),
-    ))
+    let w = write(&state, Op::Unpin { cid: cid.clone() }).await?;
+    Ok(Json(serde_json::json!({
+        "cid": cid,
+        "copies": w.copies,
+        "stamp": stamp_text(&w),
+    })))
+}
+
+/// `DELETE /v1/peers/{id}`: forgets a member, so it no longer counts for
+/// `write_copies` (for a machine that will not come back).
+pub(super) async fn remove_member(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let peer: libp2p::PeerId = id
+        .parse()
+        .map_err(|e| bad(format!("{id:?} is not a peer ID: {e}")))?;
+    let id = peer.to_base58();
+    match state.pins.remove_member(id.clone()).await {
+        Ok(true) => Ok(Json(serde_json::json!({ "removed": id }))),
+        Ok(false) => Err(AppError(
+            StatusCode::NOT_FOUND,
+            format!("{id} is not a member this node knows"),
+        )),
+        Err(e) => Err(AppError(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
 }

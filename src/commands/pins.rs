@@ -29,11 +29,11 @@ pub async fn pin(args: &NodeArgs, cmd: PinCommand) -> anyhow::Result<()> {
             };
             let (p, _) = c.pin_add(&req).await?;
             println!(
-                "pinned {} (replication {}..{}, committed at {})",
+                "pinned {} (replication {}..{}, stored on {} nodes)",
                 p.cid,
                 p.replication_min,
                 p.replication_max,
-                p.committed_index.unwrap_or_default()
+                p.copies.unwrap_or_default()
             );
             if wait.wait {
                 wait_pinned(&c, &p, wait).await?;

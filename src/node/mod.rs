@@ -192,15 +192,26 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     let handle = NodeHandle { tx };
     // The pinset task: started before the API that uses it, stopped after it.
     let pinset_stop = CancellationToken::new();
-    let store = crate::pinset::store::PinStore::open(&data.path().join("pinset.redb"))
+    let db = crate::pinset::db::PinDb::open(&data.path().join("pinset.redb"))
         .map_err(|e| NodeError::Pinset(e.to_string()))?;
     let held = crate::pinset::held::HeldStore::open(&data.path().join("held.redb"))
         .map_err(|e| NodeError::Pinset(e.to_string()))?;
-    let reader = store.reader();
-    let (view_tx, view_rx) = watch::channel(crate::pinset::actor::ClusterView::default());
-    let (pins, pinset_thread) =
-        crate::pinset::actor::spawn(store, view_rx.clone(), handle.clone(), pinset_stop.clone())
-            .map_err(|e| NodeError::Pinset(e.to_string()))?;
+    let (view_tx, view_rx) = watch::channel(crate::view::ClusterView::default());
+    let replica = crate::pinset::replica::Config {
+        write_copies: usize::from(cfg.pins.write_copies),
+        member_expiry: Duration::from_secs(cfg.pins.member_expiry_secs),
+        ..crate::pinset::replica::Config::default()
+    };
+    let (pins, pinset_thread) = crate::pinset::actor::spawn(
+        db.clone(),
+        me.to_base58(),
+        cfg.role,
+        replica,
+        view_rx.clone(),
+        handle.clone(),
+        pinset_stop.clone(),
+    )
+    .map_err(NodeError::Pinset)?;
     let api_stop = CancellationToken::new();
     let (api_addr, serve) = api::bind(
         cfg.api,
@@ -252,7 +263,8 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     )
     .map_err(|e| NodeError::Pinset(e.to_string()))?;
     let (keeper, keeper_thread) = crate::pinset::keeper::spawn(
-        reader,
+        db,
+        pins.watch_progress(),
         view_rx,
         handle.clone(),
         holder.clone(),
@@ -283,6 +295,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         services: Vec::new(),
         ipfs: ipfs.status.clone(),
         peer_ipfs: HashMap::new(),
+        peer_pinset: HashMap::new(),
         ipfs_peers,
         pins,
         view: view_tx,
@@ -427,11 +440,13 @@ struct Node {
     /// This node's IPFS, and what peers say of theirs.
     ipfs: watch::Receiver<crate::ipfs::IpfsStatus>,
     peer_ipfs: HashMap<String, wire::IpfsInfo>,
+    /// The digest of each peer's pinset replica, from its heartbeats.
+    peer_pinset: HashMap<String, u64>,
     /// Peers' IPFS addresses, to the task that connects our daemon to theirs.
     ipfs_peers: mpsc::Sender<wire::IpfsInfo>,
     /// The pinset task, what it knows of the cluster, and its requests in flight.
     pins: crate::pinset::actor::PinsetHandle,
-    view: watch::Sender<crate::pinset::actor::ClusterView>,
+    view: watch::Sender<crate::view::ClusterView>,
     /// This loop's own handle (answers from the pinset task come back through it).
     handle: NodeHandle,
     /// Tasks' requests to peers in flight.
@@ -534,6 +549,7 @@ impl Node {
             follows: r.follows.and_then(id_bytes),
             health: self.health,
             ipfs: self.ipfs_info(),
+            pinset: Some(self.pins.progress().digest),
         }
     }
 
@@ -614,8 +630,13 @@ impl Node {
         );
         if self.election.peer(&key).is_some() {
             self.peer_health.insert(key.clone(), hb.health);
+            match hb.pinset {
+                Some(d) => self.peer_pinset.insert(key.clone(), d),
+                None => self.peer_pinset.remove(&key),
+            };
             self.on_peer_ipfs(key, hb.ipfs);
         }
+        self.publish_view();
         self.execute(actions);
     }
 

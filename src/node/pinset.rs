@@ -9,8 +9,9 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::{Command, Node};
-use crate::pinset::actor::{ClusterView, DISK_GRAIN, PeerView};
+use crate::election::Liveness;
 use crate::pinset::keeper::HolderTransport;
+use crate::view::{ClusterView, DISK_GRAIN, PeerView};
 use crate::wire::{
     HeldState, HolderRequest, HolderResponse, PinsetRequest, PinsetResponse, Response,
 };
@@ -36,7 +37,14 @@ impl Node {
                         .peer_health
                         .get(id)
                         .map_or(0, |h| h.disk_free / DISK_GRAIN * DISK_GRAIN),
+                    pinset: self.peer_pinset.get(id).copied(),
                 })
+                .collect(),
+            left: self
+                .election
+                .peers()
+                .filter(|(_, p)| matches!(p.liveness, Liveness::Left { .. }))
+                .map(|(id, _)| id.clone())
                 .collect(),
             my_ipfs: self.ipfs_info(),
             my_disk_free: self.health.disk_free / DISK_GRAIN * DISK_GRAIN,
@@ -65,7 +73,7 @@ impl Node {
                 .send_response(channel, Response::Pinset(refuse(e.to_string())));
             return;
         }
-        let Some(answer) = self.pins.inbound(req) else {
+        let Some(answer) = self.pins.inbound(peer.to_base58(), req) else {
             let _ = self
                 .swarm
                 .behaviour_mut()

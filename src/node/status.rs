@@ -54,6 +54,7 @@ impl Node {
                         .unwrap_or_default(),
                     health: self.peer_health.get(id).copied().unwrap_or_default(),
                     ipfs: self.peer_ipfs.get(id).cloned(),
+                    pinset: self.peer_pinset.get(id).copied(),
                 }
             })
             .collect();
@@ -70,7 +71,7 @@ impl Node {
             foreign_peers: self.foreign.len(),
             services: self.services.iter().map(|s| s.borrow().clone()).collect(),
             ipfs: self.ipfs.borrow().clone(),
-            pinset: self.pins.position(),
+            pinset: self.pins.progress(),
             peers,
         }
     }

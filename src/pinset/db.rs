@@ -434,6 +434,11 @@ impl DbView {
         Ok(out)
     }
 
+    /// The view's version vector, owned.
+    pub fn vv_owned(&self) -> Vv {
+        self.vv.clone()
+    }
+
     pub fn counts(&self) -> Result<Counts, PinDbError> {
         Ok(Counts {
             pins: self.meta(K_PINS)?,

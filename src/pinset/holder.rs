@@ -2,10 +2,14 @@
 //! node's IPFS and keeps what the leader asks about, the state of every item
 //! it was ordered to hold.
 //!
-//! * Orders are refused from a leecher's holder, from a peer that is not a
-//!   live master or worker, and below the highest leader epoch seen (kept on
-//!   disk). A batch already taken is ignored, and an order for what is
-//!   already so is a no-op: retried and duplicated orders are harmless.
+//! * Orders are taken only from the leader this node follows, at that
+//!   leader's epoch, never below the highest epoch seen (kept on disk), and
+//!   never on a leecher. Within one leadership a batch at or below the last
+//!   one taken is ignored (a late duplicate cannot undo a newer order), and
+//!   an order for what is already so is a no-op.
+//! * An item already pinned on this IPFS before the cluster asked (the
+//!   user's own pin, found with `pin/ls`) is reported pinned but never
+//!   owned: the cluster never unpins it.
 //! * At most `concurrency` IPFS calls run at once; the rest wait, queued.
 //! * Every state change gets a version; the leader asks for the changes
 //!   after the last version it saw ([`HolderRequest::States`]), so a new
@@ -21,11 +25,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::actor::ClusterView;
 use super::held::HeldStore;
 use crate::ipfs::IpfsStatus;
 use crate::ipfs_rpc::{IpfsClient, RpcError};
 use crate::role::Role;
+use crate::view::ClusterView;
 use crate::wire::{
     HeldState, HolderOrder, HolderRequest, HolderResponse, IpfsInfo, MAX_PIN_ERROR, MAX_STATES,
 };
@@ -52,10 +56,12 @@ enum Msg {
         req: HolderRequest,
         reply: oneshot::Sender<HolderResponse>,
     },
+    /// A call ended; for a pin, `Ok(true)` means the item was already the
+    /// user's pin.
     Done {
         cid: String,
         pin: bool,
-        result: Result<(), String>,
+        result: Result<bool, String>,
     },
     /// `pin/ls` as of version `at`.
     Listed {
@@ -103,6 +109,8 @@ struct Item {
     /// What the last order asked.
     want_pin: bool,
     running: bool,
+    /// Pinned by the user before the cluster asked: never unpinned here.
+    user: bool,
 }
 
 struct Holder {
@@ -119,7 +127,8 @@ struct Holder {
     /// Cursors below this were pruned: their leader starts from scratch.
     floor: u64,
     max_epoch: u64,
-    last_batch: (u64, u64),
+    /// The last batch taken: leader, epoch, number.
+    last_batch: (String, u64, u64),
     queue: VecDeque<String>,
     running: usize,
     client: Option<IpfsClient>,
@@ -177,7 +186,7 @@ impl Holder {
             tombstones: 0,
             floor: 0,
             max_epoch,
-            last_batch: (max_epoch, 0),
+            last_batch: (String::new(), max_epoch, 0),
             queue: VecDeque::new(),
             running: 0,
             client: None,
@@ -272,6 +281,7 @@ impl Holder {
                         version,
                         want_pin,
                         running: false,
+                        user: false,
                     },
                 );
             }
@@ -332,16 +342,19 @@ impl Holder {
                 if self.settings.role == Role::Leecher {
                     return refused("read-only role: leechers hold no cluster pins".into());
                 }
-                let eligible =
-                    from == view.me || view.peers.iter().any(|p| p.id == from && p.role.can_lead());
-                if !eligible {
-                    return refused(format!("{from} is not a live master or worker"));
+                let Some((leader, leader_epoch)) = view.leader.clone() else {
+                    return refused("this node follows no leader at the moment".into());
+                };
+                if from != leader {
+                    return refused(format!("{from} is not the leader this node follows"));
                 }
-                let followed = view.leader.as_ref().map_or(0, |(_, e)| *e);
-                let floor = self.max_epoch.max(followed);
-                if epoch < floor {
-                    debug!(%from, epoch, floor, "holder: stale orders refused");
-                    return refused(format!("stale epoch {epoch}: epoch {floor} seen"));
+                if epoch != leader_epoch || epoch < self.max_epoch {
+                    debug!(%from, epoch, leader_epoch, "holder: stale orders refused");
+                    return refused(format!(
+                        "epoch {epoch} is not the followed leader's ({leader_epoch}) or is below \
+                         {} seen",
+                        self.max_epoch
+                    ));
                 }
                 if epoch > self.max_epoch {
                     if let Err(e) = self.store.update(&[], &[], Some(epoch)) {
@@ -349,10 +362,11 @@ impl Holder {
                     }
                     self.max_epoch = epoch;
                 }
-                if (epoch, seq) <= self.last_batch {
+                let (last_from, last_epoch, last_seq) = &self.last_batch;
+                if *last_from == from && *last_epoch == epoch && seq <= *last_seq {
                     return HolderResponse::Taken;
                 }
-                self.last_batch = (epoch, seq);
+                self.last_batch = (from.to_owned(), epoch, seq);
                 for order in orders {
                     self.take(order);
                 }
@@ -462,6 +476,7 @@ impl Holder {
                 continue;
             };
             let pin = item.want_pin;
+            let user = item.user;
             let done = match &item.state {
                 HeldState::Pinned => pin,
                 HeldState::Absent => !pin,
@@ -483,12 +498,19 @@ impl Holder {
             let (client, tx) = (client.clone(), self.tx.clone());
             tokio::spawn(async move {
                 let result = if pin {
-                    client.pin_add(&cid).await.map(drop).map_err(short)
+                    // The user's own pin is reported, never taken over.
+                    match client.is_pinned(&cid).await {
+                        Ok(true) => Ok(true),
+                        Ok(false) => client.pin_add(&cid).await.map(|_| false).map_err(short),
+                        Err(e) => Err(short(e)),
+                    }
+                } else if user {
+                    Ok(false)
                 } else {
                     match client.pin_rm(&cid).await {
-                        Ok(_) => Ok(()),
+                        Ok(_) => Ok(false),
                         Err(RpcError::Rpc { message, .. }) if message.contains("not pinned") => {
-                            Ok(())
+                            Ok(false)
                         }
                         Err(e) => Err(short(e)),
                     }
@@ -498,7 +520,7 @@ impl Holder {
         }
     }
 
-    fn on_done(&mut self, cid: String, pin: bool, result: Result<(), String>) {
+    fn on_done(&mut self, cid: String, pin: bool, result: Result<bool, String>) {
         self.running -= 1;
         let Some(item) = self.items.get_mut(&cid) else {
             return;
@@ -506,11 +528,18 @@ impl Holder {
         item.running = false;
         let want_pin = item.want_pin;
         let state = match (pin, result) {
-            (true, Ok(())) => {
-                self.add.push(cid.clone());
+            (true, Ok(users)) => {
+                if users {
+                    info!(%cid, "holder: already pinned by the user; reported, never unpinned");
+                    item.user = true;
+                } else {
+                    item.user = false;
+                    self.add.push(cid.clone());
+                }
                 HeldState::Pinned
             }
-            (false, Ok(())) => {
+            (false, Ok(_)) => {
+                item.user = false;
                 self.remove.push(cid.clone());
                 HeldState::Absent
             }

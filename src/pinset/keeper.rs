@@ -2,8 +2,13 @@
 //! replication factor. It runs on every node and acts only while the node
 //! leads.
 //!
-//! * The pinset comes from the committed log (a [`PinReader`]), applied to
-//!   an in-memory copy.
+//! * The pinset comes from this node's replica ([`PinDb`]): the keeper
+//!   reads the changes its copy has not seen (by version vector, like a
+//!   peer's anti-entropy) into the items to keep and the items removed.
+//! * It plans only once the replica has synced with every live master and
+//!   worker since this node leads (a finished anti-entropy session, or equal
+//!   digests), and it unpins a copy only for a removal the pinset holds:
+//!   never because it does not know an item.
 //! * What each holder has comes from the holders themselves: the keeper
 //!   asks each live master and worker for its state changes
 //!   ([`HolderRequest::States`]); a new leader starts from scratch, so the
@@ -15,7 +20,7 @@
 //!   not ready, counts as down (for the grace period, like a dead one)
 //!   until it answers again with its IPFS ready.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -23,12 +28,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::Op;
-use super::actor::ClusterView;
+use super::actor::Progress;
+use super::db::{PinDb, PinDbError};
 use super::holder::HolderHandle;
-use super::plan::{Candidate, Failure, Holding, Key, Limits, Order, Want, plan};
-use super::reader::{Committed, PinReader};
+use super::model::{Op, Vv};
+use super::plan::{Candidate, Failure, Holding, Key, Limits, Order, Pinset, Want, plan};
+use super::sync::{self, Cursor};
 use crate::role::Role;
+use crate::view::ClusterView;
 use crate::wire::{
     HeldState, HolderOrder, HolderRequest, HolderResponse, IpfsInfo, MAX_ORDERS, MAX_PROVIDERS,
 };
@@ -111,7 +118,8 @@ struct Book {
 }
 
 struct Keeper<T> {
-    reader: PinReader,
+    db: PinDb,
+    progress: watch::Receiver<Progress>,
     transport: T,
     local: HolderHandle,
     limits: Limits,
@@ -121,9 +129,13 @@ struct Keeper<T> {
     leading: Option<u64>,
     generation: u64,
     seq: u64,
-    /// The committed pinset: what the planner needs of each item.
-    pins: BTreeMap<Key, Want>,
-    applied: u64,
+    /// The pinset: what the planner needs of each item, and the removals.
+    pinset: Pinset,
+    /// The changes read into `pinset`, and the replica's digest then.
+    seen: Vv,
+    read_digest: Option<u64>,
+    /// When this node started leading.
+    since: Option<Instant>,
     books: HashMap<String, Book>,
     holdings: HashMap<String, Holding>,
     /// Masters and workers seen while leading, with when they went down.
@@ -137,7 +149,8 @@ struct Keeper<T> {
 
 /// Starts the task.
 pub fn spawn<T: HolderTransport>(
-    reader: PinReader,
+    db: PinDb,
+    progress: watch::Receiver<Progress>,
     view: watch::Receiver<ClusterView>,
     transport: T,
     local: HolderHandle,
@@ -146,7 +159,8 @@ pub fn spawn<T: HolderTransport>(
 ) -> std::io::Result<(KeeperHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(1024);
     let keeper = Keeper {
-        reader,
+        db,
+        progress,
         transport,
         local,
         limits,
@@ -154,8 +168,10 @@ pub fn spawn<T: HolderTransport>(
         leading: None,
         generation: 0,
         seq: 0,
-        pins: BTreeMap::new(),
-        applied: 0,
+        pinset: Pinset::default(),
+        seen: Vv::default(),
+        read_digest: None,
+        since: None,
         books: HashMap::new(),
         holdings: HashMap::new(),
         peers: HashMap::new(),
@@ -310,7 +326,7 @@ impl<T: HolderTransport> Keeper<T> {
                 };
                 for (cid, state) in items {
                     if !book.ordered.contains(cid.as_str()) {
-                        note(holding, detail, intern(&self.pins, cid), state, now);
+                        note(holding, detail, intern(&self.pinset.pins, cid), state, now);
                     }
                 }
                 if !more && let Some((h, d)) = book.rebuilding.take() {
@@ -389,8 +405,10 @@ impl<T: HolderTransport> Keeper<T> {
             self.books.clear();
             self.holdings.clear();
             self.peers.clear();
-            self.pins.clear();
-            self.applied = 0;
+            self.pinset = Pinset::default();
+            self.seen = Vv::default();
+            self.read_digest = None;
+            self.since = epoch.map(|_| Instant::now());
             self.seq = 0;
             self.last_plan = None;
             self.leading = epoch;
@@ -411,7 +429,8 @@ impl<T: HolderTransport> Keeper<T> {
             .peers
             .values()
             .filter(|c| c.live)
-            .all(|c| self.books.get(&c.id).is_some_and(|b| b.synced));
+            .all(|c| self.books.get(&c.id).is_some_and(|b| b.synced))
+            && self.pinset_synced(v);
         let since = self
             .last_plan
             .map_or(REPLAN, |t| now.saturating_duration_since(t));
@@ -428,51 +447,55 @@ impl<T: HolderTransport> Keeper<T> {
         self.send(v, now);
     }
 
-    /// Applies newly committed entries to the pinset copy.
-    fn catch_up(&mut self) -> Result<(), super::store::PinStoreError> {
+    /// Whether the replica has synced with every live master and worker
+    /// since this node leads: planning before that could act on a pinset
+    /// missing changes a peer holds.
+    fn pinset_synced(&self, v: &ClusterView) -> bool {
+        let p = self.progress.borrow();
+        let since = self.since.unwrap_or_else(Instant::now);
+        v.peers
+            .iter()
+            .filter(|peer| peer.role.can_lead())
+            .all(|peer| {
+                peer.pinset == Some(p.digest)
+                    || p.synced
+                        .get(&peer.id)
+                        .is_some_and(|t| t.is_some_and(|t| t >= since))
+            })
+    }
+
+    /// Reads the changes of the replica this copy has not seen.
+    fn catch_up(&mut self) -> Result<(), PinDbError> {
+        let digest = self.progress.borrow().digest;
+        if self.read_digest == Some(digest) {
+            return Ok(());
+        }
+        let view = self.db.view()?;
+        let mut from = Cursor::default();
         loop {
-            match self.reader.committed_after(self.applied, 4096)? {
-                Committed::Same => return Ok(()),
-                Committed::Entries(entries) => {
-                    let Some(last) = entries.last().map(|e| e.index) else {
-                        return Ok(());
-                    };
-                    for e in entries {
-                        match e.op {
-                            Op::Pin(spec) => {
-                                let want = Want::from(&spec);
-                                self.pins.insert(intern(&self.pins, spec.cid), want);
-                            }
-                            Op::Unpin { cid } => {
-                                self.pins.remove(cid.as_str());
-                            }
-                            Op::Barrier => {}
-                        }
+            let (entries, next) = sync::page(&view, &self.seen, from, 4096, usize::MAX)?;
+            for e in entries {
+                let key = intern(&self.pinset.pins, e.cid().to_owned());
+                match e.op {
+                    Op::Pin(spec) => {
+                        self.pinset.removed.remove(&key);
+                        self.pinset.pins.insert(key, Want::from(&spec));
                     }
-                    self.applied = last;
-                }
-                Committed::Compacted => {
-                    // The whole state, a page at a time from one snapshot.
-                    let source = self.reader.snapshot()?;
-                    let mut pins = BTreeMap::new();
-                    let mut after: Option<String> = None;
-                    loop {
-                        let (page, done) = source.page(after.as_deref(), 4096, usize::MAX)?;
-                        after = page.last().map(|p| p.cid.clone()).or(after);
-                        for p in page {
-                            let want = Want::from(&p);
-                            pins.insert(Key::from(p.cid), want);
-                        }
-                        if done {
-                            break;
-                        }
+                    Op::Unpin { .. } => {
+                        self.pinset.pins.remove(&key);
+                        self.pinset.removed.insert(key);
                     }
-                    self.pins = pins;
-                    self.applied = source.at().index;
                 }
             }
-            self.dirty = true;
+            match next {
+                Some(n) => from = n,
+                None => break,
+            }
         }
+        self.seen = view.vv_owned();
+        self.read_digest = Some(digest);
+        self.dirty = true;
+        Ok(())
     }
 
     /// Masters and workers as candidates: live from the view (and while
@@ -547,7 +570,7 @@ impl<T: HolderTransport> Keeper<T> {
         self.dirty = false;
         self.last_plan = Some(now);
         let candidates: Vec<Candidate> = self.peers.values().cloned().collect();
-        let orders = plan(&self.pins, &candidates, &self.holdings, &self.limits, now);
+        let orders = plan(&self.pinset, &candidates, &self.holdings, &self.limits, now);
         if !orders.is_empty() {
             debug!(count = orders.len(), "keeper: orders");
         }
@@ -669,7 +692,7 @@ impl<T: HolderTransport> Keeper<T> {
 
 /// The pinset's own copy of `cid` if it is in the pinset (one allocation
 /// for every mention), else a new one.
-fn intern(pins: &BTreeMap<Key, Want>, cid: String) -> Key {
+fn intern(pins: &std::collections::BTreeMap<Key, Want>, cid: String) -> Key {
     match pins.get_key_value(cid.as_str()) {
         Some((k, _)) => k.clone(),
         None => Key::from(cid),

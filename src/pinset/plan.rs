@@ -9,7 +9,10 @@
 //!   the orders already given in this round; never to a leecher.
 //! * Items get up to `replication_max` copies, at least `replication_min`
 //!   when enough peers qualify; extras above the max are trimmed.
-//! * Copies of items no longer in the pinset are unpinned.
+//! * Copies of items the pinset holds a removal (tombstone) for are
+//!   unpinned; a copy of an item the pinset does not know at all is left
+//!   alone (a lagging or new replica must never unpin what it has not yet
+//!   heard of).
 //! * A peer that failed to pin an item is not asked again for it until
 //!   `retry_after` has passed, doubled for every further failure in a row
 //!   (at most [`MAX_BACKOFF`] times); other peers may be asked meanwhile.
@@ -25,6 +28,14 @@ use crate::role::Role;
 /// every holding (a million items would otherwise cost one string each,
 /// per copy).
 pub type Key = Arc<str>;
+
+/// The pinset as the planner sees it: the items to keep, and the items
+/// whose last change is a removal.
+#[derive(Debug, Clone, Default)]
+pub struct Pinset {
+    pub pins: BTreeMap<Key, Want>,
+    pub removed: BTreeSet<Key>,
+}
 
 /// What the planner needs to know of an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,12 +121,13 @@ fn takes_new(peer: &Candidate, limits: &Limits) -> bool {
 
 /// The orders for one round.
 pub fn plan(
-    pins: &BTreeMap<Key, Want>,
+    pinset: &Pinset,
     peers: &[Candidate],
     holdings: &HashMap<String, Holding>,
     limits: &Limits,
     now: Instant,
 ) -> Vec<Order> {
+    let pins = &pinset.pins;
     let empty = Holding::default();
     let holding = |id: &str| holdings.get(id).unwrap_or(&empty);
     // Orders given this round count as load, so one round spreads.
@@ -182,10 +194,10 @@ pub fn plan(
         }
     }
 
-    // Copies of items that left the pinset.
+    // Copies of items removed from the pinset (never of unknown ones).
     for p in peers.iter().filter(|p| p.live) {
         for cid in &holding(&p.id).pinned {
-            if !pins.contains_key(cid) {
+            if pinset.removed.contains(cid) {
                 orders.push(Order::Unpin {
                     peer: p.id.clone(),
                     cid: cid.clone(),

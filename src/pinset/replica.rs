@@ -215,6 +215,10 @@ pub enum WriteError {
          on {have} node(s) and will spread when peers are reachable; retrying is harmless"
     )]
     Timeout { need: usize, have: usize, secs: u64 },
+    #[error("the pinset task stopped")]
+    Stopped,
+    #[error("storage error: {0}")]
+    Storage(String),
 }
 
 struct Pending {

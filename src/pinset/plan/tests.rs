@@ -19,7 +19,14 @@ fn peer(id: &str, role: Role, disk_free: u64) -> Candidate {
     }
 }
 
-fn pinset(cids: &[&str], min: u8, max: u8) -> BTreeMap<Key, Want> {
+fn pinset(cids: &[&str], min: u8, max: u8) -> Pinset {
+    Pinset {
+        pins: pins_of(cids, min, max),
+        removed: BTreeSet::new(),
+    }
+}
+
+fn pins_of(cids: &[&str], min: u8, max: u8) -> BTreeMap<Key, Want> {
     cids.iter()
         .map(|c| (Key::from(*c), Want { min, max }))
         .collect()
@@ -101,16 +108,17 @@ fn a_dead_holder_is_replaced_only_after_the_grace_period() {
 }
 
 #[test]
-fn failures_wait_for_a_retry_and_removed_items_are_unpinned() {
+fn failures_wait_for_a_retry_and_removed_items_are_unpinned_unknown_ones_kept() {
     let t0 = Instant::now();
     let peers = [peer("a", Role::Worker, 1 << 30)];
     let mut h = Holding {
-        pinned: [Key::from("gone")].into(),
+        pinned: [Key::from("gone"), Key::from("unknown")].into(),
         ..Holding::default()
     };
     h.failed.insert("x".into(), Failure { at: t0, count: 1 });
     let holdings = HashMap::from([("a".to_string(), h)]);
-    let pins = pinset(&["x"], 1, 1);
+    let mut pins = pinset(&["x"], 1, 1);
+    pins.removed.insert("gone".into());
     assert_eq!(
         plan(
             &pins,
@@ -219,11 +227,18 @@ proptest! {
             ipfs_ready: *ready,
             disk_free: *disk,
         }).collect();
-        let pins: BTreeMap<Key, Want> = items.iter().enumerate().map(|(i, (min, extra))| {
-            (Key::from(format!("c{i}")), Want { min: *min, max: min + extra })
-        }).collect();
+        let pins = Pinset {
+            pins: items.iter().enumerate().map(|(i, (min, extra))| {
+                (Key::from(format!("c{i}")), Want { min: *min, max: min + extra })
+            }).collect(),
+            removed: BTreeSet::new(),
+        };
         let eligible: Vec<&Candidate> = peers.iter().filter(|p| takes_new(p, &LIMITS)).collect();
-        let mut holdings: HashMap<String, Holding> = HashMap::new();
+        // Holders may also hold items the pinset does not know (a lagging
+        // leader's view): never unpinned.
+        let mut holdings: HashMap<String, Holding> = peers.iter().map(|p| {
+            (p.id.clone(), Holding { pinned: [Key::from("unknown")].into(), ..Holding::default() })
+        }).collect();
         let mut rounds = 0;
         loop {
             let orders = plan(&pins, &peers, &holdings, &LIMITS, now);
@@ -237,12 +252,13 @@ proptest! {
                         prop_assert!(holdings.entry(peer).or_default().pinned.insert(cid));
                     }
                     Order::Unpin { peer, cid } => {
+                        prop_assert!(&*cid != "unknown", "unpinned an item the pinset does not know");
                         prop_assert!(holdings.entry(peer).or_default().pinned.remove(&cid));
                     }
                 }
             }
         }
-        for (cid, want) in &pins {
+        for (cid, want) in &pins.pins {
             let n = holdings.values().filter(|h| h.pinned.contains(cid)).count();
             let max = usize::from(want.max.max(want.min));
             prop_assert_eq!(n, max.min(eligible.len()), "copies of {}", cid);
