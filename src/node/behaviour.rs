@@ -143,5 +143,10 @@ pub fn build(
         .map_err(err)?
         // gossipsub keeps member connections open; this bounds the others.
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        // A dial into a cut-off network gives up after this (10 s by
+        // default); the next redial sends a fresh SYN instead of waiting
+        // out the kernel's retransmission back-off, so a healed link is
+        // used within about a redial interval.
+        .with_connection_timeout(Duration::from_secs(3))
         .build())
 }

@@ -1,14 +1,13 @@
 //! The address book and dialling: which peers to dial, at which addresses,
 //! and keeping the cluster connected.
 
-use std::time::Instant;
-
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
 use tracing::debug;
 
 use super::{MAX_FOREIGN, Node};
+use crate::election::Liveness;
 use crate::wire::{self, SharedPeer};
 
 impl Node {
@@ -79,17 +78,37 @@ impl Node {
     }
 
     /// Keeps the cluster connected: bootstrap peers and every live peer.
+    /// Dials the bootstrap addresses and every known peer that has not left
+    /// (dead or cut off ones too, until forgotten: a healed partition is
+    /// found within about one redial interval) and is not connected.
     pub(super) fn redial(&mut self) {
         self.dial_bootstrap();
-        let now = Instant::now();
-        let live: Vec<PeerId> = self
+        // A peer gone silent over an open connection (a cut-off network, a
+        // frozen process): its connections are presumed broken and closed,
+        // so a healed network is used over fresh ones, not over TCP
+        // connections deep in retransmission back-off.
+        let now = std::time::Instant::now();
+        let silent: Vec<PeerId> = self
             .election
             .peers()
-            .filter(|(id, _)| self.election.is_live(id, now))
+            .filter(|(id, p)| {
+                !matches!(p.liveness, Liveness::Left { .. }) && !self.election.is_live(id, now)
+            })
+            .filter_map(|(id, _)| id.parse().ok())
+            .filter(|p| self.swarm.is_connected(p))
+            .collect();
+        for peer in silent {
+            debug!(%peer, "silent peer: closing its connections to dial it afresh");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let known: Vec<PeerId> = self
+            .election
+            .peers()
+            .filter(|(_, p)| !matches!(p.liveness, Liveness::Left { .. }))
             .filter_map(|(id, _)| id.parse().ok())
             .filter(|p| !self.swarm.is_connected(p))
             .collect();
-        for peer in live {
+        for peer in known {
             self.dial(peer);
         }
         self.addrs.retain(|p, _| {

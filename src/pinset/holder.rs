@@ -211,6 +211,7 @@ impl Holder {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ipfs_open = true;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -222,7 +223,8 @@ impl Holder {
                         self.on_msg(msg, &view.borrow());
                     }
                 }
-                changed = ipfs.changed() => if changed.is_err() { break },
+                // A node without IPFS drops the sender: keep answering.
+                changed = ipfs.changed(), if ipfs_open => ipfs_open = changed.is_ok(),
                 _ = tick.tick() => {}
             }
             self.flush();

@@ -252,6 +252,10 @@ struct Session {
 /// Pages one anti-entropy session may take, and how long.
 pub const MAX_SESSION_PAGES: usize = 4096;
 pub const MAX_SESSION_TIME: Duration = Duration::from_secs(600);
+/// After a finished session with a peer, the next waits at least this long
+/// (under a stream of writes every heartbeat shows a new digest; the pushes
+/// deliver those changes, and a session per heartbeat would only repeat them).
+pub const MIN_PULL_GAP: Duration = Duration::from_secs(1);
 /// A stored member's last sighting is refreshed on disk this often.
 const MEMBER_REFRESH_MS: u64 = 3_600_000;
 
@@ -443,6 +447,13 @@ impl Replica {
             {
                 m.left = true;
                 changed.push((id.clone(), Some(*m)));
+            }
+        }
+        // A peer back in the view (a healed link, a restart) is asked at
+        // once, whatever back-off its failures built up.
+        for p in &v.peers {
+            if self.view.peer(&p.id).is_none() {
+                self.backoff.remove(&p.id);
             }
         }
         // Peers no longer live get no pushes; their batches in flight are
@@ -703,6 +714,12 @@ impl Replica {
                         });
                     }
                     None => {
+                        tracing::debug!(
+                            peer = %from,
+                            pages = s.pages + 1,
+                            ms = now.at.saturating_duration_since(s.started).as_millis() as u64,
+                            "pinset: anti-entropy done"
+                        );
                         self.backoff.remove(from);
                         self.pulled.insert(s.peer, (s.digest, s.started));
                     }
@@ -800,6 +817,7 @@ impl Replica {
             _ => return,
         };
         let digest = self.view.peer(&target).and_then(|p| p.pinset);
+        tracing::debug!(peer = %target, ?digest, mine = self.digest, "pinset: anti-entropy starts");
         let id = self.next_session;
         self.next_session += 1;
         self.last_pull = Some(now.at);

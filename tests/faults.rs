@@ -1,0 +1,748 @@
+//! The pinset's contract with real node processes and real network faults:
+//! five nodes, each in a network namespace of its own on a bridge, and
+//! nftables rules in those namespaces cutting links (an isolated node, a
+//! one-way link failure, a partition). Every test checks, after the heal,
+//! that every change the cluster acknowledged holds on every node, and that
+//! every node ends with the same pinset.
+//!
+//! The addresses (10.251.0.0/24) exist only in namespaces the test creates
+//! and removes (also when it fails); the host's interfaces, routes and
+//! firewall are never touched. The test's own HTTP calls go from a control
+//! namespace on the same bridge, which the fault rules leave alone. This
+//! needs root, iproute2 and nftables: elsewhere the tests are skipped,
+//! except under `CI`, where they fail.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipfs_kit_p2p::api::Client;
+use ipfs_kit_p2p::api::pins::PinRequest;
+use ipfs_kit_p2p::role::Role;
+use ipfs_kit_p2p::testkit::{cid_of, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
+const LONG: Duration = Duration::from_secs(90);
+const NEEDS: &str = "needs root, iproute2 (ip netns) and nftables (nft)";
+const NET: &str = "10.251.0";
+/// The control namespace's address: fault rules never drop its packets.
+const CTL: &str = "10.251.0.250";
+/// Faster failure detection than the defaults, so a test takes seconds.
+const CONFIG: &str = "[election]\nheartbeat_interval_ms = 500\npeer_timeout_ms = 3000\n\
+                      suspect_timeout_ms = 1000\n[network]\nredial_interval_ms = 500\n";
+
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| format!("{program}: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "`{program} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
+fn ip(args: &str) -> Result<(), String> {
+    let args: Vec<&str> = args.split_whitespace().collect();
+    run("ip", &args, None)
+}
+
+/// The namespaces of one test: a bridge, one per node, one for the test's
+/// own calls. Dropping it deletes them (and so their veths and rules).
+struct Lab {
+    tag: String,
+    created: Vec<String>,
+    nodes: usize,
+}
+
+impl Lab {
+    fn create(tag: &str, nodes: usize) -> Result<Lab, String> {
+        let mut lab = Lab {
+            tag: tag.to_owned(),
+            created: Vec::new(),
+            nodes,
+        };
+        let br = format!("{tag}br");
+        lab.add(&br)?;
+        ip(&format!("-n {br} link set lo up"))?;
+        ip(&format!("-n {br} link add br0 type bridge"))?;
+        ip(&format!("-n {br} link set br0 up"))?;
+        for i in 0..=nodes {
+            let (ns, addr) = if i == nodes {
+                (format!("{tag}ctl"), CTL.to_owned())
+            } else {
+                (lab.ns(i), lab.addr(i))
+            };
+            lab.add(&ns)?;
+            ip(&format!(
+                "-n {ns} link add eth0 type veth peer name p{i} netns {br}"
+            ))?;
+            ip(&format!("-n {br} link set p{i} master br0 up"))?;
+            ip(&format!("-n {ns} link set lo up"))?;
+            ip(&format!("-n {ns} addr add {addr}/24 dev eth0"))?;
+            ip(&format!("-n {ns} link set eth0 up"))?;
+        }
+        Ok(lab)
+    }
+
+    fn add(&mut self, name: &str) -> Result<(), String> {
+        ip(&format!("netns add {name}"))?;
+        self.created.push(name.to_owned());
+        Ok(())
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("{NET}.{}", i + 1)
+    }
+
+    /// Replaces node `i`'s fault rules: drop what it receives from and what
+    /// it sends to the nodes in `from` and `to`.
+    fn rules(&self, i: usize, from: &[usize], to: &[usize]) -> Result<(), String> {
+        let set = |nodes: &[usize]| {
+            nodes
+                .iter()
+                .map(|n| self.addr(*n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut script = String::from("table inet fault\ndelete table inet fault\n");
+        script.push_str("table inet fault {\n");
+        script.push_str("  chain input { type filter hook input priority 0; policy accept;\n");
+        if !from.is_empty() {
+            script.push_str(&format!("    ip saddr {{ {} }} drop\n", set(from)));
+        }
+        script
+            .push_str("  }\n  chain output { type filter hook output priority 0; policy accept;\n");
+        if !to.is_empty() {
+            script.push_str(&format!("    ip daddr {{ {} }} drop\n", set(to)));
+        }
+        script.push_str("  }\n}\n");
+        run(
+            "ip",
+            &["netns", "exec", &self.ns(i), "nft", "-f", "-"],
+            Some(&script),
+        )
+    }
+
+    fn others(&self, i: usize) -> Vec<usize> {
+        (0..self.nodes).filter(|n| *n != i).collect()
+    }
+
+    /// Node `i` can reach no node and no node can reach it.
+    fn isolate(&self, i: usize) -> Result<(), String> {
+        let o = self.others(i);
+        self.rules(i, &o, &o)
+    }
+
+    /// Node `i`'s packets to every other node are dropped; theirs reach it.
+    fn one_way(&self, i: usize) -> Result<(), String> {
+        self.rules(i, &[], &self.others(i))
+    }
+
+    /// The nodes in `side` and the rest cannot reach each other.
+    fn partition(&self, side: &[usize]) -> Result<(), String> {
+        eprintln!("partition {side:?} at {:?}", std::time::SystemTime::now());
+        let rest: Vec<usize> = (0..self.nodes).filter(|n| !side.contains(n)).collect();
+        for i in 0..self.nodes {
+            let other = if side.contains(&i) { &rest } else { side };
+            self.rules(i, other, other)?;
+        }
+        Ok(())
+    }
+
+    fn heal(&self) -> Result<(), String> {
+        eprintln!("heal at {:?}", std::time::SystemTime::now());
+        for i in 0..self.nodes {
+            self.rules(i, &[], &[])?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.created.iter().rev() {
+            if let Err(e) = ip(&format!("netns delete {ns}")) {
+                eprintln!("fault test cleanup: {e}");
+            }
+        }
+    }
+}
+
+/// One node process in its namespace; dropping it kills it.
+struct Node {
+    role: Role,
+    ns: String,
+    dir: PathBuf,
+    log: PathBuf,
+    child: Child,
+    client: Client,
+    peer_id: String,
+}
+
+impl Node {
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The running nodes; dropping them kills them all and, if the test is
+/// failing, prints their logs.
+struct Nodes(Vec<Node>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        self.0.iter_mut().for_each(Node::kill);
+        if std::thread::panicking() {
+            for n in &self.0 {
+                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(60)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                eprintln!(
+                    "----- {} node in {} ({}) -----\n{tail}",
+                    n.role,
+                    n.ns,
+                    n.dir.display()
+                );
+            }
+        }
+    }
+}
+
+fn spawn(lab: &Lab, i: usize, role: Role, dir: &Path, boot: Option<&str>) -> Node {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let log = dir.with_extension("log");
+    let addr = lab.addr(i);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.ns(i), BIN])
+        .args(["--role", role.as_str(), "--data-dir"])
+        .arg(dir)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--listen",
+            &format!("/ip4/{addr}/tcp/4010"),
+            "--api",
+            &format!("{addr}:5010"),
+            "--no-mdns",
+            "--ipfs",
+            "off",
+        ])
+        .args(boot.map(|b| vec!["--bootstrap", b]).unwrap_or_default())
+        .env(
+            "RUST_LOG",
+            std::env::var("NODE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("IPFS_KIT_P2P_") {
+            cmd.env_remove(key);
+        }
+    }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start node {i}: {e}"));
+    Node {
+        role,
+        ns: lab.ns(i),
+        dir: dir.to_owned(),
+        log,
+        child,
+        client: Client::new(format!("{addr}:5010")),
+        peer_id: String::new(),
+    }
+}
+
+/// Starts `roles.len()` nodes, all bootstrapped to the first, and waits
+/// until every node sees every other healthy and in sync.
+async fn cluster(lab: &Lab, dir: &Path, roles: &[Role]) -> Nodes {
+    let mut nodes = Nodes(Vec::new());
+    let mut boot = None;
+    for (i, role) in roles.iter().enumerate() {
+        let mut n = spawn(lab, i, *role, &dir.join(format!("n{i}")), boot.as_deref());
+        let s = wait_for(LONG, || async { n.client.status().await.ok().map(|s| s.0) })
+            .await
+            .unwrap_or_else(|| panic!("node {i} never answered"));
+        n.peer_id = s.peer_id.clone();
+        if i == 0 {
+            boot = Some(format!("/ip4/{}/tcp/4010/p2p/{}", lab.addr(0), s.peer_id));
+        }
+        nodes.0.push(n);
+    }
+    let all = roles.len();
+    wait_for(LONG, || async {
+        for n in &nodes.0 {
+            let s = n.client.status().await.ok()?.0;
+            let healthy = s.peers.iter().filter(|p| p.healthy).count();
+            (healthy == all - 1 && s.leader.is_some()).then_some(())?;
+        }
+        Some(())
+    })
+    .await
+    .expect("the cluster forms");
+    nodes
+}
+
+/// A change a node answered 200 for, with its stamp (`HLC.REPLICA` in hex).
+#[derive(Debug, Clone)]
+struct Acked {
+    cid: String,
+    pin: bool,
+    stamp: (u64, u64),
+}
+
+fn parse_stamp(s: &str) -> (u64, u64) {
+    let (h, a) = s.split_once('.').expect("HLC.REPLICA");
+    (
+        u64::from_str_radix(h, 16).unwrap(),
+        u64::from_str_radix(a, 16).unwrap(),
+    )
+}
+
+/// What a write got: acknowledged, refused with nothing stored, or an
+/// unknown outcome (timed out: it may still take effect).
+#[derive(Debug)]
+enum Outcome {
+    Acked(Acked),
+    NotStored,
+    Unknown,
+}
+
+async fn pin(c: &Client, cid: &str) -> Outcome {
+    let req = PinRequest {
+        cid: cid.to_owned(),
+        replication_min: Some(1),
+        replication_max: Some(1),
+        name: None,
+    };
+    match c.pin_add(&req).await {
+        Ok((v, _)) => {
+            assert!(
+                v.copies >= Some(2),
+                "acknowledged with {:?} copies",
+                v.copies
+            );
+            Outcome::Acked(Acked {
+                cid: cid.to_owned(),
+                pin: true,
+                stamp: parse_stamp(v.stamp.as_deref().unwrap()),
+            })
+        }
+        Err(e) => classify(&e.to_string()),
+    }
+}
+
+async fn unpin(c: &Client, cid: &str) -> Outcome {
+    match c.pin_rm(cid).await {
+        Ok((v, _)) => {
+            assert!(v["copies"].as_u64() >= Some(2), "acknowledged with {v}");
+            Outcome::Acked(Acked {
+                cid: cid.to_owned(),
+                pin: false,
+                stamp: parse_stamp(v["stamp"].as_str().unwrap()),
+            })
+        }
+        Err(e) => classify(&e.to_string()),
+    }
+}
+
+fn classify(e: &str) -> Outcome {
+    if e.contains("nothing was stored") {
+        Outcome::NotStored
+    } else {
+        Outcome::Unknown
+    }
+}
+
+/// Every write's outcome, by CID.
+#[derive(Default)]
+struct Ledger {
+    acked: Vec<Acked>,
+    not_stored: BTreeSet<String>,
+    unknown: BTreeSet<String>,
+}
+
+impl Ledger {
+    fn note(&mut self, cid: &str, o: Outcome) {
+        match o {
+            Outcome::Acked(a) => self.acked.push(a),
+            Outcome::NotStored => {
+                self.not_stored.insert(cid.to_owned());
+            }
+            Outcome::Unknown => {
+                self.unknown.insert(cid.to_owned());
+            }
+        }
+    }
+
+    /// Per CID written only with known outcomes, whether it must end
+    /// pinned: as its latest acknowledged change says.
+    fn expected(&self) -> BTreeMap<String, bool> {
+        let mut last: BTreeMap<String, &Acked> = BTreeMap::new();
+        for a in &self.acked {
+            if last.get(&a.cid).is_none_or(|b| a.stamp > b.stamp) {
+                last.insert(a.cid.clone(), a);
+            }
+        }
+        last.into_iter()
+            .filter(|(cid, _)| !self.unknown.contains(cid))
+            .map(|(cid, a)| (cid, a.pin))
+            .collect()
+    }
+}
+
+async fn pinset(c: &Client) -> Option<BTreeSet<String>> {
+    c.pins()
+        .await
+        .ok()
+        .map(|(p, _)| p.into_iter().map(|p| p.cid).collect())
+}
+
+/// After the heal: every live node holds the same pinset, which holds every
+/// acknowledged pin and none of the acknowledged removals or of the writes
+/// refused with nothing stored.
+async fn check_converged(nodes: &[&Node], ledger: &Ledger) {
+    let expected = ledger.expected();
+    let started = Instant::now();
+    if std::env::var("FAULTS_TRACE").is_ok() {
+        for _ in 0..60 {
+            let mut line = format!("{:>6} ms", started.elapsed().as_millis());
+            for n in nodes {
+                match n.client.status().await {
+                    Ok((s, _)) => {
+                        let healthy = s.peers.iter().filter(|p| p.healthy).count();
+                        let conn = s.peers.iter().filter(|p| p.connected).count();
+                        let same = s
+                            .peers
+                            .iter()
+                            .filter(|p| p.pinset == Some(s.pinset.digest))
+                            .count();
+                        line.push_str(&format!(
+                            " | {} h{healthy} c{conn} same{same} pins{} ",
+                            &n.ns[n.ns.len() - 2..],
+                            s.pinset.pins
+                        ));
+                    }
+                    Err(_) => line.push_str(" | down"),
+                }
+            }
+            eprintln!("{line}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let converged = wait_for(LONG, || async {
+        let first = pinset(&nodes[0].client).await?;
+        for n in &nodes[1..] {
+            if pinset(&n.client).await? != first {
+                return None;
+            }
+        }
+        expected
+            .iter()
+            .all(|(cid, pinned)| first.contains(cid) == *pinned)
+            .then_some(first)
+    })
+    .await;
+    let Some(held) = converged else {
+        let mut seen = Vec::new();
+        for n in nodes {
+            let p = pinset(&n.client).await.unwrap_or_default();
+            let wrong: Vec<_> = expected
+                .iter()
+                .filter(|(c, pinned)| p.contains(*c) != **pinned)
+                .collect();
+            seen.push((n.ns.clone(), p.len(), wrong));
+        }
+        panic!("no convergence on the acknowledged changes: {seen:?}");
+    };
+    for cid in &ledger.not_stored {
+        if !ledger.acked.iter().any(|a| a.cid == *cid) {
+            assert!(
+                !held.contains(cid),
+                "{cid} was refused with nothing stored, yet it is pinned"
+            );
+        }
+    }
+    eprintln!(
+        "converged in {:?}: {} acknowledged, {} refused unstored, {} unknown",
+        started.elapsed(),
+        ledger.acked.len(),
+        ledger.not_stored.len(),
+        ledger.unknown.len()
+    );
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Runs `test` on a thread inside the lab's control namespace (so its HTTP
+/// calls reach the nodes' APIs), or skips it (it passes) where the lab
+/// cannot be built, unless under CI.
+fn in_lab<F, Fut>(name: &str, nodes: usize, test: F)
+where
+    F: FnOnce(Lab, PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let skip = |why: String| {
+        assert!(
+            !in_ci(),
+            "fault test cannot run, and CI must run it: {NEEDS}: {why}"
+        );
+        eprintln!("skipping fault test {name}: {NEEDS}: {why}");
+    };
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("not running as root".into());
+    }
+    if let Err(e) = run("nft", &["--version"], None) {
+        return skip(e);
+    }
+    let tag = format!("f{}{}", std::process::id() % 100_000, &name[..3]);
+    let lab = match Lab::create(&tag, nodes) {
+        Ok(l) => l,
+        Err(e) if e.contains("not permitted") || e.contains("cannot run") => return skip(e),
+        Err(e) => panic!("cannot build the lab: {e}"),
+    };
+    let ctl = format!("/var/run/netns/{tag}ctl");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let outcome = std::thread::spawn(move || {
+        let f = File::open(&ctl).expect("the control namespace");
+        // SAFETY: setns(2) on a namespace file we just opened; it moves only
+        // this thread, which runs nothing but the test.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(test(lab, path));
+    })
+    .join();
+    if std::env::var("FAULTS_KEEP").is_ok() {
+        eprintln!("kept {}", dir.keep().display());
+    } else {
+        drop(dir);
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+const ROLES: [Role; 5] = [
+    Role::Master,
+    Role::Master,
+    Role::Worker,
+    Role::Worker,
+    Role::Worker,
+];
+
+/// Which node leads, by index, once all listed nodes agree.
+async fn leader_of(nodes: &[Node], among: &[usize]) -> usize {
+    let id = wait_for(LONG, || async {
+        let mut leader = None;
+        for &i in among {
+            let l = nodes[i].client.status().await.ok()?.0.leader?.peer_id;
+            if leader.as_ref().is_some_and(|x| *x != l) {
+                return None;
+            }
+            leader = Some(l);
+        }
+        leader
+    })
+    .await
+    .expect("agreement on a leader");
+    nodes.iter().position(|n| n.peer_id == id).unwrap()
+}
+
+/// An isolated leader takes no write it cannot make durable elsewhere: it
+/// answers with errors, and whatever the others acknowledged meanwhile
+/// survives its SIGKILL on every remaining node.
+#[test]
+fn an_isolated_leader_acknowledges_nothing_and_its_death_loses_nothing() {
+    in_lab("isolated", 5, |lab, dir| async move {
+        let mut nodes = cluster(&lab, &dir, &ROLES).await;
+        let l = leader_of(&nodes.0, &[0, 1, 2, 3, 4]).await;
+        let mut ledger = Ledger::default();
+        lab.isolate(l).unwrap();
+        let rest: Vec<usize> = (0..5).filter(|i| *i != l).collect();
+        let deadline = Instant::now() + Duration::from_secs(12);
+        let mut n = 0u64;
+        let mut through_leader = 0;
+        while Instant::now() < deadline {
+            let cid = cid_of(1000 + n);
+            let o = pin(&nodes.0[l].client, &cid).await;
+            if matches!(o, Outcome::Acked(_)) {
+                through_leader += 1;
+            }
+            ledger.note(&cid, o);
+            let cid = cid_of(2000 + n);
+            let o = pin(&nodes.0[rest[(n as usize) % 4]].client, &cid).await;
+            ledger.note(&cid, o);
+            n += 1;
+        }
+        assert_eq!(through_leader, 0, "the isolated leader acknowledged writes");
+        assert!(
+            ledger.acked.len() as u64 >= n / 2,
+            "the others took writes: {} of {n}",
+            ledger.acked.len()
+        );
+        nodes.0[l].kill();
+        lab.heal().unwrap();
+        let survivors: Vec<&Node> = rest.iter().map(|i| &nodes.0[*i]).collect();
+        check_converged(&survivors, &ledger).await;
+    });
+}
+
+/// Removals through an isolated node are not acknowledged; removals through
+/// connected nodes are, and hold after the heal; the pins stay where only
+/// refused removals touched them.
+#[test]
+fn removals_through_an_isolated_node_are_refused_and_acknowledged_ones_hold() {
+    in_lab("removals", 5, |lab, dir| async move {
+        let nodes = cluster(&lab, &dir, &ROLES).await;
+        let mut ledger = Ledger::default();
+        for k in 0..20 {
+            let cid = cid_of(3000 + k);
+            let o = pin(&nodes.0[(k as usize) % 5].client, &cid).await;
+            assert!(matches!(o, Outcome::Acked(_)), "{o:?}");
+            ledger.note(&cid, o);
+        }
+        // Wait until node 4 holds them all, then cut it off.
+        wait_for(LONG, || async {
+            (pinset(&nodes.0[4].client).await?.len() >= 20).then_some(())
+        })
+        .await
+        .expect("spread");
+        lab.isolate(4).unwrap();
+        for k in 0..10 {
+            let cid = cid_of(3000 + k);
+            let o = unpin(&nodes.0[4].client, &cid).await;
+            assert!(
+                !matches!(o, Outcome::Acked(_)),
+                "an isolated node acknowledged {o:?}"
+            );
+            ledger.note(&cid, o);
+        }
+        for k in 10..20 {
+            let cid = cid_of(3000 + k);
+            let o = unpin(&nodes.0[(k as usize) % 4].client, &cid).await;
+            assert!(matches!(o, Outcome::Acked(_)), "{o:?}");
+            ledger.note(&cid, o);
+        }
+        lab.heal().unwrap();
+        let all: Vec<&Node> = nodes.0.iter().collect();
+        check_converged(&all, &ledger).await;
+    });
+}
+
+/// A 3/2 partition with writes on both sides, some to the same CIDs: both
+/// sides hold two masters or workers, so both keep taking writes; after
+/// the heal every node holds the same pinset, where each CID is as its
+/// latest acknowledged change left it.
+#[test]
+fn a_partition_with_writes_on_both_sides_converges_on_every_acknowledged_change() {
+    in_lab("partition", 5, |lab, dir| async move {
+        let nodes = cluster(&lab, &dir, &ROLES).await;
+        let mut ledger = Ledger::default();
+        lab.partition(&[0, 2, 4]).unwrap();
+        let (a, b) = ([0usize, 2, 4], [1usize, 3]);
+        let (mut took_a, mut took_b) = (0, 0);
+        for k in 0..60u64 {
+            // Distinct CIDs on each side, and a few both sides change.
+            let side_a = nodes.0[a[(k as usize) % 3]].client.clone();
+            let side_b = nodes.0[b[(k as usize) % 2]].client.clone();
+            let (ca, cb, shared) = (cid_of(4000 + k), cid_of(5000 + k), cid_of(6000 + k % 5));
+            let o = pin(&side_a, &ca).await;
+            took_a += usize::from(matches!(o, Outcome::Acked(_)));
+            ledger.note(&ca, o);
+            let o = pin(&side_b, &cb).await;
+            took_b += usize::from(matches!(o, Outcome::Acked(_)));
+            ledger.note(&cb, o);
+            let o = if k % 2 == 0 {
+                pin(&side_a, &shared).await
+            } else {
+                unpin(&side_b, &shared).await
+            };
+            ledger.note(&shared, o);
+        }
+        assert!(
+            took_a >= 50 && took_b >= 50,
+            "both sides kept taking writes: {took_a} and {took_b} of 60"
+        );
+        lab.heal().unwrap();
+        let all: Vec<&Node> = nodes.0.iter().collect();
+        check_converged(&all, &ledger).await;
+    });
+}
+
+/// The leader's packets to the others are dropped while theirs reach it:
+/// the others elect another leader and keep taking writes; the cut-off
+/// leader acknowledges none; after the heal all converge.
+#[test]
+fn a_one_way_link_failure_loses_no_acknowledged_change() {
+    in_lab("oneway", 5, |lab, dir| async move {
+        let nodes = cluster(&lab, &dir, &ROLES).await;
+        let l = leader_of(&nodes.0, &[0, 1, 2, 3, 4]).await;
+        let rest: Vec<usize> = (0..5).filter(|i| *i != l).collect();
+        lab.one_way(l).unwrap();
+        let mut ledger = Ledger::default();
+        let mut through_leader = 0;
+        for k in 0..25u64 {
+            let cid = cid_of(7000 + k);
+            let o = pin(&nodes.0[l].client, &cid).await;
+            if matches!(o, Outcome::Acked(_)) {
+                through_leader += 1;
+            }
+            ledger.note(&cid, o);
+            let cid = cid_of(8000 + k);
+            let o = pin(&nodes.0[rest[(k as usize) % 4]].client, &cid).await;
+            ledger.note(&cid, o);
+        }
+        assert_eq!(through_leader, 0, "the cut-off leader acknowledged writes");
+        let others = leader_of(&nodes.0, &rest).await;
+        assert_ne!(others, l, "the others follow another leader");
+        lab.heal().unwrap();
+        let all: Vec<&Node> = nodes.0.iter().collect();
+        check_converged(&all, &ledger).await;
+    });
+}
