@@ -16,10 +16,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{
-    Flags, NodeProc, Spawner, prefill_pinset, release_binary, rss_kib, wait_for,
-};
 use serde_json::json;
+use testkit::{Flags, NodeProc, Spawner, prefill_pinset, release_binary, rss_kib, wait_for};
 
 /// Waits until `node` has seen every change `of` has, and says how long it took.
 async fn synced(node: &NodeProc, of: &NodeProc, entries: u64, within: Duration) -> Option<f64> {

@@ -20,10 +20,10 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{
+use serde_json::json;
+use testkit::{
     NodeProc, Spawner, agreed_leader, expected_leader, release_binary, rss_kib, summary,
 };
-use serde_json::json;
 
 const POLL: Duration = Duration::from_millis(50);
 const DEADLINE: Duration = Duration::from_secs(60);

@@ -17,10 +17,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use ipfs_kit_p2p::ipfs_rpc::IpfsClient;
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{
-    EngineProc, Flags, Spawner, release_binary, rss_kib, summary, wait_for,
-};
 use serde_json::json;
+use testkit::{EngineProc, Flags, Spawner, release_binary, rss_kib, summary, wait_for};
 
 const MIB: usize = 1024 * 1024;
 

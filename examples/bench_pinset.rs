@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{
+use serde_json::json;
+use testkit::{
     EngineProc, Flags, NodeProc, Spawner, agreed_leader, ipfs_of, pinned_sets, release_binary,
     rss_kib, start_cluster, wait_for, wait_ipfs_everywhere,
 };
-use serde_json::json;
 
 #[tokio::main]
 async fn main() -> Result<(), String> {

@@ -35,7 +35,6 @@
 //!   IPFS pins). They follow the node's `ClusterView` (a `watch` the node
 //!   loop feeds) and send through the node's request-response (`NodeHandle`
 //!   as `Transport`).
-//! * [`testkit`]: spawning real node processes for tests and benchmarks.
 //!
 //! Shutdown: SIGINT/SIGTERM cancel a `CancellationToken`; the node announces
 //! its departure (gossip + a direct notice to each peer, acknowledged), then
@@ -56,8 +55,6 @@ pub mod pinset;
 pub mod role;
 pub mod store;
 pub mod supervisor;
-#[doc(hidden)]
-pub mod testkit;
 pub mod view;
 pub mod wire;
 

@@ -212,11 +212,13 @@ pub enum PinsetResponse {
     /// Every pushed change is durable here (or overtaken by a later one).
     Stored,
     /// A page of changes; `next: None` is the last, which carries the
-    /// answering node's vector.
+    /// answering node's vector (so does the first of a session in CID
+    /// order, `by_cid`).
     Page {
         entries: Vec<Entry>,
         next: Option<Cursor>,
         vv: Option<Vv>,
+        by_cid: bool,
     },
     Refused {
         reason: String,
@@ -245,7 +247,12 @@ impl PinsetRequest {
     pub fn check(&self) -> Result<(), WireError> {
         match self {
             PinsetRequest::Push { entries } => check_entries(entries),
-            PinsetRequest::Pull { vv, .. } => check_vv(vv),
+            PinsetRequest::Pull { vv, from, .. } => {
+                if let Cursor::Cid(c) = from {
+                    check_cid(c)?;
+                }
+                check_vv(vv)
+            }
         }
     }
 }
@@ -254,8 +261,13 @@ impl PinsetResponse {
     /// Bounds and contents a peer cannot be trusted with.
     pub fn check(&self) -> Result<(), WireError> {
         match self {
-            PinsetResponse::Page { entries, vv, .. } => {
+            PinsetResponse::Page {
+                entries, vv, next, ..
+            } => {
                 check_entries(entries)?;
+                if let Some(Cursor::Cid(c)) = next {
+                    check_cid(c)?;
+                }
                 check_vv(vv)
             }
             PinsetResponse::Stored => Ok(()),

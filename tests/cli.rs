@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ipfs_kit_p2p::api::StatusView;
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::Spawner;
+use testkit::Spawner;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 
@@ -169,7 +169,7 @@ async fn status_peers_single_data_dir_and_clean_stop() {
     assert!(out.status.success());
 
     // A lone master leads itself once its startup grace is over.
-    let leader = ipfs_kit_p2p::testkit::wait_for(Duration::from_secs(20), || async {
+    let leader = testkit::wait_for(Duration::from_secs(20), || async {
         node.status().await.and_then(|s| s.leader)
     })
     .await

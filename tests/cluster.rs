@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{NodeProc, Spawner, agreed_leader, expected_leader, wait_for};
+use testkit::{NodeProc, Spawner, agreed_leader, expected_leader, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(40);
 

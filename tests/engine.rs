@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use ipfs_kit_p2p::ipfs_rpc::RpcError;
-use ipfs_kit_p2p::testkit::EngineProc;
 use sha2::{Digest, Sha256};
+use testkit::EngineProc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 const CHUNK: usize = 262_144;
@@ -294,7 +294,7 @@ async fn errors_have_kubos_shape_and_browsers_are_refused() {
 
     c.shutdown().await.unwrap();
     let mut e = e;
-    let exited = ipfs_kit_p2p::testkit::wait_for(Duration::from_secs(20), || {
+    let exited = testkit::wait_for(Duration::from_secs(20), || {
         let s = e.child.try_wait().ok().flatten();
         async move { s }
     })

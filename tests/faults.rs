@@ -5,216 +5,30 @@
 //! that every change the cluster acknowledged holds on every node, and that
 //! every node ends with the same pinset.
 //!
-//! The addresses (10.251.0.0/24) exist only in namespaces the test creates
-//! and removes (also when it fails); the host's interfaces, routes and
-//! firewall are never touched. The test's own HTTP calls go from a control
-//! namespace on the same bridge, which the fault rules leave alone. This
-//! needs root, iproute2 and nftables: elsewhere the tests are skipped,
-//! except under `CI`, where they fail.
+//! The lab is `testkit::netns`: addresses (10.251.0.0/24) only in
+//! namespaces the test creates and removes (also when it fails), the
+//! test's own HTTP calls from a control namespace the fault rules leave
+//! alone. This needs root, iproute2 and nftables: elsewhere the tests are
+//! skipped, except under `CI`, where they fail.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipfs_kit_p2p::api::Client;
 use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{cid_of, wait_for};
+use testkit::netns::{Lab, LabNode as Node, NEEDS, available, in_ci, on_thread_in};
+use testkit::{cid_of, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 const LONG: Duration = Duration::from_secs(90);
-const NEEDS: &str = "needs root, iproute2 (ip netns) and nftables (nft)";
-const NET: &str = "10.251.0";
-/// The control namespace's address: fault rules never drop its packets.
-const CTL: &str = "10.251.0.250";
 /// Faster failure detection than the defaults, so a test takes seconds.
 const CONFIG: &str = "[election]\nheartbeat_interval_ms = 500\npeer_timeout_ms = 3000\n\
                       suspect_timeout_ms = 1000\n[network]\nredial_interval_ms = 500\n";
 
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|e| format!("{program}: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "`{program} {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    ))
-}
-
-fn ip(args: &str) -> Result<(), String> {
-    let args: Vec<&str> = args.split_whitespace().collect();
-    run("ip", &args, None)
-}
-
-/// The namespaces of one test: a bridge, one per node, one for the test's
-/// own calls. Dropping it deletes them (and so their veths and rules).
-struct Lab {
-    tag: String,
-    created: Vec<String>,
-    nodes: usize,
-}
-
-impl Lab {
-    fn create(tag: &str, nodes: usize) -> Result<Lab, String> {
-        let mut lab = Lab {
-            tag: tag.to_owned(),
-            created: Vec::new(),
-            nodes,
-        };
-        let br = format!("{tag}br");
-        lab.add(&br)?;
-        ip(&format!("-n {br} link set lo up"))?;
-        ip(&format!("-n {br} link add br0 type bridge"))?;
-        ip(&format!("-n {br} link set br0 up"))?;
-        for i in 0..=nodes {
-            let (ns, addr) = if i == nodes {
-                (format!("{tag}ctl"), CTL.to_owned())
-            } else {
-                (lab.ns(i), lab.addr(i))
-            };
-            lab.add(&ns)?;
-            ip(&format!(
-                "-n {ns} link add eth0 type veth peer name p{i} netns {br}"
-            ))?;
-            ip(&format!("-n {br} link set p{i} master br0 up"))?;
-            ip(&format!("-n {ns} link set lo up"))?;
-            ip(&format!("-n {ns} addr add {addr}/24 dev eth0"))?;
-            ip(&format!("-n {ns} link set eth0 up"))?;
-        }
-        Ok(lab)
-    }
-
-    fn add(&mut self, name: &str) -> Result<(), String> {
-        ip(&format!("netns add {name}"))?;
-        self.created.push(name.to_owned());
-        Ok(())
-    }
-
-    fn ns(&self, i: usize) -> String {
-        format!("{}n{i}", self.tag)
-    }
-
-    fn addr(&self, i: usize) -> String {
-        format!("{NET}.{}", i + 1)
-    }
-
-    /// Replaces node `i`'s fault rules: drop what it receives from and what
-    /// it sends to the nodes in `from` and `to`.
-    fn rules(&self, i: usize, from: &[usize], to: &[usize]) -> Result<(), String> {
-        let set = |nodes: &[usize]| {
-            nodes
-                .iter()
-                .map(|n| self.addr(*n))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut script = String::from("table inet fault\ndelete table inet fault\n");
-        script.push_str("table inet fault {\n");
-        script.push_str("  chain input { type filter hook input priority 0; policy accept;\n");
-        if !from.is_empty() {
-            script.push_str(&format!("    ip saddr {{ {} }} drop\n", set(from)));
-        }
-        script
-            .push_str("  }\n  chain output { type filter hook output priority 0; policy accept;\n");
-        if !to.is_empty() {
-            script.push_str(&format!("    ip daddr {{ {} }} drop\n", set(to)));
-        }
-        script.push_str("  }\n}\n");
-        run(
-            "ip",
-            &["netns", "exec", &self.ns(i), "nft", "-f", "-"],
-            Some(&script),
-        )
-    }
-
-    fn others(&self, i: usize) -> Vec<usize> {
-        (0..self.nodes).filter(|n| *n != i).collect()
-    }
-
-    /// Node `i` can reach no node and no node can reach it.
-    fn isolate(&self, i: usize) -> Result<(), String> {
-        let o = self.others(i);
-        self.rules(i, &o, &o)
-    }
-
-    /// Node `i`'s packets to every other node are dropped; theirs reach it.
-    fn one_way(&self, i: usize) -> Result<(), String> {
-        self.rules(i, &[], &self.others(i))
-    }
-
-    /// The nodes in `side` and the rest cannot reach each other.
-    fn partition(&self, side: &[usize]) -> Result<(), String> {
-        eprintln!("partition {side:?} at {:?}", std::time::SystemTime::now());
-        let rest: Vec<usize> = (0..self.nodes).filter(|n| !side.contains(n)).collect();
-        for i in 0..self.nodes {
-            let other = if side.contains(&i) { &rest } else { side };
-            self.rules(i, other, other)?;
-        }
-        Ok(())
-    }
-
-    fn heal(&self) -> Result<(), String> {
-        eprintln!("heal at {:?}", std::time::SystemTime::now());
-        for i in 0..self.nodes {
-            self.rules(i, &[], &[])?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self.created.iter().rev() {
-            if let Err(e) = ip(&format!("netns delete {ns}")) {
-                eprintln!("fault test cleanup: {e}");
-            }
-        }
-    }
-}
-
-/// One node process in its namespace; dropping it kills it.
-struct Node {
-    role: Role,
-    ns: String,
-    dir: PathBuf,
-    log: PathBuf,
-    child: Child,
-    client: Client,
-    peer_id: String,
-}
-
-impl Node {
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The running nodes; dropping them kills them all and, if the test is
-/// failing, prints their logs.
+/// failing, prints the end of their logs.
 struct Nodes(Vec<Node>);
 
 impl Drop for Nodes {
@@ -222,72 +36,15 @@ impl Drop for Nodes {
         self.0.iter_mut().for_each(Node::kill);
         if std::thread::panicking() {
             for n in &self.0 {
-                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-                let tail: String = log
-                    .lines()
-                    .rev()
-                    .take(60)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
                 eprintln!(
-                    "----- {} node in {} ({}) -----\n{tail}",
+                    "----- {} node in {} ({}) -----\n{}",
                     n.role,
                     n.ns,
-                    n.dir.display()
+                    n.dir.display(),
+                    n.log_tail(60)
                 );
             }
         }
-    }
-}
-
-fn spawn(lab: &Lab, i: usize, role: Role, dir: &Path, boot: Option<&str>) -> Node {
-    std::fs::create_dir_all(dir).unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let log = dir.with_extension("log");
-    let addr = lab.addr(i);
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &lab.ns(i), BIN])
-        .args(["--role", role.as_str(), "--data-dir"])
-        .arg(dir)
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "--listen",
-            &format!("/ip4/{addr}/tcp/4010"),
-            "--api",
-            &format!("{addr}:5010"),
-            "--no-mdns",
-            "--ipfs",
-            "off",
-        ])
-        .args(boot.map(|b| vec!["--bootstrap", b]).unwrap_or_default())
-        .env(
-            "RUST_LOG",
-            std::env::var("NODE_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).unwrap());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("IPFS_KIT_P2P_") {
-            cmd.env_remove(key);
-        }
-    }
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start node {i}: {e}"));
-    Node {
-        role,
-        ns: lab.ns(i),
-        dir: dir.to_owned(),
-        log,
-        child,
-        client: Client::new(format!("{addr}:5010")),
-        peer_id: String::new(),
     }
 }
 
@@ -297,7 +54,16 @@ async fn cluster(lab: &Lab, dir: &Path, roles: &[Role]) -> Nodes {
     let mut nodes = Nodes(Vec::new());
     let mut boot = None;
     for (i, role) in roles.iter().enumerate() {
-        let mut n = spawn(lab, i, *role, &dir.join(format!("n{i}")), boot.as_deref());
+        let mut n = lab
+            .spawn(
+                i,
+                BIN.as_ref(),
+                *role,
+                &dir.join(format!("n{i}")),
+                CONFIG,
+                boot.as_deref(),
+            )
+            .unwrap();
         let s = wait_for(LONG, || async { n.client.status().await.ok().map(|s| s.0) })
             .await
             .unwrap_or_else(|| panic!("node {i} never answered"));
@@ -510,10 +276,6 @@ async fn check_converged(nodes: &[&Node], ledger: &Ledger) {
     );
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
 /// Runs `test` on a thread inside the lab's control namespace (so its HTTP
 /// calls reach the nodes' APIs), or skips it (it passes) where the lab
 /// cannot be built, unless under CI.
@@ -529,35 +291,19 @@ where
         );
         eprintln!("skipping fault test {name}: {NEEDS}: {why}");
     };
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return skip("not running as root".into());
-    }
-    if let Err(e) = run("nft", &["--version"], None) {
+    if let Err(e) = available() {
         return skip(e);
     }
     let tag = format!("f{}{}", std::process::id() % 100_000, &name[..3]);
-    let lab = match Lab::create(&tag, nodes) {
+    let lab = match Lab::create(&tag, nodes, "10.251.0") {
         Ok(l) => l,
         Err(e) if e.contains("not permitted") || e.contains("cannot run") => return skip(e),
         Err(e) => panic!("cannot build the lab: {e}"),
     };
-    let ctl = format!("/var/run/netns/{tag}ctl");
+    let ctl = lab.ctl();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
-    let outcome = std::thread::spawn(move || {
-        let f = File::open(&ctl).expect("the control namespace");
-        // SAFETY: setns(2) on a namespace file we just opened; it moves only
-        // this thread, which runs nothing but the test.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(test(lab, path));
-    })
-    .join();
+    let outcome = on_thread_in(&ctl, move || test(lab, path));
     if std::env::var("FAULTS_KEEP").is_ok() {
         eprintln!("kept {}", dir.keep().display());
     } else {

@@ -12,9 +12,9 @@ use ipfs_kit_p2p::ipfs::{IpfsStatus, Mode};
 use ipfs_kit_p2p::pinset::held::HeldStore;
 use ipfs_kit_p2p::pinset::holder::{self, HolderHandle, HolderSettings};
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{EngineProc, wait_for};
 use ipfs_kit_p2p::view::{ClusterView, PeerView};
 use ipfs_kit_p2p::wire::{HeldState, HolderOrder, HolderRequest, HolderResponse};
+use testkit::{EngineProc, wait_for};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

@@ -31,10 +31,10 @@ use sha2::{Digest, Sha256};
 
 use ipfs_kit_p2p::api::{PeerView, StatusView};
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{NodeProc, Spawner, wait_for};
 use ipfs_kit_p2p::wire::{
     self, Envelope, Gossip, Health, Heartbeat, MAX_RPC_BYTES, Protocols, Request, Response,
 };
+use testkit::{NodeProc, Spawner, wait_for};
 
 /// Bound on every wait for a condition.
 const WITHIN: Duration = Duration::from_secs(30);

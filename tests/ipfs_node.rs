@@ -9,7 +9,7 @@ use std::time::Duration;
 use ipfs_kit_p2p::ipfs::Mode;
 use ipfs_kit_p2p::ipfs_rpc::IpfsClient;
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{EngineProc, NodeProc, Spawner, wait_for};
+use testkit::{EngineProc, NodeProc, Spawner, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 const LONG: Duration = Duration::from_secs(60);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{NodeProc, Spawner, cid_of, prefill_pinset, start_cluster, wait_for};
+use testkit::{NodeProc, Spawner, cid_of, prefill_pinset, start_cluster, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 const LONG: Duration = Duration::from_secs(60);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::ipfs_rpc::IpfsClient;
 use ipfs_kit_p2p::role::Role;
-use ipfs_kit_p2p::testkit::{
+use testkit::{
     NodeProc, Spawner, agreed_leader, ipfs_of, pinned_sets, start_cluster, wait_for,
     wait_ipfs_everywhere,
 };
@@ -290,10 +290,9 @@ async fn a_holder_whose_ipfs_stays_down_has_its_copies_moved() {
     use Role::*;
     let mut nodes = cluster(&sp, dir.path(), &[Master, Worker, Worker]).await;
     // A fourth node whose IPFS is an external daemon the test controls.
-    let engine =
-        ipfs_kit_p2p::testkit::EngineProc::start(BIN.as_ref(), &dir.path().join("ext"), None)
-            .await
-            .unwrap();
+    let engine = testkit::EngineProc::start(BIN.as_ref(), &dir.path().join("ext"), None)
+        .await
+        .unwrap();
     let cfg = dir.path().join("external.toml");
     std::fs::write(
         &cfg,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ipfs_kit_p2p::role::Role;
 use ipfs_kit_p2p::supervisor::State;
-use ipfs_kit_p2p::testkit::{Spawner, wait_for};
+use testkit::{Spawner, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_start_with_the_node_show_in_status_and_stop_with_it() {

@@ -172,6 +172,9 @@ struct Actor<T: Transport> {
     served: HashMap<(String, u64), (DbView, Vv, Instant)>,
     progress: watch::Sender<Progress>,
     view: ClusterView,
+    /// The node's main runtime: requests to peers run there, beside this
+    /// thread's transactions (the next page is fetched while one is stored).
+    net: tokio::runtime::Handle,
 }
 
 fn now() -> Now {
@@ -191,6 +194,8 @@ pub fn spawn<T: Transport>(
     transport: T,
     stop: CancellationToken,
 ) -> Result<(PinsetHandle, std::thread::JoinHandle<()>), String> {
+    let net = tokio::runtime::Handle::try_current()
+        .map_err(|_| "the pinset task must be started from a tokio runtime".to_string())?;
     let loaded = db.load().map_err(|e| e.to_string())?;
     let core = Replica::new(me.clone(), role, cfg, loaded, now());
     let (tx, rx) = mpsc::channel(4096);
@@ -209,6 +214,7 @@ pub fn spawn<T: Transport>(
         served: HashMap::new(),
         progress,
         view: ClusterView::default(),
+        net,
     };
     actor.publish();
     let thread =
@@ -330,7 +336,11 @@ impl<T: Transport> Actor<T> {
         self.served
             .retain(|_, (_, _, used)| now.saturating_duration_since(*used) < SERVED_IDLE);
         let key = (from, session);
-        if let Some(want) = vv {
+        // A first request opens the session's snapshot; the same one again
+        // (duplicated on the way) must not freeze a second one mid-session.
+        if let Some(want) = vv
+            && self.served.get(&key).is_none_or(|(_, w, _)| *w != want)
+        {
             if self.served.len() >= MAX_SERVED && !self.served.contains_key(&key) {
                 return refused("busy: too many anti-entropy sessions; retry later".into());
             }
@@ -345,13 +355,21 @@ impl<T: Transport> Actor<T> {
             return refused("no such anti-entropy session (expired?)".into());
         };
         *used = now;
-        match page(&*view, want, at, MAX_PINSET_BATCH, MAX_PINSET_BATCH_BYTES) {
-            Ok((entries, next)) => {
-                let vv = next.is_none().then(|| view.vv_owned());
-                if next.is_none() {
+        match page(&*view, want, &at, MAX_PINSET_BATCH, MAX_PINSET_BATCH_BYTES) {
+            Ok(p) => {
+                // The vector goes with the last page, and with the first of
+                // a session in CID order (the receiver's index floor).
+                let first_by_cid = at == Cursor::default() && p.by_cid;
+                let vv = (p.next.is_none() || first_by_cid).then(|| view.vv_owned());
+                if p.next.is_none() {
                     self.served.remove(&key);
                 }
-                PinsetResponse::Page { entries, next, vv }
+                PinsetResponse::Page {
+                    entries: p.entries,
+                    next: p.next,
+                    vv,
+                    by_cid: p.by_cid,
+                }
             }
             Err(e) => {
                 self.served.remove(&key);
@@ -361,6 +379,22 @@ impl<T: Transport> Actor<T> {
     }
 
     fn execute(&mut self, fx: Vec<Effect>) {
+        // Pulls first: they depend on nothing being stored, and the next
+        // page then travels while this batch is committed.
+        let (pulls, fx): (Vec<Effect>, Vec<Effect>) = fx
+            .into_iter()
+            .partition(|e| matches!(e, Effect::Pull { .. }));
+        for pull in pulls {
+            if let Effect::Pull {
+                to,
+                session,
+                vv,
+                from,
+            } = pull
+            {
+                self.pull(to, session, vv, from);
+            }
+        }
         let persists: Vec<_> = fx
             .iter()
             .filter_map(|e| match e {
@@ -377,10 +411,10 @@ impl<T: Transport> Actor<T> {
         }
         for effect in fx {
             match effect {
-                Effect::Persist(_) => {}
+                Effect::Persist(_) | Effect::Pull { .. } => {}
                 Effect::Push { to, batch, entries } => {
                     let (transport, tx) = (self.transport.clone(), self.tx.clone());
-                    tokio::spawn(async move {
+                    self.net.spawn(async move {
                         let result = match transport
                             .request(&to, PinsetRequest::Push { entries })
                             .await
@@ -394,32 +428,6 @@ impl<T: Transport> Actor<T> {
                             debug!(peer = %to, error = %e, "pinset: push failed");
                         }
                         let _ = tx.send(Msg::Pushed { to, batch, result }).await;
-                    });
-                }
-                Effect::Pull {
-                    to,
-                    session,
-                    vv,
-                    from,
-                } => {
-                    let (transport, tx) = (self.transport.clone(), self.tx.clone());
-                    tokio::spawn(async move {
-                        let req = PinsetRequest::Pull { session, vv, from };
-                        let result = match transport.request(&to, req).await {
-                            Ok(PinsetResponse::Page { entries, next, vv }) => {
-                                Ok(PageAnswer { entries, next, vv })
-                            }
-                            Ok(PinsetResponse::Refused { reason }) => Err(reason),
-                            Ok(other) => Err(format!("unexpected answer {other:?}")),
-                            Err(e) => Err(e),
-                        };
-                        let _ = tx
-                            .send(Msg::Page {
-                                from: to,
-                                session,
-                                result,
-                            })
-                            .await;
                     });
                 }
                 Effect::Reply { token, result } => {
@@ -437,6 +445,36 @@ impl<T: Transport> Actor<T> {
                 }
             }
         }
+    }
+
+    fn pull(&self, to: String, session: u64, vv: Option<Vv>, from: Cursor) {
+        let (transport, tx) = (self.transport.clone(), self.tx.clone());
+        self.net.spawn(async move {
+            let req = PinsetRequest::Pull { session, vv, from };
+            let result = match transport.request(&to, req).await {
+                Ok(PinsetResponse::Page {
+                    entries,
+                    next,
+                    vv,
+                    by_cid,
+                }) => Ok(PageAnswer {
+                    entries,
+                    next,
+                    vv,
+                    by_cid,
+                }),
+                Ok(PinsetResponse::Refused { reason }) => Err(reason),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e),
+            };
+            let _ = tx
+                .send(Msg::Page {
+                    from: to,
+                    session,
+                    result,
+                })
+                .await;
+        });
     }
 
     /// After a failed transaction: every answer owed is an error, and the

@@ -28,6 +28,9 @@ const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("crdt.state");
 const BY_AUTHOR: TableDefinition<(u64, u64), &str> = TableDefinition::new("crdt.by_author");
 /// author → bincode [`Ranges`]
 const VV: TableDefinition<u64, &[u8]> = TableDefinition::new("crdt.vv");
+/// author → bincode [`Ranges`]: the index floor (changes that may be in
+/// the state without being in `BY_AUTHOR`, see [`super::sync`]).
+const FLOOR: TableDefinition<u64, &[u8]> = TableDefinition::new("crdt.floor");
 /// peer ID → bincode [`Member`]
 const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("crdt.members");
 const META: TableDefinition<&str, u64> = TableDefinition::new("crdt.meta");
@@ -176,6 +179,7 @@ impl PinDb {
             txn.open_table(STATE).map_err(|e| self.err(e))?;
             txn.open_table(BY_AUTHOR).map_err(|e| self.err(e))?;
             txn.open_table(VV).map_err(|e| self.err(e))?;
+            txn.open_table(FLOOR).map_err(|e| self.err(e))?;
             txn.open_table(MEMBERS).map_err(|e| self.err(e))?;
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             if meta.get(K_AUTHOR).map_err(|e| self.err(e))?.is_none() {
@@ -240,7 +244,7 @@ impl PinDb {
                 entries,
                 seen,
                 hlc,
-                members: Vec::new(),
+                ..Persist::default()
             };
             self.apply(txn, std::slice::from_ref(&p))?;
         }
@@ -279,6 +283,7 @@ impl PinDb {
         let mut state = txn.open_table(STATE).map_err(|x| self.err(x))?;
         let mut by_author = txn.open_table(BY_AUTHOR).map_err(|x| self.err(x))?;
         let mut vv = txn.open_table(VV).map_err(|x| self.err(x))?;
+        let mut floor = txn.open_table(FLOOR).map_err(|x| self.err(x))?;
         let mut members = txn.open_table(MEMBERS).map_err(|x| self.err(x))?;
         let mut meta = txn.open_table(META).map_err(|x| self.err(x))?;
         let get = |meta: &redb::Table<&str, u64>, k| -> Result<u64, PinDbError> {
@@ -287,48 +292,72 @@ impl PinDb {
         let (mut pins, mut tombs) = (get(&meta, K_PINS)?, get(&meta, K_TOMBSTONES)?);
         let mut hlc = get(&meta, K_HLC)?;
         let mut seen = Vv::default();
-        for p in batch {
-            for entry in &p.entries {
-                let cid = entry.cid();
-                let old = state
-                    .get(cid)
-                    .map_err(e)?
-                    .map(|v| stamp_of(v.value()).map(|s| (s, v.value().len() > 24)));
-                let old = match old {
-                    Some(None) => {
+        // The batch's winner per CID, in CID order: B-tree inserts in key
+        // order touch far fewer pages (a bulk sync stores a page at a time).
+        let mut batch_entries: Vec<(&Entry, bool)> = batch
+            .iter()
+            .flat_map(|p| p.entries.iter().map(|e| (e, !p.unindexed)))
+            .collect();
+        batch_entries
+            .sort_by(|(a, _), (b, _)| a.cid().cmp(b.cid()).then(b.order().cmp(&a.order())));
+        batch_entries.dedup_by(|(later, _), (first, _)| later.cid() == first.cid());
+        let mut dropped = Vec::new();
+        let mut added = Vec::with_capacity(batch_entries.len());
+        for (entry, indexed) in batch_entries {
+            let cid = entry.cid();
+            // One traversal: insert, and put the old one back if it wins.
+            let old = state
+                .insert(cid, encode_entry(entry).as_slice())
+                .map_err(e)?
+                .map(|v| v.value().to_vec());
+            let old = match old {
+                None => None,
+                Some(bytes) => match stamp_of(&bytes) {
+                    Some(o) => Some((o, bytes)),
+                    None => {
                         return Err(PinDbError::Corrupt {
                             path: self.path.clone(),
                             what: format!("pin {cid}"),
                             message: "too short".into(),
                         });
                     }
-                    Some(Some(o)) => Some(o),
-                    None => None,
-                };
-                if !wins(entry.order(), old.map(|(o, _)| o)) {
-                    continue;
+                },
+            };
+            if !wins(entry.order(), old.as_ref().map(|(o, _)| *o)) {
+                if let Some((_, bytes)) = old {
+                    state.insert(cid, bytes.as_slice()).map_err(e)?;
                 }
-                if let Some(((s, seq), was_pin)) = old {
-                    by_author.remove((s.author, seq)).map_err(e)?;
-                    if was_pin {
-                        pins -= 1;
-                    } else {
-                        tombs -= 1;
-                    }
-                }
-                if entry.is_pin() {
-                    pins += 1;
-                } else {
-                    tombs += 1;
-                }
-                state
-                    .insert(cid, encode_entry(entry).as_slice())
-                    .map_err(e)?;
-                by_author
-                    .insert((entry.stamp.author, entry.seq), cid)
-                    .map_err(e)?;
+                continue;
             }
+            if let Some(((s, seq), bytes)) = old {
+                dropped.push((s.author, seq));
+                if bytes.len() > 24 {
+                    pins -= 1;
+                } else {
+                    tombs -= 1;
+                }
+            }
+            if entry.is_pin() {
+                pins += 1;
+            } else {
+                tombs += 1;
+            }
+            if indexed {
+                added.push(((entry.stamp.author, entry.seq), cid));
+            }
+        }
+        dropped.sort_unstable();
+        for key in dropped {
+            by_author.remove(key).map_err(e)?;
+        }
+        added.sort_unstable_by_key(|(k, _)| *k);
+        for (key, cid) in added {
+            by_author.insert(key, cid).map_err(e)?;
+        }
+        let mut floor_add = Vv::default();
+        for p in batch {
             seen.union(&p.seen);
+            floor_add.union(&p.floor);
             hlc = hlc.max(p.hlc);
             for (id, m) in &p.members {
                 match m {
@@ -337,13 +366,15 @@ impl PinDb {
                 };
             }
         }
-        for (author, ranges) in &seen.0 {
-            let mut stored = match vv.get(*author).map_err(e)? {
-                Some(v) => decode_ranges(&self.path, *author, v.value())?,
-                None => Ranges::default(),
-            };
-            if stored.union(ranges) {
-                vv.insert(*author, bin(&stored).as_slice()).map_err(e)?;
+        for (table, add) in [(&mut vv, &seen), (&mut floor, &floor_add)] {
+            for (author, ranges) in &add.0 {
+                let mut stored = match table.get(*author).map_err(e)? {
+                    Some(v) => decode_ranges(&self.path, *author, v.value())?,
+                    None => Ranges::default(),
+                };
+                if stored.union(ranges) {
+                    table.insert(*author, bin(&stored).as_slice()).map_err(e)?;
+                }
             }
         }
         meta.insert(K_PINS, pins).map_err(e)?;
@@ -358,9 +389,11 @@ impl PinDb {
         let mut view = DbView {
             txn,
             vv: Vv::default(),
+            floor: Vv::default(),
             path: self.path.clone(),
         };
-        view.vv = view.read_vv()?;
+        view.vv = view.read_vv(VV)?;
+        view.floor = view.read_vv(FLOOR)?;
         Ok(view)
     }
 }
@@ -380,6 +413,7 @@ fn decode_ranges(path: &Path, author: u64, bytes: &[u8]) -> Result<Ranges, PinDb
 pub struct DbView {
     txn: ReadTransaction,
     vv: Vv,
+    floor: Vv,
     path: PathBuf,
 }
 
@@ -406,8 +440,8 @@ impl DbView {
             .map_or(0, |v| v.value()))
     }
 
-    fn read_vv(&self) -> Result<Vv, PinDbError> {
-        let t = self.txn.open_table(VV).map_err(|e| self.err(e))?;
+    fn read_vv(&self, table: TableDefinition<u64, &[u8]>) -> Result<Vv, PinDbError> {
+        let t = self.txn.open_table(table).map_err(|e| self.err(e))?;
         let mut vv = Vv::default();
         for row in t.iter().map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
@@ -509,6 +543,21 @@ impl ReadView for DbView {
 
     fn vv(&self) -> &Vv {
         &self.vv
+    }
+
+    fn floor(&self) -> &Vv {
+        &self.floor
+    }
+
+    fn scan_cids(&self, from: &str, f: &mut dyn FnMut(Entry) -> bool) -> Result<(), PinDbError> {
+        let state = self.txn.open_table(STATE).map_err(|e| self.err(e))?;
+        for row in state.range::<&str>(from..).map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            if !f(decode_entry(&self.path, k.value(), v.value())?) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn scan_author(

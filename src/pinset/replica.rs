@@ -114,6 +114,8 @@ pub struct Loaded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageAnswer {
     pub entries: Vec<Entry>,
+    /// In CID order (see [`super::sync`]).
+    pub by_cid: bool,
     /// Where the next page starts; `None`: the last page, which carries `vv`.
     pub next: Option<Cursor>,
     pub vv: Option<Vv>,
@@ -157,6 +159,11 @@ pub enum Input {
 pub struct Persist {
     /// Merged into the state, last writer wins per CID.
     pub entries: Vec<Entry>,
+    /// `entries` go into the state only, not into the by-author index (a
+    /// bulk session in CID order; `floor` covers them).
+    pub unindexed: bool,
+    /// Taken into the index floor: changes that may be stored unindexed.
+    pub floor: Vv,
     /// Taken into the stored vector.
     pub seen: Vv,
     /// The highest stamp reading so far.
@@ -242,6 +249,10 @@ struct Session {
     /// The vector sent: nothing in it may come back.
     had: Vv,
     asked: Cursor,
+    /// The session goes in CID order: its changes are stored unindexed
+    /// (the first page's vector, kept here, went into the index floor) and
+    /// marked seen only with the last page's vector.
+    bulk: Option<Vv>,
     sent_at: Instant,
     started: Instant,
     pages: usize,
@@ -312,7 +323,11 @@ impl Replica {
             out: BTreeMap::new(),
             next_batch: 1,
             session: None,
-            next_session: 1,
+            // Unpredictable across restarts, so a peer never takes a new
+            // session for one it still serves from before.
+            next_session: (loaded.author ^ now.unix_ms.rotate_left(29))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                | 1,
             pulled: BTreeMap::new(),
             backoff: BTreeMap::new(),
             last_pull: None,
@@ -576,17 +591,19 @@ impl Replica {
     /// Stores changes (and marks them seen) in one persist.
     fn take(&mut self, entries: Vec<Entry>, extra: Option<&Vv>, fx: &mut Vec<Effect>) {
         let mut seen = Vv::default();
+        let mut grew = false;
         for e in &entries {
             self.hlc.observe(e.stamp.hlc);
             self.hlc_stored = self.hlc_stored.max(e.stamp.hlc);
             seen.insert(e.id());
-            self.see(e.id());
+            grew |= self.vv.insert(e.id());
         }
         if let Some(v) = extra {
             seen.union(v);
-            if !self.vv.union(v).is_empty() {
-                self.digest = self.vv.digest();
-            }
+            grew |= !self.vv.union(v).is_empty();
+        }
+        if grew {
+            self.digest = self.vv.digest();
         }
         self.notice_stale(&seen);
         fx.push(Effect::Persist(Persist {
@@ -671,11 +688,19 @@ impl Replica {
             return;
         };
         let checked = result.and_then(|page| {
-            check_page(&page.entries, s.asked, page.next, &s.had)?;
+            check_page(
+                &page.entries,
+                page.by_cid,
+                &s.asked,
+                page.next.as_ref(),
+                &s.had,
+            )?;
+            let first_bulk = s.pages == 0 && page.by_cid && page.next.is_some();
             match (&page.next, &page.vv) {
-                (Some(_), Some(_)) | (None, None) => {
-                    return Err("the vector comes with the last page only".into());
+                (Some(_), Some(_)) if !first_bulk => {
+                    return Err("a vector with a page that is not the last".into());
                 }
+                (None, None) => return Err("the last page came without a vector".into()),
                 _ => {}
             }
             if let Some(v) = &page.vv {
@@ -689,27 +714,44 @@ impl Replica {
             {
                 return Err("session over its page or time budget".into());
             }
-            Ok(page)
+            Ok((page, first_bulk))
         });
         match checked {
             Err(e) => {
                 tracing::debug!(peer = %from, error = %e, "pinset: anti-entropy failed");
                 self.fail_pull(from, now);
             }
-            Ok(page) => {
-                self.take(page.entries, page.vv.as_ref(), fx);
+            Ok((page, first_bulk)) => {
+                let bulk = if first_bulk {
+                    page.vv.clone()
+                } else {
+                    s.bulk.clone()
+                };
+                let last = page.next.is_none();
+                if let Some(theirs) = &bulk {
+                    self.take_bulk(
+                        page.entries,
+                        theirs,
+                        first_bulk,
+                        last.then_some(()).and(page.vv.as_ref()),
+                        fx,
+                    );
+                } else {
+                    self.take(page.entries, page.vv.as_ref(), fx);
+                }
                 match page.next {
                     Some(next) => {
                         fx.push(Effect::Pull {
                             to: s.peer.clone(),
                             session: s.id,
                             vv: None,
-                            from: next,
+                            from: next.clone(),
                         });
                         self.session = Some(Session {
                             asked: next,
                             sent_at: now.at,
                             pages: s.pages + 1,
+                            bulk,
                             ..s
                         });
                     }
@@ -717,6 +759,7 @@ impl Replica {
                         tracing::debug!(
                             peer = %from,
                             pages = s.pages + 1,
+                            bulk = s.bulk.is_some() || first_bulk,
                             ms = now.at.saturating_duration_since(s.started).as_millis() as u64,
                             "pinset: anti-entropy done"
                         );
@@ -726,6 +769,44 @@ impl Replica {
                 }
             }
         }
+    }
+
+    /// Stores a page of a session in CID order: unindexed, and not marked
+    /// seen change by change (only `last`, the peer's vector, marks them all
+    /// at the end). The index floor covers them before or as they are
+    /// stored: `theirs` (the peer's vector, with the first page) and the IDs
+    /// of any change in the page it does not name.
+    fn take_bulk(
+        &mut self,
+        entries: Vec<Entry>,
+        theirs: &Vv,
+        first: bool,
+        last: Option<&Vv>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let mut floor = if first { theirs.clone() } else { Vv::default() };
+        for e in &entries {
+            self.hlc.observe(e.stamp.hlc);
+            self.hlc_stored = self.hlc_stored.max(e.stamp.hlc);
+            if !theirs.contains(e.id()) {
+                floor.insert(e.id());
+            }
+        }
+        let mut seen = Vv::default();
+        if let Some(v) = last {
+            seen = v.clone();
+            if !self.vv.union(v).is_empty() {
+                self.digest = self.vv.digest();
+            }
+            self.notice_stale(v);
+        }
+        fx.push(Effect::Persist(Persist {
+            entries,
+            unindexed: true,
+            floor,
+            seen,
+            ..self.persist_base()
+        }));
     }
 
     fn fail_pull(&mut self, peer: &str, now: Now) {
@@ -819,7 +900,7 @@ impl Replica {
         let digest = self.view.peer(&target).and_then(|p| p.pinset);
         tracing::debug!(peer = %target, ?digest, mine = self.digest, "pinset: anti-entropy starts");
         let id = self.next_session;
-        self.next_session += 1;
+        self.next_session = self.next_session.wrapping_add(0x9e37_79b9_7f4a_7c15);
         self.last_pull = Some(now.at);
         fx.push(Effect::Pull {
             to: target.clone(),
@@ -832,6 +913,7 @@ impl Replica {
             id,
             had: self.vv.clone(),
             asked: Cursor::default(),
+            bulk: None,
             sent_at: now.at,
             started: now.at,
             pages: 0,

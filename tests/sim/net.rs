@@ -39,7 +39,7 @@ impl Rng {
 }
 
 pub const NODES: usize = 5;
-const CIDS: u64 = 6;
+const CIDS: u64 = 10;
 /// Simulated time of the fault phase, and the most the heal phase may take.
 const RUN_MS: u64 = 20_000;
 const HEAL_MS: u64 = 60_000;
@@ -252,7 +252,7 @@ pub struct Sim {
 }
 
 fn cid(n: u64) -> String {
-    ipfs_kit_p2p::testkit::cid_of(n)
+    testkit::cid_of(n)
 }
 
 impl Sim {
@@ -484,6 +484,20 @@ impl Sim {
             }
             Msg::Pull { session, vv, from } => {
                 let result = self.serve(i, p.from, session, vv, from);
+                self.log(|| {
+                    format!(
+                        "n{i} serves n{} session {session}: {:?}",
+                        p.from,
+                        result.as_ref().map(|a| (
+                            a.entries
+                                .iter()
+                                .map(|e| (e.cid()[..12].to_owned(), e.id().1))
+                                .collect::<Vec<_>>(),
+                            a.next.clone(),
+                            a.vv.as_ref().map(|v| v.count())
+                        ))
+                    )
+                });
                 self.send(i, p.from, Some(inc), Msg::Page { session, result });
             }
             Msg::Page { session, result } => {
@@ -520,19 +534,30 @@ impl Sim {
     ) -> Result<PageAnswer, String> {
         let frozen = self.nodes[i].store.clone();
         let up = self.up(i);
-        if let Some(want) = vv {
+        if let Some(want) = vv
+            && up
+                .serving
+                .get(&(asker, session))
+                .is_none_or(|(_, w)| *w != want)
+        {
             up.serving.insert((asker, session), (frozen, want));
         }
         let Some((view, want)) = up.serving.get(&(asker, session)) else {
             return Err("no such session".into());
         };
-        let (entries, next) =
-            sync::page(view, want, from, PAGE_ENTRIES, 64 * 1024).map_err(|e| e.to_string())?;
-        let vv = next.is_none().then(|| view.vv.clone());
-        if next.is_none() {
+        let p =
+            sync::page(view, want, &from, PAGE_ENTRIES, 64 * 1024).map_err(|e| e.to_string())?;
+        let first_by_cid = from == Cursor::default() && p.by_cid;
+        let vv = (p.next.is_none() || first_by_cid).then(|| view.vv.clone());
+        if p.next.is_none() {
             up.serving.remove(&(asker, session));
         }
-        Ok(PageAnswer { entries, next, vv })
+        Ok(PageAnswer {
+            entries: p.entries,
+            next: p.next,
+            vv,
+            by_cid: p.by_cid,
+        })
     }
 
     fn effects(&mut self, i: usize, fx: Vec<Effect>) -> Result<(), String> {
@@ -550,6 +575,26 @@ impl Sim {
                             ));
                         }
                     }
+                    self.log(|| {
+                        format!(
+                            "n{i} persists {:?} unindexed={} seen={:?} floor={:?}",
+                            p.entries
+                                .iter()
+                                .map(|e| (e.cid()[..12].to_owned(), e.stamp.author % 1000, e.seq))
+                                .collect::<Vec<_>>(),
+                            p.unindexed,
+                            p.seen
+                                .0
+                                .iter()
+                                .map(|(a, r)| (a % 1000, r.as_slice().to_vec()))
+                                .collect::<Vec<_>>(),
+                            p.floor
+                                .0
+                                .iter()
+                                .map(|(a, r)| (a % 1000, r.as_slice().to_vec()))
+                                .collect::<Vec<_>>(),
+                        )
+                    });
                     self.nodes[i].store.apply(&p);
                     self.check_invariant(i)?;
                 }
@@ -564,6 +609,7 @@ impl Sim {
                     from,
                 } => {
                     let to = self.index_of(&to);
+                    self.log(|| format!("n{i} asks n{to} session {session} from {from:?}"));
                     self.send(i, to, None, Msg::Pull { session, vv, from });
                 }
                 Effect::Reply { token, result } => {
@@ -890,6 +936,7 @@ impl Sim {
             let next_packet = self.queue.peek().map_or(u64::MAX, |Reverse((at, _))| *at);
             let t = next_packet.min(next_tick);
             if t > deadline {
+                self.dump();
                 let states: Vec<usize> = self.nodes.iter().map(|n| n.store.state.len()).collect();
                 return Err(format!(
                     "no convergence within {HEAL_MS} ms of the heal (pinset sizes {states:?})"
@@ -909,6 +956,7 @@ impl Sim {
             self.outcome.steps += 1;
         }
         self.outcome.converged_ms = self.t - healed;
+        self.dump();
         for a in &self.acked {
             self.check_acked(a, "after the heal")?;
             for (i, n) in self.nodes.iter().enumerate() {
@@ -924,6 +972,41 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    fn dump(&self) {
+        if !self.trace {
+            return;
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let state: Vec<(String, u64, u64)> = n
+                .store
+                .state
+                .iter()
+                .map(|(c, e)| (c[..12].to_owned(), e.stamp.author % 1000, e.seq))
+                .collect();
+            println!(
+                "n{i} {:?} state {state:?}\n   vv {:?}\n   floor {:?}\n   index {:?}",
+                n.role,
+                n.store
+                    .vv
+                    .0
+                    .iter()
+                    .map(|(a, r)| (a % 1000, r.as_slice().to_vec()))
+                    .collect::<Vec<_>>(),
+                n.store
+                    .floor
+                    .0
+                    .iter()
+                    .map(|(a, r)| (a % 1000, r.as_slice().to_vec()))
+                    .collect::<Vec<_>>(),
+                n.store
+                    .index
+                    .keys()
+                    .map(|(a, q)| (a % 1000, *q))
+                    .collect::<Vec<_>>(),
+            );
+        }
     }
 
     /// One pinset everywhere (the same winning change for every CID).

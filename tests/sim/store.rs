@@ -17,6 +17,8 @@ pub struct MemStore {
     /// (author, seq) → cid of the winners.
     pub index: BTreeMap<(u64, u64), String>,
     pub vv: Vv,
+    /// Changes that may be in the state but not in the index.
+    pub floor: Vv,
     pub hlc: u64,
     pub members: BTreeMap<String, Member>,
     /// The highest election epoch seen (the node's `state.json`).
@@ -48,11 +50,14 @@ impl MemStore {
                 if let Some(o) = old {
                     self.index.remove(&o.id());
                 }
-                self.index.insert(e.id(), e.cid().to_owned());
+                if !p.unindexed {
+                    self.index.insert(e.id(), e.cid().to_owned());
+                }
                 self.state.insert(e.cid().to_owned(), e.clone());
             }
         }
         self.vv.union(&p.seen);
+        self.floor.union(&p.floor);
         self.hlc = self.hlc.max(p.hlc);
         for (id, m) in &p.members {
             match m {
@@ -72,6 +77,21 @@ impl ReadView for MemStore {
 
     fn vv(&self) -> &Vv {
         &self.vv
+    }
+
+    fn floor(&self) -> &Vv {
+        &self.floor
+    }
+
+    fn scan_cids(&self, from: &str, f: &mut dyn FnMut(Entry) -> bool) -> Result<(), Infallible> {
+        use std::ops::Bound;
+        let range = (Bound::Included(from), Bound::Unbounded);
+        for (_, e) in self.state.range::<str, _>(range) {
+            if !f(e.clone()) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn scan_author(

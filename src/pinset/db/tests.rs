@@ -39,7 +39,7 @@ fn persist(entries: Vec<Entry>) -> Persist {
         hlc: entries.iter().map(|e| e.stamp.hlc).max().unwrap_or(0),
         entries,
         seen,
-        members: Vec::new(),
+        ..Persist::default()
     }
 }
 
@@ -157,7 +157,8 @@ proptest! {
     #[test]
     fn the_store_merges_like_the_model_and_serves_what_a_peer_lacks(
         batches in prop::collection::vec(
-            prop::collection::vec((0u64..6, 0u64..30, 1u64..4, any::<bool>()), 0..8), 1..6),
+            (prop::collection::vec((0u64..6, 0u64..30, 1u64..4, any::<bool>()), 0..8), any::<bool>()),
+            1..6),
         known in prop::collection::vec((1u64..4, 1u64..10), 0..6),
         page_size in 1usize..5,
     ) {
@@ -166,7 +167,7 @@ proptest! {
         let mut model: BTreeMap<String, Entry> = BTreeMap::new();
         let mut seq: BTreeMap<u64, u64> = BTreeMap::new();
         let mut all = Vec::new();
-        for batch in batches {
+        for (batch, unindexed) in batches {
             let entries: Vec<Entry> = batch.into_iter().map(|(n, hlc, author, pin)| {
                 let s = seq.entry(author).or_default();
                 *s += 1;
@@ -178,12 +179,19 @@ proptest! {
                 }
             }
             all.extend(entries.clone());
-            db.persist(&[persist(entries)]).unwrap();
+            // Some batches as a bulk session stores them: unindexed, covered
+            // by the floor.
+            let mut p = persist(entries);
+            if unindexed {
+                p.unindexed = true;
+                p.floor = p.seen.clone();
+            }
+            db.persist(&[p]).unwrap();
         }
         let view = db.view().unwrap();
         let stored = view.entries(None, 100).unwrap();
         prop_assert_eq!(stored.iter().collect::<Vec<_>>(), model.values().collect::<Vec<_>>());
-        prop_assert_eq!(view.indexed().unwrap(), model.len() as u64);
+        prop_assert!(view.indexed().unwrap() <= model.len() as u64);
         let pins = model.values().filter(|e| e.is_pin()).count() as u64;
         prop_assert_eq!(view.counts().unwrap(), Counts { pins, tombstones: model.len() as u64 - pins });
         // A peer that has seen `known` (and so holds, by the invariant, at
@@ -207,7 +215,8 @@ proptest! {
         }
         let mut from = Cursor::default();
         loop {
-            let (entries, next) = page(&view, &want, from, page_size, usize::MAX).unwrap();
+            let crate::pinset::sync::Page { entries, next, .. } =
+                page(&view, &want, &from, page_size, usize::MAX).unwrap();
             for e in entries {
                 prop_assert!(!want.contains(e.id()), "sent a change the peer had seen");
                 if wins(e.order(), peer.get(e.cid()).map(Entry::order)) {
@@ -221,4 +230,184 @@ proptest! {
         }
         prop_assert_eq!(peer, model);
     }
+}
+
+/// The store's own cost for a bulk sync: `cargo test --release --lib
+/// bulk_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bulk_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = PinDb::open(&dir.path().join("a.redb")).unwrap();
+    let n = 200_000u64;
+    let entries: Vec<Entry> = (0..n)
+        .map(|i| {
+            let mut e = entry(0, 1_000 + i, 5, i + 1, true);
+            let cid = {
+                use sha2::Digest;
+                let d = sha2::Sha256::digest(i.to_be_bytes());
+                let mh = cid::multihash::Multihash::<64>::wrap(0x12, &d).unwrap();
+                cid::Cid::new_v1(0x55, mh).to_string()
+            };
+            if let Op::Pin(p) = &mut e.op {
+                p.cid = cid;
+            }
+            e
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    for chunk in entries.chunks(8192) {
+        src.persist(&[persist(chunk.to_vec())]).unwrap();
+    }
+    println!("persist {n} in pages of 8192: {:?}", t.elapsed());
+    let other = PinDb::open(&dir.path().join("b.redb")).unwrap();
+    let t = std::time::Instant::now();
+    let all: Vec<Persist> = entries.chunks(8192).map(|c| persist(c.to_vec())).collect();
+    other.persist(&all).unwrap();
+    println!("persist {n} in one transaction: {:?}", t.elapsed());
+    let sorted_db = PinDb::open(&dir.path().join("d.redb")).unwrap();
+    let mut sorted = entries.clone();
+    sorted.sort_by(|a, b| a.cid().cmp(b.cid()));
+    let t = std::time::Instant::now();
+    let all: Vec<Persist> = sorted.chunks(8192).map(|c| persist(c.to_vec())).collect();
+    sorted_db.persist(&all).unwrap();
+    println!(
+        "persist {n} sorted by CID in one transaction: {:?}",
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
+    {
+        let txn = sorted_db.db.begin_write().unwrap();
+        {
+            let mut t2: redb::Table<(u64, u64), &str> =
+                txn.open_table(TableDefinition::new("x")).unwrap();
+            for e in &sorted {
+                t2.insert((e.stamp.author, e.seq), e.cid()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    println!("insert {n} index rows in random order: {:?}", t.elapsed());
+    let mut keys: Vec<(u64, u64, String)> = sorted
+        .iter()
+        .map(|e| (e.stamp.author, e.seq, e.cid().to_owned()))
+        .collect();
+    keys.sort();
+    let t = std::time::Instant::now();
+    {
+        let txn = sorted_db.db.begin_write().unwrap();
+        {
+            let mut t2: redb::Table<(u64, u64), &str> =
+                txn.open_table(TableDefinition::new("x2")).unwrap();
+            for (a, q, c) in &keys {
+                t2.insert((*a, *q), c.as_str()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    println!("insert {n} index rows in key order: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    {
+        let txn = sorted_db.db.begin_write().unwrap();
+        {
+            let mut t2: redb::Table<&str, &[u8]> =
+                txn.open_table(TableDefinition::new("y2")).unwrap();
+            for e in &entries {
+                t2.insert(e.cid(), encode_entry(e).as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    println!(
+        "insert {n} state rows in random order, no get: {:?}",
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
+    {
+        let txn = sorted_db.db.begin_write().unwrap();
+        {
+            let mut t2: redb::Table<&str, &[u8]> =
+                txn.open_table(TableDefinition::new("y")).unwrap();
+            for e in &sorted {
+                t2.insert(e.cid(), encode_entry(e).as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    println!(
+        "insert {n} state rows in CID order, no get: {:?}",
+        t.elapsed()
+    );
+    {
+        let db5 = PinDb::open(&dir.path().join("e.redb")).unwrap();
+        let t = std::time::Instant::now();
+        for chunk in sorted.chunks(8192) {
+            let txn = db5.db.begin_write().unwrap();
+            {
+                let mut t2: redb::Table<&str, &[u8]> = txn.open_table(STATE).unwrap();
+                for e in chunk {
+                    t2.insert(e.cid(), encode_entry(e).as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        println!(
+            "state only, CID order, pages of 8192 committed durably: {:?}",
+            t.elapsed()
+        );
+        let view = db5.view().unwrap();
+        let t = std::time::Instant::now();
+        let mut after: Option<String> = None;
+        let mut count = 0;
+        loop {
+            let page = view.entries(after.as_deref(), 8192).unwrap();
+            count += page.len();
+            let done = page.len() < 8192;
+            after = page.last().map(|e| e.cid().to_owned());
+            if done {
+                break;
+            }
+        }
+        println!("scan {count} in CID order: {:?}", t.elapsed());
+    }
+    let third = PinDb::open(&dir.path().join("c.redb")).unwrap();
+    let t = std::time::Instant::now();
+    for chunk in entries.chunks(8192) {
+        let mut txn = third.db.begin_write().unwrap();
+        txn.set_durability(redb::Durability::None).unwrap();
+        third.apply(&txn, &[persist(chunk.to_vec())]).unwrap();
+        txn.commit().unwrap();
+    }
+    third.persist(&[]).unwrap();
+    println!(
+        "persist {n} in pages, not durable but the last: {:?}",
+        t.elapsed()
+    );
+    let view = src.view().unwrap();
+    let t = std::time::Instant::now();
+    let mut from = Cursor::default();
+    let mut pages = 0;
+    loop {
+        let p = page(&view, &Vv::default(), &from, 8192, 768 * 1024).unwrap();
+        pages += 1;
+        std::hint::black_box(&p.entries);
+        match p.next {
+            Some(nx) => from = nx,
+            None => break,
+        }
+    }
+    println!("serve {n} in {pages} pages: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    for e in &entries {
+        e.check().unwrap();
+    }
+    println!("check {n}: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let bytes = crate::wire::encode(&entries[..8192].to_vec());
+    let _: Vec<Entry> = crate::wire::decode(&bytes, usize::MAX).unwrap();
+    println!(
+        "encode+decode 8192: {:?} ({} bytes)",
+        t.elapsed(),
+        bytes.len()
+    );
 }

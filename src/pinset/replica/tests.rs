@@ -311,7 +311,7 @@ fn anti_entropy_pulls_from_a_peer_whose_digest_differs_and_checks_its_pages() {
         panic!("no pull in {fx:?}")
     };
     assert_eq!(
-        (vv.as_ref(), *from),
+        (vv.as_ref(), from.clone()),
         (Some(&Vv::default()), Cursor::default())
     );
     let session = *session;
@@ -329,6 +329,7 @@ fn anti_entropy_pulls_from_a_peer_whose_digest_differs_and_checks_its_pages() {
             from: "w".into(),
             session,
             result: Ok(PageAnswer {
+                by_cid: false,
                 entries: vec![entry(2), entry(1)],
                 next: None,
                 vv: Some(Vv::default()),
@@ -349,6 +350,7 @@ fn anti_entropy_pulls_from_a_peer_whose_digest_differs_and_checks_its_pages() {
             from: "w".into(),
             session: *session,
             result: Ok(PageAnswer {
+                by_cid: false,
                 entries: vec![entry(3)],
                 next: None,
                 vv: Some(theirs.clone()),
@@ -359,4 +361,75 @@ fn anti_entropy_pulls_from_a_peer_whose_digest_differs_and_checks_its_pages() {
     assert!(matches!(&fx[0], Effect::Persist(p) if p.entries.len() == 1 && p.seen == theirs));
     assert!(r.vv().covers(&theirs));
     assert!(r.synced_at("w").is_some());
+}
+
+#[test]
+fn a_session_in_cid_order_stores_unindexed_under_the_floor_and_marks_seen_at_the_end() {
+    let base = Instant::now();
+    let mut r = replica(base);
+    let mut w = peer("w", Role::Worker);
+    w.pinset = Some(42);
+    let fx = r.step(Input::View(view(vec![w])), now(base, 0));
+    let Some(Effect::Pull { session, .. }) = fx.iter().find(|e| matches!(e, Effect::Pull { .. }))
+    else {
+        panic!("no pull in {fx:?}")
+    };
+    let session = *session;
+    let entry = |cid: &str, seq| Entry {
+        stamp: Stamp {
+            hlc: Hlc::at(1_700_000_000_000),
+            author: 5,
+        },
+        seq,
+        op: Op::Unpin { cid: cid.into() },
+    };
+    let (a, b) = (
+        "bafkreiaaxy6b6qkqfgaiu3mrbr3ftrpgsf6lwnuo4uu5nkigbgbjhbvxsy",
+        "bafkreibuy3hoiyfpgdbkvtjkzxtkgxhyuum3f6h6bcpv5iaojjcbmz5w6m",
+    );
+    let mut theirs = Vv::default();
+    theirs.0.insert(5, Ranges::upto(2));
+    // The first page carries the peer's vector; one change in it (seq 3)
+    // is one the peer holds but has not named (its own bulk under way).
+    let fx = r.step(
+        Input::Page {
+            from: "w".into(),
+            session,
+            result: Ok(PageAnswer {
+                by_cid: true,
+                entries: vec![entry(a, 3)],
+                next: Some(Cursor::Cid(b.into())),
+                vv: Some(theirs.clone()),
+            }),
+        },
+        now(base, 1),
+    );
+    let Effect::Persist(p) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert!(p.unindexed && p.seen.0.is_empty());
+    assert!(p.floor.covers(&theirs) && p.floor.contains((5, 3)));
+    assert!(matches!(&fx[1], Effect::Pull { from: Cursor::Cid(c), vv: None, .. } if c == b));
+    assert!(
+        r.vv().0.is_empty(),
+        "nothing marked seen before the last page"
+    );
+    let fx = r.step(
+        Input::Page {
+            from: "w".into(),
+            session,
+            result: Ok(PageAnswer {
+                by_cid: true,
+                entries: vec![entry(b, 1)],
+                next: None,
+                vv: Some(theirs.clone()),
+            }),
+        },
+        now(base, 2),
+    );
+    let Effect::Persist(p) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert!(p.unindexed && p.seen == theirs && p.floor.0.is_empty());
+    assert!(r.vv().covers(&theirs) && !r.vv().contains((5, 3)));
 }

@@ -1,15 +1,18 @@
 //! Helpers for tests and benchmarks that run real node processes on
 //! loopback: spawn the binary in its own data dir, find its control API,
-//! read its status, wait for conditions with deadlines, and kill or stop it.
-//! Not part of the node itself.
+//! read its status, wait for conditions with deadlines, and kill or stop it;
+//! and [`netns`], a lab of network namespaces with fault rules. A dev-only
+//! crate: nothing here ships in the node.
+
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::api::{Client, StatusView, parse_api_addr};
-use crate::role::Role;
-use crate::store::api_file;
+use ipfs_kit_p2p::api::{Client, StatusView, parse_api_addr};
+use ipfs_kit_p2p::role::Role;
+use ipfs_kit_p2p::store::api_file;
 
 /// One node process.
 pub struct NodeProc {
@@ -271,9 +274,9 @@ pub async fn wait_ipfs_everywhere(nodes: &[&NodeProc], within: Duration) -> Opti
 }
 
 /// A client for the node's own IPFS daemon.
-pub async fn ipfs_of(n: &NodeProc) -> Option<crate::ipfs_rpc::IpfsClient> {
+pub async fn ipfs_of(n: &NodeProc) -> Option<ipfs_kit_p2p::ipfs_rpc::IpfsClient> {
     let api = n.status().await?.ipfs.api?;
-    Some(crate::ipfs_rpc::IpfsClient::new(api))
+    Some(ipfs_kit_p2p::ipfs_rpc::IpfsClient::new(api))
 }
 
 /// What each node's IPFS has pinned recursively, in the order given.
@@ -328,7 +331,7 @@ impl EngineProc {
         let found = wait_for(Duration::from_secs(60), || {
             let api = std::fs::read_to_string(repo.join("api"))
                 .ok()
-                .and_then(|t| crate::ipfs::api_from_multiaddr(&t));
+                .and_then(|t| ipfs_kit_p2p::ipfs::api_from_multiaddr(&t));
             async move { api }
         })
         .await;
@@ -340,7 +343,7 @@ impl EngineProc {
                 repo.display()
             ));
         };
-        let client = crate::ipfs_rpc::IpfsClient::new(api.clone());
+        let client = ipfs_kit_p2p::ipfs_rpc::IpfsClient::new(api.clone());
         if wait_for(Duration::from_secs(30), || async { client.id().await.ok() })
             .await
             .is_none()
@@ -356,8 +359,8 @@ impl EngineProc {
         })
     }
 
-    pub fn client(&self) -> crate::ipfs_rpc::IpfsClient {
-        crate::ipfs_rpc::IpfsClient::new(self.api.clone())
+    pub fn client(&self) -> ipfs_kit_p2p::ipfs_rpc::IpfsClient {
+        ipfs_kit_p2p::ipfs_rpc::IpfsClient::new(self.api.clone())
     }
 
     /// SIGTERM, then waits up to `within` for the exit.
@@ -487,13 +490,16 @@ pub fn cid_of(n: u64) -> String {
 /// pinset database at `path`, as changes of that replica made an hour ago:
 /// a large pinset for a node to start with.
 pub fn prefill_pinset(path: &Path, n: u64) -> Result<(), String> {
-    use crate::pinset::model::{Entry, Hlc, Op, PinSpec, Stamp, Vv};
-    use crate::pinset::replica::Persist;
-    let db = crate::pinset::db::PinDb::open(path).map_err(|e| e.to_string())?;
+    use ipfs_kit_p2p::pinset::model::{Entry, Hlc, Op, PinSpec, Stamp, Vv};
+    use ipfs_kit_p2p::pinset::replica::Persist;
+    let db = ipfs_kit_p2p::pinset::db::PinDb::open(path).map_err(|e| e.to_string())?;
     let loaded = db.load().map_err(|e| e.to_string())?;
     let mut seq = loaded.vv.get(loaded.author).map_or(0, |r| r.max());
     let mut clock = Hlc::new(loaded.hlc);
-    let hour_ago = crate::node::unix_ms().saturating_sub(3_600_000);
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .saturating_sub(3_600_000);
     let mut i = 0;
     while i < n {
         let k = (n - i).min(20_000);
@@ -523,7 +529,7 @@ pub fn prefill_pinset(path: &Path, n: u64) -> Result<(), String> {
             hlc: clock.get(),
             entries,
             seen,
-            members: Vec::new(),
+            ..Persist::default()
         };
         db.persist(&[p]).map_err(|e| e.to_string())?;
         i += k;
