@@ -12,10 +12,16 @@
 //!   live nodes (after the grace period, `--grace` seconds);
 //! * the leader's RSS.
 //!
+//! With `--ipfs off` only the pinset is measured: the nodes run no IPFS,
+//! and the items are CIDs that exist nowhere (acknowledgements only, with
+//! their latency distribution).
+//!
 //! ```sh
 //! cargo run --release --example bench_pinset -- --nodes 5 --items 10000 --concurrency 64
+//! cargo run --release --example bench_pinset -- --ipfs off --nodes 5 --items 20000 --concurrency 64
 //! ```
-//! `--bin PATH` runs another binary (default: the release build).
+//! `--bin PATH` runs another binary (default: the release build);
+//! `--write-copies N` sets `pins.write_copies` (default 2).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,8 +31,8 @@ use ipfs_kit_p2p::api::pins::PinRequest;
 use ipfs_kit_p2p::role::Role;
 use serde_json::json;
 use testkit::{
-    EngineProc, Flags, NodeProc, Spawner, agreed_leader, ipfs_of, pinned_sets, release_binary,
-    rss_kib, start_cluster, wait_for, wait_ipfs_everywhere,
+    EngineProc, Flags, NodeProc, Spawner, agreed_leader, cid_of, ipfs_of, pinned_sets,
+    release_binary, rss_kib, start_cluster, summary, wait_for, wait_ipfs_everywhere,
 };
 
 #[tokio::main]
@@ -38,7 +44,14 @@ async fn main() -> Result<(), String> {
         "bin",
         "grace",
         "holder-concurrency",
+        "ipfs",
+        "write-copies",
     ])?;
+    let ipfs_mode = flags.get("ipfs").unwrap_or("builtin").to_owned();
+    if !matches!(ipfs_mode.as_str(), "builtin" | "off") {
+        return Err("--ipfs takes builtin or off".into());
+    }
+    let write_copies = flags.num("write-copies", 2)?;
     let grace = flags.num("grace", 5)? as u64;
     let conc = flags.num("holder-concurrency", 16)?;
     let nodes_n = flags.num("nodes", 5)?.max(2);
@@ -49,6 +62,9 @@ async fn main() -> Result<(), String> {
         None => release_binary()?,
     };
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    if ipfs_mode == "off" {
+        return pinset_only(&bin, dir.path(), nodes_n, items, concurrency, write_copies).await;
+    }
 
     // The raw rate of one local engine: add small items unpinned... the RPC
     // client pins on add, so add, unpin, then time pinning them again.
@@ -80,7 +96,10 @@ async fn main() -> Result<(), String> {
     let cfg = dir.path().join("node.toml");
     std::fs::write(
         &cfg,
-        format!("[pins]\ngrace_secs = {grace}\nmin_free_mib = 0\nconcurrency = {conc}\n"),
+        format!(
+            "[pins]\ngrace_secs = {grace}\nmin_free_mib = 0\nconcurrency = {conc}\n\
+             write_copies = {write_copies}\n"
+        ),
     )
     .map_err(|e| e.to_string())?;
     let mut sp = Spawner::new(&bin);
@@ -212,6 +231,101 @@ async fn main() -> Result<(), String> {
             "restored_after_detection_s": restored_s - detected_s },
         "leader_rss_kib": rss_kib(leader_node.pid()),
     });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+/// Acknowledgements alone: `items` pins through one worker of a cluster
+/// whose nodes run no IPFS.
+async fn pinset_only(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    nodes_n: usize,
+    items: usize,
+    concurrency: usize,
+    write_copies: usize,
+) -> Result<(), String> {
+    let cfg = dir.join("node.toml");
+    std::fs::write(&cfg, format!("[pins]\nwrite_copies = {write_copies}\n"))
+        .map_err(|e| e.to_string())?;
+    let mut sp = Spawner::new(bin);
+    sp.extra = vec!["--config".into(), cfg.display().to_string()];
+    sp.log_dir = std::env::var("BENCH_LOGS")
+        .ok()
+        .map(std::path::PathBuf::from);
+    let roles: Vec<Role> = (0..nodes_n)
+        .map(|i| if i == 0 { Role::Master } else { Role::Worker })
+        .collect();
+    let nodes = start_cluster(&sp, dir, &roles, Duration::from_secs(60)).await?;
+    let writer = &nodes[1];
+    let client = writer.client.clone();
+    let t = Instant::now();
+    let results: Vec<Result<(f64, usize), String>> = futures::stream::iter(0..items as u64)
+        .map(|n| {
+            let client = client.clone();
+            async move {
+                let req = PinRequest {
+                    cid: cid_of(n),
+                    replication_min: None,
+                    replication_max: None,
+                    name: None,
+                };
+                let sent = Instant::now();
+                client
+                    .pin_add(&req)
+                    .await
+                    .map(|(v, _)| (sent.elapsed().as_secs_f64() * 1000.0, v.copies.unwrap_or(0)))
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = t.elapsed().as_secs_f64();
+    let ok: Vec<(f64, usize)> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        *errors.entry(e.clone()).or_default() += 1;
+    }
+    let min_copies = ok.iter().map(|(_, c)| *c).min().unwrap_or(0);
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    let t2 = Instant::now();
+    let digest = writer.status().await.ok_or("writer status")?.pinset.digest;
+    wait_for(Duration::from_secs(120), || async {
+        for n in &all {
+            if n.status().await?.pinset.digest != digest {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+    .ok_or("the nodes never held the same pinset")?;
+    let out = json!({
+        "mode": "pinset only (--ipfs off)",
+        "nodes": nodes_n,
+        "items": items,
+        "concurrency": concurrency,
+        "write_copies": write_copies,
+        "acknowledged": ok.len(),
+        "fewest_copies_in_an_answer": min_copies,
+        "errors": errors,
+        "seconds": elapsed,
+        "acknowledged_per_s": ok.len() as f64 / elapsed,
+        "latency_ms": summary(ok.iter().map(|(ms, _)| *ms).collect()),
+        "every_node_same_pinset_after_s": t2.elapsed().as_secs_f64(),
+        "rss_kib": all.iter().map(|n| rss_kib(n.pid())).collect::<Vec<_>>(),
+    });
+    let mut out = out;
+    if let Some(l) = out.get_mut("latency_ms").and_then(|v| v.as_object_mut()) {
+        l.remove("samples");
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?

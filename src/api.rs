@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -24,68 +24,8 @@ pub mod pins;
 use crate::config::PinsConfig;
 use crate::node::NodeHandle;
 use crate::pinset::actor::PinsetHandle;
-use crate::role::Role;
-use crate::supervisor::ServiceStatus;
-use crate::wire::Health;
-
-/// `GET /v1/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusView {
-    pub peer_id: String,
-    pub role: Role,
-    pub cluster: String,
-    pub version: String,
-    pub incarnation: u64,
-    /// Highest epoch this node has seen.
-    pub epoch: u64,
-    pub leader: Option<LeaderView>,
-    pub listen_addrs: Vec<String>,
-    pub uptime_ms: u64,
-    /// Peers met that belong to another cluster (or are not cluster nodes);
-    /// they were disconnected and are not dialled again.
-    pub foreign_peers: usize,
-    pub peers: Vec<PeerView>,
-    /// Supervised `[[service]]` processes.
-    pub services: Vec<ServiceStatus>,
-    /// This node's IPFS: mode (and why), state, RPC address, pid, restarts, last error.
-    pub ipfs: crate::ipfs::IpfsStatus,
-    /// Where this node's pinset replica stands.
-    #[serde(default)]
-    pub pinset: crate::pinset::actor::Progress,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LeaderView {
-    pub peer_id: String,
-    pub role: Role,
-    pub epoch: u64,
-    /// When this node accepted this leader and epoch (Unix time, ms).
-    pub since_unix_ms: u64,
-}
-
-/// One entry of `GET /v1/peers` (and of `peers` in the status).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PeerView {
-    pub peer_id: String,
-    pub role: Role,
-    /// Live (heartbeats arriving) and not suspected.
-    pub healthy: bool,
-    /// alive | suspect | dead | left | silent
-    pub state: String,
-    pub connected: bool,
-    /// Time since its last heartbeat.
-    pub last_seen_ms: u64,
-    pub incarnation: u64,
-    pub follows: Option<String>,
-    pub addrs: Vec<String>,
-    pub health: Health,
-    /// What the peer says of its IPFS (`None`: it runs none).
-    pub ipfs: Option<crate::wire::IpfsInfo>,
-    /// The digest of the pinset changes it has seen (equal to this node's:
-    /// in sync).
-    #[serde(default)]
-    pub pinset: Option<u64>,
-}
+pub use crate::status::{LeaderView, PeerView, StatusView};
+pub use crate::store::api_file_text;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -170,14 +110,6 @@ pub async fn bind(
         });
     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
     Ok((bound, async move { serve.await }))
-}
-
-/// The text written to `<data_dir>/api`: a multiaddr, like kubo's.
-pub fn api_file_text(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => format!("/ip4/{}/tcp/{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("/ip6/{}/tcp/{}", a.ip(), a.port()),
-    }
 }
 
 /// Parses `HOST:PORT` or a `/ip4|ip6/…/tcp/PORT` multiaddr into `HOST:PORT`.

@@ -222,6 +222,13 @@ impl<I: Ord + Clone + Debug> Election<I> {
         self.max_epoch
     }
 
+    /// No fresh epoch can be claimed any more: only a member sending epochs
+    /// at [`MAX_EPOCH`] gets a cluster here (2^48 terms are out of reach
+    /// otherwise); the operator resets `max_epoch` in every node's state.
+    pub fn epochs_exhausted(&self) -> bool {
+        self.max_epoch >= MAX_EPOCH
+    }
+
     pub fn peers(&self) -> impl Iterator<Item = (&I, &PeerState<I>)> {
         self.peers.iter()
     }
@@ -345,7 +352,11 @@ impl<I: Ord + Clone + Debug> Election<I> {
         if seen > MAX_EPOCH {
             return;
         }
-        self.raise_epoch(seen, actions);
+        // Only a node that may lead can move epochs on: a leecher's claims
+        // are never followed, so its epochs carry no term.
+        if r.role.can_lead() {
+            self.raise_epoch(seen, actions);
+        }
         if !self.peers.contains_key(&from) && self.peers.len() >= self.max_peers {
             return;
         }
@@ -436,8 +447,13 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 };
                 let in_grace =
                     now.saturating_duration_since(self.started) < self.timing.startup_grace;
-                if !holding && !in_grace {
-                    let epoch = self.max_epoch.saturating_add(1);
+                if !holding && !in_grace && self.max_epoch >= MAX_EPOCH {
+                    // No epoch is left to claim (every peer would refuse
+                    // MAX_EPOCH + 1): lead nobody rather than a term no one
+                    // accepts. The node says so (`epochs_exhausted`).
+                    self.leader = None;
+                } else if !holding && !in_grace {
+                    let epoch = self.max_epoch + 1;
                     self.raise_epoch(epoch, actions);
                     self.voted = Some((epoch, self.me.clone()));
                     self.leader = Some((self.me.clone(), epoch));

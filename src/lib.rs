@@ -16,7 +16,11 @@
 //! * [`wire`]: every message, protocol name, version and size limit, and the
 //!   request-response codec.
 //! * [`api`]: the control API (axum, HTTP + JSON), served in its own task and
-//!   asking the node through its handle; and the client the subcommands use.
+//!   asking the node through its handles; and the client the subcommands
+//!   use. The node does not import it: [`node::run`] takes a function that
+//!   binds it (here, in `run_node`).
+//! * [`status`]: what a node reports of itself (a leaf the node builds and
+//!   the API serves); [`clock`]: the wall clock (a leaf).
 //! * [`store`]: the data directory: lock, identity key, persisted epoch, the
 //!   `api` file; every write atomic.
 //! * [`health`]: CPU, memory and disk figures for heartbeats.
@@ -44,6 +48,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod election;
@@ -53,6 +58,7 @@ pub mod ipfs_rpc;
 pub mod node;
 pub mod pinset;
 pub mod role;
+pub mod status;
 pub mod store;
 pub mod supervisor;
 pub mod view;
@@ -91,7 +97,18 @@ async fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
         wait_for_signal().await;
         signals.cancel();
     });
-    node::run(cfg, shutdown).await?;
+    node::run(cfg, shutdown, |f| async move {
+        let (addr, serve) = api::bind(f.addr, f.node, f.pins, f.defaults, f.stop)
+            .await
+            .map_err(|e| e.to_string())?;
+        let serve: node::Serve = Box::pin(async move {
+            if let Err(e) = serve.await {
+                tracing::error!("control API: {e}");
+            }
+        });
+        Ok((addr, serve))
+    })
+    .await?;
     Ok(())
 }
 

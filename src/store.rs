@@ -6,6 +6,7 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -107,10 +108,21 @@ impl DataDir {
     pub fn load_state(&self) -> Result<State, StoreError> {
         let path = self.path.join("state.json");
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                path,
-                message: e.to_string(),
-            }),
+            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(s) if s.max_epoch > crate::election::MAX_EPOCH => Err(StoreError::Corrupt {
+                    path,
+                    message: format!(
+                        "max_epoch {} is beyond the limit of {}",
+                        s.max_epoch,
+                        crate::election::MAX_EPOCH
+                    ),
+                }),
+                Ok(s) => Ok(s),
+                Err(e) => Err(StoreError::Corrupt {
+                    path,
+                    message: e.to_string(),
+                }),
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(io_err(&path)(e)),
         }
@@ -125,6 +137,14 @@ impl DataDir {
     /// Path of the file naming the control API's address.
     pub fn api_file(&self) -> PathBuf {
         api_file(&self.path)
+    }
+}
+
+/// The text written to `<data_dir>/api`: a multiaddr, like kubo's.
+pub fn api_file_text(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("/ip4/{}/tcp/{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("/ip6/{}/tcp/{}", a.ip(), a.port()),
     }
 }
 
@@ -197,6 +217,7 @@ mod tests {
 
     #[test]
     fn state_round_trips_and_corruption_names_the_file() {
+        use crate::election::MAX_EPOCH;
         let dir = tempfile::tempdir().unwrap();
         let d = DataDir::open(dir.path()).unwrap();
         assert_eq!(d.load_state().unwrap(), State::default());
@@ -209,6 +230,17 @@ mod tests {
         fs::write(dir.path().join("state.json"), b"{\"max_ep").unwrap();
         let err = d.load_state().unwrap_err().to_string();
         assert!(err.contains("state.json"), "{err}");
+        let at = |max_epoch| {
+            d.save_state(&State {
+                max_epoch,
+                incarnation: 1,
+            })
+            .unwrap();
+            d.load_state()
+        };
+        assert_eq!(at(MAX_EPOCH).unwrap().max_epoch, MAX_EPOCH);
+        let err = at(MAX_EPOCH + 1).unwrap_err().to_string();
+        assert!(err.contains("beyond the limit"), "{err}");
         fs::write(dir.path().join("identity.key"), b"junk").unwrap();
         assert!(
             d.identity()

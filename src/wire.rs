@@ -709,6 +709,31 @@ mod tests {
         ));
     }
 
+    /// Exactly at the edge: the limit itself is a valid epoch anywhere in a
+    /// heartbeat, one past it is refused (see the election's own test).
+    #[test]
+    fn the_epoch_limit_is_checked_exactly_at_the_boundary() {
+        for epoch in [MAX_EPOCH, MAX_EPOCH + 1] {
+            let at = |mut hb: Heartbeat, f: fn(&mut Heartbeat, u64)| {
+                f(&mut hb, epoch);
+                hb.check()
+            };
+            let sets: [fn(&mut Heartbeat, u64); 3] = [
+                |h, e| h.max_epoch = e,
+                |h, e| h.follows.as_mut().unwrap().1 = e,
+                |h, e| h.voted.as_mut().unwrap().1 = e,
+            ];
+            for set in sets {
+                let r = at(heartbeat(), set);
+                if epoch == MAX_EPOCH {
+                    assert!(r.is_ok(), "{r:?}");
+                } else {
+                    assert!(matches!(r, Err(WireError::EpochTooHigh(e)) if e == epoch));
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_input_gets_typed_errors() {
         let me = Keypair::generate_ed25519().public().to_peer_id();

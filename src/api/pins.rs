@@ -137,12 +137,12 @@ async fn add(
     let d = state.defaults;
     let cid = canonical_cid(&req.cid).map_err(bad)?;
     // A pin updated keeps the time it was first added.
-    let added = match state.pins.db().view().and_then(|v| v.get(&cid)) {
+    let added = match state.pins.db().get(&cid) {
         Ok(Some(e)) => match e.op {
             Op::Pin(p) => p.added_unix_ms,
-            Op::Unpin { .. } => crate::node::unix_ms(),
+            Op::Unpin { .. } => crate::clock::unix_ms(),
         },
-        Ok(None) => crate::node::unix_ms(),
+        Ok(None) => crate::clock::unix_ms(),
         Err(e) => return Err(internal(e)),
     };
     let spec = PinSpec {
@@ -240,12 +240,7 @@ async fn show(
     Path(cid): Path<String>,
 ) -> Result<Json<PinView>, AppError> {
     let cid = canonical_cid(&cid).map_err(bad)?;
-    let found = state
-        .pins
-        .db()
-        .view()
-        .and_then(|v| v.get(&cid))
-        .map_err(internal)?;
+    let found = state.pins.db().get(&cid).map_err(internal)?;
     match found.map(|e| e.op) {
         Some(Op::Pin(p)) => {
             let mut view = PinView::from(p);

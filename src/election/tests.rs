@@ -548,8 +548,77 @@ fn absurd_epochs_are_ignored_and_never_overflow() {
     );
     assert_eq!(e.max_epoch(), 4, "report ignored whole");
     assert!(e.peer(&1).is_none());
-    // Even a persisted epoch at the very top cannot overflow.
+    // Even an epoch at the very top (the store refuses one past MAX_EPOCH)
+    // cannot overflow: no term is claimed.
     let mut top = Election::new(9u32, Role::Master, 1, u64::MAX, timing(), t0);
     top.tick(t0 + SEC);
-    assert_eq!(top.leader(), Some(&(9, u64::MAX)));
+    assert_eq!(top.leader(), None);
+    assert!(top.epochs_exhausted());
+}
+
+/// The epoch limit, exactly at the edge: a report at `MAX_EPOCH` is taken, a
+/// claim at `MAX_EPOCH` (from `MAX_EPOCH - 1`) is followed, and a node that
+/// has seen `MAX_EPOCH` claims nothing above it (every peer would refuse it)
+/// and says the epochs are exhausted.
+#[test]
+fn the_epoch_limit_holds_exactly_at_the_boundary() {
+    let t0 = Instant::now();
+    // One below the limit: the rightful node claims the limit itself.
+    let mut e = Election::new(1u32, Role::Master, 1, MAX_EPOCH - 1, timing(), t0);
+    let actions = e.tick(t0 + SEC);
+    assert_eq!(e.leader(), Some(&(1, MAX_EPOCH)));
+    assert!(actions.contains(&Action::PersistEpoch(MAX_EPOCH)));
+    assert!(e.epochs_exhausted());
+    // A follower at MAX_EPOCH - 1 follows that claim.
+    let mut f = Election::new(9u32, Role::Worker, 1, MAX_EPOCH - 1, timing(), t0);
+    f.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: report(Role::Master, 1, MAX_EPOCH, Some((1, MAX_EPOCH))),
+        },
+        t0,
+    );
+    assert_eq!(f.leader(), Some(&(1, MAX_EPOCH)));
+    // A report one past the limit is ignored whole.
+    let mut g = Election::new(9u32, Role::Worker, 1, 5, timing(), t0);
+    let actions = g.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: report(Role::Master, 1, MAX_EPOCH + 1, Some((1, MAX_EPOCH + 1))),
+        },
+        t0,
+    );
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!((g.max_epoch(), g.leader()), (5, None));
+    // A report exactly at the limit is taken; the next rightful node then
+    // has no epoch to claim and leads nobody (no overflow, no refused term).
+    let mut h = Election::new(1u32, Role::Master, 1, 5, timing(), t0);
+    h.handle(
+        Input::Heartbeat {
+            from: 2,
+            report: report(Role::Worker, 1, MAX_EPOCH, None),
+        },
+        t0,
+    );
+    assert_eq!(h.max_epoch(), MAX_EPOCH);
+    let actions = h.tick(t0 + SEC);
+    assert_eq!(h.leader(), None);
+    assert!(h.epochs_exhausted());
+    assert!(!actions.iter().any(|a| matches!(a, Action::PersistEpoch(_))));
+}
+
+/// A leecher's epochs move nothing: its claims are never followed.
+#[test]
+fn a_leechers_epoch_is_not_taken() {
+    let t0 = Instant::now();
+    let mut e = Election::new(9u32, Role::Worker, 1, 5, timing(), t0);
+    let actions = e.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: report(Role::Leecher, 1, MAX_EPOCH, Some((1, MAX_EPOCH))),
+        },
+        t0,
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::PersistEpoch(_))));
+    assert_eq!(e.max_epoch(), 5);
 }

@@ -11,7 +11,9 @@ mod pinset;
 mod status;
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::clock::unix_ms;
 
 use futures::StreamExt;
 use libp2p::gossipsub::IdentTopic;
@@ -23,10 +25,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::api::{self, StatusView};
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, PinsConfig};
 use crate::election::{Action, Election, Input};
 use crate::health::HealthSampler;
+use crate::pinset::actor::PinsetHandle;
+use crate::status::StatusView;
 use crate::store::{DataDir, State, StoreError, write_atomic};
 use crate::supervisor::{ServiceStatus, Supervisor};
 use crate::wire::{self, Envelope, Gossip, Health, Heartbeat, Protocols, Request};
@@ -52,8 +55,8 @@ pub enum NodeError {
     Build(#[from] BuildError),
     #[error("cannot listen on {addr}: {message}")]
     Listen { addr: Multiaddr, message: String },
-    #[error(transparent)]
-    Api(#[from] api::ApiError),
+    #[error("{0}")]
+    Api(String),
     #[error("gossip topic: {0}")]
     Subscribe(String),
     #[error("IPFS: {0:#}")]
@@ -164,14 +167,32 @@ impl crate::pinset::keeper::HolderTransport for NodeHandle {
     }
 }
 
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// What the node hands its control API once the tasks it serves run.
+pub struct Frontend {
+    /// Where to listen.
+    pub addr: std::net::SocketAddr,
+    pub node: NodeHandle,
+    pub pins: PinsetHandle,
+    pub defaults: PinsConfig,
+    /// Cancelled when the node stops serving.
+    pub stop: CancellationToken,
 }
 
-/// Runs a node until `shutdown` is cancelled, then leaves the cluster gracefully.
-pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), NodeError> {
+/// The control API being served; it ends once `Frontend::stop` is cancelled.
+pub type Serve = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs a node until `shutdown` is cancelled, then leaves the cluster
+/// gracefully. `serve_api` binds the control API (the node does not know
+/// it, the API knows the node's handles) and says where it listens.
+pub async fn run<F, Fut>(
+    cfg: NodeConfig,
+    shutdown: CancellationToken,
+    serve_api: F,
+) -> Result<(), NodeError>
+where
+    F: FnOnce(Frontend) -> Fut,
+    Fut: Future<Output = Result<(std::net::SocketAddr, Serve), String>>,
+{
     let data = DataDir::open(&cfg.data_dir)?;
     let key = data.identity()?;
     let mut state = data.load_state()?;
@@ -213,18 +234,19 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     )
     .map_err(NodeError::Pinset)?;
     let api_stop = CancellationToken::new();
-    let (api_addr, serve) = api::bind(
-        cfg.api,
-        handle.clone(),
-        pins.clone(),
-        cfg.pins,
-        api_stop.clone(),
-    )
-    .await?;
+    let (api_addr, serve) = serve_api(Frontend {
+        addr: cfg.api,
+        node: handle.clone(),
+        pins: pins.clone(),
+        defaults: cfg.pins,
+        stop: api_stop.clone(),
+    })
+    .await
+    .map_err(NodeError::Api)?;
     let api_task = tokio::spawn(serve);
     write_atomic(
         &data.api_file(),
-        api::api_file_text(api_addr).as_bytes(),
+        crate::store::api_file_text(api_addr).as_bytes(),
         0o644,
     )?;
     info!(peer_id = %me, role = %cfg.role, cluster = %cfg.cluster, incarnation = state.incarnation, api = %api_addr, "node started");
@@ -668,6 +690,12 @@ impl Node {
                             info!(epoch, "this node leads")
                         }
                         Some((l, epoch)) => info!(leader = %l, epoch, "following a new leader"),
+                        None if self.election.epochs_exhausted() => error!(
+                            "no leader: the highest epoch seen is the limit ({}), so no \
+                             node can claim a new term; stop every node and reset \
+                             max_epoch in each node's state.json",
+                            crate::election::MAX_EPOCH
+                        ),
                         None => info!("no leader"),
                     }
                     self.publish_view();

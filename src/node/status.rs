@@ -5,8 +5,8 @@ use std::time::Instant;
 use libp2p::PeerId;
 
 use super::Node;
-use crate::api::{LeaderView, PeerView, StatusView};
 use crate::election::Liveness;
+use crate::status::{LeaderView, PeerView, StatusView};
 
 impl Node {
     pub(super) fn status(&mut self) -> StatusView {

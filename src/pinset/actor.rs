@@ -175,12 +175,15 @@ struct Actor<T: Transport> {
     /// The node's main runtime: requests to peers run there, beside this
     /// thread's transactions (the next page is fetched while one is stored).
     net: tokio::runtime::Handle,
+    /// Pins and tombstones, as the last commit left them.
+    counts: super::db::Counts,
+    replica_id: String,
 }
 
 fn now() -> Now {
     Now {
         at: Instant::now(),
-        unix_ms: crate::node::unix_ms(),
+        unix_ms: crate::clock::unix_ms(),
     }
 }
 
@@ -215,7 +218,13 @@ pub fn spawn<T: Transport>(
         progress,
         view: ClusterView::default(),
         net,
+        counts: db
+            .view()
+            .and_then(|v| v.counts())
+            .map_err(|e| e.to_string())?,
+        replica_id: String::new(),
     };
+    actor.replica_id = format!("{:016x}", actor.core.author());
     actor.publish();
     let thread =
         super::spawn_task("pinset", actor.run(rx, view, stop)).map_err(|e| e.to_string())?;
@@ -259,6 +268,7 @@ impl<T: Transport> Actor<T> {
             }
             let at = now();
             let mut fx = Vec::new();
+            inputs.push(Input::Flush);
             for input in inputs {
                 fx.extend(self.core.step(input, at));
             }
@@ -402,12 +412,15 @@ impl<T: Transport> Actor<T> {
                 _ => None,
             })
             .collect();
-        if !persists.is_empty()
-            && let Err(e) = self.db.persist(&persists)
-        {
-            error!("pinset: cannot store changes: {e}");
-            self.restart(&e.to_string());
-            return;
+        if !persists.is_empty() {
+            match self.db.persist(&persists) {
+                Ok(counts) => self.counts = counts,
+                Err(e) => {
+                    error!("pinset: cannot store changes: {e}");
+                    self.restart(&e.to_string());
+                    return;
+                }
+            }
         }
         for effect in fx {
             match effect {
@@ -488,6 +501,9 @@ impl<T: Transport> Actor<T> {
                 reason: format!("storage error: {why}"),
             });
         }
+        if let Ok(c) = self.db.view().and_then(|v| v.counts()) {
+            self.counts = c;
+        }
         match self.db.load() {
             Ok(loaded) => {
                 let at = now();
@@ -511,7 +527,7 @@ impl<T: Transport> Actor<T> {
     }
 
     fn publish(&mut self) {
-        let counts = self.db.view().and_then(|v| v.counts()).unwrap_or_default();
+        let counts = self.counts;
         let at = now();
         let synced = self
             .view
@@ -527,7 +543,7 @@ impl<T: Transport> Actor<T> {
             pending_writes: self.core.pending_writes(),
             members: self.core.counting_members(at),
             stale: self.core.is_stale(),
-            replica_id: format!("{:016x}", self.core.author()),
+            replica_id: self.replica_id.clone(),
             synced,
         };
         self.progress.send_if_modified(|old| {

@@ -272,13 +272,25 @@ impl PinDb {
     }
 
     /// Applies persists in one durable transaction.
-    pub fn persist(&self, batch: &[Persist]) -> Result<(), PinDbError> {
+    /// Applies persists in one durable transaction; returns the counts after.
+    pub fn persist(&self, batch: &[Persist]) -> Result<Counts, PinDbError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        self.apply(&txn, batch)?;
-        txn.commit().map_err(|e| self.err(e))
+        let counts = self.apply(&txn, batch)?;
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(counts)
     }
 
-    fn apply(&self, txn: &redb::WriteTransaction, batch: &[Persist]) -> Result<(), PinDbError> {
+    /// The change that wins for `cid`, if any (one read, without the vectors).
+    pub fn get(&self, cid: &str) -> Result<Option<Entry>, PinDbError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = txn.open_table(STATE).map_err(|e| self.err(e))?;
+        t.get(cid)
+            .map_err(|e| self.err(e))?
+            .map(|v| decode_entry(&self.path, cid, v.value()))
+            .transpose()
+    }
+
+    fn apply(&self, txn: &redb::WriteTransaction, batch: &[Persist]) -> Result<Counts, PinDbError> {
         let e = |x: redb::StorageError| self.err(x);
         let mut state = txn.open_table(STATE).map_err(|x| self.err(x))?;
         let mut by_author = txn.open_table(BY_AUTHOR).map_err(|x| self.err(x))?;
@@ -380,7 +392,10 @@ impl PinDb {
         meta.insert(K_PINS, pins).map_err(e)?;
         meta.insert(K_TOMBSTONES, tombs).map_err(e)?;
         meta.insert(K_HLC, hlc).map_err(e)?;
-        Ok(())
+        Ok(Counts {
+            pins,
+            tombstones: tombs,
+        })
     }
 
     /// A consistent view of the replica as of now.

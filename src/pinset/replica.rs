@@ -152,6 +152,9 @@ pub enum Input {
         id: String,
     },
     Tick,
+    /// The end of a batch of inputs: send what the writes queued, a batch
+    /// per peer (writes taken together travel together).
+    Flush,
 }
 
 /// One durable transaction's worth of changes.
@@ -410,6 +413,12 @@ impl Replica {
                 }
             }
             Input::Tick => self.on_tick(now, &mut fx),
+            Input::Flush => {
+                let ids: Vec<String> = self.out.keys().cloned().collect();
+                for id in ids {
+                    self.pump(&id, now, &mut fx);
+                }
+            }
         }
         self.maybe_pull(now, &mut fx);
         fx
@@ -535,14 +544,13 @@ impl Replica {
                 },
             );
         }
-        let peers: Vec<String> = self.view.peers.iter().map(|p| p.id.clone()).collect();
-        for id in peers {
-            let q = &mut self.out.entry(id.clone()).or_default().queue;
+        // Sent at the next flush, with the other writes of this batch.
+        for p in &self.view.peers {
+            let q = &mut self.out.entry(p.id.clone()).or_default().queue;
             q.push_back((entry.clone(), (need > 1).then_some(token)));
             if q.len() > self.cfg.max_queue {
                 q.pop_front();
             }
-            self.pump(&id, now, fx);
         }
     }
 

@@ -512,7 +512,8 @@ impl Sim {
                 self.effects(i, fx)?;
             }
             Msg::Write { token, op } => {
-                let fx = self.up(i).replica.step(Input::Write { token, op }, now);
+                let mut fx = self.up(i).replica.step(Input::Write { token, op }, now);
+                fx.extend(self.up(i).replica.step(Input::Flush, now));
                 self.effects(i, fx)?;
             }
         }

@@ -395,7 +395,17 @@ impl Drop for EngineProc {
 pub fn release_binary() -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let ok = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--bin", "ipfs-kit-p2p"])
+        // With the examples, so features resolve as for the running one
+        // (the binary alone resolves dev-dependencies' features otherwise,
+        // and every benchmark run would rebuild the world).
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--bin",
+            "ipfs-kit-p2p",
+            "--examples",
+        ])
         .status()
         .map_err(|e| e.to_string())?;
     if !ok.success() {

@@ -411,3 +411,24 @@ fn bulk_cost() {
         bytes.len()
     );
 }
+
+/// What one small durable commit costs here: `cargo test --release --lib
+/// commit_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn commit_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = PinDb::open(&dir.path().join("a.redb")).unwrap();
+    let mut times = Vec::new();
+    for i in 0..200u64 {
+        let t = std::time::Instant::now();
+        db.persist(&[persist(vec![entry(i % 200, 1_000 + i, 5, i + 1, true)])])
+            .unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "durable commit of one change: p50 {:.2} ms, p90 {:.2} ms, max {:.2} ms",
+        times[100], times[180], times[199]
+    );
+}

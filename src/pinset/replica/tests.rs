@@ -152,13 +152,18 @@ fn acknowledged_once_another_master_or_worker_stored_it_leecher_acks_do_not_coun
         ])),
         now(base, 0),
     );
-    let fx = r.step(
+    let mut fx = r.step(
         Input::Write {
             token: 9,
             op: pin(),
         },
         now(base, 1),
     );
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Push { .. })),
+        "pushed at the flush"
+    );
+    fx.extend(r.step(Input::Flush, now(base, 1)));
     let pushes: Vec<(String, u64)> = fx
         .iter()
         .filter_map(|e| match e {

@@ -1,0 +1,68 @@
+//! What a node reports of itself: the status and its peers, as `status`
+//! prints them and `GET /v1/status` and `GET /v1/peers` answer. A leaf: the
+//! node builds these, the API serves them, neither imports the other for it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::role::Role;
+use crate::supervisor::ServiceStatus;
+use crate::wire::Health;
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub peer_id: String,
+    pub role: Role,
+    pub cluster: String,
+    pub version: String,
+    pub incarnation: u64,
+    /// Highest epoch this node has seen.
+    pub epoch: u64,
+    pub leader: Option<LeaderView>,
+    pub listen_addrs: Vec<String>,
+    pub uptime_ms: u64,
+    /// Peers met that belong to another cluster (or are not cluster nodes);
+    /// they were disconnected and are not dialled again.
+    pub foreign_peers: usize,
+    pub peers: Vec<PeerView>,
+    /// Supervised `[[service]]` processes.
+    pub services: Vec<ServiceStatus>,
+    /// This node's IPFS: mode (and why), state, RPC address, pid, restarts, last error.
+    pub ipfs: crate::ipfs::IpfsStatus,
+    /// Where this node's pinset replica stands.
+    #[serde(default)]
+    pub pinset: crate::pinset::actor::Progress,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaderView {
+    pub peer_id: String,
+    pub role: Role,
+    pub epoch: u64,
+    /// When this node accepted this leader and epoch (Unix time, ms).
+    pub since_unix_ms: u64,
+}
+
+/// One entry of `GET /v1/peers` (and of `peers` in the status).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub peer_id: String,
+    pub role: Role,
+    /// Live (heartbeats arriving) and not suspected.
+    pub healthy: bool,
+    /// alive | suspect | dead | left | silent
+    pub state: String,
+    pub connected: bool,
+    /// Time since its last heartbeat.
+    pub last_seen_ms: u64,
+    pub incarnation: u64,
+    pub follows: Option<String>,
+    pub addrs: Vec<String>,
+    pub health: Health,
+    /// What the peer says of its IPFS (`None`: it runs none).
+    pub ipfs: Option<crate::wire::IpfsInfo>,
+    /// The digest of the pinset changes it has seen (equal to this node's:
+    /// in sync).
+    #[serde(default)]
+    pub pinset: Option<u64>,
+}
