@@ -19,7 +19,7 @@
 //! Needs root, iproute2 and nftables.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,13 +32,7 @@ use testkit::{Flags, cid_of, release_binary, summary, wait_for};
 use tokio::sync::Mutex;
 
 const LONG: Duration = Duration::from_secs(120);
-const ROLES: [Role; 5] = [
-    Role::Master,
-    Role::Master,
-    Role::Worker,
-    Role::Worker,
-    Role::Worker,
-];
+const ROLES: [Role; 5] = testkit::netns::FIVE_ROLES;
 /// One side (the rest, nodes 1 and 3, is the other), and the worker each
 /// side's writes go through.
 const SIDE_A: [usize; 3] = [0, 2, 4];
@@ -96,7 +90,7 @@ fn main() -> Result<(), String> {
 type Acked = (String, bool, (u64, u64));
 
 async fn one_run(lab: Lab, dir: PathBuf, o: Arc<Opts>) -> Result<serde_json::Value, String> {
-    let nodes = cluster(&lab, &dir, &o.bin).await?;
+    let nodes = lab.cluster(&o.bin, &dir, &ROLES, "").await?;
     lab.partition(&SIDE_A)?;
     let per_side = o.ops / 2;
     let gap = Duration::from_secs(o.secs) / per_side.max(1) as u32;
@@ -236,35 +230,4 @@ async fn check(nodes: &[LabNode], acked: &[Acked]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Starts the nodes, all bootstrapped to the first, and waits until each
-/// sees every other healthy and a leader.
-async fn cluster(lab: &Lab, dir: &Path, bin: &Path) -> Result<Vec<LabNode>, String> {
-    let mut nodes: Vec<LabNode> = Vec::new();
-    let mut boot = None;
-    for (i, role) in ROLES.iter().enumerate() {
-        let d = dir.join(format!("n{i}"));
-        let mut n = lab.spawn(i, bin, *role, &d, "", boot.as_deref())?;
-        let s = wait_for(LONG, || async { n.client.status().await.ok().map(|s| s.0) })
-            .await
-            .ok_or(format!("node {i} never answered"))?;
-        n.peer_id = s.peer_id.clone();
-        if i == 0 {
-            boot = Some(format!("/ip4/{}/tcp/4010/p2p/{}", lab.addr(0), s.peer_id));
-        }
-        nodes.push(n);
-    }
-    let all = nodes.len();
-    wait_for(LONG, || async {
-        for n in &nodes {
-            let s = n.client.status().await.ok()?.0;
-            let healthy = s.peers.iter().filter(|p| p.healthy).count();
-            (healthy == all - 1 && s.leader.is_some()).then_some(())?;
-        }
-        Some(())
-    })
-    .await
-    .ok_or("the cluster never formed")?;
-    Ok(nodes)
 }

@@ -49,42 +49,13 @@ impl Drop for Nodes {
 }
 
 /// Starts `roles.len()` nodes, all bootstrapped to the first, and waits
-/// until every node sees every other healthy and in sync.
+/// until every node sees every other healthy and a leader.
 async fn cluster(lab: &Lab, dir: &Path, roles: &[Role]) -> Nodes {
-    let mut nodes = Nodes(Vec::new());
-    let mut boot = None;
-    for (i, role) in roles.iter().enumerate() {
-        let mut n = lab
-            .spawn(
-                i,
-                BIN.as_ref(),
-                *role,
-                &dir.join(format!("n{i}")),
-                CONFIG,
-                boot.as_deref(),
-            )
-            .unwrap();
-        let s = wait_for(LONG, || async { n.client.status().await.ok().map(|s| s.0) })
+    Nodes(
+        lab.cluster(BIN.as_ref(), dir, roles, CONFIG)
             .await
-            .unwrap_or_else(|| panic!("node {i} never answered"));
-        n.peer_id = s.peer_id.clone();
-        if i == 0 {
-            boot = Some(format!("/ip4/{}/tcp/4010/p2p/{}", lab.addr(0), s.peer_id));
-        }
-        nodes.0.push(n);
-    }
-    let all = roles.len();
-    wait_for(LONG, || async {
-        for n in &nodes.0 {
-            let s = n.client.status().await.ok()?.0;
-            let healthy = s.peers.iter().filter(|p| p.healthy).count();
-            (healthy == all - 1 && s.leader.is_some()).then_some(())?;
-        }
-        Some(())
-    })
-    .await
-    .expect("the cluster forms");
-    nodes
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
 }
 
 /// A change a node answered 200 for, with its stamp (`HLC.REPLICA` in hex).
@@ -318,13 +289,7 @@ where
     }
 }
 
-const ROLES: [Role; 5] = [
-    Role::Master,
-    Role::Master,
-    Role::Worker,
-    Role::Worker,
-    Role::Worker,
-];
+const ROLES: [Role; 5] = testkit::netns::FIVE_ROLES;
 
 /// Which node leads, by index, once all listed nodes agree.
 async fn leader_of(nodes: &[Node], among: &[usize]) -> usize {

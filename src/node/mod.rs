@@ -115,7 +115,10 @@ impl NodeHandle {
             .send_timeout(Command::PinPeers { cid, reply }, Duration::from_secs(2))
             .await
             .map_err(|_| "node loop busy or stopped".to_string())?;
-        rx.await.map_err(|_| "node loop stopped".to_string())?
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .map_err(|_| "the keeper did not answer in 10 s".to_string())?
+            .map_err(|_| "node loop stopped".to_string())?
     }
 
     /// Sends `req` to `peer` over request-response and waits for the answer.

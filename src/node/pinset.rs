@@ -1,7 +1,7 @@
 //! The node's side of the pinset: what the pinset task knows of the
 //! cluster, and carrying its requests and answers over request-response.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
@@ -15,6 +15,10 @@ use crate::view::{ClusterView, DISK_GRAIN, PeerView};
 use crate::wire::{
     HeldState, HolderRequest, HolderResponse, PinsetRequest, PinsetResponse, Response,
 };
+
+/// How long a peer's request may wait for this node's pinset, holder or
+/// keeper task to answer (the requester's own timeout is shorter).
+const ANSWER_LIMIT: Duration = Duration::from_secs(30);
 
 impl Node {
     /// Publishes the leader and the live peers to the pinset task (only
@@ -89,8 +93,8 @@ impl Node {
         });
     }
 
-    /// Answers a peer's request once `answer` is ready, without holding up
-    /// the loop.
+    /// Answers a peer's request once `answer` is ready (within
+    /// [`ANSWER_LIMIT`]), without holding up the loop.
     fn respond_when(
         &self,
         channel: ResponseChannel<Response>,
@@ -98,8 +102,11 @@ impl Node {
     ) {
         let handle = self.handle.clone();
         tokio::spawn(async move {
-            let resp = answer.await;
-            let _ = handle.tx.send(Command::Respond { channel, resp }).await;
+            // A task that never answers leaves the peer to its own request
+            // timeout: the channel is dropped, not held.
+            if let Ok(resp) = tokio::time::timeout(ANSWER_LIMIT, answer).await {
+                let _ = handle.tx.send(Command::Respond { channel, resp }).await;
+            }
         });
     }
 

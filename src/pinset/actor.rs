@@ -12,17 +12,15 @@
 //! Reads (the API's list and get, the keeper) go to the database directly
 //! through [`PinsetHandle::db`]; redb's readers never wait for the writer.
 
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::db::{DbView, PinDb};
-use super::model::{Op, Vv};
+use super::model::Vv;
 use super::replica::{self, Effect, Input, Now, PageAnswer, Replica, WriteError, Written};
 use super::sync::{Cursor, page};
 use crate::role::Role;
@@ -36,127 +34,9 @@ const SERVED_IDLE: Duration = Duration::from_secs(30);
 /// Messages taken per wake-up (one transaction for all their persists).
 const MAX_BATCH: usize = 1024;
 
-/// Sends a pinset request to a peer and waits for the answer (the
-/// transport bounds the wait).
-pub trait Transport: Clone + Send + Sync + 'static {
-    fn request(
-        &self,
-        peer: &str,
-        req: PinsetRequest,
-    ) -> impl Future<Output = Result<PinsetResponse, String>> + Send;
-}
-
-/// Where this node's replica stands: `status` shows it, heartbeats carry
-/// the digest, the keeper waits on `synced`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    /// The digest and number of the changes seen.
-    pub digest: u64,
-    pub changes: u64,
-    pub pins: u64,
-    /// Removals kept so older pins cannot come back.
-    pub tombstones: u64,
-    /// Writes waiting for their copies.
-    pub pending_writes: usize,
-    /// Masters and workers (this node excluded) counting for `write_copies`.
-    pub members: usize,
-    /// A peer knows changes under this replica's ID beyond what it holds:
-    /// this database is an old copy.
-    pub stale: bool,
-    /// This replica's ID.
-    pub replica_id: String,
-    /// When each peer was last known in sync (a finished anti-entropy
-    /// session's start, or equal digests).
-    #[serde(skip)]
-    pub synced: BTreeMap<String, Option<Instant>>,
-}
-
-enum Msg {
-    Write {
-        op: Op,
-        reply: oneshot::Sender<Result<Written, WriteError>>,
-    },
-    Inbound {
-        from: String,
-        req: PinsetRequest,
-        reply: oneshot::Sender<PinsetResponse>,
-    },
-    Pushed {
-        to: String,
-        batch: u64,
-        result: Result<(), String>,
-    },
-    Page {
-        from: String,
-        session: u64,
-        result: Result<PageAnswer, String>,
-    },
-    RemoveMember {
-        id: String,
-        reply: oneshot::Sender<bool>,
-    },
-}
-
-/// Talks to the pinset task and reads the replica.
-#[derive(Clone)]
-pub struct PinsetHandle {
-    tx: mpsc::Sender<Msg>,
-    db: PinDb,
-    progress: watch::Receiver<Progress>,
-}
-
-impl PinsetHandle {
-    pub fn progress(&self) -> Progress {
-        self.progress.borrow().clone()
-    }
-
-    pub fn watch_progress(&self) -> watch::Receiver<Progress> {
-        self.progress.clone()
-    }
-
-    /// The replica's database, to read.
-    pub fn db(&self) -> &PinDb {
-        &self.db
-    }
-
-    /// Applies `op` cluster-wide: answered once it is durable on enough
-    /// copies (see [`replica`]).
-    pub async fn write(&self, op: Op) -> Result<Written, WriteError> {
-        let (reply, rx) = oneshot::channel();
-        let stopped = || WriteError::Stopped;
-        self.tx
-            .send(Msg::Write { op, reply })
-            .await
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
-    }
-
-    /// A peer's request; the answer comes on the receiver. `None` when the
-    /// task is overloaded or gone (the peer retries).
-    pub fn inbound(
-        &self,
-        from: String,
-        req: PinsetRequest,
-    ) -> Option<oneshot::Receiver<PinsetResponse>> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Msg::Inbound { from, req, reply }).ok()?;
-        Some(rx)
-    }
-
-    /// Forgets a member (it no longer counts for `write_copies`); `false`
-    /// if it was not one.
-    pub async fn remove_member(&self, id: String) -> Result<bool, String> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::RemoveMember { id, reply })
-            .await
-            .map_err(|_| "the pinset task stopped".to_string())?;
-        tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .map_err(|_| "the pinset task did not answer".to_string())?
-            .map_err(|_| "the pinset task stopped".to_string())
-    }
-}
+mod handle;
+use handle::Msg;
+pub use handle::{PinsetHandle, Progress, Transport};
 
 struct Actor<T: Transport> {
     core: Replica,

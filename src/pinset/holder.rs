@@ -99,7 +99,10 @@ impl HolderHandle {
             .send(Msg::Request { from, req, reply })
             .await
             .map_err(|_| "the holder task stopped".to_string())?;
-        rx.await.map_err(|_| "the holder task stopped".to_string())
+        tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .map_err(|_| "the holder task did not answer in 30 s".to_string())?
+            .map_err(|_| "the holder task stopped".to_string())
     }
 }
 

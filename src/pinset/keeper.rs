@@ -92,7 +92,10 @@ impl KeeperHandle {
             .send(Msg::Status { cid, reply })
             .await
             .map_err(|_| "the keeper task stopped".to_string())?;
-        rx.await.map_err(|_| "the keeper task stopped".to_string())
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .map_err(|_| "the keeper task did not answer in 5 s".to_string())?
+            .map_err(|_| "the keeper task stopped".to_string())
     }
 }
 

@@ -76,6 +76,15 @@ pub fn available() -> Result<(), String> {
     run("nft", &["--version"], None)
 }
 
+/// Two masters and three workers: the fault tests' and benchmarks' cluster.
+pub const FIVE_ROLES: [Role; 5] = [
+    Role::Master,
+    Role::Master,
+    Role::Worker,
+    Role::Worker,
+    Role::Worker,
+];
+
 /// The namespaces of one lab. Dropping it deletes them.
 pub struct Lab {
     tag: String,
@@ -276,6 +285,54 @@ impl Lab {
             client: Client::new(format!("{addr}:5010")),
             peer_id: String::new(),
         })
+    }
+}
+
+impl Lab {
+    /// Starts one node per role (node `i` in namespace `i`, all
+    /// bootstrapped to the first) with the TOML `config`, and waits until
+    /// each sees every other healthy and a leader. Their peer IDs are
+    /// filled in.
+    pub async fn cluster(
+        &self,
+        bin: &Path,
+        dir: &Path,
+        roles: &[Role],
+        config: &str,
+    ) -> Result<Vec<LabNode>, String> {
+        const LONG: std::time::Duration = std::time::Duration::from_secs(120);
+        let mut nodes: Vec<LabNode> = Vec::new();
+        let mut boot = None;
+        for (i, role) in roles.iter().enumerate() {
+            let d = dir.join(format!("n{i}"));
+            let mut n = self.spawn(i, bin, *role, &d, config, boot.as_deref())?;
+            let s = crate::wait_for(LONG, || async { n.client.status().await.ok().map(|s| s.0) })
+                .await
+                .ok_or(format!("node {i} never answered"))?;
+            n.peer_id = s.peer_id.clone();
+            if i == 0 {
+                boot = Some(format!("/ip4/{}/tcp/4010/p2p/{}", self.addr(0), s.peer_id));
+            }
+            nodes.push(n);
+        }
+        let all = nodes.len();
+        let formed = crate::wait_for(LONG, || async {
+            for n in &nodes {
+                let s = n.client.status().await.ok()?.0;
+                let healthy = s.peers.iter().filter(|p| p.healthy).count();
+                (healthy == all - 1 && s.leader.is_some()).then_some(())?;
+            }
+            Some(())
+        })
+        .await;
+        match formed {
+            Some(()) => Ok(nodes),
+            None => Err(nodes
+                .iter()
+                .fold("the cluster never formed".to_string(), |text, n| {
+                    format!("{text}\n----- {} -----\n{}", n.ns, n.log_tail(40))
+                })),
+        }
     }
 }
 
