@@ -20,40 +20,36 @@
 //!   not ready, counts as down (for the grace period, like a dead one)
 //!   until it answers again with its IPFS ready.
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
 
 use super::actor::Progress;
-use super::db::{PinDb, PinDbError};
+use super::db::PinDb;
 use super::holder::HolderHandle;
-use super::model::{Op, Vv};
-use super::plan::{Candidate, Failure, Holding, Key, Limits, Order, Pinset, Want, plan};
-use super::sync::{self, Cursor};
-use crate::role::Role;
+use super::plan::Limits;
 use crate::view::ClusterView;
-use crate::wire::{
-    HeldState, HolderOrder, HolderRequest, HolderResponse, IpfsInfo, MAX_ORDERS, MAX_PROVIDERS,
-};
+use crate::wire::{HeldState, HolderOrder, HolderRequest, HolderResponse};
+
+mod core;
+pub use core::{Core, Effect};
 
 const TICK: Duration = Duration::from_millis(100);
 /// How often a holder is asked for changes: while it carries out orders,
 /// and otherwise.
-const POLL_BUSY: Duration = Duration::from_millis(100);
-const POLL_IDLE: Duration = Duration::from_secs(15);
+pub(super) const POLL_BUSY: Duration = Duration::from_millis(100);
+pub(super) const POLL_IDLE: Duration = Duration::from_secs(15);
 /// Plan at least this often even when nothing changed (grace periods and
 /// retries run out with time).
-const REPLAN: Duration = Duration::from_secs(1);
+pub(super) const REPLAN: Duration = Duration::from_secs(1);
 /// And at most this often (planning walks the whole pinset).
-const MIN_PLAN_GAP: Duration = Duration::from_millis(200);
+pub(super) const MIN_PLAN_GAP: Duration = Duration::from_millis(200);
 /// Missed answers in a row after which a holder counts as down.
-const MISSES: u32 = 3;
+pub(super) const MISSES: u32 = 3;
 /// Down holders are forgotten after the grace period plus this.
-const FORGET_AFTER: Duration = Duration::from_secs(60);
+pub(super) const FORGET_AFTER: Duration = Duration::from_secs(60);
 
 /// Sends a holder request to a peer.
 pub trait HolderTransport: Clone + Send + Sync + 'static {
@@ -99,57 +95,13 @@ impl KeeperHandle {
     }
 }
 
-/// One holder as the leader sees it.
-#[derive(Default)]
-struct Book {
-    session: u64,
-    cursor: u64,
-    /// Has answered from scratch since this node leads (or since its
-    /// session changed); until every live holder has, nothing is planned.
-    synced: bool,
-    /// Being rebuilt from scratch (pages of a reset answer).
-    rebuilding: Option<(Holding, HashMap<Key, HeldState>)>,
-    busy: bool,
-    next_poll: Option<Instant>,
-    misses: u32,
-    /// Orders not yet sent, and the CIDs of those not yet answered:
-    /// state reports for these are older than the order and are skipped.
-    outbox: Vec<(Key, bool)>,
-    ordered: HashSet<Key>,
-    /// States other than pinned, to show (what is held is in `holdings`).
-    detail: HashMap<Key, HeldState>,
-}
-
 struct Keeper<T> {
+    core: Core,
     db: PinDb,
     progress: watch::Receiver<Progress>,
     transport: T,
     local: HolderHandle,
-    limits: Limits,
     tx: mpsc::Sender<Msg>,
-    /// The epoch this node leads in, and a counter of leaderships (answers
-    /// to an earlier one are dropped).
-    leading: Option<u64>,
-    generation: u64,
-    seq: u64,
-    /// The pinset: what the planner needs of each item, and the removals.
-    pinset: Pinset,
-    /// The changes read into `pinset`, and the replica's digest then.
-    seen: Vv,
-    read_digest: Option<u64>,
-    /// When the pinset was last read whole (in CID order).
-    full_read: Option<Instant>,
-    /// When this node started leading.
-    since: Option<Instant>,
-    books: HashMap<String, Book>,
-    holdings: HashMap<String, Holding>,
-    /// Masters and workers seen while leading, with when they went down.
-    peers: HashMap<String, Candidate>,
-    dirty: bool,
-    last_plan: Option<Instant>,
-    /// How long the last plan took: planning walks the whole pinset, so
-    /// on a large one the gaps between plans grow with it (see `round`).
-    plan_cost: Duration,
 }
 
 /// Starts the task.
@@ -164,63 +116,15 @@ pub fn spawn<T: HolderTransport>(
 ) -> std::io::Result<(KeeperHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(1024);
     let keeper = Keeper {
+        core: Core::new(limits),
         db,
         progress,
         transport,
         local,
-        limits,
         tx: tx.clone(),
-        leading: None,
-        generation: 0,
-        seq: 0,
-        pinset: Pinset::default(),
-        seen: Vv::default(),
-        read_digest: None,
-        full_read: None,
-        since: None,
-        books: HashMap::new(),
-        holdings: HashMap::new(),
-        peers: HashMap::new(),
-        dirty: false,
-        last_plan: None,
-        plan_cost: Duration::ZERO,
     };
     let thread = super::spawn_task("keeper", keeper.run(rx, view, stop))?;
     Ok((KeeperHandle { tx }, thread))
-}
-
-/// Records what a holder says of one item.
-fn note(
-    holding: &mut Holding,
-    detail: &mut HashMap<Key, HeldState>,
-    cid: Key,
-    state: HeldState,
-    now: Instant,
-) {
-    holding.pinned.remove(&cid);
-    holding.in_flight.remove(&cid);
-    detail.remove(&cid);
-    match state {
-        HeldState::Pinned => {
-            holding.failed.remove(&cid);
-            holding.pinned.insert(cid);
-        }
-        HeldState::Queued | HeldState::Pinning => {
-            holding.in_flight.insert(cid.clone());
-            detail.insert(cid, state);
-        }
-        HeldState::Failed(_) => {
-            let count = holding.failed.get(&cid).map_or(0, |f| f.count) + 1;
-            holding
-                .failed
-                .insert(cid.clone(), Failure { at: now, count });
-            detail.insert(cid, state);
-        }
-        HeldState::Unpinning => {
-            detail.insert(cid, state);
-        }
-        HeldState::Absent => {}
-    }
 }
 
 impl<T: HolderTransport> Keeper<T> {
@@ -244,480 +148,62 @@ impl<T: HolderTransport> Keeper<T> {
                     }
                 }
                 // Followers wait for the view (which says when they lead).
-                _ = tick.tick(), if self.leading.is_some() => {}
+                _ = tick.tick(), if self.core.leading().is_some() => {}
                 changed = view.changed() => if changed.is_err() { break },
             }
             let v = view.borrow().clone();
-            self.round(&v);
+            let progress = self.progress.borrow().clone();
+            let db = &self.db;
+            let fx = self.core.round(&v, &progress, Instant::now(), || {
+                db.view().map_err(|e| e.to_string())
+            });
+            for effect in fx {
+                self.execute(effect, &v.me);
+            }
         }
     }
 
     fn on_msg(&mut self, msg: Msg) {
         match msg {
             Msg::Status { cid, reply } => {
-                let _ = reply.send(self.leading.map(|_| self.status(&cid)));
+                let _ = reply.send(self.core.status(&cid));
             }
             Msg::Answer {
                 generation,
                 peer,
                 orders,
                 result,
-            } => {
-                if generation != self.generation {
-                    return;
-                }
-                self.on_answer(peer, orders, result);
-            }
+            } => self
+                .core
+                .answer(generation, peer, orders, result, Instant::now()),
         }
     }
 
-    fn status(&self, cid: &str) -> Vec<(String, HeldState)> {
-        let mut out: Vec<(String, HeldState)> = self
-            .books
-            .iter()
-            .filter_map(|(id, b)| {
-                if self
-                    .holdings
-                    .get(id)
-                    .is_some_and(|h| h.pinned.contains(cid))
-                {
-                    Some((id.clone(), HeldState::Pinned))
-                } else {
-                    b.detail.get(cid).map(|s| (id.clone(), s.clone()))
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-
-    fn on_answer(
-        &mut self,
-        peer: String,
-        orders: Vec<HolderOrder>,
-        result: Result<HolderResponse, String>,
-    ) {
-        let now = Instant::now();
-        let Some(book) = self.books.get_mut(&peer) else {
-            return;
-        };
-        let held = self.holdings.entry(peer.clone()).or_default();
-        book.busy = false;
-        let sent_orders = !orders.is_empty();
-        match result {
-            Ok(HolderResponse::Taken) => {
-                for o in &orders {
-                    book.ordered.remove(o.cid.as_str());
-                }
-                book.misses = 0;
-                book.next_poll = Some(now);
-            }
-            Ok(HolderResponse::States {
-                session,
-                cursor,
-                reset,
-                more,
-                items,
-            }) => {
-                book.misses = 0;
-                if reset || session != book.session {
-                    book.rebuilding = Some(Default::default());
-                    book.synced = false;
-                }
-                book.session = session;
-                book.cursor = cursor;
-                let (holding, detail) = match book.rebuilding.as_mut() {
-                    Some((h, d)) => (h, d),
-                    None => (&mut *held, &mut book.detail),
-                };
-                for (cid, state) in items {
-                    if !book.ordered.contains(cid.as_str()) {
-                        note(holding, detail, intern(&self.pinset.pins, cid), state, now);
-                    }
-                }
-                if !more && let Some((h, d)) = book.rebuilding.take() {
-                    // Orders given meanwhile stand until the holder says otherwise.
-                    let (old_h, old_d) = (
-                        std::mem::replace(held, h),
-                        std::mem::replace(&mut book.detail, d),
-                    );
-                    for cid in &book.ordered {
-                        if old_h.in_flight.contains(cid) {
-                            held.in_flight.insert(cid.clone());
-                        }
-                        if let Some(s) = old_d.get(cid) {
-                            book.detail.insert(cid.clone(), s.clone());
-                        }
-                    }
-                    book.synced = true;
-                    debug!(%peer, pinned = held.pinned.len(), "keeper: holder synced");
-                }
-                let busy = !held.in_flight.is_empty()
-                    || book.detail.values().any(|s| *s == HeldState::Unpinning);
-                book.next_poll = Some(if more {
-                    now
-                } else if busy {
-                    now + POLL_BUSY
-                } else {
-                    now + POLL_IDLE
-                });
-                self.dirty = true;
-            }
-            Ok(other) => {
-                let reason = match other {
-                    HolderResponse::Refused { reason } => reason,
-                    other => format!("unexpected answer {other:?}"),
-                };
-                debug!(%peer, %reason, "keeper: holder refused");
-                self.miss(&peer, &orders, now);
-            }
-            Err(e) => {
-                debug!(%peer, error = %e, sent_orders, "keeper: holder unreachable");
-                self.miss(&peer, &orders, now);
-            }
-        }
-    }
-
-    /// A request failed: orders in it are undone (planned again), the
-    /// holder re-read from scratch when it answers again.
-    fn miss(&mut self, peer: &str, orders: &[HolderOrder], now: Instant) {
-        let Some(book) = self.books.get_mut(peer) else {
-            return;
-        };
-        book.misses += 1;
-        book.next_poll = Some(now + POLL_BUSY * 5 * book.misses.min(10));
-        let held = self.holdings.entry(peer.to_owned()).or_default();
-        for o in orders {
-            book.ordered.remove(o.cid.as_str());
-            held.in_flight.remove(o.cid.as_str());
-            book.detail.remove(o.cid.as_str());
-        }
-        if !orders.is_empty() {
-            book.synced = false;
-            book.rebuilding = None;
-        }
-        self.dirty = true;
-    }
-
-    /// Leadership, the pinset copy, the holders, and a plan.
-    fn round(&mut self, v: &ClusterView) {
-        let epoch = v
-            .leader
-            .as_ref()
-            .filter(|(l, _)| *l == v.me)
-            .map(|(_, e)| *e);
-        if epoch != self.leading {
-            self.generation += 1;
-            self.books.clear();
-            self.holdings.clear();
-            self.peers.clear();
-            self.pinset = Pinset::default();
-            self.seen = Vv::default();
-            self.read_digest = None;
-            self.full_read = None;
-            self.since = epoch.map(|_| Instant::now());
-            self.seq = 0;
-            self.last_plan = None;
-            self.leading = epoch;
-            if let Some(e) = epoch {
-                info!(epoch = e, "keeper: keeping replicas");
-            }
-        }
-        if self.leading.is_none() {
-            return;
-        }
-        if let Err(e) = self.catch_up() {
-            warn!("keeper: {e}");
-            return;
-        }
-        let now = Instant::now();
-        self.see_peers(v, now);
-        let ready = self
-            .peers
-            .values()
-            .filter(|c| c.live)
-            .all(|c| self.books.get(&c.id).is_some_and(|b| b.synced))
-            && self.pinset_synced(v);
-        let since = self
-            .last_plan
-            .map_or(REPLAN, |t| now.saturating_duration_since(t));
-        // At most ~10 % of a core on planning while things change, ~5 %
-        // while they do not, however large the pinset.
-        let (gap, replan) = (
-            MIN_PLAN_GAP.max(self.plan_cost * 10),
-            REPLAN.max(self.plan_cost * 20),
-        );
-        if ready && ((self.dirty && since >= gap) || since >= replan) {
-            self.plan(now);
-            self.plan_cost = now.elapsed();
-        }
-        self.send(v, now);
-    }
-
-    /// Whether the replica has synced with every live master and worker
-    /// since this node leads: planning before that could act on a pinset
-    /// missing changes a peer holds.
-    fn pinset_synced(&self, v: &ClusterView) -> bool {
-        let p = self.progress.borrow();
-        let since = self.since.unwrap_or_else(Instant::now);
-        v.peers
-            .iter()
-            .filter(|peer| peer.role.can_lead())
-            .all(|peer| {
-                peer.pinset == Some(p.digest)
-                    || p.synced
-                        .get(&peer.id)
-                        .is_some_and(|t| t.is_some_and(|t| t >= since))
-            })
-    }
-
-    /// Reads the changes of the replica this copy has not seen.
-    fn catch_up(&mut self) -> Result<(), PinDbError> {
-        let digest = self.progress.borrow().digest;
-        if self.read_digest == Some(digest) {
-            return Ok(());
-        }
-        let view = self.db.view()?;
-        // A read in CID order walks the whole pinset: at most every 5 s
-        // (the replica takes a large one in pages meanwhile).
-        if sync::by_cid(&view, &self.seen) && !self.seen.0.is_empty() {
-            if self
-                .full_read
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
-            {
-                return Ok(());
-            }
-            self.full_read = Some(Instant::now());
-        }
-        let mut from = Cursor::default();
-        loop {
-            let sync::Page { entries, next, .. } =
-                sync::page(&view, &self.seen, &from, 4096, usize::MAX)?;
-            for e in entries {
-                let key = intern(&self.pinset.pins, e.cid().to_owned());
-                match e.op {
-                    Op::Pin(spec) => {
-                        self.pinset.removed.remove(&key);
-                        self.pinset.pins.insert(key, Want::from(&spec));
-                    }
-                    Op::Unpin { .. } => {
-                        self.pinset.pins.remove(&key);
-                        self.pinset.removed.insert(key);
-                    }
-                }
-            }
-            match next {
-                Some(n) => from = n,
-                None => break,
-            }
-        }
-        self.seen = view.vv_owned();
-        self.read_digest = Some(digest);
-        self.dirty = true;
-        Ok(())
-    }
-
-    /// Masters and workers as candidates: live from the view (and while
-    /// they answer), down since they left it.
-    fn see_peers(&mut self, v: &ClusterView, now: Instant) {
-        let mut live: HashMap<&str, (Role, bool, u64)> = v
-            .peers
-            .iter()
-            .filter(|p| p.role.can_lead())
-            .map(|p| {
-                let ready = p.ipfs.as_ref().is_some_and(|i| i.ready);
-                (p.id.as_str(), (p.role, ready, p.disk_free))
-            })
-            .collect();
-        if let Some(role) = v.role.filter(|r| r.can_lead()) {
-            let ready = v.my_ipfs.as_ref().is_some_and(|i| i.ready);
-            live.insert(v.me.as_str(), (role, ready, v.my_disk_free));
-        }
-        for (id, (role, ready, disk)) in &live {
-            // A holder whose IPFS is down holds nothing usable: it counts
-            // as down (for the grace period) until its IPFS is back.
-            let answering = *ready && self.books.get(*id).is_none_or(|b| b.misses < MISSES);
-            let c = self
-                .peers
-                .entry(id.to_string())
-                .or_insert_with(|| Candidate {
-                    id: id.to_string(),
-                    role: *role,
-                    live: true,
-                    down_since: None,
-                    ipfs_ready: *ready,
-                    disk_free: *disk,
-                });
-            c.role = *role;
-            c.ipfs_ready = *ready;
-            c.disk_free = *disk;
-            if answering != c.live {
-                self.dirty = true;
-            }
-            c.live = answering;
-            c.down_since = if answering {
-                None
+    /// Sends a request (to this node's own holder directly) and feeds the
+    /// answer back.
+    fn execute(&self, effect: Effect, me: &str) {
+        let Effect::Request {
+            generation,
+            peer,
+            req,
+            orders,
+        } = effect;
+        let (transport, local, tx) = (self.transport.clone(), self.local.clone(), self.tx.clone());
+        let me = me.to_owned();
+        tokio::spawn(async move {
+            let result = if peer == me {
+                local.request(me, req).await
             } else {
-                c.down_since.or(Some(now))
+                transport.holder_request(&peer, req).await
             };
-        }
-        let forget = self.limits.grace + FORGET_AFTER;
-        let mut gone = Vec::new();
-        for c in self.peers.values_mut() {
-            if live.contains_key(c.id.as_str()) {
-                continue;
-            }
-            if c.live {
-                c.live = false;
-                c.down_since = Some(now);
-                self.dirty = true;
-            }
-            if c.down_since
-                .is_some_and(|t| now.saturating_duration_since(t) > forget)
-            {
-                gone.push(c.id.clone());
-            }
-        }
-        for id in gone {
-            self.peers.remove(&id);
-            self.books.remove(&id);
-            self.holdings.remove(&id);
-        }
+            let _ = tx
+                .send(Msg::Answer {
+                    generation,
+                    peer,
+                    orders,
+                    result,
+                })
+                .await;
+        });
     }
-
-    fn plan(&mut self, now: Instant) {
-        self.dirty = false;
-        self.last_plan = Some(now);
-        let candidates: Vec<Candidate> = self.peers.values().cloned().collect();
-        let orders = plan(&self.pinset, &candidates, &self.holdings, &self.limits, now);
-        if !orders.is_empty() {
-            debug!(count = orders.len(), "keeper: orders");
-        }
-        for order in orders {
-            let (peer, cid, pin) = match order {
-                Order::Pin { peer, cid } => (peer, cid, true),
-                Order::Unpin { peer, cid } => (peer, cid, false),
-            };
-            let held = self.holdings.entry(peer.clone()).or_default();
-            let book = self.books.entry(peer).or_default();
-            if pin {
-                held.in_flight.insert(cid.clone());
-                book.detail.insert(cid.clone(), HeldState::Queued);
-            } else {
-                held.pinned.remove(&cid);
-                held.in_flight.remove(&cid);
-                book.detail.insert(cid.clone(), HeldState::Unpinning);
-            }
-            book.ordered.insert(cid.clone());
-            book.outbox.push((cid, pin));
-        }
-    }
-
-    /// One request per idle live holder: orders first, else a poll when due.
-    fn send(&mut self, v: &ClusterView, now: Instant) {
-        let ids: Vec<String> = self
-            .peers
-            .values()
-            .filter(|c| live_in(v, &c.id))
-            .map(|c| c.id.clone())
-            .collect();
-        for id in ids {
-            let book = self.books.entry(id.clone()).or_default();
-            if book.busy {
-                continue;
-            }
-            let (req, orders) = if !book.outbox.is_empty() && book.synced {
-                let n = book.outbox.len().min(MAX_ORDERS);
-                let orders: Vec<HolderOrder> = book
-                    .outbox
-                    .drain(..n)
-                    .map(|(cid, pin)| HolderOrder {
-                        cid: cid.to_string(),
-                        pin,
-                    })
-                    .collect();
-                book.busy = true;
-                self.seq += 1;
-                let providers = self.providers(&orders, &id, v);
-                let req = HolderRequest::Orders {
-                    epoch: self.leading.unwrap_or_default(),
-                    seq: self.seq,
-                    orders: orders.clone(),
-                    providers,
-                };
-                (req, orders)
-            } else if book.next_poll.is_none_or(|t| now >= t) {
-                book.busy = true;
-                // Session 0 asks for everything from scratch.
-                let continuing = book.synced || book.rebuilding.is_some();
-                let req = HolderRequest::States {
-                    session: if continuing { book.session } else { 0 },
-                    cursor: if continuing { book.cursor } else { 0 },
-                };
-                (req, Vec::new())
-            } else {
-                continue;
-            };
-            let (transport, local, tx) =
-                (self.transport.clone(), self.local.clone(), self.tx.clone());
-            let (generation, me) = (self.generation, v.me.clone());
-            tokio::spawn(async move {
-                let result = if id == me {
-                    local.request(me, req).await
-                } else {
-                    transport.holder_request(&id, req).await
-                };
-                let _ = tx
-                    .send(Msg::Answer {
-                        generation,
-                        peer: id,
-                        orders,
-                        result,
-                    })
-                    .await;
-            });
-        }
-    }
-
-    /// Daemons that hold some of these items, to fetch them from.
-    fn providers(&self, orders: &[HolderOrder], to: &str, v: &ClusterView) -> Vec<IpfsInfo> {
-        let mut out: Vec<IpfsInfo> = Vec::new();
-        for (id, held) in &self.holdings {
-            if out.len() == MAX_PROVIDERS {
-                break;
-            }
-            if id == to
-                || !orders
-                    .iter()
-                    .any(|o| o.pin && held.pinned.contains(o.cid.as_str()))
-            {
-                continue;
-            }
-            let info = if *id == v.me {
-                v.my_ipfs.clone()
-            } else {
-                v.peers
-                    .iter()
-                    .find(|p| p.id == *id)
-                    .and_then(|p| p.ipfs.clone())
-            };
-            if let Some(info) = info.filter(|i| i.ready) {
-                out.push(info);
-            }
-        }
-        out
-    }
-}
-
-/// The pinset's own copy of `cid` if it is in the pinset (one allocation
-/// for every mention), else a new one.
-fn intern(pins: &std::collections::BTreeMap<Key, Want>, cid: String) -> Key {
-    match pins.get_key_value(cid.as_str()) {
-        Some((k, _)) => k.clone(),
-        None => Key::from(cid),
-    }
-}
-
-fn live_in(v: &ClusterView, id: &str) -> bool {
-    id == v.me || v.peers.iter().any(|p| p.id == id)
 }

@@ -13,9 +13,11 @@
 //!    `write_copies` masters or workers; reads everywhere, leechers included.
 //! 4. **Convergence:** once the network heals every node holds the same
 //!    pinset (pushes, then anti-entropy by version vector, [`sync`]).
-//! 5. **The keeper unpins a copy only for a removal it holds**, never for an
-//!    item it does not know, and plans only once its replica has synced with
-//!    every live master and worker since it leads ([`keeper`]).
+//! 5. **The keeper unpins a copy only for a removal it holds** (or a copy
+//!    beyond a pinned item's `replication_max`), never for an item it does
+//!    not know, and plans only once its replica has synced with every live
+//!    master and worker since it leads ([`keeper`]; its core is a
+//!    synchronous state machine the simulator runs).
 //! 6. **Authority:** changes only from masters and workers; orders only from
 //!    the leader a holder follows, at its epoch ([`holder`]); every bound on
 //!    the wire is checked in [`crate::wire`].
@@ -29,7 +31,8 @@
 //! * [`sync`]: anti-entropy pages, pure; [`db`]: the replica in redb.
 //! * [`plan`]: which peers should hold which items, pure.
 //! * [`keeper`]: on the leader, orders holders to pin and unpin so every
-//!   item keeps its replication factor ([`plan`] decides).
+//!   item keeps its replication factor ([`plan`] decides); `keeper::Core`
+//!   is the state machine, `keeper.rs` its shell.
 //! * [`holder`]: on every node, carries out orders on the local IPFS and
 //!   reports what it holds; [`held::HeldStore`] remembers it across restarts.
 

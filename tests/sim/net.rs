@@ -5,13 +5,17 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::{Duration, Instant};
 
 use ipfs_kit_p2p::election::{Action, Election, Input as Vote, Liveness, Report, Timing};
+use ipfs_kit_p2p::pinset::actor::Progress;
+use ipfs_kit_p2p::pinset::keeper::{self, Core as Keeper};
 use ipfs_kit_p2p::pinset::model::{Entry, Op, PinSpec, Stamp, Vv};
+use ipfs_kit_p2p::pinset::plan::Limits;
 use ipfs_kit_p2p::pinset::replica::{
     Config, Effect, Input, Now, PageAnswer, Replica, WriteError, Written,
 };
 use ipfs_kit_p2p::pinset::sync::{self, Cursor};
 use ipfs_kit_p2p::role::Role;
 use ipfs_kit_p2p::view::{ClusterView, PeerView};
+use ipfs_kit_p2p::wire::{HeldState, HolderOrder, HolderRequest, HolderResponse, IpfsInfo};
 
 use crate::store::MemStore;
 
@@ -44,6 +48,8 @@ const CIDS: u64 = 10;
 const RUN_MS: u64 = 20_000;
 const HEAL_MS: u64 = 60_000;
 const TICK_MS: u64 = 50;
+/// The transport's timeout for a holder request.
+const HOLDER_TIMEOUT_MS: u64 = 2_000;
 const BEAT_MS: u64 = 250;
 const UNIX_BASE: u64 = 1_750_000_000_000;
 /// Small pages, so anti-entropy sessions take several.
@@ -55,6 +61,23 @@ fn timing() -> Timing {
         suspect_timeout: Duration::from_millis(500),
         startup_grace: Duration::from_millis(300),
         forget_after: Duration::from_secs(3600),
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        grace: Duration::from_secs(1),
+        retry_after: Duration::from_secs(1),
+        min_free: 0,
+    }
+}
+
+/// Every master's and worker's (simulated) IPFS is up.
+fn ipfs_of(id: &str) -> IpfsInfo {
+    IpfsInfo {
+        ready: true,
+        peer_id: format!("ipfs-{id}"),
+        addrs: Vec::new(),
     }
 }
 
@@ -142,6 +165,9 @@ pub enum Mutation {
     None,
     /// Answers pushes without storing them.
     ForgetPushes,
+    /// The leader adds to each order batch an unpin of a CID no replica
+    /// knows (the bug where a lagging leader unpinned what it had not read).
+    UnpinUnknown,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +197,15 @@ enum Msg {
         token: u64,
         op: Op,
     },
+    /// The leader's keeper to a holder, and the answer.
+    Holder {
+        id: u64,
+        req: HolderRequest,
+    },
+    HolderReply {
+        id: u64,
+        result: Result<HolderResponse, String>,
+    },
 }
 
 #[derive(Debug)]
@@ -185,6 +220,11 @@ struct Packet {
 struct Up {
     replica: Replica,
     election: Election<String>,
+    /// The real keeper core (it acts only while this node leads).
+    keeper: Keeper,
+    /// Its requests awaiting an answer: id → (peer, generation, orders,
+    /// deadline). The transport's timeout answers those that get none.
+    asking: BTreeMap<u64, (String, u64, Vec<HolderOrder>, u64)>,
     digests: BTreeMap<String, u64>,
     view: ClusterView,
     /// Anti-entropy sessions served: a frozen copy of the store and the
@@ -207,6 +247,13 @@ struct Node {
     met: BTreeSet<usize>,
     /// Messages that reached the node while it was paused.
     held: Vec<Packet>,
+    /// Its IPFS (kept on disk): pinned CIDs, `true` where the user pinned
+    /// it before the cluster asked.
+    ipfs: BTreeMap<String, bool>,
+    /// What the cluster asked this holder to keep (kept on disk).
+    claimed: BTreeSet<String>,
+    /// The last order batch taken: (leader, epoch, seq) (kept on disk).
+    fence: Option<(String, u64, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +273,8 @@ pub struct Outcome {
     pub steps: u64,
     /// Simulated ms from the heal to one pinset everywhere.
     pub converged_ms: u64,
+    /// And to every item on its holders as the pinset says.
+    pub replicated_ms: u64,
 }
 
 pub struct Sim {
@@ -290,6 +339,14 @@ impl Sim {
                 skew: 0,
                 met: BTreeSet::new(),
                 held: Vec::new(),
+                // The user pinned one CID of the workload on a third of
+                // the nodes before the cluster asked for it.
+                ipfs: (i % 3 == 0)
+                    .then(|| (cid(i as u64 % CIDS), true))
+                    .into_iter()
+                    .collect(),
+                claimed: BTreeSet::new(),
+                fence: None,
             })
             .collect();
         let mut sim = Sim {
@@ -366,6 +423,8 @@ impl Sim {
         n.up = Some(Up {
             replica,
             election,
+            keeper: Keeper::new(limits()),
+            asking: BTreeMap::new(),
             digests: BTreeMap::new(),
             view: ClusterView::default(),
             serving: BTreeMap::new(),
@@ -516,8 +575,154 @@ impl Sim {
                 fx.extend(self.up(i).replica.step(Input::Flush, now));
                 self.effects(i, fx)?;
             }
+            Msg::Holder { id, req } => {
+                let asked = format!("{req:?}");
+                let result = self.hold(i, p.from, req)?;
+                self.log(|| format!("n{i} holder: n{} asked {asked}: {result:?}", p.from));
+                self.send(i, p.from, Some(inc), Msg::HolderReply { id, result });
+            }
+            Msg::HolderReply { id, result } => {
+                let up = self.up(i);
+                if let Some((peer, generation, orders, _)) = up.asking.remove(&id) {
+                    up.keeper.answer(generation, peer, orders, result, now.at);
+                    self.keep(i)?;
+                }
+            }
         }
         self.refresh_view(i)
+    }
+
+    /// A holder (a model of one: the real one is tested against a real
+    /// engine in tests/holder.rs) takes orders only from the leader it
+    /// follows, at that leader's epoch, each batch once, and never unpins
+    /// what the user pinned. Checks that every unpin it is ordered is for
+    /// a removal the ordering leader's replica holds.
+    fn hold(
+        &mut self,
+        i: usize,
+        from: usize,
+        req: HolderRequest,
+    ) -> Result<Result<HolderResponse, String>, String> {
+        let from_id = self.nodes[from].id.clone();
+        let n = &self.nodes[i];
+        if !n.role.can_lead() {
+            return Ok(Ok(HolderResponse::Refused {
+                reason: "a leecher holds nothing".into(),
+            }));
+        }
+        match req {
+            HolderRequest::States { .. } => Ok(Ok(HolderResponse::States {
+                session: n.store.incarnation,
+                cursor: 0,
+                reset: true,
+                more: false,
+                items: n
+                    .claimed
+                    .iter()
+                    .map(|c| (c.clone(), HeldState::Pinned))
+                    .collect(),
+            })),
+            HolderRequest::Orders {
+                epoch, seq, orders, ..
+            } => {
+                let follows = n.up.as_ref().and_then(|u| u.election.leader().cloned());
+                if follows != Some((from_id.clone(), epoch)) {
+                    return Ok(Ok(HolderResponse::Refused {
+                        reason: "not the leader this holder follows".into(),
+                    }));
+                }
+                if n.fence.as_ref().is_some_and(|(l, e, s)| {
+                    (*e, *s) >= (epoch, seq) && (*l == from_id || *e > epoch)
+                }) {
+                    return Ok(Ok(HolderResponse::Taken));
+                }
+                for o in &orders {
+                    if !o.pin {
+                        self.check_unpin(from, &o.cid)?;
+                    }
+                }
+                let n = &mut self.nodes[i];
+                n.fence = Some((from_id, epoch, seq));
+                for o in orders {
+                    if o.pin {
+                        n.ipfs.entry(o.cid.clone()).or_insert(false);
+                        n.claimed.insert(o.cid);
+                    } else {
+                        n.claimed.remove(&o.cid);
+                        if n.ipfs.get(&o.cid) == Some(&false) {
+                            n.ipfs.remove(&o.cid);
+                        }
+                    }
+                }
+                Ok(Ok(HolderResponse::Taken))
+            }
+            other => Ok(Err(format!("unexpected request {other:?}"))),
+        }
+    }
+
+    /// The contract's rule 5: a leader orders an unpin only for an item its
+    /// replica knows: for a removal it holds, or to bring a pinned item
+    /// down to its `replication_max`; never because it does not know it.
+    /// (Its state may hold changes its vector does not name yet: those of
+    /// a sync session under way.)
+    fn check_unpin(&self, leader: usize, cid: &str) -> Result<(), String> {
+        match self.nodes[leader].store.state.get(cid) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "n{leader} ordered an unpin of {cid}, which its replica does not know"
+            )),
+        }
+    }
+
+    /// Runs the node's keeper over its replica and sends what it asks.
+    fn keep(&mut self, i: usize) -> Result<(), String> {
+        let now = self.now(i);
+        let node = &mut self.nodes[i];
+        let Some(up) = node.up.as_mut() else {
+            return Ok(());
+        };
+        let progress = Progress {
+            digest: up.replica.digest(),
+            synced: up
+                .view
+                .peers
+                .iter()
+                .map(|p| (p.id.clone(), up.replica.synced_at(&p.id)))
+                .collect(),
+            ..Progress::default()
+        };
+        let store = &node.store;
+        let view = up.view.clone();
+        let fx = up
+            .keeper
+            .round(&view, &progress, now.at, || Ok(store.clone()));
+        for keeper::Effect::Request {
+            generation,
+            peer,
+            req,
+            orders,
+        } in fx
+        {
+            let to = self.index_of(&peer);
+            let id = self.seq;
+            self.seq += 1;
+            let deadline = self.t + HOLDER_TIMEOUT_MS;
+            self.up(i)
+                .asking
+                .insert(id, (peer, generation, orders, deadline));
+            let mut req = req;
+            if self.mutation == Mutation::UnpinUnknown
+                && let HolderRequest::Orders { orders: o, .. } = &mut req
+            {
+                o.push(HolderOrder {
+                    cid: cid(CIDS + 1),
+                    pin: false,
+                });
+            }
+            let msg = Msg::Holder { id, req };
+            self.send(i, to, None, msg);
+        }
+        Ok(())
     }
 
     fn up(&mut self, i: usize) -> &mut Up {
@@ -788,8 +993,8 @@ impl Sim {
                 .map(|(id, p)| PeerView {
                     id: id.clone(),
                     role: p.role,
-                    ipfs: None,
-                    disk_free: 0,
+                    ipfs: p.role.can_lead().then(|| ipfs_of(id)),
+                    disk_free: 1 << 40,
                     pinset: up.digests.get(id).copied(),
                 })
                 .collect(),
@@ -798,9 +1003,10 @@ impl Sim {
                 .filter(|(_, p)| matches!(p.liveness, Liveness::Left { .. }))
                 .map(|(id, _)| id.clone())
                 .collect(),
-            my_ipfs: None,
-            my_disk_free: 0,
+            my_ipfs: role.can_lead().then(|| ipfs_of(&self.nodes[i].id)),
+            my_disk_free: 1 << 40,
         };
+        let up = self.up(i);
         if v != up.view {
             up.view = v.clone();
             let fx = up.replica.step(Input::View(v), now);
@@ -824,6 +1030,21 @@ impl Sim {
             self.refresh_view(i)?;
             let fx = self.up(i).replica.step(Input::Tick, now);
             self.effects(i, fx)?;
+            // Requests unanswered in time fail, as the transport's do.
+            let t = self.t;
+            let up = self.up(i);
+            let late: Vec<u64> = up
+                .asking
+                .iter()
+                .filter(|(_, (.., deadline))| *deadline <= t)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in late {
+                let (peer, generation, orders, _) = up.asking.remove(&id).expect("listed");
+                let timeout = Err("timeout".to_string());
+                up.keeper.answer(generation, peer, orders, timeout, now.at);
+            }
+            self.keep(i)?;
         }
         Ok(())
     }
@@ -957,6 +1178,31 @@ impl Sim {
             self.outcome.steps += 1;
         }
         self.outcome.converged_ms = self.t - healed;
+        // Then the leader's keeper brings every item to its copies: each
+        // pinned CID held by at least `replication_min` (1) of the holders,
+        // no removed one held by any.
+        loop {
+            let next_packet = self.queue.peek().map_or(u64::MAX, |Reverse((at, _))| *at);
+            let t = next_packet.min(next_tick);
+            if t > deadline {
+                return Err(format!(
+                    "holders not as the pinset says within {HEAL_MS} ms of the heal: {}",
+                    self.unreplicated().unwrap_or_default()
+                ));
+            }
+            self.t = t;
+            if t == next_tick {
+                next_tick += TICK_MS;
+                self.tick_all()?;
+                if self.unreplicated().is_none() {
+                    break;
+                }
+            } else {
+                self.deliver_next()?;
+            }
+            self.outcome.steps += 1;
+        }
+        self.outcome.replicated_ms = self.t - healed;
         self.dump();
         for a in &self.acked {
             self.check_acked(a, "after the heal")?;
@@ -1008,6 +1254,30 @@ impl Sim {
                     .collect::<Vec<_>>(),
             );
         }
+    }
+
+    /// What the holders lack or hold beyond the (converged) pinset, if
+    /// anything; and every user pin is still pinned.
+    fn unreplicated(&self) -> Option<String> {
+        let mut wrong = Vec::new();
+        for (cid, e) in &self.nodes[0].store.state {
+            let holders = self
+                .nodes
+                .iter()
+                .filter(|n| n.role.can_lead() && n.claimed.contains(cid))
+                .count();
+            if e.is_pin() && holders == 0 {
+                wrong.push(format!("{} held nowhere", &cid[..12]));
+            } else if !e.is_pin() && holders > 0 {
+                wrong.push(format!("{} removed but held by {holders}", &cid[..12]));
+            }
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if i % 3 == 0 && n.ipfs.get(&cid(i as u64 % CIDS)) != Some(&true) {
+                wrong.push(format!("n{i}'s user pin is gone"));
+            }
+        }
+        (!wrong.is_empty()).then(|| wrong.join(", "))
     }
 
     /// One pinset everywhere (the same winning change for every CID).
