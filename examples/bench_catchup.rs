@@ -86,6 +86,14 @@ async fn main() -> Result<(), String> {
     let caught_up = synced(&joiner, &cluster[0], entries, long).await;
     let catchup_s = t.elapsed().as_secs_f64();
     let pins = joiner.status().await.map_or(0, |s| s.pinset.pins);
+    // Which node leads: its keeper holds the whole pinset in memory.
+    let leader = joiner
+        .status()
+        .await
+        .and_then(|s| s.leader)
+        .map(|l| l.peer_id);
+    let leader_index =
+        leader.and_then(|l| cluster.iter().chain([&joiner]).position(|n| n.peer_id == l));
     let out = json!({
         "entries": entries,
         "nodes_before_join": nodes,
@@ -98,6 +106,7 @@ async fn main() -> Result<(), String> {
         "joiner_catchup_s": catchup_s,
         "joiner_pins_per_s": pins as f64 / catchup_s,
         "rss_kib_before_join": rss_before,
+        "leader_index": leader_index,
         "rss_kib_end": cluster.iter().chain([&joiner]).map(|n| rss_kib(n.pid())).collect::<Vec<_>>(),
     });
     println!(
