@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use ipfs_kit_p2p::api::StatusView;
 use ipfs_kit_p2p::role::Role;
+use testkit::netns::ip;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 const ROLES: [Role; 3] = [Role::Master, Role::Worker, Role::Leecher];
@@ -22,22 +23,6 @@ const ROLES: [Role; 3] = [Role::Master, Role::Worker, Role::Leecher];
 const CONVERGE: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
 const NEEDS: &str = "needs root and iproute2 (ip netns)";
-
-/// Runs `ip ARGS` (split at spaces); the error carries the command and its stderr.
-fn ip(args: &str) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args.split_whitespace())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "`ip {args}` failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    ))
-}
 
 /// A command running the node binary inside `ns`, with no `IPFS_KIT_P2P_*`
 /// variables leaking in from the caller (one could turn mDNS off).

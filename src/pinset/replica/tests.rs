@@ -302,24 +302,26 @@ fn changes_stamped_far_ahead_of_the_clock_are_refused_whole() {
     assert!(r.vv().0.is_empty());
 }
 
+/// A worker `w` appears with another digest: the replica's first pull
+/// from it (session, vector, cursor).
+fn first_pull(r: &mut Replica, base: Instant) -> (u64, Option<Vv>, Cursor) {
+    let mut w = peer("w", Role::Worker);
+    w.pinset = Some(42);
+    let fx = r.step(Input::View(view(vec![w])), now(base, 0));
+    match fx.into_iter().find(|e| matches!(e, Effect::Pull { .. })) {
+        Some(Effect::Pull {
+            session, vv, from, ..
+        }) => (session, vv, from),
+        other => panic!("no pull: {other:?}"),
+    }
+}
+
 #[test]
 fn anti_entropy_pulls_from_a_peer_whose_digest_differs_and_checks_its_pages() {
     let base = Instant::now();
     let mut r = replica(base);
-    let mut w = peer("w", Role::Worker);
-    w.pinset = Some(42);
-    let fx = r.step(Input::View(view(vec![w])), now(base, 0));
-    let Some(Effect::Pull {
-        session, vv, from, ..
-    }) = fx.iter().find(|e| matches!(e, Effect::Pull { .. }))
-    else {
-        panic!("no pull in {fx:?}")
-    };
-    assert_eq!(
-        (vv.as_ref(), from.clone()),
-        (Some(&Vv::default()), Cursor::default())
-    );
-    let session = *session;
+    let (session, vv, from) = first_pull(&mut r, base);
+    assert_eq!((vv, from), (Some(Vv::default()), Cursor::default()));
     let entry = |seq| Entry {
         stamp: Stamp {
             hlc: Hlc::at(1_700_000_000_000),
@@ -372,14 +374,7 @@ fn anti_entropy_pulls_from_a_peer_whose_digest_differs_and_checks_its_pages() {
 fn a_session_in_cid_order_stores_unindexed_under_the_floor_and_marks_seen_at_the_end() {
     let base = Instant::now();
     let mut r = replica(base);
-    let mut w = peer("w", Role::Worker);
-    w.pinset = Some(42);
-    let fx = r.step(Input::View(view(vec![w])), now(base, 0));
-    let Some(Effect::Pull { session, .. }) = fx.iter().find(|e| matches!(e, Effect::Pull { .. }))
-    else {
-        panic!("no pull in {fx:?}")
-    };
-    let session = *session;
+    let (session, ..) = first_pull(&mut r, base);
     let entry = |cid: &str, seq| Entry {
         stamp: Stamp {
             hlc: Hlc::at(1_700_000_000_000),
