@@ -6,7 +6,8 @@
 //! durable transaction (group commit), then the sends and answers, so
 //! nothing is acknowledged before it is on disk. A transaction that fails
 //! answers the batch's writes with an error and restarts the core from the
-//! database. Anti-entropy pages are served here from a redb read
+//! database. (A persist is durable when it returns: see [`super::db`] for
+//! the journal that makes small ones cheap.) Anti-entropy pages are served here from a redb read
 //! transaction held for the session (a few at once, closed when idle).
 //!
 //! Reads (the API's list and get, the keeper) go to the database directly
@@ -157,6 +158,11 @@ impl<T: Transport> Actor<T> {
         }
         for (_, w) in self.writes.drain() {
             let _ = w.send(Err(WriteError::Stopped));
+        }
+        // Not needed for safety (the journal is replayed on open); a clean
+        // stop just leaves nothing to replay.
+        if let Err(e) = self.db.checkpoint() {
+            warn!("pinset: final checkpoint: {e}");
         }
     }
 

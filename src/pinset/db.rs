@@ -3,14 +3,16 @@
 //! `(author, seq)` for anti-entropy, the version vector, the members met,
 //! and counters. [`PinDb::persist`] applies the core's persists in one
 //! durable transaction, so a crash leaves the old or the new state, never
-//! half of one; a file that cannot be read is an error naming it.
+//! half of one; a file that cannot be read is an error naming it. Small
+//! batches are made durable through a journal and reach the database's
+//! disk pages in bulk (see [`journal`]).
 //!
 //! A database written by an earlier version (the leader's log) is moved
 //! over on open: its committed pins become changes of this replica, stamped
 //! with the time each was first added (older than anything new).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -21,6 +23,9 @@ use serde::{Deserialize, Serialize};
 use super::model::{Entry, Hlc, Op, PinSpec, Ranges, Stamp, Vv, wins};
 use super::replica::{Loaded, Member, Persist};
 use super::sync::ReadView;
+
+mod journal;
+use journal::Journal;
 
 /// cid → [`encode_entry`]
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("crdt.state");
@@ -38,6 +43,8 @@ const K_AUTHOR: &str = "author";
 const K_HLC: &str = "hlc";
 const K_PINS: &str = "pins";
 const K_TOMBSTONES: &str = "tombstones";
+/// The last journal row whose changes this database holds.
+const K_JOURNALED: &str = "journaled";
 /// redb's page cache.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -130,6 +137,8 @@ fn bin<T: Serialize>(v: &T) -> Vec<u8> {
 pub struct PinDb {
     db: Arc<Database>,
     path: PathBuf,
+    /// Taken by the one writer (the pinset task); readers never touch it.
+    journal: Arc<Mutex<Journal>>,
 }
 
 impl PinDb {
@@ -153,12 +162,60 @@ impl PinDb {
                 path: path.to_owned(),
                 message: e.to_string(),
             })?;
+        let journal = Journal::open(Journal::path_for(path))?;
         let db = PinDb {
             db: Arc::new(db),
             path: path.to_owned(),
+            journal: Arc::new(Mutex::new(journal)),
         };
-        db.prepare()?;
+        let applied = db.prepare()?;
+        db.journal().resume_after(applied);
+        db.recover()?;
         Ok(db)
+    }
+
+    fn journal(&self) -> MutexGuard<'_, Journal> {
+        // A panic mid-write leaves nothing half-done (redb rolls back).
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies the journal rows the database lacks (after a crash), in one
+    /// durable transaction.
+    fn recover(&self) -> Result<(), PinDbError> {
+        let mut journal = self.journal();
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let applied = self.meta_in(&txn, K_JOURNALED)?;
+        let rows = journal.rows_after(applied)?;
+        let Some(&(last, _)) = rows.last() else {
+            return Ok(());
+        };
+        for (_, batch) in &rows {
+            self.apply(&txn, batch)?;
+        }
+        self.set_journaled(&txn, last)?;
+        txn.commit().map_err(|e| self.err(e))?;
+        journal.checkpointed(last)?;
+        tracing::info!(
+            rows = rows.len(),
+            "pinset: changes in the journal the database lacked are applied"
+        );
+        Ok(())
+    }
+
+    fn set_journaled(&self, txn: &redb::WriteTransaction, row: u64) -> Result<(), PinDbError> {
+        let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+        meta.insert(K_JOURNALED, row).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Makes every change applied so far durable in the database itself
+    /// (the journal's rows then go). Called when the task stops.
+    pub fn checkpoint(&self) -> Result<(), PinDbError> {
+        let mut journal = self.journal();
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let applied = self.meta_in(&txn, K_JOURNALED)?;
+        txn.commit().map_err(|e| self.err(e))?;
+        journal.checkpointed(applied)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> PinDbError {
@@ -172,9 +229,11 @@ impl PinDb {
         &self.path
     }
 
-    /// Creates the tables, takes a replica ID, moves an old database over.
-    fn prepare(&self) -> Result<(), PinDbError> {
+    /// Creates the tables, takes a replica ID, moves an old database over;
+    /// returns the last journal row the database holds.
+    fn prepare(&self) -> Result<u64, PinDbError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let applied;
         {
             txn.open_table(STATE).map_err(|e| self.err(e))?;
             txn.open_table(BY_AUTHOR).map_err(|e| self.err(e))?;
@@ -186,9 +245,14 @@ impl PinDb {
                 meta.insert(K_AUTHOR, rand::random::<u64>() | 1)
                     .map_err(|e| self.err(e))?;
             }
+            applied = meta
+                .get(K_JOURNALED)
+                .map_err(|e| self.err(e))?
+                .map_or(0, |v| v.value());
         }
         self.migrate(&txn)?;
-        txn.commit().map_err(|e| self.err(e))
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(applied)
     }
 
     /// An earlier version's tables: the committed pins (`pins`: cid →
@@ -259,8 +323,10 @@ impl PinDb {
             .map_or(0, |v| v.value()))
     }
 
-    /// What the replica core starts from.
+    /// What the replica core starts from (after a failed write too: the
+    /// journal's rows the database lacks are applied first).
     pub fn load(&self) -> Result<Loaded, PinDbError> {
+        self.recover()?;
         let view = self.view()?;
         let members = view.members()?;
         Ok(Loaded {
@@ -271,12 +337,33 @@ impl PinDb {
         })
     }
 
-    /// Applies persists in one durable transaction.
-    /// Applies persists in one durable transaction; returns the counts after.
+    /// Makes `batch` durable and visible to readers; returns the counts
+    /// after. A small batch is synced to the journal and applied to the
+    /// database unsynced (a checkpoint now and then syncs the database); a
+    /// large one is applied in one durable transaction.
     pub fn persist(&self, batch: &[Persist]) -> Result<Counts, PinDbError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut journal = self.journal();
+        let changes: usize = batch.iter().map(|p| p.entries.len()).sum();
+        if changes > journal::DIRECT_ENTRIES {
+            let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+            let counts = self.apply(&txn, batch)?;
+            let applied = self.meta_in(&txn, K_JOURNALED)?;
+            txn.commit().map_err(|e| self.err(e))?;
+            journal.checkpointed(applied)?;
+            return Ok(counts);
+        }
+        let row = journal.append(batch)?;
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| self.err(e))?;
         let counts = self.apply(&txn, batch)?;
+        self.set_journaled(&txn, row)?;
         txn.commit().map_err(|e| self.err(e))?;
+        if journal.due() {
+            let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+            txn.commit().map_err(|e| self.err(e))?;
+            journal.checkpointed(row)?;
+        }
         Ok(counts)
     }
 

@@ -158,7 +158,7 @@ pub enum Input {
 }
 
 /// One durable transaction's worth of changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Persist {
     /// Merged into the state, last writer wins per CID.
     pub entries: Vec<Entry>,
