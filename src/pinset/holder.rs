@@ -1,38 +1,26 @@
 //! The holder task: carries out the leader's pin and unpin orders on this
 //! node's IPFS and keeps what the leader asks about, the state of every item
-//! it was ordered to hold.
-//!
-//! * Orders are taken only from the leader this node follows, at that
-//!   leader's epoch, never below the highest epoch seen (kept on disk), and
-//!   never on a leecher. Within one leadership a batch at or below the last
-//!   one taken is ignored (a late duplicate cannot undo a newer order), and
-//!   an order for what is already so is a no-op.
-//! * An item already pinned on this IPFS before the cluster asked (the
-//!   user's own pin, found with `pin/ls`) is reported pinned but never
-//!   owned: the cluster never unpins it.
-//! * At most `concurrency` IPFS calls run at once; the rest wait, queued.
-//! * Every state change gets a version; the leader asks for the changes
-//!   after the last version it saw ([`HolderRequest::States`]), so a new
-//!   leader rebuilds the picture from scratch and a running one cheaply.
-//! * `Pinned` is what this IPFS says: an item is marked so when `pin/add`
-//!   succeeded, and `pin/ls` is checked at start and every `reconcile` so a
-//!   pin lost under us is reported `Absent` (and re-ordered by the leader).
+//! it was ordered to hold. The decisions are [`core`]'s (what it guarantees
+//! is written there); this shell runs its IPFS calls, stores the held set
+//! and the epoch fence in `held.redb`, and answers requests.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use super::held::HeldStore;
 use crate::ipfs::IpfsStatus;
 use crate::ipfs_rpc::{IpfsClient, RpcError};
 use crate::role::Role;
 use crate::view::ClusterView;
-use crate::wire::{
-    HeldState, HolderOrder, HolderRequest, HolderResponse, IpfsInfo, MAX_PIN_ERROR, MAX_STATES,
-};
+use crate::wire::{HolderRequest, HolderResponse, IpfsInfo, MAX_PIN_ERROR};
+
+pub mod core;
+use self::core::{Core, Effect, Input, Limits};
 
 /// Settings of the holder.
 #[derive(Debug, Clone, Copy)]
@@ -45,10 +33,6 @@ pub struct HolderSettings {
     /// How often `pin/ls` is checked against what is held.
     pub reconcile: Duration,
 }
-
-/// Tombstones (items unpinned) kept for leaders that follow changes; a
-/// leader further behind starts from scratch.
-const MAX_TOMBSTONES: usize = 16 * 1024;
 
 enum Msg {
     Request {
@@ -106,41 +90,15 @@ impl HolderHandle {
     }
 }
 
-struct Item {
-    state: HeldState,
-    version: u64,
-    /// What the last order asked.
-    want_pin: bool,
-    running: bool,
-    /// Pinned by the user before the cluster asked: never unpinned here.
-    user: bool,
-}
-
 struct Holder {
-    store: HeldStore,
+    core: Core,
+    store: Arc<HeldStore>,
     settings: HolderSettings,
     tx: mpsc::Sender<Msg>,
-    /// Changes between sessions (restarts) are not comparable.
-    session: u64,
-    version: u64,
-    items: HashMap<String, Item>,
-    /// version → cid, the latest version of each item only.
-    by_version: BTreeMap<u64, String>,
-    tombstones: usize,
-    /// Cursors below this were pruned: their leader starts from scratch.
-    floor: u64,
-    max_epoch: u64,
-    /// The last batch taken: leader, epoch, number.
-    last_batch: (String, u64, u64),
-    queue: VecDeque<String>,
-    running: usize,
     client: Option<IpfsClient>,
-    /// Whether `pin/ls` has been checked in this session, and when next.
-    listing: bool,
-    next_list: Option<Instant>,
-    /// Held-set changes not yet on disk.
-    add: Vec<String>,
-    remove: Vec<String>,
+    /// Held-set changes not yet stored, the last one per item (stored once
+    /// per batch of messages).
+    unsaved: BTreeMap<String, bool>,
 }
 
 /// Starts the task.
@@ -152,7 +110,27 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> Result<(HolderHandle, std::thread::JoinHandle<()>), String> {
     let (tx, rx) = mpsc::channel(1024);
-    let h = Holder::new(store, settings, tx.clone()).map_err(|e| e.to_string())?;
+    let (held, max_epoch) = store.load().map_err(|e| e.to_string())?;
+    let limits = Limits {
+        role: settings.role,
+        concurrency: settings.concurrency,
+        reconcile: settings.reconcile,
+    };
+    let core = Core::new(
+        limits,
+        held,
+        max_epoch,
+        rand::random::<u64>() | 1,
+        Instant::now(),
+    );
+    let h = Holder {
+        core,
+        store: Arc::new(store),
+        settings,
+        tx: tx.clone(),
+        client: None,
+        unsaved: BTreeMap::new(),
+    };
     let thread =
         super::spawn_task("holder", h.run(rx, ipfs, view, stop)).map_err(|e| e.to_string())?;
     Ok((HolderHandle { tx }, thread))
@@ -172,39 +150,6 @@ fn short(e: impl std::fmt::Display) -> String {
 }
 
 impl Holder {
-    fn new(
-        store: HeldStore,
-        settings: HolderSettings,
-        tx: mpsc::Sender<Msg>,
-    ) -> Result<Holder, super::held::HeldStoreError> {
-        let (held, max_epoch) = store.load()?;
-        let mut h = Holder {
-            store,
-            settings,
-            tx,
-            session: rand::random::<u64>() | 1,
-            version: 0,
-            items: HashMap::new(),
-            by_version: BTreeMap::new(),
-            tombstones: 0,
-            floor: 0,
-            max_epoch,
-            last_batch: (String::new(), max_epoch, 0),
-            queue: VecDeque::new(),
-            running: 0,
-            client: None,
-            listing: false,
-            next_list: Some(Instant::now()),
-            add: Vec::new(),
-            remove: Vec::new(),
-        };
-        // Held before the restart: pinned unless `pin/ls` says otherwise.
-        for cid in held {
-            h.set(&cid, HeldState::Pinned, true);
-        }
-        Ok(h)
-    }
-
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Msg>,
@@ -220,195 +165,159 @@ impl Holder {
                 _ = stop.cancelled() => break,
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
-                    self.on_msg(msg, &view.borrow());
+                    self.on_msg(msg, &view);
                     for _ in 0..1024 {
                         let Ok(msg) = rx.try_recv() else { break };
-                        self.on_msg(msg, &view.borrow());
+                        self.on_msg(msg, &view);
                     }
+                    self.flush();
                 }
                 // A node without IPFS drops the sender: keep answering.
-                changed = ipfs.changed(), if ipfs_open => ipfs_open = changed.is_ok(),
-                _ = tick.tick() => {}
+                changed = ipfs.changed(), if ipfs_open => {
+                    ipfs_open = changed.is_ok();
+                    self.use_ipfs(&ipfs.borrow_and_update());
+                }
+                _ = tick.tick() => {
+                    self.use_ipfs(&ipfs.borrow());
+                    self.step(Input::Tick, None);
+                }
             }
-            self.flush();
-            self.use_ipfs(&ipfs.borrow());
-            self.pump();
-            self.maybe_list();
         }
         self.flush();
     }
 
-    /// Writes held-set changes in one transaction.
+    /// Stores the held-set changes in one transaction. Not fatal if it
+    /// fails: the leader's picture comes from `pin/ls` too.
     fn flush(&mut self) {
-        if self.add.is_empty() && self.remove.is_empty() {
+        if self.unsaved.is_empty() {
             return;
         }
-        if let Err(e) = self.store.update(&self.add, &self.remove, None) {
-            // Not fatal: the leader's picture comes from `pin/ls` too.
+        let (add, remove): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsaved)
+            .into_iter()
+            .partition(|(_, held)| *held);
+        let cids = |v: Vec<(String, bool)>| v.into_iter().map(|(c, _)| c).collect::<Vec<_>>();
+        if let Err(e) = self.store.update(&cids(add), &cids(remove), None) {
             warn!("holder: {e}");
         }
-        self.add.clear();
-        self.remove.clear();
+    }
+
+    fn on_msg(&mut self, msg: Msg, view: &watch::Receiver<ClusterView>) {
+        match msg {
+            Msg::Request { from, req, reply } => {
+                let leader = view.borrow().leader.clone();
+                self.step(Input::Request { from, req, leader }, Some(reply));
+            }
+            Msg::Done { cid, pin, result } => self.step(Input::Done { cid, pin, result }, None),
+            Msg::Listed { at, pinned } => self.step(Input::Listed { at, pinned }, None),
+        }
     }
 
     fn use_ipfs(&mut self, st: &IpfsStatus) {
-        match (&st.api, st.is_ready()) {
+        let ready = match (&st.api, st.is_ready()) {
             (Some(api), true) => {
                 if self.client.as_ref().is_none_or(|c| c.addr() != api) {
                     let mut c = IpfsClient::new(api.clone());
                     c.transfer_timeout = self.settings.pin_timeout;
                     self.client = Some(c);
                 }
+                true
             }
-            _ => self.client = None,
-        }
-    }
-
-    /// Records a new state for `cid` under a new version.
-    fn set(&mut self, cid: &str, state: HeldState, want_pin: bool) {
-        self.version += 1;
-        let version = self.version;
-        let was_tomb;
-        match self.items.get_mut(cid) {
-            Some(item) => {
-                was_tomb = item.state == HeldState::Absent;
-                self.by_version.remove(&item.version);
-                item.state = state.clone();
-                item.version = version;
-                item.want_pin = want_pin;
+            _ => {
+                self.client = None;
+                false
             }
-            None => {
-                was_tomb = false;
-                self.items.insert(
-                    cid.to_owned(),
-                    Item {
-                        state: state.clone(),
-                        version,
-                        want_pin,
-                        running: false,
-                        user: false,
-                    },
-                );
-            }
-        }
-        self.by_version.insert(version, cid.to_owned());
-        let is_tomb = state == HeldState::Absent;
-        match (was_tomb, is_tomb) {
-            (false, true) => self.tombstones += 1,
-            (true, false) => self.tombstones -= 1,
-            _ => {}
-        }
-        if self.tombstones > MAX_TOMBSTONES {
-            self.prune();
-        }
-    }
-
-    /// Forgets the older half of the tombstones.
-    fn prune(&mut self) {
-        let target = MAX_TOMBSTONES / 2;
-        let old: Vec<(u64, String)> = self
-            .by_version
-            .iter()
-            .filter(|(_, cid)| {
-                self.items
-                    .get(*cid)
-                    .is_some_and(|i| i.state == HeldState::Absent && !i.running && !i.want_pin)
-            })
-            .take(self.tombstones - target)
-            .map(|(v, c)| (*v, c.clone()))
-            .collect();
-        for (v, cid) in old {
-            self.by_version.remove(&v);
-            self.items.remove(&cid);
-            self.tombstones -= 1;
-            self.floor = self.floor.max(v);
-        }
-    }
-
-    fn on_msg(&mut self, msg: Msg, view: &ClusterView) {
-        match msg {
-            Msg::Request { from, req, reply } => {
-                let _ = reply.send(self.on_request(&from, req, view));
-            }
-            Msg::Done { cid, pin, result } => self.on_done(cid, pin, result),
-            Msg::Listed { at, pinned } => self.on_listed(at, pinned),
-        }
-    }
-
-    fn on_request(&mut self, from: &str, req: HolderRequest, view: &ClusterView) -> HolderResponse {
-        let refused = |reason: String| HolderResponse::Refused { reason };
-        match req {
-            HolderRequest::Orders {
-                epoch,
-                seq,
-                orders,
-                providers,
-            } => {
-                if self.settings.role == Role::Leecher {
-                    return refused("read-only role: leechers hold no cluster pins".into());
-                }
-                let Some((leader, leader_epoch)) = view.leader.clone() else {
-                    return refused("this node follows no leader at the moment".into());
-                };
-                if from != leader {
-                    return refused(format!("{from} is not the leader this node follows"));
-                }
-                if epoch != leader_epoch || epoch < self.max_epoch {
-                    debug!(%from, epoch, leader_epoch, "holder: stale orders refused");
-                    return refused(format!(
-                        "epoch {epoch} is not the followed leader's ({leader_epoch}) or is below \
-                         {} seen",
-                        self.max_epoch
-                    ));
-                }
-                if epoch > self.max_epoch {
-                    if let Err(e) = self.store.update(&[], &[], Some(epoch)) {
-                        return refused(e.to_string());
-                    }
-                    self.max_epoch = epoch;
-                }
-                let (last_from, last_epoch, last_seq) = &self.last_batch;
-                if *last_from == from && *last_epoch == epoch && seq <= *last_seq {
-                    return HolderResponse::Taken;
-                }
-                self.last_batch = (from.to_owned(), epoch, seq);
-                for order in orders {
-                    self.take(order);
-                }
-                self.connect(providers);
-                HolderResponse::Taken
-            }
-            HolderRequest::States { session, cursor } => self.states(session, cursor),
-            HolderRequest::Status { .. } => refused("ask the leader".into()),
-        }
-    }
-
-    fn take(&mut self, order: HolderOrder) {
-        let HolderOrder { cid, pin } = order;
-        let (state, running) = match self.items.get_mut(&cid) {
-            Some(i) => {
-                i.want_pin = pin;
-                (i.state.clone(), i.running)
-            }
-            None if !pin => return,
-            None => (HeldState::Absent, false),
         };
-        if running {
-            // Reconsidered when the call in progress ends.
+        self.step(Input::Ipfs { ready }, None);
+    }
+
+    /// Steps the core and carries out what it asks, in order (the fence is
+    /// stored before the reply goes).
+    fn step(&mut self, input: Input, mut reply: Option<oneshot::Sender<HolderResponse>>) {
+        let mut fence_failed = None;
+        for effect in self.core.step(input, Instant::now()) {
+            match effect {
+                Effect::SaveFence(epoch) => {
+                    if let Err(e) = self.store.update(&[], &[], Some(epoch)) {
+                        // The orders are the followed leader's and are
+                        // taken; only the restart fence is weaker. The
+                        // leader hears of it and orders again.
+                        warn!("holder: {e}");
+                        fence_failed = Some(e.to_string());
+                    }
+                }
+                Effect::Reply(resp) => {
+                    let resp = match fence_failed.take() {
+                        Some(reason) => HolderResponse::Refused { reason },
+                        None => resp,
+                    };
+                    if let Some(r) = reply.take() {
+                        let _ = r.send(resp);
+                    }
+                }
+                Effect::Store { add, remove } => {
+                    let gone = remove.into_iter().map(|c| (c, false));
+                    self.unsaved
+                        .extend(add.into_iter().map(|c| (c, true)).chain(gone));
+                }
+                Effect::Call { cid, pin, user } => self.call(cid, pin, user),
+                Effect::List { at } => self.list(at),
+                Effect::Connect(providers) => self.connect(providers),
+            }
+        }
+    }
+
+    fn call(&self, cid: String, pin: bool, user: bool) {
+        let (tx, store) = (self.tx.clone(), self.store.clone());
+        let Some(client) = self.client.clone() else {
+            // The IPFS went away between the step and now: the call fails.
+            tokio::spawn(async move {
+                let result = Err("no IPFS to call".to_string());
+                let _ = tx.send(Msg::Done { cid, pin, result }).await;
+            });
             return;
-        }
-        match (pin, state) {
-            (true, HeldState::Pinned | HeldState::Queued) => {}
-            (false, HeldState::Absent | HeldState::Unpinning) => {}
-            (true, _) => {
-                self.set(&cid, HeldState::Queued, true);
-                self.queue.push_back(cid);
-            }
-            (false, _) => {
-                self.set(&cid, HeldState::Unpinning, false);
-                self.queue.push_back(cid);
-            }
-        }
+        };
+        tokio::spawn(async move {
+            let result = if pin {
+                // The user's own pin is reported, never taken over.
+                match client.is_pinned(&cid).await {
+                    Ok(true) => Ok(true),
+                    // Recorded as the cluster's before it is pinned, so a
+                    // crash in between cannot make it look like the user's.
+                    Ok(false) => match store.update(std::slice::from_ref(&cid), &[], None) {
+                        Ok(()) => client.pin_add(&cid).await.map(|_| false).map_err(short),
+                        Err(e) => Err(short(e)),
+                    },
+                    Err(e) => Err(short(e)),
+                }
+            } else if user {
+                Ok(false)
+            } else {
+                match client.pin_rm(&cid).await {
+                    Ok(_) => Ok(false),
+                    Err(RpcError::Rpc { message, .. }) if message.contains("not pinned") => {
+                        Ok(false)
+                    }
+                    Err(e) => Err(short(e)),
+                }
+            };
+            let _ = tx.send(Msg::Done { cid, pin, result }).await;
+        });
+    }
+
+    fn list(&self, at: u64) {
+        let tx = self.tx.clone();
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let pinned = match client {
+                Some(c) => c
+                    .pin_ls()
+                    .await
+                    .map(|l| l.into_iter().collect())
+                    .map_err(|e| e.to_string()),
+                None => Err("no IPFS to call".to_string()),
+            };
+            let _ = tx.send(Msg::Listed { at, pinned }).await;
+        });
     }
 
     /// Dials provider daemons our IPFS is not connected to (best effort).
@@ -416,9 +325,6 @@ impl Holder {
         let Some(client) = self.client.clone() else {
             return;
         };
-        if providers.is_empty() {
-            return;
-        }
         tokio::spawn(async move {
             let connected = client.swarm_peers().await.unwrap_or_default();
             for p in providers {
@@ -433,194 +339,4 @@ impl Holder {
             }
         });
     }
-
-    /// Session 0 (never a real one) asks for everything from scratch.
-    fn states(&self, session: u64, cursor: u64) -> HolderResponse {
-        let reset = session != self.session || cursor < self.floor;
-        let from = if reset { 0 } else { cursor };
-        let mut items = Vec::new();
-        let mut last = from;
-        let mut more = false;
-        for (v, cid) in self.by_version.range(from + 1..) {
-            if items.len() == MAX_STATES {
-                more = true;
-                break;
-            }
-            last = *v;
-            let Some(item) = self.items.get(cid) else {
-                continue;
-            };
-            // From scratch, what is absent goes without saying.
-            if from == 0 && item.state == HeldState::Absent {
-                continue;
-            }
-            items.push((cid.clone(), item.state.clone()));
-        }
-        if !more {
-            last = self.version.max(last);
-        }
-        HolderResponse::States {
-            session: self.session,
-            cursor: last,
-            reset,
-            more,
-            items,
-        }
-    }
-
-    /// Starts queued calls while there is room and an IPFS to call.
-    fn pump(&mut self) {
-        let Some(client) = self.client.clone() else {
-            return;
-        };
-        while self.running < self.settings.concurrency {
-            let Some(cid) = self.queue.pop_front() else {
-                return;
-            };
-            let Some(item) = self.items.get(&cid) else {
-                continue;
-            };
-            let pin = item.want_pin;
-            let user = item.user;
-            let done = match &item.state {
-                HeldState::Pinned => pin,
-                HeldState::Absent => !pin,
-                _ => false,
-            };
-            if item.running || done {
-                continue;
-            }
-            let state = if pin {
-                HeldState::Pinning
-            } else {
-                HeldState::Unpinning
-            };
-            self.set(&cid, state, pin);
-            if let Some(i) = self.items.get_mut(&cid) {
-                i.running = true;
-            }
-            self.running += 1;
-            let (client, tx) = (client.clone(), self.tx.clone());
-            tokio::spawn(async move {
-                let result = if pin {
-                    // The user's own pin is reported, never taken over.
-                    match client.is_pinned(&cid).await {
-                        Ok(true) => Ok(true),
-                        Ok(false) => client.pin_add(&cid).await.map(|_| false).map_err(short),
-                        Err(e) => Err(short(e)),
-                    }
-                } else if user {
-                    Ok(false)
-                } else {
-                    match client.pin_rm(&cid).await {
-                        Ok(_) => Ok(false),
-                        Err(RpcError::Rpc { message, .. }) if message.contains("not pinned") => {
-                            Ok(false)
-                        }
-                        Err(e) => Err(short(e)),
-                    }
-                };
-                let _ = tx.send(Msg::Done { cid, pin, result }).await;
-            });
-        }
-    }
-
-    fn on_done(&mut self, cid: String, pin: bool, result: Result<bool, String>) {
-        self.running -= 1;
-        let Some(item) = self.items.get_mut(&cid) else {
-            return;
-        };
-        item.running = false;
-        let want_pin = item.want_pin;
-        let state = match (pin, result) {
-            (true, Ok(users)) => {
-                if users {
-                    info!(%cid, "holder: already pinned by the user; reported, never unpinned");
-                    item.user = true;
-                } else {
-                    item.user = false;
-                    self.add.push(cid.clone());
-                }
-                HeldState::Pinned
-            }
-            (false, Ok(_)) => {
-                item.user = false;
-                self.remove.push(cid.clone());
-                HeldState::Absent
-            }
-            (true, Err(e)) => {
-                debug!(%cid, error = %e, "holder: pin failed");
-                HeldState::Failed(e)
-            }
-            // Still pinned as far as we know; the leader orders it again.
-            (false, Err(e)) => {
-                debug!(%cid, error = %e, "holder: unpin failed");
-                HeldState::Pinned
-            }
-        };
-        self.set(&cid, state, want_pin);
-        if want_pin != pin {
-            // The order changed while the call ran.
-            self.take(HolderOrder { cid, pin: want_pin });
-        }
-    }
-
-    /// Lists the IPFS pins at start and every `reconcile`.
-    fn maybe_list(&mut self) {
-        let Some(client) = self.client.clone() else {
-            return;
-        };
-        if self.listing || self.next_list.is_some_and(|t| Instant::now() < t) {
-            return;
-        }
-        self.listing = true;
-        let (tx, at) = (self.tx.clone(), self.version);
-        tokio::spawn(async move {
-            let pinned = client
-                .pin_ls()
-                .await
-                .map(|l| l.into_iter().collect())
-                .map_err(|e| e.to_string());
-            let _ = tx.send(Msg::Listed { at, pinned }).await;
-        });
-    }
-
-    /// Items marked pinned that IPFS does not have (and that did not change
-    /// since the listing began) are absent.
-    fn on_listed(&mut self, at: u64, pinned: Result<HashSet<String>, String>) {
-        self.listing = false;
-        let pinned = match pinned {
-            Ok(p) => p,
-            Err(e) => {
-                warn!("holder: pin/ls failed: {e}");
-                self.next_list = Some(Instant::now() + Duration::from_secs(5));
-                return;
-            }
-        };
-        self.next_list = Some(Instant::now() + self.settings.reconcile);
-        let lost: BTreeSet<String> = self
-            .items
-            .iter()
-            .filter(|(cid, i)| {
-                i.state == HeldState::Pinned
-                    && !i.running
-                    && i.version <= at
-                    && !pinned.contains(*cid)
-            })
-            .map(|(c, _)| c.clone())
-            .collect();
-        if !lost.is_empty() {
-            info!(
-                count = lost.len(),
-                "holder: pins missing from IPFS, reported absent"
-            );
-        }
-        for cid in lost {
-            self.remove.push(cid.clone());
-            self.set(&cid, HeldState::Absent, false);
-        }
-    }
 }
-
-#[cfg(test)]
-mod tests;

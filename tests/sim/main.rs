@@ -1,5 +1,6 @@
-//! The deterministic simulator: real pinset replica and election cores on
-//! simulated nodes, one seed driving the network (delays, loss,
+//! The deterministic simulator: the real pinset replica, election, keeper
+//! and holder cores on simulated nodes (each with a model IPFS that goes on
+//! through crashes), one seed driving the network (delays, loss,
 //! duplication, reordering), the faults (partitions, one-way links,
 //! isolation, pauses, crashes that keep the disk, clock skew) and the
 //! clients' writes. After every step it checks the contract; at the end it
@@ -175,6 +176,13 @@ fn seeds_that_found_bugs() {
         (5381, "the same, another schedule"),
         (2083, "the same, another schedule"),
         (9118, "the same, another schedule"),
+        (
+            423,
+            "the real holder: an unpin and a re-pin in one batch made the cluster's own \
+             pin look like the user's, so a later unpin left it on IPFS for good",
+        ),
+        (365, "the same, another schedule"),
+        (314, "the same, another schedule"),
     ] {
         if let Err(e) = Sim::run(seed, &net::schedule(seed), false) {
             panic!("seed {seed} ({found}) fails again: {e}");

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use ipfs_kit_p2p::election::{Action, Election, Input as Vote, Liveness, Report, Timing};
 use ipfs_kit_p2p::pinset::actor::Progress;
+use ipfs_kit_p2p::pinset::holder::core::{self as holder, Core as Holder};
 use ipfs_kit_p2p::pinset::keeper::{self, Core as Keeper};
 use ipfs_kit_p2p::pinset::model::{Entry, Op, PinSpec, Stamp, Vv};
 use ipfs_kit_p2p::pinset::plan::Limits;
@@ -15,7 +16,7 @@ use ipfs_kit_p2p::pinset::replica::{
 use ipfs_kit_p2p::pinset::sync::{self, Cursor};
 use ipfs_kit_p2p::role::Role;
 use ipfs_kit_p2p::view::{ClusterView, PeerView};
-use ipfs_kit_p2p::wire::{HeldState, HolderOrder, HolderRequest, HolderResponse, IpfsInfo};
+use ipfs_kit_p2p::wire::{HolderOrder, HolderRequest, HolderResponse, IpfsInfo};
 
 use crate::store::MemStore;
 
@@ -50,6 +51,8 @@ const HEAL_MS: u64 = 60_000;
 const TICK_MS: u64 = 50;
 /// The transport's timeout for a holder request.
 const HOLDER_TIMEOUT_MS: u64 = 2_000;
+/// How often a holder checks `pin/ls`.
+const RECONCILE_MS: u64 = 5_000;
 const BEAT_MS: u64 = 250;
 const UNIX_BASE: u64 = 1_750_000_000_000;
 /// Small pages, so anti-entropy sessions take several.
@@ -206,6 +209,22 @@ enum Msg {
         id: u64,
         result: Result<HolderResponse, String>,
     },
+    /// A holder's call to its own IPFS: carried out when it arrives, even
+    /// if the node crashed meanwhile (IPFS is another process); the answer
+    /// then reaches the holder only if the same incarnation is up.
+    IpfsCall {
+        cid: String,
+        pin: bool,
+        user: bool,
+    },
+    IpfsDone {
+        cid: String,
+        pin: bool,
+        result: Result<bool, String>,
+    },
+    IpfsList {
+        at: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -222,6 +241,8 @@ struct Up {
     election: Election<String>,
     /// The real keeper core (it acts only while this node leads).
     keeper: Keeper,
+    /// The real holder core (a leecher's refuses every order).
+    holder: Holder,
     /// Its requests awaiting an answer: id → (peer, generation, orders,
     /// deadline). The transport's timeout answers those that get none.
     asking: BTreeMap<u64, (String, u64, Vec<HolderOrder>, u64)>,
@@ -250,10 +271,10 @@ struct Node {
     /// Its IPFS (kept on disk): pinned CIDs, `true` where the user pinned
     /// it before the cluster asked.
     ipfs: BTreeMap<String, bool>,
-    /// What the cluster asked this holder to keep (kept on disk).
+    /// The holder's held set (kept on disk).
     claimed: BTreeSet<String>,
-    /// The last order batch taken: (leader, epoch, seq) (kept on disk).
-    fence: Option<(String, u64, u64)>,
+    /// The highest epoch the holder took orders at (kept on disk).
+    fence: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -346,7 +367,7 @@ impl Sim {
                     .into_iter()
                     .collect(),
                 claimed: BTreeSet::new(),
-                fence: None,
+                fence: 0,
             })
             .collect();
         let mut sim = Sim {
@@ -420,10 +441,24 @@ impl Sim {
             timing(),
             now.at,
         );
+        let holder_limits = holder::Limits {
+            role: n.role,
+            concurrency: 4,
+            reconcile: Duration::from_millis(RECONCILE_MS),
+        };
+        let mut holder = Holder::new(
+            holder_limits,
+            n.claimed.iter().cloned(),
+            n.fence,
+            n.store.incarnation,
+            now.at,
+        );
+        let holder_fx = holder.step(holder::Input::Ipfs { ready: true }, now.at);
         n.up = Some(Up {
             replica,
             election,
             keeper: Keeper::new(limits()),
+            holder,
             asking: BTreeMap::new(),
             digests: BTreeMap::new(),
             view: ClusterView::default(),
@@ -433,6 +468,7 @@ impl Sim {
             next_beat: self.t,
         });
         self.log(|| format!("n{i} starts"));
+        self.holder_effects(i, holder_fx);
     }
 
     fn send(&mut self, from: usize, to: usize, to_incarnation: Option<u64>, msg: Msg) {
@@ -468,7 +504,11 @@ impl Sim {
         self.deliver(p)
     }
 
-    fn deliver(&mut self, p: Packet) -> Result<(), String> {
+    fn deliver(&mut self, mut p: Packet) -> Result<(), String> {
+        if let Msg::IpfsCall { cid, pin, user } = p.msg {
+            let result = self.ipfs_call(p.to, &cid, pin, user);
+            p.msg = Msg::IpfsDone { cid, pin, result };
+        }
         let node = &mut self.nodes[p.to];
         if node.up.is_none() {
             return Ok(());
@@ -581,6 +621,21 @@ impl Sim {
                 self.log(|| format!("n{i} holder: n{} asked {asked}: {result:?}", p.from));
                 self.send(i, p.from, Some(inc), Msg::HolderReply { id, result });
             }
+            Msg::IpfsDone { cid, pin, result } => {
+                let input = holder::Input::Done { cid, pin, result };
+                let fx = self.up(i).holder.step(input, now.at);
+                self.holder_effects(i, fx);
+            }
+            Msg::IpfsList { at } => {
+                let pinned = self.nodes[i].ipfs.keys().cloned().collect();
+                let input = holder::Input::Listed {
+                    at,
+                    pinned: Ok(pinned),
+                };
+                let fx = self.up(i).holder.step(input, now.at);
+                self.holder_effects(i, fx);
+            }
+            Msg::IpfsCall { .. } => unreachable!("carried out on arrival"),
             Msg::HolderReply { id, result } => {
                 let up = self.up(i);
                 if let Some((peer, generation, orders, _)) = up.asking.remove(&id) {
@@ -592,11 +647,10 @@ impl Sim {
         self.refresh_view(i)
     }
 
-    /// A holder (a model of one: the real one is tested against a real
-    /// engine in tests/holder.rs) takes orders only from the leader it
-    /// follows, at that leader's epoch, each batch once, and never unpins
-    /// what the user pinned. Checks that every unpin it is ordered is for
-    /// a removal the ordering leader's replica holds.
+    /// The holder core takes the request (orders only from the leader it
+    /// follows, at that leader's epoch, as the real shell feeds it); every
+    /// unpin in a batch it takes is checked against the ordering leader's
+    /// replica.
     fn hold(
         &mut self,
         i: usize,
@@ -604,60 +658,98 @@ impl Sim {
         req: HolderRequest,
     ) -> Result<Result<HolderResponse, String>, String> {
         let from_id = self.nodes[from].id.clone();
-        let n = &self.nodes[i];
-        if !n.role.can_lead() {
-            return Ok(Ok(HolderResponse::Refused {
-                reason: "a leecher holds nothing".into(),
-            }));
-        }
-        match req {
-            HolderRequest::States { .. } => Ok(Ok(HolderResponse::States {
-                session: n.store.incarnation,
-                cursor: 0,
-                reset: true,
-                more: false,
-                items: n
-                    .claimed
-                    .iter()
-                    .map(|c| (c.clone(), HeldState::Pinned))
-                    .collect(),
-            })),
-            HolderRequest::Orders {
-                epoch, seq, orders, ..
-            } => {
-                let follows = n.up.as_ref().and_then(|u| u.election.leader().cloned());
-                if follows != Some((from_id.clone(), epoch)) {
-                    return Ok(Ok(HolderResponse::Refused {
-                        reason: "not the leader this holder follows".into(),
-                    }));
-                }
-                if n.fence.as_ref().is_some_and(|(l, e, s)| {
-                    (*e, *s) >= (epoch, seq) && (*l == from_id || *e > epoch)
-                }) {
-                    return Ok(Ok(HolderResponse::Taken));
-                }
-                for o in &orders {
-                    if !o.pin {
-                        self.check_unpin(from, &o.cid)?;
-                    }
-                }
-                let n = &mut self.nodes[i];
-                n.fence = Some((from_id, epoch, seq));
-                for o in orders {
-                    if o.pin {
-                        n.ipfs.entry(o.cid.clone()).or_insert(false);
-                        n.claimed.insert(o.cid);
-                    } else {
-                        n.claimed.remove(&o.cid);
-                        if n.ipfs.get(&o.cid) == Some(&false) {
-                            n.ipfs.remove(&o.cid);
-                        }
-                    }
-                }
-                Ok(Ok(HolderResponse::Taken))
+        let unpins: Vec<String> = match &req {
+            HolderRequest::Orders { orders, .. } => orders
+                .iter()
+                .filter(|o| !o.pin)
+                .map(|o| o.cid.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        let at = self.now(i).at;
+        let up = self.up(i);
+        let leader = up.view.leader.clone();
+        let fx = up.holder.step(
+            holder::Input::Request {
+                from: from_id,
+                req,
+                leader,
+            },
+            at,
+        );
+        let reply = self.holder_effects(i, fx);
+        if reply == Some(HolderResponse::Taken) {
+            for cid in &unpins {
+                self.check_unpin(from, cid)?;
             }
-            other => Ok(Err(format!("unexpected request {other:?}"))),
         }
+        Ok(reply.ok_or_else(|| "the holder did not answer".to_string()))
+    }
+
+    /// Carries out a holder core's effects; returns its reply, if any.
+    fn holder_effects(&mut self, i: usize, fx: Vec<holder::Effect>) -> Option<HolderResponse> {
+        let mut reply = None;
+        for effect in fx {
+            match effect {
+                holder::Effect::SaveFence(epoch) => {
+                    let n = &mut self.nodes[i];
+                    n.fence = n.fence.max(epoch);
+                }
+                holder::Effect::Reply(r) => reply = Some(r),
+                holder::Effect::Call { cid, pin, user } => {
+                    self.local(i, Msg::IpfsCall { cid, pin, user });
+                }
+                holder::Effect::List { at } => self.local(i, Msg::IpfsList { at }),
+                holder::Effect::Connect(_) => {}
+                holder::Effect::Store { add, remove } => {
+                    let n = &mut self.nodes[i];
+                    n.claimed.extend(add);
+                    for cid in remove {
+                        n.claimed.remove(&cid);
+                    }
+                }
+            }
+        }
+        reply
+    }
+
+    /// A call to the node's own IPFS, answered after a while (no loss,
+    /// nothing cut), to this incarnation only.
+    fn local(&mut self, i: usize, msg: Msg) {
+        let delay = if self.rng.chance(5) {
+            200 + self.rng.below(800)
+        } else {
+            1 + self.rng.below(50)
+        };
+        self.seq += 1;
+        self.queue.push(Reverse((self.t + delay, self.seq)));
+        let to_incarnation = Some(self.nodes[i].store.incarnation);
+        let packet = Packet {
+            from: i,
+            to: i,
+            to_incarnation,
+            msg,
+        };
+        self.packets.insert(self.seq, packet);
+    }
+
+    /// What the real shell does on IPFS for [`holder::Effect::Call`]: a pin
+    /// of what IPFS has already is the user's (`Ok(true)`); otherwise the
+    /// item is recorded as held, then pinned. An unpin of the user's pin
+    /// touches nothing; any other removes the pin, whoever made it (as
+    /// `pin/rm` would).
+    fn ipfs_call(&mut self, i: usize, cid: &str, pin: bool, user: bool) -> Result<bool, String> {
+        let n = &mut self.nodes[i];
+        if pin {
+            if n.ipfs.contains_key(cid) {
+                return Ok(true);
+            }
+            n.claimed.insert(cid.to_owned());
+            n.ipfs.insert(cid.to_owned(), false);
+        } else if !user {
+            n.ipfs.remove(cid);
+        }
+        Ok(false)
     }
 
     /// The contract's rule 5: a leader orders an unpin only for an item its
@@ -1044,6 +1136,8 @@ impl Sim {
                 let timeout = Err("timeout".to_string());
                 up.keeper.answer(generation, peer, orders, timeout, now.at);
             }
+            let fx = up.holder.step(holder::Input::Tick, now.at);
+            self.holder_effects(i, fx);
             self.keep(i)?;
         }
         Ok(())
@@ -1256,20 +1350,30 @@ impl Sim {
         }
     }
 
-    /// What the holders lack or hold beyond the (converged) pinset, if
-    /// anything; and every user pin is still pinned.
+    /// What the holders' IPFS lack or hold beyond the (converged) pinset,
+    /// if anything; and every user pin is still pinned. (A user's pin of an
+    /// item counts as a copy; a removed item may stay as a user's pin.)
     fn unreplicated(&self) -> Option<String> {
         let mut wrong = Vec::new();
         for (cid, e) in &self.nodes[0].store.state {
             let holders = self
                 .nodes
                 .iter()
-                .filter(|n| n.role.can_lead() && n.claimed.contains(cid))
+                .filter(|n| n.role.can_lead() && n.ipfs.contains_key(cid))
                 .count();
+            let cluster_pins: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|n| n.ipfs.get(cid) == Some(&false))
+                .map(|n| n.id.clone())
+                .collect();
             if e.is_pin() && holders == 0 {
                 wrong.push(format!("{} held nowhere", &cid[..12]));
-            } else if !e.is_pin() && holders > 0 {
-                wrong.push(format!("{} removed but held by {holders}", &cid[..12]));
+            } else if !e.is_pin() && !cluster_pins.is_empty() {
+                wrong.push(format!(
+                    "{} removed but held by {cluster_pins:?}",
+                    &cid[..12]
+                ));
             }
         }
         for (i, n) in self.nodes.iter().enumerate() {

@@ -3,16 +3,13 @@
 
 use super::*;
 
-fn holder(dir: &std::path::Path) -> Holder {
-    let (tx, _rx) = mpsc::channel(8);
-    let store = HeldStore::open(&dir.join("held.redb")).unwrap();
-    let settings = HolderSettings {
+fn holder(_dir: &std::path::Path) -> Core {
+    let limits = Limits {
         role: Role::Worker,
         concurrency: 4,
-        pin_timeout: Duration::from_secs(1),
         reconcile: Duration::from_secs(60),
     };
-    Holder::new(store, settings, tx).unwrap()
+    Core::new(limits, [], 0, 7, Instant::now())
 }
 
 fn cid(i: usize) -> String {
@@ -21,7 +18,7 @@ fn cid(i: usize) -> String {
     cid::Cid::new_v1(0x55, hash).to_string()
 }
 
-fn ask(h: &Holder, session: u64, cursor: u64) -> (u64, u64, bool, bool, Vec<(String, HeldState)>) {
+fn ask(h: &Core, session: u64, cursor: u64) -> (u64, u64, bool, bool, Vec<(String, HeldState)>) {
     match h.states(session, cursor) {
         HolderResponse::States {
             session,
@@ -126,4 +123,283 @@ fn tombstones_are_bounded_and_a_leader_behind_them_starts_over() {
     let (_, _, reset, more, items) = ask(&h, session, early);
     assert!(reset && !more);
     assert!(items.is_empty());
+}
+
+const LEADER: &str = "leader";
+
+fn ready(limits: Limits, held: &[String], max_epoch: u64) -> (Core, Instant) {
+    let now = Instant::now();
+    let mut h = Core::new(limits, held.iter().cloned(), max_epoch, 7, now);
+    h.step(Input::Ipfs { ready: true }, now);
+    (h, now)
+}
+
+fn worker(concurrency: usize) -> Limits {
+    Limits {
+        role: Role::Worker,
+        concurrency,
+        reconcile: Duration::from_secs(60),
+    }
+}
+
+fn orders(epoch: u64, seq: u64, list: &[(usize, bool)]) -> HolderRequest {
+    HolderRequest::Orders {
+        epoch,
+        seq,
+        orders: list
+            .iter()
+            .map(|&(i, pin)| HolderOrder { cid: cid(i), pin })
+            .collect(),
+        providers: Vec::new(),
+    }
+}
+
+fn send(h: &mut Core, from: &str, req: HolderRequest, follows: Option<(&str, u64)>) -> Vec<Effect> {
+    let leader = follows.map(|(l, e)| (l.to_owned(), e));
+    h.step(
+        Input::Request {
+            from: from.into(),
+            req,
+            leader,
+        },
+        Instant::now(),
+    )
+}
+
+fn reply(fx: &[Effect]) -> &HolderResponse {
+    let replies: Vec<_> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reply(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies.len(), 1, "one reply per request: {fx:?}");
+    replies[0]
+}
+
+fn calls(fx: &[Effect]) -> Vec<(String, bool, bool)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Call { cid, pin, user } => Some((cid.clone(), *pin, *user)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn done(h: &mut Core, i: usize, pin: bool, result: Result<bool, String>) -> Vec<Effect> {
+    h.step(
+        Input::Done {
+            cid: cid(i),
+            pin,
+            result,
+        },
+        Instant::now(),
+    )
+}
+
+/// Contract rule 6: orders only from the leader the holder follows, at its
+/// epoch, never below the fence; each batch once; the fence is stored
+/// before the reply.
+#[test]
+fn orders_are_taken_only_from_the_followed_leader_at_its_epoch() {
+    let refused = |r: &HolderResponse| matches!(r, HolderResponse::Refused { .. });
+    let (mut h, _) = ready(worker(8), &[], 5);
+    let req = || orders(6, 1, &[(1, true)]);
+    assert!(refused(reply(&send(&mut h, LEADER, req(), None))));
+    assert!(refused(reply(&send(
+        &mut h,
+        "other",
+        req(),
+        Some((LEADER, 6))
+    ))));
+    assert!(refused(reply(&send(
+        &mut h,
+        LEADER,
+        req(),
+        Some((LEADER, 7))
+    ))));
+    assert!(refused(reply(&send(
+        &mut h,
+        LEADER,
+        orders(4, 1, &[(1, true)]),
+        Some((LEADER, 4))
+    ))));
+    assert!(calls(&send(&mut h, "other", req(), Some((LEADER, 6)))).is_empty());
+    let fx = send(&mut h, LEADER, req(), Some((LEADER, 6)));
+    assert_eq!(fx[0], Effect::SaveFence(6), "{fx:?}");
+    assert!(fx.iter().position(|e| matches!(e, Effect::Reply(_))) > Some(0));
+    assert_eq!(reply(&fx), &HolderResponse::Taken);
+    assert_eq!(calls(&fx), [(cid(1), true, false)]);
+    // A late duplicate, or an older batch, cannot undo a newer order.
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(6, 1, &[(1, false)]),
+        Some((LEADER, 6)),
+    );
+    assert_eq!(reply(&fx), &HolderResponse::Taken);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::SaveFence(_))));
+    assert_eq!(h.items[&cid(1)].want_pin, true);
+    // A leecher holds nothing.
+    let limits = Limits {
+        role: Role::Leecher,
+        ..worker(8)
+    };
+    let (mut l, _) = ready(limits, &[], 0);
+    assert!(refused(reply(&send(
+        &mut l,
+        LEADER,
+        req(),
+        Some((LEADER, 6))
+    ))));
+}
+
+/// Contract rule 7: what the user pinned before the cluster asked is
+/// reported pinned, never stored as the cluster's, and its unpin call
+/// touches nothing.
+#[test]
+fn the_users_own_pin_is_reported_and_never_removed() {
+    let (mut h, _) = ready(worker(8), &[], 0);
+    send(
+        &mut h,
+        LEADER,
+        orders(1, 1, &[(1, true)]),
+        Some((LEADER, 1)),
+    );
+    let fx = done(&mut h, 1, true, Ok(true));
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Store { .. })),
+        "{fx:?}"
+    );
+    assert_eq!(h.items[&cid(1)].state, HeldState::Pinned);
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(1, 2, &[(1, false)]),
+        Some((LEADER, 1)),
+    );
+    assert_eq!(calls(&fx), [(cid(1), false, true)]);
+}
+
+#[test]
+fn calls_are_bounded_and_an_order_changed_mid_call_is_carried_out_after() {
+    let (mut h, _) = ready(worker(2), &[], 0);
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(1, 1, &[(1, true), (2, true), (3, true)]),
+        Some((LEADER, 1)),
+    );
+    assert_eq!(calls(&fx).len(), 2, "at most `concurrency` at once");
+    // While cid 1 is being pinned, the leader wants it gone.
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(1, 2, &[(1, false)]),
+        Some((LEADER, 1)),
+    );
+    assert!(calls(&fx).is_empty());
+    let fx = done(&mut h, 1, true, Ok(false));
+    assert!(fx.contains(&Effect::Store {
+        add: vec![cid(1)],
+        remove: vec![]
+    }));
+    // One slot free (2 still runs): the pin of 3 queued first, then the
+    // unpin of 1 when 2 ends.
+    assert_eq!(calls(&fx), [(cid(3), true, false)]);
+    let fx = done(&mut h, 2, true, Ok(false));
+    assert_eq!(calls(&fx), [(cid(1), false, false)]);
+    let fx = done(&mut h, 1, false, Ok(false));
+    assert!(fx.contains(&Effect::Store {
+        add: vec![],
+        remove: vec![cid(1)]
+    }));
+    // A duplicated or late answer changes nothing.
+    let v = h.version;
+    done(&mut h, 1, false, Ok(false));
+    assert_eq!(h.version, v);
+}
+
+/// A restarted holder reports what it held as pinned, under a new session
+/// (the leader starts from scratch), until `pin/ls` says a pin is gone.
+#[test]
+fn a_restart_reports_the_held_set_and_pin_ls_corrects_it() {
+    let now = Instant::now();
+    let mut h = Core::new(worker(4), [cid(1), cid(2)], 3, 9, now);
+    assert!(h.step(Input::Tick, now).is_empty(), "no IPFS, no calls");
+    let fx = h.step(Input::Ipfs { ready: true }, now);
+    let Some(&Effect::List { at }) = fx.iter().find(|e| matches!(e, Effect::List { .. })) else {
+        panic!("no listing at start: {fx:?}");
+    };
+    let (_, _, reset, _, items) = ask(&h, 7, 0);
+    assert!(reset);
+    assert_eq!(items.len(), 2);
+    let fx = h.step(
+        Input::Listed {
+            at,
+            pinned: Ok([cid(1)].into_iter().collect()),
+        },
+        now,
+    );
+    assert!(fx.contains(&Effect::Store {
+        add: vec![],
+        remove: vec![cid(2)]
+    }));
+    assert_eq!(h.items[&cid(2)].state, HeldState::Absent);
+    // Not listed again before `reconcile`; then it is.
+    assert!(
+        h.step(Input::Tick, now + Duration::from_secs(59))
+            .is_empty()
+    );
+    let fx = h.step(Input::Tick, now + Duration::from_secs(61));
+    assert!(matches!(fx[..], [Effect::List { .. }]), "{fx:?}");
+    // Orders below the stored fence are refused at once.
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(2, 1, &[(5, true)]),
+        Some((LEADER, 2)),
+    );
+    assert!(matches!(reply(&fx), HolderResponse::Refused { .. }));
+}
+
+/// Found by the simulator (seed 423): a batch that unpins and re-pins an
+/// item the cluster holds queued an unpin, then a pin whose `pin/ls` check
+/// found the cluster's own pin and took it for the user's; the later unpin
+/// then left it on IPFS for good. Our pin stays ours.
+#[test]
+fn a_queued_unpin_cancelled_by_a_pin_keeps_the_pin_ours() {
+    let (mut h, _) = ready(worker(1), &[cid(1)], 0);
+    // The single call slot is busy, so the unpin stays queued.
+    send(
+        &mut h,
+        LEADER,
+        orders(1, 1, &[(2, true)]),
+        Some((LEADER, 1)),
+    );
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(1, 2, &[(1, false), (1, true)]),
+        Some((LEADER, 1)),
+    );
+    assert!(calls(&fx).is_empty(), "{fx:?}");
+    assert_eq!(h.items[&cid(1)].state, HeldState::Pinned);
+    let fx = done(&mut h, 2, true, Ok(false));
+    assert!(
+        calls(&fx).is_empty(),
+        "no pin call for what we hold: {fx:?}"
+    );
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(1, 3, &[(1, false)]),
+        Some((LEADER, 1)),
+    );
+    assert_eq!(
+        calls(&fx),
+        [(cid(1), false, false)],
+        "the unpin is a real one"
+    );
 }
