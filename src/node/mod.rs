@@ -5,36 +5,37 @@
 
 mod behaviour;
 mod events;
+mod handle;
 mod ipfs;
+mod listen;
 mod peers;
 mod pinset;
 mod status;
+mod talk;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::clock::unix_ms;
-
 use futures::StreamExt;
 use libp2p::gossipsub::IdentTopic;
-use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundRequestId;
-use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{NodeConfig, PinsConfig};
-use crate::election::{Action, Election, Input};
+use crate::election::Election;
 use crate::health::HealthSampler;
 use crate::pinset::actor::PinsetHandle;
-use crate::status::StatusView;
 use crate::store::{DataDir, State, StoreError, write_atomic};
 use crate::supervisor::{ServiceStatus, Supervisor};
-use crate::wire::{self, Envelope, Gossip, Health, Heartbeat, Protocols, Request};
+use crate::wire::{self, Health, Protocols};
 use behaviour::Behaviour;
 pub use behaviour::BuildError;
+use handle::Command;
+pub use handle::NodeHandle;
+use listen::listen;
 use peers::is_loopback;
 pub use peers::peer_of;
 
@@ -63,111 +64,6 @@ pub enum NodeError {
     Ipfs(anyhow::Error),
     #[error("{0}")]
     Pinset(String),
-}
-
-enum Command {
-    Status(oneshot::Sender<StatusView>),
-    /// Each holder's state for one item, from the leader.
-    PinPeers {
-        cid: String,
-        reply: oneshot::Sender<Result<Vec<(String, wire::HeldState)>, String>>,
-    },
-    /// A request to a peer on behalf of a task (pinset, keeper).
-    Send {
-        peer: PeerId,
-        req: Box<Request>,
-        reply: oneshot::Sender<Result<wire::Response, String>>,
-    },
-    /// A task's answer to a peer's request.
-    Respond {
-        channel: libp2p::request_response::ResponseChannel<wire::Response>,
-        resp: wire::Response,
-    },
-}
-
-/// A cloneable handle to the node's event loop.
-#[derive(Clone)]
-pub struct NodeHandle {
-    tx: mpsc::Sender<Command>,
-}
-
-impl NodeHandle {
-    /// The node's current status; `None` if the loop does not answer within 2 s.
-    pub async fn status(&self) -> Option<StatusView> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send_timeout(Command::Status(tx), Duration::from_secs(2))
-            .await
-            .ok()?;
-        tokio::time::timeout(Duration::from_secs(2), rx)
-            .await
-            .ok()?
-            .ok()
-    }
-}
-
-impl NodeHandle {
-    /// Each holder's state for `cid`, as the leader knows it.
-    pub async fn pin_peers(&self, cid: &str) -> Result<Vec<(String, wire::HeldState)>, String> {
-        let (reply, rx) = oneshot::channel();
-        let cid = cid.to_owned();
-        self.tx
-            .send_timeout(Command::PinPeers { cid, reply }, Duration::from_secs(2))
-            .await
-            .map_err(|_| "node loop busy or stopped".to_string())?;
-        tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .map_err(|_| "the keeper did not answer in 10 s".to_string())?
-            .map_err(|_| "node loop stopped".to_string())?
-    }
-
-    /// Sends `req` to `peer` over request-response and waits for the answer.
-    async fn rpc(&self, peer: &str, req: Request) -> Result<wire::Response, String> {
-        let peer: PeerId = peer.parse().map_err(|e| format!("peer {peer}: {e}"))?;
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send_timeout(
-                Command::Send {
-                    peer,
-                    req: Box::new(req),
-                    reply,
-                },
-                Duration::from_secs(2),
-            )
-            .await
-            .map_err(|_| "node loop busy or stopped".to_string())?;
-        // The request-response timeout (5 s) answers first; this is a backstop.
-        tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .map_err(|_| "no answer".to_string())?
-            .map_err(|_| "node loop stopped".to_string())?
-    }
-}
-
-impl crate::pinset::actor::Transport for NodeHandle {
-    async fn request(
-        &self,
-        peer: &str,
-        req: wire::PinsetRequest,
-    ) -> Result<wire::PinsetResponse, String> {
-        match self.rpc(peer, Request::Pinset(req)).await? {
-            wire::Response::Pinset(r) => r.check().map(|()| r).map_err(|e| e.to_string()),
-            other => Err(format!("unexpected answer {other:?}")),
-        }
-    }
-}
-
-impl crate::pinset::keeper::HolderTransport for NodeHandle {
-    async fn holder_request(
-        &self,
-        peer: &str,
-        req: wire::HolderRequest,
-    ) -> Result<wire::HolderResponse, String> {
-        match self.rpc(peer, Request::Holder(req)).await? {
-            wire::Response::Holder(r) => r.check().map(|()| r).map_err(|e| e.to_string()),
-            other => Err(format!("unexpected answer {other:?}")),
-        }
-    }
 }
 
 /// What the node hands its control API once the tasks it serves run.
@@ -367,78 +263,6 @@ where
     Ok(())
 }
 
-/// Starts every listener and waits (at most 5 s) until each is up, so a busy
-/// port or an unusable address stops the node with an error naming it.
-/// Returns the other events seen meanwhile, to be handled once the node runs.
-async fn listen(
-    swarm: &mut Swarm<Behaviour>,
-    addrs: &[Multiaddr],
-) -> Result<Vec<SwarmEvent<behaviour::BehaviourEvent>>, NodeError> {
-    let fail = |addr: &Multiaddr, message: String| NodeError::Listen {
-        addr: addr.clone(),
-        message,
-    };
-    let mut pending = HashMap::new();
-    for addr in addrs {
-        probe_tcp_port(addr).map_err(|e| fail(addr, e.to_string()))?;
-        let id = swarm
-            .listen_on(addr.clone())
-            .map_err(|e| fail(addr, e.to_string()))?;
-        pending.insert(id, addr.clone());
-    }
-    let mut early = Vec::new();
-    let deadline = tokio::time::sleep(Duration::from_secs(5));
-    tokio::pin!(deadline);
-    while !pending.is_empty() {
-        let event = tokio::select! {
-            event = swarm.select_next_some() => event,
-            _ = &mut deadline => break,
-        };
-        match event {
-            SwarmEvent::NewListenAddr {
-                listener_id,
-                ref address,
-            } => {
-                info!(address = %format!("{address}/p2p/{}", swarm.local_peer_id()), "listening");
-                pending.remove(&listener_id);
-            }
-            SwarmEvent::ListenerError { listener_id, error } => {
-                if let Some(addr) = pending.get(&listener_id) {
-                    return Err(fail(addr, error.to_string()));
-                }
-            }
-            SwarmEvent::ListenerClosed {
-                listener_id,
-                reason,
-                ..
-            } => {
-                if let Some(addr) = pending.get(&listener_id) {
-                    let why = reason.err().map_or("closed".to_string(), |e| e.to_string());
-                    return Err(fail(addr, why));
-                }
-            }
-            other => early.push(other),
-        }
-    }
-    Ok(early)
-}
-
-/// libp2p's TCP listeners set SO_REUSEPORT, so a second process can bind a
-/// port another node already listens on and silently share its connections.
-/// Binding it once without that option first turns that into an error.
-fn probe_tcp_port(addr: &Multiaddr) -> std::io::Result<()> {
-    let mut parts = addr.iter();
-    let ip: std::net::IpAddr = match parts.next() {
-        Some(Protocol::Ip4(ip)) => ip.into(),
-        Some(Protocol::Ip6(ip)) => ip.into(),
-        _ => return Ok(()),
-    };
-    match parts.next() {
-        Some(Protocol::Tcp(port)) if port != 0 => std::net::TcpListener::bind((ip, port)).map(drop),
-        _ => Ok(()),
-    }
-}
-
 struct Node {
     swarm: Swarm<Behaviour>,
     election: Election<String>,
@@ -517,193 +341,15 @@ impl Node {
                     self.publish_view();
                 }
                 _ = redial.tick() => self.redial(),
-                _ = health.tick() => self.health = sampler.sample(),
+                _ = health.tick() => {
+                    self.health = sampler.sample();
+                    crate::health::trim_heap();
+                }
                 // Peers learn at once when our IPFS comes up, goes down or moves.
                 Ok(()) = self.ipfs.changed() => self.beat(),
                 _ = shutdown.cancelled() => break,
             }
         }
         self.leave().await;
-    }
-
-    /// Announces the departure over gossip and directly to every connected
-    /// peer, and waits (bounded) for their acknowledgements so the successor
-    /// takes over at once.
-    async fn leave(&mut self) {
-        let incarnation = self.state.incarnation;
-        info!(leader = self.election.is_leader(), "leaving the cluster");
-        self.publish(Gossip::Leaving { incarnation });
-        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        for peer in peers {
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .rpc
-                .send_request(&peer, Request::Leaving { incarnation });
-            self.leaving.insert(id);
-        }
-        let deadline = tokio::time::sleep(LEAVE_DEADLINE);
-        tokio::pin!(deadline);
-        while !self.leaving.is_empty() {
-            tokio::select! {
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                _ = &mut deadline => {
-                    warn!(unacknowledged = self.leaving.len(), "departure not acknowledged by every peer");
-                    break;
-                }
-            }
-        }
-    }
-
-    fn heartbeat(&mut self) -> Heartbeat {
-        let r = self.election.next_report();
-        let id_bytes =
-            |(id, e): (String, u64)| id.parse::<PeerId>().ok().map(|p| (p.to_bytes(), e));
-        Heartbeat {
-            role: r.role,
-            incarnation: r.incarnation,
-            seq: r.seq,
-            max_epoch: r.max_epoch,
-            // The vote travels only when it differs from the leader followed
-            // (rarely): following a leader means having voted for it.
-            voted: if r.voted == r.follows {
-                None
-            } else {
-                r.voted.and_then(id_bytes)
-            },
-            follows: r.follows.and_then(id_bytes),
-            health: self.health,
-            ipfs: self.ipfs_info(),
-            pinset: Some(self.pins.progress().digest),
-        }
-    }
-
-    /// Periodic heartbeat: gossip only.
-    fn beat(&mut self) {
-        let hb = self.heartbeat();
-        self.publish(Gossip::Heartbeat(hb));
-    }
-
-    /// A leadership change: gossip, and directly to every connected peer,
-    /// because a mesh torn by the death that caused it is only repaired at
-    /// the next gossipsub heartbeat. Rare, so it costs nothing when idle.
-    fn announce(&mut self) {
-        let hb = self.heartbeat();
-        self.publish(Gossip::Heartbeat(hb.clone()));
-        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        for peer in peers {
-            self.swarm
-                .behaviour_mut()
-                .rpc
-                .send_request(&peer, Request::Update(hb.clone()));
-        }
-    }
-
-    fn publish(&mut self, body: Gossip) {
-        let bytes = wire::encode(&Envelope {
-            sender: self.me.to_bytes(),
-            body,
-        });
-        match self
-            .swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(self.topic.clone(), bytes)
-        {
-            Ok(_) => {}
-            Err(libp2p::gossipsub::PublishError::NoPeersSubscribedToTopic) => {
-                debug!("no peers to gossip to yet")
-            }
-            Err(e) => warn!(error = %e, "gossip publish failed"),
-        }
-    }
-
-    /// Feeds a peer's heartbeat to the election core.
-    fn on_heartbeat(&mut self, from: PeerId, hb: Heartbeat) {
-        if let Err(e) = hb.check() {
-            warn!(peer = %from, error = %e, "heartbeat dropped");
-            return;
-        }
-        let id = |b: Option<(Vec<u8>, u64)>| -> Result<Option<(String, u64)>, ()> {
-            b.map(|(bytes, e)| {
-                PeerId::from_bytes(&bytes)
-                    .map(|p| (p.to_base58(), e))
-                    .map_err(|_| ())
-            })
-            .transpose()
-        };
-        let (Ok(follows), Ok(voted)) = (id(hb.follows), id(hb.voted)) else {
-            warn!(peer = %from, "heartbeat with an invalid peer ID dropped");
-            return;
-        };
-        let voted = voted.or_else(|| follows.clone());
-        let report = crate::election::Report {
-            role: hb.role,
-            incarnation: hb.incarnation,
-            seq: hb.seq,
-            max_epoch: hb.max_epoch,
-            follows,
-            voted,
-        };
-        let key = from.to_base58();
-        let actions = self.election.handle(
-            Input::Heartbeat {
-                from: key.clone(),
-                report,
-            },
-            Instant::now(),
-        );
-        if self.election.peer(&key).is_some() {
-            self.peer_health.insert(key.clone(), hb.health);
-            match hb.pinset {
-                Some(d) => self.peer_pinset.insert(key.clone(), d),
-                None => self.peer_pinset.remove(&key),
-            };
-            self.on_peer_ipfs(key, hb.ipfs);
-        }
-        self.publish_view();
-        self.execute(actions);
-    }
-
-    fn input(&mut self, input: Input<String>) {
-        let actions = self.election.handle(input, Instant::now());
-        self.execute(actions);
-    }
-
-    fn execute(&mut self, actions: Vec<Action<String>>) {
-        for action in actions {
-            match action {
-                Action::PersistEpoch(epoch) => {
-                    self.state.max_epoch = epoch;
-                    if let Err(e) = self.data.save_state(&self.state) {
-                        error!(error = %e, epoch, "cannot persist the epoch");
-                    }
-                }
-                Action::Announce => self.announce(),
-                Action::ConfirmAlive(peer) => {
-                    if let Ok(peer) = peer.parse::<PeerId>() {
-                        debug!(%peer, "connection lost; re-dialling to confirm");
-                        self.dial(peer);
-                    }
-                }
-                Action::LeaderChanged(leader) => {
-                    self.leader_since_ms = unix_ms();
-                    match leader {
-                        Some((l, epoch)) if l == self.election.me().as_str() => {
-                            info!(epoch, "this node leads")
-                        }
-                        Some((l, epoch)) => info!(leader = %l, epoch, "following a new leader"),
-                        None if self.election.epochs_exhausted() => error!(
-                            "no leader: the highest epoch seen is the limit ({}), so no \
-                             node can claim a new term; stop every node and reset \
-                             max_epoch in each node's state.json",
-                            crate::election::MAX_EPOCH
-                        ),
-                        None => info!("no leader"),
-                    }
-                    self.publish_view();
-                }
-            }
-        }
     }
 }

@@ -14,18 +14,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition, TableHandle,
-};
-use serde::{Deserialize, Serialize};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use super::model::{Entry, Hlc, Op, PinSpec, Ranges, Stamp, Vv, wins};
-use super::replica::{Loaded, Member, Persist};
-use super::sync::ReadView;
+use super::replica::{Loaded, Persist};
 
+mod codec;
 mod journal;
+mod view;
+use codec::{bin, decode_entry, decode_ranges, encode_entry, stamp_of};
 use journal::Journal;
+pub use view::{Counts, DbView};
 
 /// cid → [`encode_entry`]
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("crdt.state");
@@ -58,77 +57,6 @@ pub enum PinDbError {
         what: String,
         message: String,
     },
-}
-
-/// The pin fields of a stored change (the CID is the key).
-#[derive(Serialize, Deserialize)]
-struct StoredPin {
-    name: String,
-    replication_min: u8,
-    replication_max: u8,
-    added_unix_ms: u64,
-}
-
-/// hlc, author, seq (big-endian, so the stamp reads without decoding the
-/// rest), then the bincode pin fields or nothing for a tombstone.
-fn encode_entry(e: &Entry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + 48);
-    out.extend_from_slice(&e.stamp.hlc.to_be_bytes());
-    out.extend_from_slice(&e.stamp.author.to_be_bytes());
-    out.extend_from_slice(&e.seq.to_be_bytes());
-    if let Op::Pin(p) = &e.op {
-        let fields = StoredPin {
-            name: p.name.clone(),
-            replication_min: p.replication_min,
-            replication_max: p.replication_max,
-            added_unix_ms: p.added_unix_ms,
-        };
-        let body =
-            bincode::serde::encode_to_vec(&fields, bincode::config::standard()).unwrap_or_default();
-        out.extend_from_slice(&body);
-    }
-    out
-}
-
-fn stamp_of(bytes: &[u8]) -> Option<(Stamp, u64)> {
-    let word = |i: usize| -> Option<u64> {
-        Some(u64::from_be_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
-    };
-    Some((
-        Stamp {
-            hlc: word(0)?,
-            author: word(8)?,
-        },
-        word(16)?,
-    ))
-}
-
-fn decode_entry(path: &Path, cid: &str, bytes: &[u8]) -> Result<Entry, PinDbError> {
-    let corrupt = |message: String| PinDbError::Corrupt {
-        path: path.to_owned(),
-        what: format!("pin {cid}"),
-        message,
-    };
-    let (stamp, seq) = stamp_of(bytes).ok_or_else(|| corrupt("too short".into()))?;
-    let op = if bytes.len() == 24 {
-        Op::Unpin { cid: cid.into() }
-    } else {
-        let (p, _): (StoredPin, usize) =
-            bincode::serde::decode_from_slice(&bytes[24..], bincode::config::standard())
-                .map_err(|e| corrupt(e.to_string()))?;
-        Op::Pin(PinSpec {
-            cid: cid.into(),
-            name: p.name,
-            replication_min: p.replication_min,
-            replication_max: p.replication_max,
-            added_unix_ms: p.added_unix_ms,
-        })
-    };
-    Ok(Entry { stamp, seq, op })
-}
-
-fn bin<T: Serialize>(v: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap_or_default()
 }
 
 /// The replica's database; cheap to clone (one handle, shared with the
@@ -497,198 +425,6 @@ impl PinDb {
         view.vv = view.read_vv(VV)?;
         view.floor = view.read_vv(FLOOR)?;
         Ok(view)
-    }
-}
-
-fn decode_ranges(path: &Path, author: u64, bytes: &[u8]) -> Result<Ranges, PinDbError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(r, _)| r)
-        .map_err(|e| PinDbError::Corrupt {
-            path: path.to_owned(),
-            what: format!("vector of {author:x}"),
-            message: e.to_string(),
-        })
-}
-
-/// The replica as one read transaction sees it (pages stay consistent
-/// however long they are read).
-pub struct DbView {
-    txn: ReadTransaction,
-    vv: Vv,
-    floor: Vv,
-    path: PathBuf,
-}
-
-/// How many pins and tombstones a replica holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub pins: u64,
-    pub tombstones: u64,
-}
-
-impl DbView {
-    fn err(&self, e: impl std::fmt::Display) -> PinDbError {
-        PinDbError::Db {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
-    }
-
-    fn meta(&self, key: &str) -> Result<u64, PinDbError> {
-        let meta = self.txn.open_table(META).map_err(|e| self.err(e))?;
-        Ok(meta
-            .get(key)
-            .map_err(|e| self.err(e))?
-            .map_or(0, |v| v.value()))
-    }
-
-    fn read_vv(&self, table: TableDefinition<u64, &[u8]>) -> Result<Vv, PinDbError> {
-        let t = self.txn.open_table(table).map_err(|e| self.err(e))?;
-        let mut vv = Vv::default();
-        for row in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            vv.0.insert(k.value(), decode_ranges(&self.path, k.value(), v.value())?);
-        }
-        Ok(vv)
-    }
-
-    fn members(&self) -> Result<std::collections::BTreeMap<String, Member>, PinDbError> {
-        let t = self.txn.open_table(MEMBERS).map_err(|e| self.err(e))?;
-        let mut out = std::collections::BTreeMap::new();
-        for row in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let (m, _): (Member, usize) =
-                bincode::serde::decode_from_slice(v.value(), bincode::config::standard()).map_err(
-                    |e| PinDbError::Corrupt {
-                        path: self.path.clone(),
-                        what: format!("member {}", k.value()),
-                        message: e.to_string(),
-                    },
-                )?;
-            out.insert(k.value().to_owned(), m);
-        }
-        Ok(out)
-    }
-
-    /// The view's version vector, owned.
-    pub fn vv_owned(&self) -> Vv {
-        self.vv.clone()
-    }
-
-    pub fn counts(&self) -> Result<Counts, PinDbError> {
-        Ok(Counts {
-            pins: self.meta(K_PINS)?,
-            tombstones: self.meta(K_TOMBSTONES)?,
-        })
-    }
-
-    /// The change that wins for `cid`, if any (a pin or a tombstone).
-    pub fn get(&self, cid: &str) -> Result<Option<Entry>, PinDbError> {
-        let t = self.txn.open_table(STATE).map_err(|e| self.err(e))?;
-        t.get(cid)
-            .map_err(|e| self.err(e))?
-            .map(|v| decode_entry(&self.path, cid, v.value()))
-            .transpose()
-    }
-
-    /// Changes in CID order after `after`, at most `limit` (tombstones too).
-    pub fn entries(&self, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, PinDbError> {
-        use std::ops::Bound;
-        let t = self.txn.open_table(STATE).map_err(|e| self.err(e))?;
-        let range = match after {
-            Some(a) => t.range::<&str>((Bound::Excluded(a), Bound::Unbounded)),
-            None => t.range::<&str>(..),
-        }
-        .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in range {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            out.push(decode_entry(&self.path, k.value(), v.value())?);
-        }
-        Ok(out)
-    }
-
-    /// Pins (no tombstones) in CID order after `after`, at most `limit`.
-    pub fn pins(&self, after: Option<&str>, limit: usize) -> Result<Vec<PinSpec>, PinDbError> {
-        let mut out = Vec::new();
-        let mut cursor = after.map(str::to_owned);
-        loop {
-            let page = self.entries(cursor.as_deref(), limit.max(1) * 2)?;
-            let done = page.len() < limit.max(1) * 2;
-            cursor = page.last().map(|e| e.cid().to_owned()).or(cursor);
-            for e in page {
-                if let Op::Pin(p) = e.op {
-                    out.push(p);
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
-                }
-            }
-            if done {
-                return Ok(out);
-            }
-        }
-    }
-
-    /// How many entries the by-author index holds (tests).
-    pub fn indexed(&self) -> Result<u64, PinDbError> {
-        let t = self.txn.open_table(BY_AUTHOR).map_err(|e| self.err(e))?;
-        t.len().map_err(|e| self.err(e))
-    }
-}
-
-impl ReadView for DbView {
-    type Error = PinDbError;
-
-    fn vv(&self) -> &Vv {
-        &self.vv
-    }
-
-    fn floor(&self) -> &Vv {
-        &self.floor
-    }
-
-    fn scan_cids(&self, from: &str, f: &mut dyn FnMut(Entry) -> bool) -> Result<(), PinDbError> {
-        let state = self.txn.open_table(STATE).map_err(|e| self.err(e))?;
-        for row in state.range::<&str>(from..).map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            if !f(decode_entry(&self.path, k.value(), v.value())?) {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn scan_author(
-        &self,
-        author: u64,
-        lo: u64,
-        hi: u64,
-        f: &mut dyn FnMut(Entry) -> bool,
-    ) -> Result<(), PinDbError> {
-        let index = self.txn.open_table(BY_AUTHOR).map_err(|e| self.err(e))?;
-        let state = self.txn.open_table(STATE).map_err(|e| self.err(e))?;
-        for row in index
-            .range((author, lo)..=(author, hi))
-            .map_err(|e| self.err(e))?
-        {
-            let (_, cid) = row.map_err(|e| self.err(e))?;
-            let cid = cid.value();
-            let Some(v) = state.get(cid).map_err(|e| self.err(e))? else {
-                return Err(PinDbError::Corrupt {
-                    path: self.path.clone(),
-                    what: format!("index entry for {cid}"),
-                    message: "no such pin".into(),
-                });
-            };
-            if !f(decode_entry(&self.path, cid, v.value())?) {
-                break;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -46,6 +46,7 @@ enum Msg {
         cid: String,
         pin: bool,
         result: Result<bool, String>,
+        claimed: bool,
     },
     /// `pin/ls` as of version `at`.
     Listed {
@@ -99,6 +100,32 @@ struct Holder {
     /// Held-set changes not yet stored, the last one per item (stored once
     /// per batch of messages).
     unsaved: BTreeMap<String, bool>,
+}
+
+/// A pin: the user's own pin is reported (`Ok(true)`), never taken over;
+/// otherwise the item is recorded as the cluster's before `pin/add`, so a
+/// crash in between cannot make it look like the user's. Returns the result
+/// and whether the item is claimed.
+async fn pin_once(
+    client: &IpfsClient,
+    store: &HeldStore,
+    cid: &str,
+    claimed: bool,
+) -> (Result<bool, String>, bool) {
+    if !claimed {
+        match client.is_pinned(cid).await {
+            Ok(true) => return (Ok(true), false),
+            Ok(false) => {}
+            Err(e) => return (Err(short(e)), false),
+        }
+        if let Err(e) = store.update(&[cid.to_owned()], &[], None) {
+            return (Err(short(e)), false);
+        }
+    }
+    (
+        client.pin_add(cid).await.map(|_| false).map_err(short),
+        true,
+    )
 }
 
 /// Starts the task.
@@ -207,7 +234,20 @@ impl Holder {
                 let leader = view.borrow().leader.clone();
                 self.step(Input::Request { from, req, leader }, Some(reply));
             }
-            Msg::Done { cid, pin, result } => self.step(Input::Done { cid, pin, result }, None),
+            Msg::Done {
+                cid,
+                pin,
+                result,
+                claimed,
+            } => {
+                let input = Input::Done {
+                    cid,
+                    pin,
+                    result,
+                    claimed,
+                };
+                self.step(input, None);
+            }
             Msg::Listed { at, pinned } => self.step(Input::Listed { at, pinned }, None),
         }
     }
@@ -259,48 +299,39 @@ impl Holder {
                     self.unsaved
                         .extend(add.into_iter().map(|c| (c, true)).chain(gone));
                 }
-                Effect::Call { cid, pin, user } => self.call(cid, pin, user),
+                Effect::Pin { cid, claimed } => self.call(cid, true, claimed),
+                Effect::Unpin { cid } => self.call(cid, false, true),
                 Effect::List { at } => self.list(at),
                 Effect::Connect(providers) => self.connect(providers),
             }
         }
     }
 
-    fn call(&self, cid: String, pin: bool, user: bool) {
+    /// Carries out [`Effect::Pin`] (`pin`) or [`Effect::Unpin`].
+    fn call(&self, cid: String, pin: bool, claimed: bool) {
         let (tx, store) = (self.tx.clone(), self.store.clone());
-        let Some(client) = self.client.clone() else {
-            // The IPFS went away between the step and now: the call fails.
-            tokio::spawn(async move {
-                let result = Err("no IPFS to call".to_string());
-                let _ = tx.send(Msg::Done { cid, pin, result }).await;
-            });
-            return;
-        };
+        let client = self.client.clone();
         tokio::spawn(async move {
-            let result = if pin {
-                // The user's own pin is reported, never taken over.
-                match client.is_pinned(&cid).await {
-                    Ok(true) => Ok(true),
-                    // Recorded as the cluster's before it is pinned, so a
-                    // crash in between cannot make it look like the user's.
-                    Ok(false) => match store.update(std::slice::from_ref(&cid), &[], None) {
-                        Ok(()) => client.pin_add(&cid).await.map(|_| false).map_err(short),
-                        Err(e) => Err(short(e)),
-                    },
-                    Err(e) => Err(short(e)),
-                }
-            } else if user {
-                Ok(false)
-            } else {
-                match client.pin_rm(&cid).await {
-                    Ok(_) => Ok(false),
+            let (result, claimed) = match client {
+                // The IPFS went away between the step and now.
+                None => (Err("no IPFS to call".to_string()), false),
+                Some(client) if pin => pin_once(&client, &store, &cid, claimed).await,
+                Some(client) => match client.pin_rm(&cid).await {
+                    Ok(_) => (Ok(false), false),
                     Err(RpcError::Rpc { message, .. }) if message.contains("not pinned") => {
-                        Ok(false)
+                        (Ok(false), false)
                     }
-                    Err(e) => Err(short(e)),
-                }
+                    Err(e) => (Err(short(e)), false),
+                },
             };
-            let _ = tx.send(Msg::Done { cid, pin, result }).await;
+            let _ = tx
+                .send(Msg::Done {
+                    cid,
+                    pin,
+                    result,
+                    claimed,
+                })
+                .await;
         });
     }
 

@@ -183,6 +183,19 @@ fn seeds_that_found_bugs() {
         ),
         (365, "the same, another schedule"),
         (314, "the same, another schedule"),
+        (
+            4471,
+            "the real holder: a batch that pinned and unpinned an item the user had \
+             pinned, before the pin ran, called pin/rm and removed the user's own pin",
+        ),
+        (749, "the same, another schedule"),
+        (8796, "the same, another schedule"),
+        (
+            35352,
+            "the simulated IPFS recorded a claim for a crashed node (a pin issued \
+             before the crash, carried out after the restart); the shell claims while \
+             its process runs, so the model now claims when the call starts",
+        ),
     ] {
         if let Err(e) = Sim::run(seed, &net::schedule(seed), false) {
             panic!("seed {seed} ({found}) fails again: {e}");

@@ -215,12 +215,12 @@ enum Msg {
     IpfsCall {
         cid: String,
         pin: bool,
-        user: bool,
     },
     IpfsDone {
         cid: String,
         pin: bool,
         result: Result<bool, String>,
+        claimed: bool,
     },
     IpfsList {
         at: u64,
@@ -505,9 +505,14 @@ impl Sim {
     }
 
     fn deliver(&mut self, mut p: Packet) -> Result<(), String> {
-        if let Msg::IpfsCall { cid, pin, user } = p.msg {
-            let result = self.ipfs_call(p.to, &cid, pin, user);
-            p.msg = Msg::IpfsDone { cid, pin, result };
+        if let Msg::IpfsCall { cid, pin, .. } = p.msg {
+            let (result, claimed) = self.ipfs_call(p.to, &cid, pin);
+            p.msg = Msg::IpfsDone {
+                cid,
+                pin,
+                result,
+                claimed,
+            };
         }
         let node = &mut self.nodes[p.to];
         if node.up.is_none() {
@@ -621,8 +626,18 @@ impl Sim {
                 self.log(|| format!("n{i} holder: n{} asked {asked}: {result:?}", p.from));
                 self.send(i, p.from, Some(inc), Msg::HolderReply { id, result });
             }
-            Msg::IpfsDone { cid, pin, result } => {
-                let input = holder::Input::Done { cid, pin, result };
+            Msg::IpfsDone {
+                cid,
+                pin,
+                result,
+                claimed,
+            } => {
+                let input = holder::Input::Done {
+                    cid,
+                    pin,
+                    result,
+                    claimed,
+                };
                 let fx = self.up(i).holder.step(input, now.at);
                 self.holder_effects(i, fx);
             }
@@ -696,8 +711,28 @@ impl Sim {
                     n.fence = n.fence.max(epoch);
                 }
                 holder::Effect::Reply(r) => reply = Some(r),
-                holder::Effect::Call { cid, pin, user } => {
-                    self.local(i, Msg::IpfsCall { cid, pin, user });
+                holder::Effect::Pin { cid, claimed } => {
+                    // The shell's `pin/ls` check and its claim happen while
+                    // the process runs; `pin/add` goes on without it.
+                    let n = &mut self.nodes[i];
+                    let msg = if claimed {
+                        Msg::IpfsCall { cid, pin: true }
+                    } else if n.ipfs.contains_key(&cid) {
+                        let (pin, result, claimed) = (true, Ok(true), false);
+                        Msg::IpfsDone {
+                            cid,
+                            pin,
+                            result,
+                            claimed,
+                        }
+                    } else {
+                        n.claimed.insert(cid.clone());
+                        Msg::IpfsCall { cid, pin: true }
+                    };
+                    self.local(i, msg);
+                }
+                holder::Effect::Unpin { cid } => {
+                    self.local(i, Msg::IpfsCall { cid, pin: false });
                 }
                 holder::Effect::List { at } => self.local(i, Msg::IpfsList { at }),
                 holder::Effect::Connect(_) => {}
@@ -733,23 +768,21 @@ impl Sim {
         self.packets.insert(self.seq, packet);
     }
 
-    /// What the real shell does on IPFS for [`holder::Effect::Call`]: a pin
-    /// of what IPFS has already is the user's (`Ok(true)`); otherwise the
-    /// item is recorded as held, then pinned. An unpin of the user's pin
-    /// touches nothing; any other removes the pin, whoever made it (as
-    /// `pin/rm` would).
-    fn ipfs_call(&mut self, i: usize, cid: &str, pin: bool, user: bool) -> Result<bool, String> {
+    /// What IPFS does for [`holder::Effect::Pin`] (of a claimed item:
+    /// the check and the claim came first) and [`holder::Effect::Unpin`]
+    /// (removes the pin, whoever made it, as `pin/rm` would). Returns the
+    /// result and the claim.
+    fn ipfs_call(&mut self, i: usize, cid: &str, pin: bool) -> (Result<bool, String>, bool) {
+        let had = self.nodes[i].ipfs.get(cid).copied();
+        self.log(|| format!("n{i} ipfs: pin {pin} {} had {had:?}", &cid[..12]));
         let n = &mut self.nodes[i];
         if pin {
-            if n.ipfs.contains_key(cid) {
-                return Ok(true);
-            }
-            n.claimed.insert(cid.to_owned());
-            n.ipfs.insert(cid.to_owned(), false);
-        } else if !user {
+            n.ipfs.entry(cid.to_owned()).or_insert(false);
+            (Ok(false), true)
+        } else {
             n.ipfs.remove(cid);
+            (Ok(false), false)
         }
-        Ok(false)
     }
 
     /// The contract's rule 5: a leader orders an unpin only for an item its

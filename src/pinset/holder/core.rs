@@ -12,7 +12,11 @@
 //!   an order for what is already so is a no-op.
 //! * An item already pinned on this IPFS before the cluster asked (the
 //!   user's own pin: the shell checks `pin/ls` before `pin/add`) is
-//!   reported pinned but never owned: no unpin call is made for it.
+//!   reported pinned but never owned. An unpin call is made only for an
+//!   item the cluster *claimed* (recorded as its own before `pin/add`);
+//!   an unpin of anything else (the user's pin, a pin still queued, a pin
+//!   that failed before its claim) just marks it absent. A pin of an item
+//!   already claimed skips the `pin/ls` check: what IPFS has is ours.
 //! * At most `concurrency` IPFS calls run at once; the rest wait, queued.
 //! * Every state change gets a version; the leader asks for the changes
 //!   after the last version it saw ([`HolderRequest::States`]), so a new
@@ -55,11 +59,13 @@ pub enum Input {
         leader: Option<(String, u64)>,
     },
     /// A call ended; for a pin, `Ok(true)` means the item was already the
-    /// user's pin.
+    /// user's pin, and `claimed` that it was recorded as the cluster's
+    /// (the call got as far as `pin/add`, whatever its result).
     Done {
         cid: String,
         pin: bool,
         result: Result<bool, String>,
+        claimed: bool,
     },
     /// `pin/ls` as of version `at`.
     Listed {
@@ -79,13 +85,15 @@ pub enum Effect {
     SaveFence(u64),
     /// The answer to the request just stepped (exactly one per request).
     Reply(HolderResponse),
-    /// Pin or unpin `cid`; answer with [`Input::Done`]. A pin checks
-    /// `pin/ls` first (`Ok(true)`: the user had it, leave it be), then
-    /// stores the item as held *before* `pin/add`, so a crash in between
-    /// cannot make the cluster's pin look like the user's. `user`: the
-    /// user's own pin, where an unpin touches nothing and answers
-    /// `Ok(false)`.
-    Call { cid: String, pin: bool, user: bool },
+    /// Pin `cid`; answer with [`Input::Done`]. Unless `claimed`, check
+    /// `pin/ls` first (pinned already: the user's, answer `Ok(true)` and
+    /// touch nothing), then store the item as held *before* `pin/add`, so
+    /// a crash in between cannot make the cluster's pin look like the
+    /// user's. `claimed`: the item is the cluster's already, `pin/add` it.
+    Pin { cid: String, claimed: bool },
+    /// Unpin `cid` (`pin/rm`; "not pinned" is success); answer with
+    /// [`Input::Done`]. Only ever for an item the cluster claimed.
+    Unpin { cid: String },
     /// List this IPFS's pins; answer with [`Input::Listed`] at `at`.
     List { at: u64 },
     /// Dial these IPFS daemons (best effort, nothing answers).
@@ -105,12 +113,12 @@ struct Item {
     /// What the last order asked.
     want_pin: bool,
     running: bool,
-    /// Pinned by the user before the cluster asked: never unpinned here.
-    user: bool,
-    /// The cluster's own pin is on this IPFS (in the held set): a pin
-    /// order for it needs no call, and `pin/ls` finding it must not be
-    /// taken for the user's pin.
+    /// The cluster's own pin is on this IPFS: a pin order for it needs
+    /// no call.
     held: bool,
+    /// Recorded as the cluster's (in the held set): it may be on IPFS as
+    /// ours, so an unpin calls `pin/rm` and a pin skips the `pin/ls` check.
+    claimed: bool,
 }
 
 pub struct Core {
@@ -171,6 +179,7 @@ impl Core {
             h.set(&cid, HeldState::Pinned, true);
             if let Some(i) = h.items.get_mut(&cid) {
                 i.held = true;
+                i.claimed = true;
             }
         }
         h
@@ -180,7 +189,12 @@ impl Core {
         let mut fx = Vec::new();
         match input {
             Input::Request { from, req, leader } => self.request(&from, req, leader, &mut fx),
-            Input::Done { cid, pin, result } => self.done(cid, pin, result),
+            Input::Done {
+                cid,
+                pin,
+                result,
+                claimed,
+            } => self.done(cid, pin, result, claimed),
             Input::Listed { at, pinned } => self.listed(at, pinned, now),
             Input::Ipfs { ready } => self.ipfs = ready,
             Input::Tick => {}
@@ -220,8 +234,8 @@ impl Core {
                         version,
                         want_pin,
                         running: false,
-                        user: false,
                         held: false,
+                        claimed: false,
                     },
                 );
                 false
@@ -330,13 +344,13 @@ impl Core {
 
     fn take(&mut self, order: HolderOrder) {
         let HolderOrder { cid, pin } = order;
-        let (state, running, held) = match self.items.get_mut(&cid) {
+        let (state, running, held, claimed) = match self.items.get_mut(&cid) {
             Some(i) => {
                 i.want_pin = pin;
-                (i.state.clone(), i.running, i.held)
+                (i.state.clone(), i.running, i.held, i.claimed)
             }
             None if !pin => return,
-            None => (HeldState::Absent, false, false),
+            None => (HeldState::Absent, false, false, false),
         };
         if running {
             // Reconsidered when the call in progress ends.
@@ -348,6 +362,9 @@ impl Core {
             // (A call now would find the pin and take it for the user's.)
             (true, _) if held => self.set(&cid, HeldState::Pinned, true),
             (false, HeldState::Absent | HeldState::Unpinning) => {}
+            // Nothing of ours on IPFS (the user's pin, a pin still queued,
+            // one that failed before its claim): nothing to call.
+            (false, _) if !claimed => self.set(&cid, HeldState::Absent, false),
             (true, _) => {
                 self.set(&cid, HeldState::Queued, true);
                 self.queue.push_back(cid);
@@ -402,7 +419,7 @@ impl Core {
             let Some(item) = self.items.get(&cid) else {
                 continue;
             };
-            let (pin, user) = (item.want_pin, item.user);
+            let (pin, claimed) = (item.want_pin, item.claimed);
             let done = match &item.state {
                 HeldState::Pinned => pin,
                 HeldState::Absent => !pin,
@@ -426,11 +443,15 @@ impl Core {
                 i.running = true;
             }
             self.running += 1;
-            fx.push(Effect::Call { cid, pin, user });
+            fx.push(if pin {
+                Effect::Pin { cid, claimed }
+            } else {
+                Effect::Unpin { cid }
+            });
         }
     }
 
-    fn done(&mut self, cid: String, pin: bool, result: Result<bool, String>) {
+    fn done(&mut self, cid: String, pin: bool, result: Result<bool, String>, claimed: bool) {
         let Some(item) = self.items.get_mut(&cid) else {
             return;
         };
@@ -440,21 +461,22 @@ impl Core {
         item.running = false;
         self.running -= 1;
         let want_pin = item.want_pin;
+        if pin && claimed && !item.claimed {
+            item.claimed = true;
+            self.add.push(cid.clone());
+        }
         let state = match (pin, result) {
-            (true, Ok(users)) => {
-                if users {
-                    info!(%cid, "holder: already pinned by the user; reported, never unpinned");
-                    item.user = true;
-                } else {
-                    item.user = false;
-                    item.held = true;
-                    self.add.push(cid.clone());
-                }
+            (true, Ok(true)) => {
+                info!(%cid, "holder: already pinned by the user; reported, never unpinned");
+                HeldState::Pinned
+            }
+            (true, Ok(false)) => {
+                item.held = true;
                 HeldState::Pinned
             }
             (false, Ok(_)) => {
-                item.user = false;
                 item.held = false;
+                item.claimed = false;
                 self.remove.push(cid.clone());
                 HeldState::Absent
             }
@@ -508,6 +530,7 @@ impl Core {
         for cid in lost {
             if let Some(i) = self.items.get_mut(&cid) {
                 i.held = false;
+                i.claimed = false;
             }
             self.remove.push(cid.clone());
             self.set(&cid, HeldState::Absent, false);

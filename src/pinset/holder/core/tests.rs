@@ -85,7 +85,10 @@ fn orders_for_what_is_already_so_change_nothing() {
     });
     assert_eq!(h.version, v, "a repeated pin is a no-op");
     assert_eq!(h.queue.len(), 1);
+    // As if the pin went through: ours.
     h.set(&cid(1), HeldState::Pinned, true);
+    let item = h.items.get_mut(&cid(1)).unwrap();
+    (item.held, item.claimed) = (true, true);
     let v = h.version;
     h.take(HolderOrder {
         cid: cid(1),
@@ -178,21 +181,28 @@ fn reply(fx: &[Effect]) -> &HolderResponse {
     replies[0]
 }
 
+/// The IPFS calls asked: (cid, pin, claimed) for a pin, (cid, false, true)
+/// for an unpin (only ever of a claimed item).
 fn calls(fx: &[Effect]) -> Vec<(String, bool, bool)> {
     fx.iter()
         .filter_map(|e| match e {
-            Effect::Call { cid, pin, user } => Some((cid.clone(), *pin, *user)),
+            Effect::Pin { cid, claimed } => Some((cid.clone(), true, *claimed)),
+            Effect::Unpin { cid } => Some((cid.clone(), false, true)),
             _ => None,
         })
         .collect()
 }
 
+/// A call ended; a pin that did not find the user's pin got as far as its
+/// claim.
 fn done(h: &mut Core, i: usize, pin: bool, result: Result<bool, String>) -> Vec<Effect> {
+    let claimed = pin && result != Ok(true);
     h.step(
         Input::Done {
             cid: cid(i),
             pin,
             result,
+            claimed,
         },
         Instant::now(),
     )
@@ -240,7 +250,7 @@ fn orders_are_taken_only_from_the_followed_leader_at_its_epoch() {
     );
     assert_eq!(reply(&fx), &HolderResponse::Taken);
     assert!(!fx.iter().any(|e| matches!(e, Effect::SaveFence(_))));
-    assert_eq!(h.items[&cid(1)].want_pin, true);
+    assert!(h.items[&cid(1)].want_pin);
     // A leecher holds nothing.
     let limits = Limits {
         role: Role::Leecher,
@@ -279,6 +289,67 @@ fn the_users_own_pin_is_reported_and_never_removed() {
         orders(1, 2, &[(1, false)]),
         Some((LEADER, 1)),
     );
+    assert!(calls(&fx).is_empty(), "the user's pin is left: {fx:?}");
+    assert_eq!(h.items[&cid(1)].state, HeldState::Absent);
+}
+
+/// Found by the simulator (seeds 749, 8796, 4471): a batch that pins and
+/// unpins an item the user had pinned, before the pin ran, made a real
+/// unpin call (`pin/rm`) and removed the user's own pin. An unpin calls
+/// IPFS only for what the cluster claimed.
+#[test]
+fn an_unpin_of_a_pin_still_queued_calls_nothing() {
+    let (mut h, _) = ready(worker(1), &[], 0);
+    send(
+        &mut h,
+        LEADER,
+        orders(1, 1, &[(2, true)]),
+        Some((LEADER, 1)),
+    );
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(1, 2, &[(1, true), (1, false)]),
+        Some((LEADER, 1)),
+    );
+    assert!(calls(&fx).is_empty(), "{fx:?}");
+    assert_eq!(h.items[&cid(1)].state, HeldState::Absent);
+    let fx = done(&mut h, 2, true, Ok(false));
+    assert!(calls(&fx).is_empty(), "nothing left to do: {fx:?}");
+}
+
+/// A pin that failed after its claim may be on IPFS: pinning it again
+/// skips the `pin/ls` check (what is there is ours), and unpinning it
+/// calls `pin/rm`.
+#[test]
+fn a_claimed_item_is_pinned_without_the_check_and_unpinned_for_real() {
+    let (mut h, _) = ready(worker(4), &[], 0);
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(1, 1, &[(1, true)]),
+        Some((LEADER, 1)),
+    );
+    assert_eq!(calls(&fx), [(cid(1), true, false)]);
+    let fx = done(&mut h, 1, true, Err("timeout".into()));
+    assert!(fx.contains(&Effect::Store {
+        add: vec![cid(1)],
+        remove: vec![]
+    }));
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(1, 2, &[(1, false), (1, true)]),
+        Some((LEADER, 1)),
+    );
+    assert_eq!(calls(&fx), [(cid(1), true, true)]);
+    done(&mut h, 1, true, Err("timeout".into()));
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(1, 3, &[(1, false)]),
+        Some((LEADER, 1)),
+    );
     assert_eq!(calls(&fx), [(cid(1), false, true)]);
 }
 
@@ -309,7 +380,7 @@ fn calls_are_bounded_and_an_order_changed_mid_call_is_carried_out_after() {
     // unpin of 1 when 2 ends.
     assert_eq!(calls(&fx), [(cid(3), true, false)]);
     let fx = done(&mut h, 2, true, Ok(false));
-    assert_eq!(calls(&fx), [(cid(1), false, false)]);
+    assert_eq!(calls(&fx), [(cid(1), false, true)]);
     let fx = done(&mut h, 1, false, Ok(false));
     assert!(fx.contains(&Effect::Store {
         add: vec![],
@@ -399,7 +470,7 @@ fn a_queued_unpin_cancelled_by_a_pin_keeps_the_pin_ours() {
     );
     assert_eq!(
         calls(&fx),
-        [(cid(1), false, false)],
+        [(cid(1), false, true)],
         "the unpin is a real one"
     );
 }

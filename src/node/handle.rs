@@ -1,0 +1,115 @@
+//! The cloneable handle other tasks use to reach the node's event loop, and
+//! the transports the pinset tasks send their requests through.
+
+use std::time::Duration;
+
+use libp2p::PeerId;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::status::StatusView;
+use crate::wire::{self, Request};
+
+pub(super) enum Command {
+    Status(oneshot::Sender<StatusView>),
+    /// Each holder's state for one item, from the leader.
+    PinPeers {
+        cid: String,
+        reply: oneshot::Sender<Result<Vec<(String, wire::HeldState)>, String>>,
+    },
+    /// A request to a peer on behalf of a task (pinset, keeper).
+    Send {
+        peer: PeerId,
+        req: Box<Request>,
+        reply: oneshot::Sender<Result<wire::Response, String>>,
+    },
+    /// A task's answer to a peer's request.
+    Respond {
+        channel: libp2p::request_response::ResponseChannel<wire::Response>,
+        resp: wire::Response,
+    },
+}
+
+/// A cloneable handle to the node's event loop.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(super) tx: mpsc::Sender<Command>,
+}
+
+impl NodeHandle {
+    /// The node's current status; `None` if the loop does not answer within 2 s.
+    pub async fn status(&self) -> Option<StatusView> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send_timeout(Command::Status(tx), Duration::from_secs(2))
+            .await
+            .ok()?;
+        tokio::time::timeout(Duration::from_secs(2), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+impl NodeHandle {
+    /// Each holder's state for `cid`, as the leader knows it.
+    pub async fn pin_peers(&self, cid: &str) -> Result<Vec<(String, wire::HeldState)>, String> {
+        let (reply, rx) = oneshot::channel();
+        let cid = cid.to_owned();
+        self.tx
+            .send_timeout(Command::PinPeers { cid, reply }, Duration::from_secs(2))
+            .await
+            .map_err(|_| "node loop busy or stopped".to_string())?;
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .map_err(|_| "the keeper did not answer in 10 s".to_string())?
+            .map_err(|_| "node loop stopped".to_string())?
+    }
+
+    /// Sends `req` to `peer` over request-response and waits for the answer.
+    async fn rpc(&self, peer: &str, req: Request) -> Result<wire::Response, String> {
+        let peer: PeerId = peer.parse().map_err(|e| format!("peer {peer}: {e}"))?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send_timeout(
+                Command::Send {
+                    peer,
+                    req: Box::new(req),
+                    reply,
+                },
+                Duration::from_secs(2),
+            )
+            .await
+            .map_err(|_| "node loop busy or stopped".to_string())?;
+        // The request-response timeout (5 s) answers first; this is a backstop.
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .map_err(|_| "no answer".to_string())?
+            .map_err(|_| "node loop stopped".to_string())?
+    }
+}
+
+impl crate::pinset::actor::Transport for NodeHandle {
+    async fn request(
+        &self,
+        peer: &str,
+        req: wire::PinsetRequest,
+    ) -> Result<wire::PinsetResponse, String> {
+        match self.rpc(peer, Request::Pinset(req)).await? {
+            wire::Response::Pinset(r) => r.check().map(|()| r).map_err(|e| e.to_string()),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+}
+
+impl crate::pinset::keeper::HolderTransport for NodeHandle {
+    async fn holder_request(
+        &self,
+        peer: &str,
+        req: wire::HolderRequest,
+    ) -> Result<wire::HolderResponse, String> {
+        match self.rpc(peer, Request::Holder(req)).await? {
+            wire::Response::Holder(r) => r.check().map(|()| r).map_err(|e| e.to_string()),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+}

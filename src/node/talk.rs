@@ -1,0 +1,197 @@
+//! What the node says and hears about the election: heartbeats, leadership
+//! announcements, the departure, and carrying out the election core's
+//! actions.
+
+use std::time::Instant;
+
+use futures::StreamExt;
+use libp2p::PeerId;
+use tracing::{debug, error, info, warn};
+
+use super::{LEAVE_DEADLINE, Node};
+use crate::clock::unix_ms;
+use crate::election::{Action, Input};
+use crate::wire::{self, Envelope, Gossip, Heartbeat, Request};
+
+impl Node {
+    /// Announces the departure over gossip and directly to every connected
+    /// peer, and waits (bounded) for their acknowledgements so the successor
+    /// takes over at once.
+    pub(super) async fn leave(&mut self) {
+        let incarnation = self.state.incarnation;
+        info!(leader = self.election.is_leader(), "leaving the cluster");
+        self.publish(Gossip::Leaving { incarnation });
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .rpc
+                .send_request(&peer, Request::Leaving { incarnation });
+            self.leaving.insert(id);
+        }
+        let deadline = tokio::time::sleep(LEAVE_DEADLINE);
+        tokio::pin!(deadline);
+        while !self.leaving.is_empty() {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = &mut deadline => {
+                    warn!(unacknowledged = self.leaving.len(), "departure not acknowledged by every peer");
+                    break;
+                }
+            }
+        }
+    }
+
+    pub(super) fn heartbeat(&mut self) -> Heartbeat {
+        let r = self.election.next_report();
+        let id_bytes =
+            |(id, e): (String, u64)| id.parse::<PeerId>().ok().map(|p| (p.to_bytes(), e));
+        Heartbeat {
+            role: r.role,
+            incarnation: r.incarnation,
+            seq: r.seq,
+            max_epoch: r.max_epoch,
+            // The vote travels only when it differs from the leader followed
+            // (rarely): following a leader means having voted for it.
+            voted: if r.voted == r.follows {
+                None
+            } else {
+                r.voted.and_then(id_bytes)
+            },
+            follows: r.follows.and_then(id_bytes),
+            health: self.health,
+            ipfs: self.ipfs_info(),
+            pinset: Some(self.pins.progress().digest),
+        }
+    }
+
+    /// Periodic heartbeat: gossip only.
+    pub(super) fn beat(&mut self) {
+        let hb = self.heartbeat();
+        self.publish(Gossip::Heartbeat(hb));
+    }
+
+    /// A leadership change: gossip, and directly to every connected peer,
+    /// because a mesh torn by the death that caused it is only repaired at
+    /// the next gossipsub heartbeat. Rare, so it costs nothing when idle.
+    pub(super) fn announce(&mut self) {
+        let hb = self.heartbeat();
+        self.publish(Gossip::Heartbeat(hb.clone()));
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            self.swarm
+                .behaviour_mut()
+                .rpc
+                .send_request(&peer, Request::Update(hb.clone()));
+        }
+    }
+
+    pub(super) fn publish(&mut self, body: Gossip) {
+        let bytes = wire::encode(&Envelope {
+            sender: self.me.to_bytes(),
+            body,
+        });
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), bytes)
+        {
+            Ok(_) => {}
+            Err(libp2p::gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                debug!("no peers to gossip to yet")
+            }
+            Err(e) => warn!(error = %e, "gossip publish failed"),
+        }
+    }
+
+    /// Feeds a peer's heartbeat to the election core.
+    pub(super) fn on_heartbeat(&mut self, from: PeerId, hb: Heartbeat) {
+        if let Err(e) = hb.check() {
+            warn!(peer = %from, error = %e, "heartbeat dropped");
+            return;
+        }
+        let id = |b: Option<(Vec<u8>, u64)>| -> Result<Option<(String, u64)>, ()> {
+            b.map(|(bytes, e)| {
+                PeerId::from_bytes(&bytes)
+                    .map(|p| (p.to_base58(), e))
+                    .map_err(|_| ())
+            })
+            .transpose()
+        };
+        let (Ok(follows), Ok(voted)) = (id(hb.follows), id(hb.voted)) else {
+            warn!(peer = %from, "heartbeat with an invalid peer ID dropped");
+            return;
+        };
+        let voted = voted.or_else(|| follows.clone());
+        let report = crate::election::Report {
+            role: hb.role,
+            incarnation: hb.incarnation,
+            seq: hb.seq,
+            max_epoch: hb.max_epoch,
+            follows,
+            voted,
+        };
+        let key = from.to_base58();
+        let actions = self.election.handle(
+            Input::Heartbeat {
+                from: key.clone(),
+                report,
+            },
+            Instant::now(),
+        );
+        if self.election.peer(&key).is_some() {
+            self.peer_health.insert(key.clone(), hb.health);
+            match hb.pinset {
+                Some(d) => self.peer_pinset.insert(key.clone(), d),
+                None => self.peer_pinset.remove(&key),
+            };
+            self.on_peer_ipfs(key, hb.ipfs);
+        }
+        self.publish_view();
+        self.execute(actions);
+    }
+
+    pub(super) fn input(&mut self, input: Input<String>) {
+        let actions = self.election.handle(input, Instant::now());
+        self.execute(actions);
+    }
+
+    pub(super) fn execute(&mut self, actions: Vec<Action<String>>) {
+        for action in actions {
+            match action {
+                Action::PersistEpoch(epoch) => {
+                    self.state.max_epoch = epoch;
+                    if let Err(e) = self.data.save_state(&self.state) {
+                        error!(error = %e, epoch, "cannot persist the epoch");
+                    }
+                }
+                Action::Announce => self.announce(),
+                Action::ConfirmAlive(peer) => {
+                    if let Ok(peer) = peer.parse::<PeerId>() {
+                        debug!(%peer, "connection lost; re-dialling to confirm");
+                        self.dial(peer);
+                    }
+                }
+                Action::LeaderChanged(leader) => {
+                    self.leader_since_ms = unix_ms();
+                    match leader {
+                        Some((l, epoch)) if l == self.election.me().as_str() => {
+                            info!(epoch, "this node leads")
+                        }
+                        Some((l, epoch)) => info!(leader = %l, epoch, "following a new leader"),
+                        None if self.election.epochs_exhausted() => error!(
+                            "no leader: the highest epoch seen is the limit ({}), so no \
+                             node can claim a new term; stop every node and reset \
+                             max_epoch in each node's state.json",
+                            crate::election::MAX_EPOCH
+                        ),
+                        None => info!("no leader"),
+                    }
+                    self.publish_view();
+                }
+            }
+        }
+    }
+}

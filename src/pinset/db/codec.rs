@@ -1,0 +1,89 @@
+//! How the replica's records are laid out in the database.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::PinDbError;
+use crate::pinset::model::{Entry, Op, PinSpec, Ranges, Stamp};
+
+/// The pin fields of a stored change (the CID is the key).
+#[derive(Serialize, Deserialize)]
+struct StoredPin {
+    name: String,
+    replication_min: u8,
+    replication_max: u8,
+    added_unix_ms: u64,
+}
+
+/// hlc, author, seq (big-endian, so the stamp reads without decoding the
+/// rest), then the bincode pin fields or nothing for a tombstone.
+pub(super) fn encode_entry(e: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + 48);
+    out.extend_from_slice(&e.stamp.hlc.to_be_bytes());
+    out.extend_from_slice(&e.stamp.author.to_be_bytes());
+    out.extend_from_slice(&e.seq.to_be_bytes());
+    if let Op::Pin(p) = &e.op {
+        let fields = StoredPin {
+            name: p.name.clone(),
+            replication_min: p.replication_min,
+            replication_max: p.replication_max,
+            added_unix_ms: p.added_unix_ms,
+        };
+        let body =
+            bincode::serde::encode_to_vec(&fields, bincode::config::standard()).unwrap_or_default();
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+pub(super) fn stamp_of(bytes: &[u8]) -> Option<(Stamp, u64)> {
+    let word = |i: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
+    };
+    Some((
+        Stamp {
+            hlc: word(0)?,
+            author: word(8)?,
+        },
+        word(16)?,
+    ))
+}
+
+pub(super) fn decode_entry(path: &Path, cid: &str, bytes: &[u8]) -> Result<Entry, PinDbError> {
+    let corrupt = |message: String| PinDbError::Corrupt {
+        path: path.to_owned(),
+        what: format!("pin {cid}"),
+        message,
+    };
+    let (stamp, seq) = stamp_of(bytes).ok_or_else(|| corrupt("too short".into()))?;
+    let op = if bytes.len() == 24 {
+        Op::Unpin { cid: cid.into() }
+    } else {
+        let (p, _): (StoredPin, usize) =
+            bincode::serde::decode_from_slice(&bytes[24..], bincode::config::standard())
+                .map_err(|e| corrupt(e.to_string()))?;
+        Op::Pin(PinSpec {
+            cid: cid.into(),
+            name: p.name,
+            replication_min: p.replication_min,
+            replication_max: p.replication_max,
+            added_unix_ms: p.added_unix_ms,
+        })
+    };
+    Ok(Entry { stamp, seq, op })
+}
+
+pub(super) fn bin<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap_or_default()
+}
+
+pub(super) fn decode_ranges(path: &Path, author: u64, bytes: &[u8]) -> Result<Ranges, PinDbError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(r, _)| r)
+        .map_err(|e| PinDbError::Corrupt {
+            path: path.to_owned(),
+            what: format!("vector of {author:x}"),
+            message: e.to_string(),
+        })
+}
