@@ -4,7 +4,8 @@
 //! strangers change nothing, neither in the holder's state nor in IPFS,
 //! while the followed leader's do; the highest epoch survives a restart;
 //! leechers take no orders; a pin the user made before the cluster asked
-//! is reported but never unpinned by the cluster.
+//! is reported but never unpinned by the cluster, even when a pin and an
+//! unpin of it come in one batch.
 
 use std::time::Duration;
 
@@ -333,6 +334,41 @@ async fn a_users_own_pin_is_reported_but_never_unpinned() {
     let pins = ipfs.pin_ls().await.unwrap();
     assert!(pins.contains(&users), "the user's pin was removed");
     assert!(!pins.contains(&ours), "the cluster's own pin stayed");
+    // A pin and an unpin of the user's item in one batch, before the pin
+    // runs: nothing is called for it (the simulator found that this once
+    // called pin/rm). A later batch pins ours again; once that is done,
+    // anything called for the first batch has been called before it.
+    let order = |cid: &String, pin| HolderOrder {
+        cid: cid.clone(),
+        pin,
+    };
+    let flip = HolderRequest::Orders {
+        epoch: 5,
+        seq: 3,
+        orders: vec![order(&users, true), order(&users, false)],
+        providers: Vec::new(),
+    };
+    assert_eq!(
+        h.request("L".into(), flip).await.unwrap(),
+        HolderResponse::Taken
+    );
+    let again = HolderRequest::Orders {
+        epoch: 5,
+        seq: 4,
+        orders: vec![order(&ours, true)],
+        providers: Vec::new(),
+    };
+    assert_eq!(
+        h.request("L".into(), again).await.unwrap(),
+        HolderResponse::Taken
+    );
+    wait_for(Duration::from_secs(30), || async {
+        (state_of(&h, &ours).await == Some(HeldState::Pinned)).then_some(())
+    })
+    .await
+    .expect("ours pinned again");
+    let pins = ipfs.pin_ls().await.unwrap();
+    assert!(pins.contains(&users), "the user's pin was removed");
     stop.cancel();
     engine.stop(Duration::from_secs(10)).await;
 }

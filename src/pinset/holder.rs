@@ -4,7 +4,7 @@
 //! is written there); this shell runs its IPFS calls, stores the held set
 //! and the epoch fence in `held.redb`, and answers requests.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,19 +40,8 @@ enum Msg {
         req: HolderRequest,
         reply: oneshot::Sender<HolderResponse>,
     },
-    /// A call ended; for a pin, `Ok(true)` means the item was already the
-    /// user's pin.
-    Done {
-        cid: String,
-        pin: bool,
-        result: Result<bool, String>,
-        claimed: bool,
-    },
-    /// `pin/ls` as of version `at`.
-    Listed {
-        at: u64,
-        pinned: Result<HashSet<String>, String>,
-    },
+    /// An IPFS call's answer ([`Input::Done`], [`Input::Listed`]).
+    Step(Input),
 }
 
 /// Talks to the holder task.
@@ -234,21 +223,7 @@ impl Holder {
                 let leader = view.borrow().leader.clone();
                 self.step(Input::Request { from, req, leader }, Some(reply));
             }
-            Msg::Done {
-                cid,
-                pin,
-                result,
-                claimed,
-            } => {
-                let input = Input::Done {
-                    cid,
-                    pin,
-                    result,
-                    claimed,
-                };
-                self.step(input, None);
-            }
-            Msg::Listed { at, pinned } => self.step(Input::Listed { at, pinned }, None),
+            Msg::Step(input) => self.step(input, None),
         }
     }
 
@@ -324,14 +299,13 @@ impl Holder {
                     Err(e) => (Err(short(e)), false),
                 },
             };
-            let _ = tx
-                .send(Msg::Done {
-                    cid,
-                    pin,
-                    result,
-                    claimed,
-                })
-                .await;
+            let done = Input::Done {
+                cid,
+                pin,
+                result,
+                claimed,
+            };
+            let _ = tx.send(Msg::Step(done)).await;
         });
     }
 
@@ -347,7 +321,7 @@ impl Holder {
                     .map_err(|e| e.to_string()),
                 None => Err("no IPFS to call".to_string()),
             };
-            let _ = tx.send(Msg::Listed { at, pinned }).await;
+            let _ = tx.send(Msg::Step(Input::Listed { at, pinned })).await;
         });
     }
 

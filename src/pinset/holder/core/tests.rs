@@ -193,6 +193,12 @@ fn calls(fx: &[Effect]) -> Vec<(String, bool, bool)> {
         .collect()
 }
 
+/// Orders a pin of cid 2 (batch 1 at epoch 1): with one call slot, it
+/// keeps the slot busy until its `done`.
+fn occupy_the_slot(h: &mut Core) {
+    send(h, LEADER, orders(1, 1, &[(2, true)]), Some((LEADER, 1)));
+}
+
 /// A call ended; a pin that did not find the user's pin got as far as its
 /// claim.
 fn done(h: &mut Core, i: usize, pin: bool, result: Result<bool, String>) -> Vec<Effect> {
@@ -300,12 +306,7 @@ fn the_users_own_pin_is_reported_and_never_removed() {
 #[test]
 fn an_unpin_of_a_pin_still_queued_calls_nothing() {
     let (mut h, _) = ready(worker(1), &[], 0);
-    send(
-        &mut h,
-        LEADER,
-        orders(1, 1, &[(2, true)]),
-        Some((LEADER, 1)),
-    );
+    occupy_the_slot(&mut h);
     let fx = send(
         &mut h,
         LEADER,
@@ -443,12 +444,7 @@ fn a_restart_reports_the_held_set_and_pin_ls_corrects_it() {
 fn a_queued_unpin_cancelled_by_a_pin_keeps_the_pin_ours() {
     let (mut h, _) = ready(worker(1), &[cid(1)], 0);
     // The single call slot is busy, so the unpin stays queued.
-    send(
-        &mut h,
-        LEADER,
-        orders(1, 1, &[(2, true)]),
-        Some((LEADER, 1)),
-    );
+    occupy_the_slot(&mut h);
     let fx = send(
         &mut h,
         LEADER,
