@@ -275,21 +275,24 @@ impl IpfsClient {
         Ok(ls.keys.map(|k| k.into_keys().collect()).unwrap_or_default())
     }
 
-    /// Whether `cid` is pinned recursively (kubo and the built-in engine
-    /// answer an error saying "not pinned" when it is not).
+    /// Whether `cid` is pinned itself, recursively or directly (kubo and
+    /// the built-in engine answer an error saying "not pinned" when it is
+    /// not). An indirect pin (inside another pinned DAG) does not count:
+    /// it is not a pin of this item, and asking for it makes kubo walk
+    /// every recursive pin.
     pub async fn is_pinned(&self, cid: &str) -> Result<bool, RpcError> {
-        let ls: Result<PinLs, RpcError> = self
-            .json(
-                "pin/ls",
-                &[("arg", cid), ("type", "recursive")],
-                self.timeout,
-            )
-            .await;
-        match ls {
-            Ok(ls) => Ok(ls.keys.is_some_and(|k| !k.is_empty())),
-            Err(RpcError::Rpc { message, .. }) if message.contains("not pinned") => Ok(false),
-            Err(e) => Err(e),
+        for kind in ["recursive", "direct"] {
+            let ls: Result<PinLs, RpcError> = self
+                .json("pin/ls", &[("arg", cid), ("type", kind)], self.timeout)
+                .await;
+            match ls {
+                Ok(ls) if ls.keys.as_ref().is_some_and(|k| !k.is_empty()) => return Ok(true),
+                Ok(_) => {}
+                Err(RpcError::Rpc { message, .. }) if message.contains("not pinned") => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok(false)
     }
 
     pub async fn repo_stat(&self) -> Result<RepoStat, RpcError> {

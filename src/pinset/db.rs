@@ -274,8 +274,8 @@ impl PinDb {
         let changes: usize = batch.iter().map(|p| p.entries.len()).sum();
         if changes > journal::DIRECT_ENTRIES {
             let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+            let applied = self.catch_up(&txn, &journal, journal.last())?;
             let counts = self.apply(&txn, batch)?;
-            let applied = self.meta_in(&txn, K_JOURNALED)?;
             txn.commit().map_err(|e| self.err(e))?;
             journal.checkpointed(applied)?;
             return Ok(counts);
@@ -284,8 +284,14 @@ impl PinDb {
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
         txn.set_durability(redb::Durability::None)
             .map_err(|e| self.err(e))?;
-        let counts = self.apply(&txn, batch)?;
-        self.set_journaled(&txn, row)?;
+        let counts = if self.meta_in(&txn, K_JOURNALED)? == row - 1 {
+            let counts = self.apply(&txn, batch)?;
+            self.set_journaled(&txn, row)?;
+            counts
+        } else {
+            self.catch_up(&txn, &journal, row)?;
+            self.counts_in(&txn)?
+        };
         txn.commit().map_err(|e| self.err(e))?;
         if journal.due() {
             let txn = self.db.begin_write().map_err(|e| self.err(e))?;
@@ -293,6 +299,34 @@ impl PinDb {
             journal.checkpointed(row)?;
         }
         Ok(counts)
+    }
+
+    /// Applies the journal rows after the database's `journaled` up to
+    /// `last` (rows an earlier failed transaction left out); returns the
+    /// last row the database then holds.
+    fn catch_up(
+        &self,
+        txn: &redb::WriteTransaction,
+        journal: &Journal,
+        last: u64,
+    ) -> Result<u64, PinDbError> {
+        let applied = self.meta_in(txn, K_JOURNALED)?;
+        if applied >= last {
+            return Ok(applied);
+        }
+        let rows = journal.rows_after(applied)?;
+        for (_, batch) in rows.iter().filter(|(r, _)| *r <= last) {
+            self.apply(txn, batch)?;
+        }
+        self.set_journaled(txn, last)?;
+        Ok(last)
+    }
+
+    fn counts_in(&self, txn: &redb::WriteTransaction) -> Result<Counts, PinDbError> {
+        Ok(Counts {
+            pins: self.meta_in(txn, K_PINS)?,
+            tombstones: self.meta_in(txn, K_TOMBSTONES)?,
+        })
     }
 
     /// The change that wins for `cid`, if any (one read, without the vectors).

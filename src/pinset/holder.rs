@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -89,12 +90,27 @@ struct Holder {
     /// Held-set changes not yet stored, the last one per item (stored once
     /// per batch of messages).
     unsaved: BTreeMap<String, bool>,
+    /// A task dialling providers runs.
+    connecting: Arc<AtomicBool>,
+}
+
+/// Runs `f` when dropped (also when the task is cancelled).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 /// A pin: the user's own pin is reported (`Ok(true)`), never taken over;
 /// otherwise the item is recorded as the cluster's before `pin/add`, so a
 /// crash in between cannot make it look like the user's. Returns the result
-/// and whether the item is claimed.
+/// and whether the item is claimed after the call.
 async fn pin_once(
     client: &IpfsClient,
     store: &HeldStore,
@@ -111,10 +127,20 @@ async fn pin_once(
             return (Err(short(e)), false);
         }
     }
-    (
-        client.pin_add(cid).await.map(|_| false).map_err(short),
-        true,
-    )
+    let error = match client.pin_add(cid).await {
+        Ok(_) => return (Ok(false), true),
+        Err(e) => short(e),
+    };
+    // Did it go through anyway (a timeout after the daemon pinned)? If
+    // not, the claim goes: a pin the user makes later is the user's.
+    match client.is_pinned(cid).await {
+        Ok(true) => (Ok(false), true),
+        Ok(false) => {
+            let kept = store.update(&[], &[cid.to_owned()], None).is_err();
+            (Err(error), kept)
+        }
+        Err(_) => (Err(error), true),
+    }
 }
 
 /// Starts the task.
@@ -146,6 +172,7 @@ pub fn spawn(
         tx: tx.clone(),
         client: None,
         unsaved: BTreeMap::new(),
+        connecting: Arc::new(AtomicBool::new(false)),
     };
     let thread =
         super::spawn_task("holder", h.run(rx, ipfs, view, stop)).map_err(|e| e.to_string())?;
@@ -208,12 +235,20 @@ impl Holder {
         if self.unsaved.is_empty() {
             return;
         }
-        let (add, remove): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsaved)
-            .into_iter()
-            .partition(|(_, held)| *held);
-        let cids = |v: Vec<(String, bool)>| v.into_iter().map(|(c, _)| c).collect::<Vec<_>>();
-        if let Err(e) = self.store.update(&cids(add), &cids(remove), None) {
+        let unsaved = std::mem::take(&mut self.unsaved);
+        let cids = |held: bool| -> Vec<String> {
+            unsaved
+                .iter()
+                .filter(|(_, h)| **h == held)
+                .map(|(c, _)| c.clone())
+                .collect()
+        };
+        if let Err(e) = self.store.update(&cids(true), &cids(false), None) {
+            // Kept for the next flush (a newer change of an item wins).
             warn!("holder: {e}");
+            for (cid, held) in unsaved {
+                self.unsaved.entry(cid).or_insert(held);
+            }
         }
     }
 
@@ -326,11 +361,18 @@ impl Holder {
     }
 
     /// Dials provider daemons our IPFS is not connected to (best effort).
+    /// One at a time: a batch that comes while one runs adds nothing (the
+    /// leader names the providers again with its next orders).
     fn connect(&self, providers: Vec<IpfsInfo>) {
         let Some(client) = self.client.clone() else {
             return;
         };
+        if self.connecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let connecting = self.connecting.clone();
         tokio::spawn(async move {
+            let _done = scopeguard(move || connecting.store(false, Ordering::Release));
             let connected = client.swarm_peers().await.unwrap_or_default();
             for p in providers {
                 if !p.ready || connected.contains(&p.peer_id) {

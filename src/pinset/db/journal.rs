@@ -90,6 +90,11 @@ impl Journal {
         err(&self.path, e)
     }
 
+    /// The last row written (0: none yet).
+    pub(super) fn last(&self) -> u64 {
+        self.next - 1
+    }
+
     /// Appends `batch` durably; returns its row number.
     pub(super) fn append(&mut self, batch: &[Persist]) -> Result<u64, PinDbError> {
         let mut bytes = vec![FORMAT];

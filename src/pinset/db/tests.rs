@@ -195,6 +195,39 @@ fn a_change_only_in_the_journal_is_applied_on_open() {
     }
 }
 
+/// A row whose transaction failed after the journal took it (and was not
+/// re-applied by a reload) is applied with the next batch, not skipped.
+#[test]
+fn a_row_left_out_by_a_failed_transaction_is_applied_with_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = PinDb::open(&dir.path().join("pinset.redb")).unwrap();
+    db.persist(&[persist(vec![entry(1, 10, 5, 1, true)])])
+        .unwrap();
+    // As if the database's transaction failed after this append.
+    db.journal()
+        .append(&[persist(vec![entry(2, 11, 5, 2, true)])])
+        .unwrap();
+    db.persist(&[persist(vec![entry(3, 12, 5, 3, true)])])
+        .unwrap();
+    let view = db.view().unwrap();
+    assert!(view.get(&cid(2)).unwrap().is_some(), "row 2 skipped");
+    assert_eq!(view.counts().unwrap().pins, 3);
+    assert_eq!(view.vv().get(5), Some(&Ranges::upto(3)));
+    // And a large batch after another left-out row.
+    drop(view);
+    db.journal()
+        .append(&[persist(vec![entry(4, 13, 5, 4, true)])])
+        .unwrap();
+    let big = journal::DIRECT_ENTRIES as u64 + 1;
+    let bulk: Vec<Entry> = (0..big)
+        .map(|n| entry(n + 100, 14, 5, n + 5, true))
+        .collect();
+    db.persist(&[persist(bulk)]).unwrap();
+    let view = db.view().unwrap();
+    assert!(view.get(&cid(4)).unwrap().is_some(), "row 4 skipped");
+    assert_eq!(view.counts().unwrap().pins, 4 + big);
+}
+
 /// Small batches (journaled) and large ones (straight to the database)
 /// interleaved, then a reopen: every change there, counted once.
 #[test]

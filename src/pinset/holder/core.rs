@@ -59,8 +59,9 @@ pub enum Input {
         leader: Option<(String, u64)>,
     },
     /// A call ended; for a pin, `Ok(true)` means the item was already the
-    /// user's pin, and `claimed` that it was recorded as the cluster's
-    /// (the call got as far as `pin/add`, whatever its result).
+    /// user's pin, and `claimed` whether it is recorded as the cluster's
+    /// after the call (it got as far as `pin/add` and, if that failed, the
+    /// pin may be there all the same).
     Done {
         cid: String,
         pin: bool,
@@ -461,9 +462,14 @@ impl Core {
         item.running = false;
         self.running -= 1;
         let want_pin = item.want_pin;
-        if pin && claimed && !item.claimed {
-            item.claimed = true;
-            self.add.push(cid.clone());
+        if pin && claimed != item.claimed {
+            // The shell's word on the claim after the call.
+            item.claimed = claimed;
+            if claimed {
+                self.add.push(cid.clone());
+            } else {
+                self.remove.push(cid.clone());
+            }
         }
         let state = match (pin, result) {
             (true, Ok(true)) => {
@@ -510,11 +516,12 @@ impl Core {
             }
         };
         self.next_list = now + self.limits.reconcile;
+        // Pinned as reported, or claimed after a failed pin: not on IPFS.
         let lost: BTreeSet<String> = self
             .items
             .iter()
             .filter(|(cid, i)| {
-                i.state == HeldState::Pinned
+                (i.state == HeldState::Pinned || i.claimed)
                     && !i.running
                     && i.version <= at
                     && !pinned.contains(*cid)
@@ -528,12 +535,16 @@ impl Core {
             );
         }
         for cid in lost {
-            if let Some(i) = self.items.get_mut(&cid) {
-                i.held = false;
-                i.claimed = false;
+            let Some(i) = self.items.get_mut(&cid) else {
+                continue;
+            };
+            if i.claimed {
+                self.remove.push(cid.clone());
             }
-            self.remove.push(cid.clone());
-            self.set(&cid, HeldState::Absent, false);
+            (i.held, i.claimed) = (false, false);
+            if i.state == HeldState::Pinned {
+                self.set(&cid, HeldState::Absent, false);
+            }
         }
     }
 }

@@ -470,3 +470,64 @@ fn a_queued_unpin_cancelled_by_a_pin_keeps_the_pin_ours() {
         "the unpin is a real one"
     );
 }
+
+/// Found in review: a claim that outlived a failed pin made a pin the user
+/// made later look like the cluster's. The claim goes when the shell finds
+/// the failed pin absent, or when `pin/ls` does; then an unpin calls
+/// nothing and a new pin checks `pin/ls` again.
+#[test]
+fn a_failed_pin_that_is_not_there_gives_its_claim_up() {
+    let (mut h, now) = ready(worker(4), &[], 0);
+    send(
+        &mut h,
+        LEADER,
+        orders(1, 1, &[(1, true), (2, true)]),
+        Some((LEADER, 1)),
+    );
+    let gone = |fx: &[Effect], i| {
+        fx.contains(&Effect::Store {
+            add: vec![],
+            remove: vec![cid(i)],
+        })
+    };
+    // 1: the shell checked after the failure and gave the claim up.
+    let input = Input::Done {
+        cid: cid(1),
+        pin: true,
+        result: Err("timeout".into()),
+        claimed: false,
+    };
+    h.step(input, now);
+    // 2: failed with the claim kept (IPFS did not answer the check) ...
+    let fx = done(&mut h, 2, true, Err("timeout".into()));
+    assert!(fx.contains(&Effect::Store {
+        add: vec![cid(2)],
+        remove: vec![]
+    }));
+    // ... until pin/ls shows it is not there.
+    let at = h.version;
+    let fx = h.step(
+        Input::Listed {
+            at,
+            pinned: Ok(HashSet::new()),
+        },
+        now,
+    );
+    assert!(gone(&fx, 2), "{fx:?}");
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(1, 2, &[(1, false), (2, false)]),
+        Some((LEADER, 1)),
+    );
+    assert!(calls(&fx).is_empty(), "{fx:?}");
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(1, 3, &[(1, true), (2, true)]),
+        Some((LEADER, 1)),
+    );
+    let mut asked = calls(&fx);
+    asked.sort();
+    assert_eq!(asked, [(cid(1), true, false), (cid(2), true, false)]);
+}
