@@ -154,8 +154,10 @@ async fn acknowledged_pins_survive_a_sigkill_of_the_writer_mid_burst() {
         }
         acked
     });
+    // The client writes one at a time, so once 41 have reached a peer the
+    // 40th was acknowledged (the 41st may be stored without its answer).
     wait_for(LONG, || async {
-        (pinset_of(&nodes[1]).await.len() >= 40).then_some(())
+        (pinset_of(&nodes[1]).await.len() >= 41).then_some(())
     })
     .await
     .expect("writes land");
