@@ -203,16 +203,7 @@ impl<T: Transport> Actor<T> {
             } => {
                 let _ = reply.send(self.serve(from, session, vv, at));
             }
-            Msg::Pushed { to, batch, result } => inputs.push(Input::Pushed { to, batch, result }),
-            Msg::Page {
-                from,
-                session,
-                result,
-            } => inputs.push(Input::Page {
-                from,
-                session,
-                result,
-            }),
+            Msg::Step(input) => inputs.push(input),
             Msg::RemoveMember { id, reply } => {
                 let known = self.core.members().contains_key(&id);
                 inputs.push(Input::RemoveMember { id });
@@ -326,7 +317,8 @@ impl<T: Transport> Actor<T> {
                         if let Err(e) = &result {
                             debug!(peer = %to, error = %e, "pinset: push failed");
                         }
-                        let _ = tx.send(Msg::Pushed { to, batch, result }).await;
+                        let pushed = Input::Pushed { to, batch, result };
+                        let _ = tx.send(Msg::Step(pushed)).await;
                     });
                 }
                 Effect::Reply { token, result } => {
@@ -366,13 +358,12 @@ impl<T: Transport> Actor<T> {
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
                 Err(e) => Err(e),
             };
-            let _ = tx
-                .send(Msg::Page {
-                    from: to,
-                    session,
-                    result,
-                })
-                .await;
+            let page = Input::Page {
+                from: to,
+                session,
+                result,
+            };
+            let _ = tx.send(Msg::Step(page)).await;
         });
     }
 

@@ -112,19 +112,15 @@ impl PinDb {
     fn recover(&self) -> Result<(), PinDbError> {
         let mut journal = self.journal();
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        let applied = self.meta_in(&txn, K_JOURNALED)?;
-        let rows = journal.rows_after(applied)?;
-        let Some(&(last, _)) = rows.last() else {
+        let before = self.meta_in(&txn, K_JOURNALED)?;
+        let applied = self.catch_up(&txn, &journal, journal.last())?;
+        if applied == before {
             return Ok(());
-        };
-        for (_, batch) in &rows {
-            self.apply(&txn, batch)?;
         }
-        self.set_journaled(&txn, last)?;
         txn.commit().map_err(|e| self.err(e))?;
-        journal.checkpointed(last)?;
+        journal.checkpointed(applied)?;
         tracing::info!(
-            rows = rows.len(),
+            rows = applied - before,
             "pinset: changes in the journal the database lacked are applied"
         );
         Ok(())

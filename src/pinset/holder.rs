@@ -94,19 +94,6 @@ struct Holder {
     connecting: Arc<AtomicBool>,
 }
 
-/// Runs `f` when dropped (also when the task is cancelled).
-fn scopeguard(f: impl FnOnce()) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
-}
-
 /// A pin: the user's own pin is reported (`Ok(true)`), never taken over;
 /// otherwise the item is recorded as the cluster's before `pin/add`, so a
 /// crash in between cannot make it look like the user's. Returns the result
@@ -203,6 +190,7 @@ impl Holder {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ipfs_open = true;
+        self.use_ipfs(&ipfs.borrow_and_update());
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -220,10 +208,7 @@ impl Holder {
                     ipfs_open = changed.is_ok();
                     self.use_ipfs(&ipfs.borrow_and_update());
                 }
-                _ = tick.tick() => {
-                    self.use_ipfs(&ipfs.borrow());
-                    self.step(Input::Tick, None);
-                }
+                _ = tick.tick() => self.step(Input::Tick, None),
             }
         }
         self.flush();
@@ -372,7 +357,6 @@ impl Holder {
         }
         let connecting = self.connecting.clone();
         tokio::spawn(async move {
-            let _done = scopeguard(move || connecting.store(false, Ordering::Release));
             let connected = client.swarm_peers().await.unwrap_or_default();
             for p in providers {
                 if !p.ready || connected.contains(&p.peer_id) {
@@ -384,6 +368,8 @@ impl Holder {
                     }
                 }
             }
+            // (A task cut short ends with the holder: nothing to reset.)
+            connecting.store(false, Ordering::Release);
         });
     }
 }

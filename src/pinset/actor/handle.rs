@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::super::db::PinDb;
 use super::super::model::Op;
-use super::super::replica::{PageAnswer, WriteError, Written};
+use super::super::replica::{Input, WriteError, Written};
 use crate::wire::{PinsetRequest, PinsetResponse};
 
 /// Sends a pinset request to a peer and waits for the answer (the
@@ -58,16 +58,8 @@ pub(super) enum Msg {
         req: PinsetRequest,
         reply: oneshot::Sender<PinsetResponse>,
     },
-    Pushed {
-        to: String,
-        batch: u64,
-        result: Result<(), String>,
-    },
-    Page {
-        from: String,
-        session: u64,
-        result: Result<PageAnswer, String>,
-    },
+    /// A push's or a page's answer ([`Input::Pushed`], [`Input::Page`]).
+    Step(Input),
     RemoveMember {
         id: String,
         reply: oneshot::Sender<bool>,

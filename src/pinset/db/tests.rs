@@ -311,17 +311,27 @@ fn every_acknowledged_batch_survives_sigkill() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        // Read on a thread, so a child that stalls fails the test in time
+        // instead of blocking it.
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         // Past a checkpoint or two (one a second) in some rounds.
         let stop_after = 200 + round * 700;
         let mut acked = first - 1;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while acked < first - 1 + stop_after {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the child stalled at {acked}"
-            );
-            let line = lines.next().expect("the child ended").unwrap();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(e) => panic!("the child stalled or ended at {acked}: {e}"),
+            };
             if let Some(n) = line.strip_prefix("acked ") {
                 acked = n.parse().unwrap();
             }

@@ -359,8 +359,8 @@ impl Core {
         }
         match (pin, state) {
             (true, HeldState::Pinned | HeldState::Queued) => {}
-            // An unpin still queued, and our pin is in place: it stays.
-            // (A call now would find the pin and take it for the user's.)
+            // An unpin still queued, and our pin is in place: it stays,
+            // and nothing is called.
             (true, _) if held => self.set(&cid, HeldState::Pinned, true),
             (false, HeldState::Absent | HeldState::Unpinning) => {}
             // Nothing of ours on IPFS (the user's pin, a pin still queued,
@@ -427,11 +427,6 @@ impl Core {
                 _ => false,
             };
             if item.running || done {
-                continue;
-            }
-            if pin && item.held {
-                // Our pin is in place already.
-                self.set(&cid, HeldState::Pinned, true);
                 continue;
             }
             let state = if pin {
