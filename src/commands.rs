@@ -111,6 +111,13 @@ pub fn render_status(s: &StatusView) -> String {
         "pinset     {} pins, {} removals kept, {} changes seen (digest {:016x}); in sync with {in_sync} of {healthy} healthy peers; {} writes waiting for copies; {} members count for copies",
         p.pins, p.tombstones, p.changes, p.digest, p.pending_writes, p.members
     );
+    if p.tombstones > 0 && !p.collect_waits_for.is_empty() {
+        let _ = writeln!(
+            out,
+            "removals   kept until these members are heard from (or removed with `peers rm`): {}",
+            p.collect_waits_for.join(", ")
+        );
+    }
     if p.stale {
         let _ = writeln!(
             out,

@@ -86,6 +86,10 @@ pub struct PinsConfig {
     pub pin_timeout_secs: u64,
     /// How often a holder checks `pin/ls` against what it holds.
     pub reconcile_secs: u64,
+    /// Anti-entropy with some master or worker at least this often, even
+    /// when digests agree (removals are collected once every member has
+    /// been heard this way).
+    pub sync_every_secs: u64,
 }
 
 /// One `[[service]]` entry.
@@ -391,6 +395,9 @@ impl NodeConfig {
         }
         if p.reconcile_secs == 0 {
             return Err(invalid("pins.reconcile_secs", "must be at least 1"));
+        }
+        if p.sync_every_secs == 0 {
+            return Err(invalid("pins.sync_every_secs", "must be at least 1"));
         }
         if n.redial_interval_ms < 100 {
             return Err(invalid(

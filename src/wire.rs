@@ -223,6 +223,9 @@ pub enum PinsetResponse {
     Refused {
         reason: String,
     },
+    /// The answering node collected removals the asker's vector does not
+    /// name: ask again with an empty vector, for everything.
+    Behind,
 }
 
 fn check_entries(entries: &[Entry]) -> Result<(), WireError> {
@@ -270,7 +273,7 @@ impl PinsetResponse {
                 }
                 check_vv(vv)
             }
-            PinsetResponse::Stored => Ok(()),
+            PinsetResponse::Stored | PinsetResponse::Behind => Ok(()),
             PinsetResponse::Refused { reason } if reason.len() > MAX_REASON => {
                 Err(WireError::Pinset("reason too long".into()))
             }

@@ -7,6 +7,7 @@
 //! is reported but never unpinned by the cluster, even when a pin and an
 //! unpin of it come in one batch.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipfs_kit_p2p::ipfs::{IpfsStatus, Mode};
@@ -16,7 +17,7 @@ use ipfs_kit_p2p::role::Role;
 use ipfs_kit_p2p::view::{ClusterView, PeerView};
 use ipfs_kit_p2p::wire::{HeldState, HolderOrder, HolderRequest, HolderResponse};
 use testkit::{EngineProc, wait_for};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
@@ -118,10 +119,11 @@ async fn a_stale_leader_cannot_change_anything() {
     let held = dir.path().join("held.redb");
     let stop = CancellationToken::new();
     let (h, _) = holder::spawn(
-        HeldStore::open(&held).unwrap(),
+        Arc::new(HeldStore::open(&held).unwrap()),
         settings(Role::Worker),
         ipfs_rx.clone(),
         view_rx.clone(),
+        no_removals(),
         stop.clone(),
     )
     .unwrap();
@@ -196,10 +198,11 @@ async fn a_stale_leader_cannot_change_anything() {
     let h2 = wait_for(Duration::from_secs(10), || {
         let r = HeldStore::open(&held).ok().and_then(|s| {
             holder::spawn(
-                s,
+                Arc::new(s),
                 settings(Role::Worker),
                 ipfs_rx.clone(),
                 view_rx2.clone(),
+                no_removals(),
                 stop2.clone(),
             )
             .ok()
@@ -231,10 +234,11 @@ async fn a_stale_leader_cannot_change_anything() {
     assert!(why.contains("not the leader this node follows"), "{why}");
     let (_v, view_rx3) = watch::channel(view(5));
     let (leecher, _) = holder::spawn(
-        HeldStore::open(&dir.path().join("leecher.redb")).unwrap(),
+        Arc::new(HeldStore::open(&dir.path().join("leecher.redb")).unwrap()),
         settings(Role::Leecher),
         ipfs_rx.clone(),
         view_rx3,
+        no_removals(),
         stop2.clone(),
     )
     .unwrap();
@@ -271,11 +275,13 @@ async fn a_users_own_pin_is_reported_but_never_unpinned() {
     let (_ipfs_tx, ipfs_rx) = watch::channel(ipfs_status(&engine.api));
     let (_view_tx, view_rx) = watch::channel(view(5));
     let stop = CancellationToken::new();
+    let (removed_tx, removed_rx) = mpsc::channel(4);
     let (h, _) = holder::spawn(
-        HeldStore::open(&dir.path().join("held.redb")).unwrap(),
+        Arc::new(HeldStore::open(&dir.path().join("held.redb")).unwrap()),
         settings(Role::Worker),
         ipfs_rx,
         view_rx,
+        removed_rx,
         stop.clone(),
     )
     .unwrap();
@@ -369,6 +375,28 @@ async fn a_users_own_pin_is_reported_but_never_unpinned() {
     .expect("ours pinned again");
     let pins = ipfs.pin_ls().await.unwrap();
     assert!(pins.contains(&users), "the user's pin was removed");
+    // The node's replica is about to collect removals of both (the leader
+    // may no longer know them): ours is unpinned, the user's stays.
+    removed_tx
+        .send(vec![users.clone(), ours.clone()])
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), || async {
+        (state_of(&h, &ours).await.is_none()).then_some(())
+    })
+    .await
+    .expect("ours unpinned on its removal");
+    let pins = ipfs.pin_ls().await.unwrap();
+    assert!(
+        !pins.contains(&ours),
+        "the cluster's pin stayed after its removal"
+    );
+    assert!(pins.contains(&users), "the user's pin was removed");
     stop.cancel();
     engine.stop(Duration::from_secs(10)).await;
+}
+
+/// A holder told of no removals (the sender is gone at once).
+fn no_removals() -> mpsc::Receiver<Vec<String>> {
+    mpsc::channel(1).1
 }

@@ -132,6 +132,59 @@ async fn writes_through_any_node_reach_every_node() {
 /// SIGKILL of the node taking the writes, in the middle of a burst, loses
 /// none of them: the survivors hold every one.
 #[tokio::test]
+async fn removals_are_collected_on_every_node_once_every_member_has_seen_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("fast-sync.toml");
+    std::fs::write(&cfg, "[pins]\nsync_every_secs = 1\n").unwrap();
+    let mut sp = Spawner::new(BIN);
+    sp.extra = vec!["--config".into(), cfg.display().to_string()];
+    let nodes = start_cluster(
+        &sp,
+        dir.path(),
+        &[Role::Master, Role::Worker, Role::Leecher],
+        LONG,
+    )
+    .await
+    .unwrap();
+    let worker = &nodes[1];
+    for n in 0..5 {
+        worker.client.pin_add(&req(cid(n))).await.unwrap();
+    }
+    for n in 1..5 {
+        worker.client.pin_rm(&cid(n)).await.unwrap();
+    }
+    let want = BTreeSet::from([cid(0)]);
+    // Every node, the leecher included, ends with the one pin left and no
+    // tombstone (each removal seen by both members, then dropped).
+    for n in &nodes {
+        let done = wait_for(LONG, || async {
+            let p = n.client.status().await.ok()?.0.pinset;
+            (p.tombstones == 0 && p.pins == 1 && pinset_of(n).await == want).then_some(())
+        })
+        .await;
+        let p = n.client.status().await.unwrap().0.pinset;
+        assert!(
+            done.is_some(),
+            "{:?} still keeps {} removals (waiting for {:?})",
+            n.role,
+            p.tombstones,
+            p.collect_waits_for
+        );
+    }
+    // A removed item may be pinned again; an older change of it cannot
+    // come back (every node has seen the removals): the pinset stays.
+    worker.client.pin_add(&req(cid(2))).await.unwrap();
+    let want = BTreeSet::from([cid(0), cid(2)]);
+    for n in &nodes {
+        let got = wait_for(LONG, || async {
+            Some(pinset_of(n).await).filter(|p| *p == want)
+        })
+        .await;
+        assert!(got.is_some(), "{:?} never held the pin made again", n.role);
+    }
+}
+
+#[tokio::test]
 async fn acknowledged_pins_survive_a_sigkill_of_the_writer_mid_burst() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = cluster(dir.path(), &[Role::Master, Role::Master, Role::Worker]).await;

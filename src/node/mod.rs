@@ -116,10 +116,13 @@ where
         .map_err(|e| NodeError::Pinset(e.to_string()))?;
     let held = crate::pinset::held::HeldStore::open(&data.path().join("held.redb"))
         .map_err(|e| NodeError::Pinset(e.to_string()))?;
+    let held = std::sync::Arc::new(held);
+    let (removed_tx, removed_rx) = mpsc::channel(64);
     let (view_tx, view_rx) = watch::channel(crate::view::ClusterView::default());
     let replica = crate::pinset::replica::Config {
         write_copies: usize::from(cfg.pins.write_copies),
         member_expiry: Duration::from_secs(cfg.pins.member_expiry_secs),
+        pull_every: Duration::from_secs(cfg.pins.sync_every_secs),
         ..crate::pinset::replica::Config::default()
     };
     let (pins, pinset_thread) = crate::pinset::actor::spawn(
@@ -127,9 +130,13 @@ where
         me.to_base58(),
         cfg.role,
         replica,
-        view_rx.clone(),
-        handle.clone(),
-        pinset_stop.clone(),
+        crate::pinset::actor::Wiring {
+            view: view_rx.clone(),
+            transport: handle.clone(),
+            held: held.clone(),
+            removed: removed_tx,
+            stop: pinset_stop.clone(),
+        },
     )
     .map_err(NodeError::Pinset)?;
     let api_stop = CancellationToken::new();
@@ -180,6 +187,7 @@ where
         },
         ipfs.status.clone(),
         view_rx.clone(),
+        removed_rx,
         pinset_stop.clone(),
     )
     .map_err(|e| NodeError::Pinset(e.to_string()))?;

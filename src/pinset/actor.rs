@@ -14,6 +14,7 @@
 //! through [`PinsetHandle::db`]; redb's readers never wait for the writer.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -21,12 +22,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::db::{DbView, PinDb};
+use super::held::HeldStore;
 use super::model::Vv;
-use super::replica::{self, Effect, Input, Now, PageAnswer, Replica, WriteError, Written};
-use super::sync::{Cursor, page};
+use super::replica::{self, Effect, Input, Now, Replica, WriteError, Written};
 use crate::role::Role;
 use crate::view::ClusterView;
-use crate::wire::{MAX_PINSET_BATCH, MAX_PINSET_BATCH_BYTES, PinsetRequest, PinsetResponse};
+use crate::wire::{PinsetRequest, PinsetResponse};
 
 const TICK: Duration = Duration::from_millis(200);
 /// Sessions served at once, and how long an unread one stays open.
@@ -36,6 +37,7 @@ const SERVED_IDLE: Duration = Duration::from_secs(30);
 const MAX_BATCH: usize = 1024;
 
 mod handle;
+mod peers;
 use handle::Msg;
 pub use handle::{PinsetHandle, Progress, Transport};
 
@@ -59,6 +61,10 @@ struct Actor<T: Transport> {
     /// Pins and tombstones, as the last commit left them.
     counts: super::db::Counts,
     replica_id: String,
+    /// This node's holder: removals of items it holds are not collected
+    /// yet; it is told of them and unpins them.
+    held: Arc<HeldStore>,
+    removed: mpsc::Sender<Vec<String>>,
 }
 
 fn now() -> Now {
@@ -68,16 +74,32 @@ fn now() -> Now {
     }
 }
 
+/// What the pinset task works with besides its database.
+pub struct Wiring<T: Transport> {
+    pub view: watch::Receiver<ClusterView>,
+    pub transport: T,
+    /// The holder's record of what it pinned, and where to tell it of
+    /// removals of those items about to be collected.
+    pub held: Arc<HeldStore>,
+    pub removed: mpsc::Sender<Vec<String>>,
+    pub stop: CancellationToken,
+}
+
 /// Starts the task.
 pub fn spawn<T: Transport>(
     db: PinDb,
     me: String,
     role: Role,
     cfg: replica::Config,
-    view: watch::Receiver<ClusterView>,
-    transport: T,
-    stop: CancellationToken,
+    wiring: Wiring<T>,
 ) -> Result<(PinsetHandle, std::thread::JoinHandle<()>), String> {
+    let Wiring {
+        view,
+        transport,
+        held,
+        removed,
+        stop,
+    } = wiring;
     let net = tokio::runtime::Handle::try_current()
         .map_err(|_| "the pinset task must be started from a tokio runtime".to_string())?;
     let loaded = db.load().map_err(|e| e.to_string())?;
@@ -104,6 +126,8 @@ pub fn spawn<T: Transport>(
             .and_then(|v| v.counts())
             .map_err(|e| e.to_string())?,
         replica_id: String::new(),
+        held,
+        removed,
     };
     actor.replica_id = format!("{:016x}", actor.core.author());
     actor.publish();
@@ -212,59 +236,6 @@ impl<T: Transport> Actor<T> {
         }
     }
 
-    /// One anti-entropy page for a live peer, from the read transaction its
-    /// session holds.
-    fn serve(&mut self, from: String, session: u64, vv: Option<Vv>, at: Cursor) -> PinsetResponse {
-        let refused = |reason: String| PinsetResponse::Refused { reason };
-        if self.view.peer(&from).is_none() {
-            return refused(format!("{from} is not a live member"));
-        }
-        let now = Instant::now();
-        self.served
-            .retain(|_, (_, _, used)| now.saturating_duration_since(*used) < SERVED_IDLE);
-        let key = (from, session);
-        // A first request opens the session's snapshot; the same one again
-        // (duplicated on the way) must not freeze a second one mid-session.
-        if let Some(want) = vv
-            && self.served.get(&key).is_none_or(|(_, w, _)| *w != want)
-        {
-            if self.served.len() >= MAX_SERVED && !self.served.contains_key(&key) {
-                return refused("busy: too many anti-entropy sessions; retry later".into());
-            }
-            match self.db.view() {
-                Ok(view) => {
-                    self.served.insert(key.clone(), (view, want, now));
-                }
-                Err(e) => return refused(e.to_string()),
-            }
-        }
-        let Some((view, want, used)) = self.served.get_mut(&key) else {
-            return refused("no such anti-entropy session (expired?)".into());
-        };
-        *used = now;
-        match page(&*view, want, &at, MAX_PINSET_BATCH, MAX_PINSET_BATCH_BYTES) {
-            Ok(p) => {
-                // The vector goes with the last page, and with the first of
-                // a session in CID order (the receiver's index floor).
-                let first_by_cid = at == Cursor::default() && p.by_cid;
-                let vv = (p.next.is_none() || first_by_cid).then(|| view.vv_owned());
-                if p.next.is_none() {
-                    self.served.remove(&key);
-                }
-                PinsetResponse::Page {
-                    entries: p.entries,
-                    next: p.next,
-                    vv,
-                    by_cid: p.by_cid,
-                }
-            }
-            Err(e) => {
-                self.served.remove(&key);
-                refused(e.to_string())
-            }
-        }
-    }
-
     fn execute(&mut self, fx: Vec<Effect>) {
         // Pulls first: they depend on nothing being stored, and the next
         // page then travels while this batch is committed.
@@ -280,6 +251,25 @@ impl<T: Transport> Actor<T> {
             } = pull
             {
                 self.pull(to, session, vv, from);
+            }
+        }
+        // Prunes before the persists that take in their sessions' vectors.
+        for e in &fx {
+            if let Effect::Prune {
+                from,
+                to,
+                keep,
+                seen,
+            } = e
+            {
+                match self.db.prune(from, to.as_deref(), keep, seen) {
+                    Ok(counts) => self.counts = counts,
+                    Err(e) => {
+                        error!("pinset: pruning what a peer collected: {e}");
+                        self.restart(&e.to_string());
+                        return;
+                    }
+                }
             }
         }
         let persists: Vec<_> = fx
@@ -302,6 +292,19 @@ impl<T: Transport> Actor<T> {
         for effect in fx {
             match effect {
                 Effect::Persist(_) | Effect::Pull { .. } => {}
+                Effect::Collect { upto } => {
+                    let held = |cid: &str| self.held.contains(cid);
+                    match self.db.collect(&upto, &held) {
+                        Ok((counts, kept)) => {
+                            self.counts = counts;
+                            if !kept.is_empty() {
+                                let _ = self.removed.try_send(kept);
+                            }
+                        }
+                        Err(e) => warn!("pinset: collecting removals: {e}"),
+                    }
+                }
+                Effect::Prune { .. } => {}
                 Effect::Push { to, batch, entries } => {
                     let (transport, tx) = (self.transport.clone(), self.tx.clone());
                     self.net.spawn(async move {
@@ -336,35 +339,6 @@ impl<T: Transport> Actor<T> {
                 }
             }
         }
-    }
-
-    fn pull(&self, to: String, session: u64, vv: Option<Vv>, from: Cursor) {
-        let (transport, tx) = (self.transport.clone(), self.tx.clone());
-        self.net.spawn(async move {
-            let req = PinsetRequest::Pull { session, vv, from };
-            let result = match transport.request(&to, req).await {
-                Ok(PinsetResponse::Page {
-                    entries,
-                    next,
-                    vv,
-                    by_cid,
-                }) => Ok(PageAnswer {
-                    entries,
-                    next,
-                    vv,
-                    by_cid,
-                }),
-                Ok(PinsetResponse::Refused { reason }) => Err(reason),
-                Ok(other) => Err(format!("unexpected answer {other:?}")),
-                Err(e) => Err(e),
-            };
-            let page = Input::Page {
-                from: to,
-                session,
-                result,
-            };
-            let _ = tx.send(Msg::Step(page)).await;
-        });
     }
 
     /// After a failed transaction: every answer owed is an error, and the
@@ -417,6 +391,7 @@ impl<T: Transport> Actor<T> {
             changes: self.core.vv().count(),
             pins: counts.pins,
             tombstones: counts.tombstones,
+            collect_waits_for: self.core.unheard(),
             pending_writes: self.core.pending_writes(),
             members: self.core.counting_members(at),
             stale: self.core.is_stale(),

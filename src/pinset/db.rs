@@ -20,6 +20,7 @@ use super::model::{Entry, Hlc, Op, PinSpec, Ranges, Stamp, Vv, wins};
 use super::replica::{Loaded, Persist};
 
 mod codec;
+mod collect;
 mod journal;
 mod view;
 use codec::{bin, decode_entry, decode_ranges, encode_entry, stamp_of};
@@ -37,6 +38,11 @@ const VV: TableDefinition<u64, &[u8]> = TableDefinition::new("crdt.vv");
 const FLOOR: TableDefinition<u64, &[u8]> = TableDefinition::new("crdt.floor");
 /// peer ID → bincode [`Member`]
 const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("crdt.members");
+/// (author, seq) → cid, for every tombstone in the state (indexed or not):
+/// what collecting removals looks through.
+const TOMBS: TableDefinition<(u64, u64), &str> = TableDefinition::new("crdt.tombs");
+/// author → bincode [`Ranges`]: removals that may have been collected.
+const COLLECTED: TableDefinition<u64, &[u8]> = TableDefinition::new("crdt.collected");
 const META: TableDefinition<&str, u64> = TableDefinition::new("crdt.meta");
 const K_AUTHOR: &str = "author";
 const K_HLC: &str = "hlc";
@@ -157,9 +163,15 @@ impl PinDb {
     /// returns the last journal row the database holds.
     fn prepare(&self) -> Result<u64, PinDbError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let had_tombs = txn
+            .list_tables()
+            .map_err(|e| self.err(e))?
+            .any(|t| t.name() == TOMBS.name());
         let applied;
         {
             txn.open_table(STATE).map_err(|e| self.err(e))?;
+            txn.open_table(TOMBS).map_err(|e| self.err(e))?;
+            txn.open_table(COLLECTED).map_err(|e| self.err(e))?;
             txn.open_table(BY_AUTHOR).map_err(|e| self.err(e))?;
             txn.open_table(VV).map_err(|e| self.err(e))?;
             txn.open_table(FLOOR).map_err(|e| self.err(e))?;
@@ -175,6 +187,9 @@ impl PinDb {
                 .map_or(0, |v| v.value());
         }
         self.migrate(&txn)?;
+        if !had_tombs {
+            self.index_tombstones(&txn)?;
+        }
         txn.commit().map_err(|e| self.err(e))?;
         Ok(applied)
     }
@@ -257,6 +272,7 @@ impl PinDb {
             author: view.meta(K_AUTHOR)?,
             hlc: view.meta(K_HLC)?,
             vv: view.vv,
+            collected: view.collected,
             members,
         })
     }
@@ -269,12 +285,8 @@ impl PinDb {
         let mut journal = self.journal();
         let changes: usize = batch.iter().map(|p| p.entries.len()).sum();
         if changes > journal::DIRECT_ENTRIES {
-            let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-            let applied = self.catch_up(&txn, &journal, journal.last())?;
-            let counts = self.apply(&txn, batch)?;
-            txn.commit().map_err(|e| self.err(e))?;
-            journal.checkpointed(applied)?;
-            return Ok(counts);
+            drop(journal);
+            return self.direct(|txn| self.apply(txn, batch));
         }
         let row = journal.append(batch)?;
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
@@ -295,6 +307,20 @@ impl PinDb {
             journal.checkpointed(row)?;
         }
         Ok(counts)
+    }
+
+    /// Runs `f` in one durable transaction, after the journal's rows.
+    fn direct<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, PinDbError>,
+    ) -> Result<T, PinDbError> {
+        let mut journal = self.journal();
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let applied = self.catch_up(&txn, &journal, journal.last())?;
+        let out = f(&txn)?;
+        txn.commit().map_err(|e| self.err(e))?;
+        journal.checkpointed(applied)?;
+        Ok(out)
     }
 
     /// Applies the journal rows after the database's `journaled` up to
@@ -342,6 +368,7 @@ impl PinDb {
         let mut vv = txn.open_table(VV).map_err(|x| self.err(x))?;
         let mut floor = txn.open_table(FLOOR).map_err(|x| self.err(x))?;
         let mut members = txn.open_table(MEMBERS).map_err(|x| self.err(x))?;
+        let mut tomb_index = txn.open_table(TOMBS).map_err(|x| self.err(x))?;
         let mut meta = txn.open_table(META).map_err(|x| self.err(x))?;
         let get = |meta: &redb::Table<&str, u64>, k| -> Result<u64, PinDbError> {
             Ok(meta.get(k).map_err(e)?.map_or(0, |v| v.value()))
@@ -388,16 +415,18 @@ impl PinDb {
             }
             if let Some(((s, seq), bytes)) = old {
                 dropped.push((s.author, seq));
-                if bytes.len() > 24 {
+                if codec::is_pin(&bytes) {
                     pins -= 1;
                 } else {
                     tombs -= 1;
+                    tomb_index.remove((s.author, seq)).map_err(e)?;
                 }
             }
             if entry.is_pin() {
                 pins += 1;
             } else {
                 tombs += 1;
+                tomb_index.insert(entry.id(), cid).map_err(e)?;
             }
             if indexed {
                 added.push(((entry.stamp.author, entry.seq), cid));
@@ -450,10 +479,12 @@ impl PinDb {
             txn,
             vv: Vv::default(),
             floor: Vv::default(),
+            collected: Vv::default(),
             path: self.path.clone(),
         };
         view.vv = view.read_vv(VV)?;
         view.floor = view.read_vv(FLOOR)?;
+        view.collected = view.read_vv(COLLECTED)?;
         Ok(view)
     }
 }

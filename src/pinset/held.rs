@@ -69,6 +69,17 @@ impl HeldStore {
         Ok((cids, epoch))
     }
 
+    /// Whether `cid` is held (an unreadable store says yes: the caller
+    /// then keeps what it would drop).
+    pub fn contains(&self, cid: &str) -> bool {
+        let read = || -> Result<bool, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let held = txn.open_table(HELD)?;
+            Ok(held.get(cid)?.is_some())
+        };
+        read().unwrap_or(true)
+    }
+
     /// One durable transaction: `add` held, `remove` no longer, and the
     /// highest epoch raised to `epoch`.
     pub fn update(

@@ -131,11 +131,15 @@ async fn pin_once(
 }
 
 /// Starts the task.
+///
+/// `removed`: items whose removal the node's replica is about to collect
+/// while this holder still holds them (it unpins them).
 pub fn spawn(
-    store: HeldStore,
+    store: Arc<HeldStore>,
     settings: HolderSettings,
     ipfs: watch::Receiver<IpfsStatus>,
     view: watch::Receiver<ClusterView>,
+    removed: mpsc::Receiver<Vec<String>>,
     stop: CancellationToken,
 ) -> Result<(HolderHandle, std::thread::JoinHandle<()>), String> {
     let (tx, rx) = mpsc::channel(1024);
@@ -154,15 +158,15 @@ pub fn spawn(
     );
     let h = Holder {
         core,
-        store: Arc::new(store),
+        store,
         settings,
         tx: tx.clone(),
         client: None,
         unsaved: BTreeMap::new(),
         connecting: Arc::new(AtomicBool::new(false)),
     };
-    let thread =
-        super::spawn_task("holder", h.run(rx, ipfs, view, stop)).map_err(|e| e.to_string())?;
+    let thread = super::spawn_task("holder", h.run(rx, ipfs, view, removed, stop))
+        .map_err(|e| e.to_string())?;
     Ok((HolderHandle { tx }, thread))
 }
 
@@ -185,8 +189,10 @@ impl Holder {
         mut rx: mpsc::Receiver<Msg>,
         mut ipfs: watch::Receiver<IpfsStatus>,
         view: watch::Receiver<ClusterView>,
+        mut removed: mpsc::Receiver<Vec<String>>,
         stop: CancellationToken,
     ) {
+        let mut removed_open = true;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ipfs_open = true;
@@ -208,6 +214,13 @@ impl Holder {
                     ipfs_open = changed.is_ok();
                     self.use_ipfs(&ipfs.borrow_and_update());
                 }
+                cids = removed.recv(), if removed_open => match cids {
+                    Some(cids) => {
+                        self.step(Input::Removed { cids }, None);
+                        self.flush();
+                    }
+                    None => removed_open = false,
+                },
                 _ = tick.tick() => self.step(Input::Tick, None),
             }
         }

@@ -295,6 +295,42 @@ impl Ranges {
         grew
     }
 
+    /// What both hold.
+    pub fn intersect(&self, other: &Ranges) -> Ranges {
+        let (mut out, mut i, mut j) = (Vec::new(), 0, 0);
+        while i < self.0.len() && j < other.0.len() {
+            let (a, b) = (self.0[i], other.0[j]);
+            let (lo, hi) = (a.0.max(b.0), a.1.min(b.1));
+            if lo <= hi {
+                out.push((lo, hi));
+            }
+            if a.1 < b.1 { i += 1 } else { j += 1 }
+        }
+        Ranges(out)
+    }
+
+    /// What this holds and `other` does not.
+    pub fn minus(&self, other: &Ranges) -> Ranges {
+        let mut out = Vec::new();
+        for &(lo, hi) in &self.0 {
+            let mut next = lo;
+            let start = other.0.partition_point(|&(_, h)| h < lo);
+            for &(olo, ohi) in &other.0[start..] {
+                if olo > hi {
+                    break;
+                }
+                if olo > next {
+                    out.push((next, olo - 1));
+                }
+                next = next.max(ohi.saturating_add(1));
+            }
+            if next <= hi && next >= lo {
+                out.push((next, hi));
+            }
+        }
+        Ranges(out)
+    }
+
     /// The gaps below `upto`, and above the last range up to it: what a
     /// peer holding `upto` may have that this does not.
     pub fn gaps(&self, upto: u64) -> Vec<(u64, u64)> {
@@ -365,6 +401,33 @@ impl Vv {
     /// How many changes have been seen in all.
     pub fn count(&self) -> u64 {
         self.0.values().map(Ranges::count).sum()
+    }
+
+    /// The changes both have seen.
+    pub fn intersect(&self, other: &Vv) -> Vv {
+        Vv(self
+            .0
+            .iter()
+            .filter_map(|(a, r)| {
+                let both = r.intersect(other.0.get(a)?);
+                (!both.is_empty()).then_some((*a, both))
+            })
+            .collect())
+    }
+
+    /// The changes seen here and not in `other`.
+    pub fn minus(&self, other: &Vv) -> Vv {
+        Vv(self
+            .0
+            .iter()
+            .filter_map(|(a, r)| {
+                let rest = match other.0.get(a) {
+                    Some(o) => r.minus(o),
+                    None => r.clone(),
+                };
+                (!rest.is_empty()).then_some((*a, rest))
+            })
+            .collect())
     }
 
     /// Whether every change `other` has seen is seen here too.

@@ -26,6 +26,29 @@
 //!   pages only from the peer asked; every change is checked, and one
 //!   stamped too far ahead of this node's clock is refused.
 //!
+//! # Collecting removals
+//! A tombstone may go once no replica can still hold, or send, a change it
+//! overtook. A replica learns each member's vector from the last page of
+//! its sessions with it (every master and worker is pulled from at least
+//! every `pull_every` times their number). Every `collect_every` it takes a
+//! snapshot of the members it has stored (those that left or died
+//! included: only an operator's removal takes a member out): `S`, the
+//! changes every one of them and this replica had seen, and `U`, the
+//! changes any of them had seen. Once a later snapshot's `S` covers an
+//! earlier one's `U`, the tombstones that earlier `S` names are collected:
+//! * every member has seen them, so holds that CID at or past them;
+//! * every change any member could still push or serve from an older view
+//!   (a write queued before it saw the removal, a page of an old session)
+//!   was in that `U`, so every member has seen it too, and a replica takes
+//!   no change it has already seen: nothing can bring the item back.
+//!
+//! A replica that was not counted (a leecher, a new node mid-sync, a member
+//! an operator removed) may lack a collected removal: a peer whose
+//! collected vector its own does not cover answers `behind`, and it asks
+//! for everything again, deleting what the peer's pages show was overtaken
+//! ([`Effect::Prune`]). Members' vectors are kept in memory only: after a
+//! restart, collection waits until every member has been heard again.
+//!
 //! Durability: [`Effect::Persist`] must be carried out before any effect
 //! that follows it (the shell commits every persist of a batch of inputs in
 //! one transaction, then sends); everything the core must not forget is in
@@ -64,6 +87,9 @@ pub struct Config {
     pub pull_every: Duration,
     /// A request unanswered for this long is given up.
     pub request_timeout: Duration,
+    /// How often the members' vectors are compared for removals every
+    /// member has seen (see *Collecting removals* above).
+    pub collect_every: Duration,
 }
 
 impl Default for Config {
@@ -78,6 +104,7 @@ impl Default for Config {
             max_queue: 65_536,
             pull_every: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
+            collect_every: Duration::from_secs(10),
         }
     }
 }
@@ -108,6 +135,8 @@ pub struct Loaded {
     /// The highest stamp reading stored.
     pub hlc: u64,
     pub members: BTreeMap<String, Member>,
+    /// Removals this replica may have collected (see [`Effect::Collect`]).
+    pub collected: Vv,
 }
 
 /// A page of changes, as the peer asked sent it.
@@ -119,6 +148,9 @@ pub struct PageAnswer {
     /// Where the next page starts; `None`: the last page, which carries `vv`.
     pub next: Option<Cursor>,
     pub vv: Option<Vv>,
+    /// The peer collected removals the asker has not seen: ask again with
+    /// an empty vector for everything (entries, `next` and `vv` are empty).
+    pub behind: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +233,24 @@ pub enum Effect {
         token: u64,
         result: Result<Written, WriteError>,
     },
+    /// Drop the tombstones whose change IDs `upto` names (every member has
+    /// seen them), except those of CIDs this node's holder still holds;
+    /// remember `upto` as collected. Losing it in a crash is harmless.
+    Collect {
+        upto: Vv,
+    },
+    /// A page of a session that asked for everything (an empty vector),
+    /// carried out before the persists of its batch:
+    /// the peer's state holds nothing else with CIDs in `[from, to)` than
+    /// `keep`, so any change stored here with a CID in that range outside
+    /// `keep` whose ID `seen` (the peer's vector) names was overtaken by a
+    /// removal the peer collected: delete it. Harmless to lose or repeat.
+    Prune {
+        from: String,
+        to: Option<String>,
+        keep: Vec<String>,
+        seen: Vv,
+    },
 }
 
 /// An acknowledged change.
@@ -272,6 +322,12 @@ pub const MAX_SESSION_TIME: Duration = Duration::from_secs(600);
 pub const MIN_PULL_GAP: Duration = Duration::from_secs(1);
 /// A stored member's last sighting is refreshed on disk this often.
 const MEMBER_REFRESH_MS: u64 = 3_600_000;
+/// Snapshots of the members' vectors kept while waiting for a later one
+/// to cover them.
+const MAX_SNAPSHOTS: usize = 64;
+/// Every this many snapshot periods, what was collected is collected again
+/// (cheap: a range read per author) for the tombstones kept back then.
+const RECOLLECT_EVERY: u32 = 30;
 
 /// One node's pinset replica.
 pub struct Replica {
@@ -299,6 +355,15 @@ pub struct Replica {
     last_pull: Option<Instant>,
     /// Peers whose vector showed this replica's ID beyond its own history.
     stale: bool,
+    /// Each master's or worker's vector, as its last page showed it.
+    reports: BTreeMap<String, Vv>,
+    /// (what every member had seen, what some member had seen), oldest first.
+    snapshots: VecDeque<(Vv, Vv)>,
+    next_snapshot: Instant,
+    collected: Vv,
+    /// When collection runs again over everything collected so far
+    /// (tombstones kept for the holder go then).
+    next_recollect: Instant,
 }
 
 impl Replica {
@@ -335,6 +400,11 @@ impl Replica {
             backoff: BTreeMap::new(),
             last_pull: None,
             stale: false,
+            reports: BTreeMap::new(),
+            snapshots: VecDeque::new(),
+            next_snapshot: now.at,
+            collected: loaded.collected,
+            next_recollect: now.at,
         }
     }
 
@@ -406,6 +476,7 @@ impl Replica {
             Input::RemoveMember { id } => {
                 if self.members.remove(&id).is_some() {
                     self.stored_seen.remove(&id);
+                    self.reports.remove(&id);
                     fx.push(Effect::Persist(Persist {
                         members: vec![(id, None)],
                         ..self.persist_base()
@@ -597,7 +668,10 @@ impl Replica {
     }
 
     /// Stores changes (and marks them seen) in one persist.
-    fn take(&mut self, entries: Vec<Entry>, extra: Option<&Vv>, fx: &mut Vec<Effect>) {
+    fn take(&mut self, mut entries: Vec<Entry>, extra: Option<&Vv>, fx: &mut Vec<Effect>) {
+        // Seen already: held, overtaken, or overtaken by a removal since
+        // collected (which must not come back).
+        entries.retain(|e| !self.vv.contains(e.id()));
         let mut seen = Vv::default();
         let mut grew = false;
         for e in &entries {
@@ -643,6 +717,24 @@ impl Replica {
         }
         for e in &entries {
             self.check_entry(e, now)?;
+        }
+        // While this replica takes everything from a peer that collected
+        // removals, a change that peer has seen either comes with the
+        // session or was overtaken by one of them: taken now, after its
+        // removal was pruned, it would come back. Refused: nothing is
+        // counted, and the session brings it.
+        if let Some(Session {
+            peer,
+            bulk: Some(theirs),
+            had,
+            ..
+        }) = &self.session
+            && had.count() == 0
+            && entries
+                .iter()
+                .any(|e| theirs.contains(e.id()) && !self.vv.contains(e.id()))
+        {
+            return Err(format!("syncing everything from {peer}; retry later"));
         }
         self.take(entries, None, fx);
         Ok(())
@@ -695,6 +787,19 @@ impl Replica {
         let Some(s) = self.session.take_if(|s| s.peer == from && s.id == session) else {
             return;
         };
+        if let Ok(page) = &result
+            && page.behind
+        {
+            let well_formed = page.entries.is_empty() && page.next.is_none() && page.vv.is_none();
+            if well_formed && s.pages == 0 && s.had.count() > 0 {
+                // Everything again, pruning what the peer collected.
+                tracing::info!(peer = %from, "pinset: behind the peer's collected removals; syncing everything from it");
+                self.start_session(s.peer, Vv::default(), s.digest, now, fx);
+            } else {
+                self.fail_pull(from, now);
+            }
+            return;
+        }
         let checked = result.and_then(|page| {
             check_page(
                 &page.entries,
@@ -736,6 +841,29 @@ impl Replica {
                     s.bulk.clone()
                 };
                 let last = page.next.is_none();
+                if let Some(v) = &page.vv {
+                    self.reports.insert(from.to_owned(), v.clone());
+                }
+                // The peer sends its whole state when asked with an empty
+                // vector: what it lacks in this page's range was collected.
+                // Pruned before the page's vector is taken in, so no crash
+                // leaves a seen removal beside the change it overtook.
+                let prune = (s.had.count() == 0 && page.by_cid)
+                    .then(|| bulk.clone().or_else(|| page.vv.clone()))
+                    .flatten()
+                    .map(|seen| Effect::Prune {
+                        from: match &s.asked {
+                            Cursor::Cid(c) => c.clone(),
+                            Cursor::Author { .. } => String::new(),
+                        },
+                        to: match &page.next {
+                            Some(Cursor::Cid(c)) => Some(c.clone()),
+                            _ => None,
+                        },
+                        keep: page.entries.iter().map(|e| e.cid().to_owned()).collect(),
+                        seen,
+                    });
+                fx.extend(prune);
                 if let Some(theirs) = &bulk {
                     self.take_bulk(
                         page.entries,
@@ -786,12 +914,13 @@ impl Replica {
     /// of any change in the page it does not name.
     fn take_bulk(
         &mut self,
-        entries: Vec<Entry>,
+        mut entries: Vec<Entry>,
         theirs: &Vv,
         first: bool,
         last: Option<&Vv>,
         fx: &mut Vec<Effect>,
     ) {
+        entries.retain(|e| !self.vv.contains(e.id()));
         let mut floor = if first { theirs.clone() } else { Vv::default() };
         for e in &entries {
             self.hlc.observe(e.stamp.hlc);
@@ -854,6 +983,18 @@ impl Replica {
             }
             self.pump(&id, now, fx);
         }
+        if now.at >= self.next_snapshot {
+            self.next_snapshot = now.at + self.cfg.collect_every;
+            self.snapshot(fx);
+        }
+        if now.at >= self.next_recollect {
+            self.next_recollect = now.at + self.cfg.collect_every * RECOLLECT_EVERY;
+            if self.collected.count() > 0 {
+                fx.push(Effect::Collect {
+                    upto: self.collected.clone(),
+                });
+            }
+        }
         if let Some(s) = &self.session
             && now.at.saturating_duration_since(s.sent_at) >= timeout
         {
@@ -907,19 +1048,31 @@ impl Replica {
         };
         let digest = self.view.peer(&target).and_then(|p| p.pinset);
         tracing::debug!(peer = %target, ?digest, mine = self.digest, "pinset: anti-entropy starts");
+        self.start_session(target, self.vv.clone(), digest, now, fx);
+    }
+
+    /// Asks `peer` for the changes `had` does not name.
+    fn start_session(
+        &mut self,
+        peer: String,
+        had: Vv,
+        digest: Option<u64>,
+        now: Now,
+        fx: &mut Vec<Effect>,
+    ) {
         let id = self.next_session;
         self.next_session = self.next_session.wrapping_add(0x9e37_79b9_7f4a_7c15);
         self.last_pull = Some(now.at);
         fx.push(Effect::Pull {
-            to: target.clone(),
+            to: peer.clone(),
             session: id,
-            vv: Some(self.vv.clone()),
+            vv: Some(had.clone()),
             from: Cursor::default(),
         });
         self.session = Some(Session {
-            peer: target,
+            peer,
             id,
-            had: self.vv.clone(),
+            had,
             asked: Cursor::default(),
             bulk: None,
             sent_at: now.at,
@@ -927,6 +1080,62 @@ impl Replica {
             pages: 0,
             digest,
         });
+    }
+
+    /// Takes a snapshot of the members' vectors, and collects the removals
+    /// of the newest earlier snapshot the current one confirms (see the
+    /// module docs).
+    fn snapshot(&mut self, fx: &mut Vec<Effect>) {
+        let (mut every, mut some) = (self.vv.clone(), self.vv.clone());
+        let members = self
+            .members
+            .iter()
+            .filter(|(id, m)| **id != self.me && m.role.can_lead());
+        for (id, _) in members {
+            let Some(r) = self.reports.get(id) else {
+                return; // not heard since this replica started
+            };
+            every = every.intersect(r);
+            some.union(r);
+        }
+        if self.snapshots.len() >= MAX_SNAPSHOTS {
+            self.snapshots.pop_front();
+        }
+        self.snapshots.push_back((every, some));
+        let now_every = &self.snapshots.back().expect("just pushed").0;
+        let Some(k) = self
+            .snapshots
+            .iter()
+            .rposition(|(_, u)| now_every.covers(u))
+        else {
+            return;
+        };
+        let (upto, _) = self
+            .snapshots
+            .drain(..=k)
+            .next_back()
+            .expect("k is in range");
+        if !self.collected.covers(&upto) {
+            self.collected.union(&upto);
+            fx.push(Effect::Collect { upto });
+        }
+    }
+
+    /// Masters and workers whose vector this replica has not heard since it
+    /// started (removals wait for them; an operator may remove the gone).
+    pub fn unheard(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|(id, m)| {
+                **id != self.me && m.role.can_lead() && !self.reports.contains_key(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Removals this replica may have collected.
+    pub fn collected(&self) -> &Vv {
+        &self.collected
     }
 }
 

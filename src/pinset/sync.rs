@@ -74,6 +74,9 @@ pub trait ReadView {
     /// Changes that may be in the state without being in the by-author index.
     fn floor(&self) -> &Vv;
 
+    /// Removals the view may have collected (see [`super::replica`]).
+    fn collected(&self) -> &Vv;
+
     /// The state's changes by `author` with `lo <= seq <= hi`, in `seq`
     /// order, to `f` until it returns `false`.
     fn scan_author(
@@ -93,6 +96,13 @@ pub trait ReadView {
 /// the peer lacks most of the view, or the index cannot answer for it.
 pub fn by_cid<V: ReadView>(view: &V, want: &Vv) -> bool {
     !want.covers(view.floor()) || want.count().saturating_mul(2) < view.vv().count()
+}
+
+/// Whether a peer whose vector is `want` must be sent everything instead:
+/// it has seen something but not every removal the view collected, so it
+/// may hold changes those removals overtook, which no page would mend.
+pub fn behind<V: ReadView>(view: &V, want: &Vv) -> bool {
+    want.count() > 0 && !want.covers(view.collected())
 }
 
 /// A page as [`page`] reads it.

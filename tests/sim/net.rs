@@ -95,6 +95,7 @@ fn config() -> Config {
         max_queue: 32,
         pull_every: Duration::from_secs(5),
         request_timeout: Duration::from_secs(2),
+        collect_every: Duration::from_millis(500),
     }
 }
 
@@ -171,6 +172,9 @@ pub enum Mutation {
     /// The leader adds to each order batch an unpin of a CID no replica
     /// knows (the bug where a lagging leader unpinned what it had not read).
     UnpinUnknown,
+    /// Every tick drops every tombstone a node holds, not only those every
+    /// member has seen.
+    CollectAll,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +300,10 @@ pub struct Outcome {
     pub converged_ms: u64,
     /// And to every item on its holders as the pinset says.
     pub replicated_ms: u64,
+    /// Tombstones dropped (collected, or pruned after a peer collected them).
+    pub collected: u64,
+    /// And to no tombstone left anywhere.
+    pub collected_ms: u64,
 }
 
 pub struct Sim {
@@ -314,8 +322,8 @@ pub struct Sim {
     /// Writes asked: (node, token) → the change.
     asked: BTreeMap<(usize, u64), Op>,
     acked: Vec<Acked>,
-    /// Every change ever stored anywhere: (author, seq) → (cid, stamp).
-    created: BTreeMap<(u64, u64), (String, Stamp)>,
+    /// Every change ever stored anywhere: (author, seq) → (cid, stamp, pin).
+    created: BTreeMap<(u64, u64), (String, Stamp, bool)>,
     /// (node, incarnation, epoch) → the leader it followed.
     leaders: BTreeMap<(usize, u64, u64), String>,
     outcome: Outcome,
@@ -793,6 +801,8 @@ impl Sim {
     fn check_unpin(&self, leader: usize, cid: &str) -> Result<(), String> {
         match self.nodes[leader].store.state.get(cid) {
             Some(_) => Ok(()),
+            // Its removal since collected.
+            None if self.removal_seen(leader, cid).is_some() => Ok(()),
             None => Err(format!(
                 "n{leader} ordered an unpin of {cid}, which its replica does not know"
             )),
@@ -864,6 +874,17 @@ impl Sim {
         from: Cursor,
     ) -> Result<PageAnswer, String> {
         let frozen = self.nodes[i].store.clone();
+        if let Some(want) = &vv
+            && sync::behind(&frozen, want)
+        {
+            return Ok(PageAnswer {
+                entries: Vec::new(),
+                next: None,
+                vv: None,
+                by_cid: false,
+                behind: true,
+            });
+        }
         let up = self.up(i);
         if let Some(want) = vv
             && up
@@ -888,6 +909,7 @@ impl Sim {
             next: p.next,
             vv,
             by_cid: p.by_cid,
+            behind: false,
         })
     }
 
@@ -896,7 +918,7 @@ impl Sim {
             match e {
                 Effect::Persist(p) => {
                     for e in &p.entries {
-                        let known = (e.cid().to_owned(), e.stamp);
+                        let known = (e.cid().to_owned(), e.stamp, e.is_pin());
                         if let Some(prev) = self.created.insert(e.id(), known.clone())
                             && prev != known
                         {
@@ -950,6 +972,51 @@ impl Sim {
                     }
                 }
                 Effect::Written { token, result } => self.written(i, token, result)?,
+                Effect::Collect { upto } => {
+                    let n = &mut self.nodes[i];
+                    let before = n.store.dropped;
+                    let kept = n.store.collect(&upto, &n.claimed);
+                    let dropped = n.store.dropped - before;
+                    self.log(|| format!("n{i} collects {dropped} removals, keeps {kept:?}"));
+                    self.check_invariant(i)?;
+                    if !kept.is_empty() {
+                        let at = self.now(i).at;
+                        let fx = self
+                            .up(i)
+                            .holder
+                            .step(holder::Input::Removed { cids: kept }, at);
+                        self.holder_effects(i, fx);
+                    }
+                }
+                Effect::Prune {
+                    from,
+                    to,
+                    keep,
+                    seen,
+                } => {
+                    let dropped = self.nodes[i]
+                        .store
+                        .prune(&from, to.as_deref(), &keep, &seen);
+                    self.log(|| {
+                        format!("n{i} prunes {} in [{from:.12}, {to:.12?})", dropped.len())
+                    });
+                    // Only what a removal overtook.
+                    for e in &dropped {
+                        let overtaken = !e.is_pin()
+                            || self
+                                .created
+                                .values()
+                                .any(|(c, stamp, pin)| c == e.cid() && !pin && *stamp > e.stamp);
+                        if !overtaken {
+                            return Err(format!(
+                                "n{i} pruned {:?} of {}, which no removal overtook",
+                                e.id(),
+                                e.cid()
+                            ));
+                        }
+                    }
+                    self.check_invariant(i)?;
+                }
             }
         }
         Ok(())
@@ -1013,12 +1080,7 @@ impl Sim {
             .nodes
             .iter()
             .filter(|n| n.role.can_lead())
-            .filter(|n| {
-                n.store
-                    .state
-                    .get(&a.cid)
-                    .is_some_and(|e| e.stamp >= a.stamp)
-            })
+            .filter(|n| self.holds(n, &a.cid, a.stamp))
             .count();
         if holders < a.copies.max(1) {
             return Err(format!(
@@ -1030,29 +1092,66 @@ impl Sim {
         Ok(())
     }
 
-    /// Every change a node's vector names is matched or overtaken in its state.
+    /// Every change a node's vector names is matched or overtaken in its
+    /// state, or overtaken by a removal it has seen and collected: per CID,
+    /// the state holds the latest change seen or later, or nothing when
+    /// that is a removal.
     fn check_invariant(&self, i: usize) -> Result<(), String> {
         let s = &self.nodes[i].store;
+        let mut latest: BTreeMap<&str, (Stamp, bool, (u64, u64))> = BTreeMap::new();
         for (author, ranges) in &s.vv.0 {
             for &(lo, hi) in ranges.as_slice() {
                 for seq in lo..=hi {
-                    let Some((cid, stamp)) = self.created.get(&(*author, seq)) else {
+                    let Some((cid, stamp, pin)) = self.created.get(&(*author, seq)) else {
                         return Err(format!(
                             "invariant: n{i} claims to have seen ({author}, {seq}), which no \
                              replica ever stored"
                         ));
                     };
-                    if s.state.get(cid).is_none_or(|e| e.stamp < *stamp) {
-                        return Err(format!(
-                            "invariant: n{i} has seen ({author}, {seq}) for {cid} at {stamp:?} \
-                             but holds {:?}",
-                            s.state.get(cid).map(|e| e.stamp)
-                        ));
+                    let l = latest.entry(cid).or_insert((*stamp, *pin, (*author, seq)));
+                    if *stamp > l.0 {
+                        *l = (*stamp, *pin, (*author, seq));
                     }
                 }
             }
         }
+        for (cid, (stamp, pin, id)) in latest {
+            let ok = match s.state.get(cid) {
+                Some(e) => e.stamp >= stamp,
+                // A pruned pin: overtaken by a removal (checked when pruned).
+                None => !pin || s.pruned.contains(cid),
+            };
+            if !ok {
+                return Err(format!(
+                    "invariant: n{i} has seen {id:?} for {cid} at {stamp:?} (a pin: {pin}) \
+                     but holds {:?}",
+                    s.state.get(cid).map(|e| e.stamp)
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The latest removal of `cid` node `i` has seen, if any.
+    fn removal_seen(&self, i: usize, cid: &str) -> Option<Stamp> {
+        let vv = &self.nodes[i].store.vv;
+        self.created
+            .iter()
+            .filter(|(id, (c, _, pin))| c == cid && !pin && vv.contains(**id))
+            .map(|(_, (_, s, _))| *s)
+            .max()
+    }
+
+    /// Whether `n` holds the change to `cid` stamped `stamp` or a later
+    /// one (a collected removal counts, once seen).
+    fn holds(&self, n: &Node, cid: &str, stamp: Stamp) -> bool {
+        match n.store.state.get(cid) {
+            Some(e) => e.stamp >= stamp,
+            None => {
+                let i = self.index_of(&n.id);
+                self.removal_seen(i, cid).is_some_and(|s| s >= stamp)
+            }
+        }
     }
 
     fn election_actions(&mut self, i: usize, actions: Vec<Action<String>>) -> Result<(), String> {
@@ -1155,6 +1254,14 @@ impl Sim {
             self.refresh_view(i)?;
             let fx = self.up(i).replica.step(Input::Tick, now);
             self.effects(i, fx)?;
+            if self.mutation == Mutation::CollectAll {
+                let n = &mut self.nodes[i];
+                let mut all = Vv::default();
+                for e in n.store.state.values().filter(|e| !e.is_pin()) {
+                    all.insert(e.id());
+                }
+                n.store.collect(&all, &BTreeSet::new());
+            }
             // Requests unanswered in time fail, as the transport's do.
             let t = self.t;
             let up = self.up(i);
@@ -1330,11 +1437,50 @@ impl Sim {
             self.outcome.steps += 1;
         }
         self.outcome.replicated_ms = self.t - healed;
+        // Then, quiet, every removal is seen by every member and collected
+        // everywhere, and nothing comes back.
+        loop {
+            let next_packet = self.queue.peek().map_or(u64::MAX, |Reverse((at, _))| *at);
+            let t = next_packet.min(next_tick);
+            if t > deadline {
+                self.dump();
+                return Err(format!(
+                    "tombstones not collected within {HEAL_MS} ms of the heal: {:?}",
+                    self.nodes
+                        .iter()
+                        .map(|n| n.store.state.values().filter(|e| !e.is_pin()).count())
+                        .collect::<Vec<_>>()
+                ));
+            }
+            self.t = t;
+            if t == next_tick {
+                next_tick += TICK_MS;
+                self.tick_all()?;
+                let left = self
+                    .nodes
+                    .iter()
+                    .any(|n| n.store.state.values().any(|e| !e.is_pin()));
+                if !left {
+                    break;
+                }
+            } else {
+                self.deliver_next()?;
+            }
+            self.outcome.steps += 1;
+        }
+        self.outcome.collected_ms = self.t - healed;
+        if !self.converged() {
+            return Err("the pinsets differ once removals are collected".into());
+        }
+        if let Some(wrong) = self.unreplicated() {
+            return Err(format!("once removals are collected: {wrong}"));
+        }
+        self.outcome.collected = self.nodes.iter().map(|n| n.store.dropped).sum();
         self.dump();
         for a in &self.acked {
             self.check_acked(a, "after the heal")?;
             for (i, n) in self.nodes.iter().enumerate() {
-                if n.store.state.get(&a.cid).is_none_or(|e| e.stamp < a.stamp) {
+                if !self.holds(n, &a.cid, a.stamp) {
                     return Err(format!(
                         "acknowledged change undone: n{i} ends with {:?} for {} acknowledged at \
                          {:?}",
@@ -1388,7 +1534,19 @@ impl Sim {
     /// item counts as a copy; a removed item may stay as a user's pin.)
     fn unreplicated(&self) -> Option<String> {
         let mut wrong = Vec::new();
-        for (cid, e) in &self.nodes[0].store.state {
+        // Removed items too, their tombstones collected or not.
+        let cids: BTreeSet<&String> = self.nodes[0]
+            .store
+            .state
+            .keys()
+            .chain(self.nodes.iter().flat_map(|n| n.ipfs.keys()))
+            .collect();
+        for cid in cids {
+            let pinned = self.nodes[0]
+                .store
+                .state
+                .get(cid)
+                .is_some_and(|e| e.is_pin());
             let holders = self
                 .nodes
                 .iter()
@@ -1400,9 +1558,9 @@ impl Sim {
                 .filter(|n| n.ipfs.get(cid) == Some(&false))
                 .map(|n| n.id.clone())
                 .collect();
-            if e.is_pin() && holders == 0 {
+            if pinned && holders == 0 {
                 wrong.push(format!("{} held nowhere", &cid[..12]));
-            } else if !e.is_pin() && !cluster_pins.is_empty() {
+            } else if !pinned && !cluster_pins.is_empty() {
                 wrong.push(format!(
                     "{} removed but held by {cluster_pins:?}",
                     &cid[..12]
@@ -1417,21 +1575,24 @@ impl Sim {
         (!wrong.is_empty()).then(|| wrong.join(", "))
     }
 
-    /// One pinset everywhere (the same winning change for every CID).
+    /// One pinset everywhere: the same latest change for every CID, where a
+    /// collected removal counts as the removal the node has seen.
     fn converged(&self) -> bool {
-        let first: Vec<(&String, Stamp)> = self.nodes[0]
-            .store
-            .state
-            .iter()
-            .map(|(c, e)| (c, e.stamp))
-            .collect();
-        self.nodes.iter().skip(1).all(|n| {
-            n.store.state.len() == first.len()
-                && n.store
-                    .state
-                    .iter()
-                    .map(|(c, e)| (c, e.stamp))
-                    .eq(first.iter().copied())
-        })
+        let effective = |i: usize| -> BTreeMap<&str, Stamp> {
+            let n = &self.nodes[i];
+            let mut out: BTreeMap<&str, Stamp> = BTreeMap::new();
+            for (id, (cid, stamp, pin)) in &self.created {
+                if !pin && n.store.vv.contains(*id) {
+                    let e = out.entry(cid.as_str()).or_insert(*stamp);
+                    *e = (*e).max(*stamp);
+                }
+            }
+            for (cid, e) in &n.store.state {
+                out.insert(cid.as_str(), e.stamp);
+            }
+            out
+        };
+        let first = effective(0);
+        (1..NODES).all(|i| effective(i) == first)
     }
 }

@@ -3,7 +3,7 @@
 //! wins per CID, the vector grows), and serving anti-entropy pages from a
 //! frozen copy of itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 
 use ipfs_kit_p2p::pinset::model::{Entry, Vv, wins};
@@ -19,6 +19,13 @@ pub struct MemStore {
     pub vv: Vv,
     /// Changes that may be in the state but not in the index.
     pub floor: Vv,
+    /// Removals that may have been collected.
+    pub collected: Vv,
+    /// Tombstones dropped so far (by collection or pruning).
+    pub dropped: u64,
+    /// CIDs pruned and not stored since: overtaken by a removal this node
+    /// may not have seen yet (its vector grows with the session's end).
+    pub pruned: BTreeSet<String>,
     pub hlc: u64,
     pub members: BTreeMap<String, Member>,
     /// The highest election epoch seen (the node's `state.json`).
@@ -40,7 +47,61 @@ impl MemStore {
             vv: self.vv.clone(),
             hlc: self.hlc,
             members: self.members.clone(),
+            collected: self.collected.clone(),
         }
+    }
+
+    /// As `PinDb::collect`: drops the tombstones `upto` names but those of
+    /// CIDs in `held`, which it returns.
+    pub fn collect(&mut self, upto: &Vv, held: &BTreeSet<String>) -> Vec<String> {
+        let found: Vec<(String, (u64, u64))> = self
+            .state
+            .iter()
+            .filter(|(_, e)| !e.is_pin() && upto.contains(e.id()))
+            .map(|(c, e)| (c.clone(), e.id()))
+            .collect();
+        let mut kept = Vec::new();
+        for (cid, id) in found {
+            if held.contains(&cid) {
+                kept.push(cid);
+            } else {
+                self.state.remove(&cid);
+                self.index.remove(&id);
+                self.dropped += 1;
+            }
+        }
+        self.collected.union(upto);
+        kept
+    }
+
+    /// As `PinDb::prune`.
+    /// Returns what it dropped.
+    pub fn prune(
+        &mut self,
+        from: &str,
+        to: Option<&str>,
+        keep: &[String],
+        seen: &Vv,
+    ) -> Vec<Entry> {
+        let doomed: Vec<(String, (u64, u64))> = self
+            .state
+            .iter()
+            .filter(|(c, e)| {
+                c.as_str() >= from
+                    && to.is_none_or(|t| c.as_str() < t)
+                    && !keep.contains(c)
+                    && seen.contains(e.id())
+            })
+            .map(|(c, e)| (c.clone(), e.id()))
+            .collect();
+        let mut out = Vec::new();
+        for (cid, id) in doomed {
+            out.extend(self.state.remove(&cid));
+            self.index.remove(&id);
+            self.dropped += 1;
+            self.pruned.insert(cid);
+        }
+        out
     }
 
     pub fn apply(&mut self, p: &Persist) {
@@ -53,6 +114,7 @@ impl MemStore {
                 if !p.unindexed {
                     self.index.insert(e.id(), e.cid().to_owned());
                 }
+                self.pruned.remove(e.cid());
                 self.state.insert(e.cid().to_owned(), e.clone());
             }
         }
@@ -81,6 +143,10 @@ impl ReadView for MemStore {
 
     fn floor(&self) -> &Vv {
         &self.floor
+    }
+
+    fn collected(&self) -> &Vv {
+        &self.collected
     }
 
     fn scan_cids(&self, from: &str, f: &mut dyn FnMut(Entry) -> bool) -> Result<(), Infallible> {

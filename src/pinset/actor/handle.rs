@@ -31,8 +31,13 @@ pub struct Progress {
     pub digest: u64,
     pub changes: u64,
     pub pins: u64,
-    /// Removals kept so older pins cannot come back.
+    /// Removals kept so older pins cannot come back (collected once every
+    /// master and worker has seen them).
     pub tombstones: u64,
+    /// Masters and workers not heard since this node started: removals are
+    /// kept until they are (or an operator removes them).
+    #[serde(default)]
+    pub collect_waits_for: Vec<String>,
     /// Writes waiting for their copies.
     pub pending_writes: usize,
     /// Masters and workers (this node excluded) counting for `write_copies`.

@@ -37,6 +37,11 @@ pub(super) fn encode_entry(e: &Entry) -> Vec<u8> {
     out
 }
 
+/// Whether encoded bytes hold a pin (a tombstone is its stamp alone).
+pub(super) fn is_pin(bytes: &[u8]) -> bool {
+    bytes.len() > 24
+}
+
 pub(super) fn stamp_of(bytes: &[u8]) -> Option<(Stamp, u64)> {
     let word = |i: usize| -> Option<u64> {
         Some(u64::from_be_bytes(bytes.get(i..i + 8)?.try_into().ok()?))

@@ -470,3 +470,98 @@ fn commit_cost() {
         times[100], times[180], times[199]
     );
 }
+
+#[test]
+fn collecting_drops_the_named_tombstones_but_those_held_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pinset.redb");
+    {
+        let db = PinDb::open(&path).unwrap();
+        db.persist(&[persist(vec![
+            entry(1, 10, 5, 1, false),
+            entry(2, 11, 5, 2, false),
+            entry(3, 12, 5, 3, true),
+            entry(4, 13, 5, 4, false),
+            entry(5, 14, 6, 1, false),
+        ])])
+        .unwrap();
+        // A removal overtaken by a pin: its index row goes with it.
+        db.persist(&[persist(vec![entry(4, 20, 6, 2, true)])])
+            .unwrap();
+        let mut upto = Vv::default();
+        upto.0.insert(5, Ranges::upto(4));
+        let held = cid(2);
+        let (counts, kept) = db.collect(&upto, &|c: &str| c == held).unwrap();
+        assert_eq!(kept, [cid(2)], "a held item's removal waits for its unpin");
+        assert_eq!(
+            counts,
+            Counts {
+                pins: 2,
+                tombstones: 2
+            }
+        );
+        let view = db.view().unwrap();
+        assert_eq!(view.get(&cid(1)).unwrap(), None);
+        assert!(view.get(&cid(2)).unwrap().is_some());
+        assert!(view.get(&cid(5)).unwrap().is_some(), "not named: kept");
+        assert_eq!(view.collected(), &upto);
+        // The vector still names the collected change: it is never taken again.
+        assert!(view.vv().contains((5, 1)));
+        // Again, the item no longer held: it goes; idempotent otherwise.
+        let (counts, kept) = db.collect(&upto, &|_| false).unwrap();
+        assert!(kept.is_empty());
+        assert_eq!(
+            counts,
+            Counts {
+                pins: 2,
+                tombstones: 1
+            }
+        );
+        assert_eq!(db.view().unwrap().indexed().unwrap(), 3);
+    }
+    let db = PinDb::open(&path).unwrap();
+    let loaded = db.load().unwrap();
+    assert_eq!(loaded.collected.get(5), Some(&Ranges::upto(4)));
+    assert_eq!(
+        db.view().unwrap().counts().unwrap(),
+        Counts {
+            pins: 2,
+            tombstones: 1
+        }
+    );
+}
+
+#[test]
+fn pruning_drops_only_changes_the_peer_saw_and_lacks_in_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = PinDb::open(&dir.path().join("pinset.redb")).unwrap();
+    let mut cids: Vec<(String, u64)> = (1..=5).map(|n| (cid(n), n)).collect();
+    cids.sort();
+    let entries: Vec<Entry> = cids
+        .iter()
+        .enumerate()
+        .map(|(i, (_, n))| entry(*n, 10 + i as u64, 5, i as u64 + 1, i % 2 == 0))
+        .collect();
+    db.persist(&[persist(entries.clone())]).unwrap();
+    // The peer saw changes 1..=4 of author 5 and, in [cids[0], cids[4]),
+    // holds only cids[1]: cids[0], [2] and [3] were overtaken by removals
+    // it collected; cids[4] is outside the range.
+    let mut seen = Vv::default();
+    seen.0.insert(5, Ranges::upto(4));
+    let counts = db
+        .prune(&cids[0].0, Some(&cids[4].0), &[cids[1].0.clone()], &seen)
+        .unwrap();
+    let view = db.view().unwrap();
+    let left: Vec<bool> = cids
+        .iter()
+        .map(|(c, _)| view.get(c).unwrap().is_some())
+        .collect();
+    assert_eq!(left, [false, true, false, false, true]);
+    assert_eq!(counts, view.counts().unwrap());
+    assert_eq!(counts.pins + counts.tombstones, 2);
+    // A change the peer never saw stays, whatever the peer lacks.
+    let mut unseen = Vv::default();
+    unseen.0.insert(9, Ranges::upto(1));
+    db.prune("", None, &[], &unseen).unwrap();
+    assert_eq!(db.view().unwrap().counts().unwrap(), counts);
+}

@@ -17,6 +17,7 @@ pub struct DbView {
     pub(super) txn: ReadTransaction,
     pub(super) vv: Vv,
     pub(super) floor: Vv,
+    pub(super) collected: Vv,
     pub(super) path: PathBuf,
 }
 
@@ -150,6 +151,10 @@ impl ReadView for DbView {
 
     fn floor(&self) -> &Vv {
         &self.floor
+    }
+
+    fn collected(&self) -> &Vv {
+        &self.collected
     }
 
     fn scan_cids(&self, from: &str, f: &mut dyn FnMut(Entry) -> bool) -> Result<(), PinDbError> {

@@ -77,6 +77,12 @@ pub enum Input {
     Ipfs {
         ready: bool,
     },
+    /// This node's replica holds removals of these items and is about to
+    /// collect them: unpin them as an order would (the leader may no
+    /// longer know them to order it).
+    Removed {
+        cids: Vec<String>,
+    },
     Tick,
 }
 
@@ -198,6 +204,11 @@ impl Core {
             } => self.done(cid, pin, result, claimed),
             Input::Listed { at, pinned } => self.listed(at, pinned, now),
             Input::Ipfs { ready } => self.ipfs = ready,
+            Input::Removed { cids } => {
+                for cid in cids {
+                    self.take(HolderOrder { cid, pin: false });
+                }
+            }
             Input::Tick => {}
         }
         if !self.add.is_empty() || !self.remove.is_empty() {

@@ -191,6 +191,18 @@ proptest! {
         let mut again = Vv::default();
         for id in b.iter().chain(&a) { again.insert(*id); }
         prop_assert_eq!(again.digest(), u.digest());
+        // Intersection and difference, change by change, and kept well-formed.
+        let both = va.intersect(&vb);
+        let rest = va.minus(&vb);
+        prop_assert!(both.check().is_ok() && rest.check().is_ok());
+        for x in 0..4u64 {
+            for seq in 1..70u64 {
+                let id = (x, seq);
+                prop_assert_eq!(both.contains(id), va.contains(id) && vb.contains(id));
+                prop_assert_eq!(rest.contains(id), va.contains(id) && !vb.contains(id));
+            }
+        }
+        prop_assert!(vb.covers(&both) && !rest.0.values().any(Ranges::is_empty));
     }
 }
 

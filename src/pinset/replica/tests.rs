@@ -337,6 +337,7 @@ fn anti_entropy_pulls_from_a_peer_whose_digest_differs_and_checks_its_pages() {
             session,
             result: Ok(PageAnswer {
                 by_cid: false,
+                behind: false,
                 entries: vec![entry(2), entry(1)],
                 next: None,
                 vv: Some(Vv::default()),
@@ -358,6 +359,7 @@ fn anti_entropy_pulls_from_a_peer_whose_digest_differs_and_checks_its_pages() {
             session: *session,
             result: Ok(PageAnswer {
                 by_cid: false,
+                behind: false,
                 entries: vec![entry(3)],
                 next: None,
                 vv: Some(theirs.clone()),
@@ -397,6 +399,7 @@ fn a_session_in_cid_order_stores_unindexed_under_the_floor_and_marks_seen_at_the
             session,
             result: Ok(PageAnswer {
                 by_cid: true,
+                behind: false,
                 entries: vec![entry(a, 3)],
                 next: Some(Cursor::Cid(b.into())),
                 vv: Some(theirs.clone()),
@@ -404,12 +407,23 @@ fn a_session_in_cid_order_stores_unindexed_under_the_floor_and_marks_seen_at_the
         },
         now(base, 1),
     );
-    let Effect::Persist(p) = &fx[0] else {
+    // Asked with an empty vector, so the peer sent its whole state: what
+    // it lacks before `b` is pruned here first (nothing in this test).
+    assert_eq!(
+        fx[0],
+        Effect::Prune {
+            from: String::new(),
+            to: Some(b.into()),
+            keep: vec![a.into()],
+            seen: theirs.clone()
+        }
+    );
+    let Effect::Persist(p) = &fx[1] else {
         panic!("{fx:?}")
     };
     assert!(p.unindexed && p.seen.0.is_empty());
     assert!(p.floor.covers(&theirs) && p.floor.contains((5, 3)));
-    assert!(matches!(&fx[1], Effect::Pull { from: Cursor::Cid(c), vv: None, .. } if c == b));
+    assert!(matches!(&fx[2], Effect::Pull { from: Cursor::Cid(c), vv: None, .. } if c == b));
     assert!(
         r.vv().0.is_empty(),
         "nothing marked seen before the last page"
@@ -420,6 +434,7 @@ fn a_session_in_cid_order_stores_unindexed_under_the_floor_and_marks_seen_at_the
             session,
             result: Ok(PageAnswer {
                 by_cid: true,
+                behind: false,
                 entries: vec![entry(b, 1)],
                 next: None,
                 vv: Some(theirs.clone()),
@@ -427,9 +442,282 @@ fn a_session_in_cid_order_stores_unindexed_under_the_floor_and_marks_seen_at_the
         },
         now(base, 2),
     );
-    let Effect::Persist(p) = &fx[0] else {
+    assert!(matches!(&fx[0], Effect::Prune { from, to: None, .. } if from == b));
+    let Effect::Persist(p) = &fx[1] else {
         panic!("{fx:?}")
     };
     assert!(p.unindexed && p.seen == theirs && p.floor.0.is_empty());
     assert!(r.vv().covers(&theirs) && !r.vv().contains((5, 3)));
+}
+
+/// A removal of `CID` by author 5, sequence `seq`.
+fn removal(seq: u64) -> Entry {
+    Entry {
+        stamp: Stamp {
+            hlc: Hlc::at(1_700_000_000_000) + seq,
+            author: 5,
+        },
+        seq,
+        op: Op::Unpin { cid: CID.into() },
+    }
+}
+
+fn upto(n: u64) -> Vv {
+    let mut v = Vv::default();
+    v.0.insert(5, Ranges::upto(n));
+    v
+}
+
+fn collects(fx: &[Effect]) -> Vec<&Vv> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Collect { upto } => Some(upto),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The last page of a session with `w` showing `theirs`.
+fn last_page(
+    r: &mut Replica,
+    session: u64,
+    entries: Vec<Entry>,
+    theirs: Vv,
+    at: Now,
+) -> Vec<Effect> {
+    r.step(
+        Input::Page {
+            from: "w".into(),
+            session,
+            result: Ok(PageAnswer {
+                by_cid: false,
+                behind: false,
+                entries,
+                next: None,
+                vv: Some(theirs),
+            }),
+        },
+        at,
+    )
+}
+
+#[test]
+fn removals_are_collected_once_a_later_snapshot_covers_what_any_member_had_seen() {
+    let base = Instant::now();
+    let mut r = replica(base);
+    let (session, ..) = first_pull(&mut r, base);
+    // The first tick's snapshot waits: `w` has not been heard.
+    assert!(collects(&r.step(Input::Tick, now(base, 1))).is_empty());
+    assert_eq!(r.unheard(), ["w"]);
+    // `w` had seen 1..=3; this replica takes 1..=2 of them (a page
+    // carrying fewer changes than the vector names, as after overtaking).
+    last_page(
+        &mut r,
+        session,
+        vec![removal(1), removal(2)],
+        upto(3),
+        now(base, 2),
+    );
+    assert!(r.unheard().is_empty());
+    assert!(r.vv().covers(&upto(3)), "the page's vector is taken in");
+    // Every member has seen 1..=3 and no member more: collected at once.
+    let step = Config::default().collect_every.as_millis() as u64;
+    let fx = r.step(Input::Tick, now(base, step + 3));
+    assert_eq!(collects(&fx), [&upto(3)]);
+    assert!(r.collected().covers(&upto(3)));
+    // Nothing new: nothing collected again until the periodic recollection.
+    assert!(collects(&r.step(Input::Tick, now(base, 2 * step + 4))).is_empty());
+}
+
+#[test]
+fn a_removal_waits_while_some_member_has_seen_what_others_have_not() {
+    let base = Instant::now();
+    let mut r = replica(base);
+    let (session, ..) = first_pull(&mut r, base);
+    // `w` has seen 1..=3, this replica 1..=2 only (change 3 still on its
+    // way): 1..=2 is seen by all, but change 3 could still reach this
+    // replica from a queue or an old page, so nothing goes yet.
+    r.step(
+        Input::Push {
+            from: "w".into(),
+            token: 1,
+            entries: vec![removal(1), removal(2)],
+        },
+        now(base, 1),
+    );
+    r.reports.insert("w".into(), upto(3));
+    let _ = session;
+    let step = Config::default().collect_every.as_millis() as u64;
+    assert!(collects(&r.step(Input::Tick, now(base, step + 1))).is_empty());
+    // Change 3 arrives: the earlier snapshot's "some member" (1..=3) is
+    // now covered by what every member has seen; it collects what every
+    // member had seen then (1..=2), the later one all three.
+    r.step(
+        Input::Push {
+            from: "w".into(),
+            token: 2,
+            entries: vec![removal(3)],
+        },
+        now(base, step + 2),
+    );
+    let fx = r.step(Input::Tick, now(base, 2 * step + 3));
+    assert_eq!(collects(&fx), [&upto(3)]);
+}
+
+#[test]
+fn a_member_never_heard_blocks_collection_until_an_operator_removes_it() {
+    let base = Instant::now();
+    let mut r = replica(base);
+    let (session, ..) = first_pull(&mut r, base);
+    // A second member, met once and gone.
+    let mut seen = view(vec![peer("w", Role::Worker), peer("gone", Role::Master)]);
+    seen.peers[0].pinset = Some(42);
+    r.step(Input::View(seen), now(base, 1));
+    r.step(
+        Input::View(view(vec![peer("w", Role::Worker)])),
+        now(base, 2),
+    );
+    last_page(&mut r, session, vec![removal(1)], upto(1), now(base, 3));
+    let step = Config::default().collect_every.as_millis() as u64;
+    assert!(collects(&r.step(Input::Tick, now(base, step + 4))).is_empty());
+    assert_eq!(r.unheard(), ["gone"]);
+    r.step(
+        Input::RemoveMember { id: "gone".into() },
+        now(base, step + 5),
+    );
+    let fx = r.step(Input::Tick, now(base, 2 * step + 6));
+    assert_eq!(collects(&fx), [&upto(1)]);
+}
+
+#[test]
+fn a_change_already_seen_is_not_taken_again() {
+    let base = Instant::now();
+    let mut r = replica(base);
+    r.step(
+        Input::View(view(vec![peer("w", Role::Worker)])),
+        now(base, 0),
+    );
+    let fx = r.step(
+        Input::Push {
+            from: "w".into(),
+            token: 1,
+            entries: vec![removal(1)],
+        },
+        now(base, 1),
+    );
+    assert!(matches!(&fx[0], Effect::Persist(p) if p.entries.len() == 1));
+    // Again (its removal may since have been collected): answered, not stored.
+    let fx = r.step(
+        Input::Push {
+            from: "w".into(),
+            token: 2,
+            entries: vec![removal(1)],
+        },
+        now(base, 2),
+    );
+    assert!(
+        matches!(&fx[0], Effect::Persist(p) if p.entries.is_empty()),
+        "{fx:?}"
+    );
+    assert!(matches!(&fx[1], Effect::Reply { result: Ok(()), .. }));
+}
+
+#[test]
+fn a_replica_behind_a_peers_collected_removals_asks_it_for_everything() {
+    let base = Instant::now();
+    // Something seen already, so the first session sends a vector.
+    let loaded = Loaded {
+        author: 7,
+        vv: upto(1),
+        ..Loaded::default()
+    };
+    let mut r = Replica::new(
+        "me".into(),
+        Role::Worker,
+        Config::default(),
+        loaded,
+        now(base, 0),
+    );
+    let (session, vv, _) = first_pull(&mut r, base);
+    assert_eq!(vv, Some(upto(1)));
+    let fx = r.step(
+        Input::Page {
+            from: "w".into(),
+            session,
+            result: Ok(PageAnswer {
+                by_cid: false,
+                behind: true,
+                entries: Vec::new(),
+                next: None,
+                vv: None,
+            }),
+        },
+        now(base, 2),
+    );
+    let Some(Effect::Pull {
+        to,
+        session: full,
+        vv,
+        from,
+    }) = fx.iter().find(|e| matches!(e, Effect::Pull { .. }))
+    else {
+        panic!("no pull: {fx:?}")
+    };
+    assert_eq!(
+        (to.as_str(), vv, from),
+        ("w", &Some(Vv::default()), &Cursor::default())
+    );
+    // Its first page names what the peer has seen: pushes of those changes
+    // are refused until the session is done (it brings them, or a removal
+    // it pruned for overtook them).
+    let fx = r.step(
+        Input::Page {
+            from: "w".into(),
+            session: *full,
+            result: Ok(PageAnswer {
+                by_cid: true,
+                behind: false,
+                entries: vec![removal(1)],
+                next: Some(Cursor::Cid("zz".into())),
+                vv: Some(upto(3)),
+            }),
+        },
+        now(base, 3),
+    );
+    assert!(
+        matches!(&fx[0], Effect::Prune { from, to: Some(t), .. } if from.is_empty() && t == "zz")
+    );
+    let fx = r.step(
+        Input::Push {
+            from: "w".into(),
+            token: 2,
+            entries: vec![removal(2)],
+        },
+        now(base, 4),
+    );
+    assert!(
+        matches!(&fx[..], [Effect::Reply { result: Err(e), .. }] if e.contains("syncing everything")),
+        "{fx:?}"
+    );
+    // A "behind" answer to a session that sent nothing is a peer's error.
+    let mut fresh = replica(base);
+    let (session, ..) = first_pull(&mut fresh, base);
+    let fx = fresh.step(
+        Input::Page {
+            from: "w".into(),
+            session,
+            result: Ok(PageAnswer {
+                by_cid: false,
+                behind: true,
+                entries: Vec::new(),
+                next: None,
+                vv: None,
+            }),
+        },
+        now(base, 2),
+    );
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Pull { .. })),
+        "{fx:?}"
+    );
 }

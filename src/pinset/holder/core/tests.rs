@@ -531,3 +531,40 @@ fn a_failed_pin_that_is_not_there_gives_its_claim_up() {
     asked.sort();
     assert_eq!(asked, [(cid(1), true, false), (cid(2), true, false)]);
 }
+
+#[test]
+fn a_removal_about_to_be_collected_unpins_the_clusters_copy_only() {
+    let limits = Limits {
+        role: Role::Worker,
+        concurrency: 4,
+        reconcile: Duration::from_secs(60),
+    };
+    let now = Instant::now();
+    // Held from before a restart: the cluster's own pins of 1 and 2.
+    let mut h = Core::new(limits, [cid(1), cid(2)], 0, 7, now);
+    h.step(Input::Ipfs { ready: true }, now);
+    // The user's own pin of 3, reported as a copy, never the cluster's.
+    h.set(&cid(3), HeldState::Pinned, true);
+    let fx = h.step(
+        Input::Removed {
+            cids: vec![cid(1), cid(3), cid(9)],
+        },
+        now,
+    );
+    let calls: Vec<&Effect> = fx
+        .iter()
+        .filter(|e| matches!(e, Effect::Pin { .. } | Effect::Unpin { .. }))
+        .collect();
+    assert_eq!(calls, [&Effect::Unpin { cid: cid(1) }]);
+    assert_eq!(
+        h.items[&cid(2)].state,
+        HeldState::Pinned,
+        "not removed: kept"
+    );
+    assert_eq!(
+        h.items[&cid(3)].state,
+        HeldState::Absent,
+        "no longer a cluster copy"
+    );
+    assert!(!h.items.contains_key(&cid(9)), "unknown: nothing to do");
+}

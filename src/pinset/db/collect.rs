@@ -1,0 +1,162 @@
+//! Dropping what removals overtook: collecting tombstones every member has
+//! seen, and pruning changes a peer shows were overtaken by removals it
+//! collected (see `pinset::replica`, *Collecting removals*). Each runs in
+//! one durable transaction after the journal's rows; both are idempotent,
+//! so a crash before either commits loses nothing that matters.
+
+use std::collections::BTreeSet;
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::codec::{bin, decode_ranges, is_pin, stamp_of};
+use super::{
+    BY_AUTHOR, COLLECTED, Counts, K_PINS, K_TOMBSTONES, META, PinDb, PinDbError, STATE, TOMBS,
+};
+use crate::pinset::model::{Ranges, Vv};
+
+impl PinDb {
+    /// Deletes the tombstones whose change IDs `upto` names, except those of
+    /// CIDs `held` says this node's holder still holds (returned: the holder
+    /// unpins them, and a later collection takes them); `upto` is stored as
+    /// collected.
+    pub fn collect(
+        &self,
+        upto: &Vv,
+        held: &dyn Fn(&str) -> bool,
+    ) -> Result<(Counts, Vec<String>), PinDbError> {
+        self.direct(|txn| {
+            let e = |x: redb::StorageError| self.err(x);
+            let mut found = Vec::new();
+            {
+                let tombs = txn.open_table(TOMBS).map_err(|x| self.err(x))?;
+                for (author, ranges) in &upto.0 {
+                    for &(lo, hi) in ranges.as_slice() {
+                        for row in tombs.range((*author, lo)..=(*author, hi)).map_err(e)? {
+                            let (id, cid) = row.map_err(e)?;
+                            found.push((id.value(), cid.value().to_owned()));
+                        }
+                    }
+                }
+            }
+            let (gone, kept): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, c)| !held(c));
+            let counts = self.delete(txn, gone.iter().map(|(id, c)| (*id, c.as_str())))?;
+            let mut collected = txn.open_table(COLLECTED).map_err(|x| self.err(x))?;
+            for (author, ranges) in &upto.0 {
+                let mut stored = match collected.get(*author).map_err(e)? {
+                    Some(v) => decode_ranges(&self.path, *author, v.value())?,
+                    None => Ranges::default(),
+                };
+                if stored.union(ranges) {
+                    collected
+                        .insert(*author, bin(&stored).as_slice())
+                        .map_err(e)?;
+                }
+            }
+            if !gone.is_empty() {
+                tracing::debug!(
+                    count = gone.len(),
+                    kept = kept.len(),
+                    "pinset: removals collected"
+                );
+            }
+            Ok((counts, kept.into_iter().map(|(_, c)| c).collect()))
+        })
+    }
+
+    /// Deletes the changes stored with CIDs in `[from, to)` other than
+    /// `keep` whose IDs `seen` names: a peer that had seen them holds
+    /// nothing for those CIDs, so removals it collected overtook them.
+    pub fn prune(
+        &self,
+        from: &str,
+        to: Option<&str>,
+        keep: &[String],
+        seen: &Vv,
+    ) -> Result<Counts, PinDbError> {
+        use std::ops::Bound;
+        let keep: BTreeSet<&str> = keep.iter().map(String::as_str).collect();
+        // Read first: a node taking everything for the first time has
+        // nothing to prune, and then writes nothing.
+        let mut doomed = Vec::new();
+        {
+            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            let state = txn.open_table(STATE).map_err(|e| self.err(e))?;
+            let end = to.map_or(Bound::Unbounded, Bound::Excluded);
+            let range = state
+                .range::<&str>((Bound::Included(from), end))
+                .map_err(|e| self.err(e))?;
+            for row in range {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                let Some((stamp, seq)) = stamp_of(v.value()) else {
+                    continue;
+                };
+                let id = (stamp.author, seq);
+                if !keep.contains(k.value()) && seen.contains(id) {
+                    doomed.push((id, k.value().to_owned()));
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return self.view()?.counts();
+        }
+        tracing::info!(
+            count = doomed.len(),
+            "pinset: changes overtaken by removals a peer collected are dropped"
+        );
+        self.direct(|txn| self.delete(txn, doomed.iter().map(|(id, c)| (*id, c.as_str()))))
+    }
+
+    /// Deletes the state's entries for these `(id, cid)` (only where the
+    /// entry is still that change) with their index rows; the counts after.
+    fn delete<'a>(
+        &self,
+        txn: &WriteTransaction,
+        rows: impl Iterator<Item = ((u64, u64), &'a str)>,
+    ) -> Result<Counts, PinDbError> {
+        let e = |x: redb::StorageError| self.err(x);
+        let mut state = txn.open_table(STATE).map_err(|x| self.err(x))?;
+        let mut by_author = txn.open_table(BY_AUTHOR).map_err(|x| self.err(x))?;
+        let mut tombs = txn.open_table(TOMBS).map_err(|x| self.err(x))?;
+        let mut meta = txn.open_table(META).map_err(|x| self.err(x))?;
+        let get = |meta: &redb::Table<&str, u64>, k| -> Result<u64, PinDbError> {
+            Ok(meta.get(k).map_err(e)?.map_or(0, |v| v.value()))
+        };
+        let mut counts = Counts {
+            pins: get(&meta, K_PINS)?,
+            tombstones: get(&meta, K_TOMBSTONES)?,
+        };
+        for (id, cid) in rows {
+            let pin = match state.get(cid).map_err(e)? {
+                Some(v) if stamp_of(v.value()).map(|(s, q)| (s.author, q)) == Some(id) => {
+                    is_pin(v.value())
+                }
+                _ => continue,
+            };
+            state.remove(cid).map_err(e)?;
+            by_author.remove(id).map_err(e)?;
+            if pin {
+                counts.pins -= 1;
+            } else {
+                tombs.remove(id).map_err(e)?;
+                counts.tombstones -= 1;
+            }
+        }
+        meta.insert(K_PINS, counts.pins).map_err(e)?;
+        meta.insert(K_TOMBSTONES, counts.tombstones).map_err(e)?;
+        Ok(counts)
+    }
+
+    /// Fills the tombstone index of a database written before it existed.
+    pub(super) fn index_tombstones(&self, txn: &WriteTransaction) -> Result<(), PinDbError> {
+        let e = |x: redb::StorageError| self.err(x);
+        let state = txn.open_table(STATE).map_err(|x| self.err(x))?;
+        let mut tombs = txn.open_table(TOMBS).map_err(|x| self.err(x))?;
+        for row in state.iter().map_err(e)? {
+            let (k, v) = row.map_err(e)?;
+            if let Some((stamp, seq)) = stamp_of(v.value()).filter(|_| !is_pin(v.value())) {
+                tombs.insert((stamp.author, seq), k.value()).map_err(e)?;
+            }
+        }
+        Ok(())
+    }
+}
