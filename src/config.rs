@@ -90,6 +90,9 @@ pub struct PinsConfig {
     /// when digests agree (removals are collected once every member has
     /// been heard this way).
     pub sync_every_secs: u64,
+    /// A removal is kept at least this long, and until every master and
+    /// worker has seen it; a change no node saw within it may be refused.
+    pub removal_horizon_secs: u64,
 }
 
 /// One `[[service]]` entry.
@@ -398,6 +401,9 @@ impl NodeConfig {
         }
         if p.sync_every_secs == 0 {
             return Err(invalid("pins.sync_every_secs", "must be at least 1"));
+        }
+        if p.removal_horizon_secs == 0 {
+            return Err(invalid("pins.removal_horizon_secs", "must be at least 1"));
         }
         if n.redial_interval_ms < 100 {
             return Err(invalid(

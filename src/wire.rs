@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::election::MAX_EPOCH;
 use crate::pinset::model::{Entry, Vv};
-use crate::pinset::sync::Cursor;
+use crate::pinset::sync::{Collected, Cursor};
 use crate::role::Role;
 
 /// Version byte leading every message.
@@ -219,6 +219,8 @@ pub enum PinsetResponse {
         next: Option<Cursor>,
         vv: Option<Vv>,
         by_cid: bool,
+        /// With the vector: what the answering node has collected.
+        collected: Option<Collected>,
     },
     Refused {
         reason: String,
@@ -265,13 +267,21 @@ impl PinsetResponse {
     pub fn check(&self) -> Result<(), WireError> {
         match self {
             PinsetResponse::Page {
-                entries, vv, next, ..
+                entries,
+                vv,
+                next,
+                collected,
+                ..
             } => {
                 check_entries(entries)?;
                 if let Some(Cursor::Cid(c)) = next {
                     check_cid(c)?;
                 }
-                check_vv(vv)
+                check_vv(vv)?;
+                match collected {
+                    Some(c) => c.vv.check().map_err(WireError::Pinset),
+                    None => Ok(()),
+                }
             }
             PinsetResponse::Stored | PinsetResponse::Behind => Ok(()),
             PinsetResponse::Refused { reason } if reason.len() > MAX_REASON => {

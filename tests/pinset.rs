@@ -135,7 +135,11 @@ async fn writes_through_any_node_reach_every_node() {
 async fn removals_are_collected_on_every_node_once_every_member_has_seen_them() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("fast-sync.toml");
-    std::fs::write(&cfg, "[pins]\nsync_every_secs = 1\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[pins]\nsync_every_secs = 1\nremoval_horizon_secs = 1\n",
+    )
+    .unwrap();
     let mut sp = Spawner::new(BIN);
     sp.extra = vec!["--config".into(), cfg.display().to_string()];
     let nodes = start_cluster(

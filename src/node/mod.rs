@@ -123,6 +123,7 @@ where
         write_copies: usize::from(cfg.pins.write_copies),
         member_expiry: Duration::from_secs(cfg.pins.member_expiry_secs),
         pull_every: Duration::from_secs(cfg.pins.sync_every_secs),
+        removal_horizon: Duration::from_secs(cfg.pins.removal_horizon_secs),
         ..crate::pinset::replica::Config::default()
     };
     let (pins, pinset_thread) = crate::pinset::actor::spawn(

@@ -38,6 +38,7 @@ const MAX_BATCH: usize = 1024;
 
 mod handle;
 mod peers;
+mod store;
 use handle::Msg;
 pub use handle::{PinsetHandle, Progress, Transport};
 
@@ -253,58 +254,15 @@ impl<T: Transport> Actor<T> {
                 self.pull(to, session, vv, from);
             }
         }
-        // Prunes before the persists that take in their sessions' vectors.
-        for e in &fx {
-            if let Effect::Prune {
-                from,
-                to,
-                keep,
-                seen,
-            } = e
-            {
-                match self.db.prune(from, to.as_deref(), keep, seen) {
-                    Ok(counts) => self.counts = counts,
-                    Err(e) => {
-                        error!("pinset: pruning what a peer collected: {e}");
-                        self.restart(&e.to_string());
-                        return;
-                    }
-                }
-            }
-        }
-        let persists: Vec<_> = fx
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Persist(p) => Some(p.clone()),
-                _ => None,
-            })
-            .collect();
-        if !persists.is_empty() {
-            match self.db.persist(&persists) {
-                Ok(counts) => self.counts = counts,
-                Err(e) => {
-                    error!("pinset: cannot store changes: {e}");
-                    self.restart(&e.to_string());
-                    return;
-                }
-            }
-        }
+        let Some(fx) = self.store(fx) else {
+            return;
+        };
         for effect in fx {
             match effect {
-                Effect::Persist(_) | Effect::Pull { .. } => {}
-                Effect::Collect { upto } => {
-                    let held = |cid: &str| self.held.contains(cid);
-                    match self.db.collect(&upto, &held) {
-                        Ok((counts, kept)) => {
-                            self.counts = counts;
-                            if !kept.is_empty() {
-                                let _ = self.removed.try_send(kept);
-                            }
-                        }
-                        Err(e) => warn!("pinset: collecting removals: {e}"),
-                    }
-                }
-                Effect::Prune { .. } => {}
+                Effect::Persist(_)
+                | Effect::Pull { .. }
+                | Effect::Collect { .. }
+                | Effect::Prune { .. } => {}
                 Effect::Push { to, batch, entries } => {
                     let (transport, tx) = (self.transport.clone(), self.tx.clone());
                     self.net.spawn(async move {

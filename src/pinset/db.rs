@@ -48,6 +48,8 @@ const K_AUTHOR: &str = "author";
 const K_HLC: &str = "hlc";
 const K_PINS: &str = "pins";
 const K_TOMBSTONES: &str = "tombstones";
+/// The highest stamp reading of a removal dropped (here or by a peer).
+const K_HORIZON: &str = "horizon";
 /// The last journal row whose changes this database holds.
 const K_JOURNALED: &str = "journaled";
 /// redb's page cache.
@@ -479,12 +481,16 @@ impl PinDb {
             txn,
             vv: Vv::default(),
             floor: Vv::default(),
-            collected: Vv::default(),
+            collected: Default::default(),
             path: self.path.clone(),
         };
         view.vv = view.read_vv(VV)?;
         view.floor = view.read_vv(FLOOR)?;
-        view.collected = view.read_vv(COLLECTED)?;
+        view.collected = super::sync::Collected {
+            vv: view.read_vv(COLLECTED)?,
+            horizon: view.meta(K_HORIZON)?,
+            hlc: view.meta(K_HLC)?,
+        };
         Ok(view)
     }
 }

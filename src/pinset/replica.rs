@@ -35,19 +35,30 @@
 //! included: only an operator's removal takes a member out): `S`, the
 //! changes every one of them and this replica had seen, and `U`, the
 //! changes any of them had seen. Once a later snapshot's `S` covers an
-//! earlier one's `U`, the tombstones that earlier `S` names are collected:
+//! earlier one's `U`, that earlier `S` is confirmed, and once
+//! `removal_horizon` has passed it is *collected*: its tombstones stamped
+//! more than the horizon ago are dropped.
 //! * every member has seen them, so holds that CID at or past them;
 //! * every change any member could still push or serve from an older view
 //!   (a write queued before it saw the removal, a page of an old session)
 //!   was in that `U`, so every member has seen it too, and a replica takes
-//!   no change it has already seen: nothing can bring the item back.
+//!   no change it has already seen: nothing can bring the item back;
+//! * a member's own later changes are later than every removal it had
+//!   seen (its clock moved past them, also past stamps a vector names but
+//!   a page never carried: the page's `collected.hlc`).
 //!
-//! A replica that was not counted (a leecher, a new node mid-sync, a member
-//! an operator removed) may lack a collected removal: a peer whose
-//! collected vector its own does not cover answers `behind`, and it asks
-//! for everything again, deleting what the peer's pages show was overtaken
-//! ([`Effect::Prune`]). Members' vectors are kept in memory only: after a
-//! restart, collection waits until every member has been heard again.
+//! What a replica collected and its *horizon* (the highest stamp of a
+//! removal dropped) go with the last page of its sessions, and the asker
+//! takes them in. A change never seen stamped at or below the horizon is
+//! not taken: only a replica no collector counted (cut off for longer than
+//! the horizon, or never a member) can have made one, and it may be one a
+//! dropped removal overtook. A replica whose vector does not cover a peer's
+//! collected vector (a leecher, a new node, one an operator removed) is
+//! answered `behind` and asks for everything with an empty vector, deleting
+//! what the pages show was overtaken ([`Effect::Prune`]); it refuses pushes
+//! of changes that peer has seen until the session ends. Members' vectors
+//! are kept in memory only: after a restart, collection waits until every
+//! member has been heard again.
 //!
 //! Durability: [`Effect::Persist`] must be carried out before any effect
 //! that follows it (the shell commits every persist of a batch of inputs in
@@ -60,7 +71,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::model::{Entry, Hlc, Op, Stamp, Vv};
-use super::sync::{Cursor, check_page};
+use super::sync::{Collected, Cursor, check_page};
 use crate::role::Role;
 use crate::view::ClusterView;
 
@@ -90,6 +101,10 @@ pub struct Config {
     /// How often the members' vectors are compared for removals every
     /// member has seen (see *Collecting removals* above).
     pub collect_every: Duration,
+    /// A removal is kept at least this long (and until every member has
+    /// seen it); a change never seen that is older than a removal dropped
+    /// is refused.
+    pub removal_horizon: Duration,
 }
 
 impl Default for Config {
@@ -105,6 +120,7 @@ impl Default for Config {
             pull_every: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
             collect_every: Duration::from_secs(10),
+            removal_horizon: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -135,8 +151,8 @@ pub struct Loaded {
     /// The highest stamp reading stored.
     pub hlc: u64,
     pub members: BTreeMap<String, Member>,
-    /// Removals this replica may have collected (see [`Effect::Collect`]).
-    pub collected: Vv,
+    /// What this replica has collected (its `hlc` is unused: see `hlc`).
+    pub collected: Collected,
 }
 
 /// A page of changes, as the peer asked sent it.
@@ -151,6 +167,8 @@ pub struct PageAnswer {
     /// The peer collected removals the asker has not seen: ask again with
     /// an empty vector for everything (entries, `next` and `vv` are empty).
     pub behind: bool,
+    /// With `vv`: what the peer has collected.
+    pub collected: Option<Collected>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +200,11 @@ pub enum Input {
     /// An operator removes a member: it stops counting for `write_copies`.
     RemoveMember {
         id: String,
+    },
+    /// A [`Effect::Collect`] was carried out: the highest stamp reading of
+    /// a removal it dropped.
+    Collected {
+        horizon: u64,
     },
     Tick,
     /// The end of a batch of inputs: send what the writes queued, a batch
@@ -234,10 +257,14 @@ pub enum Effect {
         result: Result<Written, WriteError>,
     },
     /// Drop the tombstones whose change IDs `upto` names (every member has
-    /// seen them), except those of CIDs this node's holder still holds;
-    /// remember `upto` as collected. Losing it in a crash is harmless.
+    /// seen them) stamped below `before` (the removal horizon ago), except
+    /// those of CIDs this node's holder still holds; remember `upto` as
+    /// collected and the horizon as at least `horizon` (a peer's); answer
+    /// with [`Input::Collected`]. Losing it in a crash is harmless.
     Collect {
         upto: Vv,
+        before: u64,
+        horizon: u64,
     },
     /// A page of a session that asked for everything (an empty vector),
     /// carried out before the persists of its batch:
@@ -245,11 +272,14 @@ pub enum Effect {
     /// `keep`, so any change stored here with a CID in that range outside
     /// `keep` whose ID `seen` (the peer's vector) names was overtaken by a
     /// removal the peer collected: delete it. Harmless to lose or repeat.
+    /// Changes the peer never saw stamped at or below its `horizon` go
+    /// too (the peer and every node that collected refuse them).
     Prune {
         from: String,
         to: Option<String>,
         keep: Vec<String>,
         seen: Vv,
+        horizon: u64,
     },
 }
 
@@ -306,6 +336,8 @@ struct Session {
     /// (the first page's vector, kept here, went into the index floor) and
     /// marked seen only with the last page's vector.
     bulk: Option<Vv>,
+    /// The peer's horizon, from its first page (a session asking everything).
+    theirs_horizon: u64,
     sent_at: Instant,
     started: Instant,
     pages: usize,
@@ -328,6 +360,9 @@ const MAX_SNAPSHOTS: usize = 64;
 /// Every this many snapshot periods, what was collected is collected again
 /// (cheap: a range read per author) for the tombstones kept back then.
 const RECOLLECT_EVERY: u32 = 30;
+/// Confirmed snapshots waiting out the removal horizon (newer ones within
+/// a 64th of it replace the last).
+const MAX_PENDING: u32 = 64;
 
 /// One node's pinset replica.
 pub struct Replica {
@@ -359,8 +394,13 @@ pub struct Replica {
     reports: BTreeMap<String, Vv>,
     /// (what every member had seen, what some member had seen), oldest first.
     snapshots: VecDeque<(Vv, Vv)>,
+    /// What every member had seen, as confirmed at that time, oldest first.
+    confirmed: VecDeque<(Instant, Vv)>,
     next_snapshot: Instant,
     collected: Vv,
+    /// The highest stamp reading of a removal this replica, or a peer it
+    /// synced with, dropped.
+    horizon: u64,
     /// When collection runs again over everything collected so far
     /// (tombstones kept for the holder go then).
     next_recollect: Instant,
@@ -402,8 +442,10 @@ impl Replica {
             stale: false,
             reports: BTreeMap::new(),
             snapshots: VecDeque::new(),
+            confirmed: VecDeque::new(),
             next_snapshot: now.at,
-            collected: loaded.collected,
+            collected: loaded.collected.vv,
+            horizon: loaded.collected.horizon,
             next_recollect: now.at,
         }
     }
@@ -483,6 +525,7 @@ impl Replica {
                     }));
                 }
             }
+            Input::Collected { horizon } => self.horizon = self.horizon.max(horizon),
             Input::Tick => self.on_tick(now, &mut fx),
             Input::Flush => {
                 let ids: Vec<String> = self.out.keys().cloned().collect();
@@ -667,8 +710,25 @@ impl Replica {
         }
     }
 
-    /// Stores changes (and marks them seen) in one persist.
-    fn take(&mut self, mut entries: Vec<Entry>, extra: Option<&Vv>, fx: &mut Vec<Effect>) {
+    /// A change never seen, stamped at or below a removal dropped: it may
+    /// be one that removal overtook (made on a node that was not counted:
+    /// cut off, removed, or never a member), so it is not taken.
+    fn too_old(&self, e: &Entry) -> bool {
+        e.stamp.hlc <= self.horizon && !self.vv.contains(e.id())
+    }
+
+    /// Stores changes (and marks them seen) in one persist; `everything`:
+    /// they are a peer's whole state, asked for with an empty vector.
+    fn take(
+        &mut self,
+        mut entries: Vec<Entry>,
+        extra: Option<&Vv>,
+        everything: bool,
+        fx: &mut Vec<Effect>,
+    ) {
+        if !everything {
+            self.drop_too_old(&mut entries);
+        }
         // Seen already: held, overtaken, or overtaken by a removal since
         // collected (which must not come back).
         entries.retain(|e| !self.vv.contains(e.id()));
@@ -695,6 +755,19 @@ impl Replica {
         }));
     }
 
+    fn drop_too_old(&self, entries: &mut Vec<Entry>) {
+        let before = entries.len();
+        entries.retain(|e| !self.too_old(e));
+        if entries.len() < before {
+            tracing::warn!(
+                count = before - entries.len(),
+                horizon_ms = Hlc::millis(self.horizon),
+                "pinset: changes never seen and older than a removal dropped are refused (made \
+                 on a node cut off for longer than the removal horizon, or another cluster's)"
+            );
+        }
+    }
+
     /// A peer knows changes under this replica's ID that it never made: this
     /// database is an old copy (restored from a backup?). Reported in the
     /// status and the log so the operator can act.
@@ -718,6 +791,14 @@ impl Replica {
         for e in &entries {
             self.check_entry(e, now)?;
         }
+        if let Some(e) = entries.iter().find(|e| self.too_old(e)) {
+            return Err(format!(
+                "a change never seen here, stamped {} ms before the newest removal this node \
+                 dropped ({:?}): refused",
+                Hlc::millis(self.horizon).saturating_sub(Hlc::millis(e.stamp.hlc)),
+                e.id()
+            ));
+        }
         // While this replica takes everything from a peer that collected
         // removals, a change that peer has seen either comes with the
         // session or was overtaken by one of them: taken now, after its
@@ -736,7 +817,7 @@ impl Replica {
         {
             return Err(format!("syncing everything from {peer}; retry later"));
         }
-        self.take(entries, None, fx);
+        self.take(entries, None, false, fx);
         Ok(())
     }
 
@@ -819,6 +900,17 @@ impl Replica {
             if let Some(v) = &page.vv {
                 v.check()?;
             }
+            let limit = Hlc::at(now.unix_ms + self.cfg.max_clock_ahead.as_millis() as u64);
+            match &page.collected {
+                Some(_) if page.vv.is_none() => {
+                    return Err("what was collected without a vector".into());
+                }
+                Some(c) if c.hlc > limit || c.horizon > c.hlc => {
+                    return Err("a clock reading ahead of this node's clock".into());
+                }
+                Some(c) => c.vv.check()?,
+                None => {}
+            }
             for e in &page.entries {
                 self.check_entry(e, now)?;
             }
@@ -844,6 +936,19 @@ impl Replica {
                 if let Some(v) = &page.vv {
                     self.reports.insert(from.to_owned(), v.clone());
                 }
+                let everything = s.had.count() == 0;
+                let theirs_horizon = page
+                    .collected
+                    .as_ref()
+                    .map_or(s.theirs_horizon, |c| c.horizon);
+                if let Some(c) = &page.collected {
+                    // The vector names changes whose stamps this replica may
+                    // never see (overtaken, or collected): its clock moves
+                    // past them all the same, so its own later changes are
+                    // later than any of them.
+                    self.hlc.observe(c.hlc);
+                    self.hlc_stored = self.hlc_stored.max(c.hlc);
+                }
                 // The peer sends its whole state when asked with an empty
                 // vector: what it lacks in this page's range was collected.
                 // Pruned before the page's vector is taken in, so no crash
@@ -862,6 +967,7 @@ impl Replica {
                         },
                         keep: page.entries.iter().map(|e| e.cid().to_owned()).collect(),
                         seen,
+                        horizon: theirs_horizon,
                     });
                 fx.extend(prune);
                 if let Some(theirs) = &bulk {
@@ -870,10 +976,22 @@ impl Replica {
                         theirs,
                         first_bulk,
                         last.then_some(()).and(page.vv.as_ref()),
+                        everything,
                         fx,
                     );
                 } else {
-                    self.take(page.entries, page.vv.as_ref(), fx);
+                    self.take(page.entries, page.vv.as_ref(), everything, fx);
+                }
+                // The peer's collection is this replica's too once its
+                // vector is taken in (so others behind it learn it here).
+                if let Some(c) = page.collected.filter(|_| last) {
+                    self.collected.union(&c.vv);
+                    self.horizon = self.horizon.max(c.horizon);
+                    fx.push(Effect::Collect {
+                        upto: c.vv,
+                        before: self.before(now),
+                        horizon: c.horizon,
+                    });
                 }
                 match page.next {
                     Some(next) => {
@@ -888,6 +1006,7 @@ impl Replica {
                             sent_at: now.at,
                             pages: s.pages + 1,
                             bulk,
+                            theirs_horizon,
                             ..s
                         });
                     }
@@ -918,8 +1037,12 @@ impl Replica {
         theirs: &Vv,
         first: bool,
         last: Option<&Vv>,
+        everything: bool,
         fx: &mut Vec<Effect>,
     ) {
+        if !everything {
+            self.drop_too_old(&mut entries);
+        }
         entries.retain(|e| !self.vv.contains(e.id()));
         let mut floor = if first { theirs.clone() } else { Vv::default() };
         for e in &entries {
@@ -985,13 +1108,16 @@ impl Replica {
         }
         if now.at >= self.next_snapshot {
             self.next_snapshot = now.at + self.cfg.collect_every;
-            self.snapshot(fx);
+            self.snapshot(now);
+            self.release(now, fx);
         }
         if now.at >= self.next_recollect {
             self.next_recollect = now.at + self.cfg.collect_every * RECOLLECT_EVERY;
             if self.collected.count() > 0 {
                 fx.push(Effect::Collect {
                     upto: self.collected.clone(),
+                    before: self.before(now),
+                    horizon: 0,
                 });
             }
         }
@@ -1075,6 +1201,7 @@ impl Replica {
             had,
             asked: Cursor::default(),
             bulk: None,
+            theirs_horizon: 0,
             sent_at: now.at,
             started: now.at,
             pages: 0,
@@ -1082,10 +1209,9 @@ impl Replica {
         });
     }
 
-    /// Takes a snapshot of the members' vectors, and collects the removals
-    /// of the newest earlier snapshot the current one confirms (see the
-    /// module docs).
-    fn snapshot(&mut self, fx: &mut Vec<Effect>) {
+    /// Takes a snapshot of the members' vectors; the newest earlier one it
+    /// confirms waits out the removal horizon (see the module docs).
+    fn snapshot(&mut self, now: Now) {
         let (mut every, mut some) = (self.vv.clone(), self.vv.clone());
         let members = self
             .members
@@ -1115,10 +1241,39 @@ impl Replica {
             .drain(..=k)
             .next_back()
             .expect("k is in range");
-        if !self.collected.covers(&upto) {
-            self.collected.union(&upto);
-            fx.push(Effect::Collect { upto });
+        // Collected once the removal horizon has passed: until then what
+        // is collected (which others are told, and judged behind by) stays
+        // well behind what every member has seen.
+        let step = self.cfg.removal_horizon / MAX_PENDING;
+        match self.confirmed.back_mut() {
+            Some((at, last)) if now.at.saturating_duration_since(*at) < step => *last = upto,
+            _ => self.confirmed.push_back((now.at, upto)),
         }
+    }
+
+    /// Collects the confirmed snapshots the removal horizon has passed.
+    fn release(&mut self, now: Now, fx: &mut Vec<Effect>) {
+        while self.confirmed.front().is_some_and(|(at, _)| {
+            now.at.saturating_duration_since(*at) >= self.cfg.removal_horizon
+        }) {
+            let (_, upto) = self.confirmed.pop_front().expect("checked");
+            if !self.collected.covers(&upto) {
+                self.collected.union(&upto);
+                fx.push(Effect::Collect {
+                    upto,
+                    before: self.before(now),
+                    horizon: 0,
+                });
+            }
+        }
+    }
+
+    /// Removals stamped below this reading are old enough to collect.
+    fn before(&self, now: Now) -> u64 {
+        Hlc::at(
+            now.unix_ms
+                .saturating_sub(self.cfg.removal_horizon.as_millis() as u64),
+        )
     }
 
     /// Masters and workers whose vector this replica has not heard since it

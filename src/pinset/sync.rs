@@ -74,8 +74,8 @@ pub trait ReadView {
     /// Changes that may be in the state without being in the by-author index.
     fn floor(&self) -> &Vv;
 
-    /// Removals the view may have collected (see [`super::replica`]).
-    fn collected(&self) -> &Vv;
+    /// What the view has collected (see [`super::replica`]).
+    fn collected(&self) -> &Collected;
 
     /// The state's changes by `author` with `lo <= seq <= hi`, in `seq`
     /// order, to `f` until it returns `false`.
@@ -102,7 +102,22 @@ pub fn by_cid<V: ReadView>(view: &V, want: &Vv) -> bool {
 /// it has seen something but not every removal the view collected, so it
 /// may hold changes those removals overtook, which no page would mend.
 pub fn behind<V: ReadView>(view: &V, want: &Vv) -> bool {
-    want.count() > 0 && !want.covers(view.collected())
+    want.count() > 0 && !want.covers(&view.collected().vv)
+}
+
+/// What a replica has collected, sent with its vector (see
+/// [`super::replica`], *Collecting removals*).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collected {
+    /// Changes whose removals may have been dropped: every member had seen
+    /// them, at least the removal horizon before.
+    pub vv: Vv,
+    /// The highest stamp reading of a removal dropped: a change never seen
+    /// stamped at or below it may be one such a removal overtook.
+    pub horizon: u64,
+    /// The highest stamp reading stored (the receiver's clock moves past
+    /// it with the vector).
+    pub hlc: u64,
 }
 
 /// A page as [`page`] reads it.

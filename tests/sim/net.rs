@@ -96,6 +96,7 @@ fn config() -> Config {
         pull_every: Duration::from_secs(5),
         request_timeout: Duration::from_secs(2),
         collect_every: Duration::from_millis(500),
+        removal_horizon: Duration::from_secs(2),
     }
 }
 
@@ -883,6 +884,7 @@ impl Sim {
                 vv: None,
                 by_cid: false,
                 behind: true,
+                collected: None,
             });
         }
         let up = self.up(i);
@@ -901,6 +903,7 @@ impl Sim {
             sync::page(view, want, &from, PAGE_ENTRIES, 64 * 1024).map_err(|e| e.to_string())?;
         let first_by_cid = from == Cursor::default() && p.by_cid;
         let vv = (p.next.is_none() || first_by_cid).then(|| view.vv.clone());
+        let collected = vv.as_ref().map(|_| view.collected.clone());
         if p.next.is_none() {
             up.serving.remove(&(asker, session));
         }
@@ -910,6 +913,7 @@ impl Sim {
             vv,
             by_cid: p.by_cid,
             behind: false,
+            collected,
         })
     }
 
@@ -972,11 +976,15 @@ impl Sim {
                     }
                 }
                 Effect::Written { token, result } => self.written(i, token, result)?,
-                Effect::Collect { upto } => {
+                Effect::Collect {
+                    upto,
+                    before,
+                    horizon,
+                } => {
                     let n = &mut self.nodes[i];
-                    let before = n.store.dropped;
-                    let kept = n.store.collect(&upto, &n.claimed);
-                    let dropped = n.store.dropped - before;
+                    let was = n.store.dropped;
+                    let (kept, horizon) = n.store.collect(&upto, before, horizon, &n.claimed);
+                    let dropped = n.store.dropped - was;
                     self.log(|| format!("n{i} collects {dropped} removals, keeps {kept:?}"));
                     self.check_invariant(i)?;
                     if !kept.is_empty() {
@@ -987,16 +995,21 @@ impl Sim {
                             .step(holder::Input::Removed { cids: kept }, at);
                         self.holder_effects(i, fx);
                     }
+                    let now = self.now(i);
+                    let fx = self.up(i).replica.step(Input::Collected { horizon }, now);
+                    self.effects(i, fx)?;
                 }
                 Effect::Prune {
                     from,
                     to,
                     keep,
                     seen,
+                    horizon,
                 } => {
-                    let dropped = self.nodes[i]
-                        .store
-                        .prune(&from, to.as_deref(), &keep, &seen);
+                    let dropped =
+                        self.nodes[i]
+                            .store
+                            .prune(&from, to.as_deref(), &keep, &seen, horizon);
                     self.log(|| {
                         format!("n{i} prunes {} in [{from:.12}, {to:.12?})", dropped.len())
                     });
@@ -1260,7 +1273,7 @@ impl Sim {
                 for e in n.store.state.values().filter(|e| !e.is_pin()) {
                     all.insert(e.id());
                 }
-                n.store.collect(&all, &BTreeSet::new());
+                n.store.collect(&all, u64::MAX, 0, &BTreeSet::new());
             }
             // Requests unanswered in time fail, as the transport's do.
             let t = self.t;

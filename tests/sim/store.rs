@@ -8,7 +8,7 @@ use std::convert::Infallible;
 
 use ipfs_kit_p2p::pinset::model::{Entry, Vv, wins};
 use ipfs_kit_p2p::pinset::replica::{Loaded, Member, Persist};
-use ipfs_kit_p2p::pinset::sync::ReadView;
+use ipfs_kit_p2p::pinset::sync::{Collected, ReadView};
 
 #[derive(Debug, Clone, Default)]
 pub struct MemStore {
@@ -19,8 +19,8 @@ pub struct MemStore {
     pub vv: Vv,
     /// Changes that may be in the state but not in the index.
     pub floor: Vv,
-    /// Removals that may have been collected.
-    pub collected: Vv,
+    /// What was collected (its `hlc` kept equal to `hlc`).
+    pub collected: Collected,
     /// Tombstones dropped so far (by collection or pruning).
     pub dropped: u64,
     /// CIDs pruned and not stored since: overtaken by a removal this node
@@ -51,27 +51,37 @@ impl MemStore {
         }
     }
 
-    /// As `PinDb::collect`: drops the tombstones `upto` names but those of
-    /// CIDs in `held`, which it returns.
-    pub fn collect(&mut self, upto: &Vv, held: &BTreeSet<String>) -> Vec<String> {
-        let found: Vec<(String, (u64, u64))> = self
+    /// As `PinDb::collect`: drops the tombstones `upto` names stamped
+    /// below `before` but those of CIDs in `held`, which it returns, with
+    /// the horizon after.
+    pub fn collect(
+        &mut self,
+        upto: &Vv,
+        before: u64,
+        horizon: u64,
+        held: &BTreeSet<String>,
+    ) -> (Vec<String>, u64) {
+        let found: Vec<(String, (u64, u64), u64)> = self
             .state
             .iter()
-            .filter(|(_, e)| !e.is_pin() && upto.contains(e.id()))
-            .map(|(c, e)| (c.clone(), e.id()))
+            .filter(|(_, e)| !e.is_pin() && upto.contains(e.id()) && e.stamp.hlc < before)
+            .map(|(c, e)| (c.clone(), e.id(), e.stamp.hlc))
             .collect();
         let mut kept = Vec::new();
-        for (cid, id) in found {
+        let mut h = self.collected.horizon.max(horizon);
+        for (cid, id, hlc) in found {
             if held.contains(&cid) {
                 kept.push(cid);
             } else {
                 self.state.remove(&cid);
                 self.index.remove(&id);
                 self.dropped += 1;
+                h = h.max(hlc);
             }
         }
-        self.collected.union(upto);
-        kept
+        self.collected.vv.union(upto);
+        self.collected.horizon = h;
+        (kept, h)
     }
 
     /// As `PinDb::prune`.
@@ -82,6 +92,7 @@ impl MemStore {
         to: Option<&str>,
         keep: &[String],
         seen: &Vv,
+        horizon: u64,
     ) -> Vec<Entry> {
         let doomed: Vec<(String, (u64, u64))> = self
             .state
@@ -90,7 +101,7 @@ impl MemStore {
                 c.as_str() >= from
                     && to.is_none_or(|t| c.as_str() < t)
                     && !keep.contains(c)
-                    && seen.contains(e.id())
+                    && (seen.contains(e.id()) || e.stamp.hlc <= horizon)
             })
             .map(|(c, e)| (c.clone(), e.id()))
             .collect();
@@ -121,6 +132,7 @@ impl MemStore {
         self.vv.union(&p.seen);
         self.floor.union(&p.floor);
         self.hlc = self.hlc.max(p.hlc);
+        self.collected.hlc = self.hlc;
         for (id, m) in &p.members {
             match m {
                 Some(m) => {
@@ -145,7 +157,7 @@ impl ReadView for MemStore {
         &self.floor
     }
 
-    fn collected(&self) -> &Vv {
+    fn collected(&self) -> &Collected {
         &self.collected
     }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::{Actor, MAX_SERVED, SERVED_IDLE, Transport};
 use crate::pinset::model::Vv;
 use crate::pinset::replica::{Input, PageAnswer};
-use crate::pinset::sync::{Cursor, behind, page};
+use crate::pinset::sync::{Cursor, ReadView, behind, page};
 use crate::wire::{MAX_PINSET_BATCH, MAX_PINSET_BATCH_BYTES, PinsetRequest, PinsetResponse};
 
 use super::handle::Msg;
@@ -55,6 +55,7 @@ impl<T: Transport> Actor<T> {
                 // a session in CID order (the receiver's index floor).
                 let first_by_cid = at == Cursor::default() && p.by_cid;
                 let vv = (p.next.is_none() || first_by_cid).then(|| view.vv_owned());
+                let collected = vv.as_ref().map(|_| view.collected().clone());
                 if p.next.is_none() {
                     self.served.remove(&key);
                 }
@@ -63,6 +64,7 @@ impl<T: Transport> Actor<T> {
                     next: p.next,
                     vv,
                     by_cid: p.by_cid,
+                    collected,
                 }
             }
             Err(e) => {
@@ -82,12 +84,14 @@ impl<T: Transport> Actor<T> {
                     next,
                     vv,
                     by_cid,
+                    collected,
                 }) => Ok(PageAnswer {
                     entries,
                     next,
                     vv,
                     by_cid,
                     behind: false,
+                    collected,
                 }),
                 Ok(PinsetResponse::Behind) => Ok(PageAnswer {
                     entries: Vec::new(),
@@ -95,6 +99,7 @@ impl<T: Transport> Actor<T> {
                     vv: None,
                     by_cid: false,
                     behind: true,
+                    collected: None,
                 }),
                 Ok(PinsetResponse::Refused { reason }) => Err(reason),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),

@@ -10,36 +10,57 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::codec::{bin, decode_ranges, is_pin, stamp_of};
 use super::{
-    BY_AUTHOR, COLLECTED, Counts, K_PINS, K_TOMBSTONES, META, PinDb, PinDbError, STATE, TOMBS,
+    BY_AUTHOR, COLLECTED, Counts, K_HORIZON, K_PINS, K_TOMBSTONES, META, PinDb, PinDbError, STATE,
+    TOMBS,
 };
 use crate::pinset::model::{Ranges, Vv};
 
 impl PinDb {
-    /// Deletes the tombstones whose change IDs `upto` names, except those of
-    /// CIDs `held` says this node's holder still holds (returned: the holder
-    /// unpins them, and a later collection takes them); `upto` is stored as
-    /// collected.
+    /// Deletes the tombstones whose change IDs `upto` names and whose stamp
+    /// reading is below `before`, except those of CIDs `held` says this
+    /// node's holder still holds (returned: the holder unpins them, and a
+    /// later collection takes them); stores `upto` as collected and the
+    /// horizon as the highest of its own, `horizon` and the removals
+    /// dropped, which it returns.
     pub fn collect(
         &self,
         upto: &Vv,
+        before: u64,
+        horizon: u64,
         held: &dyn Fn(&str) -> bool,
-    ) -> Result<(Counts, Vec<String>), PinDbError> {
+    ) -> Result<(Counts, Vec<String>, u64), PinDbError> {
         self.direct(|txn| {
             let e = |x: redb::StorageError| self.err(x);
             let mut found = Vec::new();
             {
                 let tombs = txn.open_table(TOMBS).map_err(|x| self.err(x))?;
+                let state = txn.open_table(STATE).map_err(|x| self.err(x))?;
                 for (author, ranges) in &upto.0 {
                     for &(lo, hi) in ranges.as_slice() {
                         for row in tombs.range((*author, lo)..=(*author, hi)).map_err(e)? {
                             let (id, cid) = row.map_err(e)?;
-                            found.push((id.value(), cid.value().to_owned()));
+                            let (id, cid) = (id.value(), cid.value().to_owned());
+                            let stamp = state
+                                .get(cid.as_str())
+                                .map_err(e)?
+                                .and_then(|v| stamp_of(v.value()))
+                                .filter(|(s, q)| (s.author, *q) == id);
+                            match stamp {
+                                // Not yet old enough: a later collection.
+                                Some((s, _)) if s.hlc >= before => {}
+                                Some((s, _)) => found.push((id, cid, s.hlc)),
+                                // A stale index row: `delete` drops it.
+                                None => found.push((id, cid, 0)),
+                            }
                         }
                     }
                 }
             }
-            let (gone, kept): (Vec<_>, Vec<_>) = found.into_iter().partition(|(_, c)| !held(c));
-            let counts = self.delete(txn, gone.iter().map(|(id, c)| (*id, c.as_str())))?;
+            let (gone, kept): (Vec<_>, Vec<_>) = found
+                .into_iter()
+                .partition(|(_, c, hlc)| *hlc == 0 || !held(c));
+            let dropped = gone.iter().map(|(_, _, hlc)| *hlc).max().unwrap_or(0);
+            let counts = self.delete(txn, gone.iter().map(|(id, c, _)| (*id, c.as_str())))?;
             let mut collected = txn.open_table(COLLECTED).map_err(|x| self.err(x))?;
             for (author, ranges) in &upto.0 {
                 let mut stored = match collected.get(*author).map_err(e)? {
@@ -52,6 +73,10 @@ impl PinDb {
                         .map_err(e)?;
                 }
             }
+            let mut meta = txn.open_table(META).map_err(|x| self.err(x))?;
+            let was = meta.get(K_HORIZON).map_err(e)?.map_or(0, |v| v.value());
+            let now = was.max(horizon).max(dropped);
+            meta.insert(K_HORIZON, now).map_err(e)?;
             if !gone.is_empty() {
                 tracing::debug!(
                     count = gone.len(),
@@ -59,20 +84,23 @@ impl PinDb {
                     "pinset: removals collected"
                 );
             }
-            Ok((counts, kept.into_iter().map(|(_, c)| c).collect()))
+            Ok((counts, kept.into_iter().map(|(_, c, _)| c).collect(), now))
         })
     }
 
     /// Deletes the changes stored with CIDs in `[from, to)` other than
-    /// `keep` whose IDs `seen` names: a peer that had seen them holds
-    /// nothing for those CIDs, so removals it collected overtook them.
+    /// `keep` that a peer whose state holds nothing else there overtook
+    /// with removals it collected: those whose IDs `seen` (its vector)
+    /// names, and those it never saw stamped at or below its `horizon`.
+    /// Returns the counts after and the CIDs deleted.
     pub fn prune(
         &self,
         from: &str,
         to: Option<&str>,
         keep: &[String],
         seen: &Vv,
-    ) -> Result<Counts, PinDbError> {
+        horizon: u64,
+    ) -> Result<(Counts, Vec<String>), PinDbError> {
         use std::ops::Bound;
         let keep: BTreeSet<&str> = keep.iter().map(String::as_str).collect();
         // Read first: a node taking everything for the first time has
@@ -91,19 +119,21 @@ impl PinDb {
                     continue;
                 };
                 let id = (stamp.author, seq);
-                if !keep.contains(k.value()) && seen.contains(id) {
+                if !keep.contains(k.value()) && (seen.contains(id) || stamp.hlc <= horizon) {
                     doomed.push((id, k.value().to_owned()));
                 }
             }
         }
         if doomed.is_empty() {
-            return self.view()?.counts();
+            return Ok((self.view()?.counts()?, Vec::new()));
         }
         tracing::info!(
             count = doomed.len(),
             "pinset: changes overtaken by removals a peer collected are dropped"
         );
-        self.direct(|txn| self.delete(txn, doomed.iter().map(|(id, c)| (*id, c.as_str()))))
+        let counts =
+            self.direct(|txn| self.delete(txn, doomed.iter().map(|(id, c)| (*id, c.as_str()))))?;
+        Ok((counts, doomed.into_iter().map(|(_, c)| c).collect()))
     }
 
     /// Deletes the state's entries for these `(id, cid)` (only where the
@@ -130,7 +160,11 @@ impl PinDb {
                 Some(v) if stamp_of(v.value()).map(|(s, q)| (s.author, q)) == Some(id) => {
                     is_pin(v.value())
                 }
-                _ => continue,
+                _ => {
+                    // Not that change any more: only a stale index row.
+                    tombs.remove(id).map_err(e)?;
+                    continue;
+                }
             };
             state.remove(cid).map_err(e)?;
             by_author.remove(id).map_err(e)?;

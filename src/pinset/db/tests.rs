@@ -490,9 +490,14 @@ fn collecting_drops_the_named_tombstones_but_those_held_and_survives_a_reopen() 
             .unwrap();
         let mut upto = Vv::default();
         upto.0.insert(5, Ranges::upto(4));
+        // Removals stamped from 11 on are too young yet.
+        let (counts, kept, horizon) = db.collect(&upto, 11, 3, &|_| false).unwrap();
+        assert!(kept.is_empty());
+        assert_eq!((counts.tombstones, horizon), (2, 10), "only 1 went");
         let held = cid(2);
-        let (counts, kept) = db.collect(&upto, &|c: &str| c == held).unwrap();
+        let (counts, kept, horizon) = db.collect(&upto, 100, 3, &|c: &str| c == held).unwrap();
         assert_eq!(kept, [cid(2)], "a held item's removal waits for its unpin");
+        assert_eq!(horizon, 10, "the highest removal dropped");
         assert_eq!(
             counts,
             Counts {
@@ -504,12 +509,14 @@ fn collecting_drops_the_named_tombstones_but_those_held_and_survives_a_reopen() 
         assert_eq!(view.get(&cid(1)).unwrap(), None);
         assert!(view.get(&cid(2)).unwrap().is_some());
         assert!(view.get(&cid(5)).unwrap().is_some(), "not named: kept");
-        assert_eq!(view.collected(), &upto);
+        assert_eq!(view.collected().vv, upto);
+        assert_eq!(view.collected().horizon, 10);
         // The vector still names the collected change: it is never taken again.
         assert!(view.vv().contains((5, 1)));
         // Again, the item no longer held: it goes; idempotent otherwise.
-        let (counts, kept) = db.collect(&upto, &|_| false).unwrap();
+        let (counts, kept, horizon) = db.collect(&upto, 100, 50, &|_| false).unwrap();
         assert!(kept.is_empty());
+        assert_eq!(horizon, 50, "a peer's horizon, higher, is taken");
         assert_eq!(
             counts,
             Counts {
@@ -521,7 +528,8 @@ fn collecting_drops_the_named_tombstones_but_those_held_and_survives_a_reopen() 
     }
     let db = PinDb::open(&path).unwrap();
     let loaded = db.load().unwrap();
-    assert_eq!(loaded.collected.get(5), Some(&Ranges::upto(4)));
+    assert_eq!(loaded.collected.vv.get(5), Some(&Ranges::upto(4)));
+    assert_eq!(loaded.collected.horizon, 50);
     assert_eq!(
         db.view().unwrap().counts().unwrap(),
         Counts {
@@ -548,9 +556,13 @@ fn pruning_drops_only_changes_the_peer_saw_and_lacks_in_the_range() {
     // it collected; cids[4] is outside the range.
     let mut seen = Vv::default();
     seen.0.insert(5, Ranges::upto(4));
-    let counts = db
-        .prune(&cids[0].0, Some(&cids[4].0), &[cids[1].0.clone()], &seen)
+    let (counts, gone) = db
+        .prune(&cids[0].0, Some(&cids[4].0), &[cids[1].0.clone()], &seen, 0)
         .unwrap();
+    assert_eq!(
+        gone,
+        [cids[0].0.clone(), cids[2].0.clone(), cids[3].0.clone()]
+    );
     let view = db.view().unwrap();
     let left: Vec<bool> = cids
         .iter()
@@ -560,8 +572,14 @@ fn pruning_drops_only_changes_the_peer_saw_and_lacks_in_the_range() {
     assert_eq!(counts, view.counts().unwrap());
     assert_eq!(counts.pins + counts.tombstones, 2);
     // A change the peer never saw stays, whatever the peer lacks.
+    // ... unless it is stamped at or below the peer's horizon (cids[4] is
+    // at 14): then it goes too.
     let mut unseen = Vv::default();
     unseen.0.insert(9, Ranges::upto(1));
-    db.prune("", None, &[], &unseen).unwrap();
+    let keep = [cids[1].0.clone()];
+    db.prune("", None, &keep, &unseen, 13).unwrap();
     assert_eq!(db.view().unwrap().counts().unwrap(), counts);
+    let (counts, gone) = db.prune("", None, &keep, &unseen, 14).unwrap();
+    assert_eq!(gone, [cids[4].0.clone()]);
+    assert_eq!(counts.pins + counts.tombstones, 1);
 }

@@ -9,7 +9,7 @@ use super::codec::{decode_entry, decode_ranges};
 use super::{BY_AUTHOR, K_PINS, K_TOMBSTONES, MEMBERS, META, PinDbError, STATE};
 use crate::pinset::model::{Entry, Op, PinSpec, Vv};
 use crate::pinset::replica::Member;
-use crate::pinset::sync::ReadView;
+use crate::pinset::sync::{Collected, ReadView};
 
 /// The replica as one read transaction sees it (pages stay consistent
 /// however long they are read).
@@ -17,7 +17,7 @@ pub struct DbView {
     pub(super) txn: ReadTransaction,
     pub(super) vv: Vv,
     pub(super) floor: Vv,
-    pub(super) collected: Vv,
+    pub(super) collected: Collected,
     pub(super) path: PathBuf,
 }
 
@@ -153,7 +153,7 @@ impl ReadView for DbView {
         &self.floor
     }
 
-    fn collected(&self) -> &Vv {
+    fn collected(&self) -> &Collected {
         &self.collected
     }
 

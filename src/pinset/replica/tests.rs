@@ -338,6 +338,7 @@ fn anti_entropy_pulls_from_a_peer_whose_digest_differs_and_checks_its_pages() {
             result: Ok(PageAnswer {
                 by_cid: false,
                 behind: false,
+                collected: None,
                 entries: vec![entry(2), entry(1)],
                 next: None,
                 vv: Some(Vv::default()),
@@ -360,6 +361,7 @@ fn anti_entropy_pulls_from_a_peer_whose_digest_differs_and_checks_its_pages() {
             result: Ok(PageAnswer {
                 by_cid: false,
                 behind: false,
+                collected: None,
                 entries: vec![entry(3)],
                 next: None,
                 vv: Some(theirs.clone()),
@@ -400,6 +402,7 @@ fn a_session_in_cid_order_stores_unindexed_under_the_floor_and_marks_seen_at_the
             result: Ok(PageAnswer {
                 by_cid: true,
                 behind: false,
+                collected: None,
                 entries: vec![entry(a, 3)],
                 next: Some(Cursor::Cid(b.into())),
                 vv: Some(theirs.clone()),
@@ -415,7 +418,8 @@ fn a_session_in_cid_order_stores_unindexed_under_the_floor_and_marks_seen_at_the
             from: String::new(),
             to: Some(b.into()),
             keep: vec![a.into()],
-            seen: theirs.clone()
+            seen: theirs.clone(),
+            horizon: 0,
         }
     );
     let Effect::Persist(p) = &fx[1] else {
@@ -435,6 +439,7 @@ fn a_session_in_cid_order_stores_unindexed_under_the_floor_and_marks_seen_at_the
             result: Ok(PageAnswer {
                 by_cid: true,
                 behind: false,
+                collected: None,
                 entries: vec![entry(b, 1)],
                 next: None,
                 vv: Some(theirs.clone()),
@@ -471,7 +476,7 @@ fn upto(n: u64) -> Vv {
 fn collects(fx: &[Effect]) -> Vec<&Vv> {
     fx.iter()
         .filter_map(|e| match e {
-            Effect::Collect { upto } => Some(upto),
+            Effect::Collect { upto, .. } => Some(upto),
             _ => None,
         })
         .collect()
@@ -492,6 +497,7 @@ fn last_page(
             result: Ok(PageAnswer {
                 by_cid: false,
                 behind: false,
+                collected: None,
                 entries,
                 next: None,
                 vv: Some(theirs),
@@ -520,13 +526,18 @@ fn removals_are_collected_once_a_later_snapshot_covers_what_any_member_had_seen(
     );
     assert!(r.unheard().is_empty());
     assert!(r.vv().covers(&upto(3)), "the page's vector is taken in");
-    // Every member has seen 1..=3 and no member more: collected at once.
+    // Every member has seen 1..=3 and no member more: confirmed at once,
+    // collected once the removal horizon has passed.
     let step = Config::default().collect_every.as_millis() as u64;
     let fx = r.step(Input::Tick, now(base, step + 3));
-    assert_eq!(collects(&fx), [&upto(3)]);
+    assert!(collects(&fx).is_empty());
+    assert!(r.collected().0.is_empty(), "not before the horizon");
+    let fx = r.step(Input::Tick, now(base, step + 3 + horizon_ms()));
+    assert!(collects(&fx).contains(&&upto(3)), "{fx:?}");
     assert!(r.collected().covers(&upto(3)));
     // Nothing new: nothing collected again until the periodic recollection.
-    assert!(collects(&r.step(Input::Tick, now(base, 2 * step + 4))).is_empty());
+    let later = 2 * step + 4 + horizon_ms();
+    assert!(collects(&r.step(Input::Tick, now(base, later))).is_empty());
 }
 
 #[test]
@@ -560,8 +571,13 @@ fn a_removal_waits_while_some_member_has_seen_what_others_have_not() {
         },
         now(base, step + 2),
     );
-    let fx = r.step(Input::Tick, now(base, 2 * step + 3));
-    assert_eq!(collects(&fx), [&upto(3)]);
+    assert!(collects(&r.step(Input::Tick, now(base, 2 * step + 3))).is_empty());
+    let fx = r.step(Input::Tick, now(base, 2 * step + 3 + horizon_ms()));
+    assert!(collects(&fx).contains(&&upto(3)), "{fx:?}");
+}
+
+fn horizon_ms() -> u64 {
+    Config::default().removal_horizon.as_millis() as u64
 }
 
 #[test]
@@ -585,8 +601,9 @@ fn a_member_never_heard_blocks_collection_until_an_operator_removes_it() {
         Input::RemoveMember { id: "gone".into() },
         now(base, step + 5),
     );
-    let fx = r.step(Input::Tick, now(base, 2 * step + 6));
-    assert_eq!(collects(&fx), [&upto(1)]);
+    r.step(Input::Tick, now(base, 2 * step + 6));
+    let fx = r.step(Input::Tick, now(base, 2 * step + 6 + horizon_ms()));
+    assert!(collects(&fx).contains(&&upto(1)), "{fx:?}");
 }
 
 #[test]
@@ -647,6 +664,7 @@ fn a_replica_behind_a_peers_collected_removals_asks_it_for_everything() {
             result: Ok(PageAnswer {
                 by_cid: false,
                 behind: true,
+                collected: None,
                 entries: Vec::new(),
                 next: None,
                 vv: None,
@@ -677,6 +695,7 @@ fn a_replica_behind_a_peers_collected_removals_asks_it_for_everything() {
             result: Ok(PageAnswer {
                 by_cid: true,
                 behind: false,
+                collected: None,
                 entries: vec![removal(1)],
                 next: Some(Cursor::Cid("zz".into())),
                 vv: Some(upto(3)),
@@ -709,6 +728,7 @@ fn a_replica_behind_a_peers_collected_removals_asks_it_for_everything() {
             result: Ok(PageAnswer {
                 by_cid: false,
                 behind: true,
+                collected: None,
                 entries: Vec::new(),
                 next: None,
                 vv: None,
@@ -720,4 +740,95 @@ fn a_replica_behind_a_peers_collected_removals_asks_it_for_everything() {
         !fx.iter().any(|e| matches!(e, Effect::Pull { .. })),
         "{fx:?}"
     );
+}
+
+#[test]
+fn a_change_never_seen_and_older_than_a_removal_dropped_is_refused() {
+    let base = Instant::now();
+    let mut r = replica(base);
+    r.step(
+        Input::View(view(vec![peer("w", Role::Worker)])),
+        now(base, 0),
+    );
+    // A removal stamped at removal(3)'s reading was dropped somewhere.
+    r.step(
+        Input::Collected {
+            horizon: removal(3).stamp.hlc,
+        },
+        now(base, 1),
+    );
+    // Never seen and at or below it: maybe one that removal overtook.
+    let fx = r.step(
+        Input::Push {
+            from: "w".into(),
+            token: 1,
+            entries: vec![removal(2)],
+        },
+        now(base, 2),
+    );
+    assert!(
+        matches!(&fx[..], [Effect::Reply { result: Err(e), .. }] if e.contains("refused")),
+        "{fx:?}"
+    );
+    // Later than it: taken.
+    let fx = r.step(
+        Input::Push {
+            from: "w".into(),
+            token: 2,
+            entries: vec![removal(4)],
+        },
+        now(base, 3),
+    );
+    assert!(
+        matches!(&fx[0], Effect::Persist(p) if p.entries.len() == 1),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn a_peers_collection_comes_with_its_last_page_and_moves_the_clock() {
+    let base = Instant::now();
+    let mut r = replica(base);
+    let (session, ..) = first_pull(&mut r, base);
+    let far = Hlc::at(1_700_000_000_000 + 30_000);
+    let fx = r.step(
+        Input::Page {
+            from: "w".into(),
+            session,
+            result: Ok(PageAnswer {
+                by_cid: false,
+                behind: false,
+                entries: Vec::new(),
+                next: None,
+                vv: Some(upto(2)),
+                collected: Some(Collected {
+                    vv: upto(2),
+                    horizon: removal(2).stamp.hlc,
+                    hlc: far,
+                }),
+            }),
+        },
+        now(base, 1),
+    );
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Collect { upto: u, horizon, .. }
+            if *u == upto(2) && *horizon == removal(2).stamp.hlc)),
+        "{fx:?}"
+    );
+    assert!(r.collected().covers(&upto(2)));
+    // The vector names changes it never saw stamped: its own next change
+    // is later than the peer's clock all the same.
+    let fx = r.step(
+        Input::Write {
+            token: 9,
+            op: pin(),
+        },
+        now(base, 2),
+    );
+    let stored = fx.iter().find_map(|e| match e {
+        Effect::Persist(p) => p.entries.first().cloned(),
+        _ => None,
+    });
+    assert!(stored.is_some_and(|e| e.stamp.hlc > far));
 }
