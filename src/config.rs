@@ -91,7 +91,7 @@ pub struct PinsConfig {
     /// been heard this way).
     pub sync_every_secs: u64,
     /// A removal is kept at least this long, and until every master and
-    /// worker has seen it; a change no node saw within it may be refused.
+    /// worker has seen it.
     pub removal_horizon_secs: u64,
 }
 

@@ -262,6 +262,7 @@ impl<T: Transport> Actor<T> {
                 Effect::Persist(_)
                 | Effect::Pull { .. }
                 | Effect::Collect { .. }
+                | Effect::Confirm { .. }
                 | Effect::Prune { .. } => {}
                 Effect::Push { to, batch, entries } => {
                     let (transport, tx) = (self.transport.clone(), self.tx.clone());

@@ -43,13 +43,14 @@ const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("crdt.members
 const TOMBS: TableDefinition<(u64, u64), &str> = TableDefinition::new("crdt.tombs");
 /// author → bincode [`Ranges`]: removals that may have been collected.
 const COLLECTED: TableDefinition<u64, &[u8]> = TableDefinition::new("crdt.collected");
+/// unix ms → bincode [`Vv`]: confirmed snapshots waiting out the horizon.
+const CONFIRMED: TableDefinition<u64, &[u8]> = TableDefinition::new("crdt.confirmed");
 const META: TableDefinition<&str, u64> = TableDefinition::new("crdt.meta");
 const K_AUTHOR: &str = "author";
 const K_HLC: &str = "hlc";
 const K_PINS: &str = "pins";
 const K_TOMBSTONES: &str = "tombstones";
-/// The highest stamp reading of a removal dropped (here or by a peer).
-const K_HORIZON: &str = "horizon";
+
 /// The last journal row whose changes this database holds.
 const K_JOURNALED: &str = "journaled";
 /// redb's page cache.
@@ -174,6 +175,7 @@ impl PinDb {
             txn.open_table(STATE).map_err(|e| self.err(e))?;
             txn.open_table(TOMBS).map_err(|e| self.err(e))?;
             txn.open_table(COLLECTED).map_err(|e| self.err(e))?;
+            txn.open_table(CONFIRMED).map_err(|e| self.err(e))?;
             txn.open_table(BY_AUTHOR).map_err(|e| self.err(e))?;
             txn.open_table(VV).map_err(|e| self.err(e))?;
             txn.open_table(FLOOR).map_err(|e| self.err(e))?;
@@ -270,11 +272,13 @@ impl PinDb {
         self.recover()?;
         let view = self.view()?;
         let members = view.members()?;
+        let confirmed = view.confirmed()?;
         Ok(Loaded {
             author: view.meta(K_AUTHOR)?,
             hlc: view.meta(K_HLC)?,
             vv: view.vv,
-            collected: view.collected,
+            collected: view.collected.vv,
+            confirmed,
             members,
         })
     }
@@ -488,7 +492,7 @@ impl PinDb {
         view.floor = view.read_vv(FLOOR)?;
         view.collected = super::sync::Collected {
             vv: view.read_vv(COLLECTED)?,
-            horizon: view.meta(K_HORIZON)?,
+
             hlc: view.meta(K_HLC)?,
         };
         Ok(view)

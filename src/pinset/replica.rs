@@ -47,18 +47,21 @@
 //!   seen (its clock moved past them, also past stamps a vector names but
 //!   a page never carried: the page's `collected.hlc`).
 //!
-//! What a replica collected and its *horizon* (the highest stamp of a
-//! removal dropped) go with the last page of its sessions, and the asker
-//! takes them in. A change never seen stamped at or below the horizon is
-//! not taken: only a replica no collector counted (cut off for longer than
-//! the horizon, or never a member) can have made one, and it may be one a
-//! dropped removal overtook. A replica whose vector does not cover a peer's
-//! collected vector (a leecher, a new node, one an operator removed) is
-//! answered `behind` and asks for everything with an empty vector, deleting
-//! what the pages show was overtaken ([`Effect::Prune`]); it refuses pushes
-//! of changes that peer has seen until the session ends. Members' vectors
-//! are kept in memory only: after a restart, collection waits until every
-//! member has been heard again.
+//! What a replica collected goes with the last page of its sessions, and
+//! the asker takes it in, with the peer's clock reading. A replica whose
+//! vector does not cover a peer's collected vector (a leecher, a new node,
+//! one an operator removed, one cut off for longer than the horizon) is
+//! answered `behind` and asks for everything with an empty vector,
+//! deleting what the pages show was overtaken ([`Effect::Prune`]); it
+//! refuses pushes of changes that peer has seen until the session ends.
+//! Confirmed snapshots are kept on disk; members' vectors in memory only
+//! (after a restart, new snapshots wait until every member is heard).
+//!
+//! The limit: a replica no collecting replica counted (removed by an
+//! operator, or never met by it) that returns after longer than the
+//! horizon with a change older than a collected removal of the same CID,
+//! which no counted member saw, brings that item back (a removal is undone,
+//! never a pin lost).
 //!
 //! Durability: [`Effect::Persist`] must be carried out before any effect
 //! that follows it (the shell commits every persist of a batch of inputs in
@@ -102,8 +105,7 @@ pub struct Config {
     /// member has seen (see *Collecting removals* above).
     pub collect_every: Duration,
     /// A removal is kept at least this long (and until every member has
-    /// seen it); a change never seen that is older than a removal dropped
-    /// is refused.
+    /// seen it).
     pub removal_horizon: Duration,
 }
 
@@ -151,8 +153,10 @@ pub struct Loaded {
     /// The highest stamp reading stored.
     pub hlc: u64,
     pub members: BTreeMap<String, Member>,
-    /// What this replica has collected (its `hlc` is unused: see `hlc`).
-    pub collected: Collected,
+    /// What this replica has collected.
+    pub collected: Vv,
+    /// Confirmed snapshots waiting out the removal horizon.
+    pub confirmed: Vec<(u64, Vv)>,
 }
 
 /// A page of changes, as the peer asked sent it.
@@ -200,11 +204,6 @@ pub enum Input {
     /// An operator removes a member: it stops counting for `write_copies`.
     RemoveMember {
         id: String,
-    },
-    /// A [`Effect::Collect`] was carried out: the highest stamp reading of
-    /// a removal it dropped.
-    Collected {
-        horizon: u64,
     },
     Tick,
     /// The end of a batch of inputs: send what the writes queued, a batch
@@ -259,12 +258,17 @@ pub enum Effect {
     /// Drop the tombstones whose change IDs `upto` names (every member has
     /// seen them) stamped below `before` (the removal horizon ago), except
     /// those of CIDs this node's holder still holds; remember `upto` as
-    /// collected and the horizon as at least `horizon` (a peer's); answer
-    /// with [`Input::Collected`]. Losing it in a crash is harmless.
+    /// collected, and forget the confirmed snapshots it covers. Losing it
+    /// in a crash is harmless.
     Collect {
         upto: Vv,
         before: u64,
-        horizon: u64,
+    },
+    /// Store a confirmed snapshot (`at`: this node's wall clock, ms; the
+    /// same `at` again replaces it). Losing it only delays collection.
+    Confirm {
+        at: u64,
+        upto: Vv,
     },
     /// A page of a session that asked for everything (an empty vector),
     /// carried out before the persists of its batch:
@@ -272,14 +276,11 @@ pub enum Effect {
     /// `keep`, so any change stored here with a CID in that range outside
     /// `keep` whose ID `seen` (the peer's vector) names was overtaken by a
     /// removal the peer collected: delete it. Harmless to lose or repeat.
-    /// Changes the peer never saw stamped at or below its `horizon` go
-    /// too (the peer and every node that collected refuse them).
     Prune {
         from: String,
         to: Option<String>,
         keep: Vec<String>,
         seen: Vv,
-        horizon: u64,
     },
 }
 
@@ -336,8 +337,7 @@ struct Session {
     /// (the first page's vector, kept here, went into the index floor) and
     /// marked seen only with the last page's vector.
     bulk: Option<Vv>,
-    /// The peer's horizon, from its first page (a session asking everything).
-    theirs_horizon: u64,
+
     sent_at: Instant,
     started: Instant,
     pages: usize,
@@ -394,13 +394,12 @@ pub struct Replica {
     reports: BTreeMap<String, Vv>,
     /// (what every member had seen, what some member had seen), oldest first.
     snapshots: VecDeque<(Vv, Vv)>,
-    /// What every member had seen, as confirmed at that time, oldest first.
-    confirmed: VecDeque<(Instant, Vv)>,
+    /// What every member had seen, as confirmed at that time (this node's
+    /// wall clock, ms), oldest first; kept on disk.
+    confirmed: VecDeque<(u64, Vv)>,
     next_snapshot: Instant,
     collected: Vv,
-    /// The highest stamp reading of a removal this replica, or a peer it
-    /// synced with, dropped.
-    horizon: u64,
+
     /// When collection runs again over everything collected so far
     /// (tombstones kept for the holder go then).
     next_recollect: Instant,
@@ -442,10 +441,9 @@ impl Replica {
             stale: false,
             reports: BTreeMap::new(),
             snapshots: VecDeque::new(),
-            confirmed: VecDeque::new(),
+            confirmed: loaded.confirmed.into_iter().collect(),
             next_snapshot: now.at,
-            collected: loaded.collected.vv,
-            horizon: loaded.collected.horizon,
+            collected: loaded.collected,
             next_recollect: now.at,
         }
     }
@@ -525,7 +523,7 @@ impl Replica {
                     }));
                 }
             }
-            Input::Collected { horizon } => self.horizon = self.horizon.max(horizon),
+
             Input::Tick => self.on_tick(now, &mut fx),
             Input::Flush => {
                 let ids: Vec<String> = self.out.keys().cloned().collect();
@@ -710,25 +708,8 @@ impl Replica {
         }
     }
 
-    /// A change never seen, stamped at or below a removal dropped: it may
-    /// be one that removal overtook (made on a node that was not counted:
-    /// cut off, removed, or never a member), so it is not taken.
-    fn too_old(&self, e: &Entry) -> bool {
-        e.stamp.hlc <= self.horizon && !self.vv.contains(e.id())
-    }
-
-    /// Stores changes (and marks them seen) in one persist; `everything`:
-    /// they are a peer's whole state, asked for with an empty vector.
-    fn take(
-        &mut self,
-        mut entries: Vec<Entry>,
-        extra: Option<&Vv>,
-        everything: bool,
-        fx: &mut Vec<Effect>,
-    ) {
-        if !everything {
-            self.drop_too_old(&mut entries);
-        }
+    /// Stores changes (and marks them seen) in one persist.
+    fn take(&mut self, mut entries: Vec<Entry>, extra: Option<&Vv>, fx: &mut Vec<Effect>) {
         // Seen already: held, overtaken, or overtaken by a removal since
         // collected (which must not come back).
         entries.retain(|e| !self.vv.contains(e.id()));
@@ -755,19 +736,6 @@ impl Replica {
         }));
     }
 
-    fn drop_too_old(&self, entries: &mut Vec<Entry>) {
-        let before = entries.len();
-        entries.retain(|e| !self.too_old(e));
-        if entries.len() < before {
-            tracing::warn!(
-                count = before - entries.len(),
-                horizon_ms = Hlc::millis(self.horizon),
-                "pinset: changes never seen and older than a removal dropped are refused (made \
-                 on a node cut off for longer than the removal horizon, or another cluster's)"
-            );
-        }
-    }
-
     /// A peer knows changes under this replica's ID that it never made: this
     /// database is an old copy (restored from a backup?). Reported in the
     /// status and the log so the operator can act.
@@ -791,14 +759,6 @@ impl Replica {
         for e in &entries {
             self.check_entry(e, now)?;
         }
-        if let Some(e) = entries.iter().find(|e| self.too_old(e)) {
-            return Err(format!(
-                "a change never seen here, stamped {} ms before the newest removal this node \
-                 dropped ({:?}): refused",
-                Hlc::millis(self.horizon).saturating_sub(Hlc::millis(e.stamp.hlc)),
-                e.id()
-            ));
-        }
         // While this replica takes everything from a peer that collected
         // removals, a change that peer has seen either comes with the
         // session or was overtaken by one of them: taken now, after its
@@ -817,7 +777,7 @@ impl Replica {
         {
             return Err(format!("syncing everything from {peer}; retry later"));
         }
-        self.take(entries, None, false, fx);
+        self.take(entries, None, fx);
         Ok(())
     }
 
@@ -905,7 +865,7 @@ impl Replica {
                 Some(_) if page.vv.is_none() => {
                     return Err("what was collected without a vector".into());
                 }
-                Some(c) if c.hlc > limit || c.horizon > c.hlc => {
+                Some(c) if c.hlc > limit => {
                     return Err("a clock reading ahead of this node's clock".into());
                 }
                 Some(c) => c.vv.check()?,
@@ -936,11 +896,7 @@ impl Replica {
                 if let Some(v) = &page.vv {
                     self.reports.insert(from.to_owned(), v.clone());
                 }
-                let everything = s.had.count() == 0;
-                let theirs_horizon = page
-                    .collected
-                    .as_ref()
-                    .map_or(s.theirs_horizon, |c| c.horizon);
+
                 if let Some(c) = &page.collected {
                     // The vector names changes whose stamps this replica may
                     // never see (overtaken, or collected): its clock moves
@@ -967,7 +923,6 @@ impl Replica {
                         },
                         keep: page.entries.iter().map(|e| e.cid().to_owned()).collect(),
                         seen,
-                        horizon: theirs_horizon,
                     });
                 fx.extend(prune);
                 if let Some(theirs) = &bulk {
@@ -976,21 +931,18 @@ impl Replica {
                         theirs,
                         first_bulk,
                         last.then_some(()).and(page.vv.as_ref()),
-                        everything,
                         fx,
                     );
                 } else {
-                    self.take(page.entries, page.vv.as_ref(), everything, fx);
+                    self.take(page.entries, page.vv.as_ref(), fx);
                 }
                 // The peer's collection is this replica's too once its
                 // vector is taken in (so others behind it learn it here).
                 if let Some(c) = page.collected.filter(|_| last) {
                     self.collected.union(&c.vv);
-                    self.horizon = self.horizon.max(c.horizon);
                     fx.push(Effect::Collect {
                         upto: c.vv,
                         before: self.before(now),
-                        horizon: c.horizon,
                     });
                 }
                 match page.next {
@@ -1006,7 +958,6 @@ impl Replica {
                             sent_at: now.at,
                             pages: s.pages + 1,
                             bulk,
-                            theirs_horizon,
                             ..s
                         });
                     }
@@ -1037,12 +988,8 @@ impl Replica {
         theirs: &Vv,
         first: bool,
         last: Option<&Vv>,
-        everything: bool,
         fx: &mut Vec<Effect>,
     ) {
-        if !everything {
-            self.drop_too_old(&mut entries);
-        }
         entries.retain(|e| !self.vv.contains(e.id()));
         let mut floor = if first { theirs.clone() } else { Vv::default() };
         for e in &entries {
@@ -1108,7 +1055,7 @@ impl Replica {
         }
         if now.at >= self.next_snapshot {
             self.next_snapshot = now.at + self.cfg.collect_every;
-            self.snapshot(now);
+            self.snapshot(now, fx);
             self.release(now, fx);
         }
         if now.at >= self.next_recollect {
@@ -1117,7 +1064,6 @@ impl Replica {
                 fx.push(Effect::Collect {
                     upto: self.collected.clone(),
                     before: self.before(now),
-                    horizon: 0,
                 });
             }
         }
@@ -1201,7 +1147,6 @@ impl Replica {
             had,
             asked: Cursor::default(),
             bulk: None,
-            theirs_horizon: 0,
             sent_at: now.at,
             started: now.at,
             pages: 0,
@@ -1211,7 +1156,7 @@ impl Replica {
 
     /// Takes a snapshot of the members' vectors; the newest earlier one it
     /// confirms waits out the removal horizon (see the module docs).
-    fn snapshot(&mut self, now: Now) {
+    fn snapshot(&mut self, now: Now, fx: &mut Vec<Effect>) {
         let (mut every, mut some) = (self.vv.clone(), self.vv.clone());
         let members = self
             .members
@@ -1244,25 +1189,29 @@ impl Replica {
         // Collected once the removal horizon has passed: until then what
         // is collected (which others are told, and judged behind by) stays
         // well behind what every member has seen.
-        let step = self.cfg.removal_horizon / MAX_PENDING;
+        let step = (self.cfg.removal_horizon / MAX_PENDING).as_millis() as u64;
         match self.confirmed.back_mut() {
-            Some((at, last)) if now.at.saturating_duration_since(*at) < step => *last = upto,
-            _ => self.confirmed.push_back((now.at, upto)),
+            Some((at, last)) if now.unix_ms.saturating_sub(*at) < step => *last = upto,
+            _ => self.confirmed.push_back((now.unix_ms, upto)),
         }
+        let (at, upto) = self.confirmed.back().expect("just set").clone();
+        fx.push(Effect::Confirm { at, upto });
     }
 
     /// Collects the confirmed snapshots the removal horizon has passed.
     fn release(&mut self, now: Now, fx: &mut Vec<Effect>) {
-        while self.confirmed.front().is_some_and(|(at, _)| {
-            now.at.saturating_duration_since(*at) >= self.cfg.removal_horizon
-        }) {
+        let horizon = self.cfg.removal_horizon.as_millis() as u64;
+        while self
+            .confirmed
+            .front()
+            .is_some_and(|(at, _)| now.unix_ms.saturating_sub(*at) >= horizon)
+        {
             let (_, upto) = self.confirmed.pop_front().expect("checked");
             if !self.collected.covers(&upto) {
                 self.collected.union(&upto);
                 fx.push(Effect::Collect {
                     upto,
                     before: self.before(now),
-                    horizon: 0,
                 });
             }
         }

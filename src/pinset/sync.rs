@@ -112,9 +112,6 @@ pub struct Collected {
     /// Changes whose removals may have been dropped: every member had seen
     /// them, at least the removal horizon before.
     pub vv: Vv,
-    /// The highest stamp reading of a removal dropped: a change never seen
-    /// stamped at or below it may be one such a removal overtook.
-    pub horizon: u64,
     /// The highest stamp reading stored (the receiver's clock moves past
     /// it with the vector).
     pub hlc: u64,

@@ -976,14 +976,13 @@ impl Sim {
                     }
                 }
                 Effect::Written { token, result } => self.written(i, token, result)?,
-                Effect::Collect {
-                    upto,
-                    before,
-                    horizon,
-                } => {
+                Effect::Confirm { at, upto } => {
+                    self.nodes[i].store.confirmed.insert(at, upto);
+                }
+                Effect::Collect { upto, before } => {
                     let n = &mut self.nodes[i];
                     let was = n.store.dropped;
-                    let (kept, horizon) = n.store.collect(&upto, before, horizon, &n.claimed);
+                    let kept = n.store.collect(&upto, before, &n.claimed);
                     let dropped = n.store.dropped - was;
                     self.log(|| format!("n{i} collects {dropped} removals, keeps {kept:?}"));
                     self.check_invariant(i)?;
@@ -995,21 +994,16 @@ impl Sim {
                             .step(holder::Input::Removed { cids: kept }, at);
                         self.holder_effects(i, fx);
                     }
-                    let now = self.now(i);
-                    let fx = self.up(i).replica.step(Input::Collected { horizon }, now);
-                    self.effects(i, fx)?;
                 }
                 Effect::Prune {
                     from,
                     to,
                     keep,
                     seen,
-                    horizon,
                 } => {
-                    let dropped =
-                        self.nodes[i]
-                            .store
-                            .prune(&from, to.as_deref(), &keep, &seen, horizon);
+                    let dropped = self.nodes[i]
+                        .store
+                        .prune(&from, to.as_deref(), &keep, &seen);
                     self.log(|| {
                         format!("n{i} prunes {} in [{from:.12}, {to:.12?})", dropped.len())
                     });
@@ -1273,7 +1267,7 @@ impl Sim {
                 for e in n.store.state.values().filter(|e| !e.is_pin()) {
                     all.insert(e.id());
                 }
-                n.store.collect(&all, u64::MAX, 0, &BTreeSet::new());
+                n.store.collect(&all, u64::MAX, &BTreeSet::new());
             }
             // Requests unanswered in time fail, as the transport's do.
             let t = self.t;

@@ -21,6 +21,8 @@ pub struct MemStore {
     pub floor: Vv,
     /// What was collected (its `hlc` kept equal to `hlc`).
     pub collected: Collected,
+    /// Confirmed snapshots waiting out the removal horizon.
+    pub confirmed: BTreeMap<u64, Vv>,
     /// Tombstones dropped so far (by collection or pruning).
     pub dropped: u64,
     /// CIDs pruned and not stored since: overtaken by a removal this node
@@ -47,41 +49,34 @@ impl MemStore {
             vv: self.vv.clone(),
             hlc: self.hlc,
             members: self.members.clone(),
-            collected: self.collected.clone(),
+            collected: self.collected.vv.clone(),
+            confirmed: self.confirmed.clone().into_iter().collect(),
         }
     }
 
     /// As `PinDb::collect`: drops the tombstones `upto` names stamped
-    /// below `before` but those of CIDs in `held`, which it returns, with
-    /// the horizon after.
-    pub fn collect(
-        &mut self,
-        upto: &Vv,
-        before: u64,
-        horizon: u64,
-        held: &BTreeSet<String>,
-    ) -> (Vec<String>, u64) {
-        let found: Vec<(String, (u64, u64), u64)> = self
+    /// below `before` but those of CIDs in `held`, which it returns.
+    pub fn collect(&mut self, upto: &Vv, before: u64, held: &BTreeSet<String>) -> Vec<String> {
+        let found: Vec<(String, (u64, u64))> = self
             .state
             .iter()
             .filter(|(_, e)| !e.is_pin() && upto.contains(e.id()) && e.stamp.hlc < before)
-            .map(|(c, e)| (c.clone(), e.id(), e.stamp.hlc))
+            .map(|(c, e)| (c.clone(), e.id()))
             .collect();
         let mut kept = Vec::new();
-        let mut h = self.collected.horizon.max(horizon);
-        for (cid, id, hlc) in found {
+        for (cid, id) in found {
             if held.contains(&cid) {
                 kept.push(cid);
             } else {
                 self.state.remove(&cid);
                 self.index.remove(&id);
                 self.dropped += 1;
-                h = h.max(hlc);
             }
         }
         self.collected.vv.union(upto);
-        self.collected.horizon = h;
-        (kept, h)
+        let all = self.collected.vv.clone();
+        self.confirmed.retain(|_, v| !all.covers(v));
+        kept
     }
 
     /// As `PinDb::prune`.
@@ -92,7 +87,6 @@ impl MemStore {
         to: Option<&str>,
         keep: &[String],
         seen: &Vv,
-        horizon: u64,
     ) -> Vec<Entry> {
         let doomed: Vec<(String, (u64, u64))> = self
             .state
@@ -101,7 +95,7 @@ impl MemStore {
                 c.as_str() >= from
                     && to.is_none_or(|t| c.as_str() < t)
                     && !keep.contains(c)
-                    && (seen.contains(e.id()) || e.stamp.hlc <= horizon)
+                    && seen.contains(e.id())
             })
             .map(|(c, e)| (c.clone(), e.id()))
             .collect();

@@ -3,10 +3,9 @@
 
 use tracing::{error, warn};
 
-use super::handle::Msg;
 use super::{Actor, Transport};
 use crate::pinset::db::PinDbError;
-use crate::pinset::replica::{Effect, Input, Persist};
+use crate::pinset::replica::{Effect, Persist};
 
 impl<T: Transport> Actor<T> {
     /// Carries out the storage effects in order (consecutive persists in
@@ -24,10 +23,9 @@ impl<T: Transport> Actor<T> {
                     to,
                     keep,
                     seen,
-                    horizon,
                 } => {
                     self.persist(&mut batch)?;
-                    let pruned = self.db.prune(&from, to.as_deref(), &keep, &seen, horizon);
+                    let pruned = self.db.prune(&from, to.as_deref(), &keep, &seen);
                     match pruned {
                         Ok((counts, gone)) => {
                             self.counts = counts;
@@ -41,22 +39,21 @@ impl<T: Transport> Actor<T> {
         }
         self.persist(&mut batch)?;
         for e in &rest {
-            if let Effect::Collect {
-                upto,
-                before,
-                horizon,
-            } = e
-            {
+            if let Effect::Collect { upto, before } = e {
                 let held = |cid: &str| self.held.contains(cid);
-                match self.db.collect(upto, *before, *horizon, &held) {
-                    Ok((counts, kept, horizon)) => {
+                match self.db.collect(upto, *before, &held) {
+                    Ok((counts, kept)) => {
                         self.counts = counts;
                         self.tell_holder(kept);
-                        let _ = self.tx.try_send(Msg::Step(Input::Collected { horizon }));
                     }
                     // Harmless: tried again with the next collection.
                     Err(e) => warn!("pinset: collecting removals: {e}"),
                 }
+            }
+            if let Effect::Confirm { at, upto } = e
+                && let Err(e) = self.db.confirm(*at, upto)
+            {
+                warn!("pinset: storing a confirmed snapshot: {e}");
             }
         }
         Some(rest)
@@ -88,8 +85,19 @@ impl<T: Transport> Actor<T> {
     /// in a crash then leaves its copy pinned: see the README).
     fn tell_holder(&self, cids: Vec<String>) {
         let held: Vec<String> = cids.into_iter().filter(|c| self.held.contains(c)).collect();
-        if !held.is_empty() {
-            let _ = self.removed.try_send(held);
+        if held.is_empty() {
+            return;
+        }
+        if let Err(e) = self.removed.try_send(held) {
+            let cids = match e {
+                tokio::sync::mpsc::error::TrySendError::Full(c)
+                | tokio::sync::mpsc::error::TrySendError::Closed(c) => c,
+            };
+            warn!(
+                ?cids,
+                "pinset: the holder could not be told of these removed items; unpin them from \
+                 this node's IPFS by hand if it keeps them"
+            );
         }
     }
 }

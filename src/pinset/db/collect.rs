@@ -10,7 +10,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::codec::{bin, decode_ranges, is_pin, stamp_of};
 use super::{
-    BY_AUTHOR, COLLECTED, Counts, K_HORIZON, K_PINS, K_TOMBSTONES, META, PinDb, PinDbError, STATE,
+    BY_AUTHOR, COLLECTED, CONFIRMED, Counts, K_PINS, K_TOMBSTONES, META, PinDb, PinDbError, STATE,
     TOMBS,
 };
 use crate::pinset::model::{Ranges, Vv};
@@ -19,16 +19,13 @@ impl PinDb {
     /// Deletes the tombstones whose change IDs `upto` names and whose stamp
     /// reading is below `before`, except those of CIDs `held` says this
     /// node's holder still holds (returned: the holder unpins them, and a
-    /// later collection takes them); stores `upto` as collected and the
-    /// horizon as the highest of its own, `horizon` and the removals
-    /// dropped, which it returns.
+    /// later collection takes them); stores `upto` as collected.
     pub fn collect(
         &self,
         upto: &Vv,
         before: u64,
-        horizon: u64,
         held: &dyn Fn(&str) -> bool,
-    ) -> Result<(Counts, Vec<String>, u64), PinDbError> {
+    ) -> Result<(Counts, Vec<String>), PinDbError> {
         self.direct(|txn| {
             let e = |x: redb::StorageError| self.err(x);
             let mut found = Vec::new();
@@ -59,7 +56,6 @@ impl PinDb {
             let (gone, kept): (Vec<_>, Vec<_>) = found
                 .into_iter()
                 .partition(|(_, c, hlc)| *hlc == 0 || !held(c));
-            let dropped = gone.iter().map(|(_, _, hlc)| *hlc).max().unwrap_or(0);
             let counts = self.delete(txn, gone.iter().map(|(id, c, _)| (*id, c.as_str())))?;
             let mut collected = txn.open_table(COLLECTED).map_err(|x| self.err(x))?;
             for (author, ranges) in &upto.0 {
@@ -73,10 +69,30 @@ impl PinDb {
                         .map_err(e)?;
                 }
             }
-            let mut meta = txn.open_table(META).map_err(|x| self.err(x))?;
-            let was = meta.get(K_HORIZON).map_err(e)?.map_or(0, |v| v.value());
-            let now = was.max(horizon).max(dropped);
-            meta.insert(K_HORIZON, now).map_err(e)?;
+            // Confirmed snapshots now collected are done with.
+            let mut all = Vv::default();
+            for row in collected.iter().map_err(e)? {
+                let (k, v) = row.map_err(e)?;
+                all.0
+                    .insert(k.value(), decode_ranges(&self.path, k.value(), v.value())?);
+            }
+            drop(collected);
+            let mut confirmed = txn.open_table(CONFIRMED).map_err(|x| self.err(x))?;
+            let mut done = Vec::new();
+            for row in confirmed.iter().map_err(e)? {
+                let (k, v) = row.map_err(e)?;
+                let covered = bincode::serde::decode_from_slice::<Vv, _>(
+                    v.value(),
+                    bincode::config::standard(),
+                )
+                .is_ok_and(|(vv, _)| all.covers(&vv));
+                if covered {
+                    done.push(k.value());
+                }
+            }
+            for k in done {
+                confirmed.remove(k).map_err(e)?;
+            }
             if !gone.is_empty() {
                 tracing::debug!(
                     count = gone.len(),
@@ -84,22 +100,30 @@ impl PinDb {
                     "pinset: removals collected"
                 );
             }
-            Ok((counts, kept.into_iter().map(|(_, c, _)| c).collect(), now))
+            Ok((counts, kept.into_iter().map(|(_, c, _)| c).collect()))
+        })
+    }
+
+    /// Stores a confirmed snapshot taken at `at` (replacing one at `at`).
+    pub fn confirm(&self, at: u64, upto: &Vv) -> Result<(), PinDbError> {
+        self.direct(|txn| {
+            let mut t = txn.open_table(CONFIRMED).map_err(|x| self.err(x))?;
+            t.insert(at, bin(upto).as_slice())
+                .map_err(|x| self.err(x))?;
+            Ok(())
         })
     }
 
     /// Deletes the changes stored with CIDs in `[from, to)` other than
     /// `keep` that a peer whose state holds nothing else there overtook
     /// with removals it collected: those whose IDs `seen` (its vector)
-    /// names, and those it never saw stamped at or below its `horizon`.
-    /// Returns the counts after and the CIDs deleted.
+    /// names. Returns the counts after and the CIDs deleted.
     pub fn prune(
         &self,
         from: &str,
         to: Option<&str>,
         keep: &[String],
         seen: &Vv,
-        horizon: u64,
     ) -> Result<(Counts, Vec<String>), PinDbError> {
         use std::ops::Bound;
         let keep: BTreeSet<&str> = keep.iter().map(String::as_str).collect();
@@ -119,7 +143,7 @@ impl PinDb {
                     continue;
                 };
                 let id = (stamp.author, seq);
-                if !keep.contains(k.value()) && (seen.contains(id) || stamp.hlc <= horizon) {
+                if !keep.contains(k.value()) && seen.contains(id) {
                     doomed.push((id, k.value().to_owned()));
                 }
             }

@@ -491,13 +491,12 @@ fn collecting_drops_the_named_tombstones_but_those_held_and_survives_a_reopen() 
         let mut upto = Vv::default();
         upto.0.insert(5, Ranges::upto(4));
         // Removals stamped from 11 on are too young yet.
-        let (counts, kept, horizon) = db.collect(&upto, 11, 3, &|_| false).unwrap();
+        let (counts, kept) = db.collect(&upto, 11, &|_| false).unwrap();
         assert!(kept.is_empty());
-        assert_eq!((counts.tombstones, horizon), (2, 10), "only 1 went");
+        assert_eq!(counts.tombstones, 2, "only 1 went");
         let held = cid(2);
-        let (counts, kept, horizon) = db.collect(&upto, 100, 3, &|c: &str| c == held).unwrap();
+        let (counts, kept) = db.collect(&upto, 100, &|c: &str| c == held).unwrap();
         assert_eq!(kept, [cid(2)], "a held item's removal waits for its unpin");
-        assert_eq!(horizon, 10, "the highest removal dropped");
         assert_eq!(
             counts,
             Counts {
@@ -510,13 +509,11 @@ fn collecting_drops_the_named_tombstones_but_those_held_and_survives_a_reopen() 
         assert!(view.get(&cid(2)).unwrap().is_some());
         assert!(view.get(&cid(5)).unwrap().is_some(), "not named: kept");
         assert_eq!(view.collected().vv, upto);
-        assert_eq!(view.collected().horizon, 10);
         // The vector still names the collected change: it is never taken again.
         assert!(view.vv().contains((5, 1)));
         // Again, the item no longer held: it goes; idempotent otherwise.
-        let (counts, kept, horizon) = db.collect(&upto, 100, 50, &|_| false).unwrap();
+        let (counts, kept) = db.collect(&upto, 100, &|_| false).unwrap();
         assert!(kept.is_empty());
-        assert_eq!(horizon, 50, "a peer's horizon, higher, is taken");
         assert_eq!(
             counts,
             Counts {
@@ -526,10 +523,26 @@ fn collecting_drops_the_named_tombstones_but_those_held_and_survives_a_reopen() 
         );
         assert_eq!(db.view().unwrap().indexed().unwrap(), 3);
     }
+    {
+        // Confirmed snapshots are kept until a collection covers them.
+        let db = PinDb::open(&path).unwrap();
+        let mut later = Vv::default();
+        later.0.insert(5, Ranges::upto(9));
+        db.confirm(1000, &later).unwrap();
+        db.confirm(900, &Vv::default()).unwrap();
+    }
     let db = PinDb::open(&path).unwrap();
     let loaded = db.load().unwrap();
-    assert_eq!(loaded.collected.vv.get(5), Some(&Ranges::upto(4)));
-    assert_eq!(loaded.collected.horizon, 50);
+    assert_eq!(loaded.confirmed.len(), 2);
+    assert_eq!(loaded.confirmed[1].0, 1000);
+    db.collect(&Vv::default(), 0, &|_| false).unwrap();
+    assert_eq!(
+        db.load().unwrap().confirmed.len(),
+        1,
+        "the empty one is covered"
+    );
+    let loaded = db.load().unwrap();
+    assert_eq!(loaded.collected.get(5), Some(&Ranges::upto(4)));
     assert_eq!(
         db.view().unwrap().counts().unwrap(),
         Counts {
@@ -557,7 +570,7 @@ fn pruning_drops_only_changes_the_peer_saw_and_lacks_in_the_range() {
     let mut seen = Vv::default();
     seen.0.insert(5, Ranges::upto(4));
     let (counts, gone) = db
-        .prune(&cids[0].0, Some(&cids[4].0), &[cids[1].0.clone()], &seen, 0)
+        .prune(&cids[0].0, Some(&cids[4].0), &[cids[1].0.clone()], &seen)
         .unwrap();
     assert_eq!(
         gone,
@@ -572,14 +585,9 @@ fn pruning_drops_only_changes_the_peer_saw_and_lacks_in_the_range() {
     assert_eq!(counts, view.counts().unwrap());
     assert_eq!(counts.pins + counts.tombstones, 2);
     // A change the peer never saw stays, whatever the peer lacks.
-    // ... unless it is stamped at or below the peer's horizon (cids[4] is
-    // at 14): then it goes too.
     let mut unseen = Vv::default();
     unseen.0.insert(9, Ranges::upto(1));
-    let keep = [cids[1].0.clone()];
-    db.prune("", None, &keep, &unseen, 13).unwrap();
-    assert_eq!(db.view().unwrap().counts().unwrap(), counts);
-    let (counts, gone) = db.prune("", None, &keep, &unseen, 14).unwrap();
-    assert_eq!(gone, [cids[4].0.clone()]);
-    assert_eq!(counts.pins + counts.tombstones, 1);
+    let (after, gone) = db.prune("", None, &[], &unseen).unwrap();
+    assert!(gone.is_empty());
+    assert_eq!(after, counts);
 }

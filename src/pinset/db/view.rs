@@ -6,7 +6,7 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinitio
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode_entry, decode_ranges};
-use super::{BY_AUTHOR, K_PINS, K_TOMBSTONES, MEMBERS, META, PinDbError, STATE};
+use super::{BY_AUTHOR, CONFIRMED, K_PINS, K_TOMBSTONES, MEMBERS, META, PinDbError, STATE};
 use crate::pinset::model::{Entry, Op, PinSpec, Vv};
 use crate::pinset::replica::Member;
 use crate::pinset::sync::{Collected, ReadView};
@@ -68,6 +68,25 @@ impl DbView {
                     },
                 )?;
             out.insert(k.value().to_owned(), m);
+        }
+        Ok(out)
+    }
+
+    /// Confirmed snapshots waiting out the removal horizon, oldest first.
+    pub(super) fn confirmed(&self) -> Result<Vec<(u64, Vv)>, PinDbError> {
+        let t = self.txn.open_table(CONFIRMED).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let (vv, _): (Vv, usize) =
+                bincode::serde::decode_from_slice(v.value(), bincode::config::standard()).map_err(
+                    |e| PinDbError::Corrupt {
+                        path: self.path.clone(),
+                        what: format!("confirmed snapshot {}", k.value()),
+                        message: e.to_string(),
+                    },
+                )?;
+            out.push((k.value(), vv));
         }
         Ok(out)
     }

@@ -419,7 +419,6 @@ fn a_session_in_cid_order_stores_unindexed_under_the_floor_and_marks_seen_at_the
             to: Some(b.into()),
             keep: vec![a.into()],
             seen: theirs.clone(),
-            horizon: 0,
         }
     );
     let Effect::Persist(p) = &fx[1] else {
@@ -743,49 +742,6 @@ fn a_replica_behind_a_peers_collected_removals_asks_it_for_everything() {
 }
 
 #[test]
-fn a_change_never_seen_and_older_than_a_removal_dropped_is_refused() {
-    let base = Instant::now();
-    let mut r = replica(base);
-    r.step(
-        Input::View(view(vec![peer("w", Role::Worker)])),
-        now(base, 0),
-    );
-    // A removal stamped at removal(3)'s reading was dropped somewhere.
-    r.step(
-        Input::Collected {
-            horizon: removal(3).stamp.hlc,
-        },
-        now(base, 1),
-    );
-    // Never seen and at or below it: maybe one that removal overtook.
-    let fx = r.step(
-        Input::Push {
-            from: "w".into(),
-            token: 1,
-            entries: vec![removal(2)],
-        },
-        now(base, 2),
-    );
-    assert!(
-        matches!(&fx[..], [Effect::Reply { result: Err(e), .. }] if e.contains("refused")),
-        "{fx:?}"
-    );
-    // Later than it: taken.
-    let fx = r.step(
-        Input::Push {
-            from: "w".into(),
-            token: 2,
-            entries: vec![removal(4)],
-        },
-        now(base, 3),
-    );
-    assert!(
-        matches!(&fx[0], Effect::Persist(p) if p.entries.len() == 1),
-        "{fx:?}"
-    );
-}
-
-#[test]
 fn a_peers_collection_comes_with_its_last_page_and_moves_the_clock() {
     let base = Instant::now();
     let mut r = replica(base);
@@ -803,7 +759,6 @@ fn a_peers_collection_comes_with_its_last_page_and_moves_the_clock() {
                 vv: Some(upto(2)),
                 collected: Some(Collected {
                     vv: upto(2),
-                    horizon: removal(2).stamp.hlc,
                     hlc: far,
                 }),
             }),
@@ -812,8 +767,7 @@ fn a_peers_collection_comes_with_its_last_page_and_moves_the_clock() {
     );
     assert!(
         fx.iter()
-            .any(|e| matches!(e, Effect::Collect { upto: u, horizon, .. }
-            if *u == upto(2) && *horizon == removal(2).stamp.hlc)),
+            .any(|e| matches!(e, Effect::Collect { upto: u, .. } if *u == upto(2))),
         "{fx:?}"
     );
     assert!(r.collected().covers(&upto(2)));
@@ -831,4 +785,22 @@ fn a_peers_collection_comes_with_its_last_page_and_moves_the_clock() {
         _ => None,
     });
     assert!(stored.is_some_and(|e| e.stamp.hlc > far));
+}
+
+#[test]
+fn a_confirmed_snapshot_survives_a_restart_and_is_collected_after_the_horizon() {
+    let base = Instant::now();
+    let confirmed_at = now(base, 0).unix_ms;
+    let loaded = Loaded {
+        author: 7,
+        vv: upto(3),
+        confirmed: vec![(confirmed_at, upto(3))],
+        ..Loaded::default()
+    };
+    let at = |ms| now(base, ms);
+    let mut r = Replica::new("me".into(), Role::Worker, Config::default(), loaded, at(0));
+    // Before the horizon, nothing (and no member heard yet: no new snapshot).
+    assert!(collects(&r.step(Input::Tick, at(1))).is_empty());
+    let fx = r.step(Input::Tick, at(horizon_ms() + 1));
+    assert!(collects(&fx).contains(&&upto(3)), "{fx:?}");
 }
