@@ -38,7 +38,8 @@
 //!   the keeper (the leader's replica orders) and the holder (this node's
 //!   IPFS pins). They follow the node's `ClusterView` (a `watch` the node
 //!   loop feeds) and send through the node's request-response (`NodeHandle`
-//!   as `Transport`).
+//!   as `Transport`). The pinset task tells the holder, on a channel, of
+//!   removed items it still holds whose removals are being collected.
 //!
 //! Shutdown: SIGINT/SIGTERM cancel a `CancellationToken`; the node announces
 //! its departure (gossip + a direct notice to each peer, acknowledged), then

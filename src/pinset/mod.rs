@@ -9,6 +9,10 @@
 //! 2. **No acknowledged change is lost or undone** except by a later change
 //!    to the same CID (*later*: a higher stamp, [`model`]); a change is gone
 //!    only if every node that held it is lost for good before passing it on.
+//!    Removals are collected once every member has seen them and the
+//!    removal horizon has passed ([`replica`], *Collecting removals*); a node
+//!    no collector counted that returns after longer than the horizon can
+//!    undo a removal with an older pin, never lose a pin.
 //! 3. **Writes stay available** on any side of a partition holding
 //!    `write_copies` masters or workers; reads everywhere, leechers included.
 //! 4. **Convergence:** once the network heals every node holds the same
