@@ -16,14 +16,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
-use super::model::{Entry, Hlc, Op, PinSpec, Ranges, Stamp, Vv, wins};
+use super::model::{Entry, Hlc, Op, PinSpec, Stamp, Vv, wins};
 use super::replica::{Loaded, Persist};
 
 mod codec;
 mod collect;
 mod journal;
 mod view;
-use codec::{bin, decode_entry, decode_ranges, encode_entry, stamp_of};
+use codec::{bin, decode_entry, encode_entry, stamp_of};
 use journal::Journal;
 pub use view::{Counts, DbView};
 
@@ -458,17 +458,8 @@ impl PinDb {
                 };
             }
         }
-        for (table, add) in [(&mut vv, &seen), (&mut floor, &floor_add)] {
-            for (author, ranges) in &add.0 {
-                let mut stored = match table.get(*author).map_err(e)? {
-                    Some(v) => decode_ranges(&self.path, *author, v.value())?,
-                    None => Ranges::default(),
-                };
-                if stored.union(ranges) {
-                    table.insert(*author, bin(&stored).as_slice()).map_err(e)?;
-                }
-            }
-        }
+        codec::union_into(&self.path, &mut vv, &seen)?;
+        codec::union_into(&self.path, &mut floor, &floor_add)?;
         meta.insert(K_PINS, pins).map_err(e)?;
         meta.insert(K_TOMBSTONES, tombs).map_err(e)?;
         meta.insert(K_HLC, hlc).map_err(e)?;

@@ -337,7 +337,6 @@ struct Session {
     /// (the first page's vector, kept here, went into the index floor) and
     /// marked seen only with the last page's vector.
     bulk: Option<Vv>,
-
     sent_at: Instant,
     started: Instant,
     pages: usize,
@@ -399,7 +398,6 @@ pub struct Replica {
     confirmed: VecDeque<(u64, Vv)>,
     next_snapshot: Instant,
     collected: Vv,
-
     /// When collection runs again over everything collected so far
     /// (tombstones kept for the holder go then).
     next_recollect: Instant,
@@ -523,7 +521,6 @@ impl Replica {
                     }));
                 }
             }
-
             Input::Tick => self.on_tick(now, &mut fx),
             Input::Flush => {
                 let ids: Vec<String> = self.out.keys().cloned().collect();
@@ -896,7 +893,6 @@ impl Replica {
                 if let Some(v) = &page.vv {
                     self.reports.insert(from.to_owned(), v.clone());
                 }
-
                 if let Some(c) = &page.collected {
                     // The vector names changes whose stamps this replica may
                     // never see (overtaken, or collected): its clock moves
@@ -938,7 +934,10 @@ impl Replica {
                 }
                 // The peer's collection is this replica's too once its
                 // vector is taken in (so others behind it learn it here).
-                if let Some(c) = page.collected.filter(|_| last) {
+                if let Some(c) = page
+                    .collected
+                    .filter(|c| last && !self.collected.covers(&c.vv))
+                {
                     self.collected.union(&c.vv);
                     fx.push(Effect::Collect {
                         upto: c.vv,
@@ -1158,11 +1157,7 @@ impl Replica {
     /// confirms waits out the removal horizon (see the module docs).
     fn snapshot(&mut self, now: Now, fx: &mut Vec<Effect>) {
         let (mut every, mut some) = (self.vv.clone(), self.vv.clone());
-        let members = self
-            .members
-            .iter()
-            .filter(|(id, m)| **id != self.me && m.role.can_lead());
-        for (id, _) in members {
+        for id in self.counted() {
             let Some(r) = self.reports.get(id) else {
                 return; // not heard since this replica started
             };
@@ -1191,11 +1186,22 @@ impl Replica {
         // well behind what every member has seen.
         let step = (self.cfg.removal_horizon / MAX_PENDING).as_millis() as u64;
         match self.confirmed.back_mut() {
+            // Nothing new (a quiet cluster): nothing to store.
+            Some((_, last)) if *last == upto => return,
             Some((at, last)) if now.unix_ms.saturating_sub(*at) < step => *last = upto,
             _ => self.confirmed.push_back((now.unix_ms, upto)),
         }
         let (at, upto) = self.confirmed.back().expect("just set").clone();
         fx.push(Effect::Confirm { at, upto });
+    }
+
+    /// The members collection counts: masters and workers met, this node
+    /// excluded (those that left or died included).
+    fn counted(&self) -> impl Iterator<Item = &String> {
+        self.members
+            .iter()
+            .filter(|(id, m)| **id != self.me && m.role.can_lead())
+            .map(|(id, _)| id)
     }
 
     /// Collects the confirmed snapshots the removal horizon has passed.
@@ -1228,12 +1234,9 @@ impl Replica {
     /// Masters and workers whose vector this replica has not heard since it
     /// started (removals wait for them; an operator may remove the gone).
     pub fn unheard(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .filter(|(id, m)| {
-                **id != self.me && m.role.can_lead() && !self.reports.contains_key(*id)
-            })
-            .map(|(id, _)| id.clone())
+        self.counted()
+            .filter(|id| !self.reports.contains_key(*id))
+            .cloned()
             .collect()
     }
 

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use redb::ReadableTable;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::PinDbError;
@@ -83,12 +85,43 @@ pub(super) fn bin<T: Serialize>(v: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap_or_default()
 }
 
-pub(super) fn decode_ranges(path: &Path, author: u64, bytes: &[u8]) -> Result<Ranges, PinDbError> {
+/// A bincode record, or an error naming the file and `what` it was.
+pub(super) fn decode_bin<T: DeserializeOwned>(
+    path: &Path,
+    what: impl FnOnce() -> String,
+    bytes: &[u8],
+) -> Result<T, PinDbError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(r, _)| r)
         .map_err(|e| PinDbError::Corrupt {
             path: path.to_owned(),
-            what: format!("vector of {author:x}"),
+            what: what(),
             message: e.to_string(),
         })
+}
+
+pub(super) fn decode_ranges(path: &Path, author: u64, bytes: &[u8]) -> Result<Ranges, PinDbError> {
+    decode_bin(path, || format!("vector of {author:x}"), bytes)
+}
+
+/// Takes `add` into a table of ranges per author (a vector on disk).
+pub(super) fn union_into(
+    path: &Path,
+    table: &mut redb::Table<u64, &[u8]>,
+    add: &crate::pinset::model::Vv,
+) -> Result<(), PinDbError> {
+    let e = |x: redb::StorageError| PinDbError::Db {
+        path: path.to_owned(),
+        message: x.to_string(),
+    };
+    for (author, ranges) in &add.0 {
+        let mut stored = match table.get(*author).map_err(e)? {
+            Some(v) => decode_ranges(path, *author, v.value())?,
+            None => Ranges::default(),
+        };
+        if stored.union(ranges) {
+            table.insert(*author, bin(&stored).as_slice()).map_err(e)?;
+        }
+    }
+    Ok(())
 }

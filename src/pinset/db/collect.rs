@@ -8,12 +8,12 @@ use std::collections::BTreeSet;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::codec::{bin, decode_ranges, is_pin, stamp_of};
+use super::codec::{bin, decode_bin, decode_ranges, is_pin, stamp_of, union_into};
 use super::{
     BY_AUTHOR, COLLECTED, CONFIRMED, Counts, K_PINS, K_TOMBSTONES, META, PinDb, PinDbError, STATE,
     TOMBS,
 };
-use crate::pinset::model::{Ranges, Vv};
+use crate::pinset::model::Vv;
 
 impl PinDb {
     /// Deletes the tombstones whose change IDs `upto` names and whose stamp
@@ -58,17 +58,7 @@ impl PinDb {
                 .partition(|(_, c, hlc)| *hlc == 0 || !held(c));
             let counts = self.delete(txn, gone.iter().map(|(id, c, _)| (*id, c.as_str())))?;
             let mut collected = txn.open_table(COLLECTED).map_err(|x| self.err(x))?;
-            for (author, ranges) in &upto.0 {
-                let mut stored = match collected.get(*author).map_err(e)? {
-                    Some(v) => decode_ranges(&self.path, *author, v.value())?,
-                    None => Ranges::default(),
-                };
-                if stored.union(ranges) {
-                    collected
-                        .insert(*author, bin(&stored).as_slice())
-                        .map_err(e)?;
-                }
-            }
+            union_into(&self.path, &mut collected, upto)?;
             // Confirmed snapshots now collected are done with.
             let mut all = Vv::default();
             for row in collected.iter().map_err(e)? {
@@ -81,12 +71,9 @@ impl PinDb {
             let mut done = Vec::new();
             for row in confirmed.iter().map_err(e)? {
                 let (k, v) = row.map_err(e)?;
-                let covered = bincode::serde::decode_from_slice::<Vv, _>(
-                    v.value(),
-                    bincode::config::standard(),
-                )
-                .is_ok_and(|(vv, _)| all.covers(&vv));
-                if covered {
+                let vv: Vv =
+                    decode_bin(&self.path, || format!("confirmed {}", k.value()), v.value())?;
+                if all.covers(&vv) {
                     done.push(k.value());
                 }
             }

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::pinset::model::Ranges;
 use crate::pinset::replica::Member;
 use crate::pinset::sync::ReadView;
 use crate::pinset::sync::{Cursor, page};

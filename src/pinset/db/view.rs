@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::codec::{decode_entry, decode_ranges};
+use super::codec::{decode_bin, decode_entry, decode_ranges};
 use super::{BY_AUTHOR, CONFIRMED, K_PINS, K_TOMBSTONES, MEMBERS, META, PinDbError, STATE};
 use crate::pinset::model::{Entry, Op, PinSpec, Vv};
 use crate::pinset::replica::Member;
@@ -59,14 +59,7 @@ impl DbView {
         let mut out = std::collections::BTreeMap::new();
         for row in t.iter().map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
-            let (m, _): (Member, usize) =
-                bincode::serde::decode_from_slice(v.value(), bincode::config::standard()).map_err(
-                    |e| PinDbError::Corrupt {
-                        path: self.path.clone(),
-                        what: format!("member {}", k.value()),
-                        message: e.to_string(),
-                    },
-                )?;
+            let m: Member = decode_bin(&self.path, || format!("member {}", k.value()), v.value())?;
             out.insert(k.value().to_owned(), m);
         }
         Ok(out)
@@ -78,15 +71,8 @@ impl DbView {
         let mut out = Vec::new();
         for row in t.iter().map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
-            let (vv, _): (Vv, usize) =
-                bincode::serde::decode_from_slice(v.value(), bincode::config::standard()).map_err(
-                    |e| PinDbError::Corrupt {
-                        path: self.path.clone(),
-                        what: format!("confirmed snapshot {}", k.value()),
-                        message: e.to_string(),
-                    },
-                )?;
-            out.push((k.value(), vv));
+            let what = || format!("confirmed snapshot {}", k.value());
+            out.push((k.value(), decode_bin(&self.path, what, v.value())?));
         }
         Ok(out)
     }
