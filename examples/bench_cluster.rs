@@ -9,7 +9,10 @@
 //! `--bin PATH` (default: the release binary next to this example, built first),
 //! `--node-config FILE` (a config file passed to every node), `--ipfs MODE`
 //! (`off` by default; `builtin` gives each node its IPFS engine, whose state
-//! then rides in every heartbeat; resource figures are the nodes' own).
+//! then rides in every heartbeat; resource figures are the nodes' own),
+//! `--trust open|secured|both` (`open`; `secured`: an operator key, a
+//! certificate per node and a swarm key, so TCP only; `both`: one cluster
+//! of each, one after the other, side by side in the report).
 //! Times are taken from the nodes' own clocks: each node reports when it
 //! accepted its current leader (`leader.since_unix_ms`), so polling does not
 //! add to the figures. Bytes sent are read per TCP socket with `ss -tinp`.
@@ -35,6 +38,7 @@ struct Args {
     bin: Option<PathBuf>,
     node_config: Option<String>,
     ipfs: String,
+    trust: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -45,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
         bin: None,
         node_config: None,
         ipfs: "off".into(),
+        trust: "open".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,8 +63,12 @@ fn parse_args() -> Result<Args, String> {
             "--bin" => a.bin = Some(val()?.into()),
             "--node-config" => a.node_config = Some(val()?),
             "--ipfs" => a.ipfs = val()?,
+            "--trust" => a.trust = val()?,
             other => return Err(format!("unknown option {other}")),
         }
+    }
+    if !matches!(a.trust.as_str(), "open" | "secured" | "both") {
+        return Err("--trust takes open, secured or both".into());
     }
     if a.nodes < 3 {
         return Err("--nodes must be at least 3".into());
@@ -219,16 +228,70 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64) -> serde_json::Value {
     json!({ "window_s": window, "rss_mib": summary(rss), "cpu_percent_of_core": summary(cpu), "tcp_bytes_sent_per_s": summary(sent) })
 }
 
+/// Secured mode: an operator key pair and swarm key in `dir/ops`, and each
+/// node's identity and certificate (`node.cert` in its directory) made
+/// before it starts.
+fn secure(sp: &mut Spawner, dir: &std::path::Path, nodes: usize) -> Result<(), String> {
+    use ipfs_kit_p2p::trust::cert::{CertBody, Certificate, ClusterId, Serial};
+    use ipfs_kit_p2p::trust::files::{init_cluster, load_operator_key};
+    let made = init_cluster(&dir.join("ops")).map_err(|e| e.to_string())?;
+    let op = load_operator_key(&made.key).map_err(|e| e.to_string())?;
+    let now = unix_ms() / 1000;
+    for i in 0..nodes {
+        let node = dir.join(format!("n{i}"));
+        let peer = ipfs_kit_p2p::store::DataDir::peer_id(&node).map_err(|e| e.to_string())?;
+        let cert = Certificate::issue(
+            &op,
+            CertBody {
+                cluster: ClusterId::of(&op.public()).map_err(|e| e.to_string())?.0,
+                peer: peer.to_bytes(),
+                role: role_of(i, nodes),
+                serial: Serial(i as u64 + 1),
+                not_before: now - 60,
+                not_after: now + 86_400,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::write(node.join("node.cert"), cert.to_text()).map_err(|e| e.to_string())?;
+    }
+    sp.extra.extend([
+        "--operator-key".into(),
+        made.public.display().to_string(),
+        "--swarm-key".into(),
+        made.swarm_key.display().to_string(),
+    ]);
+    sp.dir_files = vec![("--certificate".into(), "node.cert".into())];
+    Ok(())
+}
+
 async fn bench(a: Args) -> Result<serde_json::Value, String> {
-    let bin = match a.bin {
-        Some(b) => b,
+    let bin = match &a.bin {
+        Some(b) => b.clone(),
         None => release_binary()?,
     };
+    if a.trust == "both" {
+        let mut report = serde_json::Map::new();
+        for mode in ["open", "secured"] {
+            eprintln!("--- {mode}");
+            let one = Args {
+                trust: mode.into(),
+                bin: Some(bin.clone()),
+                node_config: a.node_config.clone(),
+                ipfs: a.ipfs.clone(),
+                ..a
+            };
+            report.insert(mode.into(), Box::pin(bench(one)).await?);
+        }
+        return Ok(report.into());
+    }
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut sp = Spawner::new(bin);
     sp.ipfs = a.ipfs.clone();
     if let Some(c) = &a.node_config {
         sp.extra = vec!["--config".into(), c.clone()];
+    }
+    if a.trust == "secured" {
+        secure(&mut sp, tmp.path(), a.nodes)?;
     }
     sp.log_dir = std::env::var_os("BENCH_LOGS").map(PathBuf::from);
     let mut nodes: Vec<Option<NodeProc>> = Vec::new();
@@ -267,6 +330,7 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
         eprintln!("sigterm trial {t}: {:.0} ms", term[t]);
     }
     Ok(json!({
+        "trust": a.trust,
         "nodes": a.nodes,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "convergence_ms_after_last_start": convergence_ms,

@@ -1,10 +1,14 @@
 //! The control API: HTTP + JSON on `--api`, served by axum, and the client
 //! the `status` and `peers` subcommands use to reach it.
 //!
-//! Routes: `GET /v1/status`, `GET /v1/peers`, and the pinset under
-//! `/v1/pins` ([`pins`]). Handlers ask the node's event
-//! loop through its [`NodeHandle`] and answer 503 if
-//! it does not reply in time.
+//! Routes: `GET /health` (liveness), `GET /v1/status`, `GET /v1/peers`,
+//! `POST /v1/trust/revocations`, and the pinset under `/v1/pins`
+//! ([`pins`]). Handlers ask the node's event loop through its
+//! [`NodeHandle`] and answer 503 if it does not reply in time.
+//!
+//! With a token (`api.token`), every request but `GET /health` needs
+//! `Authorization: Bearer TOKEN`, compared in constant time; others get
+//! 401 and are counted (`api_unauthorized` in the status).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,11 +17,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub mod pins;
 
@@ -57,6 +60,84 @@ pub struct ApiState {
     pub(crate) node: NodeHandle,
     pins: PinsetHandle,
     defaults: PinsConfig,
+    auth: Auth,
+}
+
+/// The token the API asks for, and how many requests it refused.
+#[derive(Clone, Default)]
+pub struct Auth {
+    token: Option<std::sync::Arc<str>>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+async fn authorize(
+    State(auth): State<Auth>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use std::sync::atomic::Ordering;
+    let Some(token) = &auth.token else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token);
+    if given.is_some_and(|g| crate::trust::files::token_matches(g.trim(), token)) {
+        return next.run(req).await;
+    }
+    auth.refused.fetch_add(1, Ordering::Relaxed);
+    let mut resp = AppError(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong API token: send Authorization: Bearer <token> (the token is in \
+         the node's api.token; `ipfs-kit-p2p api-token` prints it)"
+            .into(),
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    resp
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "up" }))
+}
+
+#[derive(Deserialize)]
+struct RevocationsBody {
+    /// The signed list, base64.
+    list: String,
+}
+
+async fn revocations(
+    State(node): State<NodeHandle>,
+    Json(body): Json<RevocationsBody>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body.list.trim())
+        .map_err(|e| AppError(StatusCode::BAD_REQUEST, format!("list: not base64 ({e})")))?;
+    if bytes.len() > crate::trust::cert::MAX_REVOCATIONS_BYTES {
+        return Err(AppError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the list is over the 256 KiB limit".into(),
+        ));
+    }
+    match node.revocations(bytes).await {
+        Ok(result) => Ok(Json(serde_json::json!({ "result": result }))),
+        Err(e) if e.starts_with("revocation list refused") => {
+            Err(AppError(StatusCode::BAD_REQUEST, e))
+        }
+        Err(e) => Err(AppError(StatusCode::SERVICE_UNAVAILABLE, e)),
+    }
 }
 
 impl axum::extract::FromRef<ApiState> for NodeHandle {
@@ -71,44 +152,55 @@ impl IntoResponse for AppError {
     }
 }
 
-async fn status(State(node): State<NodeHandle>) -> Result<Json<StatusView>, AppError> {
-    node.status().await.map(Json).ok_or_else(|| {
+async fn status(State(s): State<ApiState>) -> Result<Json<StatusView>, AppError> {
+    let mut status = s.node.status().await.ok_or_else(|| {
         AppError(
             StatusCode::SERVICE_UNAVAILABLE,
             "node is not answering".into(),
         )
-    })
+    })?;
+    status.api_unauthorized = s.auth.refused.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Json(status))
 }
 
-async fn peers(State(node): State<NodeHandle>) -> Result<Json<Vec<PeerView>>, AppError> {
-    status(State(node)).await.map(|s| Json(s.0.peers))
+async fn peers(State(s): State<ApiState>) -> Result<Json<Vec<PeerView>>, AppError> {
+    status(State(s)).await.map(|s| Json(s.0.peers))
 }
 
-/// Binds the control API; returns the bound address and a future serving it until `shutdown`.
+/// Binds the control API; returns the bound address and a future serving it
+/// until the frontend's `stop`.
 pub async fn bind(
-    addr: SocketAddr,
-    node: NodeHandle,
-    pins: PinsetHandle,
-    defaults: PinsConfig,
-    shutdown: CancellationToken,
+    f: crate::node::Frontend,
 ) -> Result<(SocketAddr, impl Future<Output = std::io::Result<()>>), ApiError> {
+    let addr = f.addr;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ApiError::Bind { addr, source })?;
     let bound = listener
         .local_addr()
         .map_err(|source| ApiError::Bind { addr, source })?;
+    let auth = Auth {
+        token: f.token.map(std::sync::Arc::from),
+        refused: Default::default(),
+    };
     let app = Router::new()
+        .route("/health", get(health))
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/peers/{id}", delete(pins::remove_member))
+        .route("/v1/trust/revocations", post(revocations))
         .merge(pins::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            authorize,
+        ))
         .with_state(ApiState {
-            node,
-            pins,
-            defaults,
+            node: f.node,
+            pins: f.pins,
+            defaults: f.defaults,
+            auth,
         });
-    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
+    let serve = axum::serve(listener, app).with_graceful_shutdown(f.stop.cancelled_owned());
     Ok((bound, async move { serve.await }))
 }
 
@@ -149,6 +241,7 @@ pub fn locate(explicit: Option<&str>, data_dir: &Path) -> Result<String, ApiErro
 pub struct Client {
     http: reqwest::Client,
     addr: String,
+    token: Option<String>,
 }
 
 impl Client {
@@ -157,7 +250,17 @@ impl Client {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        Client { http, addr }
+        Client {
+            http,
+            addr,
+            token: None,
+        }
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
     }
 
     /// `HOST:PORT` of the node's API.
@@ -181,6 +284,9 @@ impl Client {
             source,
         };
         let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = body {
             // Writes wait for the commit (the server gives up after 15 s).
             req = req.json(&b).timeout(Duration::from_secs(20));
@@ -234,6 +340,19 @@ impl Client {
     /// `DELETE /v1/peers/{id}`: the member stops counting for `write_copies`.
     pub async fn remove_member(&self, id: &str) -> Result<(serde_json::Value, String), ApiError> {
         self.call(reqwest::Method::DELETE, &format!("/v1/peers/{id}"), None)
+            .await
+    }
+
+    /// `POST /v1/trust/revocations`: a signed revocation list.
+    pub async fn publish_revocations(
+        &self,
+        list: &[u8],
+    ) -> Result<(serde_json::Value, String), ApiError> {
+        use base64::Engine as _;
+        let body = serde_json::json!({
+            "list": base64::engine::general_purpose::STANDARD.encode(list)
+        });
+        self.call(reqwest::Method::POST, "/v1/trust/revocations", Some(body))
             .await
     }
 

@@ -68,6 +68,23 @@ pub struct NodeArgs {
     #[arg(long, env = "IPFS_KIT_P2P_IPFS_API")]
     pub ipfs_api: Option<String>,
 
+    /// The operator's public key (operator.pub): run as a member of that
+    /// cluster only (secured mode; needs --certificate)
+    #[arg(long, env = "IPFS_KIT_P2P_OPERATOR_KEY")]
+    pub operator_key: Option<PathBuf>,
+
+    /// This node's certificate, signed by the operator key
+    #[arg(long, env = "IPFS_KIT_P2P_CERTIFICATE")]
+    pub certificate: Option<PathBuf>,
+
+    /// A private network's key (kubo's swarm.key format); TCP only
+    #[arg(long, env = "IPFS_KIT_P2P_SWARM_KEY")]
+    pub swarm_key: Option<PathBuf>,
+
+    /// The control API token file [default: <data_dir>/api.token]
+    #[arg(long, global = true, env = "IPFS_KIT_P2P_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+
     /// IPFS swarm listen multiaddr (repeatable) [default: /ip4/0.0.0.0/tcp/4011]
     #[arg(long, env = "IPFS_KIT_P2P_IPFS_SWARM", value_delimiter = ',', value_parser = parse_swarm)]
     pub ipfs_swarm: Vec<String>,
@@ -113,9 +130,76 @@ pub enum Command {
     Pin(PinCommand),
     /// Add a file to this node's IPFS and pin it cluster-wide
     Add(AddArgs),
+    /// Set up a secured cluster
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Print this node's peer ID (creating its identity key if there is
+    /// none) without starting it, to issue its certificate
+    Id,
+    /// Node certificates and revocation lists
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Print the control API token, creating it (mode 0600) if missing
+    ApiToken,
     /// Run the built-in IPFS engine (kubo's RPC API on rust-ipfs); the node
     /// starts this itself in `builtin` IPFS mode
     IpfsDaemon(DaemonArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create DIR/operator.key (keep it offline), DIR/operator.pub (the
+    /// cluster's identity, for every node) and DIR/swarm.key
+    Init { dir: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Sign a certificate for one node
+    Issue {
+        /// The operator key (operator.key)
+        #[arg(long)]
+        operator_key: PathBuf,
+        /// The node's peer ID (`ipfs-kit-p2p id`)
+        #[arg(long)]
+        peer: String,
+        /// master | worker | leecher: the highest role the node may take
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Days it is valid from now
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Where to write it
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a certificate or revocation list (and check it against the
+    /// operator's key when given)
+    Show {
+        file: PathBuf,
+        /// operator.pub (or operator.key) to check the signature with
+        #[arg(long)]
+        operator_key: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign a revocation list naming these serials (and those of the
+    /// previous list), with a higher version
+    Revoke {
+        #[arg(long)]
+        operator_key: PathBuf,
+        /// Serials (hex, as `cert show` prints them)
+        #[arg(required = true)]
+        serials: Vec<String>,
+        /// The list in force, to keep its serials and supersede it
+        #[arg(long)]
+        previous: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Give a revocation list to the running node; it spreads it through
+    /// the cluster
+    Publish { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

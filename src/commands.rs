@@ -11,14 +11,31 @@ use crate::cli::NodeArgs;
 use crate::config::{NodeConfig, default_data_dir};
 
 pub mod pins;
+pub mod trust;
 
-fn client(args: &NodeArgs) -> anyhow::Result<Client> {
-    let data_dir: PathBuf = match &args.data_dir {
+/// The data directory the flags, the config file or the platform name.
+pub(crate) fn data_dir(args: &NodeArgs) -> anyhow::Result<PathBuf> {
+    Ok(match &args.data_dir {
         Some(d) => d.clone(),
         None if args.config.is_some() => NodeConfig::load(args)?.data_dir,
-        None => default_data_dir().context("no data directory: pass --data-dir or --api")?,
-    };
-    Ok(Client::new(locate(args.api.as_deref(), &data_dir)?))
+        None => default_data_dir().context("no data directory: pass --data-dir")?,
+    })
+}
+
+/// The control API token file the node uses.
+pub(crate) fn token_file(args: &NodeArgs, data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    Ok(match &args.api_token_file {
+        Some(f) => f.clone(),
+        None if args.config.is_some() => NodeConfig::load(args)?.api_token_file,
+        None => data_dir.join(crate::trust::files::API_TOKEN),
+    })
+}
+
+/// A client of the running node's API, with its token if there is one.
+pub(crate) fn client(args: &NodeArgs) -> anyhow::Result<Client> {
+    let data_dir = data_dir(args)?;
+    let token = crate::trust::files::read_token(&token_file(args, &data_dir)?)?;
+    Ok(Client::new(locate(args.api.as_deref(), &data_dir)?).with_token(token))
 }
 
 pub async fn status(args: &NodeArgs, json: bool) -> anyhow::Result<()> {
@@ -70,6 +87,43 @@ pub fn render_status(s: &StatusView) -> String {
     let _ = writeln!(out, "peer id    {}", s.peer_id);
     let _ = writeln!(out, "role       {}", s.role);
     let _ = writeln!(out, "cluster    {}", s.cluster);
+    let t = &s.trust;
+    match (&t.cluster_id, &t.certificate) {
+        (Some(id), Some(c)) => {
+            let _ = writeln!(
+                out,
+                "trust      secured: cluster {id}; {} members admitted",
+                t.members
+            );
+            let _ = writeln!(
+                out,
+                "cert       {} ({}), valid until {} ({} days)",
+                c.serial, c.role, c.not_after, c.expires_in_days
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "trust      OPEN");
+        }
+    }
+    if let Some(w) = &t.warning {
+        let _ = writeln!(out, "WARNING    {w}");
+    }
+    if let Some(f) = &t.swarm_key {
+        let _ = writeln!(out, "private    swarm key {f} (TCP only)");
+    }
+    if !t.dropped.is_empty() || s.api_unauthorized > 0 {
+        let d: Vec<String> = t.dropped.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = writeln!(
+            out,
+            "dropped    {}{}",
+            d.join(", "),
+            if s.api_unauthorized > 0 {
+                format!("; API requests without the token: {}", s.api_unauthorized)
+            } else {
+                String::new()
+            }
+        );
+    }
     let _ = writeln!(out, "leader     {leader}");
     let _ = writeln!(out, "epoch      {} (highest seen)", s.epoch);
     let _ = writeln!(out, "uptime     {:.1} s", s.uptime_ms as f64 / 1000.0);

@@ -58,6 +58,32 @@ struct FileConfig {
     service: Vec<ServiceFile>,
     ipfs: IpfsFile,
     pins: PinsConfig,
+    api_token_file: Option<PathBuf>,
+    trust: TrustFile,
+}
+
+/// The `[trust]` section: paths, empty meaning unset.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustFile {
+    operator_key: Option<PathBuf>,
+    certificate: Option<PathBuf>,
+    swarm_key: Option<PathBuf>,
+    revocations: Option<PathBuf>,
+}
+
+/// Where the trust files are (see [`crate::trust`]); read when the node starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustConfig {
+    /// The operator's public key (`operator.pub`): secured mode.
+    pub operator_key: Option<PathBuf>,
+    /// This node's certificate, signed by that key.
+    pub certificate: Option<PathBuf>,
+    /// A private network's pre-shared key (kubo's `swarm.key` format).
+    pub swarm_key: Option<PathBuf>,
+    /// A revocation list to take at start (newer lists also arrive from
+    /// peers and the API and are kept in the data directory).
+    pub revocations: Option<PathBuf>,
 }
 
 /// The `[pins]` section: replication defaults, and how the leader and the
@@ -212,6 +238,10 @@ pub struct NodeConfig {
     pub services: Vec<ServiceSpec>,
     pub ipfs: IpfsConfig,
     pub pins: PinsConfig,
+    pub trust: TrustConfig,
+    /// The control API's bearer token file; the API asks for it when the
+    /// file exists (`<data_dir>/api.token` unless set).
+    pub api_token_file: PathBuf,
 }
 
 /// Deep-merges `over` into `base`: tables merge key by key, anything else replaces.
@@ -252,16 +282,28 @@ impl NodeConfig {
     /// Builds the configuration from the defaults, the config file named by
     /// `args.config` (if any) and the flags/environment in `args`.
     pub fn load(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
-        let mut table = parse_table(DEFAULTS, Path::new("<embedded defaults>"))?;
-        let mut source = PathBuf::from("<embedded defaults>");
-        if let Some(path) = &args.config {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-                path: path.clone(),
-                source: e,
-            })?;
-            merge(&mut table, parse_table(&text, path)?);
-            source = path.clone();
+        match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.clone(),
+                    source: e,
+                })?;
+                Self::from_text(&text, path, args)
+            }
+            None => Self::from_text("", Path::new("<embedded defaults>"), args),
         }
+    }
+
+    /// As [`NodeConfig::load`], with the config file's text given (`source`
+    /// names it in messages).
+    pub fn from_text(
+        text: &str,
+        source: &Path,
+        args: &NodeArgs,
+    ) -> Result<NodeConfig, ConfigError> {
+        let mut table = parse_table(DEFAULTS, Path::new("<embedded defaults>"))?;
+        merge(&mut table, parse_table(text, source)?);
+        let source = source.to_owned();
         // The path of the offending key survives the merge, so the message can name it.
         let file: FileConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| {
@@ -294,6 +336,17 @@ impl NodeConfig {
             None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
         };
         let e = file.election;
+        let path_of = |flag: &Option<PathBuf>, file: Option<PathBuf>| {
+            flag.clone().or(file).filter(|p| !p.as_os_str().is_empty())
+        };
+        let trust = TrustConfig {
+            operator_key: path_of(&args.operator_key, file.trust.operator_key),
+            certificate: path_of(&args.certificate, file.trust.certificate),
+            swarm_key: path_of(&args.swarm_key, file.trust.swarm_key),
+            revocations: path_of(&None, file.trust.revocations),
+        };
+        let api_token_file = path_of(&args.api_token_file, file.api_token_file)
+            .unwrap_or_else(|| data_dir.join(crate::trust::files::API_TOKEN));
         let cfg = NodeConfig {
             role: args.role.unwrap_or(file.role),
             cluster: args.cluster.clone().unwrap_or(file.cluster),
@@ -319,6 +372,8 @@ impl NodeConfig {
             ipfs: file
                 .ipfs
                 .validate(args.ipfs, args.ipfs_api.as_deref(), &args.ipfs_swarm)?,
+            trust,
+            api_token_file,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -405,10 +460,42 @@ impl NodeConfig {
         if p.removal_horizon_secs == 0 {
             return Err(invalid("pins.removal_horizon_secs", "must be at least 1"));
         }
+        let t = &self.trust;
+        if t.operator_key.is_some() != t.certificate.is_some() {
+            return Err(invalid(
+                "trust.operator_key",
+                "secured mode needs both trust.operator_key (operator.pub) and \
+                 trust.certificate (this node's certificate); set both, or neither for an open cluster",
+            ));
+        }
+        if t.revocations.is_some() && t.operator_key.is_none() {
+            return Err(invalid(
+                "trust.revocations",
+                "a revocation list needs trust.operator_key to be checked against",
+            ));
+        }
         if n.redial_interval_ms < 100 {
             return Err(invalid(
                 "network.redial_interval_ms",
                 "must be at least 100",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The control API may listen beyond loopback only with a token (checked
+    /// when the node starts, with the token it read).
+    pub fn check_api_token(&self, token: Option<&str>) -> Result<(), ConfigError> {
+        if !self.api.ip().is_loopback() && token.is_none() {
+            return Err(invalid(
+                "api",
+                format!(
+                    "the control API would listen on {} (not loopback) without a token: run \
+                     `ipfs-kit-p2p api-token --data-dir {}` first (or set api_token_file), or \
+                     bind it to 127.0.0.1",
+                    self.api,
+                    self.data_dir.display()
+                ),
             ));
         }
         Ok(())

@@ -24,7 +24,14 @@
 //! * [`store`]: the data directory: lock, identity key, persisted epoch, the
 //!   `api` file; every write atomic.
 //! * [`health`]: CPU, memory and disk figures for heartbeats.
-//! * [`commands`]: the `status` and `peers` subcommands.
+//! * [`commands`]: the subcommands (`status`, `peers`, `pin`, `add`, and the
+//!   operator's `cluster init`, `id`, `cert`, `api-token`).
+//! * [`trust`]: who is a member and what each member may send: the operator
+//!   key, node certificates and revocation lists ([`trust::cert`], pure),
+//!   the key and token files ([`trust::files`]), and the membership gate the
+//!   node loop asks about every message (a pure core, time passed in).
+//! * `fuzzing` (hidden): the entry points of the fuzz targets in `fuzz/`,
+//!   whose corpora `cargo test` replays.
 //! * [`supervisor`]: runs child processes (`[[service]]` entries, later the
 //!   IPFS daemon), one task per child, state on a `watch` channel the node's
 //!   status reads.
@@ -53,6 +60,8 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod election;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod ipfs;
 pub mod ipfs_rpc;
@@ -62,6 +71,7 @@ pub mod role;
 pub mod status;
 pub mod store;
 pub mod supervisor;
+pub mod trust;
 pub mod view;
 pub mod wire;
 
@@ -86,6 +96,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }) => commands::peers_rm(&cli.node, &peer).await,
             Some(Command::Pin(cmd)) => commands::pins::pin(&cli.node, cmd).await,
             Some(Command::Add(add)) => commands::pins::add(&cli.node, add).await,
+            Some(Command::Cluster(cli::ClusterCommand::Init { dir })) => {
+                commands::trust::init(&dir)
+            }
+            Some(Command::Id) => commands::trust::id(&cli.node),
+            Some(Command::Cert(cmd)) => commands::trust::cert(&cli.node, cmd).await,
+            Some(Command::ApiToken) => commands::trust::api_token(&cli.node),
             Some(Command::IpfsDaemon(args)) => run_ipfs_daemon(args, cli.node.api).await,
         }
     })
@@ -99,9 +115,7 @@ async fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
         signals.cancel();
     });
     node::run(cfg, shutdown, |f| async move {
-        let (addr, serve) = api::bind(f.addr, f.node, f.pins, f.defaults, f.stop)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (addr, serve) = api::bind(f).await.map_err(|e| e.to_string())?;
         let serve: node::Serve = Box::pin(async move {
             if let Err(e) = serve.await {
                 tracing::error!("control API: {e}");
@@ -109,8 +123,12 @@ async fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
         });
         Ok((addr, serve))
     })
-    .await?;
-    Ok(())
+    .await
+    .map_err(|e| match e {
+        // Exit status 2, like every other configuration problem.
+        node::NodeError::Config(c) => anyhow::Error::from(c),
+        e => e.into(),
+    })
 }
 
 #[cfg(feature = "builtin-ipfs")]

@@ -32,6 +32,12 @@ pub struct StatusView {
     /// Where this node's pinset replica stands.
     #[serde(default)]
     pub pinset: crate::pinset::actor::Progress,
+    /// Open or secured, this node's certificate, and what was dropped.
+    #[serde(default)]
+    pub trust: crate::trust::TrustView,
+    /// Control API requests refused for a missing or wrong token.
+    #[serde(default)]
+    pub api_unauthorized: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

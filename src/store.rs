@@ -104,6 +104,21 @@ impl DataDir {
         }
     }
 
+    /// The identity's peer ID without taking the lock when the key exists
+    /// (a running node holds it); else opens the directory and creates it.
+    pub fn peer_id(path: &Path) -> Result<libp2p::PeerId, StoreError> {
+        let key = path.join("identity.key");
+        if key.exists() {
+            let bytes = fs::read(&key).map_err(io_err(&key))?;
+            let k = Keypair::from_protobuf_encoding(&bytes).map_err(|e| StoreError::Corrupt {
+                path: key,
+                message: e.to_string(),
+            })?;
+            return Ok(k.public().to_peer_id());
+        }
+        Ok(DataDir::open(path)?.identity()?.public().to_peer_id())
+    }
+
     /// The persisted election state (default on first start).
     pub fn load_state(&self) -> Result<State, StoreError> {
         let path = self.path.join("state.json");
@@ -167,8 +182,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreErr
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
+        match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all()?,
+            _ => File::open(".")?.sync_all()?,
         }
         Ok(())
     })();

@@ -17,7 +17,7 @@ use crate::pinset::sync::{Collected, Cursor};
 use crate::role::Role;
 
 /// Version byte leading every message.
-pub const VERSION: u8 = 6;
+pub const VERSION: u8 = 7;
 /// Largest gossip message accepted (heartbeats are ~200 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Largest request or response accepted over request-response.
@@ -171,8 +171,8 @@ pub struct Envelope {
 /// Direct requests between two nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Sent on connecting: here is my state, send me yours.
-    Hello(Heartbeat),
+    /// Sent on connecting: here is my state (and certificate), send me yours.
+    Hello(Hello),
     /// A leadership change, pushed directly as well as gossiped.
     Update(Heartbeat),
     /// Graceful departure, sent directly so it arrives before the node exits.
@@ -181,6 +181,38 @@ pub enum Request {
     Pinset(PinsetRequest),
     /// Replica orders and holders' states.
     Holder(HolderRequest),
+    /// A newer revocation list, signed by the operator (see [`crate::trust`]).
+    Revocations(Vec<u8>),
+}
+
+/// The greeting that opens every connection, both ways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub heartbeat: Heartbeat,
+    /// The sender's certificate (secured mode), as signed.
+    pub cert: Option<Vec<u8>>,
+    /// The revocation list the sender holds, as signed.
+    pub revocations: Option<Vec<u8>>,
+}
+
+impl Hello {
+    pub fn check(&self) -> Result<(), WireError> {
+        self.heartbeat.check()?;
+        check_signed(&self.cert, &self.revocations)
+    }
+}
+
+pub fn check_signed(cert: &Option<Vec<u8>>, list: &Option<Vec<u8>>) -> Result<(), WireError> {
+    use crate::trust::cert::{MAX_CERT_BYTES, MAX_REVOCATIONS_BYTES};
+    match (cert, list) {
+        (Some(c), _) if c.len() > MAX_CERT_BYTES => {
+            Err(WireError::TooLarge(c.len(), MAX_CERT_BYTES))
+        }
+        (_, Some(l)) if l.len() > MAX_REVOCATIONS_BYTES => {
+            Err(WireError::TooLarge(l.len(), MAX_REVOCATIONS_BYTES))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Most changes in one [`PinsetRequest::Push`] or [`PinsetResponse::Page`];
@@ -462,8 +494,14 @@ pub enum Response {
     Hello {
         heartbeat: Box<Heartbeat>,
         peers: Vec<SharedPeer>,
+        cert: Option<Vec<u8>>,
+        revocations: Option<Vec<u8>>,
     },
     Ack,
+    /// The sender is not (or no longer) taken as a member: why.
+    Denied {
+        reason: String,
+    },
     Pinset(PinsetResponse),
     Holder(HolderResponse),
 }
@@ -774,7 +812,11 @@ mod tests {
     fn rpc_frames_round_trip_and_refuse_oversized_lengths() {
         futures::executor::block_on(async {
             let mut buf = Vec::new();
-            let hello = Request::Hello(heartbeat());
+            let hello = Request::Hello(Hello {
+                heartbeat: heartbeat(),
+                cert: Some(vec![7; 300]),
+                revocations: None,
+            });
             write_frame(&mut futures::io::Cursor::new(&mut buf), &hello)
                 .await
                 .unwrap();

@@ -413,9 +413,13 @@ fn garbage_rpc() -> Vec<(&'static str, Vec<u8>)> {
     over_limit.extend_from_slice(&[wire::VERSION, 0, 0, 0]);
     let mut max_len = u32::MAX.to_be_bytes().to_vec();
     max_len.extend_from_slice(&noise_bytes(64));
-    let forged_hello = Request::Hello(Heartbeat {
-        max_epoch: FORGED_EPOCH,
-        ..heartbeat(Role::Master, GARBAGE_INCARNATION, 1)
+    let forged_hello = Request::Hello(wire::Hello {
+        heartbeat: Heartbeat {
+            max_epoch: FORGED_EPOCH,
+            ..heartbeat(Role::Master, GARBAGE_INCARNATION, 1)
+        },
+        cert: None,
+        revocations: None,
     });
     let mut wrong_version = wire::encode(&forged_hello);
     wrong_version[0] = wire::VERSION.wrapping_add(1);
@@ -615,18 +619,20 @@ async fn node_survives_a_hostile_peer_and_keeps_its_state_clean() {
         rogue.pause().await;
     }
     // Positive control: a valid Hello is answered with the node's own heartbeat.
-    let hello = frame(&wire::encode(&Request::Hello(heartbeat(
-        Role::Leecher,
-        2,
-        1,
-    ))));
+    let hello = frame(&wire::encode(&Request::Hello(wire::Hello {
+        heartbeat: heartbeat(Role::Leecher, 2, 1),
+        cert: None,
+        revocations: None,
+    })));
     let answer = rogue
         .request("valid hello", hello)
         .await
         .expect("valid hello answered");
     let body = answer.get(4..).expect("answer is a frame");
     match wire::decode::<Response>(body, MAX_RPC_BYTES) {
-        Ok(Response::Hello { heartbeat, peers }) => {
+        Ok(Response::Hello {
+            heartbeat, peers, ..
+        }) => {
             assert_eq!(heartbeat.role, Role::Master);
             assert_eq!(
                 heartbeat.follows,

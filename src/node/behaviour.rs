@@ -11,7 +11,12 @@ use libp2p::{
 };
 use sha2::{Digest, Sha256};
 
+use libp2p::Transport as _;
+use libp2p::core::upgrade::Version;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
+
 use crate::config::NodeConfig;
+use crate::trust::files::SwarmKey;
 use crate::wire::{MAX_GOSSIP_BYTES, Protocols, RpcCodec};
 
 #[derive(NetworkBehaviour)]
@@ -124,29 +129,55 @@ fn behaviour(
     })
 }
 
-/// Builds the swarm; it still has to be told where to listen.
+/// The same tail for both transports.
+macro_rules! finish {
+    ($builder:expr, $cfg:expr, $protocols:expr) => {
+        Ok($builder
+            .with_behaviour(|key| behaviour(key, $cfg, $protocols).map_err(|e| e.0.into()))
+            .map_err(err)?
+            // gossipsub keeps member connections open; this bounds the others.
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            // A dial into a cut-off network gives up after this (10 s by
+            // default); the next redial sends a fresh SYN instead of waiting
+            // out the kernel's retransmission back-off, so a healed link is
+            // used within about a redial interval.
+            .with_connection_timeout(Duration::from_secs(3))
+            .build())
+    };
+}
+
+/// Builds the swarm; it still has to be told where to listen. With a swarm
+/// key, TCP only, every connection behind the pnet handshake (QUIC cannot
+/// be wrapped, and a second transport would be a way around the key).
 pub fn build(
     key: Keypair,
     cfg: &NodeConfig,
     protocols: &Protocols,
+    swarm_key: Option<&SwarmKey>,
 ) -> Result<Swarm<Behaviour>, BuildError> {
-    Ok(SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(err)?
-        .with_quic()
-        .with_behaviour(|key| behaviour(key, cfg, protocols).map_err(|e| e.0.into()))
-        .map_err(err)?
-        // gossipsub keeps member connections open; this bounds the others.
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        // A dial into a cut-off network gives up after this (10 s by
-        // default); the next redial sends a fresh SYN instead of waiting
-        // out the kernel's retransmission back-off, so a healed link is
-        // used within about a redial interval.
-        .with_connection_timeout(Duration::from_secs(3))
-        .build())
+    let builder = SwarmBuilder::with_existing_identity(key).with_tokio();
+    let Some(psk) = swarm_key else {
+        let builder = builder
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(err)?
+            .with_quic();
+        return finish!(builder, cfg, protocols);
+    };
+    let psk = PreSharedKey::new(psk.0);
+    let builder = builder
+        .with_other_transport(|key| {
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()),
+            )
+        })
+        .map_err(err)?;
+    finish!(builder, cfg, protocols)
 }

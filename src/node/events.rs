@@ -9,7 +9,8 @@ use tracing::{debug, error, info, warn};
 use super::Node;
 use super::behaviour::BehaviourEvent;
 use crate::election::Input;
-use crate::wire::{self, Gossip, Request, Response};
+use crate::trust::Kind;
+use crate::wire::{self, Gossip, HolderRequest, PinsetRequest, Request, Response};
 
 impl Node {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -34,10 +35,16 @@ impl Node {
                 if endpoint.is_dialer() {
                     self.learn_addrs(peer_id, [endpoint.get_remote_address().clone()]);
                 }
+                if num_established.get() == 1
+                    && !self.gate.connected(peer_id, std::time::Instant::now())
+                {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
                 if num_established.get() == 1 && !self.foreign.contains(&peer_id) {
                     debug!(peer = %peer_id, "connected");
                     self.input(Input::Connected(peer_id.to_base58()));
-                    let hello = Request::Hello(self.heartbeat());
+                    let hello = Request::Hello(self.hello());
                     self.swarm.behaviour_mut().rpc.send_request(&peer_id, hello);
                 }
             }
@@ -48,6 +55,7 @@ impl Node {
                 ..
             } => {
                 debug!(peer = %peer_id, cause = ?cause, "disconnected");
+                self.gate.disconnected(&peer_id);
                 self.input(Input::ConnectionLost(peer_id.to_base58()));
             }
             SwarmEvent::OutgoingConnectionError {
@@ -69,6 +77,11 @@ impl Node {
                     self.input(Input::Unreachable(peer.to_base58()));
                 }
             }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => self.on_handshake_failure(send_back_addr.to_string(), error.to_string()),
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
         }
@@ -82,13 +95,14 @@ impl Node {
                     self.mark_foreign(peer_id);
                     return;
                 }
-                for addr in &info.listen_addrs {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer_id, addr.clone());
+                // In a secured cluster a peer's addresses are kept (and
+                // given to Kademlia and to other members) only once it is a
+                // member; until then they wait for its certificate.
+                if self.gate.is_secured() && self.gate.member(&peer_id).is_none() {
+                    self.stash_addrs(peer_id, info.listen_addrs);
+                    return;
                 }
-                self.learn_addrs(peer_id, info.listen_addrs);
+                self.learn_member_addrs(peer_id, info.listen_addrs);
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
@@ -102,6 +116,9 @@ impl Node {
             BehaviourEvent::Kad(kad::Event::RoutingUpdated {
                 peer, addresses, ..
             }) => {
+                if self.gate.is_secured() && self.gate.member(&peer).is_none() {
+                    return;
+                }
                 self.learn_addrs(peer, addresses.into_vec());
                 if !self.swarm.is_connected(&peer) {
                     self.dial(peer);
@@ -156,6 +173,15 @@ impl Node {
             return MessageAcceptance::Ignore;
         }
         match wire::decode_gossip(&message.data, &signer) {
+            // Not from a member (or a role above its certificate): not
+            // taken, not passed on, and not held against the peer that
+            // passed it (it may be an honest member relaying).
+            Ok(Gossip::Heartbeat(hb)) if !self.allowed(&signer, Kind::Heartbeat(hb.role)) => {
+                MessageAcceptance::Ignore
+            }
+            Ok(Gossip::Leaving { .. }) if !self.allowed(&signer, Kind::Leaving) => {
+                MessageAcceptance::Ignore
+            }
             Ok(Gossip::Heartbeat(hb)) => {
                 self.on_heartbeat(signer, hb);
                 MessageAcceptance::Accept
@@ -178,6 +204,16 @@ impl Node {
     fn on_rpc(&mut self, peer: PeerId, message: Message<Request, Response>) {
         match message {
             Message::Request {
+                request, channel, ..
+            } if !self.may_ask(&peer, &request) => {
+                let reason = format!(
+                    "this node does not take that from {peer}: not a certified member, or \
+                     its certificate's role does not allow it"
+                );
+                let rpc = &mut self.swarm.behaviour_mut().rpc;
+                let _ = rpc.send_response(channel, Response::Denied { reason });
+            }
+            Message::Request {
                 request: Request::Pinset(req),
                 channel,
                 ..
@@ -192,17 +228,15 @@ impl Node {
             } => {
                 let response = match request {
                     Request::Pinset(_) | Request::Holder(_) => unreachable!("matched above"),
-                    Request::Hello(hb) => {
-                        self.on_heartbeat(peer, hb);
-                        Response::Hello {
-                            heartbeat: Box::new(self.heartbeat()),
-                            peers: self.shared_peers(),
-                        }
-                    }
+                    Request::Hello(hello) => self.on_hello(peer, hello),
                     Request::Update(hb) => {
                         self.on_heartbeat(peer, hb);
                         Response::Ack
                     }
+                    Request::Revocations(list) => match self.take_revocations(&list, Some(peer)) {
+                        Ok(_) => Response::Ack,
+                        Err(reason) => Response::Denied { reason },
+                    },
                     Request::Leaving { incarnation } => {
                         info!(%peer, "peer is leaving");
                         self.input(Input::Left {
@@ -222,7 +256,22 @@ impl Node {
                 request_id,
                 response,
             } => match response {
-                Response::Hello { heartbeat, peers } => {
+                Response::Hello {
+                    heartbeat,
+                    peers,
+                    cert,
+                    revocations,
+                } => {
+                    if let Err(e) = wire::check_signed(&cert, &revocations) {
+                        warn!(%peer, error = %e, "Hello answer dropped");
+                        return;
+                    }
+                    if self
+                        .on_credentials(peer, cert.as_deref(), revocations.as_deref())
+                        .is_err()
+                    {
+                        return;
+                    }
                     self.on_heartbeat(peer, *heartbeat);
                     for shared in peers.iter().take(wire::MAX_SHARED_PEERS) {
                         if let Some((p, addrs)) = shared.parse() {
@@ -236,10 +285,88 @@ impl Node {
                 Response::Ack => {
                     self.leaving.remove(&request_id);
                 }
+                Response::Denied { reason } => {
+                    self.leaving.remove(&request_id);
+                    let reason: String = reason.chars().take(wire::MAX_REASON).collect();
+                    if self.once_a_minute(format!("denied by {peer}")) {
+                        warn!(%peer, "the peer refused this node: {reason}");
+                    }
+                    self.on_rpc_failure(request_id, format!("refused: {reason}"));
+                }
                 resp @ (Response::Pinset(_) | Response::Holder(_)) => {
-                    self.on_rpc_response(request_id, resp)
+                    let kind = match resp {
+                        Response::Pinset(_) => Kind::PinsetAnswer,
+                        _ => Kind::HolderAnswer,
+                    };
+                    if self.allowed(&peer, kind) {
+                        self.on_rpc_response(request_id, resp)
+                    } else {
+                        let e = "the answer is not from a certified master or worker";
+                        self.on_rpc_failure(request_id, e.into());
+                    }
                 }
             },
         }
+    }
+
+    /// Whether a peer's request passes the gate (`Hello` always does: it
+    /// carries the certificate; heartbeats are checked where they are taken).
+    fn may_ask(&mut self, peer: &PeerId, request: &Request) -> bool {
+        let kind = match request {
+            Request::Hello(_) | Request::Update(_) => return true,
+            Request::Leaving { .. } => Kind::Leaving,
+            Request::Revocations(_) => Kind::Revocations,
+            Request::Pinset(PinsetRequest::Push { .. }) => Kind::PinsetPush,
+            Request::Pinset(PinsetRequest::Pull { .. }) => Kind::PinsetPull,
+            Request::Holder(HolderRequest::Status { .. }) => Kind::HolderStatus,
+            Request::Holder(_) => Kind::HolderOrders,
+        };
+        self.allowed(peer, kind)
+    }
+
+    /// A peer's `Hello`: its certificate first, then its heartbeat.
+    fn on_hello(&mut self, peer: PeerId, hello: wire::Hello) -> Response {
+        if let Err(e) = hello.check() {
+            warn!(%peer, error = %e, "Hello refused");
+            return Response::Denied {
+                reason: e.to_string(),
+            };
+        }
+        if let Err(reason) =
+            self.on_credentials(peer, hello.cert.as_deref(), hello.revocations.as_deref())
+        {
+            return Response::Denied { reason };
+        }
+        self.on_heartbeat(peer, hello.heartbeat);
+        let (cert, revocations) = self.gate.credentials();
+        Response::Hello {
+            heartbeat: Box::new(self.heartbeat()),
+            peers: self.shared_peers(),
+            cert,
+            revocations,
+        }
+    }
+
+    /// A connection that failed before it was a connection. With a swarm
+    /// key, that is nearly always a peer without it (or with another).
+    fn on_handshake_failure(&mut self, from: String, error: String) {
+        let Some(fingerprint) = self.swarm_key.clone() else {
+            debug!(%from, %error, "incoming connection failed");
+            return;
+        };
+        let host: String = from
+            .parse::<libp2p::Multiaddr>()
+            .ok()
+            .and_then(|a| a.iter().next().map(|p| p.to_string()))
+            .unwrap_or(from.clone());
+        if !self.once_a_minute(host) {
+            return;
+        }
+        warn!(
+            %from,
+            our_key = %fingerprint,
+            "connection refused: the peer does not have this cluster's swarm key \
+             (wrong or missing swarm key, or not an ipfs-kit-p2p node; handshake error: {error})"
+        );
     }
 }

@@ -27,6 +27,11 @@ pub(super) enum Command {
         channel: libp2p::request_response::ResponseChannel<wire::Response>,
         resp: wire::Response,
     },
+    /// A revocation list from the API.
+    Revocations {
+        list: Vec<u8>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// A cloneable handle to the node's event loop.
@@ -62,6 +67,19 @@ impl NodeHandle {
         tokio::time::timeout(Duration::from_secs(10), rx)
             .await
             .map_err(|_| "the keeper did not answer in 10 s".to_string())?
+            .map_err(|_| "node loop stopped".to_string())?
+    }
+
+    /// Gives the node a revocation list (it spreads it if it is newer).
+    pub async fn revocations(&self, list: Vec<u8>) -> Result<String, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send_timeout(Command::Revocations { list, reply }, Duration::from_secs(2))
+            .await
+            .map_err(|_| "node loop busy or stopped".to_string())?;
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .map_err(|_| "the node did not answer in 10 s".to_string())?
             .map_err(|_| "node loop stopped".to_string())?
     }
 

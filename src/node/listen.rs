@@ -83,3 +83,9 @@ fn probe_tcp_port(addr: &Multiaddr) -> std::io::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// A QUIC (or any UDP) address: a private network cannot use it.
+pub(super) fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter()
+        .any(|p| matches!(p, Protocol::Udp(_) | Protocol::QuicV1 | Protocol::Quic))
+}

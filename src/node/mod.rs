@@ -12,6 +12,7 @@ mod peers;
 mod pinset;
 mod status;
 mod talk;
+mod trust;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -64,6 +65,8 @@ pub enum NodeError {
     Ipfs(anyhow::Error),
     #[error("{0}")]
     Pinset(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// What the node hands its control API once the tasks it serves run.
@@ -75,6 +78,8 @@ pub struct Frontend {
     pub defaults: PinsConfig,
     /// Cancelled when the node stops serving.
     pub stop: CancellationToken,
+    /// The bearer token every request must carry (`None`: no token file).
+    pub token: Option<String>,
 }
 
 /// The control API being served; it ends once `Frontend::stop` is cancelled.
@@ -98,9 +103,32 @@ where
     state.incarnation += 1;
     data.save_state(&state)?;
     let me = key.public().to_peer_id();
+    let (gate, swarm_key) = trust::load(&cfg, &me, data.path())?;
     let protocols = Protocols::for_cluster(&cfg.cluster);
-    let mut swarm = behaviour::build(key, &cfg, &protocols)?;
-    let early = listen(&mut swarm, &cfg.listen).await?;
+    let mut swarm = behaviour::build(key, &cfg, &protocols, swarm_key.as_ref())?;
+    let listen_on: Vec<Multiaddr> = match &swarm_key {
+        None => cfg.listen.clone(),
+        Some(k) => {
+            let (tcp, quic): (Vec<Multiaddr>, Vec<Multiaddr>) = cfg
+                .listen
+                .iter()
+                .cloned()
+                .partition(|a| !listen::is_quic(a));
+            info!(fingerprint = %k.fingerprint(), "private network: only peers with this swarm key can connect");
+            if !quic.is_empty() {
+                warn!(skipped = ?quic, "private network: QUIC is off (pnet cannot wrap QUIC); listening on TCP only");
+            }
+            if tcp.is_empty() {
+                return Err(crate::config::ConfigError::Invalid {
+                    field: "listen",
+                    message: "a private network (trust.swarm_key) runs over TCP only: add a /tcp/ listen address".into(),
+                }
+                .into());
+            }
+            tcp
+        }
+    };
+    let early = listen(&mut swarm, &listen_on).await?;
     let topic = IdentTopic::new(protocols.topic.clone());
     swarm
         .behaviour_mut()
@@ -141,12 +169,20 @@ where
     )
     .map_err(NodeError::Pinset)?;
     let api_stop = CancellationToken::new();
+    let token = crate::trust::files::read_token(&cfg.api_token_file).map_err(|e| {
+        crate::config::ConfigError::Invalid {
+            field: "api_token_file",
+            message: e.to_string(),
+        }
+    })?;
+    cfg.check_api_token(token.as_deref())?;
     let (api_addr, serve) = serve_api(Frontend {
         addr: cfg.api,
         node: handle.clone(),
         pins: pins.clone(),
         defaults: cfg.pins,
         stop: api_stop.clone(),
+        token,
     })
     .await
     .map_err(NodeError::Api)?;
@@ -157,6 +193,16 @@ where
         0o644,
     )?;
     info!(peer_id = %me, role = %cfg.role, cluster = %cfg.cluster, incarnation = state.incarnation, api = %api_addr, "node started");
+    let trust_view = gate.view(crate::clock::unix_ms() / 1000);
+    match (&trust_view.cluster_id, &trust_view.certificate) {
+        (Some(id), Some(c)) => {
+            info!(cluster_id = %id, serial = %c.serial, certified_role = %c.role, not_after = %c.not_after, "secured cluster: peers are members only on a certificate from the operator key")
+        }
+        _ => warn!("{}", trust_view.warning.clone().unwrap_or_default()),
+    }
+    if let Some(w) = trust_view.warning.as_ref().filter(|_| gate.is_secured()) {
+        warn!("{w}");
+    }
 
     let now = Instant::now();
     let election = Election::new(
@@ -233,6 +279,11 @@ where
         rpc_pending: HashMap::new(),
         holder,
         keeper,
+        gate,
+        drop_soon: Vec::new(),
+        swarm_key: swarm_key.map(|k| k.fingerprint()),
+        warned: HashMap::new(),
+        unadmitted_addrs: HashMap::new(),
         cfg,
     };
     for event in early {
@@ -312,6 +363,17 @@ struct Node {
     /// This node's holder, and the keeper (which acts while it leads).
     holder: crate::pinset::holder::HolderHandle,
     keeper: crate::pinset::keeper::KeeperHandle,
+    /// Who is a member and what each may send (see [`crate::trust`]).
+    gate: crate::trust::Gate,
+    /// Peers refused in `Hello`: disconnected at the next sweep, once the
+    /// answer saying why has gone out.
+    drop_soon: Vec<PeerId>,
+    /// The private network's key fingerprint, if there is one.
+    swarm_key: Option<String>,
+    /// When a refusal (by or of a peer or an address) was last logged.
+    warned: HashMap<String, Instant>,
+    /// Listen addresses of connected peers not yet admitted (secured mode).
+    unadmitted_addrs: HashMap<PeerId, Vec<Multiaddr>>,
 }
 
 impl Node {
@@ -342,6 +404,9 @@ impl Node {
                     Command::Respond { channel, resp } => {
                         let _ = self.swarm.behaviour_mut().rpc.send_response(channel, resp);
                     }
+                    Command::Revocations { list, reply } => {
+                        let _ = reply.send(self.take_revocations(&list, None));
+                    }
                 },
                 _ = heartbeat.tick() => self.beat(),
                 _ = tick.tick() => {
@@ -349,7 +414,10 @@ impl Node {
                     self.execute(actions);
                     self.publish_view();
                 }
-                _ = redial.tick() => self.redial(),
+                _ = redial.tick() => {
+                    self.sweep_trust();
+                    self.redial();
+                }
                 _ = health.tick() => {
                     self.health = sampler.sample();
                     crate::health::trim_heap();

@@ -117,17 +117,48 @@ impl Node {
     }
 
     pub(super) fn mark_foreign(&mut self, peer: PeerId) {
+        self.not_dialled(peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// Never dialled again (within the bound of the set), and forgotten by
+    /// the address book and Kademlia.
+    pub(super) fn not_dialled(&mut self, peer: PeerId) {
         if self.foreign.len() >= MAX_FOREIGN {
             self.foreign.clear();
         }
         self.foreign.insert(peer);
         self.addrs.remove(&peer);
-        let _ = self.swarm.disconnect_peer_id(peer);
+        self.unadmitted_addrs.remove(&peer);
+        self.swarm.behaviour_mut().kad.remove_peer(&peer);
     }
 
+    /// Addresses a peer's identify gave before it was a member.
+    pub(super) fn stash_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if self.unadmitted_addrs.len() >= MAX_FOREIGN {
+            self.unadmitted_addrs.clear();
+        }
+        self.unadmitted_addrs.insert(peer, addrs);
+    }
+
+    /// A member's listen addresses: kept, and given to Kademlia.
+    pub(super) fn learn_member_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        for addr in &addrs {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+        }
+        self.learn_addrs(peer, addrs);
+    }
+
+    /// The connected peers and their addresses, for a peer's `Hello`: in a
+    /// secured cluster, members only.
     pub(super) fn shared_peers(&self) -> Vec<SharedPeer> {
+        let secured = self.gate.is_secured();
         self.swarm
             .connected_peers()
+            .filter(|p| !secured || self.gate.member(p).is_some())
             .filter_map(|p| self.addrs.get(p).map(|a| SharedPeer::new(p, a)))
             .take(wire::MAX_SHARED_PEERS)
             .collect()

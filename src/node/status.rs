@@ -72,6 +72,11 @@ impl Node {
             services: self.services.iter().map(|s| s.borrow().clone()).collect(),
             ipfs: self.ipfs.borrow().clone(),
             pinset: self.pins.progress(),
+            trust: crate::trust::TrustView {
+                swarm_key: self.swarm_key.clone(),
+                ..self.gate.view(crate::clock::unix_ms() / 1000)
+            },
+            api_unauthorized: 0,
             peers,
         }
     }

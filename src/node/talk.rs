@@ -108,6 +108,9 @@ impl Node {
 
     /// Feeds a peer's heartbeat to the election core.
     pub(super) fn on_heartbeat(&mut self, from: PeerId, hb: Heartbeat) {
+        if !self.allowed(&from, crate::trust::Kind::Heartbeat(hb.role)) {
+            return;
+        }
         if let Err(e) = hb.check() {
             warn!(peer = %from, error = %e, "heartbeat dropped");
             return;

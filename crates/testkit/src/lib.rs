@@ -41,6 +41,9 @@ pub struct Spawner {
     pub ipfs: String,
     /// Extra environment for every node.
     pub env: Vec<(String, String)>,
+    /// Flags whose value is a file in the node's own directory, e.g.
+    /// `("--certificate", "node.cert")`: per-node files under one spawner.
+    pub dir_files: Vec<(String, String)>,
 }
 
 impl Spawner {
@@ -52,6 +55,7 @@ impl Spawner {
             listen: "/ip4/127.0.0.1/tcp/0".into(),
             ipfs: "off".into(),
             env: Vec::new(),
+            dir_files: Vec::new(),
         }
     }
 
@@ -94,6 +98,11 @@ impl Spawner {
             ]
         })
         .args(&self.extra)
+        .args(
+            self.dir_files
+                .iter()
+                .flat_map(|(flag, file)| [flag.clone(), dir.join(file).display().to_string()]),
+        )
         .envs(self.env.iter().cloned())
         .env_remove("IPFS_KIT_P2P_API")
         .env_remove("IPFS_KIT_P2P_BOOTSTRAP")
@@ -122,7 +131,11 @@ impl Spawner {
                 .ok()
                 .and_then(|t| parse_api_addr(&t))
             {
-                break Client::new(addr);
+                // The node's API token, if the test made one.
+                let token = std::fs::read_to_string(dir.join("api.token"))
+                    .ok()
+                    .map(|t| t.trim().to_string());
+                break Client::new(addr).with_token(token);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();

@@ -226,7 +226,8 @@ impl Lab {
     }
 
     /// Starts the node binary `bin` as node `i` (`--ipfs off`, no mDNS,
-    /// listening on its address port 4010, its API on port 5010 there) with
+    /// listening on its address port 4010, its API on port 5010 there, with
+    /// a token in `dir/api.token`) with
     /// the TOML `config` and, if given, a bootstrap address. Its log goes to
     /// `dir.log`; `RUST_LOG` comes from `NODE_LOG` (default `info`).
     pub fn spawn(
@@ -242,6 +243,10 @@ impl Lab {
         std::fs::create_dir_all(dir).map_err(io)?;
         let cfg = dir.join("config.toml");
         std::fs::write(&cfg, config).map_err(io)?;
+        // Its API listens on the namespace's address, not loopback: that
+        // takes a token, as it would for an operator.
+        let (token, _) = ipfs_kit_p2p::trust::files::ensure_token(&dir.join("api.token"))
+            .map_err(|e| e.to_string())?;
         let log = dir.with_extension("log");
         let addr = self.addr(i);
         let mut cmd = Command::new("ip");
@@ -282,7 +287,7 @@ impl Lab {
             dir: dir.to_owned(),
             log,
             child,
-            client: Client::new(format!("{addr}:5010")),
+            client: Client::new(format!("{addr}:5010")).with_token(Some(token)),
             peer_id: String::new(),
         })
     }
