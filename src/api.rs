@@ -132,10 +132,8 @@ async fn revocations(
         ));
     }
     match node.revocations(bytes).await {
-        Ok(result) => Ok(Json(serde_json::json!({ "result": result }))),
-        Err(e) if e.starts_with("revocation list refused") => {
-            Err(AppError(StatusCode::BAD_REQUEST, e))
-        }
+        Ok(Ok(result)) => Ok(Json(serde_json::json!({ "result": result }))),
+        Ok(Err(refused)) => Err(AppError(StatusCode::BAD_REQUEST, refused)),
         Err(e) => Err(AppError(StatusCode::SERVICE_UNAVAILABLE, e)),
     }
 }

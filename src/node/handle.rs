@@ -71,7 +71,8 @@ impl NodeHandle {
     }
 
     /// Gives the node a revocation list (it spreads it if it is newer).
-    pub async fn revocations(&self, list: Vec<u8>) -> Result<String, String> {
+    /// `Ok(Err(why))`: the node refused the list; `Err`: it did not answer.
+    pub async fn revocations(&self, list: Vec<u8>) -> Result<Result<String, String>, String> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send_timeout(Command::Revocations { list, reply }, Duration::from_secs(2))
@@ -80,7 +81,7 @@ impl NodeHandle {
         tokio::time::timeout(Duration::from_secs(10), rx)
             .await
             .map_err(|_| "the node did not answer in 10 s".to_string())?
-            .map_err(|_| "node loop stopped".to_string())?
+            .map_err(|_| "node loop stopped".to_string())
     }
 
     /// Sends `req` to `peer` over request-response and waits for the answer.
