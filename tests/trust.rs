@@ -96,8 +96,7 @@ impl Ops {
     }
 
     fn spawner(&self, logs: &Path, cert: &Path) -> Spawner {
-        let mut sp = Spawner::new(BIN);
-        sp.log_dir = Some(logs.to_owned());
+        let mut sp = logged(logs);
         sp.extra = vec![
             "--operator-key".into(),
             self.public.display().to_string(),
@@ -106,6 +105,13 @@ impl Ops {
         ];
         sp
     }
+}
+
+/// A spawner whose nodes log to `logs/<dir name>.log`.
+fn logged(logs: &Path) -> Spawner {
+    let mut sp = Spawner::new(BIN);
+    sp.log_dir = Some(logs.to_owned());
+    sp
 }
 
 fn log_of(logs: &Path, name: &str) -> String {
@@ -161,8 +167,7 @@ async fn only_certified_peers_are_members_and_a_revoked_one_is_dropped_at_once()
         .await
         .unwrap();
     // An open-mode master that knows the cluster name (and the address).
-    let mut open = Spawner::new(BIN);
-    open.log_dir = Some(logs.to_owned());
+    let open = logged(logs);
     let s = open
         .spawn(
             Role::Master,
@@ -531,8 +536,7 @@ async fn a_node_without_the_swarm_key_cannot_connect_and_the_other_side_says_why
     let logs = tmp.path();
     let ops = Ops::init(&tmp.path().join("ops"));
     let key = ops.dir.join("swarm.key");
-    let mut with_key = Spawner::new(BIN);
-    with_key.log_dir = Some(logs.to_owned());
+    let mut with_key = logged(logs);
     with_key.extra = vec!["--swarm-key".into(), key.display().to_string()];
     let a = with_key
         .spawn(Role::Master, &tmp.path().join("a"), &[])
@@ -552,8 +556,7 @@ async fn a_node_without_the_swarm_key_cannot_connect_and_the_other_side_says_why
         .expect("a and b connect over pnet");
     assert!(a.status().await.unwrap().trust.swarm_key.is_some());
     // Without a key, and with another key.
-    let mut without = Spawner::new(BIN);
-    without.log_dir = Some(logs.to_owned());
+    let without = logged(logs);
     let c = without
         .spawn(
             Role::Master,
@@ -630,8 +633,7 @@ async fn the_api_wants_a_token_beyond_loopback_and_answers_401_without_it() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-    let mut sp = Spawner::new(BIN);
-    sp.log_dir = Some(tmp.path().to_owned());
+    let sp = logged(tmp.path());
     let n: NodeProc = sp.spawn(Role::Worker, &dir, &[]).await.unwrap();
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://{}{path}", n.client.addr());

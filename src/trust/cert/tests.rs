@@ -27,6 +27,18 @@ fn body(s: &Setup, serial: u64) -> CertBody {
     }
 }
 
+fn revoking(s: &Setup, serials: &[u64]) -> Revocations {
+    Revocations::issue(
+        &s.op,
+        RevocationBody {
+            cluster: s.cluster.0,
+            version: 1,
+            issued: 1_400,
+            serials: serials.iter().map(|n| Serial(*n)).collect(),
+        },
+    )
+}
+
 #[test]
 fn a_certificate_verifies_for_its_peer_within_its_window() {
     let s = setup();
@@ -74,15 +86,7 @@ fn every_refusal_names_its_reason() {
     )
     .unwrap();
     // Revoked.
-    let list = Revocations::issue(
-        &s.op,
-        RevocationBody {
-            cluster: s.cluster.0,
-            version: 1,
-            issued: 1_400,
-            serials: [Serial(7)].into(),
-        },
-    );
+    let list = revoking(&s, &[7]);
     let e = Certificate::verify(&cert.bytes, &s.cluster, &s.node, 1_500, Some(&list)).unwrap_err();
     assert_eq!(e, CertError::Revoked(Serial(7)));
 }
@@ -98,15 +102,7 @@ fn a_forged_or_mangled_certificate_is_refused() {
         Err(CertError::WrongSigner { .. })
     ));
     // A signed revocation list is not a certificate (domain separation).
-    let list = Revocations::issue(
-        &s.op,
-        RevocationBody {
-            cluster: s.cluster.0,
-            version: 1,
-            issued: 0,
-            serials: BTreeSet::new(),
-        },
-    );
+    let list = revoking(&s, &[]);
     assert!(Certificate::decode(&list.bytes, &s.cluster).is_err());
     assert!(Revocations::decode(&list.bytes, &s.cluster).is_ok());
     // Every single-bit flip is refused, never accepted as something else.
