@@ -55,6 +55,13 @@ pub fn api_token(args: &NodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The operator key pair in `path` and the cluster it is the identity of.
+fn operator(path: &Path) -> anyhow::Result<(libp2p::identity::Keypair, ClusterId)> {
+    let op = load_operator_key(path)?;
+    let cluster = ClusterId::of(&op.public())?;
+    Ok((op, cluster))
+}
+
 fn now_secs() -> u64 {
     unix_ms() / 1000
 }
@@ -68,8 +75,7 @@ pub async fn cert(args: &NodeArgs, cmd: CertCommand) -> anyhow::Result<()> {
             days,
             out,
         } => {
-            let op = load_operator_key(&operator_key)?;
-            let cluster = ClusterId::of(&op.public())?;
+            let (op, cluster) = operator(&operator_key)?;
             let peer: PeerId = peer
                 .trim()
                 .parse()
@@ -105,8 +111,7 @@ pub async fn cert(args: &NodeArgs, cmd: CertCommand) -> anyhow::Result<()> {
             previous,
             out,
         } => {
-            let op = load_operator_key(&operator_key)?;
-            let cluster = ClusterId::of(&op.public())?;
+            let (op, cluster) = operator(&operator_key)?;
             let mut set: BTreeSet<Serial> = serials
                 .iter()
                 .map(|s| s.parse().map_err(anyhow::Error::msg))

@@ -58,52 +58,46 @@ impl NodeHandle {
 impl NodeHandle {
     /// Each holder's state for `cid`, as the leader knows it.
     pub async fn pin_peers(&self, cid: &str) -> Result<Vec<(String, wire::HeldState)>, String> {
-        let (reply, rx) = oneshot::channel();
         let cid = cid.to_owned();
-        self.tx
-            .send_timeout(Command::PinPeers { cid, reply }, Duration::from_secs(2))
-            .await
-            .map_err(|_| "node loop busy or stopped".to_string())?;
-        tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .map_err(|_| "the keeper did not answer in 10 s".to_string())?
-            .map_err(|_| "node loop stopped".to_string())?
+        let late = "the keeper did not answer in 10 s";
+        self.ask(|reply| Command::PinPeers { cid, reply }, late)
+            .await?
     }
 
     /// Gives the node a revocation list (it spreads it if it is newer).
     /// `Ok(Err(why))`: the node refused the list; `Err`: it did not answer.
     pub async fn revocations(&self, list: Vec<u8>) -> Result<Result<String, String>, String> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send_timeout(Command::Revocations { list, reply }, Duration::from_secs(2))
+        let late = "the node did not answer in 10 s";
+        self.ask(|reply| Command::Revocations { list, reply }, late)
             .await
-            .map_err(|_| "node loop busy or stopped".to_string())?;
-        tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .map_err(|_| "the node did not answer in 10 s".to_string())?
-            .map_err(|_| "node loop stopped".to_string())
     }
 
     /// Sends `req` to `peer` over request-response and waits for the answer.
     async fn rpc(&self, peer: &str, req: Request) -> Result<wire::Response, String> {
         let peer: PeerId = peer.parse().map_err(|e| format!("peer {peer}: {e}"))?;
+        let req = Box::new(req);
+        // The request-response timeout (5 s) answers first; this is a backstop.
+        self.ask(|reply| Command::Send { peer, req, reply }, "no answer")
+            .await?
+    }
+
+    /// Hands the loop a command with a reply channel (waiting at most 2 s
+    /// for room) and waits at most 10 s for the reply; `late` says what
+    /// did not answer.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+        late: &str,
+    ) -> Result<T, String> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send_timeout(
-                Command::Send {
-                    peer,
-                    req: Box::new(req),
-                    reply,
-                },
-                Duration::from_secs(2),
-            )
+            .send_timeout(command(reply), Duration::from_secs(2))
             .await
             .map_err(|_| "node loop busy or stopped".to_string())?;
-        // The request-response timeout (5 s) answers first; this is a backstop.
         tokio::time::timeout(Duration::from_secs(10), rx)
             .await
-            .map_err(|_| "no answer".to_string())?
-            .map_err(|_| "node loop stopped".to_string())?
+            .map_err(|_| late.to_string())?
+            .map_err(|_| "node loop stopped".to_string())
     }
 }
 
