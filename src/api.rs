@@ -22,6 +22,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+pub mod index;
 pub mod pins;
 
 use crate::config::PinsConfig;
@@ -60,6 +61,7 @@ pub struct ApiState {
     pub(crate) node: NodeHandle,
     pins: PinsetHandle,
     defaults: PinsConfig,
+    role: crate::role::Role,
     auth: Auth,
 }
 
@@ -188,6 +190,7 @@ pub async fn bind(
         .route("/v1/peers/{id}", delete(pins::remove_member))
         .route("/v1/trust/revocations", post(revocations))
         .merge(pins::routes())
+        .merge(index::routes())
         .layer(axum::middleware::from_fn_with_state(
             auth.clone(),
             authorize,
@@ -196,6 +199,7 @@ pub async fn bind(
             node: f.node,
             pins: f.pins,
             defaults: f.defaults,
+            role: f.role,
             auth,
         });
     let serve = axum::serve(listener, app).with_graceful_shutdown(f.stop.cancelled_owned());
@@ -305,6 +309,54 @@ impl Client {
             body: format!("unexpected response ({e}): {body}"),
         })?;
         Ok((value, body))
+    }
+
+    /// Any JSON call (the `index` subcommands): the answer and its text.
+    pub async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(serde_json::Value, String), ApiError> {
+        self.call(method, path, body).await
+    }
+
+    /// A GET whose answer is not JSON (an export's JSON Lines).
+    pub async fn text(&self, path: &str) -> Result<String, ApiError> {
+        self.send(self.http.get(format!("http://{}{path}", self.addr)))
+            .await
+    }
+
+    /// POSTs a JSON Lines body (an import); the answer's text.
+    pub async fn post_lines(&self, path: &str, lines: String) -> Result<String, ApiError> {
+        let req = self
+            .http
+            .post(format!("http://{}{path}", self.addr))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .timeout(Duration::from_secs(600))
+            .body(lines);
+        self.send(req).await
+    }
+
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<String, ApiError> {
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let unreachable = |source| ApiError::Unreachable {
+            addr: self.addr.clone(),
+            source,
+        };
+        let resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(unreachable)?;
+        if !status.is_success() {
+            return Err(ApiError::Status {
+                addr: self.addr.clone(),
+                status: status.as_u16(),
+                body,
+            });
+        }
+        Ok(body)
     }
 
     /// The status and the raw JSON it came as.

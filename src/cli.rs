@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
 
 use crate::ipfs::Mode;
+
+pub mod index;
 use crate::role::Role;
 
 #[derive(Debug, Parser)]
@@ -130,6 +132,9 @@ pub enum Command {
     Pin(PinCommand),
     /// Add a file to this node's IPFS and pin it cluster-wide
     Add(AddArgs),
+    /// The cluster's indexes: vectors, graph, metadata, peer lists
+    #[command(subcommand)]
+    Index(index::IndexCommand),
     /// Set up a secured cluster
     #[command(subcommand)]
     Cluster(ClusterCommand),

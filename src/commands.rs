@@ -10,6 +10,7 @@ use crate::api::{Client, PeerView, StatusView, locate};
 use crate::cli::NodeArgs;
 use crate::config::{NodeConfig, default_data_dir};
 
+pub mod index;
 pub mod pins;
 pub mod trust;
 
@@ -164,6 +165,12 @@ pub fn render_status(s: &StatusView) -> String {
         out,
         "pinset     {} pins, {} removals kept, {} changes seen (digest {:016x}); in sync with {in_sync} of {healthy} healthy peers; {} writes waiting for copies; {} members count for copies",
         p.pins, p.tombstones, p.changes, p.digest, p.pending_writes, p.members
+    );
+    let ix = &s.indexes;
+    let _ = writeln!(
+        out,
+        "indexes    {} vectors in {} collections, {} triples, {} metadata documents, {} peer lists (replicated with the pinset: in sync as above)",
+        ix.vectors, ix.collections, ix.triples, ix.documents, ix.peer_lists
     );
     if p.tombstones > 0 && !p.collect_waits_for.is_empty() {
         let _ = writeln!(

@@ -47,6 +47,10 @@
 //!   loop feeds) and send through the node's request-response (`NodeHandle`
 //!   as `Transport`). The pinset task tells the holder, on a channel, of
 //!   removed items it still holds whose removals are being collected.
+//! * [`index`]: the cluster's indexes (embeddings, knowledge graph, content
+//!   metadata, peer lists): records of the replicated pinset under keys of
+//!   their own, and per index a pure in-memory view the pinset database
+//!   updates after every commit; the API reads the views.
 //!
 //! Shutdown: SIGINT/SIGTERM cancel a `CancellationToken`; the node announces
 //! its departure (gossip + a direct notice to each peer, acknowledged), then
@@ -63,6 +67,7 @@ pub mod election;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod index;
 pub mod ipfs;
 pub mod ipfs_rpc;
 pub mod node;
@@ -96,6 +101,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }) => commands::peers_rm(&cli.node, &peer).await,
             Some(Command::Pin(cmd)) => commands::pins::pin(&cli.node, cmd).await,
             Some(Command::Add(add)) => commands::pins::add(&cli.node, add).await,
+            Some(Command::Index(cmd)) => commands::index::run(&cli.node, cmd).await,
             Some(Command::Cluster(cli::ClusterCommand::Init { dir })) => {
                 commands::trust::init(&dir)
             }

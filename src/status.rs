@@ -32,6 +32,9 @@ pub struct StatusView {
     /// Where this node's pinset replica stands.
     #[serde(default)]
     pub pinset: crate::pinset::actor::Progress,
+    /// How much each index holds here (see [`crate::index`]).
+    #[serde(default)]
+    pub indexes: crate::index::Sizes,
     /// Open or secured, this node's certificate, and what was dropped.
     #[serde(default)]
     pub trust: crate::trust::TrustView,

@@ -17,7 +17,7 @@ use crate::pinset::sync::{Collected, Cursor};
 use crate::role::Role;
 
 /// Version byte leading every message.
-pub const VERSION: u8 = 7;
+pub const VERSION: u8 = 8;
 /// Largest gossip message accepted (heartbeats are ~200 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Largest request or response accepted over request-response.
@@ -286,7 +286,7 @@ impl PinsetRequest {
             PinsetRequest::Push { entries } => check_entries(entries),
             PinsetRequest::Pull { vv, from, .. } => {
                 if let Cursor::Cid(c) = from {
-                    check_cid(c)?;
+                    check_key(c)?;
                 }
                 check_vv(vv)
             }
@@ -307,7 +307,7 @@ impl PinsetResponse {
             } => {
                 check_entries(entries)?;
                 if let Some(Cursor::Cid(c)) = next {
-                    check_cid(c)?;
+                    check_key(c)?;
                 }
                 check_vv(vv)?;
                 match collected {
@@ -417,6 +417,14 @@ fn check_cid(cid: &str) -> Result<(), WireError> {
     crate::pinset::model::canonical_cid(cid)
         .map(drop)
         .map_err(WireError::Pinset)
+}
+
+/// A key of the replicated state: a CID or an index record's key.
+fn check_key(key: &str) -> Result<(), WireError> {
+    if crate::index::is_index_key(key) {
+        return crate::index::check(key, None).map_err(WireError::Pinset);
+    }
+    check_cid(key)
 }
 
 fn check_states<'a>(

@@ -140,7 +140,7 @@ async fn add(
     let added = match state.pins.db().get(&cid) {
         Ok(Some(e)) => match e.op {
             Op::Pin(p) => p.added_unix_ms,
-            Op::Unpin { .. } => crate::clock::unix_ms(),
+            _ => crate::clock::unix_ms(),
         },
         Ok(None) => crate::clock::unix_ms(),
         Err(e) => return Err(internal(e)),

@@ -76,6 +76,8 @@ pub struct Frontend {
     pub node: NodeHandle,
     pub pins: PinsetHandle,
     pub defaults: PinsConfig,
+    /// This node's role (index writes are taken on masters only).
+    pub role: crate::role::Role,
     /// Cancelled when the node stops serving.
     pub stop: CancellationToken,
     /// The bearer token every request must carry (`None`: no token file).
@@ -181,6 +183,7 @@ where
         node: handle.clone(),
         pins: pins.clone(),
         defaults: cfg.pins,
+        role: cfg.role,
         stop: api_stop.clone(),
         token,
     })

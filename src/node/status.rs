@@ -72,6 +72,7 @@ impl Node {
             services: self.services.iter().map(|s| s.borrow().clone()).collect(),
             ipfs: self.ipfs.borrow().clone(),
             pinset: self.pins.progress(),
+            indexes: self.pins.db().indexes().sizes(),
             trust: crate::trust::TrustView {
                 swarm_key: self.swarm_key.clone(),
                 ..self.gate.view(crate::clock::unix_ms() / 1000)

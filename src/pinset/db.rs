@@ -18,6 +18,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 
 use super::model::{Entry, Hlc, Op, PinSpec, Stamp, Vv, wins};
 use super::replica::{Loaded, Persist};
+use crate::index::{Indexes, is_index_key};
 
 mod codec;
 mod collect;
@@ -76,6 +77,11 @@ pub struct PinDb {
     path: PathBuf,
     /// Taken by the one writer (the pinset task); readers never touch it.
     journal: Arc<Mutex<Journal>>,
+    /// The index views, kept in step with the committed state.
+    indexes: Arc<Indexes>,
+    /// Index records the open write transaction changed, taken into
+    /// `indexes` once it commits.
+    feed: Arc<Mutex<Vec<(String, Option<Vec<u8>>)>>>,
 }
 
 impl PinDb {
@@ -104,11 +110,55 @@ impl PinDb {
             db: Arc::new(db),
             path: path.to_owned(),
             journal: Arc::new(Mutex::new(journal)),
+            indexes: Arc::default(),
+            feed: Arc::default(),
         };
         let applied = db.prepare()?;
         db.journal().resume_after(applied);
         db.recover()?;
+        db.load_indexes()?;
         Ok(db)
+    }
+
+    /// The index views (see [`crate::index`]).
+    pub fn indexes(&self) -> &Arc<Indexes> {
+        &self.indexes
+    }
+
+    /// Builds the index views from the stored index records.
+    fn load_indexes(&self) -> Result<(), PinDbError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let state = txn.open_table(STATE).map_err(|e| self.err(e))?;
+        let from = crate::index::PREFIX.to_string();
+        let mut n = 0u64;
+        for row in state
+            .range::<&str>(from.as_str()..)
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            if let Some(value) = codec::index_value(v.value()) {
+                self.indexes.apply([(k.value(), Some(value))]);
+                n += 1;
+            }
+        }
+        self.feed().clear();
+        if n > 0 {
+            tracing::info!(records = n, "indexes loaded from the pinset database");
+        }
+        Ok(())
+    }
+
+    fn feed(&self) -> MutexGuard<'_, Vec<(String, Option<Vec<u8>>)>> {
+        self.feed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the committed transaction's index records into the views.
+    fn flush_feed(&self) {
+        let changes = std::mem::take(&mut *self.feed());
+        if !changes.is_empty() {
+            self.indexes
+                .apply(changes.iter().map(|(k, v)| (k.as_str(), v.as_deref())));
+        }
     }
 
     fn journal(&self) -> MutexGuard<'_, Journal> {
@@ -120,6 +170,7 @@ impl PinDb {
     /// durable transaction.
     fn recover(&self) -> Result<(), PinDbError> {
         let mut journal = self.journal();
+        self.feed().clear();
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         let before = self.meta_in(&txn, K_JOURNALED)?;
         let applied = self.catch_up(&txn, &journal, journal.last())?;
@@ -127,6 +178,7 @@ impl PinDb {
             return Ok(());
         }
         txn.commit().map_err(|e| self.err(e))?;
+        self.flush_feed();
         journal.checkpointed(applied)?;
         tracing::info!(
             rows = applied - before,
@@ -288,7 +340,18 @@ impl PinDb {
     /// database unsynced (a checkpoint now and then syncs the database); a
     /// large one is applied in one durable transaction.
     pub fn persist(&self, batch: &[Persist]) -> Result<Counts, PinDbError> {
+        let counts = self.persist_inner(batch);
+        if counts.is_ok() {
+            self.flush_feed();
+        }
+        counts
+    }
+
+    fn persist_inner(&self, batch: &[Persist]) -> Result<Counts, PinDbError> {
         let mut journal = self.journal();
+        // A transaction that failed changed nothing (its rows are applied
+        // again from the journal, and fed again then).
+        self.feed().clear();
         let changes: usize = batch.iter().map(|p| p.entries.len()).sum();
         if changes > journal::DIRECT_ENTRIES {
             drop(journal);
@@ -321,11 +384,14 @@ impl PinDb {
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, PinDbError>,
     ) -> Result<T, PinDbError> {
         let mut journal = self.journal();
+        self.feed().clear();
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         let applied = self.catch_up(&txn, &journal, journal.last())?;
         let out = f(&txn)?;
         txn.commit().map_err(|e| self.err(e))?;
         journal.checkpointed(applied)?;
+        drop(journal);
+        self.flush_feed();
         Ok(out)
     }
 
@@ -393,6 +459,7 @@ impl PinDb {
         batch_entries.dedup_by(|(later, _), (first, _)| later.cid() == first.cid());
         let mut dropped = Vec::new();
         let mut added = Vec::with_capacity(batch_entries.len());
+        let mut feed = self.feed();
         for (entry, indexed) in batch_entries {
             let cid = entry.cid();
             // One traversal: insert, and put the old one back if it wins.
@@ -421,18 +488,21 @@ impl PinDb {
             }
             if let Some(((s, seq), bytes)) = old {
                 dropped.push((s.author, seq));
-                if codec::is_pin(&bytes) {
-                    pins -= 1;
-                } else {
+                if !codec::is_live(&bytes) {
                     tombs -= 1;
                     tomb_index.remove((s.author, seq)).map_err(e)?;
+                } else if !is_index_key(cid) {
+                    pins -= 1;
                 }
             }
-            if entry.is_pin() {
-                pins += 1;
-            } else {
+            if entry.is_removal() {
                 tombs += 1;
                 tomb_index.insert(entry.id(), cid).map_err(e)?;
+            } else if entry.is_pin() {
+                pins += 1;
+            }
+            if let Some(value) = index_value_of(entry) {
+                feed.push((cid.to_owned(), value.map(<[u8]>::to_vec)));
             }
             if indexed {
                 added.push(((entry.stamp.author, entry.seq), cid));
@@ -487,6 +557,15 @@ impl PinDb {
             hlc: view.meta(K_HLC)?,
         };
         Ok(view)
+    }
+}
+
+/// For an index record, its new value (`Some(None)`: removed); `None` for a pin.
+fn index_value_of(e: &Entry) -> Option<Option<&[u8]>> {
+    match &e.op {
+        Op::Put { value, .. } => Some(Some(value)),
+        Op::Clear { .. } => Some(None),
+        Op::Pin(_) | Op::Unpin { .. } => None,
     }
 }
 

@@ -55,22 +55,37 @@ pub enum Op {
     Pin(PinSpec),
     /// Removes it (kept as a tombstone).
     Unpin { cid: String },
+    /// Sets an index record ([`crate::index`]): its key, and the value in
+    /// that index's own encoding.
+    Put { key: String, value: Vec<u8> },
+    /// Removes an index record (kept as a tombstone).
+    Clear { key: String },
 }
 
 impl Op {
+    /// The key the change is merged under: a CID, or an index record's key.
     pub fn cid(&self) -> &str {
         match self {
             Op::Pin(p) => &p.cid,
             Op::Unpin { cid } => cid,
+            Op::Put { key, .. } | Op::Clear { key } => key,
         }
     }
 
-    /// Checks what a client or a peer sent: see [`PinSpec::check`].
+    /// Checks what a client or a peer sent: see [`PinSpec::check`] and
+    /// [`crate::index::check`].
     pub fn check(&self) -> Result<(), String> {
         match self {
             Op::Pin(p) => p.check(),
             Op::Unpin { cid } => check_canonical(cid),
+            Op::Put { key, value } => crate::index::check(key, Some(value)),
+            Op::Clear { key } => crate::index::check(key, None),
         }
+    }
+
+    /// A removal (pins and index records alike): stored as a tombstone.
+    pub fn is_removal(&self) -> bool {
+        matches!(self, Op::Unpin { .. } | Op::Clear { .. })
     }
 }
 
@@ -115,6 +130,11 @@ impl Entry {
         matches!(self.op, Op::Pin(_))
     }
 
+    /// A removal: stored as a tombstone.
+    pub fn is_removal(&self) -> bool {
+        self.op.is_removal()
+    }
+
     /// Bounds a peer cannot be trusted with: a canonical CID, a valid
     /// spec, a sequence number from 1, a clock reading in range.
     pub fn check(&self) -> Result<(), String> {
@@ -132,6 +152,8 @@ impl Entry {
         40 + match &self.op {
             Op::Pin(p) => p.cid.len() + p.name.len() + 16,
             Op::Unpin { cid } => cid.len(),
+            Op::Put { key, value } => key.len() + value.len() + 8,
+            Op::Clear { key } => key.len(),
         }
     }
 }

@@ -669,7 +669,16 @@ impl Replica {
             return;
         };
         while out.in_flight.len() < self.cfg.push_in_flight && !out.queue.is_empty() {
-            let n = out.queue.len().min(self.cfg.max_push);
+            // Index records may be large (vectors): a batch also stays
+            // under the wire's byte bound.
+            let (mut n, mut bytes) = (0, 0);
+            for (e, _) in out.queue.iter().take(self.cfg.max_push) {
+                bytes += e.size_bound();
+                if n > 0 && bytes > crate::wire::MAX_PINSET_BATCH_BYTES {
+                    break;
+                }
+                n += 1;
+            }
             let (entries, tokens): (Vec<Entry>, Vec<Option<u64>>) = out.queue.drain(..n).unzip();
             let batch = self.next_batch;
             self.next_batch += 1;

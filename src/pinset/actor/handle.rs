@@ -110,6 +110,28 @@ impl PinsetHandle {
             .map_err(|_| stopped())?
     }
 
+    /// Applies every op of `ops` cluster-wide, as separate changes sent
+    /// together (they travel in the same batches); each answer in order.
+    pub async fn write_many(&self, ops: Vec<Op>) -> Vec<Result<Written, WriteError>> {
+        let mut waiting = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (reply, rx) = oneshot::channel();
+            if self.tx.send(Msg::Write { op, reply }).await.is_err() {
+                break;
+            }
+            waiting.push(rx);
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            let answer = tokio::time::timeout(Duration::from_secs(60), rx).await;
+            out.push(match answer {
+                Ok(Ok(r)) => r,
+                _ => Err(WriteError::Stopped),
+            });
+        }
+        out
+    }
+
     /// A peer's request; the answer comes on the receiver. `None` when the
     /// task is overloaded or gone (the peer retries).
     pub fn inbound(

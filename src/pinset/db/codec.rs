@@ -19,12 +19,18 @@ struct StoredPin {
 }
 
 /// hlc, author, seq (big-endian, so the stamp reads without decoding the
-/// rest), then the bincode pin fields or nothing for a tombstone.
+/// rest), then the bincode pin fields, or [`INDEX_VALUE`] and an index
+/// record's value, or nothing for a tombstone.
 pub(super) fn encode_entry(e: &Entry) -> Vec<u8> {
     let mut out = Vec::with_capacity(24 + 48);
     out.extend_from_slice(&e.stamp.hlc.to_be_bytes());
     out.extend_from_slice(&e.stamp.author.to_be_bytes());
     out.extend_from_slice(&e.seq.to_be_bytes());
+    if let Op::Put { value, .. } = &e.op {
+        out.reserve(1 + value.len());
+        out.push(INDEX_VALUE);
+        out.extend_from_slice(value);
+    }
     if let Op::Pin(p) = &e.op {
         let fields = StoredPin {
             name: p.name.clone(),
@@ -39,9 +45,18 @@ pub(super) fn encode_entry(e: &Entry) -> Vec<u8> {
     out
 }
 
-/// Whether encoded bytes hold a pin (a tombstone is its stamp alone).
-pub(super) fn is_pin(bytes: &[u8]) -> bool {
+/// Marks an index record's value (so an empty value is not a tombstone).
+const INDEX_VALUE: u8 = 1;
+
+/// Whether encoded bytes hold a pin or an index record (a tombstone is its
+/// stamp alone).
+pub(super) fn is_live(bytes: &[u8]) -> bool {
     bytes.len() > 24
+}
+
+/// An index record's value in encoded bytes (`None`: a tombstone).
+pub(super) fn index_value(bytes: &[u8]) -> Option<&[u8]> {
+    bytes.get(25..).filter(|_| bytes.len() > 24)
 }
 
 pub(super) fn stamp_of(bytes: &[u8]) -> Option<(Stamp, u64)> {
@@ -64,7 +79,15 @@ pub(super) fn decode_entry(path: &Path, cid: &str, bytes: &[u8]) -> Result<Entry
         message,
     };
     let (stamp, seq) = stamp_of(bytes).ok_or_else(|| corrupt("too short".into()))?;
-    let op = if bytes.len() == 24 {
+    let op = if crate::index::is_index_key(cid) {
+        match index_value(bytes) {
+            Some(value) => Op::Put {
+                key: cid.into(),
+                value: value.to_vec(),
+            },
+            None => Op::Clear { key: cid.into() },
+        }
+    } else if bytes.len() == 24 {
         Op::Unpin { cid: cid.into() }
     } else {
         let (p, _): (StoredPin, usize) =

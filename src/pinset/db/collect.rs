@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::codec::{bin, decode_bin, decode_ranges, is_pin, stamp_of, union_into};
+use super::codec::{bin, decode_bin, decode_ranges, is_live, stamp_of, union_into};
 use super::{
     BY_AUTHOR, COLLECTED, CONFIRMED, Counts, K_PINS, K_TOMBSTONES, META, PinDb, PinDbError, STATE,
     TOMBS,
@@ -166,10 +166,11 @@ impl PinDb {
             pins: get(&meta, K_PINS)?,
             tombstones: get(&meta, K_TOMBSTONES)?,
         };
+        let mut feed = self.feed();
         for (id, cid) in rows {
-            let pin = match state.get(cid).map_err(e)? {
+            let live = match state.get(cid).map_err(e)? {
                 Some(v) if stamp_of(v.value()).map(|(s, q)| (s.author, q)) == Some(id) => {
-                    is_pin(v.value())
+                    is_live(v.value())
                 }
                 _ => {
                     // Not that change any more: only a stale index row.
@@ -179,9 +180,12 @@ impl PinDb {
             };
             state.remove(cid).map_err(e)?;
             by_author.remove(id).map_err(e)?;
-            if pin {
+            if crate::index::is_index_key(cid) {
+                feed.push((cid.to_owned(), None));
+            } else if live {
                 counts.pins -= 1;
-            } else {
+            }
+            if !live {
                 tombs.remove(id).map_err(e)?;
                 counts.tombstones -= 1;
             }
@@ -198,7 +202,7 @@ impl PinDb {
         let mut tombs = txn.open_table(TOMBS).map_err(|x| self.err(x))?;
         for row in state.iter().map_err(e)? {
             let (k, v) = row.map_err(e)?;
-            if let Some((stamp, seq)) = stamp_of(v.value()).filter(|_| !is_pin(v.value())) {
+            if let Some((stamp, seq)) = stamp_of(v.value()).filter(|_| !is_live(v.value())) {
                 tombs.insert((stamp.author, seq), k.value()).map_err(e)?;
             }
         }

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::codec::{decode_bin, decode_entry, decode_ranges};
 use super::{BY_AUTHOR, CONFIRMED, K_PINS, K_TOMBSTONES, MEMBERS, META, PinDbError, STATE};
 use crate::pinset::model::{Entry, Op, PinSpec, Vv};
+
+/// Where index records start (they sort after every CID).
+const INDEX_START: &str = "~";
 use crate::pinset::replica::Member;
 use crate::pinset::sync::{Collected, ReadView};
 
@@ -100,13 +103,21 @@ impl DbView {
 
     /// Changes in CID order after `after`, at most `limit` (tombstones too).
     pub fn entries(&self, after: Option<&str>, limit: usize) -> Result<Vec<Entry>, PinDbError> {
+        self.entries_before(after, None, limit)
+    }
+
+    /// Changes with keys after `after` and before `end`, at most `limit`.
+    fn entries_before(
+        &self,
+        after: Option<&str>,
+        end: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, PinDbError> {
         use std::ops::Bound;
         let t = self.txn.open_table(STATE).map_err(|e| self.err(e))?;
-        let range = match after {
-            Some(a) => t.range::<&str>((Bound::Excluded(a), Bound::Unbounded)),
-            None => t.range::<&str>(..),
-        }
-        .map_err(|e| self.err(e))?;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let end = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let range = t.range::<&str>((start, end)).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in range {
             if out.len() >= limit {
@@ -118,12 +129,14 @@ impl DbView {
         Ok(out)
     }
 
-    /// Pins (no tombstones) in CID order after `after`, at most `limit`.
+    /// Pins (no tombstones, no index records) in CID order after `after`, at most `limit`.
     pub fn pins(&self, after: Option<&str>, limit: usize) -> Result<Vec<PinSpec>, PinDbError> {
         let mut out = Vec::new();
         let mut cursor = after.map(str::to_owned);
         loop {
-            let page = self.entries(cursor.as_deref(), limit.max(1) * 2)?;
+            // Index records sort after every CID.
+            let page =
+                self.entries_before(cursor.as_deref(), Some(INDEX_START), limit.max(1) * 2)?;
             let done = page.len() < limit.max(1) * 2;
             cursor = page.last().map(|e| e.cid().to_owned()).or(cursor);
             for e in page {

@@ -391,16 +391,19 @@ impl Core {
                 sync::page(&view, &self.seen, &from, 4096, usize::MAX)
                     .map_err(|e| e.to_string())?;
             for e in entries {
-                let key = intern(&self.pinset.pins, e.cid().to_owned());
                 match e.op {
                     Op::Pin(spec) => {
+                        let key = intern(&self.pinset.pins, spec.cid.clone());
                         self.pinset.removed.remove(&key);
                         self.pinset.pins.insert(key, Want::from(&spec));
                     }
-                    Op::Unpin { .. } => {
+                    Op::Unpin { cid } => {
+                        let key = intern(&self.pinset.pins, cid);
                         self.pinset.pins.remove(&key);
                         self.pinset.removed.insert(key);
                     }
+                    // Index records: not the keeper's.
+                    Op::Put { .. } | Op::Clear { .. } => {}
                 }
             }
             match next {
