@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use instant_distance::{Builder, HnswMap, Point, Search};
+use ipfs_kit_ann::Hnsw;
 
 use super::embeddings::Metric;
 
@@ -27,18 +27,9 @@ pub const REBUILD_FRACTION: f64 = 0.1;
 pub const EF_SEARCH: usize = 128;
 pub const EF_CONSTRUCTION: usize = 128;
 
-#[derive(Clone)]
-pub struct Vector(Box<[f32]>);
-
-impl Point for Vector {
-    fn distance(&self, other: &Self) -> f32 {
-        super::embeddings::l2_squared(&self.0, &other.0)
-    }
-}
-
 /// A built graph over a snapshot: point values are item IDs.
 pub struct Graph {
-    map: HnswMap<Vector, u64>,
+    hnsw: Hnsw,
     metric: Metric,
     /// For the dot product: the largest norm in the snapshot.
     max_norm: f32,
@@ -64,18 +55,13 @@ impl Graph {
             .fold(0f32, f32::max);
         let upto = snap.items.iter().map(|(id, _)| *id).max().unwrap_or(0);
         let len = snap.items.len();
-        let (ids, points): (Vec<u64>, Vec<Vector>) = snap
+        let points = snap
             .items
             .into_iter()
-            .map(|(id, v)| (id, Vector(transform(snap.metric, &v, max_norm, false))))
-            .unzip();
-        let map = Builder::default()
-            .ef_construction(EF_CONSTRUCTION)
-            .ef_search(EF_SEARCH)
-            .seed(seed)
-            .build(points, ids);
+            .map(|(id, v)| (id, transform(snap.metric, &v, max_norm, false).into_vec()))
+            .collect();
         Graph {
-            map,
+            hnsw: Hnsw::build(points, EF_CONSTRUCTION, EF_SEARCH, seed),
             metric: snap.metric,
             max_norm,
             len,
@@ -85,13 +71,8 @@ impl Graph {
 
     /// Up to `n` item IDs nearest to `query`, nearest first.
     pub fn search(&self, query: &[f32], n: usize) -> Vec<u64> {
-        let q = Vector(transform(self.metric, query, self.max_norm, true));
-        let mut search = Search::default();
-        self.map
-            .search(&q, &mut search)
-            .take(n)
-            .map(|item| *item.value)
-            .collect()
+        let q = transform(self.metric, query, self.max_norm, true);
+        self.hnsw.search(&q, n)
     }
 }
 

@@ -184,33 +184,7 @@ pub fn check(tag: u8, rest: &str, value: Option<&[u8]>) -> Result<(), String> {
     Ok(())
 }
 
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight lanes: the compiler keeps them in vector registers.
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
-pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            let d = x[i] - y[i];
-            acc[i] += d * d;
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| (x - y) * (x - y)).sum();
-    acc.iter().sum::<f32>() + tail
-}
+pub use ipfs_kit_ann::{dot, l2_squared};
 
 pub fn norm(v: &[f32]) -> f32 {
     dot(v, v).sqrt()
@@ -384,6 +358,15 @@ impl View for Embeddings {
 }
 
 impl Embeddings {
+    /// A view that never builds in the background (tests and benchmarks
+    /// build with [`Embeddings::build_now`]).
+    pub fn manual() -> Embeddings {
+        Embeddings {
+            auto_build: false,
+            ..Embeddings::default()
+        }
+    }
+
     fn set_def(&mut self, name: &str, def: Option<CollectionDef>) {
         let c = self.colls.entry(name.to_owned()).or_default();
         if c.def == def {
