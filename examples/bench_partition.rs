@@ -173,6 +173,7 @@ async fn write_side(
                     replication_min: Some(1),
                     replication_max: Some(1),
                     name: None,
+                    peers: None,
                 };
                 c.pin_add(&req).await.map(|(v, _)| v.stamp)
             } else {

@@ -145,6 +145,7 @@ async fn main() -> Result<(), String> {
                     replication_min: Some(3),
                     replication_max: Some(3),
                     name: None,
+                    peers: None,
                 };
                 client
                     .pin_add(&req)
@@ -272,6 +273,7 @@ async fn pinset_only(
                     replication_min: None,
                     replication_max: None,
                     name: None,
+                    peers: None,
                 };
                 let sent = Instant::now();
                 client

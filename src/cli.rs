@@ -220,6 +220,10 @@ pub enum PinCommand {
         replication_max: Option<u8>,
         #[arg(long)]
         name: Option<String>,
+        /// Keep copies only on the masters and workers of this peer list
+        /// (`index peers`)
+        #[arg(long)]
+        peers: Option<String>,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -265,6 +269,9 @@ pub struct AddArgs {
     /// Name of the pin [default: the file name]
     #[arg(long)]
     pub name: Option<String>,
+    /// Keep copies only on the masters and workers of this peer list
+    #[arg(long)]
+    pub peers: Option<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }

@@ -89,6 +89,7 @@ async fn pin(c: &Client, cid: &str) -> Outcome {
         replication_min: Some(1),
         replication_max: Some(1),
         name: None,
+        peers: None,
     };
     match c.pin_add(&req).await {
         Ok((v, _)) => {

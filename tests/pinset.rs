@@ -25,6 +25,7 @@ fn req(cid: String) -> PinRequest {
         replication_min: None,
         replication_max: None,
         name: None,
+        peers: None,
     }
 }
 

@@ -63,6 +63,7 @@ fn req(cid: &str, n: Option<u8>) -> PinRequest {
         replication_min: n,
         replication_max: n,
         name: None,
+        peers: None,
     }
 }
 

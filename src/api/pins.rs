@@ -35,6 +35,9 @@ pub struct PinRequest {
     pub replication_min: Option<u8>,
     pub replication_max: Option<u8>,
     pub name: Option<String>,
+    /// A peer list (`/v1/index/peers`): copies only on its masters and workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<String>,
 }
 
 /// One pin as the API shows it.
@@ -45,6 +48,12 @@ pub struct PinView {
     pub replication_min: u8,
     pub replication_max: u8,
     pub added_unix_ms: u64,
+    /// The peer list its copies are allocated to.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub allocation: Option<String>,
+    /// `GET /v1/pins/{cid}` only: why the list cannot hold enough copies.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub allocation_warning: Option<String>,
     /// Write answers only: masters and workers holding the change durably.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub copies: Option<usize>,
@@ -88,6 +97,8 @@ impl From<PinSpec> for PinView {
             replication_min: p.replication_min,
             replication_max: p.replication_max,
             added_unix_ms: p.added_unix_ms,
+            allocation: p.allocation,
+            allocation_warning: None,
             copies: None,
             stamp: None,
             peers: None,
@@ -153,6 +164,7 @@ async fn add(
             .replication_max
             .unwrap_or(d.replication_max.max(req.replication_min.unwrap_or(0))),
         added_unix_ms: added,
+        allocation: req.peers,
     };
     spec.check().map_err(bad)?;
     let w = write(&state, Op::Pin(spec.clone())).await?;
@@ -244,6 +256,10 @@ async fn show(
     match found.map(|e| e.op) {
         Some(Op::Pin(p)) => {
             let mut view = PinView::from(p);
+            if let Some(list) = &view.allocation {
+                view.allocation_warning =
+                    allocation_warning(&state, list, view.replication_min).await;
+            }
             match state.node.pin_peers(&cid).await {
                 Ok(peers) => {
                     view.peers = Some(peers.into_iter().map(|(p, s)| (p, s.into())).collect())
@@ -257,6 +273,32 @@ async fn show(
             format!("{cid} is not in the pinset"),
         )),
     }
+}
+
+/// Whether the live masters and workers of `list` (as this node sees
+/// them) are fewer than `min`.
+async fn allocation_warning(state: &ApiState, list: &str, min: u8) -> Option<String> {
+    let members = crate::index::read(&state.indexes().peers)
+        .get(list)
+        .cloned()
+        .unwrap_or_default();
+    let status = state.node.status().await?;
+    let me = (status.peer_id.as_str(), status.role, true);
+    let live = std::iter::once(me)
+        .chain(
+            status
+                .peers
+                .iter()
+                .map(|p| (p.peer_id.as_str(), p.role, p.healthy)),
+        )
+        .filter(|(id, role, healthy)| *healthy && role.can_lead() && members.contains(*id))
+        .count();
+    (live < usize::from(min)).then(|| {
+        format!(
+            "peer list {list:?} has {live} live master(s) or worker(s) of {} member(s); {min}              copies are wanted, so the item stays under-replicated until the list grows",
+            members.len()
+        )
+    })
 }
 
 async fn remove(

@@ -19,6 +19,7 @@ pub async fn pin(args: &NodeArgs, cmd: PinCommand) -> anyhow::Result<()> {
             replication_min,
             replication_max,
             name,
+            peers,
             wait,
         } => {
             let req = PinRequest {
@@ -26,6 +27,7 @@ pub async fn pin(args: &NodeArgs, cmd: PinCommand) -> anyhow::Result<()> {
                 replication_min,
                 replication_max,
                 name,
+                peers,
             };
             let (p, _) = c.pin_add(&req).await?;
             println!(
@@ -73,6 +75,12 @@ pub fn render_pin(p: &PinView) -> String {
         "cid          {}\nname         {}\nreplication  {}..{}\n",
         p.cid, p.name, p.replication_min, p.replication_max
     );
+    if let Some(list) = &p.allocation {
+        out.push_str(&format!("allocation   peer list {list}\n"));
+    }
+    if let Some(w) = &p.allocation_warning {
+        out.push_str(&format!("WARNING      {w}\n"));
+    }
     match (&p.peers, &p.peers_error) {
         (Some(peers), _) if peers.is_empty() => out.push_str("peers        none yet\n"),
         (Some(peers), _) => {
@@ -163,6 +171,7 @@ pub async fn add(args: &NodeArgs, a: AddArgs) -> anyhow::Result<()> {
         replication_min: a.replication.or(a.replication_min),
         replication_max: a.replication.or(a.replication_max),
         name: a.name.or_else(|| Some(added.name.clone())),
+        peers: a.peers,
     };
     let (p, _) = c.pin_add(&req).await?;
     println!(

@@ -25,7 +25,7 @@ pub const MIN_ITEMS: usize = 4096;
 pub const REBUILD_FRACTION: f64 = 0.1;
 /// The search breadth (`ef`), at build and at search: recall against speed.
 pub const EF_SEARCH: usize = 128;
-pub const EF_CONSTRUCTION: usize = 128;
+pub const EF_CONSTRUCTION: usize = 64;
 
 /// A built graph over a snapshot: point values are item IDs.
 pub struct Graph {
@@ -100,12 +100,20 @@ fn transform(metric: Metric, v: &[f32], max_norm: f32, query: bool) -> Box<[f32]
     }
 }
 
-/// Builds graphs on one thread of its own, so a build never takes both of
-/// a small machine's cores from the node.
+/// Builds graphs on two threads of their own at the lowest CPU priority
+/// (nice 19): a build takes the cores the node leaves idle, never time
+/// the node needs.
 pub fn build_pool() -> Option<Arc<rayon::ThreadPool>> {
     rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
+        .num_threads(2)
         .thread_name(|_| "index-ann".into())
+        .start_handler(|_| {
+            // SAFETY: setpriority on this thread's own ID (Linux: a thread
+            // ID names one thread); failure only leaves the default.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+            }
+        })
         .build()
         .ok()
         .map(Arc::new)

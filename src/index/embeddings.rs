@@ -17,7 +17,11 @@
 //! # Search
 //! Exact search scans the collection (the reference). From [`ann::MIN_ITEMS`]
 //! items an HNSW graph ([`ann`]) answers approximately; a search with a
-//! metadata filter is always exact. Scores: cosine similarity and dot
+//! metadata filter is always exact. A graph is built in the background
+//! from a snapshot when a change, a search or a look at the collection
+//! finds none, or finds the collection changed by more than
+//! [`ann::REBUILD_FRACTION`] since; meanwhile the old graph answers, with
+//! the items added since scanned exactly beside it. Scores: cosine similarity and dot
 //! product (higher is nearer), L2 distance (lower is nearer); hits come
 //! nearest first.
 
@@ -451,6 +455,9 @@ impl Embeddings {
     }
 
     pub fn collection(&self, name: &str) -> Option<CollectionInfo> {
+        if self.auto_build {
+            self.maybe_build(name);
+        }
         self.info(name, self.colls.get(name)?)
     }
 
@@ -517,6 +524,10 @@ impl Embeddings {
         check_vector(query, def.dim)?;
         let k = k.clamp(1, MAX_K);
         let filter = filter.filter(|f| !f.is_empty());
+        // A quiet collection's graph is brought up to date by its readers.
+        if self.auto_build {
+            self.maybe_build(coll);
+        }
         let graph = if filter.is_none() && mode != Mode::Exact {
             self.graph(c)
         } else {

@@ -78,6 +78,7 @@ fn views_follow_commits_and_are_rebuilt_on_reopen() {
                 replication_min: 1,
                 replication_max: 1,
                 added_unix_ms: 1,
+                allocation: None,
             }),
         );
         let counts = db

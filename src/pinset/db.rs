@@ -269,13 +269,30 @@ impl PinDb {
             let pins = txn.open_table(OLD_PINS).map_err(|e| self.err(e))?;
             for (i, row) in pins.iter().map_err(|e| self.err(e))?.enumerate() {
                 let (k, v) = row.map_err(|e| self.err(e))?;
-                let (spec, _): (PinSpec, usize) =
+                /// A pin as that version stored it.
+                #[derive(serde::Deserialize)]
+                struct OldSpec {
+                    cid: String,
+                    name: String,
+                    replication_min: u8,
+                    replication_max: u8,
+                    added_unix_ms: u64,
+                }
+                let (old, _): (OldSpec, usize) =
                     bincode::serde::decode_from_slice(v.value(), bincode::config::standard())
                         .map_err(|e| PinDbError::Corrupt {
                             path: self.path.clone(),
                             what: format!("old pin {}", k.value()),
                             message: e.to_string(),
                         })?;
+                let spec = PinSpec {
+                    cid: old.cid,
+                    name: old.name,
+                    replication_min: old.replication_min,
+                    replication_max: old.replication_max,
+                    added_unix_ms: old.added_unix_ms,
+                    allocation: None,
+                };
                 entries.push(Entry {
                     stamp: Stamp {
                         hlc: Hlc::at(spec.added_unix_ms),

@@ -46,6 +46,10 @@ pub struct PinSpec {
     pub replication_max: u8,
     /// When the pin was first added (the writer's clock).
     pub added_unix_ms: u64,
+    /// A peer list ([`crate::index::peers`]): copies go only to live
+    /// masters and workers in it (`None`: any).
+    #[serde(default)]
+    pub allocation: Option<String>,
 }
 
 /// A change a user asks for.
@@ -150,7 +154,9 @@ impl Entry {
     /// An upper bound on its encoded size (bincode varints, tags, strings).
     pub fn size_bound(&self) -> usize {
         40 + match &self.op {
-            Op::Pin(p) => p.cid.len() + p.name.len() + 16,
+            Op::Pin(p) => {
+                p.cid.len() + p.name.len() + 18 + p.allocation.as_ref().map_or(0, String::len)
+            }
             Op::Unpin { cid } => cid.len(),
             Op::Put { key, value } => key.len() + value.len() + 8,
             Op::Clear { key } => key.len(),
@@ -240,6 +246,9 @@ impl PinSpec {
         check_canonical(&self.cid)?;
         if self.name.len() > MAX_NAME {
             return Err(format!("name longer than {MAX_NAME} bytes"));
+        }
+        if let Some(list) = &self.allocation {
+            crate::index::peers::check_list_name(list)?;
         }
         let (min, max) = (self.replication_min, self.replication_max);
         if min == 0 || min > max || max > MAX_REPLICATION {

@@ -9,6 +9,9 @@
 //!   the orders already given in this round; never to a leecher.
 //! * Items get up to `replication_max` copies, at least `replication_min`
 //!   when enough peers qualify; extras above the max are trimmed.
+//! * An item allocated to a peer list gets copies only on that list's
+//!   peers; its copies elsewhere are unpinned once the list's peers hold
+//!   `replication_min` (an unknown or empty list gives it no new copies).
 //! * Copies of items the pinset holds a removal (tombstone) for are
 //!   unpinned; a copy of an item the pinset does not know at all is left
 //!   alone (a lagging or new replica must never unpin what it has not yet
@@ -29,19 +32,23 @@ use crate::role::Role;
 /// per copy).
 pub type Key = Arc<str>;
 
-/// The pinset as the planner sees it: the items to keep, and the items
-/// whose last change is a removal.
+/// The pinset as the planner sees it: the items to keep, the items whose
+/// last change is a removal, and the peer lists items may be allocated to.
 #[derive(Debug, Clone, Default)]
 pub struct Pinset {
     pub pins: BTreeMap<Key, Want>,
     pub removed: BTreeSet<Key>,
+    /// List name → peer IDs ([`crate::index::peers`]).
+    pub lists: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What the planner needs to know of an item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Want {
     pub min: u8,
     pub max: u8,
+    /// Copies only on peers of this list.
+    pub list: Option<Key>,
 }
 
 impl From<&PinSpec> for Want {
@@ -49,6 +56,7 @@ impl From<&PinSpec> for Want {
         Want {
             min: p.replication_min,
             max: p.replication_max,
+            list: p.allocation.as_deref().map(Key::from),
         }
     }
 }
@@ -140,20 +148,37 @@ pub fn plan(
         .collect();
     let mut orders = Vec::new();
 
+    let no_list = BTreeSet::new();
     for (cid, want) in pins {
+        // With an allocation, only the list's peers count and take copies;
+        // a copy elsewhere goes once the list holds the minimum.
+        let allowed = want
+            .list
+            .as_ref()
+            .map(|l| pinset.lists.get(&**l).unwrap_or(&no_list));
+        let in_list = |p: &Candidate| allowed.is_none_or(|a| a.contains(&p.id));
+        let holds = |p: &Candidate| {
+            let h = holding(&p.id);
+            h.pinned.contains(cid) || h.in_flight.contains(cid)
+        };
         let holders: Vec<&Candidate> = peers
             .iter()
             .filter(|p| counts(p, now, limits))
-            .filter(|p| {
-                let h = holding(&p.id);
-                h.pinned.contains(cid) || h.in_flight.contains(cid)
-            })
+            .filter(|p| in_list(p) && holds(p))
             .collect();
+        if holders.len() >= usize::from(want.min.max(1)) {
+            for p in peers.iter().filter(|p| p.live && !in_list(p) && holds(p)) {
+                orders.push(Order::Unpin {
+                    peer: p.id.clone(),
+                    cid: cid.clone(),
+                });
+            }
+        }
         let max = usize::from(want.max.max(want.min).max(1));
         if holders.len() < max {
             let mut fresh: Vec<&Candidate> = peers
                 .iter()
-                .filter(|p| takes_new(p, limits))
+                .filter(|p| takes_new(p, limits) && in_list(p))
                 .filter(|p| !holders.iter().any(|h| h.id == p.id))
                 .filter(|p| {
                     holding(&p.id)

@@ -155,6 +155,8 @@ fn seeds_part_3() {
 /// them silently).
 #[test]
 fn seeds_that_found_bugs() {
+    // The workload they were found with: pins only.
+    net::INDEX_WORKLOAD.set(false);
     for (seed, found) in [
         (
             23,
@@ -211,6 +213,20 @@ fn seeds_that_found_bugs() {
         if let Err(e) = Sim::run(seed, &net::schedule(seed), false) {
             panic!("seed {seed} ({found}) fails again: {e}");
         }
+    }
+}
+
+/// Found when index records joined the workload (a third of the writes):
+/// seed 35352 then ends with a removed item still pinned on a node that
+/// crashed while its pin was under way (the pin carried out after the
+/// restart, the restarted holder not knowing it). The holder and the model
+/// IPFS around a crash are at fault, not the index records; open, to be
+/// fixed next.
+#[test]
+#[ignore = "a known failure under investigation (see the doc comment)"]
+fn seed_35352_with_index_records() {
+    if let Err(e) = Sim::run(35352, &net::schedule(35352), false) {
+        panic!("seed 35352 with index records: {e}");
     }
 }
 

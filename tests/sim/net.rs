@@ -330,6 +330,30 @@ pub struct Sim {
     outcome: Outcome,
 }
 
+thread_local! {
+    /// Whether a third of the writes are index records (the regression
+    /// seeds replay the pins-only workload they were found with).
+    pub static INDEX_WORKLOAD: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// An index record's change for key number `c`: a metadata field set (its
+/// value the time) or removed.
+fn index_op(c: u64, set: bool, t: u64) -> Op {
+    use ipfs_kit_p2p::index::{TAG_META, key, metadata};
+    let cid = cid(c);
+    if set {
+        let (rest, value) = metadata::record(&cid, "f", &serde_json::json!(t));
+        Op::Put {
+            key: key(TAG_META, &rest),
+            value,
+        }
+    } else {
+        Op::Clear {
+            key: key(TAG_META, &metadata::rest(&cid, "f")),
+        }
+    }
+}
+
 fn cid(n: u64) -> String {
     testkit::cid_of(n)
 }
@@ -922,7 +946,7 @@ impl Sim {
             match e {
                 Effect::Persist(p) => {
                     for e in &p.entries {
-                        let known = (e.cid().to_owned(), e.stamp, e.is_pin());
+                        let known = (e.cid().to_owned(), e.stamp, !e.is_removal());
                         if let Some(prev) = self.created.insert(e.id(), known.clone())
                             && prev != known
                         {
@@ -1009,7 +1033,7 @@ impl Sim {
                     });
                     // Only what a removal overtook.
                     for e in &dropped {
-                        let overtaken = !e.is_pin()
+                        let overtaken = e.is_removal()
                             || self
                                 .created
                                 .values()
@@ -1264,7 +1288,7 @@ impl Sim {
             if self.mutation == Mutation::CollectAll {
                 let n = &mut self.nodes[i];
                 let mut all = Vv::default();
-                for e in n.store.state.values().filter(|e| !e.is_pin()) {
+                for e in n.store.state.values().filter(|e| e.is_removal()) {
                     all.insert(e.id());
                 }
                 n.store.collect(&all, u64::MAX, &BTreeSet::new());
@@ -1337,6 +1361,11 @@ impl Sim {
                 if self.nodes[node].up.is_none() {
                     return Ok(());
                 }
+                // A third of the keys are index records (metadata fields):
+                // the same replication, merge and collection as pins.
+                if c % 3 == 0 && INDEX_WORKLOAD.get() {
+                    return self.write(node, index_op(c, pin, self.t));
+                }
                 let cid = cid(c);
                 let op = if pin {
                     Op::Pin(PinSpec {
@@ -1345,25 +1374,30 @@ impl Sim {
                         replication_min: 1,
                         replication_max: 2,
                         added_unix_ms: UNIX_BASE + self.t,
+                        allocation: None,
                     })
                 } else {
                     Op::Unpin { cid }
                 };
-                let up = self.up(node);
-                let token = up.next_token;
-                up.next_token += 1;
-                self.asked.insert((node, token), op.clone());
-                // Through the node's API: a paused node answers on resume.
-                let p = Packet {
-                    from: node,
-                    to: node,
-                    to_incarnation: Some(self.nodes[node].store.incarnation),
-                    msg: Msg::Write { token, op },
-                };
-                self.deliver(p)?;
+                self.write(node, op)?;
             }
         }
         Ok(())
+    }
+
+    /// A client's write through `node`'s API (a paused node answers on resume).
+    fn write(&mut self, node: usize, op: Op) -> Result<(), String> {
+        let up = self.up(node);
+        let token = up.next_token;
+        up.next_token += 1;
+        self.asked.insert((node, token), op.clone());
+        let p = Packet {
+            from: node,
+            to: node,
+            to_incarnation: Some(self.nodes[node].store.incarnation),
+            msg: Msg::Write { token, op },
+        };
+        self.deliver(p)
     }
 
     fn resume(&mut self, n: usize) -> Result<(), String> {
@@ -1455,7 +1489,7 @@ impl Sim {
                     "tombstones not collected within {HEAL_MS} ms of the heal: {:?}",
                     self.nodes
                         .iter()
-                        .map(|n| n.store.state.values().filter(|e| !e.is_pin()).count())
+                        .map(|n| n.store.state.values().filter(|e| e.is_removal()).count())
                         .collect::<Vec<_>>()
                 ));
             }
@@ -1466,7 +1500,7 @@ impl Sim {
                 let left = self
                     .nodes
                     .iter()
-                    .any(|n| n.store.state.values().any(|e| !e.is_pin()));
+                    .any(|n| n.store.state.values().any(|e| e.is_removal()));
                 if !left {
                     break;
                 }

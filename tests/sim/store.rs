@@ -60,7 +60,7 @@ impl MemStore {
         let found: Vec<(String, (u64, u64))> = self
             .state
             .iter()
-            .filter(|(_, e)| !e.is_pin() && upto.contains(e.id()) && e.stamp.hlc < before)
+            .filter(|(_, e)| e.is_removal() && upto.contains(e.id()) && e.stamp.hlc < before)
             .map(|(c, e)| (c.clone(), e.id()))
             .collect();
         let mut kept = Vec::new();

@@ -66,6 +66,10 @@ impl Hnsw {
             .ef_construction(ef_construction)
             .ef_search(ef_search)
             .seed(seed)
+            // Plain nearest-neighbour links: 20,000 clustered vectors of 384
+            // dimensions built in 16 s instead of 109 s (two threads), with
+            // recall@10 0.966 at ef 64 (`examples/build_time.rs`).
+            .select_heuristic(None)
             .build(points, values);
         Hnsw { map }
     }

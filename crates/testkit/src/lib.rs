@@ -542,6 +542,7 @@ pub fn prefill_pinset(path: &Path, n: u64) -> Result<(), String> {
                         replication_min: 2,
                         replication_max: 3,
                         added_unix_ms: hour_ago,
+                        allocation: None,
                     }),
                 };
                 seen.insert(e.id());

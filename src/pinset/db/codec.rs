@@ -16,6 +16,16 @@ struct StoredPin {
     replication_min: u8,
     replication_max: u8,
     added_unix_ms: u64,
+    allocation: Option<String>,
+}
+
+/// The pin fields as stored before allocations (read, never written).
+#[derive(Deserialize)]
+struct StoredPinV1 {
+    name: String,
+    replication_min: u8,
+    replication_max: u8,
+    added_unix_ms: u64,
 }
 
 /// hlc, author, seq (big-endian, so the stamp reads without decoding the
@@ -37,6 +47,7 @@ pub(super) fn encode_entry(e: &Entry) -> Vec<u8> {
             replication_min: p.replication_min,
             replication_max: p.replication_max,
             added_unix_ms: p.added_unix_ms,
+            allocation: p.allocation.clone(),
         };
         let body =
             bincode::serde::encode_to_vec(&fields, bincode::config::standard()).unwrap_or_default();
@@ -90,15 +101,29 @@ pub(super) fn decode_entry(path: &Path, cid: &str, bytes: &[u8]) -> Result<Entry
     } else if bytes.len() == 24 {
         Op::Unpin { cid: cid.into() }
     } else {
-        let (p, _): (StoredPin, usize) =
-            bincode::serde::decode_from_slice(&bytes[24..], bincode::config::standard())
-                .map_err(|e| corrupt(e.to_string()))?;
+        let body = &bytes[24..];
+        let cfg = bincode::config::standard();
+        let p = match bincode::serde::decode_from_slice::<StoredPin, _>(body, cfg) {
+            Ok((p, n)) if n == body.len() => p,
+            _ => {
+                let (p, _): (StoredPinV1, usize) = bincode::serde::decode_from_slice(body, cfg)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                StoredPin {
+                    name: p.name,
+                    replication_min: p.replication_min,
+                    replication_max: p.replication_max,
+                    added_unix_ms: p.added_unix_ms,
+                    allocation: None,
+                }
+            }
+        };
         Op::Pin(PinSpec {
             cid: cid.into(),
             name: p.name,
             replication_min: p.replication_min,
             replication_max: p.replication_max,
             added_unix_ms: p.added_unix_ms,
+            allocation: p.allocation,
         })
     };
     Ok(Entry { stamp, seq, op })

@@ -28,6 +28,7 @@ fn entry(n: u64, hlc: u64, author: u64, seq: u64, pin: bool) -> Entry {
                 replication_min: 1,
                 replication_max: 2,
                 added_unix_ms: hlc,
+                allocation: None,
             })
         } else {
             Op::Unpin { cid }
@@ -116,6 +117,7 @@ fn a_database_of_the_earlier_log_format_is_moved_over() {
                     replication_min: 2,
                     replication_max: 3,
                     added_unix_ms: 1_000 + n,
+                    allocation: None,
                 };
                 pins.insert(cid(n).as_str(), bin(&spec).as_slice()).unwrap();
             }

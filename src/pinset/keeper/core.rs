@@ -402,8 +402,10 @@ impl Core {
                         self.pinset.pins.remove(&key);
                         self.pinset.removed.insert(key);
                     }
-                    // Index records: not the keeper's.
-                    Op::Put { .. } | Op::Clear { .. } => {}
+                    // Of the index records, the keeper follows peer lists
+                    // (pins may be allocated to one).
+                    Op::Put { key, .. } => self.list_member(&key, true),
+                    Op::Clear { key } => self.list_member(&key, false),
                 }
             }
             match next {
@@ -415,6 +417,28 @@ impl Core {
         self.read_digest = Some(digest);
         self.dirty = true;
         Ok(())
+    }
+
+    /// A peer list record changed (others are ignored).
+    fn list_member(&mut self, key: &str, present: bool) {
+        let Some((crate::index::TAG_PEERS, rest)) = crate::index::split(key) else {
+            return;
+        };
+        let Some((list, peer)) = rest.split_once('/') else {
+            return;
+        };
+        let lists = &mut self.pinset.lists;
+        if present {
+            lists
+                .entry(list.to_owned())
+                .or_default()
+                .insert(peer.to_owned());
+        } else if let Some(members) = lists.get_mut(list) {
+            members.remove(peer);
+            if members.is_empty() {
+                lists.remove(list);
+            }
+        }
     }
 
     /// Masters and workers as candidates: live from the view (and while

@@ -11,6 +11,7 @@ fn spec(cid: &str) -> PinSpec {
         replication_min: 2,
         replication_max: 3,
         added_unix_ms: 0,
+        allocation: None,
     }
 }
 

@@ -23,12 +23,22 @@ fn pinset(cids: &[&str], min: u8, max: u8) -> Pinset {
     Pinset {
         pins: pins_of(cids, min, max),
         removed: BTreeSet::new(),
+        lists: BTreeMap::new(),
     }
 }
 
 fn pins_of(cids: &[&str], min: u8, max: u8) -> BTreeMap<Key, Want> {
     cids.iter()
-        .map(|c| (Key::from(*c), Want { min, max }))
+        .map(|c| {
+            (
+                Key::from(*c),
+                Want {
+                    min,
+                    max,
+                    list: None,
+                },
+            )
+        })
         .collect()
 }
 
@@ -229,9 +239,10 @@ proptest! {
         }).collect();
         let pins = Pinset {
             pins: items.iter().enumerate().map(|(i, (min, extra))| {
-                (Key::from(format!("c{i}")), Want { min: *min, max: min + extra })
+                (Key::from(format!("c{i}")), Want { min: *min, max: min + extra, list: None })
             }).collect(),
             removed: BTreeSet::new(),
+            lists: BTreeMap::new(),
         };
         let eligible: Vec<&Candidate> = peers.iter().filter(|p| takes_new(p, &LIMITS)).collect();
         // Holders may also hold items the pinset does not know (a lagging
@@ -264,4 +275,70 @@ proptest! {
             prop_assert_eq!(n, max.min(eligible.len()), "copies of {}", cid);
         }
     }
+}
+
+/// An item allocated to a peer list gets copies only on the list's live
+/// masters and workers; its copies elsewhere go once the list holds the
+/// minimum, never before; an unknown list gives it no copies.
+#[test]
+fn allocated_items_stay_on_their_peer_list() {
+    let peers = vec![
+        peer("a", Role::Master, 10_000),
+        peer("b", Role::Worker, 90_000),
+        peer("c", Role::Worker, 80_000),
+        peer("d", Role::Leecher, 99_000),
+    ];
+    let mut ps = pinset(&["x"], 2, 2);
+    ps.pins.get_mut("x").unwrap().list = Some(Key::from("gpu"));
+    ps.lists.insert(
+        "gpu".into(),
+        ["a", "c", "d"].iter().map(|s| s.to_string()).collect(),
+    );
+    let now = Instant::now();
+    let mut orders = plan(&ps, &peers, &HashMap::new(), &LIMITS, now);
+    orders.sort();
+    assert_eq!(
+        orders,
+        vec![
+            Order::Pin {
+                peer: "a".into(),
+                cid: Key::from("x")
+            },
+            Order::Pin {
+                peer: "c".into(),
+                cid: Key::from("x")
+            },
+        ],
+        "b has the most room but is not on the list; d is a leecher"
+    );
+    // b holds a copy (made before the allocation): kept while the list
+    // holds fewer than the minimum, unpinned once it holds it.
+    let held = |ids: &[&str]| -> HashMap<String, Holding> {
+        ids.iter()
+            .map(|id| {
+                let mut h = Holding::default();
+                h.pinned.insert(Key::from("x"));
+                (id.to_string(), h)
+            })
+            .collect()
+    };
+    let orders = plan(&ps, &peers, &held(&["b", "a"]), &LIMITS, now);
+    assert_eq!(
+        orders,
+        vec![Order::Pin {
+            peer: "c".into(),
+            cid: Key::from("x")
+        }]
+    );
+    let orders = plan(&ps, &peers, &held(&["b", "a", "c"]), &LIMITS, now);
+    assert_eq!(
+        orders,
+        vec![Order::Unpin {
+            peer: "b".into(),
+            cid: Key::from("x")
+        }]
+    );
+    // An unknown list: no copies anywhere.
+    ps.pins.get_mut("x").unwrap().list = Some(Key::from("nobody"));
+    assert!(plan(&ps, &peers, &HashMap::new(), &LIMITS, now).is_empty());
 }

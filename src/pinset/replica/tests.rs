@@ -23,6 +23,7 @@ fn pin() -> Op {
         replication_min: 1,
         replication_max: 2,
         added_unix_ms: 0,
+        allocation: None,
     })
 }
 
