@@ -280,32 +280,17 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<(T, String), ApiError> {
-        let url = format!("http://{}{path}", self.addr);
-        let unreachable = |source| ApiError::Unreachable {
-            addr: self.addr.clone(),
-            source,
-        };
-        let mut req = self.http.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let mut req = self
+            .http
+            .request(method, format!("http://{}{path}", self.addr));
         if let Some(b) = body {
             // Writes wait for the commit (the server gives up after 15 s).
             req = req.json(&b).timeout(Duration::from_secs(20));
         }
-        let resp = req.send().await.map_err(unreachable)?;
-        let status = resp.status();
-        let body = resp.text().await.map_err(unreachable)?;
-        if !status.is_success() {
-            return Err(ApiError::Status {
-                addr: self.addr.clone(),
-                status: status.as_u16(),
-                body,
-            });
-        }
+        let body = self.send(req).await?;
         let value = serde_json::from_str(&body).map_err(|e| ApiError::Status {
             addr: self.addr.clone(),
-            status: status.as_u16(),
+            status: 200,
             body: format!("unexpected response ({e}): {body}"),
         })?;
         Ok((value, body))

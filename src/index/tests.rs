@@ -36,16 +36,7 @@ fn entry(seq: u64, op: Op) -> Entry {
 }
 
 fn persist(entries: Vec<Entry>) -> Persist {
-    let mut seen = Vv::default();
-    for e in &entries {
-        seen.insert(e.id());
-    }
-    Persist {
-        hlc: entries.iter().map(|e| e.stamp.hlc).max().unwrap_or(0),
-        entries,
-        seen,
-        ..Persist::default()
-    }
+    Persist::of(entries)
 }
 
 fn meta_put(seq: u64, cid: &str, field: &str, v: serde_json::Value) -> Entry {

@@ -229,6 +229,22 @@ pub struct Persist {
     pub members: Vec<(String, Option<Member>)>,
 }
 
+impl Persist {
+    /// Stores `entries` and marks them seen (tests, tools).
+    pub fn of(entries: Vec<Entry>) -> Persist {
+        let mut seen = Vv::default();
+        for e in &entries {
+            seen.insert(e.id());
+        }
+        Persist {
+            hlc: entries.iter().map(|e| e.stamp.hlc).max().unwrap_or(0),
+            entries,
+            seen,
+            ..Persist::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     Persist(Persist),

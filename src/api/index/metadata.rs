@@ -100,28 +100,32 @@ async fn plan_and_write(
 
 type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
+/// `PUT` replaces the document, `PATCH` merges into it.
 async fn put(
-    State(s): State<ApiState>,
-    Path(cid): Path<String>,
+    s: State<ApiState>,
+    cid: Path<String>,
     doc: JsonBody<Doc>,
 ) -> Result<Json<Wrote>, AppError> {
-    let Json(doc) = doc.map_err(|e| bad(e.body_text()))?;
-    let cid = cid_of(&cid)?;
-    plan_and_write(&s, &cid, &doc, meta::plan_put)
-        .await
-        .map(Json)
+    doc_write(s, cid, doc, meta::plan_put).await
 }
 
 async fn merge(
+    s: State<ApiState>,
+    cid: Path<String>,
+    doc: JsonBody<Doc>,
+) -> Result<Json<Wrote>, AppError> {
+    doc_write(s, cid, doc, meta::plan_merge).await
+}
+
+async fn doc_write(
     State(s): State<ApiState>,
     Path(cid): Path<String>,
     doc: JsonBody<Doc>,
+    plan: Planner,
 ) -> Result<Json<Wrote>, AppError> {
     let Json(doc) = doc.map_err(|e| bad(e.body_text()))?;
     let cid = cid_of(&cid)?;
-    plan_and_write(&s, &cid, &doc, meta::plan_merge)
-        .await
-        .map(Json)
+    plan_and_write(&s, &cid, &doc, plan).await.map(Json)
 }
 
 async fn remove(

@@ -78,32 +78,34 @@ async fn set(
     write(&s, records).await.map(Json)
 }
 
-async fn add(
+async fn add(s: State<ApiState>, path: Path<(String, String)>) -> Result<Json<Wrote>, AppError> {
+    change_member(s, path, true).await
+}
+
+async fn remove_one(
+    s: State<ApiState>,
+    path: Path<(String, String)>,
+) -> Result<Json<Wrote>, AppError> {
+    change_member(s, path, false).await
+}
+
+async fn change_member(
     State(s): State<ApiState>,
     Path((name, peer)): Path<(String, String)>,
+    add: bool,
 ) -> Result<Json<Wrote>, AppError> {
     s.may_write()?;
     peers::check_list_name(&name).map_err(bad)?;
     peers::check_peer(&peer).map_err(bad)?;
-    if read(&s.indexes().peers)
+    let full = read(&s.indexes().peers)
         .get(&name)
-        .is_some_and(|l| l.len() >= MAX_MEMBERS)
-    {
+        .is_some_and(|l| l.len() >= MAX_MEMBERS);
+    if add && full {
         return Err(bad(format!(
             "peer list {name:?} has {MAX_MEMBERS} members already"
         )));
     }
-    write(&s, vec![member(&name, &peer, true)]).await.map(Json)
-}
-
-async fn remove_one(
-    State(s): State<ApiState>,
-    Path((name, peer)): Path<(String, String)>,
-) -> Result<Json<Wrote>, AppError> {
-    s.may_write()?;
-    peers::check_list_name(&name).map_err(bad)?;
-    peers::check_peer(&peer).map_err(bad)?;
-    write(&s, vec![member(&name, &peer, false)]).await.map(Json)
+    write(&s, vec![member(&name, &peer, add)]).await.map(Json)
 }
 
 async fn remove(

@@ -37,16 +37,7 @@ fn entry(n: u64, hlc: u64, author: u64, seq: u64, pin: bool) -> Entry {
 }
 
 fn persist(entries: Vec<Entry>) -> Persist {
-    let mut seen = Vv::default();
-    for e in &entries {
-        seen.insert(e.id());
-    }
-    Persist {
-        hlc: entries.iter().map(|e| e.stamp.hlc).max().unwrap_or(0),
-        entries,
-        seen,
-        ..Persist::default()
-    }
+    Persist::of(entries)
 }
 
 #[test]
