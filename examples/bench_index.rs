@@ -462,11 +462,8 @@ fn in_process(vectors: &[Vec<f32>], queries: &[Vec<f32>]) -> Value {
 
 /// Distributions without their samples (the output stays readable).
 fn strip_samples(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.remove("samples");
-            m.values_mut().for_each(strip_samples);
-        }
-        _ => {}
+    if let Value::Object(m) = v {
+        m.remove("samples");
+        m.values_mut().for_each(strip_samples);
     }
 }

@@ -142,6 +142,10 @@ pub struct Sizes {
     pub peer_lists: usize,
 }
 
+/// A record to write or a change to feed: its key (or the part after
+/// `~x/`, as an index's planners give it) and its value (`None`: removed).
+pub type Record = (String, Option<Vec<u8>>);
+
 /// A record's new value after a commit (`None`: removed or a tombstone).
 pub type Change<'a> = (&'a str, Option<&'a [u8]>);
 

@@ -4,10 +4,10 @@
 //! every node, leechers included, from the node's own replica. Bad input is
 //! refused with 400 before anything is stored.
 //!
-//! * [`embeddings`]: `/v1/index/embeddings[/{collection}[/items|/search|/export|/import]]`
-//! * [`graph`]: `/v1/index/graph/{triples,query,count,neighbourhood,stats,export,import}`
-//! * [`metadata`]: `/v1/index/metadata[/{cid}]`, `/export`, `/import`
-//! * [`peers`]: `/v1/index/peers[/{list}[/{peer}]]`
+//! * [`embeddings`] serves `/v1/index/embeddings[/{collection}[/items|/search|/export|/import]]`
+//! * [`graph`] serves `/v1/index/graph/{triples,query,count,neighbourhood,stats,export,import}`
+//! * [`metadata`] serves `/v1/index/metadata[/{cid}]`, `/export`, `/import`
+//! * [`peers`] serves `/v1/index/peers[/{list}[/{peer}]]`
 //! * `GET /v1/index`: each index's size and this replica's sync state.
 
 use axum::extract::DefaultBodyLimit;
@@ -90,7 +90,7 @@ pub struct Wrote {
 /// in chunks; answered once every record is durable on enough copies.
 pub(super) async fn write(
     state: &ApiState,
-    records: Vec<(String, Option<Vec<u8>>)>,
+    records: Vec<crate::index::Record>,
 ) -> Result<Wrote, AppError> {
     state.may_write()?;
     let total = records.len();

@@ -712,9 +712,19 @@ struct TopK {
     heap: std::collections::BinaryHeap<(Bad, usize)>,
 }
 
-#[derive(PartialEq, PartialOrd)]
+/// A score turned so that greater is worse, totally ordered.
 struct Bad(f32);
+impl PartialEq for Bad {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o).is_eq()
+    }
+}
 impl Eq for Bad {}
+impl PartialOrd for Bad {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
 impl Ord for Bad {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&o.0)

@@ -67,7 +67,7 @@ pub const MAX_PAGE: usize = 1000;
 /// A metadata document: its top-level fields.
 pub type Doc = serde_json::Map<String, Value>;
 /// A planned record: its key after `~m/`, and its value (`None`: a tombstone).
-pub type Record = (String, Option<Vec<u8>>);
+pub use crate::index::Record;
 
 /// The key of a field's record, after `~m/`.
 pub fn rest(cid: &str, field: &str) -> String {

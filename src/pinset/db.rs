@@ -81,7 +81,7 @@ pub struct PinDb {
     indexes: Arc<Indexes>,
     /// Index records the open write transaction changed, taken into
     /// `indexes` once it commits.
-    feed: Arc<Mutex<Vec<(String, Option<Vec<u8>>)>>>,
+    feed: Arc<Mutex<Vec<crate::index::Record>>>,
 }
 
 impl PinDb {
@@ -148,7 +148,7 @@ impl PinDb {
         Ok(())
     }
 
-    fn feed(&self) -> MutexGuard<'_, Vec<(String, Option<Vec<u8>>)>> {
+    fn feed(&self) -> MutexGuard<'_, Vec<crate::index::Record>> {
         self.feed.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -105,7 +105,7 @@ async fn remove(
     s.may_write()?;
     emb::check_collection_name(&coll).map_err(bad)?;
     let keys = read(&s.indexes().embeddings).all_keys(&coll);
-    let mut records: Vec<(String, Option<Vec<u8>>)> = keys
+    let mut records: Vec<crate::index::Record> = keys
         .iter()
         .map(|k| (key(TAG_ITEM, &format!("{coll}/{k}")), None))
         .collect();
@@ -133,7 +133,7 @@ fn item_records(
     s: &ApiState,
     coll: &str,
     items: Vec<ItemIn>,
-) -> Result<Vec<(String, Option<Vec<u8>>)>, AppError> {
+) -> Result<Vec<crate::index::Record>, AppError> {
     let def = read(&s.indexes().embeddings)
         .def(coll)
         .ok_or_else(|| bad(format!("no collection {coll:?} (create it first)")))?;

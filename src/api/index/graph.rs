@@ -44,10 +44,7 @@ struct ChangeRequest {
 }
 
 /// Checks triples and makes their records (`add`: set, else removed).
-fn records(
-    triples: Vec<TripleInput>,
-    add: bool,
-) -> Result<Vec<(String, Option<Vec<u8>>)>, AppError> {
+fn records(triples: Vec<TripleInput>, add: bool) -> Result<Vec<crate::index::Record>, AppError> {
     triples
         .into_iter()
         .enumerate()

@@ -40,7 +40,7 @@ pub struct SetRequest {
     pub peers: Vec<String>,
 }
 
-fn member(list: &str, peer: &str, add: bool) -> (String, Option<Vec<u8>>) {
+fn member(list: &str, peer: &str, add: bool) -> crate::index::Record {
     let (rest, value) = peers::record(list, peer);
     (key(TAG_PEERS, &rest), add.then_some(value))
 }
