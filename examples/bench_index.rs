@@ -14,6 +14,8 @@
 //!   neighbourhoods through the API;
 //! * every node's RSS.
 //!
+//! `--nodes 0` runs only the in-process search (no cluster).
+//!
 //! The vectors are synthetic: `--data clustered` (default; unit vectors
 //! around 2,000 random centres, so neighbours exist as in real embeddings)
 //! or `--data random` (uniform on the sphere: the hardest case for HNSW).
@@ -140,7 +142,10 @@ async fn main() -> Result<(), String> {
         "data",
         "bin",
     ])?;
-    let n_nodes = flags.num("nodes", 3)?.max(2);
+    let n_nodes = match flags.num("nodes", 3)? {
+        0 => 0,
+        n => n.max(2),
+    };
     let n_vec = flags.num("vectors", 100_000)?;
     let dim = flags.num("dim", 384)?;
     let n_tri = flags.num("triples", 1_000_000)?;
@@ -151,18 +156,6 @@ async fn main() -> Result<(), String> {
         "random" => false,
         other => return Err(format!("--data {other}: clustered or random")),
     };
-    let bin = match flags.get("bin") {
-        Some(b) => b.into(),
-        None => release_binary()?,
-    };
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let sp = Spawner::new(bin);
-    let mut roles = vec![Role::Master, Role::Master];
-    roles.extend(std::iter::repeat_n(Role::Worker, n_nodes - 2));
-    let mut nodes = start_cluster(&sp, dir.path(), &roles, Duration::from_secs(60)).await?;
-    let m = nodes[0].client.clone();
-    let mut out = json!({ "nodes": n_nodes, "vectors": n_vec, "dim": dim, "triples": n_tri, "data": if clustered { "clustered" } else { "random" } });
-
     // Vectors.
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let centres = if clustered {
@@ -177,6 +170,27 @@ async fn main() -> Result<(), String> {
         Vec::new()
     };
     let mut data = Data { dim, centres, rng };
+    let vectors: Vec<Vec<f32>> = (0..n_vec).map(|_| data.next()).collect();
+    let queries: Vec<Vec<f32>> = (0..n_q).map(|_| data.next()).collect();
+    if n_nodes == 0 {
+        // `--nodes 0`: the in-process search only.
+        let mut out = in_process(&vectors, &queries);
+        strip_samples(&mut out);
+        println!("{out:#}");
+        return Ok(());
+    }
+    let bin = match flags.get("bin") {
+        Some(b) => b.into(),
+        None => release_binary()?,
+    };
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let sp = Spawner::new(bin);
+    let mut roles = vec![Role::Master, Role::Master];
+    roles.extend(std::iter::repeat_n(Role::Worker, n_nodes - 2));
+    let mut nodes = start_cluster(&sp, dir.path(), &roles, Duration::from_secs(60)).await?;
+    let m = nodes[0].client.clone();
+    let mut out = json!({ "nodes": n_nodes, "vectors": n_vec, "dim": dim, "triples": n_tri, "data": if clustered { "clustered" } else { "random" } });
+
     call(
         &m,
         Method::PUT,
@@ -184,7 +198,6 @@ async fn main() -> Result<(), String> {
         Some(json!({"dim": dim, "metric": "cosine"})),
     )
     .await?;
-    let vectors: Vec<Vec<f32>> = (0..n_vec).map(|_| data.next()).collect();
     let batches: Vec<Value> = (0..n_vec)
         .collect::<Vec<_>>()
         .chunks(1000)
@@ -209,7 +222,6 @@ async fn main() -> Result<(), String> {
     );
 
     // Search: exact first.
-    let queries: Vec<Vec<f32>> = (0..n_q).map(|_| data.next()).collect();
     let search = |q: &Vec<f32>, mode: &str| json!({"vector": q, "k": 10, "mode": mode});
     let mut exact_ms = Vec::new();
     let mut exact = Vec::new();

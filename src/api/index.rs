@@ -116,7 +116,7 @@ pub(super) async fn write(
                 }
                 Err(e) => {
                     let status = match e {
-                        WriteError::ReadOnly => StatusCode::FORBIDDEN,
+                        WriteError::ReadOnly | WriteError::MastersOnly => StatusCode::FORBIDDEN,
                         WriteError::Unreachable { .. } | WriteError::Timeout { .. } => {
                             StatusCode::SERVICE_UNAVAILABLE
                         }

@@ -528,7 +528,14 @@ impl Embeddings {
         if self.auto_build {
             self.maybe_build(coll);
         }
-        let graph = if filter.is_none() && mode != Mode::Exact {
+        if mode == Mode::Approximate && k > ann::EF_SEARCH {
+            return Err(format!(
+                "approximate search answers at most the {} nearest; ask for an exact search",
+                ann::EF_SEARCH
+            ));
+        }
+        // The graph answers unfiltered searches for up to its breadth.
+        let graph = if filter.is_none() && mode != Mode::Exact && k <= ann::EF_SEARCH {
             self.graph(c)
         } else {
             None
@@ -555,17 +562,20 @@ impl Embeddings {
         };
         let mut top = TopK::new(k, def.metric.higher_is_nearer());
         let method = match graph {
-            Some(g) => {
-                // The graph's candidates that are still current, and an
-                // exact scan of what came after its snapshot.
-                for id in g.search(query, k.max(ann::EF_SEARCH)) {
+            Some((g, churn)) => {
+                // The graph's candidates that are still current, ranked
+                // by their exact vectors, and an exact scan of what came
+                // after its snapshot (nothing did while `churn` is 0).
+                for id in g.search(query, ann::EF_SEARCH) {
                     if let Some(&i) = s.by_id.get(&id) {
                         top.offer(score(i), i);
                     }
                 }
-                for (i, &id) in s.ids.iter().enumerate() {
-                    if id > g.upto {
-                        top.offer(score(i), i);
+                if churn > 0 {
+                    for (i, &id) in s.ids.iter().enumerate() {
+                        if id > g.upto {
+                            top.offer(score(i), i);
+                        }
                     }
                 }
                 "approximate"
@@ -591,8 +601,9 @@ impl Embeddings {
         Ok(Found { hits, method })
     }
 
-    /// The collection's graph once built (installing a finished build).
-    fn graph(&self, c: &Collection) -> Option<Arc<ann::Graph>> {
+    /// The collection's graph once built (installing a finished build),
+    /// and how many changes came after its snapshot.
+    fn graph(&self, c: &Collection) -> Option<(Arc<ann::Graph>, usize)> {
         let mut slot = c.ann.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rx) = &slot.building {
             match rx.try_recv() {
@@ -604,7 +615,7 @@ impl Embeddings {
                 Err(mpsc::TryRecvError::Disconnected) => slot.building = None,
             }
         }
-        slot.graph.clone()
+        Some((slot.graph.clone()?, slot.churn))
     }
 
     fn snapshot(c: &Collection) -> Option<ann::Snapshot> {

@@ -148,6 +148,7 @@ pub fn spawn(
         role: settings.role,
         concurrency: settings.concurrency,
         reconcile: settings.reconcile,
+        restart_grace: settings.pin_timeout,
     };
     let core = Core::new(
         limits,

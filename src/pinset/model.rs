@@ -88,6 +88,11 @@ impl Op {
     }
 
     /// A removal (pins and index records alike): stored as a tombstone.
+    /// An index record's change (not a pin's).
+    pub fn is_index(&self) -> bool {
+        matches!(self, Op::Put { .. } | Op::Clear { .. })
+    }
+
     pub fn is_removal(&self) -> bool {
         matches!(self, Op::Unpin { .. } | Op::Clear { .. })
     }

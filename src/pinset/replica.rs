@@ -312,6 +312,8 @@ pub struct Written {
 pub enum WriteError {
     #[error("read-only role: leechers take no writes")]
     ReadOnly,
+    #[error("index records are written only by masters")]
+    MastersOnly,
     #[error(
         "{need} copies are required (pins.write_copies, capped by the masters and workers this \
          node knows) but only {reachable} masters or workers are reachable; nothing was stored"
@@ -619,10 +621,15 @@ impl Replica {
     }
 
     fn on_write(&mut self, token: u64, op: Op, now: Now, fx: &mut Vec<Effect>) {
-        if !self.role.can_lead() {
+        if !self.role.can_lead() || (op.is_index() && self.role != Role::Master) {
+            let e = if self.role.can_lead() {
+                WriteError::MastersOnly
+            } else {
+                WriteError::ReadOnly
+            };
             fx.push(Effect::Written {
                 token,
-                result: Err(WriteError::ReadOnly),
+                result: Err(e),
             });
             return;
         }
@@ -775,8 +782,20 @@ impl Replica {
         now: Now,
         fx: &mut Vec<Effect>,
     ) -> Result<(), String> {
-        if !self.view.peer(from).is_some_and(|p| p.role.can_lead()) {
+        let Some(role) = self
+            .view
+            .peer(from)
+            .map(|p| p.role)
+            .filter(|r| r.can_lead())
+        else {
             return Err(format!("{from} is not a live master or worker"));
+        };
+        // A push carries only its sender's own writes, and only masters
+        // write index records.
+        if role != Role::Master && entries.iter().any(|e| e.op.is_index()) {
+            return Err(format!(
+                "{from} is a {role}: index records are written only by masters"
+            ));
         }
         for e in &entries {
             self.check_entry(e, now)?;

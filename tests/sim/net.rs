@@ -478,6 +478,8 @@ impl Sim {
             role: n.role,
             concurrency: 4,
             reconcile: Duration::from_millis(RECONCILE_MS),
+            // Longer than any call to IPFS takes here (at most 1 s).
+            restart_grace: Duration::from_millis(2_000),
         };
         let mut holder = Holder::new(
             holder_limits,
@@ -1361,9 +1363,10 @@ impl Sim {
                 if self.nodes[node].up.is_none() {
                     return Ok(());
                 }
-                // A third of the keys are index records (metadata fields):
-                // the same replication, merge and collection as pins.
-                if c % 3 == 0 && INDEX_WORKLOAD.get() {
+                // A third of the keys are index records (metadata fields),
+                // written by masters (as the API allows): the same
+                // replication, merge and collection as pins.
+                if c % 3 == 0 && INDEX_WORKLOAD.get() && self.nodes[node].role == Role::Master {
                     return self.write(node, index_op(c, pin, self.t));
                 }
                 let cid = cid(c);

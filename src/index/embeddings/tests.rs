@@ -279,6 +279,10 @@ fn approximate_search_recalls_exact_search() {
             let exact = v.search("c", &q, 10, None, Mode::Exact).unwrap();
             let approx = v.search("c", &q, 10, None, Mode::Approximate).unwrap();
             assert_eq!(approx.method, "approximate");
+            // Beyond the graph's breadth: exact, never a short answer.
+            let many = v.search("c", &q, 200, None, Mode::Auto).unwrap();
+            assert_eq!((many.method, many.hits.len()), ("exact", 200));
+            assert!(v.search("c", &q, 200, None, Mode::Approximate).is_err());
             for h in &approx.hits {
                 assert!(v.get("c", &h.key).is_some(), "a removed item answered");
             }

@@ -47,6 +47,10 @@ pub struct Limits {
     pub concurrency: usize,
     /// How often `pin/ls` is checked against what is held.
     pub reconcile: Duration,
+    /// How long a claim made before a restart outlives `pin/ls` not
+    /// showing it: the previous run's `pin/add` may still finish (IPFS is
+    /// another process), at most its deadline later.
+    pub restart_grace: Duration,
 }
 
 #[derive(Debug)]
@@ -126,6 +130,9 @@ struct Item {
     /// Recorded as the cluster's (in the held set): it may be on IPFS as
     /// ours, so an unpin calls `pin/rm` and a pin skips the `pin/ls` check.
     claimed: bool,
+    /// Claimed before the restart, and neither seen on IPFS nor called
+    /// for since.
+    inherited: bool,
 }
 
 pub struct Core {
@@ -145,9 +152,13 @@ pub struct Core {
     queue: VecDeque<String>,
     running: usize,
     ipfs: bool,
-    /// Whether `pin/ls` is under way, and when it is next due.
+    /// Whether `pin/ls` is under way (asked when), and when it is next due.
     listing: bool,
+    list_asked: Instant,
     next_list: Instant,
+    /// Claims from before the restart are kept until a `pin/ls` asked
+    /// after this.
+    inherited_until: Instant,
     /// Held-set changes not yet stored.
     add: Vec<String>,
     remove: Vec<String>,
@@ -177,7 +188,9 @@ impl Core {
             running: 0,
             ipfs: false,
             listing: false,
+            list_asked: now,
             next_list: now,
+            inherited_until: now + limits.restart_grace,
             add: Vec::new(),
             remove: Vec::new(),
         };
@@ -187,6 +200,7 @@ impl Core {
             if let Some(i) = h.items.get_mut(&cid) {
                 i.held = true;
                 i.claimed = true;
+                i.inherited = true;
             }
         }
         h
@@ -220,6 +234,7 @@ impl Core {
         self.pump(&mut fx);
         if self.ipfs && !self.listing && now >= self.next_list {
             self.listing = true;
+            self.list_asked = now;
             fx.push(Effect::List { at: self.version });
         }
         fx
@@ -248,6 +263,7 @@ impl Core {
                         running: false,
                         held: false,
                         claimed: false,
+                        inherited: false,
                     },
                 );
                 false
@@ -466,6 +482,7 @@ impl Core {
             return;
         }
         item.running = false;
+        item.inherited = false;
         self.running -= 1;
         let want_pin = item.want_pin;
         if pin && claimed != item.claimed {
@@ -540,16 +557,48 @@ impl Core {
                 "holder: pins missing from IPFS, reported absent"
             );
         }
+        // A claim from before the restart stays while the previous run's
+        // `pin/add` may still finish: reported absent, still ours.
+        let keep_inherited = self.list_asked < self.inherited_until;
         for cid in lost {
             let Some(i) = self.items.get_mut(&cid) else {
                 continue;
             };
-            if i.claimed {
+            if i.claimed && !(i.inherited && keep_inherited) {
                 self.remove.push(cid.clone());
+                i.claimed = false;
             }
-            (i.held, i.claimed) = (false, false);
+            i.held = false;
             if i.state == HeldState::Pinned {
                 self.set(&cid, HeldState::Absent, false);
+            }
+        }
+        // What is ours and on IPFS is held: a claim reported absent whose
+        // pin finished after all (the leader then sees it, and unpins it
+        // if the cluster no longer wants it).
+        let found: Vec<String> = self
+            .items
+            .iter()
+            .filter(|(cid, i)| {
+                i.claimed
+                    && !i.running
+                    && i.version <= at
+                    && i.state == HeldState::Absent
+                    && pinned.contains(*cid)
+            })
+            .map(|(c, _)| c.clone())
+            .collect();
+        for cid in found {
+            let Some(i) = self.items.get_mut(&cid) else {
+                continue;
+            };
+            (i.held, i.inherited) = (true, false);
+            let want_pin = i.want_pin;
+            self.set(&cid, HeldState::Pinned, want_pin);
+        }
+        for (cid, i) in self.items.iter_mut() {
+            if i.inherited && pinned.contains(cid) {
+                i.inherited = false;
             }
         }
     }

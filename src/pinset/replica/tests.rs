@@ -275,6 +275,67 @@ fn leechers_refuse_writes_and_pushes_come_only_from_live_masters_or_workers() {
     assert!(r.vv().contains((5, 1)));
 }
 
+/// Index records come only from masters: a worker's replica refuses to
+/// write one, and a push holding one from a worker is refused whole (a
+/// push carries only its sender's own writes).
+#[test]
+fn index_records_are_written_and_pushed_only_by_masters() {
+    let base = Instant::now();
+    let (rest, value) = crate::index::metadata::record(CID, "f", &serde_json::json!(1));
+    let record = Op::Put {
+        key: crate::index::key(crate::index::TAG_META, &rest),
+        value,
+    };
+    let mut worker = Replica::new(
+        "w".into(),
+        Role::Worker,
+        Config::default(),
+        Loaded {
+            author: 3,
+            ..Loaded::default()
+        },
+        now(base, 0),
+    );
+    let fx = worker.step(
+        Input::Write {
+            token: 1,
+            op: record.clone(),
+        },
+        now(base, 1),
+    );
+    assert!(matches!(written(&fx)[..], [Err(WriteError::MastersOnly)]));
+    let mut r = replica(base);
+    r.step(
+        Input::View(view(vec![peer("w", Role::Worker), peer("m", Role::Master)])),
+        now(base, 0),
+    );
+    let entry = |op: Op| Entry {
+        stamp: Stamp {
+            hlc: Hlc::at(1_700_000_000_000),
+            author: 5,
+        },
+        seq: 1,
+        op,
+    };
+    let push = |from: &str, ops: Vec<Op>| Input::Push {
+        from: from.into(),
+        token: 4,
+        entries: ops.into_iter().map(entry).collect(),
+    };
+    let fx = r.step(push("w", vec![pin(), record.clone()]), now(base, 2));
+    assert!(
+        matches!(&fx[..], [Effect::Reply { result: Err(e), .. }] if e.contains("only by masters")),
+        "{fx:?}"
+    );
+    assert!(!r.vv().contains((5, 1)));
+    let fx = r.step(push("m", vec![record]), now(base, 3));
+    assert!(matches!(
+        fx.last(),
+        Some(Effect::Reply { result: Ok(()), .. })
+    ));
+    assert!(r.vv().contains((5, 1)));
+}
+
 #[test]
 fn changes_stamped_far_ahead_of_the_clock_are_refused_whole() {
     let base = Instant::now();

@@ -8,6 +8,7 @@ fn holder(_dir: &std::path::Path) -> Core {
         role: Role::Worker,
         concurrency: 4,
         reconcile: Duration::from_secs(60),
+        restart_grace: Duration::from_secs(600),
     };
     Core::new(limits, [], 0, 7, Instant::now())
 }
@@ -142,6 +143,7 @@ fn worker(concurrency: usize) -> Limits {
         role: Role::Worker,
         concurrency,
         reconcile: Duration::from_secs(60),
+        restart_grace: Duration::from_secs(600),
     }
 }
 
@@ -398,7 +400,11 @@ fn calls_are_bounded_and_an_order_changed_mid_call_is_carried_out_after() {
 #[test]
 fn a_restart_reports_the_held_set_and_pin_ls_corrects_it() {
     let now = Instant::now();
-    let mut h = Core::new(worker(4), [cid(1), cid(2)], 3, 9, now);
+    let limits = Limits {
+        restart_grace: Duration::ZERO,
+        ..worker(4)
+    };
+    let mut h = Core::new(limits, [cid(1), cid(2)], 3, 9, now);
     assert!(h.step(Input::Tick, now).is_empty(), "no IPFS, no calls");
     let fx = h.step(Input::Ipfs { ready: true }, now);
     let Some(&Effect::List { at }) = fx.iter().find(|e| matches!(e, Effect::List { .. })) else {
@@ -538,6 +544,7 @@ fn a_removal_about_to_be_collected_unpins_the_clusters_copy_only() {
         role: Role::Worker,
         concurrency: 4,
         reconcile: Duration::from_secs(60),
+        restart_grace: Duration::from_secs(600),
     };
     let now = Instant::now();
     // Held from before a restart: the cluster's own pins of 1 and 2.
@@ -567,4 +574,93 @@ fn a_removal_about_to_be_collected_unpins_the_clusters_copy_only() {
         "no longer a cluster copy"
     );
     assert!(!h.items.contains_key(&cid(9)), "unknown: nothing to do");
+}
+
+/// Found by the simulator (seed 35352, when index records joined its
+/// workload): a node crashed while its `pin/add` was on its way to IPFS,
+/// restarted, `pin/ls` did not show the pin yet, so the claim was dropped;
+/// then the pin landed, the cluster's pin looked like the user's and was
+/// never removed. A claim from before a restart now outlives `pin/ls` for
+/// `restart_grace`: reported absent meanwhile, held again once IPFS shows
+/// it (the leader can then unpin it), dropped if it is still absent from a
+/// listing asked after the grace.
+#[test]
+fn a_claim_from_before_a_restart_outlives_pin_ls_for_the_grace() {
+    let now = Instant::now();
+    let limits = Limits {
+        restart_grace: Duration::from_secs(90),
+        ..worker(4)
+    };
+    let mut h = Core::new(limits, [cid(1), cid(2)], 3, 9, now);
+    let fx = h.step(Input::Ipfs { ready: true }, now);
+    let Some(&Effect::List { at }) = fx.iter().find(|e| matches!(e, Effect::List { .. })) else {
+        panic!("no listing at start: {fx:?}");
+    };
+    let fx = h.step(
+        Input::Listed {
+            at,
+            pinned: Ok(HashSet::new()),
+        },
+        now,
+    );
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Store { .. })),
+        "claims kept: {fx:?}"
+    );
+    assert_eq!(h.items[&cid(1)].state, HeldState::Absent);
+    assert_eq!(h.items[&cid(2)].state, HeldState::Absent);
+    // The previous run's pin of cid(2) lands; the next listing finds it.
+    let fx = h.step(Input::Tick, now + Duration::from_secs(61));
+    let [Effect::List { at }] = fx[..] else {
+        panic!("{fx:?}");
+    };
+    let fx = h.step(
+        Input::Listed {
+            at,
+            pinned: Ok([cid(2)].into_iter().collect()),
+        },
+        now + Duration::from_secs(61),
+    );
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Store { .. })));
+    assert_eq!(h.items[&cid(2)].state, HeldState::Pinned);
+    let (_, _, _, _, items) = ask(&h, 0, 0);
+    assert!(items.contains(&(cid(2), HeldState::Pinned)), "{items:?}");
+    // Ours: an unpin order calls `pin/rm`.
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(3, 1, &[(2, false)]),
+        Some((LEADER, 3)),
+    );
+    assert!(fx.contains(&Effect::Unpin { cid: cid(2) }), "{fx:?}");
+    // cid(1) never shows: a listing asked after the grace drops its claim.
+    let fx = h.step(Input::Tick, now + Duration::from_secs(122));
+    let Some(&Effect::List { at }) = fx.iter().find(|e| matches!(e, Effect::List { .. })) else {
+        panic!("{fx:?}");
+    };
+    let fx = h.step(
+        Input::Listed {
+            at,
+            pinned: Ok(HashSet::new()),
+        },
+        now + Duration::from_secs(122),
+    );
+    assert!(
+        fx.contains(&Effect::Store {
+            add: vec![],
+            remove: vec![cid(1)]
+        }),
+        "{fx:?}"
+    );
+    // An unpin order for it now calls nothing: nothing of ours is there.
+    let fx = send(
+        &mut h,
+        LEADER,
+        orders(3, 2, &[(1, false)]),
+        Some((LEADER, 3)),
+    );
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Unpin { .. })),
+        "{fx:?}"
+    );
 }
