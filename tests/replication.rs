@@ -3,7 +3,8 @@
 //! masters and workers (never a leecher) as their own IPFS `pin/ls` says;
 //! `pin rm` unpins it from every holder; acknowledged pins survive the
 //! leader's SIGKILL mid-burst and reach their factor; a SIGKILLed holder's
-//! items get new copies after the grace period.
+//! items get new copies after the grace period; pins allocated to a peer
+//! list stay on its members and follow it when it changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -352,4 +353,87 @@ async fn a_holder_whose_ipfs_stays_down_has_its_copies_moved() {
     );
     let s = nodes[3].status().await.expect("the node itself is up");
     assert!(!s.ipfs.is_ready(), "its IPFS is {}", s.ipfs.state);
+}
+
+/// Pins allocated to a peer list (`"peers": LIST`), with real IPFS: copies
+/// go only to the list's members; when the list changes, copies move onto
+/// it and off the nodes it no longer names; a pin naming an unknown list
+/// gets no copies, and its status says why.
+#[tokio::test]
+async fn pins_allocated_to_a_peer_list_stay_on_its_members() {
+    use reqwest::Method;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let sp = spawner(dir.path(), "replication_min = 2\nreplication_max = 2");
+    use Role::*;
+    let nodes = cluster(&sp, dir.path(), &[Master, Worker, Worker, Worker]).await;
+    let everyone: Vec<(usize, &NodeProc)> = nodes.iter().enumerate().collect();
+    let ids: Vec<String> = nodes.iter().map(|n| n.peer_id.clone()).collect();
+    let set_list = |members: Vec<String>| {
+        let m = nodes[0].client.clone();
+        async move {
+            m.json(
+                Method::PUT,
+                "/v1/index/peers/gpu",
+                Some(json!({ "peers": members })),
+            )
+            .await
+            .expect("a master writes the peer list");
+        }
+    };
+    set_list(vec![ids[2].clone(), ids[3].clone()]).await;
+
+    let cids = content(&nodes[0], "allocated", 12).await;
+    for c in &cids {
+        let mut r = req(c, None);
+        r.peers = Some("gpu".into());
+        let (view, _) = nodes[1].client.pin_add(&r).await.expect("pin via a worker");
+        assert_eq!(view.allocation.as_deref(), Some("gpu"));
+    }
+    let on = |pinned: &BTreeMap<usize, BTreeSet<String>>, want: [usize; 2]| {
+        cids.iter()
+            .all(|c| (0..nodes.len()).all(|i| pinned[&i].contains(c) == want.contains(&i)))
+    };
+    let placed = wait_for(LONG, || async {
+        let pinned = pinned_by(&everyone).await?;
+        on(&pinned, [2, 3]).then_some(())
+    })
+    .await;
+    assert!(
+        placed.is_some(),
+        "items not on exactly the list's members: {:?}",
+        pinned_by(&everyone).await
+    );
+    let (view, _) = nodes[0].client.pin(&cids[0]).await.unwrap();
+    assert_eq!(view.allocation_warning, None);
+
+    // An unknown list: no copies, and a warning naming the list.
+    let stray = content(&nodes[0], "stray", 1).await.remove(0);
+    let mut r = req(&stray, None);
+    r.peers = Some("nobody".into());
+    nodes[0]
+        .client
+        .pin_add(&r)
+        .await
+        .expect("pin naming an unknown list");
+    let (view, _) = nodes[0].client.pin(&stray).await.unwrap();
+    let warning = view.allocation_warning.unwrap_or_default();
+    assert!(warning.contains("\"nobody\""), "{warning:?}");
+
+    // The list changes: copies move onto node 1 and off node 3.
+    set_list(vec![ids[1].clone(), ids[2].clone()]).await;
+    let moved = wait_for(LONG, || async {
+        let pinned = pinned_by(&everyone).await?;
+        on(&pinned, [1, 2]).then_some(())
+    })
+    .await;
+    assert!(
+        moved.is_some(),
+        "copies did not follow the list: {:?}",
+        pinned_by(&everyone).await
+    );
+
+    // Planned alongside the listed items ever since: still nowhere.
+    let pinned = pinned_by(&everyone).await.unwrap();
+    assert!(pinned.values().all(|p| !p.contains(&stray)), "{pinned:?}");
 }

@@ -295,7 +295,8 @@ async fn allocation_warning(state: &ApiState, list: &str, min: u8) -> Option<Str
         .count();
     (live < usize::from(min)).then(|| {
         format!(
-            "peer list {list:?} has {live} live master(s) or worker(s) of {} member(s); {min}              copies are wanted, so the item stays under-replicated until the list grows",
+            "peer list {list:?} has {live} live master(s) or worker(s) of {} member(s); {min} \
+             copies are wanted, so the item stays under-replicated until the list grows",
             members.len()
         )
     })

@@ -24,7 +24,7 @@ pub const MIN_ITEMS: usize = 4096;
 /// snapshot exceed this fraction of it.
 pub const REBUILD_FRACTION: f64 = 0.1;
 /// The search breadth (`ef`), at build and at search: recall against speed.
-pub const EF_SEARCH: usize = 64;
+pub const EF_SEARCH: usize = 40;
 pub const EF_CONSTRUCTION: usize = 64;
 
 /// A built graph over a snapshot: point values are item IDs.
