@@ -12,6 +12,7 @@
 //! there), so the nearest point is the one with the largest dot product.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ipfs_kit_ann::Hnsw;
 
@@ -23,6 +24,10 @@ pub const MIN_ITEMS: usize = 4096;
 /// A graph is built again once items added, changed or removed since its
 /// snapshot exceed this fraction of it.
 pub const REBUILD_FRACTION: f64 = 0.1;
+/// A due build waits until the collection has had no change for this
+/// long, or has waited [`MAX_WAIT`].
+pub const QUIET: Duration = Duration::from_secs(1);
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// The search breadth (`ef`), at build and at search: recall against speed.
 pub const EF_SEARCH: usize = 40;
 pub const EF_CONSTRUCTION: usize = 64;

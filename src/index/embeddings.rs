@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -259,6 +260,34 @@ struct AnnSlot {
     building: Option<mpsc::Receiver<ann::Graph>>,
     /// Changes since the graph's snapshot (upserts and removals).
     churn: usize,
+    /// The last change, and since when a due build has waited for the
+    /// collection to go quiet.
+    changed: Option<Instant>,
+    waiting: Option<Instant>,
+}
+
+impl AnnSlot {
+    fn changed_now(&mut self) {
+        self.churn += 1;
+        self.changed = Some(Instant::now());
+    }
+
+    /// Whether a due build may start now: once the collection has been
+    /// quiet for [`ann::QUIET`] (a bulk load is not rebuilt over and over
+    /// as it grows, taking CPU and memory from the writes), or when it has
+    /// waited [`ann::MAX_WAIT`] for that.
+    fn may_start(&mut self, now: Instant) -> bool {
+        let quiet = self
+            .changed
+            .is_none_or(|t| now.duration_since(t) >= ann::QUIET);
+        let waited = self.waiting.get_or_insert(now);
+        if quiet || now.duration_since(*waited) >= ann::MAX_WAIT {
+            self.waiting = None;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[derive(Default)]
@@ -421,12 +450,19 @@ impl Embeddings {
             Some(item) if c.fits(&item) => {
                 self.next_id += 1;
                 c.store.insert(key, self.next_id, &item);
-                c.ann.get_mut().unwrap_or_else(|p| p.into_inner()).churn += 1;
+                c.ann
+                    .get_mut()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .changed_now();
             }
             Some(item) => {
                 c.other.insert(key.to_owned(), item);
             }
-            None if removed => c.ann.get_mut().unwrap_or_else(|p| p.into_inner()).churn += 1,
+            None if removed => c
+                .ann
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .changed_now(),
             None => {}
         }
         if c.def.is_none() && c.other.is_empty() && c.store.keys.is_empty() {
@@ -642,7 +678,7 @@ impl Embeddings {
             None => n >= ann::MIN_ITEMS,
             Some(g) => slot.churn as f64 > ann::REBUILD_FRACTION * g.len.max(1) as f64,
         };
-        if !stale || slot.building.is_some() {
+        if !stale || slot.building.is_some() || !slot.may_start(Instant::now()) {
             return;
         }
         let (Some(pool), Some(snap)) = (pool(), Self::snapshot(c)) else {
@@ -667,8 +703,7 @@ impl Embeddings {
             let slot = c.ann.get_mut().unwrap_or_else(|p| p.into_inner());
             *slot = AnnSlot {
                 graph: Some(Arc::new(g)),
-                building: None,
-                churn: 0,
+                ..AnnSlot::default()
             };
         }
     }

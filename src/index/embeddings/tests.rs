@@ -295,3 +295,28 @@ fn approximate_search_recalls_exact_search() {
         assert!(recall >= 0.9, "{metric:?}: recall@10 {recall}");
     }
 }
+
+/// A due build waits for the collection to go quiet (a bulk load is not
+/// rebuilt at every tenth of growth), but not for ever.
+#[test]
+fn a_build_waits_for_quiet_or_for_max_wait() {
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    let mut slot = AnnSlot::default();
+    assert!(slot.may_start(t0), "never changed: at once");
+    slot.changed = Some(t0);
+    assert!(!slot.may_start(ms(500)));
+    assert!(slot.may_start(ms(1000)), "quiet for a second");
+    // Changes every half second: deferred until it has waited 30 s.
+    let mut started = None;
+    for i in 0..100u64 {
+        slot.changed = Some(ms(i * 500));
+        if slot.may_start(ms(i * 500 + 1)) {
+            started = Some(i * 500);
+            break;
+        }
+    }
+    assert_eq!(started, Some(30_000));
+    assert!(!slot.may_start(ms(30_002)), "the wait starts again");
+}
