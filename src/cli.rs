@@ -149,6 +149,14 @@ pub enum Command {
     /// Run the built-in IPFS engine (kubo's RPC API on rust-ipfs); the node
     /// starts this itself in `builtin` IPFS mode
     IpfsDaemon(DaemonArgs),
+    /// Print shell completions (e.g. `ipfs-kit-p2p completions bash >
+    /// /etc/bash_completion.d/ipfs-kit-p2p`)
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `ipfs-kit-p2p man | man -l -`)
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

@@ -86,6 +86,21 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs what the command line asks for.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "ipfs-kit-p2p", &mut out);
+            return print_all(&out);
+        }
+        Some(Command::Man) => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            return print_all(&out);
+        }
+        _ => {}
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -109,8 +124,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Some(Command::Cert(cmd)) => commands::trust::cert(&cli.node, cmd).await,
             Some(Command::ApiToken) => commands::trust::api_token(&cli.node),
             Some(Command::IpfsDaemon(args)) => run_ipfs_daemon(args, cli.node.api).await,
+            Some(Command::Completions { .. } | Command::Man) => Ok(()),
         }
     })
+}
+
+/// Writes generated text to stdout; a reader that stops early (`| head`)
+/// is not an error.
+fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 async fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {

@@ -216,3 +216,41 @@ async fn a_busy_listen_port_stops_the_node_with_a_message() {
         "no api file for a node that never ran"
     );
 }
+
+/// Completions for every shell clap knows and the man page come from the
+/// CLI definition; an unknown shell exits 2 naming the choices.
+#[test]
+fn completions_and_the_man_page_are_generated() {
+    // Their output is larger than a pipe holds: read it as it comes.
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .output()
+            .expect("run the binary")
+    };
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef ipfs-kit-p2p"),
+        ("fish", "complete -c ipfs-kit-p2p"),
+    ] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker), "{shell}: no {marker:?}");
+        assert!(
+            text.contains("index") && text.contains("bootstrap"),
+            "{shell}"
+        );
+    }
+    let out = run(&["man"]);
+    assert!(out.status.success(), "{out:?}");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH ipfs-kit-p2p"),
+        "{page:.200}"
+    );
+    assert!(page.contains("bootstrap"));
+    let out = run(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bash"));
+}
