@@ -1,7 +1,8 @@
 //! The control API: HTTP + JSON on `--api`, served by axum, and the client
 //! the `status` and `peers` subcommands use to reach it.
 //!
-//! Routes: `GET /health` (liveness), `GET /v1/status`, `GET /v1/peers`,
+//! Routes: `GET /health` (200, or 503 with a reason), `GET /metrics`
+//! (Prometheus, [`metrics`]), `GET /v1/status`, `GET /v1/peers`,
 //! `POST /v1/trust/revocations`, and the pinset under `/v1/pins`
 //! ([`pins`]). Handlers ask the node's event loop through its
 //! [`NodeHandle`] and answer 503 if it does not reply in time.
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 pub mod index;
+mod metrics;
 pub mod pins;
 
 use crate::config::PinsConfig;
@@ -63,6 +65,7 @@ pub struct ApiState {
     defaults: PinsConfig,
     role: crate::role::Role,
     auth: Auth,
+    metrics: metrics::Metrics,
 }
 
 /// The token the API asks for, and how many requests it refused.
@@ -107,10 +110,6 @@ async fn authorize(
         axum::http::HeaderValue::from_static("Bearer"),
     );
     resp
-}
-
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "up" }))
 }
 
 #[derive(Deserialize)]
@@ -183,14 +182,20 @@ pub async fn bind(
         token: f.token.map(std::sync::Arc::from),
         refused: Default::default(),
     };
+    let metrics = metrics::Metrics::new(f.registry);
     let app = Router::new()
-        .route("/health", get(health))
+        .route("/health", get(metrics::health))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/peers/{id}", delete(pins::remove_member))
         .route("/v1/trust/revocations", post(revocations))
         .merge(pins::routes())
         .merge(index::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            metrics::count,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             auth.clone(),
             authorize,
@@ -201,6 +206,7 @@ pub async fn bind(
             defaults: f.defaults,
             role: f.role,
             auth,
+            metrics,
         });
     let serve = axum::serve(listener, app).with_graceful_shutdown(f.stop.cancelled_owned());
     Ok((bound, async move { serve.await }))

@@ -41,6 +41,15 @@ pub struct StatusView {
     /// Control API requests refused for a missing or wrong token.
     #[serde(default)]
     pub api_unauthorized: u64,
+    /// Items this node's IPFS holds for the cluster, by state.
+    #[serde(default)]
+    pub held: crate::pinset::holder::core::HeldCounts,
+    /// Orders this node sent to holders while it led.
+    #[serde(default)]
+    pub orders: crate::pinset::keeper::OrderCounts,
+    /// Times the leader this node follows changed since it started.
+    #[serde(default)]
+    pub leader_changes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

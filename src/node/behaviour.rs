@@ -131,8 +131,9 @@ fn behaviour(
 
 /// The same tail for both transports.
 macro_rules! finish {
-    ($builder:expr, $cfg:expr, $protocols:expr) => {
+    ($builder:expr, $cfg:expr, $protocols:expr, $registry:expr) => {
         Ok($builder
+            .with_bandwidth_metrics($registry)
             .with_behaviour(|key| behaviour(key, $cfg, $protocols).map_err(|e| e.0.into()))
             .map_err(err)?
             // gossipsub keeps member connections open; this bounds the others.
@@ -146,7 +147,8 @@ macro_rules! finish {
     };
 }
 
-/// Builds the swarm; it still has to be told where to listen. With a swarm
+/// Builds the swarm (its bytes in and out counted in `registry`); it
+/// still has to be told where to listen. With a swarm
 /// key, TCP only, every connection behind the pnet handshake (QUIC cannot
 /// be wrapped, and a second transport would be a way around the key).
 pub fn build(
@@ -154,6 +156,7 @@ pub fn build(
     cfg: &NodeConfig,
     protocols: &Protocols,
     swarm_key: Option<&SwarmKey>,
+    registry: &mut prometheus_client::registry::Registry,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let builder = SwarmBuilder::with_existing_identity(key).with_tokio();
     let Some(psk) = swarm_key else {
@@ -165,7 +168,7 @@ pub fn build(
             )
             .map_err(err)?
             .with_quic();
-        return finish!(builder, cfg, protocols);
+        return finish!(builder, cfg, protocols, registry);
     };
     let psk = PreSharedKey::new(psk.0);
     let builder = builder
@@ -179,5 +182,5 @@ pub fn build(
             )
         })
         .map_err(err)?;
-    finish!(builder, cfg, protocols)
+    finish!(builder, cfg, protocols, registry)
 }

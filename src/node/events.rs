@@ -14,6 +14,8 @@ use crate::wire::{self, Gossip, HolderRequest, PinsetRequest, Request, Response}
 
 impl Node {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        use libp2p::metrics::Recorder;
+        self.p2p_metrics.record(&event);
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(address = %format!("{address}/p2p/{}", self.me), "listening");
@@ -88,6 +90,14 @@ impl Node {
     }
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        use libp2p::metrics::Recorder;
+        match &event {
+            BehaviourEvent::Identify(e) => self.p2p_metrics.record(e),
+            BehaviourEvent::Kad(e) => self.p2p_metrics.record(e),
+            BehaviourEvent::Ping(e) => self.p2p_metrics.record(e),
+            BehaviourEvent::Gossipsub(e) => self.p2p_metrics.record(e),
+            _ => {}
+        }
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 if info.protocol_version != self.protocols.identify {

@@ -82,6 +82,8 @@ pub struct Frontend {
     pub stop: CancellationToken,
     /// The bearer token every request must carry (`None`: no token file).
     pub token: Option<String>,
+    /// Where libp2p records its metrics; `GET /metrics` adds the node's.
+    pub registry: prometheus_client::registry::Registry,
 }
 
 /// The control API being served; it ends once `Frontend::stop` is cancelled.
@@ -107,7 +109,10 @@ where
     let me = key.public().to_peer_id();
     let (gate, swarm_key) = trust::load(&cfg, &me, data.path())?;
     let protocols = Protocols::for_cluster(&cfg.cluster);
-    let mut swarm = behaviour::build(key, &cfg, &protocols, swarm_key.as_ref())?;
+    // libp2p's metrics and ours in one registry, which the API serves.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut swarm = behaviour::build(key, &cfg, &protocols, swarm_key.as_ref(), &mut registry)?;
+    let p2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
     let listen_on: Vec<Multiaddr> = match &swarm_key {
         None => cfg.listen.clone(),
         Some(k) => {
@@ -186,6 +191,7 @@ where
         role: cfg.role,
         stop: api_stop.clone(),
         token,
+        registry,
     })
     .await
     .map_err(NodeError::Api)?;
@@ -269,6 +275,8 @@ where
         foreign: HashSet::new(),
         leaving: HashSet::new(),
         leader_since_ms: 0,
+        leader_changes: 0,
+        p2p_metrics,
         started: now,
         loopback_only: cfg.listen.iter().all(is_loopback),
         services: Vec::new(),
@@ -343,6 +351,10 @@ struct Node {
     /// Departure notices awaiting an acknowledgement.
     leaving: HashSet<OutboundRequestId>,
     leader_since_ms: u64,
+    /// Leader changes seen (`/metrics`).
+    leader_changes: u64,
+    /// libp2p's own metrics (swarm, identify, Kademlia, ping, gossipsub).
+    p2p_metrics: libp2p::metrics::Metrics,
     health: Health,
     started: Instant,
     /// Every listen address is loopback (tests, single-host clusters).

@@ -78,6 +78,9 @@ impl Node {
                 ..self.gate.view(crate::clock::unix_ms() / 1000)
             },
             api_unauthorized: 0,
+            held: self.holder.counts(),
+            orders: self.keeper.orders(),
+            leader_changes: self.leader_changes,
             peers,
         }
     }

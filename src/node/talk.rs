@@ -179,6 +179,7 @@ impl Node {
                 }
                 Action::LeaderChanged(leader) => {
                     self.leader_since_ms = unix_ms();
+                    self.leader_changes += 1;
                     match leader {
                         Some((l, epoch)) if l == self.election.me().as_str() => {
                             info!(epoch, "this node leads")

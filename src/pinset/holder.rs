@@ -21,7 +21,7 @@ use crate::view::ClusterView;
 use crate::wire::{HolderRequest, HolderResponse, IpfsInfo, MAX_PIN_ERROR};
 
 pub mod core;
-use self::core::{Core, Effect, Input, Limits};
+use self::core::{Core, Effect, HeldCounts, Input, Limits};
 
 /// Settings of the holder.
 #[derive(Debug, Clone, Copy)]
@@ -49,9 +49,15 @@ enum Msg {
 #[derive(Clone)]
 pub struct HolderHandle {
     tx: mpsc::Sender<Msg>,
+    counts: watch::Receiver<HeldCounts>,
 }
 
 impl HolderHandle {
+    /// How many items this holder has in each state now.
+    pub fn counts(&self) -> HeldCounts {
+        *self.counts.borrow()
+    }
+
     /// A request from `from` (a peer ID, or this node's own keeper); `None`
     /// when the task is overloaded or gone.
     pub fn inbound(
@@ -92,6 +98,7 @@ struct Holder {
     unsaved: BTreeMap<String, bool>,
     /// A task dialling providers runs.
     connecting: Arc<AtomicBool>,
+    counts: watch::Sender<HeldCounts>,
 }
 
 /// A pin: the user's own pin is reported (`Ok(true)`), never taken over;
@@ -144,6 +151,7 @@ pub fn spawn(
 ) -> Result<(HolderHandle, std::thread::JoinHandle<()>), String> {
     let (tx, rx) = mpsc::channel(1024);
     let (held, max_epoch) = store.load().map_err(|e| e.to_string())?;
+    let (counts, counts_rx) = watch::channel(HeldCounts::default());
     let limits = Limits {
         role: settings.role,
         concurrency: settings.concurrency,
@@ -165,10 +173,17 @@ pub fn spawn(
         client: None,
         unsaved: BTreeMap::new(),
         connecting: Arc::new(AtomicBool::new(false)),
+        counts,
     };
     let thread = super::spawn_task("holder", h.run(rx, ipfs, view, removed, stop))
         .map_err(|e| e.to_string())?;
-    Ok((HolderHandle { tx }, thread))
+    Ok((
+        HolderHandle {
+            tx,
+            counts: counts_rx,
+        },
+        thread,
+    ))
 }
 
 fn short(e: impl std::fmt::Display) -> String {
@@ -283,7 +298,11 @@ impl Holder {
     /// stored before the reply goes).
     fn step(&mut self, input: Input, mut reply: Option<oneshot::Sender<HolderResponse>>) {
         let mut fence_failed = None;
-        for effect in self.core.step(input, Instant::now()) {
+        let fx = self.core.step(input, Instant::now());
+        let counts = self.core.counts();
+        self.counts
+            .send_if_modified(|c| std::mem::replace(c, counts) != counts);
+        for effect in fx {
             match effect {
                 Effect::SaveFence(epoch) => {
                     if let Err(e) = self.store.update(&[], &[], Some(epoch)) {

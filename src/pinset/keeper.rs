@@ -21,6 +21,7 @@
 //!   until it answers again with its IPFS ready.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -77,9 +78,38 @@ enum Msg {
 #[derive(Clone)]
 pub struct KeeperHandle {
     tx: mpsc::Sender<Msg>,
+    orders: std::sync::Arc<OrderCounters>,
+}
+
+/// Orders this node sent while it led, by how the holder answered.
+#[derive(Debug, Default)]
+struct OrderCounters {
+    sent: AtomicU64,
+    refused: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Orders sent to holders while this node led (`/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OrderCounts {
+    /// Taken by the holder.
+    pub sent: u64,
+    /// Refused (not the holder's leader, a stale epoch, a fence it could not store).
+    pub refused: u64,
+    /// Not answered (unreachable, timed out).
+    pub failed: u64,
 }
 
 impl KeeperHandle {
+    pub fn orders(&self) -> OrderCounts {
+        let o = &self.orders;
+        OrderCounts {
+            sent: o.sent.load(Ordering::Relaxed),
+            refused: o.refused.load(Ordering::Relaxed),
+            failed: o.failed.load(Ordering::Relaxed),
+        }
+    }
+
     /// Each holder's state for `cid`; `None` when this node is not leading.
     pub async fn status(&self, cid: &str) -> Result<Option<Vec<(String, HeldState)>>, String> {
         let (reply, rx) = oneshot::channel();
@@ -102,6 +132,7 @@ struct Keeper<T> {
     transport: T,
     local: HolderHandle,
     tx: mpsc::Sender<Msg>,
+    orders: std::sync::Arc<OrderCounters>,
 }
 
 /// Starts the task.
@@ -115,7 +146,9 @@ pub fn spawn<T: HolderTransport>(
     stop: CancellationToken,
 ) -> std::io::Result<(KeeperHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(1024);
+    let orders = std::sync::Arc::new(OrderCounters::default());
     let keeper = Keeper {
+        orders: orders.clone(),
         core: Core::new(limits),
         db,
         progress,
@@ -124,7 +157,7 @@ pub fn spawn<T: HolderTransport>(
         tx: tx.clone(),
     };
     let thread = super::spawn_task("keeper", keeper.run(rx, view, stop))?;
-    Ok((KeeperHandle { tx }, thread))
+    Ok((KeeperHandle { tx, orders }, thread))
 }
 
 impl<T: HolderTransport> Keeper<T> {
@@ -189,6 +222,7 @@ impl<T: HolderTransport> Keeper<T> {
             orders,
         } = effect;
         let (transport, local, tx) = (self.transport.clone(), self.local.clone(), self.tx.clone());
+        let counters = self.orders.clone();
         let me = me.to_owned();
         tokio::spawn(async move {
             let result = if peer == me {
@@ -196,6 +230,12 @@ impl<T: HolderTransport> Keeper<T> {
             } else {
                 transport.holder_request(&peer, req).await
             };
+            let counter = match &result {
+                Ok(HolderResponse::Refused { .. }) => &counters.refused,
+                Ok(_) => &counters.sent,
+                Err(_) => &counters.failed,
+            };
+            counter.fetch_add(orders.len() as u64, Ordering::Relaxed);
             let _ = tx
                 .send(Msg::Answer {
                     generation,

@@ -5,6 +5,7 @@
 //! crate: nothing here ships in the node.
 
 pub mod netns;
+pub mod python;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

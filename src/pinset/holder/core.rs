@@ -135,6 +135,27 @@ struct Item {
     inherited: bool,
 }
 
+/// Items a holder has in each state (`GET /v1/status`, `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldCounts {
+    pub queued: u64,
+    pub pinning: u64,
+    pub pinned: u64,
+    pub failed: u64,
+    pub unpinning: u64,
+}
+
+fn state_index(s: &HeldState) -> usize {
+    match s {
+        HeldState::Queued => 0,
+        HeldState::Pinning => 1,
+        HeldState::Pinned => 2,
+        HeldState::Failed(_) => 3,
+        HeldState::Unpinning => 4,
+        HeldState::Absent => 5,
+    }
+}
+
 pub struct Core {
     limits: Limits,
     /// Changes between sessions (restarts) are not comparable.
@@ -144,6 +165,8 @@ pub struct Core {
     /// version → cid, the latest version of each item only.
     by_version: BTreeMap<u64, String>,
     tombstones: usize,
+    /// Items per state, as [`HeldCounts`] orders them.
+    counts: [u64; 6],
     /// Cursors below this were pruned: their leader starts from scratch.
     floor: u64,
     max_epoch: u64,
@@ -181,6 +204,7 @@ impl Core {
             items: HashMap::new(),
             by_version: BTreeMap::new(),
             tombstones: 0,
+            counts: [0; 6],
             floor: 0,
             max_epoch,
             last_batch: (String::new(), max_epoch, 0),
@@ -204,6 +228,18 @@ impl Core {
             }
         }
         h
+    }
+
+    /// How many items are in each state here.
+    pub fn counts(&self) -> HeldCounts {
+        let [queued, pinning, pinned, failed, unpinning, _absent] = self.counts;
+        HeldCounts {
+            queued,
+            pinning,
+            pinned,
+            failed,
+            unpinning,
+        }
     }
 
     pub fn step(&mut self, input: Input, now: Instant) -> Vec<Effect> {
@@ -247,6 +283,7 @@ impl Core {
         let was_tomb = match self.items.get_mut(cid) {
             Some(item) => {
                 let was = item.state == HeldState::Absent;
+                self.counts[state_index(&item.state)] -= 1;
                 self.by_version.remove(&item.version);
                 item.state = state.clone();
                 item.version = version;
@@ -269,6 +306,7 @@ impl Core {
                 false
             }
         };
+        self.counts[state_index(&state)] += 1;
         self.by_version.insert(version, cid.to_owned());
         match (was_tomb, state == HeldState::Absent) {
             (false, true) => self.tombstones += 1,
@@ -296,7 +334,9 @@ impl Core {
             .collect();
         for (v, cid) in old {
             self.by_version.remove(&v);
-            self.items.remove(&cid);
+            if let Some(item) = self.items.remove(&cid) {
+                self.counts[state_index(&item.state)] -= 1;
+            }
             self.tombstones -= 1;
             self.floor = self.floor.max(v);
         }

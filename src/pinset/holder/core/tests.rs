@@ -122,6 +122,7 @@ fn tombstones_are_bounded_and_a_leader_behind_them_starts_over() {
     );
     assert!(h.items.len() <= MAX_TOMBSTONES);
     assert!(h.floor > early);
+    assert_counts_match(&h);
     // A cursor from before the pruning gets everything afresh (nothing,
     // since all is absent), not a partial list of changes.
     let (_, _, reset, more, items) = ask(&h, session, early);
@@ -393,6 +394,21 @@ fn calls_are_bounded_and_an_order_changed_mid_call_is_carried_out_after() {
     let v = h.version;
     done(&mut h, 1, false, Ok(false));
     assert_eq!(h.version, v);
+    assert_counts_match(&h);
+    assert_eq!((h.counts().pinned, h.counts().pinning), (1, 1));
+}
+
+/// The running counts by state (`/metrics`) equal a recount of the items.
+fn assert_counts_match(h: &Core) {
+    let n = |f: fn(&HeldState) -> bool| h.items.values().filter(|i| f(&i.state)).count() as u64;
+    let recount = HeldCounts {
+        queued: n(|s| *s == HeldState::Queued),
+        pinning: n(|s| *s == HeldState::Pinning),
+        pinned: n(|s| *s == HeldState::Pinned),
+        failed: n(|s| matches!(s, HeldState::Failed(_))),
+        unpinning: n(|s| *s == HeldState::Unpinning),
+    };
+    assert_eq!(h.counts(), recount);
 }
 
 /// A restarted holder reports what it held as pinned, under a new session
