@@ -118,8 +118,8 @@ fn main() {
         ),
         (
             "status",
-            Request::Holder(HolderRequest::Status {
-                cid: "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o".into(),
+            Request::Holder(HolderRequest::Statuses {
+                cids: vec!["QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o".into()],
             }),
         ),
     ];

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 pub mod index;
 mod metrics;
+pub mod pinning;
 pub mod pins;
 
 use crate::config::PinsConfig;
@@ -98,13 +99,13 @@ async fn authorize(
         return next.run(req).await;
     }
     auth.refused.fetch_add(1, Ordering::Relaxed);
-    let mut resp = AppError(
-        StatusCode::UNAUTHORIZED,
-        "missing or wrong API token: send Authorization: Bearer <token> (the token is in \
-         the node's api.token; `ipfs-kit-p2p api-token` prints it)"
-            .into(),
-    )
-    .into_response();
+    let why = "missing or wrong API token: send Authorization: Bearer <token> (the token is in \
+               the node's api.token; `ipfs-kit-p2p api-token` prints it)";
+    let mut resp = if req.uri().path().starts_with("/pinning/") {
+        pinning::Failure(StatusCode::UNAUTHORIZED, why.into()).into_response()
+    } else {
+        AppError(StatusCode::UNAUTHORIZED, why.into()).into_response()
+    };
     resp.headers_mut().insert(
         axum::http::header::WWW_AUTHENTICATE,
         axum::http::HeaderValue::from_static("Bearer"),
@@ -192,6 +193,7 @@ pub async fn bind(
         .route("/v1/trust/revocations", post(revocations))
         .merge(pins::routes())
         .merge(index::routes())
+        .merge(pinning::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             metrics.clone(),
             metrics::count,

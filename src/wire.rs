@@ -17,7 +17,7 @@ use crate::pinset::sync::{Collected, Cursor};
 use crate::role::Role;
 
 /// Version byte leading every message.
-pub const VERSION: u8 = 8;
+pub const VERSION: u8 = 9;
 /// Largest gossip message accepted (heartbeats are ~200 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Largest request or response accepted over request-response.
@@ -332,6 +332,8 @@ pub const MAX_REASON: usize = 1024;
 pub const MAX_ORDERS: usize = 512;
 pub const MAX_STATES: usize = 1024;
 pub const MAX_PROVIDERS: usize = 8;
+/// Most items one status question names.
+pub const MAX_STATUS_CIDS: usize = 256;
 /// Highest order batch number accepted (a leader numbers its batches from 1
 /// in each epoch; far beyond any real leadership).
 pub const MAX_ORDER_SEQ: u64 = 1 << 48;
@@ -354,8 +356,9 @@ pub enum HolderRequest {
     /// Leader → holder: the items whose state changed after `cursor` in
     /// holder session `session` (`cursor` 0: all of them).
     States { session: u64, cursor: u64 },
-    /// Any node → the leader: each holder's state for one item.
-    Status { cid: String },
+    /// Any node → the leader: each holder's state for each of these items
+    /// (at most [`MAX_STATUS_CIDS`]).
+    Statuses { cids: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,8 +408,10 @@ pub enum HolderResponse {
         items: Vec<(String, HeldState)>,
     },
     /// The leader's view of one item: per peer ID, its state there.
-    Status {
-        peers: Vec<(String, HeldState)>,
+    /// The leader's view of each item asked, in the order asked: per peer
+    /// ID, its state there.
+    Statuses {
+        items: Vec<Vec<(String, HeldState)>>,
     },
     Refused {
         reason: String,
@@ -479,7 +484,15 @@ impl HolderRequest {
                 orders.iter().try_for_each(|o| check_cid(&o.cid))
             }
             HolderRequest::States { .. } => Ok(()),
-            HolderRequest::Status { cid } => check_cid(cid),
+            HolderRequest::Statuses { cids } => {
+                if cids.len() > MAX_STATUS_CIDS {
+                    return Err(WireError::Pinset(format!(
+                        "{} items in one status question",
+                        cids.len()
+                    )));
+                }
+                cids.iter().try_for_each(|c| check_cid(c))
+            }
         }
     }
 }
@@ -491,7 +504,17 @@ impl HolderResponse {
                 check_states(items.iter())?;
                 items.iter().try_for_each(|(cid, _)| check_cid(cid))
             }
-            HolderResponse::Status { peers } => check_states(peers.iter()),
+            HolderResponse::Statuses { items } => {
+                if items.len() > MAX_STATUS_CIDS {
+                    return Err(WireError::Pinset(format!(
+                        "{} items in one answer",
+                        items.len()
+                    )));
+                }
+                items
+                    .iter()
+                    .try_for_each(|peers| check_states(peers.iter()))
+            }
             HolderResponse::Taken | HolderResponse::Refused { .. } => Ok(()),
         }
     }
@@ -798,8 +821,8 @@ mod tests {
         let me = Keypair::generate_ed25519().public().to_peer_id();
         assert!(matches!(decode_gossip(&[], &me), Err(WireError::Empty)));
         assert!(matches!(
-            decode_gossip(&[9, 1, 2], &me),
-            Err(WireError::Version(9))
+            decode_gossip(&[VERSION + 1, 1, 2], &me),
+            Err(WireError::Version(v)) if v == VERSION + 1
         ));
         assert!(matches!(
             decode_gossip(&vec![1; MAX_GOSSIP_BYTES + 1], &me),

@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiState, AppError};
+use crate::pinset::model::Entry;
 use crate::pinset::replica::WriteError;
 use crate::pinset::{Op, PinSpec, canonical_cid};
 use crate::wire::HeldState;
@@ -121,7 +122,10 @@ fn internal(e: impl std::fmt::Display) -> AppError {
     AppError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-async fn write(state: &ApiState, op: Op) -> Result<crate::pinset::replica::Written, AppError> {
+pub(super) async fn write(
+    state: &ApiState,
+    op: Op,
+) -> Result<crate::pinset::replica::Written, AppError> {
     match tokio::time::timeout(WRITE_DEADLINE, state.pins.write(op)).await {
         Err(_) => Err(AppError(
             StatusCode::GATEWAY_TIMEOUT,
@@ -147,13 +151,11 @@ async fn add(
     let Json(req) = body.map_err(|e| bad(e.body_text()))?;
     let d = state.defaults;
     let cid = canonical_cid(&req.cid).map_err(bad)?;
-    // A pin updated keeps the time it was first added.
-    let added = match state.pins.db().get(&cid) {
-        Ok(Some(e)) => match e.op {
-            Op::Pin(p) => p.added_unix_ms,
-            _ => crate::clock::unix_ms(),
-        },
-        Ok(None) => crate::clock::unix_ms(),
+    // A pin updated keeps the time it was first added, and the Pinning
+    // Service API's meta and origins (this API does not set them).
+    let (added, meta, origins) = match state.pins.db().get(&cid) {
+        Ok(Some(Entry { op: Op::Pin(p), .. })) => (p.added_unix_ms, p.meta, p.origins),
+        Ok(_) => (crate::clock::unix_ms(), Default::default(), Vec::new()),
         Err(e) => return Err(internal(e)),
     };
     let spec = PinSpec {
@@ -165,6 +167,8 @@ async fn add(
             .unwrap_or(d.replication_max.max(req.replication_min.unwrap_or(0))),
         added_unix_ms: added,
         allocation: req.peers,
+        meta,
+        origins,
     };
     spec.check().map_err(bad)?;
     let w = write(&state, Op::Pin(spec.clone())).await?;

@@ -70,6 +70,8 @@ fn views_follow_commits_and_are_rebuilt_on_reopen() {
                 replication_max: 1,
                 added_unix_ms: 1,
                 allocation: None,
+                meta: Default::default(),
+                origins: Vec::new(),
             }),
         );
         let counts = db

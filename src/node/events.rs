@@ -328,7 +328,7 @@ impl Node {
             Request::Revocations(_) => Kind::Revocations,
             Request::Pinset(PinsetRequest::Push { .. }) => Kind::PinsetPush,
             Request::Pinset(PinsetRequest::Pull { .. }) => Kind::PinsetPull,
-            Request::Holder(HolderRequest::Status { .. }) => Kind::HolderStatus,
+            Request::Holder(HolderRequest::Statuses { .. }) => Kind::HolderStatus,
             Request::Holder(_) => Kind::HolderOrders,
         };
         self.allowed(peer, kind)

@@ -11,10 +11,10 @@ use crate::wire::{self, Request};
 
 pub(super) enum Command {
     Status(oneshot::Sender<StatusView>),
-    /// Each holder's state for one item, from the leader.
+    /// Each holder's state for each item, from the leader.
     PinPeers {
-        cid: String,
-        reply: oneshot::Sender<Result<Vec<(String, wire::HeldState)>, String>>,
+        cids: Vec<String>,
+        reply: oneshot::Sender<Result<crate::pinset::keeper::Statuses, String>>,
     },
     /// A request to a peer on behalf of a task (pinset, keeper).
     Send {
@@ -58,10 +58,27 @@ impl NodeHandle {
 impl NodeHandle {
     /// Each holder's state for `cid`, as the leader knows it.
     pub async fn pin_peers(&self, cid: &str) -> Result<Vec<(String, wire::HeldState)>, String> {
-        let cid = cid.to_owned();
+        let mut items = self.pin_statuses(vec![cid.to_owned()]).await?;
+        items
+            .pop()
+            .ok_or_else(|| "the leader answered nothing".to_string())
+    }
+
+    /// Each holder's state for each of `cids` (at most
+    /// [`wire::MAX_STATUS_CIDS`]), from the leader, in the order asked.
+    pub async fn pin_statuses(
+        &self,
+        cids: Vec<String>,
+    ) -> Result<crate::pinset::keeper::Statuses, String> {
+        let n = cids.len();
         let late = "the keeper did not answer in 10 s";
-        self.ask(|reply| Command::PinPeers { cid, reply }, late)
-            .await?
+        let items = self
+            .ask(|reply| Command::PinPeers { cids, reply }, late)
+            .await??;
+        if items.len() != n {
+            return Err(format!("the leader answered {} of {n} items", items.len()));
+        }
+        Ok(items)
     }
 
     /// Gives the node a revocation list (it spreads it if it is newer).

@@ -411,7 +411,7 @@ impl Node {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(cmd) = rx.recv() => match cmd {
                     Command::Status(reply) => { let _ = reply.send(self.status()); }
-                    Command::PinPeers { cid, reply } => self.pin_peers(cid, reply),
+                    Command::PinPeers { cids, reply } => self.pin_peers(cids, reply),
                     Command::Send { peer, req, reply } => {
                         let id = self.swarm.behaviour_mut().rpc.send_request(&peer, *req);
                         self.rpc_pending.insert(id, reply);

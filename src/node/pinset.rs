@@ -12,9 +12,7 @@ use super::{Command, Node};
 use crate::election::Liveness;
 use crate::pinset::keeper::HolderTransport;
 use crate::view::{ClusterView, DISK_GRAIN, PeerView};
-use crate::wire::{
-    HeldState, HolderRequest, HolderResponse, PinsetRequest, PinsetResponse, Response,
-};
+use crate::wire::{HolderRequest, HolderResponse, PinsetRequest, PinsetResponse, Response};
 
 /// How long a peer's request may wait for this node's pinset, holder or
 /// keeper task to answer (the requester's own timeout is shorter).
@@ -125,11 +123,11 @@ impl Node {
             let _ = self.swarm.behaviour_mut().rpc.send_response(channel, resp);
             return;
         }
-        if let HolderRequest::Status { cid } = req {
+        if let HolderRequest::Statuses { cids } = req {
             let keeper = self.keeper.clone();
             self.respond_when(channel, async move {
-                Response::Holder(match keeper.status(&cid).await {
-                    Ok(Some(peers)) => HolderResponse::Status { peers },
+                Response::Holder(match keeper.statuses(cids).await {
+                    Ok(Some(items)) => HolderResponse::Statuses { items },
                     Ok(None) => refuse("not the leader".into()),
                     Err(e) => refuse(e),
                 })
@@ -152,8 +150,8 @@ impl Node {
     /// Asks the keeper if this node leads, else the leader.
     pub(super) fn pin_peers(
         &mut self,
-        cid: String,
-        reply: oneshot::Sender<Result<Vec<(String, HeldState)>, String>>,
+        cids: Vec<String>,
+        reply: oneshot::Sender<Result<crate::pinset::keeper::Statuses, String>>,
     ) {
         let (keeper, handle) = (self.keeper.clone(), self.handle.clone());
         let leader = self.election.leader().map(|(l, _)| l.clone());
@@ -162,14 +160,14 @@ impl Node {
             let answer = match leader {
                 None => Err("no leader at the moment".to_string()),
                 Some(l) if l == me => keeper
-                    .status(&cid)
+                    .statuses(cids)
                     .await
                     .and_then(|s| s.ok_or_else(|| "not leading yet".to_string())),
                 Some(l) => match handle
-                    .holder_request(&l, HolderRequest::Status { cid })
+                    .holder_request(&l, HolderRequest::Statuses { cids })
                     .await
                 {
-                    Ok(HolderResponse::Status { peers }) => Ok(peers),
+                    Ok(HolderResponse::Statuses { items }) => Ok(items),
                     Ok(HolderResponse::Refused { reason }) => Err(format!("the leader: {reason}")),
                     Ok(other) => Err(format!("unexpected answer {other:?}")),
                     Err(e) => Err(format!("leader unreachable: {e}")),

@@ -292,6 +292,8 @@ impl PinDb {
                     replication_max: old.replication_max,
                     added_unix_ms: old.added_unix_ms,
                     allocation: None,
+                    meta: Default::default(),
+                    origins: Vec::new(),
                 };
                 entries.push(Entry {
                     stamp: Stamp {

@@ -31,8 +31,11 @@ use super::actor::Progress;
 use super::db::PinDb;
 use super::holder::HolderHandle;
 use super::plan::Limits;
+use crate::pinset::model::{Entry, Op};
 use crate::view::ClusterView;
-use crate::wire::{HeldState, HolderOrder, HolderRequest, HolderResponse};
+use crate::wire::{
+    HeldState, HolderOrder, HolderRequest, HolderResponse, IpfsInfo, MAX_IPFS_ADDRS, MAX_PROVIDERS,
+};
 
 mod core;
 pub use core::{Core, Effect};
@@ -68,11 +71,14 @@ enum Msg {
         orders: Vec<HolderOrder>,
         result: Result<HolderResponse, String>,
     },
-    Status {
-        cid: String,
-        reply: oneshot::Sender<Option<Vec<(String, HeldState)>>>,
+    Statuses {
+        cids: Vec<String>,
+        reply: oneshot::Sender<Option<Statuses>>,
     },
 }
+
+/// Per item asked, each holder's state.
+pub type Statuses = Vec<Vec<(String, HeldState)>>;
 
 /// Talks to the keeper task.
 #[derive(Clone)]
@@ -110,12 +116,12 @@ impl KeeperHandle {
         }
     }
 
-    /// Each holder's state for `cid`; `None` when this node is not leading.
-    pub async fn status(&self, cid: &str) -> Result<Option<Vec<(String, HeldState)>>, String> {
+    /// Each holder's state for each of `cids`; `None` when this node is
+    /// not leading.
+    pub async fn statuses(&self, cids: Vec<String>) -> Result<Option<Statuses>, String> {
         let (reply, rx) = oneshot::channel();
-        let cid = cid.to_owned();
         self.tx
-            .send(Msg::Status { cid, reply })
+            .send(Msg::Statuses { cids, reply })
             .await
             .map_err(|_| "the keeper task stopped".to_string())?;
         tokio::time::timeout(Duration::from_secs(5), rx)
@@ -198,8 +204,9 @@ impl<T: HolderTransport> Keeper<T> {
 
     fn on_msg(&mut self, msg: Msg) {
         match msg {
-            Msg::Status { cid, reply } => {
-                let _ = reply.send(self.core.status(&cid));
+            Msg::Statuses { cids, reply } => {
+                let answer = cids.iter().map(|c| self.core.status(c)).collect();
+                let _ = reply.send(answer);
             }
             Msg::Answer {
                 generation,
@@ -212,15 +219,49 @@ impl<T: HolderTransport> Keeper<T> {
         }
     }
 
+    /// The Pinning Service API's `origins` of the items to pin, as
+    /// providers the holder's IPFS dials (best effort, within the bounds
+    /// of a batch).
+    fn add_origins(&self, orders: &[HolderOrder], providers: &mut Vec<IpfsInfo>) {
+        for o in orders.iter().filter(|o| o.pin) {
+            let Ok(Some(Entry {
+                op: Op::Pin(spec), ..
+            })) = self.db.get(&o.cid)
+            else {
+                continue;
+            };
+            for origin in spec.origins {
+                let peer_id = origin.rsplit_once("/p2p/").map_or("", |(_, id)| id);
+                let room = providers.len() < MAX_PROVIDERS;
+                match providers.iter_mut().find(|p| p.peer_id == peer_id) {
+                    Some(p) => {
+                        if p.addrs.len() < MAX_IPFS_ADDRS && !p.addrs.contains(&origin) {
+                            p.addrs.push(origin)
+                        }
+                    }
+                    None if room => providers.push(IpfsInfo {
+                        ready: true,
+                        peer_id: peer_id.to_owned(),
+                        addrs: vec![origin],
+                    }),
+                    None => return,
+                }
+            }
+        }
+    }
+
     /// Sends a request (to this node's own holder directly) and feeds the
     /// answer back.
     fn execute(&self, effect: Effect, me: &str) {
         let Effect::Request {
             generation,
             peer,
-            req,
+            mut req,
             orders,
         } = effect;
+        if let HolderRequest::Orders { providers, .. } = &mut req {
+            self.add_origins(&orders, providers);
+        }
         let (transport, local, tx) = (self.transport.clone(), self.local.clone(), self.tx.clone());
         let counters = self.orders.clone();
         let me = me.to_owned();

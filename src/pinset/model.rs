@@ -50,7 +50,22 @@ pub struct PinSpec {
     /// masters and workers in it (`None`: any).
     #[serde(default)]
     pub allocation: Option<String>,
+    /// The Pinning Service API's `Pin.meta`: string keys and values kept
+    /// with the pin (at most [`MAX_META_BYTES`] in all).
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+    /// The Pinning Service API's `Pin.origins`: multiaddrs known to
+    /// provide the data, which holders' IPFS dials (at most [`MAX_ORIGINS`]).
+    #[serde(default)]
+    pub origins: Vec<String>,
 }
+
+/// Most bytes of `meta` (keys and values) one pin may carry.
+pub const MAX_META_BYTES: usize = 4096;
+/// Most `origins` one pin may carry (the Pinning Service API's bound).
+pub const MAX_ORIGINS: usize = 20;
+/// Longest origin multiaddr accepted.
+pub const MAX_ORIGIN: usize = 256;
 
 /// A change a user asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +175,15 @@ impl Entry {
     pub fn size_bound(&self) -> usize {
         40 + match &self.op {
             Op::Pin(p) => {
-                p.cid.len() + p.name.len() + 18 + p.allocation.as_ref().map_or(0, String::len)
+                p.cid.len()
+                    + p.name.len()
+                    + 22
+                    + p.allocation.as_ref().map_or(0, String::len)
+                    + p.meta
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 8)
+                        .sum::<usize>()
+                    + p.origins.iter().map(|o| o.len() + 4).sum::<usize>()
             }
             Op::Unpin { cid } => cid.len(),
             Op::Put { key, value } => key.len() + value.len() + 8,
@@ -254,6 +277,27 @@ impl PinSpec {
         }
         if let Some(list) = &self.allocation {
             crate::index::peers::check_list_name(list)?;
+        }
+        let meta_bytes: usize = self.meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if meta_bytes > MAX_META_BYTES {
+            return Err(format!(
+                "meta holds {meta_bytes} bytes; at most {MAX_META_BYTES} are kept"
+            ));
+        }
+        if self.origins.len() > MAX_ORIGINS {
+            return Err(format!(
+                "{} origins; at most {MAX_ORIGINS}",
+                self.origins.len()
+            ));
+        }
+        if let Some(o) = self
+            .origins
+            .iter()
+            .find(|o| o.is_empty() || o.len() > MAX_ORIGIN)
+        {
+            return Err(format!(
+                "origin {o:?}: expected a multiaddr of 1 to {MAX_ORIGIN} characters"
+            ));
         }
         let (min, max) = (self.replication_min, self.replication_max);
         if min == 0 || min > max || max > MAX_REPLICATION {

@@ -1378,6 +1378,8 @@ impl Sim {
                         replication_max: 2,
                         added_unix_ms: UNIX_BASE + self.t,
                         allocation: None,
+                        meta: Default::default(),
+                        origins: Vec::new(),
                     })
                 } else {
                     Op::Unpin { cid }

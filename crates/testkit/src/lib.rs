@@ -544,6 +544,8 @@ pub fn prefill_pinset(path: &Path, n: u64) -> Result<(), String> {
                         replication_max: 3,
                         added_unix_ms: hour_ago,
                         allocation: None,
+                        meta: Default::default(),
+                        origins: Vec::new(),
                     }),
                 };
                 seen.insert(e.id());

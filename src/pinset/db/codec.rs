@@ -17,6 +17,18 @@ struct StoredPin {
     replication_max: u8,
     added_unix_ms: u64,
     allocation: Option<String>,
+    meta: std::collections::BTreeMap<String, String>,
+    origins: Vec<String>,
+}
+
+/// The pin fields as stored before `meta` and `origins` (read, never written).
+#[derive(Deserialize)]
+struct StoredPinV2 {
+    name: String,
+    replication_min: u8,
+    replication_max: u8,
+    added_unix_ms: u64,
+    allocation: Option<String>,
 }
 
 /// The pin fields as stored before allocations (read, never written).
@@ -48,6 +60,8 @@ pub(super) fn encode_entry(e: &Entry) -> Vec<u8> {
             replication_max: p.replication_max,
             added_unix_ms: p.added_unix_ms,
             allocation: p.allocation.clone(),
+            meta: p.meta.clone(),
+            origins: p.origins.clone(),
         };
         let body =
             bincode::serde::encode_to_vec(&fields, bincode::config::standard()).unwrap_or_default();
@@ -103,19 +117,35 @@ pub(super) fn decode_entry(path: &Path, cid: &str, bytes: &[u8]) -> Result<Entry
     } else {
         let body = &bytes[24..];
         let cfg = bincode::config::standard();
+        // The newest layout first; each older one is a prefix of the next,
+        // so only the layout a record was written in reads it whole.
+        let whole = |n: usize| n == body.len();
         let p = match bincode::serde::decode_from_slice::<StoredPin, _>(body, cfg) {
-            Ok((p, n)) if n == body.len() => p,
-            _ => {
-                let (p, _): (StoredPinV1, usize) = bincode::serde::decode_from_slice(body, cfg)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                StoredPin {
+            Ok((p, n)) if whole(n) => p,
+            _ => match bincode::serde::decode_from_slice::<StoredPinV2, _>(body, cfg) {
+                Ok((p, n)) if whole(n) => StoredPin {
                     name: p.name,
                     replication_min: p.replication_min,
                     replication_max: p.replication_max,
                     added_unix_ms: p.added_unix_ms,
-                    allocation: None,
+                    allocation: p.allocation,
+                    meta: Default::default(),
+                    origins: Vec::new(),
+                },
+                _ => {
+                    let (p, _): (StoredPinV1, usize) = bincode::serde::decode_from_slice(body, cfg)
+                        .map_err(|e| corrupt(e.to_string()))?;
+                    StoredPin {
+                        name: p.name,
+                        replication_min: p.replication_min,
+                        replication_max: p.replication_max,
+                        added_unix_ms: p.added_unix_ms,
+                        allocation: None,
+                        meta: Default::default(),
+                        origins: Vec::new(),
+                    }
                 }
-            }
+            },
         };
         Op::Pin(PinSpec {
             cid: cid.into(),
@@ -124,6 +154,8 @@ pub(super) fn decode_entry(path: &Path, cid: &str, bytes: &[u8]) -> Result<Entry
             replication_max: p.replication_max,
             added_unix_ms: p.added_unix_ms,
             allocation: p.allocation,
+            meta: p.meta,
+            origins: p.origins,
         })
     };
     Ok(Entry { stamp, seq, op })
@@ -172,4 +204,49 @@ pub(super) fn union_into(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CID: &str = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
+
+    fn pin(meta: &[(&str, &str)], origins: &[&str]) -> Entry {
+        Entry {
+            stamp: Stamp { hlc: 9, author: 4 },
+            seq: 2,
+            op: Op::Pin(PinSpec {
+                cid: CID.into(),
+                name: "n".into(),
+                replication_min: 1,
+                replication_max: 3,
+                added_unix_ms: 11,
+                allocation: Some("list".into()),
+                meta: meta
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                origins: origins.iter().map(|o| o.to_string()).collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn every_stored_layout_reads_back() {
+        let path = Path::new("test.redb");
+        // This version's layout, with and without meta and origins.
+        for e in [
+            pin(&[("app", "x"), ("k", "")], &["/ip4/127.0.0.1/tcp/1"]),
+            pin(&[], &[]),
+        ] {
+            assert_eq!(decode_entry(path, CID, &encode_entry(&e)).unwrap(), e);
+        }
+        // Written before meta and origins: read with them empty.
+        let mut v2 = encode_entry(&pin(&[], &[]))[..24].to_vec();
+        #[derive(Serialize)]
+        struct V2<'a>(&'a str, u8, u8, u64, Option<&'a str>);
+        v2.extend(bin(&V2("n", 1, 3, 11, Some("list"))));
+        assert_eq!(decode_entry(path, CID, &v2).unwrap(), pin(&[], &[]));
+    }
 }

@@ -27,8 +27,10 @@ use super::PinDbError;
 use crate::pinset::replica::Persist;
 
 const ROWS: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
-/// The row format's version (the first byte of a row).
-const FORMAT: u8 = 1;
+/// The row format's version (the first byte of a row): 2 since pins carry
+/// `meta` and `origins`; rows of format 1 (left by a crash of the earlier
+/// version) are still read ([`v1`]).
+const FORMAT: u8 = 2;
 /// How long changes may sit in the journal only.
 pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// How many rows may wait for a checkpoint.
@@ -153,15 +155,25 @@ impl Journal {
                 message,
             };
             let bytes = v.value();
-            if bytes.first() != Some(&FORMAT) {
-                return Err(corrupt(format!(
-                    "format {:?}, expected {FORMAT}",
-                    bytes.first()
-                )));
-            }
-            let (batch, _): (Vec<Persist>, usize) =
-                bincode::serde::decode_from_slice(&bytes[1..], bincode::config::standard())
-                    .map_err(|e| corrupt(e.to_string()))?;
+            let cfg = bincode::config::standard();
+            let batch: Vec<Persist> = match bytes.first() {
+                Some(&FORMAT) => {
+                    bincode::serde::decode_from_slice(&bytes[1..], cfg)
+                        .map_err(|e| corrupt(e.to_string()))?
+                        .0
+                }
+                Some(1) => {
+                    bincode::serde::decode_from_slice::<Vec<v1::Persist>, _>(&bytes[1..], cfg)
+                        .map_err(|e| corrupt(e.to_string()))?
+                        .0
+                        .into_iter()
+                        .map(Persist::from)
+                        .collect()
+                }
+                other => {
+                    return Err(corrupt(format!("format {other:?}, expected {FORMAT}")));
+                }
+            };
             out.push((k.value(), batch));
         }
         Ok(out)
@@ -172,5 +184,149 @@ fn err(path: &Path, e: impl std::fmt::Display) -> PinDbError {
     PinDbError::Db {
         path: path.to_owned(),
         message: e.to_string(),
+    }
+}
+
+/// Rows of format 1: pins without `meta` and `origins`.
+mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use crate::pinset::model::{self, Stamp, Vv};
+    use crate::pinset::replica::{self, Member};
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Persist {
+        pub(super) entries: Vec<Entry>,
+        pub(super) unindexed: bool,
+        pub(super) floor: Vv,
+        pub(super) seen: Vv,
+        pub(super) hlc: u64,
+        pub(super) members: Vec<(String, Option<Member>)>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Entry {
+        pub(super) stamp: Stamp,
+        pub(super) seq: u64,
+        pub(super) op: Op,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) enum Op {
+        Pin(PinSpec),
+        Unpin { cid: String },
+        Put { key: String, value: Vec<u8> },
+        Clear { key: String },
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct PinSpec {
+        pub(super) cid: String,
+        pub(super) name: String,
+        pub(super) replication_min: u8,
+        pub(super) replication_max: u8,
+        pub(super) added_unix_ms: u64,
+        pub(super) allocation: Option<String>,
+    }
+
+    impl From<Persist> for replica::Persist {
+        fn from(p: Persist) -> replica::Persist {
+            let entries = p
+                .entries
+                .into_iter()
+                .map(|e| model::Entry {
+                    stamp: e.stamp,
+                    seq: e.seq,
+                    op: match e.op {
+                        Op::Pin(p) => model::Op::Pin(model::PinSpec {
+                            cid: p.cid,
+                            name: p.name,
+                            replication_min: p.replication_min,
+                            replication_max: p.replication_max,
+                            added_unix_ms: p.added_unix_ms,
+                            allocation: p.allocation,
+                            meta: Default::default(),
+                            origins: Vec::new(),
+                        }),
+                        Op::Unpin { cid } => model::Op::Unpin { cid },
+                        Op::Put { key, value } => model::Op::Put { key, value },
+                        Op::Clear { key } => model::Op::Clear { key },
+                    },
+                })
+                .collect();
+            replica::Persist {
+                entries,
+                unindexed: p.unindexed,
+                floor: p.floor,
+                seen: p.seen,
+                hlc: p.hlc,
+                members: p.members,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pinset::model::{Entry, Op, PinSpec, Stamp};
+
+    /// A row an earlier version left (a crash before its checkpoint) is
+    /// read after the upgrade: its pins come back with empty meta and origins.
+    #[test]
+    fn a_row_of_the_earlier_format_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pinset.journal");
+        let cid = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
+        let old = vec![v1::Persist {
+            entries: vec![v1::Entry {
+                stamp: Stamp { hlc: 7, author: 3 },
+                seq: 1,
+                op: v1::Op::Pin(v1::PinSpec {
+                    cid: cid.into(),
+                    name: "old".into(),
+                    replication_min: 1,
+                    replication_max: 2,
+                    added_unix_ms: 5,
+                    allocation: Some("gpu".into()),
+                }),
+            }],
+            unindexed: false,
+            floor: Default::default(),
+            seen: Default::default(),
+            hlc: 7,
+            members: vec![],
+        }];
+        let mut row = vec![1u8];
+        row.extend(bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap());
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(ROWS)
+                .unwrap()
+                .insert(1, row.as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let journal = Journal::open(path).unwrap();
+        let rows = journal.rows_after(0).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].1[0].entries,
+            vec![Entry {
+                stamp: Stamp { hlc: 7, author: 3 },
+                seq: 1,
+                op: Op::Pin(PinSpec {
+                    cid: cid.into(),
+                    name: "old".into(),
+                    replication_min: 1,
+                    replication_max: 2,
+                    added_unix_ms: 5,
+                    allocation: Some("gpu".into()),
+                    meta: Default::default(),
+                    origins: vec![],
+                }),
+            }]
+        );
     }
 }

@@ -29,6 +29,8 @@ fn entry(n: u64, hlc: u64, author: u64, seq: u64, pin: bool) -> Entry {
                 replication_max: 2,
                 added_unix_ms: hlc,
                 allocation: None,
+                meta: Default::default(),
+                origins: Vec::new(),
             })
         } else {
             Op::Unpin { cid }
@@ -109,6 +111,8 @@ fn a_database_of_the_earlier_log_format_is_moved_over() {
                     replication_max: 3,
                     added_unix_ms: 1_000 + n,
                     allocation: None,
+                    meta: Default::default(),
+                    origins: Vec::new(),
                 };
                 pins.insert(cid(n).as_str(), bin(&spec).as_slice()).unwrap();
             }

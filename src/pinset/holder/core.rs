@@ -375,7 +375,7 @@ impl Core {
                 }
             },
             HolderRequest::States { session, cursor } => self.states(session, cursor),
-            HolderRequest::Status { .. } => HolderResponse::Refused {
+            HolderRequest::Statuses { .. } => HolderResponse::Refused {
                 reason: "ask the leader".into(),
             },
         };

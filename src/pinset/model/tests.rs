@@ -12,6 +12,8 @@ fn spec(cid: &str) -> PinSpec {
         replication_max: 3,
         added_unix_ms: 0,
         allocation: None,
+        meta: Default::default(),
+        origins: Vec::new(),
     }
 }
 

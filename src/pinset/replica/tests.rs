@@ -24,6 +24,8 @@ fn pin() -> Op {
         replication_max: 2,
         added_unix_ms: 0,
         allocation: None,
+        meta: Default::default(),
+        origins: Vec::new(),
     })
 }
 
