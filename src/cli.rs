@@ -66,7 +66,8 @@ pub struct NodeArgs {
     pub ipfs: Option<Mode>,
 
     /// IPFS RPC API, HOST:PORT: where kubo or the built-in engine listens
-    /// (port 0 picks one), or where the external daemon is [default: 127.0.0.1:5011]
+    /// (port 0 picks one), or where the external daemon is [default: the
+    /// node API's host and port + 1, 127.0.0.1:5011 beside the default 5010]
     #[arg(long, env = "IPFS_KIT_P2P_IPFS_API")]
     pub ipfs_api: Option<String>,
 
@@ -87,7 +88,8 @@ pub struct NodeArgs {
     #[arg(long, global = true, env = "IPFS_KIT_P2P_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
 
-    /// IPFS swarm listen multiaddr (repeatable) [default: /ip4/0.0.0.0/tcp/4011]
+    /// IPFS swarm listen multiaddr (repeatable) [default: the node's TCP
+    /// port + 1 on all interfaces, /ip4/0.0.0.0/tcp/4011 beside the default 4010]
     #[arg(long, env = "IPFS_KIT_P2P_IPFS_SWARM", value_delimiter = ',', value_parser = parse_swarm)]
     pub ipfs_swarm: Vec<String>,
 }
@@ -253,7 +255,9 @@ pub enum PinCommand {
 /// `--wait`: return only once enough holders have the item pinned.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct WaitArgs {
-    /// Wait until replication_min holders have it pinned, showing progress
+    /// Wait until replication_min holders have it pinned, showing progress;
+    /// when the cluster has fewer live masters and workers than that, say
+    /// so at once, wait for the copies it can hold, and exit 3
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this many seconds (exit 1)

@@ -347,11 +347,21 @@ impl NodeConfig {
         };
         let api_token_file = path_of(&args.api_token_file, file.api_token_file)
             .unwrap_or_else(|| data_dir.join(crate::trust::files::API_TOKEN));
+        let listen = pick(&args.listen, "listen", &file.listen)?;
+        let ipfs = file.ipfs.validate(
+            args.ipfs,
+            args.ipfs_api.as_deref(),
+            &args.ipfs_swarm,
+            crate::ipfs::settings::Follow {
+                api,
+                listen: &listen,
+            },
+        )?;
         let cfg = NodeConfig {
             role: args.role.unwrap_or(file.role),
             cluster: args.cluster.clone().unwrap_or(file.cluster),
             bootstrap: pick(&args.bootstrap, "bootstrap", &file.bootstrap)?,
-            listen: pick(&args.listen, "listen", &file.listen)?,
+            listen,
             api,
             mdns: file.mdns && !args.no_mdns,
             data_dir,
@@ -369,9 +379,7 @@ impl NodeConfig {
                 .map(ServiceFile::into_spec)
                 .collect::<Result<_, _>>()?,
             pins: file.pins,
-            ipfs: file
-                .ipfs
-                .validate(args.ipfs, args.ipfs_api.as_deref(), &args.ipfs_swarm)?,
+            ipfs,
             trust,
             api_token_file,
         };
@@ -550,6 +558,59 @@ mod tests {
             cfg.heartbeat_interval,
             Duration::from_secs(5),
             "untouched keys keep their default"
+        );
+    }
+
+    /// Several nodes on one host: each node's IPFS ports follow its own
+    /// (+1), so giving each node its own ports is enough; explicit IPFS
+    /// addresses win.
+    #[test]
+    fn the_ipfs_ports_follow_the_nodes_own() {
+        let cfg = load_with(None, NodeArgs::default()).unwrap();
+        assert_eq!(cfg.ipfs.api.to_string(), "127.0.0.1:5011");
+        assert_eq!(cfg.ipfs.swarm, ["/ip4/0.0.0.0/tcp/4011"]);
+        let second = NodeArgs {
+            api: Some("127.0.0.1:5020".into()),
+            listen: vec![
+                "/ip4/192.0.2.1/udp/4020/quic-v1".parse().unwrap(),
+                "/ip4/192.0.2.1/tcp/4020".parse().unwrap(),
+            ],
+            ..NodeArgs::default()
+        };
+        let cfg = load_with(None, second.clone()).unwrap();
+        assert_eq!(cfg.ipfs.api.to_string(), "127.0.0.1:5021");
+        assert_eq!(cfg.ipfs.swarm, ["/ip4/0.0.0.0/tcp/4021"]);
+        let any = NodeArgs {
+            api: Some("127.0.0.1:0".into()),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            ..NodeArgs::default()
+        };
+        let cfg = load_with(None, any).unwrap();
+        assert_eq!(cfg.ipfs.api.port(), 0);
+        assert_eq!(cfg.ipfs.swarm, ["/ip4/0.0.0.0/tcp/0"]);
+        let explicit = NodeArgs {
+            ipfs_api: Some("127.0.0.1:7001".into()),
+            ipfs_swarm: vec!["/ip4/127.0.0.1/tcp/7002".into()],
+            ..second
+        };
+        let cfg = load_with(None, explicit).unwrap();
+        assert_eq!(cfg.ipfs.api.to_string(), "127.0.0.1:7001");
+        assert_eq!(cfg.ipfs.swarm, ["/ip4/127.0.0.1/tcp/7002"]);
+        let cfg = load_with(
+            Some("[ipfs]\napi = \"127.0.0.1:7003\"\n"),
+            NodeArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.ipfs.api.to_string(), "127.0.0.1:7003");
+        let top = NodeArgs {
+            api: Some("127.0.0.1:65535".into()),
+            ..NodeArgs::default()
+        };
+        assert!(
+            load_with(None, top)
+                .unwrap_err()
+                .to_string()
+                .contains("--ipfs-api")
         );
     }
 

@@ -43,6 +43,11 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "ipfs-kit-p2p: {e:#}");
             if e.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(2)
+            } else if e
+                .downcast_ref::<ipfs_kit_p2p::commands::pins::UnderReplicated>()
+                .is_some()
+            {
+                ExitCode::from(3)
             } else {
                 ExitCode::FAILURE
             }

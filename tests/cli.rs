@@ -217,6 +217,47 @@ async fn a_busy_listen_port_stops_the_node_with_a_message() {
     );
 }
 
+/// A second node on one host whose IPFS would take a port already in use
+/// (here the port after its API's, which its IPFS RPC follows) refuses to
+/// start, naming the flags, instead of running on with a crash-looping IPFS.
+#[test]
+fn a_taken_ipfs_port_stops_the_node_naming_the_flags() {
+    // A free port A whose successor can be taken by this test.
+    let (api, _held) = (0..50)
+        .find_map(|_| {
+            let a = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+            let port = a.local_addr().ok()?.port();
+            drop(a);
+            let held = std::net::TcpListener::bind(("127.0.0.1", port.checked_add(1)?)).ok()?;
+            Some((port, held))
+        })
+        .expect("two adjacent free ports");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("n");
+    let out = run(&[
+        "--data-dir",
+        d.to_str().unwrap(),
+        "--ipfs",
+        "builtin",
+        "--api",
+        &format!("127.0.0.1:{api}"),
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{}", api + 1)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--ipfs-api"), "{stderr}");
+    assert!(
+        !d.join("api").exists(),
+        "no api file for a node that never ran"
+    );
+}
+
 /// Completions for every shell clap knows and the man page come from the
 /// CLI definition; an unknown shell exits 2 naming the choices.
 #[test]

@@ -354,3 +354,46 @@ async fn every_answer_conforms_to_the_pinning_service_openapi_document() {
     );
     assert!(report.contains("passed"), "{report}");
 }
+
+/// `add --wait` on a cluster with fewer masters and workers than the
+/// factor says so at once, waits only for the copies it can hold, and
+/// exits 3, instead of waiting out its timeout (600 s by default).
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_on_a_cluster_too_small_for_the_factor_says_so_and_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sp = Spawner::new(BIN);
+    sp.ipfs = "builtin".into();
+    let n = sp
+        .spawn(Role::Master, &dir.path().join("m"), &[])
+        .await
+        .unwrap();
+    wait_ipfs_everywhere(&[&n], LONG).await.expect("IPFS ready");
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, b"one copy is all a one-node cluster can hold").unwrap();
+    let started = Instant::now();
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "add",
+            "--replication",
+            "2",
+            "--wait",
+            "--api",
+            n.client.addr(),
+        ])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("cannot reach 2 copies now"), "{stderr}");
+    assert!(stderr.contains("1 of 2 copies"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(300),
+        "waited {:?}",
+        started.elapsed()
+    );
+    // The one copy it can hold is there.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1/1 pinned"), "{stdout}");
+}

@@ -104,12 +104,63 @@ fn pinned_count(p: &PinView) -> usize {
         .map_or(0, |m| m.values().filter(|s| s.state == "pinned").count())
 }
 
+/// The pin is durable in the pinset, but the cluster cannot hold
+/// `replication_min` copies now (exit status 3): the leader adds the rest
+/// as masters and workers join.
+#[derive(Debug, thiserror::Error)]
+#[error("{cid}: {pinned} of {want} copies; {why}")]
+pub struct UnderReplicated {
+    pub cid: String,
+    pub pinned: usize,
+    pub want: usize,
+    pub why: String,
+}
+
+/// Live masters and workers, this node included: who can hold copies now.
+async fn holders_now(c: &Client) -> anyhow::Result<usize> {
+    let (s, _) = c.status().await?;
+    let others = s
+        .peers
+        .iter()
+        .filter(|p| p.healthy && p.role.can_lead())
+        .count();
+    Ok(others + usize::from(s.role.can_lead()))
+}
+
 /// Polls the pin until `replication_min` holders have it pinned, printing
-/// each change of the count; an error after `timeout`.
+/// each change of the count; an error after `timeout`. A cluster with
+/// fewer live masters and workers than that is said at once; once the
+/// copies it can hold are pinned, [`UnderReplicated`].
 async fn wait_pinned(c: &Client, p: &PinView, wait: WaitArgs) -> anyhow::Result<PinView> {
-    let want = usize::from(p.replication_min);
+    let mut want = usize::from(p.replication_min);
     let deadline = Instant::now() + Duration::from_secs(wait.timeout);
     let mut shown = None;
+    let mut short: Option<String> = None;
+    if let Some(w) = c
+        .pin(&p.cid)
+        .await
+        .ok()
+        .and_then(|(v, _)| v.allocation_warning)
+    {
+        short = Some(w);
+        want = 0;
+    } else {
+        let holders = holders_now(c).await?;
+        if holders < want {
+            short = Some(format!(
+                "the cluster has {holders} live master(s) and worker(s); the other copies \
+                 follow as nodes join (`pin status {}` shows them)",
+                p.cid
+            ));
+            want = holders;
+        }
+    }
+    if let Some(why) = &short {
+        eprintln!(
+            "cannot reach {} copies now: {why}; waiting for {want}",
+            p.replication_min
+        );
+    }
     loop {
         let view = match c.pin(&p.cid).await {
             Ok((v, _)) => Some(v),
@@ -127,7 +178,16 @@ async fn wait_pinned(c: &Client, p: &PinView, wait: WaitArgs) -> anyhow::Result<
                 shown = Some(n);
             }
             if n >= want {
-                return Ok(view);
+                return match short {
+                    None => Ok(view),
+                    Some(why) => Err(UnderReplicated {
+                        cid: p.cid.clone(),
+                        pinned: n,
+                        want: usize::from(p.replication_min),
+                        why,
+                    }
+                    .into()),
+                };
             }
         }
         if Instant::now() >= deadline {

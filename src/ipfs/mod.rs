@@ -107,6 +107,52 @@ pub fn api_from_multiaddr(s: &str) -> Option<String> {
 }
 
 /// Starts the configured IPFS (or nothing) and its monitor.
+/// Refuses to start a node whose IPFS daemon's RPC or swarm TCP port is
+/// taken (another node's IPFS on this host, typically): such a daemon
+/// would only crash-loop while the node ran on with no replicas. A
+/// [`crate::config::ConfigError`] (exit status 2) naming the flags to set.
+pub fn preflight(cfg: &IpfsConfig) -> Result<(), crate::config::ConfigError> {
+    let (mode, _, _) = resolve(cfg);
+    if !matches!(mode, Mode::Builtin | Mode::Kubo) {
+        return Ok(());
+    }
+    use libp2p::multiaddr::Protocol;
+    let swarm = cfg.swarm.iter().filter_map(|s| {
+        let a: libp2p::Multiaddr = s.parse().ok()?;
+        let mut ip = None;
+        let mut port = None;
+        for p in a.iter() {
+            match p {
+                Protocol::Ip4(v) => ip = Some(std::net::IpAddr::V4(v)),
+                Protocol::Ip6(v) => ip = Some(std::net::IpAddr::V6(v)),
+                Protocol::Tcp(p) => port = Some(p),
+                _ => {}
+            }
+        }
+        Some(("swarm", std::net::SocketAddr::new(ip?, port?)))
+    });
+    for (what, addr) in std::iter::once(("RPC API", cfg.api)).chain(swarm) {
+        if addr.port() == 0 {
+            continue;
+        }
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            return Err(crate::config::ConfigError::Invalid {
+                field: if what == "swarm" {
+                    "ipfs.swarm"
+                } else {
+                    "ipfs.api"
+                },
+                message: format!(
+                    "the IPFS {what} address {addr} is taken ({e}); another node's IPFS on \
+                     this host? Give each node its own ports (--api and --listen: the IPFS \
+                     ports follow them, +1) or set --ipfs-api / --ipfs-swarm"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 pub async fn start(
     cfg: &IpfsConfig,
     role: Role,

@@ -86,6 +86,48 @@ pub(crate) struct IpfsFile {
     role: BTreeMap<String, RoleSettings>,
 }
 
+/// The node's own addresses, which the IPFS daemon's follow when
+/// `ipfs.api` is "" or `ipfs.swarm` is empty (the defaults): the RPC API
+/// on the node API's host and port + 1, the swarm on all interfaces at the
+/// node's first TCP port + 1 (port 0 stays 0). So the defaults are the
+/// long-standing 5011 and 4011, and a second node on the same host, given
+/// ports of its own, never collides with the first one's IPFS.
+#[derive(Debug, Clone, Copy)]
+pub struct Follow<'a> {
+    pub api: SocketAddr,
+    pub listen: &'a [libp2p::Multiaddr],
+}
+
+impl Follow<'_> {
+    fn next(port: u16) -> Option<u16> {
+        if port == 0 {
+            Some(0)
+        } else {
+            port.checked_add(1)
+        }
+    }
+
+    /// The RPC API's address; `None` when the port would pass 65535.
+    pub fn api(&self) -> Option<SocketAddr> {
+        Some(SocketAddr::new(self.api.ip(), Self::next(self.api.port())?))
+    }
+
+    /// The swarm's multiaddr; `None` when the port would pass 65535.
+    pub fn swarm(&self) -> Option<String> {
+        use libp2p::multiaddr::Protocol;
+        let tcp = self
+            .listen
+            .iter()
+            .flat_map(|a| a.iter())
+            .find_map(|p| match p {
+                Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+            .unwrap_or(4010);
+        Some(format!("/ip4/0.0.0.0/tcp/{}", Self::next(tcp)?))
+    }
+}
+
 /// The validated `[ipfs]` section.
 #[derive(Debug, Clone)]
 pub struct IpfsConfig {
@@ -121,6 +163,7 @@ impl IpfsFile {
         mode: Option<Mode>,
         api: Option<&str>,
         swarm: &[String],
+        follow: Follow,
     ) -> Result<IpfsConfig, ConfigError> {
         let mode = match mode {
             Some(m) => m,
@@ -129,20 +172,37 @@ impl IpfsFile {
                 .parse()
                 .map_err(|e: String| invalid("ipfs.mode", e))?,
         };
+        let followed = follow.api();
         let api_s = api.unwrap_or(&self.api);
-        let api = api_s
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("ipfs.api", format!("{api_s:?} is not HOST:PORT ({e})")))?;
+        let api = if api_s.is_empty() {
+            followed.ok_or_else(|| {
+                invalid(
+                    "ipfs.api",
+                    "the node's API port is 65535, so the IPFS API cannot follow it: set ipfs.api (--ipfs-api)",
+                )
+            })?
+        } else {
+            api_s
+                .parse::<SocketAddr>()
+                .map_err(|e| invalid("ipfs.api", format!("{api_s:?} is not HOST:PORT ({e})")))?
+        };
         if mode == Mode::External && api.port() == 0 {
             return Err(invalid(
                 "ipfs.api",
                 "external mode needs the daemon's real port",
             ));
         }
-        let swarm = if swarm.is_empty() {
-            self.swarm
-        } else {
+        let swarm = if !swarm.is_empty() {
             swarm.to_vec()
+        } else if self.swarm.is_empty() {
+            vec![follow.swarm().ok_or_else(|| {
+                invalid(
+                    "ipfs.swarm",
+                    "the node's TCP port is 65535, so the IPFS swarm cannot follow it: set ipfs.swarm (--ipfs-swarm)",
+                )
+            })?]
+        } else {
+            self.swarm
         };
         for s in swarm.iter().chain(&self.bootstrap) {
             s.parse::<libp2p::Multiaddr>()

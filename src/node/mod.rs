@@ -101,6 +101,7 @@ where
     F: FnOnce(Frontend) -> Fut,
     Fut: Future<Output = Result<(std::net::SocketAddr, Serve), String>>,
 {
+    crate::ipfs::preflight(&cfg.ipfs)?;
     let data = DataDir::open(&cfg.data_dir)?;
     let key = data.identity()?;
     let mut state = data.load_state()?;
@@ -202,6 +203,11 @@ where
         0o644,
     )?;
     info!(peer_id = %me, role = %cfg.role, cluster = %cfg.cluster, incarnation = state.incarnation, api = %api_addr, "node started");
+    // The swarm and the API listen: a `Type=notify` unit may go on.
+    notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("{} {me}, API on {api_addr}", cfg.role)),
+    ]);
     let trust_view = gate.view(crate::clock::unix_ms() / 1000);
     match (&trust_view.cluster_id, &trust_view.certificate) {
         (Some(id), Some(c)) => {
@@ -334,6 +340,15 @@ where
     Ok(())
 }
 
+/// Tells systemd how the node stands (`Type=notify`): READY once the swarm
+/// and the API listen, STOPPING when it starts to leave. A no-op without
+/// `$NOTIFY_SOCKET`.
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        warn!(error = %e, "cannot notify systemd");
+    }
+}
+
 struct Node {
     swarm: Swarm<Behaviour>,
     election: Election<String>,
@@ -442,6 +457,10 @@ impl Node {
                 _ = shutdown.cancelled() => break,
             }
         }
+        notify_systemd(&[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("leaving the cluster"),
+        ]);
         self.leave().await;
     }
 }
