@@ -29,9 +29,10 @@ pub struct Cli {
 /// over the file.
 #[derive(Debug, Clone, Default, Args)]
 pub struct NodeArgs {
-    /// master | worker | leecher [default: worker]
+    /// master | worker | leecher | auto (picked from free memory, disk and
+    /// cores; `status` says why) [default: worker]
     #[arg(long, env = "IPFS_KIT_P2P_ROLE", value_parser = parse_role)]
-    pub role: Option<Role>,
+    pub role: Option<crate::role::RoleSetting>,
 
     /// Peer to join, e.g. /ip4/192.0.2.10/tcp/4010/p2p/12D3KooW… (repeatable)
     #[arg(long, env = "IPFS_KIT_P2P_BOOTSTRAP", value_delimiter = ',', value_parser = parse_multiaddr)]
@@ -306,6 +307,6 @@ fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
         .map_err(|e| format!("invalid multiaddr {s:?}: {e}"))
 }
 
-fn parse_role(s: &str) -> Result<Role, String> {
+fn parse_role(s: &str) -> Result<crate::role::RoleSetting, String> {
     s.parse()
 }

@@ -87,6 +87,9 @@ pub fn render_status(s: &StatusView) -> String {
     let healthy = s.peers.iter().filter(|p| p.healthy).count();
     let _ = writeln!(out, "peer id    {}", s.peer_id);
     let _ = writeln!(out, "role       {}", s.role);
+    if let Some(why) = &s.role_auto {
+        let _ = writeln!(out, "           {why}");
+    }
     let _ = writeln!(out, "cluster    {}", s.cluster);
     let t = &s.trust;
     match (&t.cluster_id, &t.certificate) {

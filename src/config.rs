@@ -46,7 +46,7 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    role: Role,
+    role: crate::role::RoleSetting,
     cluster: String,
     bootstrap: Vec<String>,
     listen: Vec<String>,
@@ -225,6 +225,8 @@ pub struct NetworkConfig {
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub role: Role,
+    /// `--role auto`: why this role (`None`: the role was given).
+    pub role_auto: Option<String>,
     pub cluster: String,
     pub bootstrap: Vec<Multiaddr>,
     pub listen: Vec<Multiaddr>,
@@ -357,8 +359,17 @@ impl NodeConfig {
                 listen: &listen,
             },
         )?;
+        let (role, role_auto) = match args.role.unwrap_or(file.role) {
+            crate::role::RoleSetting::Fixed(r) => (r, None),
+            crate::role::RoleSetting::Auto => {
+                let have = crate::role::this_machine(&data_dir);
+                let (r, why) = crate::role::choose(&have, None).map_err(|e| invalid("role", e))?;
+                (r, Some(why))
+            }
+        };
         let cfg = NodeConfig {
-            role: args.role.unwrap_or(file.role),
+            role,
+            role_auto,
             cluster: args.cluster.clone().unwrap_or(file.cluster),
             bootstrap: pick(&args.bootstrap, "bootstrap", &file.bootstrap)?,
             listen,
@@ -541,7 +552,7 @@ mod tests {
     #[test]
     fn flags_win_over_the_file() {
         let args = NodeArgs {
-            role: Some(Role::Leecher),
+            role: Some(Role::Leecher.into()),
             no_mdns: true,
             ..NodeArgs::default()
         };
@@ -611,6 +622,24 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("--ipfs-api")
+        );
+    }
+
+    #[test]
+    fn role_auto_picks_a_role_and_says_why() {
+        let cfg = load_with(Some("role = \"auto\"\n"), NodeArgs::default()).unwrap();
+        let why = cfg.role_auto.expect("auto says why");
+        assert!(why.starts_with(&format!("auto: {}", cfg.role)), "{why}");
+        let args = NodeArgs {
+            role: Some("auto".parse().unwrap()),
+            ..NodeArgs::default()
+        };
+        assert!(load_with(None, args).unwrap().role_auto.is_some());
+        assert!(
+            load_with(None, NodeArgs::default())
+                .unwrap()
+                .role_auto
+                .is_none()
         );
     }
 

@@ -50,6 +50,9 @@ pub struct StatusView {
     /// Times the leader this node follows changed since it started.
     #[serde(default)]
     pub leader_changes: u64,
+    /// `--role auto`: which role it chose and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_auto: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

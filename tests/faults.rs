@@ -123,6 +123,7 @@ async fn unpin(c: &Client, cid: &str) -> Outcome {
 }
 
 fn classify(e: &str) -> Outcome {
+    eprintln!("write refused or unanswered: {e}");
     if e.contains("nothing was stored") {
         Outcome::NotStored
     } else {

@@ -93,7 +93,7 @@ pub type Serve = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 /// gracefully. `serve_api` binds the control API (the node does not know
 /// it, the API knows the node's handles) and says where it listens.
 pub async fn run<F, Fut>(
-    cfg: NodeConfig,
+    mut cfg: NodeConfig,
     shutdown: CancellationToken,
     serve_api: F,
 ) -> Result<(), NodeError>
@@ -108,6 +108,23 @@ where
     state.incarnation += 1;
     data.save_state(&state)?;
     let me = key.public().to_peer_id();
+    if cfg.role_auto.is_some() {
+        // `--role auto` never claims more than the certificate grants.
+        if let Some(ceiling) = trust::certified_role(&cfg)? {
+            let have = crate::role::this_machine(data.path());
+            let (role, why) = crate::role::choose(&have, Some(ceiling)).map_err(|e| {
+                crate::config::ConfigError::Invalid {
+                    field: "role",
+                    message: e,
+                }
+            })?;
+            cfg.role = role;
+            cfg.role_auto = Some(why);
+        }
+    }
+    if let Some(why) = &cfg.role_auto {
+        info!(role = %cfg.role, "{why}");
+    }
     let (gate, swarm_key) = trust::load(&cfg, &me, data.path())?;
     let protocols = Protocols::for_cluster(&cfg.cluster);
     // libp2p's metrics and ours in one registry, which the API serves.

@@ -81,6 +81,7 @@ impl Node {
             held: self.holder.counts(),
             orders: self.keeper.orders(),
             leader_changes: self.leader_changes,
+            role_auto: self.cfg.role_auto.clone(),
             peers,
         }
     }

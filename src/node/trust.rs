@@ -34,6 +34,20 @@ fn unix_secs() -> u64 {
 
 /// Reads and checks the trust files: a node whose own certificate would be
 /// refused by its peers does not start (exit 2, naming the problem).
+/// The role this node's certificate grants, if it runs secured (for
+/// `--role auto`, which never claims more).
+pub(super) fn certified_role(cfg: &NodeConfig) -> Result<Option<crate::role::Role>, ConfigError> {
+    let t = &cfg.trust;
+    let (Some(op), Some(cert_path)) = (&t.operator_key, &t.certificate) else {
+        return Ok(None);
+    };
+    let cluster = load_cluster_id(op).map_err(|e| bad("trust.operator_key", e))?;
+    let bytes = load_signed(cert_path).map_err(|e| bad("trust.certificate", e))?;
+    let own = Certificate::decode(&bytes, &cluster)
+        .map_err(|e| bad("trust.certificate", format!("{}: {e}", cert_path.display())))?;
+    Ok(Some(own.body.role))
+}
+
 pub(super) fn load(
     cfg: &NodeConfig,
     me: &PeerId,
