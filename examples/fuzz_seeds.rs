@@ -42,6 +42,10 @@ fn main() {
             addrs: vec![format!("/ip4/127.0.0.1/tcp/4011/p2p/{me}")],
         }),
         pinset: Some(42),
+        gpus: vec![ipfs_kit_p2p::wire::Gpu {
+            model: "NVIDIA GeForce RTX 4090".into(),
+            memory: 24 << 30,
+        }],
     };
     let cert = Certificate::issue(
         &op,

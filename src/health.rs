@@ -46,6 +46,30 @@ impl HealthSampler {
     }
 }
 
+/// The machine's NVIDIA GPUs, read through NVML (`libnvidia-ml.so.1`,
+/// loaded at run time): none, without an error, where the library or the
+/// driver is missing.
+pub fn gpus() -> Vec<crate::wire::Gpu> {
+    use crate::wire::{Gpu, MAX_GPU_MODEL, MAX_GPUS};
+    let Ok(nvml) = nvml_wrapper::Nvml::init() else {
+        return Vec::new();
+    };
+    let n = nvml.device_count().unwrap_or(0).min(MAX_GPUS as u32);
+    (0..n)
+        .filter_map(|i| {
+            let d = nvml.device_by_index(i).ok()?;
+            let mut model = d.name().ok()?;
+            while model.len() > MAX_GPU_MODEL {
+                model.pop();
+            }
+            Some(Gpu {
+                model,
+                memory: d.memory_info().ok()?.total,
+            })
+        })
+        .collect()
+}
+
 /// Hands memory the allocator holds free back to the system. glibc keeps
 /// what a burst of short-lived allocations freed (a leader reading a
 /// million changes to plan from them) in its per-thread arenas, where it

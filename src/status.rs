@@ -53,6 +53,9 @@ pub struct StatusView {
     /// `--role auto`: which role it chose and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_auto: Option<String>,
+    /// This node's GPUs (NVIDIA, through NVML; none elsewhere).
+    #[serde(default)]
+    pub gpus: Vec<crate::wire::Gpu>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +83,9 @@ pub struct PeerView {
     pub follows: Option<String>,
     pub addrs: Vec<String>,
     pub health: Health,
+    /// Its GPUs, as its heartbeats say.
+    #[serde(default)]
+    pub gpus: Vec<crate::wire::Gpu>,
     /// What the peer says of its IPFS (`None`: it runs none).
     pub ipfs: Option<crate::wire::IpfsInfo>,
     /// The digest of the pinset changes it has seen (equal to this node's:

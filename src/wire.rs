@@ -68,6 +68,8 @@ pub enum WireError {
     Pinset(String),
     #[error("IPFS info beyond the limits ({0})")]
     IpfsInfo(&'static str),
+    #[error("more than {MAX_GPUS} GPUs, or a model name over {MAX_GPU_MODEL} bytes")]
+    Gpus,
     #[error("claimed sender {claimed} is not the signer {signer}")]
     /// Peer IDs in base58.
     Forged { claimed: String, signer: String },
@@ -132,13 +134,33 @@ pub struct Heartbeat {
     /// The digest of the pinset changes the sender has seen: peers pull
     /// from it when theirs differs.
     pub pinset: Option<u64>,
+    /// The sender's GPUs (at most [`MAX_GPUS`]).
+    pub gpus: Vec<Gpu>,
 }
 
+/// A GPU a node has (NVIDIA, read through NVML at start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gpu {
+    /// The model's name, at most [`MAX_GPU_MODEL`] bytes.
+    pub model: String,
+    /// Its memory, bytes.
+    pub memory: u64,
+}
+
+/// Most GPUs a heartbeat lists.
+pub const MAX_GPUS: usize = 8;
+/// Longest GPU model name a heartbeat carries.
+pub const MAX_GPU_MODEL: usize = 64;
+
 impl Heartbeat {
-    /// Rejects epochs no real cluster reaches (see [`MAX_EPOCH`]).
+    /// Rejects epochs no real cluster reaches (see [`MAX_EPOCH`]) and GPU
+    /// lists over their bounds.
     pub fn check(&self) -> Result<(), WireError> {
         if let Some(i) = &self.ipfs {
             i.check()?;
+        }
+        if self.gpus.len() > MAX_GPUS || self.gpus.iter().any(|g| g.model.len() > MAX_GPU_MODEL) {
+            return Err(WireError::Gpus);
         }
         let epochs = [&self.follows, &self.voted]
             .into_iter()
@@ -720,6 +742,10 @@ mod tests {
                 ],
             }),
             pinset: Some(u64::MAX),
+            gpus: vec![Gpu {
+                model: "NVIDIA A100-SXM4-80GB".into(),
+                memory: 80 << 30,
+            }],
         }
     }
 
@@ -733,6 +759,13 @@ mod tests {
             addrs: vec!["a".repeat(MAX_IPFS_ADDR_LEN); MAX_IPFS_ADDRS],
         };
         hb.ipfs = Some(full.clone());
+        hb.gpus = vec![
+            Gpu {
+                model: "g".repeat(MAX_GPU_MODEL),
+                memory: u64::MAX,
+            };
+            MAX_GPUS
+        ];
         assert!(hb.check().is_ok());
         // The largest heartbeat a checked peer can send still fits a gossip message.
         let env = Envelope {
@@ -740,6 +773,12 @@ mod tests {
             body: Gossip::Heartbeat(hb.clone()),
         };
         assert!(encode(&env).len() < MAX_GOSSIP_BYTES);
+        let mut gpus = hb.clone();
+        gpus.gpus.push(gpus.gpus[0].clone());
+        assert!(matches!(gpus.check(), Err(WireError::Gpus)));
+        gpus.gpus.pop();
+        gpus.gpus[0].model.push('x');
+        assert!(matches!(gpus.check(), Err(WireError::Gpus)));
         let mut many = full.clone();
         many.addrs.push("x".into());
         hb.ipfs = Some(many);

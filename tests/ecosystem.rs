@@ -115,6 +115,14 @@ async fn metrics_parse_as_openmetrics_and_tell_the_clusters_state() {
     assert_eq!(value(&s, "ipfs_kit_is_leader", &[]), Some(0.0));
     assert_eq!(value(&s, "ipfs_kit_has_leader", &[]), Some(1.0));
 
+    // GPU facts travel in heartbeats: a list (empty on a machine without
+    // NVIDIA's library), for this node and each peer.
+    let (peers, raw) = master.client.peers().await.unwrap();
+    assert_eq!(peers.len(), 1);
+    let own = ipfs_kit_p2p::health::gpus();
+    assert_eq!(peers[0].gpus, own, "{raw}");
+    assert_eq!(master.status().await.unwrap().gpus, own);
+
     let s = scrape().await;
     assert_eq!(value(&s, "ipfs_kit_up", &[]), Some(1.0));
     assert_eq!(value(&s, "ipfs_kit_is_leader", &[]), Some(1.0));

@@ -352,6 +352,7 @@ fn heartbeat(role: Role, incarnation: u64, seq: u64) -> Heartbeat {
         health: Health::default(),
         ipfs: None,
         pinset: None,
+        gpus: vec![],
     }
 }
 

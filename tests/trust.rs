@@ -414,6 +414,7 @@ impl Peer {
                         health: Health::default(),
                         ipfs: None,
                         pinset: None,
+                        gpus: vec![],
                     },
                     cert: cert.clone(),
                     revocations: None,

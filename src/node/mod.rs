@@ -295,6 +295,8 @@ where
         data,
         addrs: HashMap::new(),
         peer_health: HashMap::new(),
+        gpus: crate::health::gpus(),
+        peer_gpus: HashMap::new(),
         foreign: HashSet::new(),
         leaving: HashSet::new(),
         leader_since_ms: 0,
@@ -378,6 +380,9 @@ struct Node {
     /// Known addresses per peer, most recent first, bounded per peer and in total.
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     peer_health: HashMap<String, Health>,
+    /// This node's GPUs (read once at start), and its peers'.
+    gpus: Vec<wire::Gpu>,
+    peer_gpus: HashMap<String, Vec<wire::Gpu>>,
     /// Peers of other clusters or other software: never dialled again.
     foreign: HashSet<PeerId>,
     /// Departure notices awaiting an acknowledgement.

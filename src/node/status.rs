@@ -53,6 +53,7 @@ impl Node {
                         .map(|a| a.iter().map(|a| a.to_string()).collect())
                         .unwrap_or_default(),
                     health: self.peer_health.get(id).copied().unwrap_or_default(),
+                    gpus: self.peer_gpus.get(id).cloned().unwrap_or_default(),
                     ipfs: self.peer_ipfs.get(id).cloned(),
                     pinset: self.peer_pinset.get(id).copied(),
                 }
@@ -82,6 +83,7 @@ impl Node {
             orders: self.keeper.orders(),
             leader_changes: self.leader_changes,
             role_auto: self.cfg.role_auto.clone(),
+            gpus: self.gpus.clone(),
             peers,
         }
     }

@@ -63,6 +63,7 @@ impl Node {
             health: self.health,
             ipfs: self.ipfs_info(),
             pinset: Some(self.pins.progress().digest),
+            gpus: self.gpus.clone(),
         }
     }
 
@@ -146,6 +147,7 @@ impl Node {
         );
         if self.election.peer(&key).is_some() {
             self.peer_health.insert(key.clone(), hb.health);
+            self.peer_gpus.insert(key.clone(), hb.gpus.clone());
             match hb.pinset {
                 Some(d) => self.peer_pinset.insert(key.clone(), d),
                 None => self.peer_pinset.remove(&key),
