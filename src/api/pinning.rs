@@ -245,15 +245,7 @@ async fn add(
     let Json(pin) = body.map_err(|e| bad(e.body_text()))?;
     let cid = check_pin(&pin)?;
     let spec = write_pin(&state, cid, pin).await?;
-    let one = Describer::new(&state).await?.describe(vec![spec]).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(
-            one.into_iter()
-                .next()
-                .ok_or_else(|| internal("no answer"))?,
-        ),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(status_of(&state, spec).await?)))
 }
 
 fn requested(requestid: &str) -> Result<String, Failure> {
@@ -266,12 +258,13 @@ async fn show(
 ) -> Result<Json<PinStatus>, Failure> {
     let cid = requested(&requestid)?;
     let spec = find(&state, &cid)?.ok_or_else(|| not_found(&requestid))?;
-    let one = Describer::new(&state).await?.describe(vec![spec]).await;
-    Ok(Json(
-        one.into_iter()
-            .next()
-            .ok_or_else(|| internal("no answer"))?,
-    ))
+    Ok(Json(status_of(&state, spec).await?))
+}
+
+/// One pin's `PinStatus`.
+async fn status_of(state: &ApiState, spec: PinSpec) -> Result<PinStatus, Failure> {
+    let one = Describer::new(state).await?.describe(vec![spec]).await;
+    one.into_iter().next().ok_or_else(|| internal("no answer"))
 }
 
 /// Replaces a pin: the new one is written first, then the old one removed,
@@ -289,15 +282,7 @@ async fn replace(
     if cid != old {
         super::pins::write(&state, Op::Unpin { cid: old }).await?;
     }
-    let one = Describer::new(&state).await?.describe(vec![spec]).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(
-            one.into_iter()
-                .next()
-                .ok_or_else(|| internal("no answer"))?,
-        ),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(status_of(&state, spec).await?)))
 }
 
 async fn remove(
