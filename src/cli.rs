@@ -67,8 +67,8 @@ pub struct NodeArgs {
     pub ipfs: Option<Mode>,
 
     /// IPFS RPC API, HOST:PORT: where kubo or the built-in engine listens
-    /// (port 0 picks one), or where the external daemon is [default: the
-    /// node API's host and port + 1, 127.0.0.1:5011 beside the default 5010]
+    /// (port 0 picks one), or where the external daemon is [default:
+    /// loopback at the node API's port + 1, 127.0.0.1:5011 beside the default 5010]
     #[arg(long, env = "IPFS_KIT_P2P_IPFS_API")]
     pub ipfs_api: Option<String>,
 

@@ -581,7 +581,7 @@ mod tests {
         assert_eq!(cfg.ipfs.api.to_string(), "127.0.0.1:5011");
         assert_eq!(cfg.ipfs.swarm, ["/ip4/0.0.0.0/tcp/4011"]);
         let second = NodeArgs {
-            api: Some("127.0.0.1:5020".into()),
+            api: Some("0.0.0.0:5020".into()),
             listen: vec![
                 "/ip4/192.0.2.1/udp/4020/quic-v1".parse().unwrap(),
                 "/ip4/192.0.2.1/tcp/4020".parse().unwrap(),

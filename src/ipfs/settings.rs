@@ -88,7 +88,7 @@ pub(crate) struct IpfsFile {
 
 /// The node's own addresses, which the IPFS daemon's follow when
 /// `ipfs.api` is "" or `ipfs.swarm` is empty (the defaults): the RPC API
-/// on the node API's host and port + 1, the swarm on all interfaces at the
+/// on loopback at the node API's port + 1, the swarm on all interfaces at the
 /// node's first TCP port + 1 (port 0 stays 0). So the defaults are the
 /// long-standing 5011 and 4011, and a second node on the same host, given
 /// ports of its own, never collides with the first one's IPFS.
@@ -107,9 +107,16 @@ impl Follow<'_> {
         }
     }
 
-    /// The RPC API's address; `None` when the port would pass 65535.
+    /// The RPC API's address, on loopback whatever the node API's host
+    /// (kubo's RPC API has no access control); `None` when the port would
+    /// pass 65535.
     pub fn api(&self) -> Option<SocketAddr> {
-        Some(SocketAddr::new(self.api.ip(), Self::next(self.api.port())?))
+        let lo = if self.api.is_ipv6() {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        } else {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        };
+        Some(SocketAddr::new(lo, Self::next(self.api.port())?))
     }
 
     /// The swarm's multiaddr; `None` when the port would pass 65535.
