@@ -308,3 +308,35 @@ async fn errors_have_kubos_shape_and_browsers_are_refused() {
         "the api file outlived the daemon"
     );
 }
+
+/// kubo answers `swarm/connect` to a peer already connected with success,
+/// whichever side dialled.
+#[tokio::test]
+async fn connecting_a_connected_peer_is_a_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = engine(&dir.path().join("a")).await;
+    let b = engine(&dir.path().join("b")).await;
+    let addr_of = |id: ipfs_kit_p2p::ipfs_rpc::Id| {
+        let addr = id.addresses.unwrap_or_default().into_iter().next();
+        (id.id, addr.expect("a swarm address"))
+    };
+    let (a_id, a_addr) = addr_of(a.client().id().await.unwrap());
+    let (b_id, b_addr) = addr_of(b.client().id().await.unwrap());
+    b.client().swarm_connect(&a_addr).await.unwrap();
+
+    let http = reqwest::Client::new();
+    for (from, to, to_id) in [(&b, &a_addr, &a_id), (&a, &b_addr, &b_id)] {
+        let res = http
+            .post(format!("http://{}/api/v0/swarm/connect", from.api))
+            .query(&[("arg", to)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "connect to {to} again");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({ "Strings": [format!("connect {to_id} success")] })
+        );
+    }
+}

@@ -326,7 +326,8 @@ impl Engine {
         .await
     }
 
-    /// Dials `addr` (which must end in `/p2p/<id>`) and waits for the connection.
+    /// Dials `addr` (which must end in `/p2p/<id>`) and waits for the
+    /// connection; a peer already connected is a success, as in kubo.
     pub async fn connect(&self, addr: &str) -> Result<String, Error> {
         let mut ma = Multiaddr::from_str(addr)
             .map_err(|e| Error::BadArg(format!("invalid multiaddr {addr:?}: {e}")))?;
@@ -342,10 +343,18 @@ impl Engine {
         }
         let opts = DialOpts::peer_id(peer).addresses(vec![ma]).build();
         deadline(DIAL, &format!("connect {peer}"), async {
-            self.ipfs
-                .connect(opts)
-                .await
-                .map_err(|e| Error::Engine(format!("connect {peer} failure: {e}")))?;
+            // kubo answers success for a peer already connected; rust-ipfs
+            // refuses that dial (its condition is "not connected yet").
+            if self.ipfs.is_connected(peer).await.map_err(engine_err)? {
+                return Ok(());
+            }
+            let dialed = self.ipfs.connect(opts).await;
+            if let Err(e) = dialed {
+                // The peer may have dialled us meanwhile: that is a success too.
+                if !self.ipfs.is_connected(peer).await.map_err(engine_err)? {
+                    return Err(Error::Engine(format!("connect {peer} failure: {e}")));
+                }
+            }
             while !self.ipfs.is_connected(peer).await.map_err(engine_err)? {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
