@@ -9,25 +9,10 @@ use std::time::Duration;
 
 use ipfs_kit_p2p::ipfs_rpc::RpcError;
 use sha2::{Digest, Sha256};
-use testkit::EngineProc;
+use testkit::{EngineProc, test_bytes as bytes};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 const CHUNK: usize = 262_144;
-
-/// Deterministic, incompressible-looking bytes.
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 fn varint(mut n: u64, out: &mut Vec<u8>) {
     while n >= 0x80 {

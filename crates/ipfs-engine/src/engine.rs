@@ -27,6 +27,17 @@ pub struct Engine {
     repo: PathBuf,
 }
 
+/// What `add` keeps of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Blocks, pinned recursively (kubo's default).
+    Pinned,
+    /// Blocks only (`pin=false`).
+    Unpinned,
+    /// Nothing: the CID only (`only-hash`).
+    Nothing,
+}
+
 /// A pin as `pin/ls` lists it.
 pub struct PinEntry {
     pub cid: String,
@@ -142,7 +153,7 @@ impl Engine {
     pub async fn add<S>(
         &self,
         layout: Layout,
-        pin: bool,
+        keep: Keep,
         mut data: S,
     ) -> Result<(Cid, u64, u64), Error>
     where
@@ -155,8 +166,10 @@ impl Engine {
         while let Some(chunk) = data.next().await {
             let chunk = chunk?;
             for (cid, block) in imp.push(&chunk) {
-                pending_bytes += block.len();
-                pending.push(Block::new_unchecked(cid, block));
+                if keep != Keep::Nothing {
+                    pending_bytes += block.len();
+                    pending.push(Block::new_unchecked(cid, block));
+                }
             }
             // Write in batches of a few MiB: bounded memory for any input size.
             if pending_bytes >= 4 * 1024 * 1024 {
@@ -170,12 +183,14 @@ impl Engine {
         }
         let written = imp.written();
         let (rest, root, dag_size) = imp.finish();
-        pending.extend(rest.into_iter().map(|(c, b)| Block::new_unchecked(c, b)));
+        if keep != Keep::Nothing {
+            pending.extend(rest.into_iter().map(|(c, b)| Block::new_unchecked(c, b)));
+        }
         deadline(LOCAL, "writing blocks", async {
             repo.put_blocks(pending).await.map_err(engine_err)
         })
         .await?;
-        if pin {
+        if keep == Keep::Pinned {
             deadline(LOCAL, "pinning", async {
                 if !self.ipfs.is_pinned(&root).await.map_err(engine_err)? {
                     self.ipfs
