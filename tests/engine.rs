@@ -9,25 +9,10 @@ use std::time::Duration;
 
 use ipfs_kit_p2p::ipfs_rpc::RpcError;
 use sha2::{Digest, Sha256};
-use testkit::EngineProc;
+use testkit::{EngineProc, test_bytes as bytes};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipfs-kit-p2p");
 const CHUNK: usize = 262_144;
-
-/// Deterministic, incompressible-looking bytes.
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 fn varint(mut n: u64, out: &mut Vec<u8>) {
     while n >= 0x80 {
@@ -307,4 +292,36 @@ async fn errors_have_kubos_shape_and_browsers_are_refused() {
         !e.repo.join("api").exists(),
         "the api file outlived the daemon"
     );
+}
+
+/// kubo answers `swarm/connect` to a peer already connected with success,
+/// whichever side dialled.
+#[tokio::test]
+async fn connecting_a_connected_peer_is_a_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = engine(&dir.path().join("a")).await;
+    let b = engine(&dir.path().join("b")).await;
+    let addr_of = |id: ipfs_kit_p2p::ipfs_rpc::Id| {
+        let addr = id.addresses.unwrap_or_default().into_iter().next();
+        (id.id, addr.expect("a swarm address"))
+    };
+    let (a_id, a_addr) = addr_of(a.client().id().await.unwrap());
+    let (b_id, b_addr) = addr_of(b.client().id().await.unwrap());
+    b.client().swarm_connect(&a_addr).await.unwrap();
+
+    let http = reqwest::Client::new();
+    for (from, to, to_id) in [(&b, &a_addr, &a_id), (&a, &b_addr, &b_id)] {
+        let res = http
+            .post(format!("http://{}/api/v0/swarm/connect", from.api))
+            .query(&[("arg", to)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "connect to {to} again");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({ "Strings": [format!("connect {to_id} success")] })
+        );
+    }
 }

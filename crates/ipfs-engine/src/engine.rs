@@ -27,6 +27,17 @@ pub struct Engine {
     repo: PathBuf,
 }
 
+/// What `add` keeps of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Blocks, pinned recursively (kubo's default).
+    Pinned,
+    /// Blocks only (`pin=false`).
+    Unpinned,
+    /// Nothing: the CID only (`only-hash`).
+    Nothing,
+}
+
 /// A pin as `pin/ls` lists it.
 pub struct PinEntry {
     pub cid: String,
@@ -142,7 +153,7 @@ impl Engine {
     pub async fn add<S>(
         &self,
         layout: Layout,
-        pin: bool,
+        keep: Keep,
         mut data: S,
     ) -> Result<(Cid, u64, u64), Error>
     where
@@ -155,8 +166,10 @@ impl Engine {
         while let Some(chunk) = data.next().await {
             let chunk = chunk?;
             for (cid, block) in imp.push(&chunk) {
-                pending_bytes += block.len();
-                pending.push(Block::new_unchecked(cid, block));
+                if keep != Keep::Nothing {
+                    pending_bytes += block.len();
+                    pending.push(Block::new_unchecked(cid, block));
+                }
             }
             // Write in batches of a few MiB: bounded memory for any input size.
             if pending_bytes >= 4 * 1024 * 1024 {
@@ -170,12 +183,14 @@ impl Engine {
         }
         let written = imp.written();
         let (rest, root, dag_size) = imp.finish();
-        pending.extend(rest.into_iter().map(|(c, b)| Block::new_unchecked(c, b)));
+        if keep != Keep::Nothing {
+            pending.extend(rest.into_iter().map(|(c, b)| Block::new_unchecked(c, b)));
+        }
         deadline(LOCAL, "writing blocks", async {
             repo.put_blocks(pending).await.map_err(engine_err)
         })
         .await?;
-        if pin {
+        if keep == Keep::Pinned {
             deadline(LOCAL, "pinning", async {
                 if !self.ipfs.is_pinned(&root).await.map_err(engine_err)? {
                     self.ipfs
@@ -326,7 +341,8 @@ impl Engine {
         .await
     }
 
-    /// Dials `addr` (which must end in `/p2p/<id>`) and waits for the connection.
+    /// Dials `addr` (which must end in `/p2p/<id>`) and waits for the
+    /// connection; a peer already connected is a success, as in kubo.
     pub async fn connect(&self, addr: &str) -> Result<String, Error> {
         let mut ma = Multiaddr::from_str(addr)
             .map_err(|e| Error::BadArg(format!("invalid multiaddr {addr:?}: {e}")))?;
@@ -342,10 +358,18 @@ impl Engine {
         }
         let opts = DialOpts::peer_id(peer).addresses(vec![ma]).build();
         deadline(DIAL, &format!("connect {peer}"), async {
-            self.ipfs
-                .connect(opts)
-                .await
-                .map_err(|e| Error::Engine(format!("connect {peer} failure: {e}")))?;
+            // kubo answers success for a peer already connected; rust-ipfs
+            // refuses that dial (its condition is "not connected yet").
+            if self.ipfs.is_connected(peer).await.map_err(engine_err)? {
+                return Ok(());
+            }
+            let dialed = self.ipfs.connect(opts).await;
+            if let Err(e) = dialed {
+                // The peer may have dialled us meanwhile: that is a success too.
+                if !self.ipfs.is_connected(peer).await.map_err(engine_err)? {
+                    return Err(Error::Engine(format!("connect {peer} failure: {e}")));
+                }
+            }
             while !self.ipfs.is_connected(peer).await.map_err(engine_err)? {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

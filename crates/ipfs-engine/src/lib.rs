@@ -8,7 +8,9 @@
 //!
 //! - [`add`]: UnixFS import with kubo's CIDs (and the single-chunk root fix).
 //! - [`engine`]: the rust-ipfs node, every call under a deadline.
-//! - [`rpc`]: the `/api/v0/...` routes with kubo's bodies and error shape.
+//! - [`rpc`]: the `/api/v0/...` routes with kubo's bodies and error shape;
+//!   `rpc::query` parses kubo's options (and refuses unknown ones where a
+//!   command lists them), `rpc::files` has `add` and `cat`.
 //! - [`run`]: the daemon: repo, listeners, the `api` file, shutdown.
 
 pub mod add;

@@ -502,6 +502,22 @@ impl Flags {
     }
 }
 
+/// `n` deterministic, incompressible-looking bytes (xorshift from `seed`):
+/// file contents whose CIDs never collide by accident.
+pub fn test_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// A valid CIDv1 (raw leaf, sha2-256 of `n`), distinct per number.
 pub fn cid_of(n: u64) -> String {
     use sha2::Digest;

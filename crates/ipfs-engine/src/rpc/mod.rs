@@ -7,21 +7,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Multipart, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
-use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::add::Layout;
 use crate::engine::{Engine, parse_cid};
+
+mod files;
+mod query;
+use query::Query;
 
 /// Pins fetched at once; more wait their turn.
 pub const PIN_CONCURRENCY: usize = 32;
@@ -51,73 +52,15 @@ impl IntoResponse for Error {
     }
 }
 
-/// Query options. kubo repeats `arg` for several arguments.
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(raw: Option<String>) -> Query {
-        Query(
-            form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect(),
-        )
-    }
-    fn args(&self) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(k, _)| k == "arg")
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-    fn flag(&self, key: &str, default: bool) -> Result<bool, Error> {
-        match self.get(key) {
-            None | Some("") => Ok(default),
-            Some("true") | Some("1") => Ok(true),
-            Some("false") | Some("0") => Ok(false),
-            Some(v) => Err(Error::BadArg(format!(
-                "invalid value {v:?} for option {key:?}"
-            ))),
-        }
-    }
-    fn one_arg(&self, name: &str) -> Result<&str, Error> {
-        self.args()
-            .first()
-            .copied()
-            .ok_or_else(|| Error::BadArg(format!("argument \"{name}\" is required")))
-    }
-    /// kubo's global `timeout` option, a Go duration such as `30s` or `2m`.
-    fn timeout(&self) -> Result<Option<Duration>, Error> {
-        let Some(t) = self.get("timeout") else {
-            return Ok(None);
-        };
-        let bad = || Error::BadArg(format!("invalid timeout {t:?} (e.g. 500ms, 30s, 2m, 1h)"));
-        let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?);
-        let n: f64 = num.parse().map_err(|_| bad())?;
-        let secs = match unit {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            _ => return Err(bad()),
-        };
-        Duration::try_from_secs_f64(secs)
-            .map(Some)
-            .map_err(|_| bad())
-    }
-}
-
 pub fn router(api: Shared) -> Router {
     Router::new()
         .route("/api/v0/id", post(id))
         .route("/api/v0/version", post(version))
-        .route("/api/v0/add", post(add).layer(DefaultBodyLimit::disable()))
-        .route("/api/v0/cat", post(cat))
+        .route(
+            "/api/v0/add",
+            post(files::add).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v0/cat", post(files::cat))
         .route("/api/v0/pin/add", post(pin_add))
         .route("/api/v0/pin/rm", post(pin_rm))
         .route("/api/v0/pin/ls", post(pin_ls))
@@ -125,8 +68,19 @@ pub fn router(api: Shared) -> Router {
         .route("/api/v0/swarm/connect", post(swarm_connect))
         .route("/api/v0/swarm/peers", post(swarm_peers))
         .route("/api/v0/shutdown", post(shutdown))
+        .layer(middleware::from_fn(check_timeout))
         .layer(middleware::from_fn(refuse_browsers))
         .with_state(api)
+}
+
+/// kubo's global `timeout` option, checked for every command before it
+/// runs: a malformed one is refused (kubo itself answers an empty 200).
+async fn check_timeout(req: Request, next: Next) -> Response {
+    let q = Query::parse(req.uri().query().map(str::to_owned));
+    if let Err(e) = q.timeout() {
+        return e.into_response();
+    }
+    next.run(req).await
 }
 
 /// Like kubo without `API.HTTPHeaders`: a web page must not drive the API
@@ -162,78 +116,7 @@ async fn version(State(_): State<Shared>) -> Response {
     .into_response()
 }
 
-async fn add(
-    State(api): State<Shared>,
-    RawQuery(q): RawQuery,
-    mut form: Multipart,
-) -> Result<Response, Error> {
-    let q = Query::parse(q);
-    for unsupported in [
-        "wrap-with-directory",
-        "only-hash",
-        "nocopy",
-        "inline",
-        "trickle",
-    ] {
-        if q.flag(unsupported, false)? {
-            return Err(Error::BadArg(format!(
-                "option {unsupported:?} is not supported by the built-in engine"
-            )));
-        }
-    }
-    if let Some(h) = q.get("hash").filter(|h| *h != "sha2-256") {
-        return Err(Error::BadArg(format!(
-            "hash {h:?} is not supported (only sha2-256)"
-        )));
-    }
-    let mut layout = Layout::default();
-    if let Some(v) = q.get("cid-version") {
-        layout.cid_version = v
-            .parse()
-            .map_err(|_| Error::BadArg(format!("invalid cid-version {v:?}")))?;
-    }
-    if q.get("raw-leaves").is_some() {
-        layout.raw_leaves = Some(q.flag("raw-leaves", false)?);
-    }
-    if let Some(c) = q.get("chunker") {
-        layout.chunk = Layout::parse_chunker(c).map_err(Error::BadArg)?;
-    }
-    let pin = q.flag("pin", true)?;
-
-    let mut lines = String::new();
-    let mut files = 0;
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| Error::BadArg(format!("malformed multipart body: {e}")))?
-    {
-        if field.content_type() == Some("application/x-directory") {
-            return Err(Error::BadArg(
-                "directories are not supported by the built-in engine".into(),
-            ));
-        }
-        let name = field
-            .file_name()
-            .map(|n| n.rsplit('/').next().unwrap_or(n).to_string());
-        let data = field.map_err(|e| Error::BadArg(format!("reading the upload: {e}")));
-        let (root, size, _) = api.engine.add(layout, pin, data).await?;
-        let hash = root.to_string();
-        let line = json!({
-            "Name": name.filter(|n| !n.is_empty()).unwrap_or_else(|| hash.clone()),
-            "Hash": hash,
-            "Size": size.to_string(),
-        });
-        lines.push_str(&line.to_string());
-        lines.push('\n');
-        files += 1;
-    }
-    if files == 0 {
-        return Err(Error::BadArg("argument \"path\" is required".into()));
-    }
-    Ok(ndjson(lines))
-}
-
-fn ndjson(body: String) -> Response {
+pub(crate) fn ndjson(body: String) -> Response {
     let mut r = body.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -242,51 +125,6 @@ fn ndjson(body: String) -> Response {
     r.headers_mut()
         .insert("X-Chunked-Output", HeaderValue::from_static("1"));
     r
-}
-
-async fn cat(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Response, Error> {
-    let q = Query::parse(q);
-    let cid = parse_cid(q.one_arg("ipfs-path")?)?;
-    let parse = |k: &str| -> Result<Option<u64>, Error> {
-        q.get(k)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| Error::BadArg(format!("invalid {k} {v:?}")))
-            })
-            .transpose()
-    };
-    let mut skip = parse("offset")?.unwrap_or(0);
-    let mut left = parse("length")?.unwrap_or(u64::MAX);
-    let fetch = q.timeout()?.unwrap_or(FETCH);
-    // Fused: an empty file ends the stream at the first poll.
-    let mut stream = Box::pin(api.engine.cat(cid, fetch).fuse());
-    // The first piece decides between an error answer and a stream.
-    let first = match stream.next().await {
-        Some(Err(e)) => return Err(e),
-        other => other,
-    };
-    let body = futures::stream::iter(first)
-        .chain(stream)
-        .filter_map(move |piece| {
-            let out = match piece {
-                Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
-                Ok(mut b) => {
-                    let s = skip.min(b.len() as u64) as usize;
-                    skip -= s as u64;
-                    b = b.slice(s..);
-                    let n = left.min(b.len() as u64) as usize;
-                    left -= n as u64;
-                    (n > 0).then(|| Ok(b.slice(..n)))
-                }
-            };
-            futures::future::ready(out)
-        });
-    let mut r = Body::from_stream(body).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r.headers_mut()
-        .insert("X-Stream-Output", HeaderValue::from_static("1"));
-    Ok(r)
 }
 
 async fn pin_add(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Response, Error> {
