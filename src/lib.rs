@@ -18,12 +18,15 @@
 //! * [`api`]: the control API (axum, HTTP + JSON), served in its own task and
 //!   asking the node through its handles; and the client the subcommands
 //!   use. The node does not import it: [`node::run`] takes a function that
-//!   binds it (here, in `run_node`).
+//!   binds it (here, in `run_node`). Beside the node's own routes it serves
+//!   the IPFS Pinning Service API ([`api::pinning`]) and Prometheus
+//!   metrics (one registry with libp2p's, which the node loop records).
 //! * [`status`]: what a node reports of itself (a leaf the node builds and
 //!   the API serves); [`clock`]: the wall clock (a leaf).
 //! * [`store`]: the data directory: lock, identity key, persisted epoch, the
 //!   `api` file; every write atomic.
-//! * [`health`]: CPU, memory and disk figures for heartbeats.
+//! * [`health`]: CPU, memory, disk and GPU figures for heartbeats.
+//! * [`role`]: the roles, and `--role auto` (a pure chooser).
 //! * [`commands`]: the subcommands (`status`, `peers`, `pin`, `add`, and the
 //!   operator's `cluster init`, `id`, `cert`, `api-token`).
 //! * [`trust`]: who is a member and what each member may send: the operator
@@ -52,7 +55,8 @@
 //!   their own, and per index a pure in-memory view the pinset database
 //!   updates after every commit; the API reads the views.
 //!
-//! Shutdown: SIGINT/SIGTERM cancel a `CancellationToken`; the node announces
+//! Shutdown: SIGINT/SIGTERM cancel a `CancellationToken`; the node tells
+//! systemd STOPPING=1 (READY=1 went once its swarm and API listened), announces
 //! its departure (gossip + a direct notice to each peer, acknowledged), then
 //! stops its supervised services and IPFS, then the API, then the pinset
 //! threads (joined, so their databases close cleanly), and removes its `api`
