@@ -12,7 +12,9 @@
 //! then rides in every heartbeat; resource figures are the nodes' own),
 //! `--trust open|secured|both` (`open`; `secured`: an operator key, a
 //! certificate per node and a swarm key, so TCP only; `both`: one cluster
-//! of each, one after the other, side by side in the report).
+//! of each, one after the other, side by side in the report), `--quic`
+//! (each node also listens on QUIC, as the default config has it; TCP only
+//! otherwise).
 //! Times are taken from the nodes' own clocks: each node reports when it
 //! accepted its current leader (`leader.since_unix_ms`), so polling does not
 //! add to the figures. Bytes sent are read per TCP socket with `ss -tinp`.
@@ -39,6 +41,7 @@ struct Args {
     node_config: Option<String>,
     ipfs: String,
     trust: String,
+    quic: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -50,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
         node_config: None,
         ipfs: "off".into(),
         trust: "open".into(),
+        quic: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,11 +68,15 @@ fn parse_args() -> Result<Args, String> {
             "--node-config" => a.node_config = Some(val()?),
             "--ipfs" => a.ipfs = val()?,
             "--trust" => a.trust = val()?,
+            "--quic" => a.quic = true,
             other => return Err(format!("unknown option {other}")),
         }
     }
     if !matches!(a.trust.as_str(), "open" | "secured" | "both") {
         return Err("--trust takes open, secured or both".into());
+    }
+    if a.quic && a.trust != "open" {
+        return Err("--quic needs --trust open (a swarm key means TCP only)".into());
     }
     if a.nodes < 3 {
         return Err("--nodes must be at least 3".into());
@@ -289,6 +297,10 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
     sp.ipfs = a.ipfs.clone();
     if let Some(c) = &a.node_config {
         sp.extra = vec!["--config".into(), c.clone()];
+    }
+    if a.quic {
+        sp.extra
+            .extend(["--listen".into(), "/ip4/127.0.0.1/udp/0/quic-v1".into()]);
     }
     if a.trust == "secured" {
         secure(&mut sp, tmp.path(), a.nodes)?;

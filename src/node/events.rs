@@ -7,6 +7,7 @@ use libp2p::{PeerId, identify, kad, mdns, ping};
 use tracing::{debug, error, info, warn};
 
 use super::Node;
+use super::peers::is_quic;
 use super::behaviour::BehaviourEvent;
 use crate::election::Input;
 use crate::trust::Kind;
@@ -34,6 +35,7 @@ impl Node {
                 endpoint,
                 ..
             } => {
+                self.confirming.remove(&peer_id);
                 if endpoint.is_dialer() {
                     self.learn_addrs(peer_id, [endpoint.get_remote_address().clone()]);
                 }
@@ -54,9 +56,15 @@ impl Node {
                 peer_id,
                 num_established: 0,
                 cause,
+                endpoint,
                 ..
             } => {
                 debug!(peer = %peer_id, cause = ?cause, "disconnected");
+                if is_quic(endpoint.get_remote_address()) {
+                    self.lost_over_quic.insert(peer_id);
+                } else {
+                    self.lost_over_quic.remove(&peer_id);
+                }
                 self.gate.disconnected(&peer_id);
                 self.input(Input::ConnectionLost(peer_id.to_base58()));
             }
@@ -74,7 +82,7 @@ impl Node {
                 if let DialError::WrongPeerId { obtained, .. } = &error {
                     debug!(expected = %peer, %obtained, "a different node answers at that address");
                 }
-                if !self.swarm.is_connected(&peer) {
+                if !self.swarm.is_connected(&peer) && self.confirm_failed(peer, &error) {
                     debug!(%peer, error = %error, "dial failed");
                     self.input(Input::Unreachable(peer.to_base58()));
                 }

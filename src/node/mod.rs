@@ -294,6 +294,8 @@ where
         state,
         data,
         addrs: HashMap::new(),
+        lost_over_quic: HashSet::new(),
+        confirming: HashSet::new(),
         peer_health: HashMap::new(),
         gpus: crate::health::gpus(),
         peer_gpus: HashMap::new(),
@@ -379,6 +381,11 @@ struct Node {
     state: State,
     /// Known addresses per peer, most recent first, bounded per peer and in total.
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Peers whose last connection, now closed, was QUIC: confirming them
+    /// alive may take QUIC (see [`Node::confirm`]).
+    lost_over_quic: HashSet<PeerId>,
+    /// Peers a confirming dial (TCP only) is under way to.
+    confirming: HashSet<PeerId>,
     peer_health: HashMap<String, Health>,
     /// This node's GPUs (read once at start), and its peers'.
     gpus: Vec<wire::Gpu>,

@@ -2,6 +2,7 @@
 //! and keeping the cluster connected.
 
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::DialError;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
 use tracing::debug;
@@ -60,6 +61,54 @@ impl Node {
         }
     }
 
+    /// Dials a peer whose last connection closed, to learn whether it is
+    /// alive: over TCP first when it has TCP addresses, since a crashed
+    /// process's port refuses at once, while a QUIC dial to it waits out the
+    /// dial timeout (QUIC acts on no refusal over UDP), which would hold a
+    /// failover for seconds. If that dial fails and the lost connection was
+    /// QUIC, a refusal still settles it (the process no longer listens);
+    /// any other failure gets a second dial at every address (see
+    /// [`Node::confirm_failed`]).
+    pub(super) fn confirm(&mut self, peer: PeerId) {
+        let tcp: Vec<Multiaddr> = self
+            .addrs
+            .get(&peer)
+            .into_iter()
+            .flatten()
+            .filter(|a| !is_quic(a))
+            .cloned()
+            .collect();
+        if tcp.is_empty() {
+            return self.dial(peer);
+        }
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(tcp)
+            .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.confirming.insert(peer);
+            }
+            Err(e) => debug!(%peer, error = %e, "confirming dial not started"),
+        }
+    }
+
+    /// A dial failed: whether it settles that the peer is unreachable.
+    /// Only a TCP-only confirming dial of a peer last reached over QUIC
+    /// that failed other than by a refusal does not; it is followed by a
+    /// dial at every address.
+    pub(super) fn confirm_failed(&mut self, peer: PeerId, error: &DialError) -> bool {
+        if !self.confirming.remove(&peer)
+            || !self.lost_over_quic.contains(&peer)
+            || refused(error)
+        {
+            return true;
+        }
+        self.dial(peer);
+        false
+    }
+
     pub(super) fn dial_bootstrap(&mut self) {
         for addr in self.cfg.bootstrap.clone() {
             match peer_of(&addr) {
@@ -114,6 +163,9 @@ impl Node {
         self.addrs.retain(|p, _| {
             self.election.peer(&p.to_base58()).is_some() || self.swarm.is_connected(p)
         });
+        let addrs = &self.addrs;
+        self.lost_over_quic.retain(|p| addrs.contains_key(p));
+        self.confirming.retain(|p| addrs.contains_key(p));
     }
 
     pub(super) fn mark_foreign(&mut self, peer: PeerId) {
@@ -185,4 +237,34 @@ fn strip_p2p(addr: Multiaddr) -> Multiaddr {
     addr.into_iter()
         .filter(|p| !matches!(p, Protocol::P2p(_)))
         .collect()
+}
+
+/// Whether an address is QUIC's (UDP).
+pub(super) fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter()
+        .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Udp(_)))
+}
+
+/// Whether a dial failed because the peer's host refused the connection
+/// (nothing listens at that port any more).
+fn refused(error: &DialError) -> bool {
+    fn io_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+            // io::Error's source() skips the error it wraps.
+            if io.get_ref().is_some_and(|inner| io_refused(inner)) {
+                return true;
+            }
+        }
+        e.source().is_some_and(io_refused)
+    }
+    match error {
+        DialError::Transport(errors) => errors.iter().any(|(_, e)| match e {
+            libp2p::TransportError::Other(e) => io_refused(e),
+            libp2p::TransportError::MultiaddrNotSupported(_) => false,
+        }),
+        _ => false,
+    }
 }

@@ -176,7 +176,7 @@ impl Node {
                 Action::ConfirmAlive(peer) => {
                     if let Ok(peer) = peer.parse::<PeerId>() {
                         debug!(%peer, "connection lost; re-dialling to confirm");
-                        self.dial(peer);
+                        self.confirm(peer);
                     }
                 }
                 Action::LeaderChanged(leader) => {
