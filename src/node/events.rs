@@ -36,6 +36,7 @@ impl Node {
                 ..
             } => {
                 self.confirming.remove(&peer_id);
+                self.rechecking.remove(&peer_id);
                 if endpoint.is_dialer() {
                     self.learn_addrs(peer_id, [endpoint.get_remote_address().clone()]);
                 }
@@ -68,6 +69,9 @@ impl Node {
                 self.gate.disconnected(&peer_id);
                 self.input(Input::ConnectionLost(peer_id.to_base58()));
             }
+            SwarmEvent::ConnectionClosed {
+                peer_id, endpoint, ..
+            } if !is_quic(endpoint.get_remote_address()) => self.recheck(peer_id),
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,
@@ -81,6 +85,9 @@ impl Node {
                 }
                 if let DialError::WrongPeerId { obtained, .. } = &error {
                     debug!(expected = %peer, %obtained, "a different node answers at that address");
+                }
+                if self.recheck_failed(peer, &error) {
+                    return;
                 }
                 if !self.swarm.is_connected(&peer) && self.confirm_failed(peer, &error) {
                     debug!(%peer, error = %error, "dial failed");

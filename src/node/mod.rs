@@ -296,6 +296,7 @@ where
         addrs: HashMap::new(),
         lost_over_quic: HashSet::new(),
         confirming: HashSet::new(),
+        rechecking: HashSet::new(),
         peer_health: HashMap::new(),
         gpus: crate::health::gpus(),
         peer_gpus: HashMap::new(),
@@ -386,6 +387,8 @@ struct Node {
     lost_over_quic: HashSet<PeerId>,
     /// Peers a confirming dial (TCP only) is under way to.
     confirming: HashSet<PeerId>,
+    /// Peers a TCP dial checks after one of their TCP connections closed.
+    rechecking: HashSet<PeerId>,
     peer_health: HashMap<String, Health>,
     /// This node's GPUs (read once at start), and its peers'.
     gpus: Vec<wire::Gpu>,

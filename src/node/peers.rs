@@ -70,14 +70,7 @@ impl Node {
     /// any other failure gets a second dial at every address (see
     /// [`Node::confirm_failed`]).
     pub(super) fn confirm(&mut self, peer: PeerId) {
-        let tcp: Vec<Multiaddr> = self
-            .addrs
-            .get(&peer)
-            .into_iter()
-            .flatten()
-            .filter(|a| !is_quic(a))
-            .cloned()
-            .collect();
+        let tcp = self.tcp_addrs(peer);
         if tcp.is_empty() {
             return self.dial(peer);
         }
@@ -107,6 +100,52 @@ impl Node {
         }
         self.dial(peer);
         false
+    }
+
+    /// A TCP connection to a peer closed while others (QUIC ones, say)
+    /// remain. When a process dies its TCP connections close at once but
+    /// its QUIC ones linger until they time out (UDP carries no close), so
+    /// a TCP dial checks it: a refusal means nothing listens there any
+    /// more, and the remaining connections are closed as stale, which
+    /// makes the peer suspect at once (see [`Node::recheck_failed`]).
+    pub(super) fn recheck(&mut self, peer: PeerId) {
+        if !self.swarm.is_connected(&peer) || self.rechecking.contains(&peer) {
+            return;
+        }
+        let tcp = self.tcp_addrs(peer);
+        if tcp.is_empty() {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::Always)
+            .addresses(tcp)
+            .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+            .build();
+        if self.swarm.dial(opts).is_ok() {
+            self.rechecking.insert(peer);
+        }
+    }
+
+    /// A dial failed: whether it was a [`Node::recheck`] (handled here).
+    pub(super) fn recheck_failed(&mut self, peer: PeerId, error: &DialError) -> bool {
+        if !self.rechecking.remove(&peer) {
+            return false;
+        }
+        if refused(error) && self.swarm.is_connected(&peer) {
+            debug!(%peer, "its TCP port refuses: closing its remaining connections as stale");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        true
+    }
+
+    fn tcp_addrs(&self, peer: PeerId) -> Vec<Multiaddr> {
+        self.addrs
+            .get(&peer)
+            .into_iter()
+            .flatten()
+            .filter(|a| !is_quic(a))
+            .cloned()
+            .collect()
     }
 
     pub(super) fn dial_bootstrap(&mut self) {
@@ -166,6 +205,7 @@ impl Node {
         let addrs = &self.addrs;
         self.lost_over_quic.retain(|p| addrs.contains_key(p));
         self.confirming.retain(|p| addrs.contains_key(p));
+        self.rechecking.retain(|p| addrs.contains_key(p));
     }
 
     pub(super) fn mark_foreign(&mut self, peer: PeerId) {
