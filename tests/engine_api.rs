@@ -96,6 +96,27 @@ async fn add_takes_kubos_options_and_refuses_the_rest() {
             ("inline-limit", "32"),
             ("timeout", "1m30s"),
         ],
+        // Every option kubo-rpc-client's types offer for add, kebab-cased
+        // as it sends them (the js-ipfs ones kubo ignores).
+        &[
+            ("stream-channels", "true"),
+            ("progress", "false"),
+            ("chunker", "size-262144"),
+            ("cid-version", "0"),
+            ("hash", "sha2-256"),
+            ("only-hash", "false"),
+            ("pin", "true"),
+            ("raw-leaves", "false"),
+            ("trickle", "false"),
+            ("wrap-with-directory", "false"),
+            ("preload", "false"),
+            ("block-write-concurrency", "10"),
+            ("enable-sharding-experiment", "false"),
+            ("shard-split-threshold", "1000"),
+            ("file-import-concurrency", "50"),
+            ("verbose", "false"),
+            ("timeout", "60000ms"),
+        ],
     ];
     for query in clients {
         let res = api.upload("add", query, hello).await;
