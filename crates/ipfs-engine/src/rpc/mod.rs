@@ -28,8 +28,8 @@ use query::Query;
 
 /// Pins fetched at once; more wait their turn.
 pub const PIN_CONCURRENCY: usize = 32;
-/// Default deadline for `pin/add` and for each piece `cat` fetches (kubo's
-/// `timeout` option overrides it).
+/// Default deadline for `pin/add`, and for each block `cat`, `block/*` and
+/// `dag/get` fetch (kubo's `timeout` option overrides it).
 const FETCH: Duration = Duration::from_secs(300);
 
 pub struct Api {
