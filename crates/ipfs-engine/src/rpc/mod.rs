@@ -1,6 +1,7 @@
-//! kubo's RPC API (`POST /api/v0/...`), the subset the cluster uses, with
-//! kubo's response bodies, field names and error shape
-//! (`{"Message","Code","Type":"error"}`), so a kubo client works unchanged.
+//! kubo's RPC API (`POST /api/v0/...`), the subset the cluster and common
+//! clients (kubo-rpc-client, aioipfs) use, with kubo's response bodies,
+//! field names and error shape (`{"Message","Code","Type":"error"}`), so a
+//! kubo client works unchanged. A path with no command gets kubo's 404.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
