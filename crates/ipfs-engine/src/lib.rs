@@ -7,15 +7,22 @@
 //! keeps those types out of the node.
 //!
 //! - [`add`]: UnixFS import with kubo's CIDs (and the single-chunk root fix).
-//! - [`engine`]: the rust-ipfs node, every call under a deadline.
+//! - [`unixfs`]: reading a UnixFS file node, and which children a byte
+//!   range needs (pure).
+//! - [`engine`]: the rust-ipfs node, every call under a deadline;
+//!   `engine::blocks` has single blocks and `dag/get`, `engine::cat` reads a
+//!   file one block at a time in DAG order.
 //! - [`rpc`]: the `/api/v0/...` routes with kubo's bodies and error shape;
 //!   `rpc::query` parses kubo's options (and refuses unknown ones where a
-//!   command lists them), `rpc::files` has `add` and `cat`.
+//!   command lists them), `rpc::files` has `add` and `cat`, `rpc::blocks`
+//!   the `block/*` commands and `dag/get`, `rpc::stream` the streamed body
+//!   that ends in kubo's `X-Stream-Error` trailer on a failure.
 //! - [`run`]: the daemon: repo, listeners, the `api` file, shutdown.
 
 pub mod add;
 pub mod engine;
 pub mod rpc;
+pub mod unixfs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

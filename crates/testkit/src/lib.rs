@@ -1,10 +1,14 @@
 //! Helpers for tests and benchmarks that run real node processes on
 //! loopback: spawn the binary in its own data dir, find its control API,
 //! read its status, wait for conditions with deadlines, and kill or stop it;
-//! and [`netns`], a lab of network namespaces with fault rules. A dev-only
-//! crate: nothing here ships in the node.
+//! [`netns`], a lab of network namespaces with fault rules; [`kubo`],
+//! kubo's CIDs computed by hand; [`python`] and [`npm`], the real clients
+//! some tests drive an engine with. A dev-only crate: nothing here ships in
+//! the node.
 
+pub mod kubo;
 pub mod netns;
+pub mod npm;
 pub mod python;
 
 use std::path::{Path, PathBuf};

@@ -1,17 +1,16 @@
 //! `add` and `cat`: files in and out, with kubo's options and bodies.
 
-use axum::body::Body;
 use axum::extract::{Multipart, RawQuery, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
-use futures::{StreamExt, TryStreamExt};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+use futures::TryStreamExt;
 use serde_json::json;
 
 use super::query::{Opt, Query};
-use super::{FETCH, Shared, ndjson};
+use super::{FETCH, Shared, ndjson, stream};
 use crate::Error;
 use crate::add::Layout;
-use crate::engine::{Keep, parse_cid};
+use crate::engine::{Fetch, Keep, parse_cid};
 
 /// Every option kubo's `add` defines (one-letter aliases too), and what the
 /// engine does with it. Anything else is refused as kubo's CLI refuses it:
@@ -55,6 +54,13 @@ const ADD_OPTIONS: &[(&str, Opt)] = &[
     ("fast-provide-root", Opt::Harmless),
     ("fast-provide-dag", Opt::Harmless),
     ("fast-provide-wait", Opt::Harmless),
+    // js-ipfs options kubo-rpc-client's types offer; kubo ignores them.
+    ("preload", Opt::Harmless),
+    ("block-write-concurrency", Opt::Harmless),
+    ("file-import-concurrency", Opt::Harmless),
+    ("enable-sharding-experiment", Opt::Harmless),
+    ("shard-split-threshold", Opt::Harmless),
+    ("verbose", Opt::Harmless),
     // What the engine cannot do: refused unless at kubo's default.
     ("wrap-with-directory", Opt::OnlyDefault("false")),
     ("w", Opt::OnlyDefault("false")),
@@ -162,47 +168,45 @@ async fn add_files(
     Ok(ndjson(lines))
 }
 
-pub async fn cat(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Response, Error> {
+/// `cat`: the file's bytes, or the range `offset`/`length` of them, fetched
+/// block by block. Errors before the first byte are kubo's error answers;
+/// after it, an `X-Stream-Error` trailer (see [`super::stream`]).
+pub async fn cat(
+    State(api): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, Error> {
     let q = Query::parse(q);
     let cid = parse_cid(q.one_arg("ipfs-path")?)?;
-    let parse = |k: &str| -> Result<Option<u64>, Error> {
-        q.get(k)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| Error::BadArg(format!("invalid {k} {v:?}")))
-            })
-            .transpose()
-    };
-    let mut skip = parse("offset")?.unwrap_or(0);
-    let mut left = parse("length")?.unwrap_or(u64::MAX);
-    let fetch = q.timeout()?.unwrap_or(FETCH);
-    // Fused: an empty file ends the stream at the first poll.
-    let mut stream = Box::pin(api.engine.cat(cid, fetch).fuse());
-    // The first piece decides between an error answer and a stream.
-    let first = match stream.next().await {
-        Some(Err(e)) => return Err(e),
-        other => other,
-    };
-    let body = futures::stream::iter(first)
-        .chain(stream)
-        .filter_map(move |piece| {
-            let out = match piece {
-                Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
-                Ok(mut b) => {
-                    let s = skip.min(b.len() as u64) as usize;
-                    skip -= s as u64;
-                    b = b.slice(s..);
-                    let n = left.min(b.len() as u64) as usize;
-                    left -= n as u64;
-                    (n > 0).then(|| Ok(b.slice(..n)))
-                }
-            };
-            futures::future::ready(out)
-        });
-    let mut r = Body::from_stream(body).into_response();
+    let offset = q.int("offset")?.unwrap_or(0);
+    let length = q.int("length")?;
+    if offset < 0 {
+        return Err(Error::BadArg("cannot specify negative offset".into()));
+    }
+    if length.is_some_and(|l| l < 0) {
+        return Err(Error::BadArg("cannot specify negative length".into()));
+    }
+    let fetch = fetch_mode(&q)?;
+    let file = api.engine.open_file(cid, fetch).await?;
+    let size = file.size();
+    // kubo: an offset past the end gives nothing; the length is a maximum.
+    let start = (offset as u64).min(size);
+    let end = length.map_or(size, |l| start.saturating_add(l as u64).min(size));
+    let mut r = stream::streamed(
+        file.read(start..end),
+        stream::accepts_trailers(&headers),
+        "text/plain",
+    );
     r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r.headers_mut()
-        .insert("X-Stream-Output", HeaderValue::from_static("1"));
+        .insert("X-Content-Length", HeaderValue::from(end - start));
     Ok(r)
+}
+
+/// kubo's `offline` (alias `local`): the repo only. Otherwise bitswap, each
+/// block within `timeout` (default [`FETCH`]).
+pub(super) fn fetch_mode(q: &Query) -> Result<Fetch, Error> {
+    if q.flag("offline", false)? || q.flag("local", false)? {
+        return Ok(Fetch::Offline);
+    }
+    Ok(Fetch::Within(q.timeout()?.unwrap_or(FETCH)))
 }

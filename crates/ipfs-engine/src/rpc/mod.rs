@@ -1,6 +1,7 @@
-//! kubo's RPC API (`POST /api/v0/...`), the subset the cluster uses, with
-//! kubo's response bodies, field names and error shape
-//! (`{"Message","Code","Type":"error"}`), so a kubo client works unchanged.
+//! kubo's RPC API (`POST /api/v0/...`), the subset the cluster and common
+//! clients (kubo-rpc-client, aioipfs) use, with kubo's response bodies,
+//! field names and error shape (`{"Message","Code","Type":"error"}`), so a
+//! kubo client works unchanged. A path with no command gets kubo's 404.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,14 +21,16 @@ use tokio_util::sync::CancellationToken;
 use crate::Error;
 use crate::engine::{Engine, parse_cid};
 
+mod blocks;
 mod files;
 mod query;
+mod stream;
 use query::Query;
 
 /// Pins fetched at once; more wait their turn.
 pub const PIN_CONCURRENCY: usize = 32;
-/// Default deadline for `pin/add` and for each piece `cat` fetches (kubo's
-/// `timeout` option overrides it).
+/// Default deadline for `pin/add`, and for each block `cat`, `block/*` and
+/// `dag/get` fetch (kubo's `timeout` option overrides it).
 const FETCH: Duration = Duration::from_secs(300);
 
 pub struct Api {
@@ -61,6 +64,14 @@ pub fn router(api: Shared) -> Router {
             post(files::add).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v0/cat", post(files::cat))
+        .route(
+            "/api/v0/block/put",
+            post(blocks::put).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v0/block/get", post(blocks::get))
+        .route("/api/v0/block/stat", post(blocks::stat))
+        .route("/api/v0/block/rm", post(blocks::rm))
+        .route("/api/v0/dag/get", post(blocks::dag_get))
         .route("/api/v0/pin/add", post(pin_add))
         .route("/api/v0/pin/rm", post(pin_rm))
         .route("/api/v0/pin/ls", post(pin_ls))
@@ -68,6 +79,7 @@ pub fn router(api: Shared) -> Router {
         .route("/api/v0/swarm/connect", post(swarm_connect))
         .route("/api/v0/swarm/peers", post(swarm_peers))
         .route("/api/v0/shutdown", post(shutdown))
+        .fallback(not_found)
         .layer(middleware::from_fn(check_timeout))
         .layer(middleware::from_fn(refuse_browsers))
         .with_state(api)
@@ -81,6 +93,21 @@ async fn check_timeout(req: Request, next: Next) -> Response {
         return e.into_response();
     }
     next.run(req).await
+}
+
+/// kubo's answer to a path it has no command for (Go's `http.Error`).
+async fn not_found() -> Response {
+    let mut r = (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// Like kubo without `API.HTTPHeaders`: a web page must not drive the API

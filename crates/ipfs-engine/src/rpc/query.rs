@@ -84,6 +84,17 @@ impl Query {
         }
     }
 
+    /// An integer option (Go's `strconv.ParseInt`, base 10).
+    pub fn int(&self, key: &str) -> Result<Option<i64>, Error> {
+        match self.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::BadArg(format!("invalid value {v:?} for option {key:?}"))),
+        }
+    }
+
     pub fn one_arg(&self, name: &str) -> Result<&str, Error> {
         self.args()
             .first()
@@ -119,12 +130,12 @@ impl Query {
                 Some(_) => {}
             }
         }
-        if let Some(enc) = self.get("enc").or(self.get("encoding")) {
-            if enc != "json" {
-                return Err(Error::BadArg(format!(
-                    "encoding {enc:?} is not supported by the built-in engine (only json)"
-                )));
-            }
+        if let Some(enc) = self.get("enc").or(self.get("encoding"))
+            && enc != "json"
+        {
+            return Err(Error::BadArg(format!(
+                "encoding {enc:?} is not supported by the built-in engine (only json)"
+            )));
         }
         for key in ["cid-base", "upgrade-cidv0-in-output"] {
             if self.get(key).is_some_and(|v| !v.is_empty() && v != "false") {

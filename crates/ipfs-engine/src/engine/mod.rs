@@ -2,6 +2,9 @@
 //! ping, and nothing that reaches out on its own (no bootstrap list, DHT,
 //! mDNS, relay or UPnP). Every call into rust-ipfs runs under a deadline:
 //! its fetches can outlive their own timeout when a peer dies mid-transfer.
+//!
+//! `blocks` has the single-block calls (`block/*`, `dag/get`), `cat` reads
+//! files block by block.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,11 @@ use rust_ipfs::{Block, DialOpts, Ipfs, Multiaddr, PeerId, PinMode, Protocol};
 
 use crate::Error;
 use crate::add::{Importer, Layout};
+
+mod blocks;
+mod cat;
+pub use blocks::{Fetch, NotRemoved, PutAs, codec_named};
+pub use cat::OpenFile;
 
 /// Ceiling for calls that touch only the local repo.
 const LOCAL: Duration = Duration::from_secs(60);
@@ -205,32 +213,6 @@ impl Engine {
             .await?;
         }
         Ok((root, dag_size, written))
-    }
-
-    /// The file's bytes as a stream; blocks missing locally come over
-    /// bitswap, each within `fetch`.
-    pub fn cat(
-        &self,
-        cid: Cid,
-        fetch: Duration,
-    ) -> impl Stream<Item = Result<Bytes, Error>> + Send + 'static {
-        let inner = self.ipfs.cat_unixfs(cid).timeout(fetch);
-        // The outer deadline per piece also covers a fetch that ignores its own timeout.
-        let limit = fetch + Duration::from_secs(5);
-        futures::stream::unfold(Some(inner), move |state| async move {
-            let mut inner = state?;
-            match tokio::time::timeout(limit, inner.next()).await {
-                Err(_) => Some((
-                    Err(Error::Timeout(format!(
-                        "cat {cid}: no data within {limit:?}"
-                    ))),
-                    None,
-                )),
-                Ok(None) => None,
-                Ok(Some(Ok(b))) => Some((Ok(b), Some(inner))),
-                Ok(Some(Err(e))) => Some((Err(engine_err(e)), None)),
-            }
-        })
     }
 
     /// Pins recursively, fetching what is missing over bitswap.
