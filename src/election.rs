@@ -24,6 +24,11 @@
 //!   and the node re-dials it; only a failed re-dial (or `suspect_timeout`)
 //!   confirms it dead, so one flaky link does not depose a healthy leader.
 //!   A graceful departure removes the peer at once.
+//! * **No gap on failback:** while the rightful peer has not claimed yet (a
+//!   higher-ranked master back within its startup grace), followers keep
+//!   following the current leader as long as it is live and still leads,
+//!   and the returning node follows it too until it may claim; the
+//!   leadership passes straight from one to the other.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -166,6 +171,8 @@ pub struct Election<I> {
     leader: Option<(I, u64)>,
     /// Rival claims this node's current term already took an epoch above.
     overtaken: Vec<(I, u64)>,
+    /// Leaving gracefully: no claims, no leader.
+    leaving: bool,
 }
 
 impl<I: Ord + Clone + Debug> Election<I> {
@@ -191,6 +198,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
             voted: None,
             leader: None,
             overtaken: Vec::new(),
+            leaving: false,
         }
     }
 
@@ -352,6 +360,13 @@ impl<I: Ord + Clone + Debug> Election<I> {
         if seen > MAX_EPOCH {
             return;
         }
+        // A peer that left gracefully speaks for no term any more: what its
+        // last heartbeats (sent while it shuts down) say moves no epoch.
+        if self.peers.get(&from).is_some_and(|p| {
+            matches!(p.liveness, Liveness::Left { .. }) && r.incarnation <= p.incarnation
+        }) {
+            return;
+        }
         // Only a node that may lead can move epochs on: a leecher's claims
         // are never followed, so its epochs carry no term.
         if r.role.can_lead() {
@@ -427,6 +442,63 @@ impl<I: Ord + Clone + Debug> Election<I> {
             || self.rival_claims(now).any(|c| !self.overtaken.contains(&c))
     }
 
+    /// The epoch at which the leader this node follows says it now follows
+    /// `rightful`: the old leader's step-down can arrive before the new
+    /// one's claim, and waiting for the claim would leave a moment with no
+    /// leader.
+    fn handed_to(&self, rightful: &I, now: Instant) -> Option<u64> {
+        let (l, _) = self.leader.as_ref()?;
+        let p = self.peers.get(l).filter(|p| *l != self.me && self.live(p, now))?;
+        match &p.follows {
+            Some((f, e)) if f == rightful => Some(*e),
+            _ => None,
+        }
+    }
+
+    /// Whether `id`'s own reports say it follows another leader at `epoch`
+    /// or later, so it does not lead the term this node accepted.
+    fn disowned(&self, id: &I, epoch: u64) -> bool {
+        self.peers
+            .get(id)
+            .and_then(|p| p.follows.as_ref())
+            .is_some_and(|(f, e)| f != id && *e >= epoch)
+    }
+
+    /// Whether the peer this node follows (not itself) is live and its
+    /// heartbeats still claim the term this node accepted.
+    fn leader_still_leads(&self, now: Instant) -> bool {
+        let Some((l, e)) = &self.leader else {
+            return false;
+        };
+        *l != self.me
+            && self.peers.get(l).is_some_and(|p| {
+                self.live(p, now) && p.follows.as_ref().is_some_and(|(f, fe)| f == l && fe == e)
+            })
+    }
+
+    /// During the startup grace: keeps following a leader that still leads,
+    /// or follows the live claimant with the highest acceptable epoch (none
+    /// when nobody claims one this node may accept).
+    fn follow_current_claimant(&mut self, now: Instant, actions: &mut Vec<Action<I>>) {
+        if self.leader_still_leads(now) {
+            return;
+        }
+        let best = self
+            .rival_claims(now)
+            .filter(|(id, e)| {
+                self.peers.get(id).is_some_and(|p| p.role.can_lead()) && self.acceptable(id, *e)
+            })
+            .max_by(|(ia, ea), (ib, eb)| ea.cmp(eb).then_with(|| ib.cmp(ia)));
+        match best {
+            Some((id, e)) => {
+                self.raise_epoch(e, actions);
+                self.voted = Some((e, id.clone()));
+                self.leader = Some((id, e));
+            }
+            None => self.leader = None,
+        }
+    }
+
     /// Live peers that claim to lead.
     fn rival_claims(&self, now: Instant) -> impl Iterator<Item = (I, u64)> + '_ {
         self.peers
@@ -437,9 +509,24 @@ impl<I: Ord + Clone + Debug> Election<I> {
             })
     }
 
+    /// This node is leaving the cluster gracefully: from now on it claims
+    /// nothing and follows no one, so its last heartbeats cannot start a
+    /// term (which its successor would then have to overtake).
+    pub fn leave(&mut self, now: Instant) -> Vec<Action<I>> {
+        self.leaving = true;
+        let mut actions = Vec::new();
+        self.evaluate(now, &mut actions);
+        actions
+    }
+
     fn evaluate(&mut self, now: Instant, actions: &mut Vec<Action<I>>) {
         let before = self.leader.clone();
-        match self.rightful_leader(now) {
+        let rightful = if self.leaving {
+            None
+        } else {
+            self.rightful_leader(now)
+        };
+        match rightful {
             Some(rightful) if rightful == self.me => {
                 let holding = match &self.leader {
                     Some((l, e)) if *l == self.me => !self.term_conflicted(*e, now),
@@ -459,14 +546,20 @@ impl<I: Ord + Clone + Debug> Election<I> {
                     self.leader = Some((self.me.clone(), epoch));
                     self.overtaken = self.rival_claims(now).collect();
                 } else if !holding {
-                    self.leader = None;
+                    // Starting up: follow whoever leads now until this node
+                    // may claim, so the cluster it joins never sees a gap.
+                    self.follow_current_claimant(now, actions);
                 }
             }
             Some(rightful) => {
-                let claim = self.peers.get(&rightful).and_then(|p| match &p.follows {
-                    Some((l, e)) if *l == rightful => Some(*e),
-                    _ => None,
-                });
+                let claim = self
+                    .peers
+                    .get(&rightful)
+                    .and_then(|p| match &p.follows {
+                        Some((l, e)) if *l == rightful => Some(*e),
+                        _ => None,
+                    })
+                    .or_else(|| self.handed_to(&rightful, now));
                 match claim {
                     Some(e) if self.leader.as_ref() == Some(&(rightful.clone(), e)) => {}
                     Some(e) if self.acceptable(&rightful, e) => {
@@ -481,6 +574,16 @@ impl<I: Ord + Clone + Debug> Election<I> {
                     // It claims an epoch this node may not accept: keep following
                     // its current term while it catches up; drop anyone else.
                     Some(_) if matches!(&self.leader, Some((l, _)) if *l == rightful) => {}
+                    // Following it on the old leader's word (see
+                    // `handed_to`) while its own claim is still on the way:
+                    // a report of an older term does not undo that.
+                    None if matches!(&self.leader, Some((l, e)) if *l == rightful
+                        && !self.disowned(l, *e)) => {}
+                    // The rightful one has not claimed yet (a higher-ranked
+                    // master back within its startup grace): keep following
+                    // the leader of the current term while it is live and
+                    // still leads, so failback leaves no leaderless gap.
+                    _ if self.leader_still_leads(now) => {}
                     _ => self.leader = None,
                 }
             }

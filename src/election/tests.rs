@@ -374,6 +374,32 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// Node `k` starts again (a new incarnation, its epoch kept on disk) and
+    /// is connected to every live node.
+    fn restart(&mut self, k: usize) {
+        let old = &self.nodes[k];
+        let (id, role, epoch) = (*old.me(), old.role(), old.max_epoch());
+        let incarnation = old.incarnation + 1;
+        self.nodes[k] = Election::new(id, role, incarnation, epoch, timing(), self.now);
+        self.side[k] = Some(0);
+        for i in 0..self.nodes.len() {
+            if i != k && self.side[i].is_some() {
+                let other = *self.nodes[i].me();
+                self.feed(i, Input::Connected(id));
+                self.feed(k, Input::Connected(other));
+            }
+        }
+    }
+
+    /// Every live node's leader.
+    fn leaders(&self) -> Vec<Option<u32>> {
+        self.alive()
+            .map(|i| self.nodes[i].leader().map(|(l, _)| *l))
+            .collect()
+    }
+}
+
 fn members() -> impl Strategy<Value = Vec<(u32, Role)>> {
     let role = prop_oneof![Just(Role::Master), Just(Role::Worker), Just(Role::Leecher)];
     prop::collection::btree_map(any::<u32>(), role, 1..9).prop_map(|m| m.into_iter().collect())
@@ -621,4 +647,94 @@ fn a_leechers_epoch_is_not_taken() {
     );
     assert!(!actions.iter().any(|a| matches!(a, Action::PersistEpoch(_))));
     assert_eq!(e.max_epoch(), 5);
+}
+
+#[test]
+fn failback_passes_leadership_with_no_gap() {
+    let mut sim = Sim::new(&[(10, Role::Master), (20, Role::Master), (30, Role::Worker), (40, Role::Leecher)]);
+    sim.settle();
+    sim.assert_agreed(0);
+    sim.kill(0);
+    sim.settle();
+    let e1 = sim.assert_agreed(0).unwrap();
+    assert_eq!(sim.nodes[2].leader().map(|l| l.0), Some(20));
+    // The higher-ranked master returns: through its startup grace and its
+    // claim, every node always has a leader, and the old one hands over
+    // straight to it.
+    sim.restart(0);
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        sim.round();
+        let now = sim.leaders();
+        assert!(now.iter().all(Option::is_some), "a node without a leader: {now:?}");
+        seen.push(now);
+    }
+    let e2 = sim.assert_agreed(0).unwrap();
+    assert_eq!(e2, e1 + 1, "one claim, no churn");
+    assert_eq!(sim.nodes[3].leader().map(|l| l.0), Some(10));
+    assert!(
+        seen.iter().any(|v| v.iter().all(|l| *l == Some(20))),
+        "the returning master followed the current leader during its grace: {seen:?}"
+    );
+}
+
+#[test]
+fn a_leaving_leader_claims_nothing_and_its_last_words_move_no_epoch() {
+    let t0 = Instant::now();
+    let mut m = Election::new(1u32, Role::Master, 1, 0, timing(), t0);
+    let mut w = Election::new(2u32, Role::Worker, 1, 0, timing(), t0);
+    let t1 = t0 + SEC;
+    let hb = |e: &mut Election<u32>, from: &mut Election<u32>, at| {
+        let report = from.next_report();
+        let id = *from.me();
+        e.handle(Input::Heartbeat { from: id, report }, at)
+    };
+    m.tick(t1);
+    hb(&mut w, &mut m, t1);
+    assert_eq!(w.leader(), Some(&(1, 1)));
+    hb(&mut m, &mut w, t1);
+    // The master leaves: the worker takes over at once.
+    m.leave(t1);
+    assert_eq!(m.leader(), None);
+    w.handle(Input::Left { from: 1, incarnation: 1 }, t1);
+    assert_eq!(w.leader(), Some(&(2, 2)));
+    // The master still hears the worker while it shuts down: it claims
+    // nothing, and its own last heartbeat moves no epoch on the worker.
+    hb(&mut m, &mut w, t1);
+    assert_eq!(m.leader(), None);
+    let mut late = m.next_report();
+    late.max_epoch = 9;
+    w.handle(Input::Heartbeat { from: 1, report: late }, t1);
+    assert_eq!((w.leader(), w.max_epoch()), (Some(&(2, 2)), 2));
+}
+
+#[test]
+fn a_step_down_heard_before_the_new_claim_leaves_no_gap() {
+    let t0 = Instant::now();
+    let mut f = Election::new(30u32, Role::Worker, 1, 3, timing(), t0);
+    let hb = |f: &mut Election<u32>, from, seq, role, follows| {
+        f.handle(
+            Input::Heartbeat {
+                from,
+                report: report(role, seq, 3, follows),
+            },
+            t0,
+        )
+    };
+    hb(&mut f, 20, 1, Role::Worker, Some((20, 3)));
+    assert_eq!(f.leader(), Some(&(20, 3)));
+    // A master returns (not claiming yet): the follower stays with 20.
+    hb(&mut f, 10, 1, Role::Master, Some((20, 3)));
+    assert_eq!(f.leader(), Some(&(20, 3)));
+    // 20 hears 10's claim first and says so before 10's own claim arrives.
+    let mut step_down = report(Role::Worker, 2, 4, Some((10, 4)));
+    step_down.voted = Some((10, 4));
+    f.handle(Input::Heartbeat { from: 20, report: step_down }, t0);
+    assert_eq!(f.leader(), Some(&(10, 4)), "straight to the new leader");
+    // Another peer's heartbeat makes the follower look again before 10's
+    // claim is in: 10's last report (of term 3) does not undo term 4.
+    hb(&mut f, 40, 1, Role::Leecher, Some((20, 3)));
+    assert_eq!(f.leader(), Some(&(10, 4)));
+    hb(&mut f, 10, 2, Role::Master, Some((10, 4)));
+    assert_eq!(f.leader(), Some(&(10, 4)));
 }

@@ -207,6 +207,19 @@ impl Node {
             Ok(Gossip::Leaving { .. }) if !self.allowed(&signer, Kind::Leaving) => {
                 MessageAcceptance::Ignore
             }
+            // A peer first heard of through gossip, with no connection to
+            // it: the heartbeat may be an old one a fresh node pulls from
+            // its neighbours' message caches (a node SIGKILLed seconds ago
+            // would look live, and its stale claim would make a returning
+            // master take its term twice). It counts once a connection
+            // brings its current heartbeat in the hello.
+            Ok(Gossip::Heartbeat(_))
+                if self.election.peer(&signer.to_base58()).is_none()
+                    && !self.swarm.is_connected(&signer) =>
+            {
+                debug!(peer = %signer, "heartbeat of an unknown, unconnected peer: waiting for its hello");
+                MessageAcceptance::Accept
+            }
             Ok(Gossip::Heartbeat(hb)) => {
                 self.on_heartbeat(signer, hb);
                 MessageAcceptance::Accept

@@ -21,6 +21,11 @@ impl Node {
         let incarnation = self.state.incarnation;
         info!(leader = self.election.is_leader(), "leaving the cluster");
         self.publish(Gossip::Leaving { incarnation });
+        // No announcement of "no leader": peers learn of the departure from
+        // the notice itself.
+        let mut actions = self.election.leave(std::time::Instant::now());
+        actions.retain(|a| !matches!(a, crate::election::Action::Announce));
+        self.execute(actions);
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for peer in peers {
             let id = self
