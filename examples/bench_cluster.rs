@@ -14,7 +14,10 @@
 //! certificate per node and a swarm key, so TCP only; `both`: one cluster
 //! of each, one after the other, side by side in the report), `--quic`
 //! (each node also listens on QUIC, as the default config has it; TCP only
-//! otherwise).
+//! otherwise), `--silent-trials S` (0; S trials that SIGSTOP the leader,
+//! a silent failure: frozen, its connections open, nothing sent; timed
+//! until every survivor accepted the successor, then the frozen process is
+//! killed and restarted).
 //! Times are taken from the nodes' own clocks: each node reports when it
 //! accepted its current leader (`leader.since_unix_ms`), so polling does not
 //! add to the figures. Bytes sent are read per TCP socket with `ss -tinp`.
@@ -42,6 +45,7 @@ struct Args {
     ipfs: String,
     trust: String,
     quic: bool,
+    silent_trials: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -54,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
         ipfs: "off".into(),
         trust: "open".into(),
         quic: false,
+        silent_trials: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,6 +74,11 @@ fn parse_args() -> Result<Args, String> {
             "--ipfs" => a.ipfs = val()?,
             "--trust" => a.trust = val()?,
             "--quic" => a.quic = true,
+            "--silent-trials" => {
+                a.silent_trials = val()?
+                    .parse()
+                    .map_err(|e| format!("--silent-trials: {e}"))?
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -124,14 +134,26 @@ async fn converge(nodes: &[Option<NodeProc>], above: u64) -> Result<(String, u64
     }
 }
 
-/// One trial: stop the leader (SIGKILL or SIGTERM), time until every survivor
-/// accepted the successor, restart the stopped node and let the cluster settle.
+/// How a trial stops the leader.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    /// SIGKILL: a crash, its connections closed by the kernel.
+    Kill,
+    /// SIGTERM: a graceful stop with a handover.
+    Term,
+    /// SIGSTOP: frozen, its connections open, nothing sent (a silent failure).
+    Freeze,
+}
+
+/// One trial: stop the leader, time until every survivor accepted the
+/// successor, restart the stopped node and let the cluster settle.
 async fn trial(
     sp: &Spawner,
     nodes: &mut [Option<NodeProc>],
-    graceful: bool,
+    stop: Stop,
     epoch: &mut u64,
 ) -> Result<f64, String> {
+    let graceful = stop == Stop::Term;
     let (leader, e, _) = converge(nodes, 0).await?;
     *epoch = (*epoch).max(e);
     let idx = nodes
@@ -140,10 +162,13 @@ async fn trial(
         .ok_or("leader not found")?;
     let mut victim = nodes[idx].take().ok_or("leader slot empty")?;
     let t0 = unix_ms();
-    if graceful {
-        victim.terminate();
-    } else {
-        victim.kill();
+    match stop {
+        Stop::Term => victim.terminate(),
+        Stop::Kill => victim.kill(),
+        // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        Stop::Freeze => unsafe {
+            libc::kill(victim.pid() as libc::pid_t, libc::SIGSTOP);
+        },
     }
     let (_, e2, accepted) = converge(nodes, *epoch).await?;
     *epoch = e2;
@@ -333,13 +358,18 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
 
     let mut kill = Vec::new();
     for t in 0..a.trials {
-        kill.push(trial(&sp, &mut nodes, false, &mut epoch).await?);
+        kill.push(trial(&sp, &mut nodes, Stop::Kill, &mut epoch).await?);
         eprintln!("sigkill trial {t}: {:.0} ms", kill[t]);
     }
     let mut term = Vec::new();
     for t in 0..a.trials {
-        term.push(trial(&sp, &mut nodes, true, &mut epoch).await?);
+        term.push(trial(&sp, &mut nodes, Stop::Term, &mut epoch).await?);
         eprintln!("sigterm trial {t}: {:.0} ms", term[t]);
+    }
+    let mut silent = Vec::new();
+    for t in 0..a.silent_trials {
+        silent.push(trial(&sp, &mut nodes, Stop::Freeze, &mut epoch).await?);
+        eprintln!("sigstop trial {t}: {:.0} ms", silent[t]);
     }
     Ok(json!({
         "trust": a.trust,
@@ -348,6 +378,7 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
         "convergence_ms_after_last_start": convergence_ms,
         "sigkill_failover_ms": summary(kill),
         "graceful_handover_ms": summary(term),
+        "sigstop_failover_ms": summary(silent),
         "idle_per_node": idle,
     }))
 }

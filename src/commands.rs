@@ -80,6 +80,11 @@ fn bytes(n: u64) -> String {
 pub fn render_status(s: &StatusView) -> String {
     let mut out = String::new();
     let leader = match &s.leader {
+        Some(l) if l.peer_id == s.peer_id && s.isolated => format!(
+            "this node (epoch {}), ISOLATED: no other master or worker reachable; \
+             no orders given, no write acknowledged alone",
+            l.epoch
+        ),
         Some(l) if l.peer_id == s.peer_id => format!("this node (epoch {})", l.epoch),
         Some(l) => format!("{} ({}, epoch {})", l.peer_id, l.role, l.epoch),
         None => "none".into(),

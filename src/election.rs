@@ -225,6 +225,21 @@ impl<I: Ord + Clone + Debug> Election<I> {
         matches!(&self.leader, Some((l, _)) if *l == self.me)
     }
 
+    /// Leading, while no other master or worker this node knows (and that
+    /// has not left) is live: cut off from the cluster, or the last one
+    /// standing. Such a leader gives no orders (see the keeper) and says so.
+    pub fn isolated(&self, now: Instant) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let mut known = self
+            .peers
+            .values()
+            .filter(|p| p.role.can_lead() && !matches!(p.liveness, Liveness::Left { .. }))
+            .peekable();
+        known.peek().is_some() && !known.any(|p| self.live(p, now))
+    }
+
     /// Highest epoch seen.
     pub fn max_epoch(&self) -> u64 {
         self.max_epoch

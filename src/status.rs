@@ -50,6 +50,10 @@ pub struct StatusView {
     /// Times the leader this node follows changed since it started.
     #[serde(default)]
     pub leader_changes: u64,
+    /// This node leads but reaches no other master or worker it knows: it
+    /// gives no orders and acknowledges no write alone until one is back.
+    #[serde(default)]
+    pub isolated: bool,
     /// `--role auto`: which role it chose and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_auto: Option<String>,

@@ -19,6 +19,9 @@ pub struct ClusterView {
     /// This node's IPFS and free disk, as its heartbeats say.
     pub my_ipfs: Option<IpfsInfo>,
     pub my_disk_free: u64,
+    /// This node leads but reaches no other master or worker it knows
+    /// ([`crate::election::Election::isolated`]).
+    pub isolated: bool,
 }
 
 /// A live peer as its heartbeats describe it.

@@ -338,6 +338,19 @@ fn an_isolated_leader_acknowledges_nothing_and_its_death_loses_nothing() {
             n += 1;
         }
         assert_eq!(through_leader, 0, "the isolated leader acknowledged writes");
+        // It knows it: once the others' heartbeats are overdue it still
+        // leads itself, and says it is isolated (and gives no orders).
+        let said = wait_for(LONG, || async {
+            let s = nodes.0[l].client.status().await.ok()?.0;
+            s.isolated.then_some(s)
+        })
+        .await
+        .expect("the cut-off leader never said it was isolated");
+        assert_eq!(said.leader.map(|x| x.peer_id), Some(said.peer_id));
+        for &i in &rest {
+            let s = nodes.0[i].client.status().await.unwrap().0;
+            assert!(!s.isolated, "node {i} is connected and not isolated");
+        }
         assert!(
             ledger.acked.len() as u64 >= n / 2,
             "the others took writes: {} of {n}",

@@ -261,6 +261,12 @@ impl Collector for StatusCollector {
             "The highest election epoch this node has seen",
             n(s.epoch),
         )?;
+        gauge(
+            &mut e,
+            "ipfs_kit_isolated",
+            "Whether this node leads while reaching no other master or worker it knows",
+            i64::from(s.isolated),
+        )?;
         counter(
             &mut e,
             "ipfs_kit_leader_changes",

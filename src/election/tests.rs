@@ -738,3 +738,41 @@ fn a_step_down_heard_before_the_new_claim_leaves_no_gap() {
     hb(&mut f, 10, 2, Role::Master, Some((10, 4)));
     assert_eq!(f.leader(), Some(&(10, 4)));
 }
+
+#[test]
+fn a_leader_that_reaches_no_other_member_knows_it_is_isolated() {
+    let t0 = Instant::now();
+    let mut e = Election::new(1u32, Role::Master, 1, 0, timing(), t0);
+    e.tick(t0 + SEC);
+    assert!(e.is_leader());
+    assert!(!e.isolated(t0 + SEC), "alone from the start: no member known, not cut off");
+    let beat = |e: &mut Election<u32>, from, role, seq, at| {
+        e.handle(
+            Input::Heartbeat {
+                from,
+                report: report(role, seq, 1, Some((1, 1))),
+            },
+            at,
+        );
+    };
+    let t1 = t0 + 2 * SEC;
+    beat(&mut e, 2, Role::Worker, 1, t1);
+    beat(&mut e, 3, Role::Leecher, 1, t1);
+    assert!(!e.isolated(t1));
+    // The worker's heartbeats stop; the leecher's go on: a leecher cannot
+    // take copies or writes, so the leader is cut off all the same.
+    let t2 = t1 + timing().peer_timeout + SEC;
+    beat(&mut e, 3, Role::Leecher, 2, t2);
+    e.tick(t2);
+    assert!(e.is_leader() && e.isolated(t2));
+    // The worker is back: no longer isolated.
+    beat(&mut e, 2, Role::Worker, 9, t2);
+    assert!(!e.isolated(t2));
+    // A worker that left gracefully is not missed.
+    e.handle(Input::Left { from: 2, incarnation: 1 }, t2);
+    assert!(!e.isolated(t2));
+    // A follower is not isolated in this sense (it gives no orders anyway).
+    let mut f = Election::new(5u32, Role::Worker, 1, 0, timing(), t0);
+    beat(&mut f, 1, Role::Master, 1, t0);
+    assert!(f.leader().is_some() && !f.is_leader() && !f.isolated(t0));
+}

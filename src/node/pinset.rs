@@ -50,6 +50,7 @@ impl Node {
                 .collect(),
             my_ipfs: self.ipfs_info(),
             my_disk_free: self.health.disk_free / DISK_GRAIN * DISK_GRAIN,
+            isolated: self.election.isolated(now),
         };
         self.view.send_if_modified(|v| {
             let changed = *v != view;

@@ -82,6 +82,7 @@ impl Node {
             held: self.holder.counts(),
             orders: self.keeper.orders(),
             leader_changes: self.leader_changes,
+            isolated: self.election.isolated(now),
             role_auto: self.cfg.role_auto.clone(),
             gpus: self.gpus.clone(),
             peers,

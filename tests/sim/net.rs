@@ -1238,6 +1238,7 @@ impl Sim {
         let now = self.now(i);
         let role = self.nodes[i].role;
         let me = self.nodes[i].id.clone();
+        let my_ipfs = role.can_lead().then(|| ipfs_of(&me));
         let up = self.up(i);
         let e = &up.election;
         let v = ClusterView {
@@ -1260,8 +1261,9 @@ impl Sim {
                 .filter(|(_, p)| matches!(p.liveness, Liveness::Left { .. }))
                 .map(|(id, _)| id.clone())
                 .collect(),
-            my_ipfs: role.can_lead().then(|| ipfs_of(&self.nodes[i].id)),
+            my_ipfs,
             my_disk_free: 1 << 40,
+            isolated: e.isolated(now.at),
         };
         let up = self.up(i);
         if v != up.view {

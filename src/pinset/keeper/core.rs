@@ -322,6 +322,11 @@ impl Core {
             return Vec::new();
         }
         self.see_peers(v, now);
+        // Cut off, a leader gives no orders: it would only pile copies of
+        // what the others hold onto itself, to be trimmed once it heals.
+        if v.isolated {
+            return Vec::new();
+        }
         let ready = self
             .peers
             .values()
