@@ -95,6 +95,17 @@ fn main() {
         ("hello", Request::Hello(hello)),
         ("update", Request::Update(hb.clone())),
         ("leaving", Request::Leaving { incarnation: 1 }),
+        ("ping", Request::Ping),
+        (
+            "probe-for",
+            Request::ProbeFor {
+                peer: libp2p::identity::Keypair::ed25519_from_bytes([7u8; 32])
+                    .expect("a valid ed25519 secret")
+                    .public()
+                    .to_peer_id()
+                    .to_bytes(),
+            },
+        ),
         ("revocations", Request::Revocations(list.bytes.clone())),
         (
             "push",
@@ -144,6 +155,8 @@ fn main() {
             },
         ),
         ("ack", Response::Ack),
+        ("pong", Response::Pong),
+        ("probed", Response::Probed { reachable: true }),
         (
             "denied",
             Response::Denied {

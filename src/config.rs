@@ -207,6 +207,11 @@ struct ElectionFile {
     peer_timeout_ms: u64,
     suspect_timeout_ms: u64,
     startup_grace_ms: u64,
+    probe_interval_ms: u64,
+    probe_timeout_ms: u64,
+    probe_failures: u32,
+    probers: usize,
+    indirect_probes: usize,
 }
 
 /// Swarm tuning, the `[network]` section.
@@ -235,6 +240,11 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub heartbeat_interval: Duration,
     pub timing: Timing,
+    /// Probing the leader (`[election]` probe_*).
+    pub probe: crate::election::probe::ProbeTiming,
+    /// Followers that probe the leader, and members asked for an indirect probe.
+    pub probers: usize,
+    pub indirect_probes: usize,
     pub network: NetworkConfig,
     /// Extra supervised processes, `[[service]]`.
     pub services: Vec<ServiceSpec>,
@@ -383,6 +393,13 @@ impl NodeConfig {
                 startup_grace: Duration::from_millis(e.startup_grace_ms),
                 ..Timing::default()
             },
+            probe: crate::election::probe::ProbeTiming {
+                interval: Duration::from_millis(e.probe_interval_ms),
+                timeout: Duration::from_millis(e.probe_timeout_ms),
+                failures: e.probe_failures,
+            },
+            probers: e.probers,
+            indirect_probes: e.indirect_probes,
             network: file.network,
             services: file
                 .service
@@ -429,6 +446,17 @@ impl NodeConfig {
         }
         if self.timing.suspect_timeout.is_zero() {
             return Err(invalid("election.suspect_timeout_ms", "must be above 0"));
+        }
+        if !self.probe.interval.is_zero() {
+            if self.probe.timeout < Duration::from_millis(50) {
+                return Err(invalid("election.probe_timeout_ms", "must be at least 50"));
+            }
+            if self.probe.failures == 0 || self.probers == 0 {
+                return Err(invalid(
+                    "election.probe_failures",
+                    "probe_failures and probers must be at least 1 (probe_interval_ms = 0 turns probing off)",
+                ));
+            }
         }
         let n = &self.network;
         if !(1 <= n.mesh_n_low && n.mesh_n_low <= n.mesh_n && n.mesh_n <= n.mesh_n_high) {

@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 
 use crate::role::Role;
 
+pub mod probe;
+
 /// Timing of the election, see the `[election]` section of the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -96,6 +98,9 @@ pub enum Input<I> {
     Connected(I),
     /// Dialling the peer failed.
     Unreachable(I),
+    /// The peer answers no probe, directly or through other members (see
+    /// [`probe`]): silent, though its connection may still look open.
+    Silent(I),
 }
 
 /// Something the node's event loop must do.
@@ -327,6 +332,16 @@ impl<I: Ord + Clone + Debug> Election<I> {
                         }
                         Liveness::Alive | Liveness::Left { .. } => {}
                     }
+                }
+            }
+            Input::Silent(id) => {
+                if let Some(p) = self.peers.get_mut(&id)
+                    && matches!(p.liveness, Liveness::Alive | Liveness::Suspect { .. })
+                {
+                    p.liveness = Liveness::Dead {
+                        last_seq: p.last_seq,
+                        since: now,
+                    };
                 }
             }
             Input::Unreachable(id) => {

@@ -71,7 +71,10 @@ pub fn rpc_request(data: &[u8]) {
                 let _ = h.check();
             }
             wire::Request::Revocations(l) => revocations(&l),
-            wire::Request::Leaving { .. } => {}
+            wire::Request::Leaving { .. } | wire::Request::Ping => {}
+            wire::Request::ProbeFor { peer } => {
+                let _ = libp2p::PeerId::from_bytes(&peer);
+            }
         }
     }
 }
@@ -99,7 +102,10 @@ pub fn rpc_response(data: &[u8]) {
             wire::Response::Holder(h) => {
                 let _ = h.check();
             }
-            wire::Response::Ack | wire::Response::Denied { .. } => {}
+            wire::Response::Ack
+            | wire::Response::Denied { .. }
+            | wire::Response::Pong
+            | wire::Response::Probed { .. } => {}
         }
     }
 }

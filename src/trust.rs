@@ -74,6 +74,8 @@ pub enum Kind {
     HolderStatus,
     /// A revocation list.
     Revocations,
+    /// A probe, direct or indirect (any member may send one).
+    Probe,
 }
 
 /// Why a message was dropped (the key under which it is counted).

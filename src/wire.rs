@@ -17,7 +17,7 @@ use crate::pinset::sync::{Collected, Cursor};
 use crate::role::Role;
 
 /// Version byte leading every message.
-pub const VERSION: u8 = 9;
+pub const VERSION: u8 = 10;
 /// Largest gossip message accepted (heartbeats are ~200 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Largest request or response accepted over request-response.
@@ -208,6 +208,11 @@ pub enum Request {
     Holder(HolderRequest),
     /// A newer revocation list, signed by the operator (see [`crate::trust`]).
     Revocations(Vec<u8>),
+    /// Are you there? (the leader's probers; answered with `Pong`).
+    Ping,
+    /// Probe this peer for me (SWIM's indirect probe); answered with
+    /// `Probed` once the peer answers or the asked node gives up.
+    ProbeFor { peer: Vec<u8> },
 }
 
 /// The greeting that opens every connection, both ways.
@@ -560,6 +565,10 @@ pub enum Response {
     },
     Pinset(PinsetResponse),
     Holder(HolderResponse),
+    Pong,
+    Probed {
+        reachable: bool,
+    },
 }
 
 /// A peer and the addresses it can be dialled at, as shared in [`Response::Hello`].

@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use ipfs_kit_p2p::role::Role;
-use testkit::{NodeProc, Spawner, agreed_leader, expected_leader, wait_for};
+use testkit::{NodeProc, Spawner, agreed_leader, expected_leader, start_cluster, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(40);
 
 fn spawner(logs: &std::path::Path) -> Spawner {
     let mut s = Spawner::new(env!("CARGO_BIN_EXE_ipfs-kit-p2p"));
-    let _ = logs; s.log_dir = Some("/tmp/clusterlogs".into()); let _ = std::fs::create_dir_all("/tmp/clusterlogs");
+    s.log_dir = Some(logs.to_owned());
     s
 }
 
@@ -254,4 +254,63 @@ async fn quic_only_nodes_form_a_cluster() {
         .unwrap();
     let (leader, _) = agree(&[&a, &b], 0, "over QUIC").await;
     assert_eq!(leader, b.peer_id, "the master leads");
+}
+
+/// A frozen leader (SIGSTOP: its connections stay open, it sends nothing)
+/// is replaced through the probes: the heartbeat timeout is set to two
+/// minutes here, so only the probes can explain a successor within 45 s.
+/// Then it thaws: it follows the successor's higher term or takes the lead
+/// back above it, and the cluster agrees again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_replaced_by_its_probers_not_by_timeouts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("slow-timeouts.toml");
+    std::fs::write(
+        &config,
+        "[election]\nheartbeat_interval_ms = 5000\npeer_timeout_ms = 120000\n",
+    )
+    .unwrap();
+    let mut sp = spawner(tmp.path());
+    sp.extra = vec!["--config".into(), config.display().to_string()];
+    let roles = [Role::Master, Role::Master, Role::Worker, Role::Leecher];
+    let mut nodes = start_cluster(&sp, tmp.path(), &roles, CONVERGE)
+        .await
+        .unwrap();
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    let (leader, e1) = agree(&all, 0, "at start").await;
+    let l = nodes.iter().position(|n| n.peer_id == leader).unwrap();
+    // SAFETY: kill(2) on our own child's pid with a valid signal number.
+    unsafe { libc::kill(nodes[l].pid() as libc::pid_t, libc::SIGSTOP) };
+    let t0 = std::time::Instant::now();
+    let rest: Vec<&NodeProc> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != l)
+        .map(|(_, n)| n)
+        .collect();
+    let successor = wait_for(Duration::from_secs(45), || async {
+        agreed_leader(&rest, 0)
+            .await
+            .filter(|(id, e, _)| *id != leader && *e > e1)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no successor within 45 s (heartbeat timeout 120 s)"));
+    eprintln!("successor agreed {:?} after the freeze", t0.elapsed());
+    let expected = expected_leader(&rest).unwrap();
+    assert_eq!(successor.0, expected.peer_id, "the rightful survivor leads");
+    assert_eq!(
+        peer_state(rest[0], &leader).await.as_deref(),
+        Some("dead"),
+        "the frozen leader counts as dead"
+    );
+    // Thaw it: one leader again, everyone agreeing.
+    unsafe { libc::kill(nodes[l].pid() as libc::pid_t, libc::SIGCONT) };
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    wait_for(Duration::from_secs(60), || async {
+        let (_, e, _) = agreed_leader(&all, 0).await?;
+        (e > successor.1).then_some(())
+    })
+    .await
+    .expect("one leader again after the thaw");
+    nodes[l].kill();
 }

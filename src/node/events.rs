@@ -177,7 +177,9 @@ impl Node {
                 ..
             }) => {
                 self.leaving.remove(&request_id);
-                self.on_rpc_failure(request_id, error.to_string());
+                if !self.probe_settled(request_id, false) {
+                    self.on_rpc_failure(request_id, error.to_string());
+                }
                 debug!(%peer, error = %error, "request failed");
             }
             BehaviourEvent::Rpc(request_response::Event::InboundFailure {
@@ -262,10 +264,18 @@ impl Node {
                 ..
             } => self.on_holder_request(peer, req, channel),
             Message::Request {
+                request: request @ (Request::Ping | Request::ProbeFor { .. }),
+                channel,
+                ..
+            } => self.on_probe_request(peer, request, channel),
+            Message::Request {
                 request, channel, ..
             } => {
                 let response = match request {
-                    Request::Pinset(_) | Request::Holder(_) => unreachable!("matched above"),
+                    Request::Pinset(_)
+                    | Request::Holder(_)
+                    | Request::Ping
+                    | Request::ProbeFor { .. } => unreachable!("matched above"),
                     Request::Hello(hello) => self.on_hello(peer, hello),
                     Request::Update(hb) => {
                         self.on_heartbeat(peer, hb);
@@ -323,8 +333,13 @@ impl Node {
                 Response::Ack => {
                     self.leaving.remove(&request_id);
                 }
+                Response::Pong => {
+                    self.probe_settled(request_id, true);
+                }
+                Response::Probed { reachable } => self.on_probed(request_id, reachable),
                 Response::Denied { reason } => {
                     self.leaving.remove(&request_id);
+                    self.probe_settled(request_id, false);
                     let reason: String = reason.chars().take(wire::MAX_REASON).collect();
                     if self.once_a_minute(format!("denied by {peer}")) {
                         warn!(%peer, "the peer refused this node: {reason}");
@@ -354,6 +369,7 @@ impl Node {
             Request::Hello(_) | Request::Update(_) => return true,
             Request::Leaving { .. } => Kind::Leaving,
             Request::Revocations(_) => Kind::Revocations,
+            Request::Ping | Request::ProbeFor { .. } => Kind::Probe,
             Request::Pinset(PinsetRequest::Push { .. }) => Kind::PinsetPush,
             Request::Pinset(PinsetRequest::Pull { .. }) => Kind::PinsetPull,
             Request::Holder(HolderRequest::Statuses { .. }) => Kind::HolderStatus,

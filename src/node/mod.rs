@@ -10,6 +10,7 @@ mod ipfs;
 mod listen;
 mod peers;
 mod pinset;
+mod probe;
 mod status;
 mod talk;
 mod trust;
@@ -43,6 +44,8 @@ pub use peers::peer_of;
 /// How long a graceful stop waits for peers to acknowledge the departure.
 const LEAVE_DEADLINE: Duration = Duration::from_millis(1500);
 const ELECTION_TICK: Duration = Duration::from_millis(200);
+/// How often probes are sent and their deadlines checked.
+const PROBE_TICK: Duration = Duration::from_millis(50);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 /// Bound for the set of foreign peers.
 const MAX_FOREIGN: usize = 4096;
@@ -284,6 +287,7 @@ where
         pinset_stop.clone(),
     )
     .map_err(|e| NodeError::Pinset(e.to_string()))?;
+    let cfg_probe = cfg.probe;
     let mut node = Node {
         health: sampler.sample(),
         swarm,
@@ -295,6 +299,8 @@ where
         data,
         addrs: HashMap::new(),
         lost_over_quic: HashSet::new(),
+        prober: crate::election::probe::Prober::new(cfg_probe, Instant::now()),
+        probe_pending: HashMap::new(),
         confirming: HashSet::new(),
         rechecking: HashSet::new(),
         peer_health: HashMap::new(),
@@ -385,6 +391,9 @@ struct Node {
     /// Peers whose last connection, now closed, was QUIC: confirming them
     /// alive may take QUIC (see [`Node::confirm`]).
     lost_over_quic: HashSet<PeerId>,
+    /// Probing the leader, and the probes on the wire.
+    prober: crate::election::probe::Prober<String>,
+    probe_pending: HashMap<OutboundRequestId, probe::Pending>,
     /// Peers a confirming dial (TCP only) is under way to.
     confirming: HashSet<PeerId>,
     /// Peers a TCP dial checks after one of their TCP connections closed.
@@ -450,7 +459,8 @@ impl Node {
         let mut redial =
             tokio::time::interval(Duration::from_millis(self.cfg.network.redial_interval_ms));
         let mut health = tokio::time::interval(HEALTH_INTERVAL);
-        for t in [&mut heartbeat, &mut tick, &mut redial, &mut health] {
+        let mut probe = tokio::time::interval(PROBE_TICK);
+        for t in [&mut heartbeat, &mut tick, &mut redial, &mut health, &mut probe] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
@@ -476,6 +486,7 @@ impl Node {
                     self.execute(actions);
                     self.publish_view();
                 }
+                _ = probe.tick(), if self.prober.enabled() => self.probe_tick(),
                 _ = redial.tick() => {
                     self.sweep_trust();
                     self.redial();

@@ -134,6 +134,7 @@ impl Node {
             return;
         };
         let voted = voted.or_else(|| follows.clone());
+        let claims = matches!(&follows, Some((l, _)) if *l == from.to_base58());
         let report = crate::election::Report {
             role: hb.role,
             incarnation: hb.incarnation,
@@ -150,6 +151,9 @@ impl Node {
             },
             Instant::now(),
         );
+        if claims {
+            self.check_leader_on_claim(&key);
+        }
         if self.election.peer(&key).is_some() {
             self.peer_health.insert(key.clone(), hb.health);
             self.peer_gpus.insert(key.clone(), hb.gpus.clone());
