@@ -198,21 +198,8 @@ impl Node {
         self.get_json("/v1/status").await
     }
 
-    pub async fn get_json(&self, path: &str) -> Option<Value> {
-        let r = self
-            .http
-            .get(format!("http://{}{path}", self.spec.api()))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        r.json().await.ok()
-    }
-
-    pub async fn get_text(&self, path: &str) -> Result<String, String> {
+    /// `GET` on the control API: the status and the body.
+    async fn get(&self, path: &str) -> Result<(bool, String), String> {
         let r = self
             .http
             .get(format!("http://{}{path}", self.spec.api()))
@@ -220,7 +207,20 @@ impl Node {
             .send()
             .await
             .map_err(|e| e.to_string())?;
-        r.text().await.map_err(|e| e.to_string())
+        let ok = r.status().is_success();
+        Ok((ok, r.text().await.map_err(|e| e.to_string())?))
+    }
+
+    /// A successful answer's JSON, or `None`.
+    pub async fn get_json(&self, path: &str) -> Option<Value> {
+        match self.get(path).await {
+            Ok((true, body)) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    }
+
+    pub async fn get_text(&self, path: &str) -> Result<String, String> {
+        Ok(self.get(path).await?.1)
     }
 
     /// A request to the control API with a bearer token; the status and the
@@ -249,6 +249,13 @@ impl Node {
 
     /// A call to this node's IPFS RPC API (`POST /api/v0/...`).
     pub async fn ipfs(&self, path_and_query: &str) -> Result<Value, String> {
+        let body = self.ipfs_post(path_and_query).await?;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// `POST /api/v0/...` on this node's IPFS: the body of a successful answer.
+    async fn ipfs_post(&self, path_and_query: &str) -> Result<Vec<u8>, String> {
         let r = self
             .http
             .post(format!("http://{}/api/v0/{path_and_query}", self.spec.ipfs_api()))
@@ -257,11 +264,12 @@ impl Node {
             .await
             .map_err(|e| e.to_string())?;
         let ok = r.status().is_success();
-        let text = r.text().await.map_err(|e| e.to_string())?;
+        let body = r.bytes().await.map_err(|e| e.to_string())?.to_vec();
         if !ok {
-            return Err(format!("{}'s IPFS: {}", self.spec.name, text.trim()));
+            let why = String::from_utf8_lossy(&body);
+            return Err(format!("{}'s IPFS: {path_and_query}: {}", self.spec.name, why.trim()));
         }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        Ok(body)
     }
 
     /// Adds bytes to this node's IPFS only (not pinned cluster-wide); the CID.
@@ -285,23 +293,17 @@ impl Node {
 
     /// The bytes `cat` gives for a CID on this node's IPFS.
     pub async fn ipfs_cat(&self, cid: &str) -> Result<Vec<u8>, String> {
-        let r = self
-            .http
-            .post(format!("http://{}/api/v0/cat?arg={cid}", self.spec.ipfs_api()))
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !r.status().is_success() {
-            return Err(format!("{}'s IPFS: cat {cid}: {}", self.spec.name, r.status()));
-        }
-        Ok(r.bytes().await.map_err(|e| e.to_string())?.to_vec())
+        self.ipfs_post(&format!("cat?arg={cid}")).await
     }
 
     /// Runs `ipfs-kit-p2p --api ADDR ARGS...` against this node, printing the
     /// command as an operator would type it.
     pub fn cli(&self, args: &[&str]) -> Result<Output, String> {
         say_cmd(&format!("ipfs-kit-p2p --api {} {}", self.spec.api(), args.join(" ")));
+        self.run(args)
+    }
+
+    fn run(&self, args: &[&str]) -> Result<Output, String> {
         Command::new(&self.bin)
             .arg("--api")
             .arg(self.spec.api().to_string())
@@ -314,14 +316,7 @@ impl Node {
 
     /// The subcommand's stdout if it succeeded, printing nothing (for polling).
     pub fn cli_quiet(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(&self.bin)
-            .arg("--api")
-            .arg(self.spec.api().to_string())
-            .args(args)
-            .env_remove("IPFS_KIT_P2P_API")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.bin.display()))?;
+        let out = self.run(args)?;
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
         }

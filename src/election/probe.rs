@@ -64,13 +64,21 @@ enum State {
     Indirect { nonce: u64, deadline: Instant, waiting: usize },
 }
 
-/// A one-off check of the leader before following another claimant.
+/// A check of the leader before following another claimant: up to
+/// [`CHECK_ATTEMPTS`] probes, one at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Check<I> {
     target: I,
+    /// The probe under way, and every one it sent (any answer ends it).
     nonce: u64,
+    sent: Vec<u64>,
     deadline: Instant,
+    left: u32,
 }
+
+/// Probes a check sends before it gives a verdict (one lost probe on a lossy
+/// link must not move a follower).
+pub const CHECK_ATTEMPTS: u32 = 2;
 
 /// The prober of one node.
 #[derive(Debug)]
@@ -84,6 +92,8 @@ pub struct Prober<I> {
     /// late, shows the target alive.
     pings: Vec<u64>,
     check: Option<Check<I>>,
+    /// When the last check started: at most one per interval.
+    last_check: Option<Instant>,
 }
 
 impl<I: Clone + PartialEq + Debug> Prober<I> {
@@ -96,6 +106,7 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
             nonce: 0,
             pings: Vec::new(),
             check: None,
+            last_check: None,
         }
     }
 
@@ -123,11 +134,8 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
     /// `helpers` picks the members to ask for an indirect probe of a target.
     pub fn tick(&mut self, now: Instant, helpers: impl FnOnce(&I) -> Vec<I>) -> Vec<Probe<I>> {
         let mut out = Vec::new();
-        if let Some(c) = &self.check
-            && now >= c.deadline
-        {
-            out.push(Probe::Silent(c.target.clone()));
-            self.check = None;
+        if self.check.as_ref().is_some_and(|c| now >= c.deadline) {
+            out.extend(self.check_failed(now));
         }
         let Some(target) = self.target.clone() else {
             return out;
@@ -158,7 +166,7 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
 
     /// The target's answer to probe `nonce` (direct, or the one-off check).
     pub fn answered(&mut self, nonce: u64, now: Instant) {
-        if self.check.as_ref().is_some_and(|c| c.nonce == nonce) {
+        if self.check.as_ref().is_some_and(|c| c.sent.contains(&nonce)) {
             self.check = None;
         }
         if self.pings.contains(&nonce) && !matches!(self.state, State::Idle { .. }) {
@@ -173,8 +181,8 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
         now: Instant,
         helpers: impl FnOnce(&I) -> Vec<I>,
     ) -> Vec<Probe<I>> {
-        if let Some(c) = self.check.take_if(|c| c.nonce == nonce) {
-            return vec![Probe::Silent(c.target)];
+        if self.check.as_ref().is_some_and(|c| c.nonce == nonce) {
+            return self.check_failed(now).into_iter().collect();
         }
         match (&self.state, self.target.clone()) {
             (State::Direct { nonce: n, .. }, Some(target)) if *n == nonce => {
@@ -206,20 +214,47 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
         }
     }
 
-    /// Checks `target` once (a node about to follow another claimant while
-    /// its leader still looks live); its failure is a verdict.
+    /// Checks `target` (a node about to follow another claimant while its
+    /// leader still looks live): [`CHECK_ATTEMPTS`] failed probes in a row
+    /// are a verdict, any answer ends it. One check at a time, at most one
+    /// started per interval.
     pub fn verify(&mut self, target: I, now: Instant) -> Option<Probe<I>> {
-        if !self.enabled() || self.check.is_some() {
+        let recent = self
+            .last_check
+            .is_some_and(|t| now.saturating_duration_since(t) < self.timing.interval);
+        if !self.enabled() || self.check.is_some() || recent {
             return None;
         }
+        self.last_check = Some(now);
         self.nonce += 1;
         self.check = Some(Check {
             target: target.clone(),
             nonce: self.nonce,
+            sent: vec![self.nonce],
             deadline: now + self.timing.timeout,
+            left: CHECK_ATTEMPTS.saturating_sub(1),
         });
         Some(Probe::Ping {
             to: target,
+            nonce: self.nonce,
+        })
+    }
+
+    /// The check's probe failed: another attempt, or the verdict.
+    fn check_failed(&mut self, now: Instant) -> Option<Probe<I>> {
+        let c = self.check.as_mut()?;
+        if c.left == 0 {
+            let target = c.target.clone();
+            self.check = None;
+            return Some(Probe::Silent(target));
+        }
+        c.left -= 1;
+        self.nonce += 1;
+        c.nonce = self.nonce;
+        c.sent.push(self.nonce);
+        c.deadline = now + self.timing.timeout;
+        Some(Probe::Ping {
+            to: c.target.clone(),
             nonce: self.nonce,
         })
     }
@@ -409,8 +444,29 @@ mod tests {
             panic!()
         };
         assert!(p.tick(t0 + 5999 * MS, |_| Vec::new()).is_empty());
-        assert_eq!(p.tick(t0 + 6000 * MS, |_| Vec::new()), vec![Probe::Silent(5)]);
-        let _ = nonce;
+        // The first attempt times out: a second probe, not yet a verdict.
+        let again = p.tick(t0 + 6000 * MS, |_| Vec::new());
+        let [Probe::Ping { to: 5, nonce: second }] = again[..] else {
+            panic!("{again:?}")
+        };
+        assert_ne!(second, nonce);
+        // A failure of the second is the verdict.
+        assert_eq!(p.failed(second, t0 + 6100 * MS, |_| Vec::new()), vec![Probe::Silent(5)]);
+        // And an answer to either attempt ends a check with no verdict.
+        let Some(Probe::Ping { nonce, .. }) = p.verify(5, t0 + 7000 * MS) else {
+            panic!()
+        };
+        p.tick(t0 + 8000 * MS, |_| Vec::new());
+        p.answered(nonce, t0 + 8100 * MS);
+        assert!(p.tick(t0 + 20_000 * MS, |_| Vec::new()).is_empty());
+        // At most one check started per interval (500 ms), however many
+        // claims arrive.
+        let Some(Probe::Ping { nonce, .. }) = p.verify(5, t0 + 30_000 * MS) else {
+            panic!()
+        };
+        p.answered(nonce, t0 + 30_001 * MS);
+        assert_eq!(p.verify(5, t0 + 30_002 * MS), None, "one check per interval");
+        assert!(p.verify(5, t0 + 30_500 * MS).is_some());
     }
 
     #[test]

@@ -191,6 +191,34 @@ impl Node {
         }
     }
 
+    /// Whether an unknown, unconnected peer's gossiped heartbeat follows an
+    /// earlier one of the same incarnation by at least half a heartbeat
+    /// interval (then it is live, not a replay); remembers the first.
+    fn heard_again(&mut self, peer: PeerId, incarnation: u64, seq: u64) -> bool {
+        let now = std::time::Instant::now();
+        let half = self.cfg.heartbeat_interval / 2;
+        match self.gossip_only.get(&peer) {
+            Some(&(inc, s, at))
+                if inc == incarnation && seq > s && now.saturating_duration_since(at) >= half =>
+            {
+                self.gossip_only.remove(&peer);
+                true
+            }
+            Some(&(inc, s, _)) if (inc, s) >= (incarnation, seq) => false,
+            Some(_) => {
+                // A newer incarnation, or too soon: start counting from it.
+                self.gossip_only.insert(peer, (incarnation, seq, now));
+                false
+            }
+            None => {
+                if self.gossip_only.len() < self.cfg.network.max_peers {
+                    self.gossip_only.insert(peer, (incarnation, seq, now));
+                }
+                false
+            }
+        }
+    }
+
     /// Checks and applies one gossip message; the verdict decides whether gossipsub forwards it.
     fn on_gossip(&mut self, message: gossipsub::Message) -> MessageAcceptance {
         let Some(signer) = message.source else {
@@ -214,12 +242,16 @@ impl Node {
             // its neighbours' message caches (a node SIGKILLed seconds ago
             // would look live, and its stale claim would make a returning
             // master take its term twice). It counts once a connection
-            // brings its current heartbeat in the hello.
-            Ok(Gossip::Heartbeat(_))
+            // brings its current heartbeat in the hello, or once a newer
+            // heartbeat of it arrives at least half a heartbeat interval
+            // after the first (cache replays come together; a peer reachable
+            // only through relays still gets in).
+            Ok(Gossip::Heartbeat(hb))
                 if self.election.peer(&signer.to_base58()).is_none()
-                    && !self.swarm.is_connected(&signer) =>
+                    && !self.swarm.is_connected(&signer)
+                    && !self.heard_again(signer, hb.incarnation, hb.seq) =>
             {
-                debug!(peer = %signer, "heartbeat of an unknown, unconnected peer: waiting for its hello");
+                debug!(peer = %signer, "heartbeat of an unknown, unconnected peer: waiting for a newer one or its hello");
                 MessageAcceptance::Accept
             }
             Ok(Gossip::Heartbeat(hb)) => {
@@ -300,6 +332,19 @@ impl Node {
                     .rpc
                     .send_response(channel, response);
             }
+            // An answer to a probe: any answer of the peer probed shows it
+            // alive; `Probed` is a helper's verdict; a refusal (busy, or not
+            // yet admitted) gives no evidence either way, so it counts for
+            // the peer: a probe must never depose anyone on no evidence.
+            Message::Response {
+                request_id,
+                response,
+            } if self.probe_pending.contains_key(&request_id) => match response {
+                Response::Probed { reachable } => self.on_probed(request_id, reachable),
+                _ => {
+                    self.probe_settled(request_id, true);
+                }
+            },
             Message::Response {
                 request_id,
                 response,
@@ -333,13 +378,10 @@ impl Node {
                 Response::Ack => {
                     self.leaving.remove(&request_id);
                 }
-                Response::Pong => {
-                    self.probe_settled(request_id, true);
-                }
-                Response::Probed { reachable } => self.on_probed(request_id, reachable),
+                // (Probe answers are taken above; these are stray.)
+                Response::Pong | Response::Probed { .. } => {}
                 Response::Denied { reason } => {
                     self.leaving.remove(&request_id);
-                    self.probe_settled(request_id, false);
                     let reason: String = reason.chars().take(wire::MAX_REASON).collect();
                     if self.once_a_minute(format!("denied by {peer}")) {
                         warn!(%peer, "the peer refused this node: {reason}");

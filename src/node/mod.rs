@@ -302,6 +302,7 @@ where
         prober: crate::election::probe::Prober::new(cfg_probe, Instant::now()),
         probe_pending: HashMap::new(),
         confirming: HashSet::new(),
+        gossip_only: HashMap::new(),
         rechecking: HashSet::new(),
         peer_health: HashMap::new(),
         gpus: crate::health::gpus(),
@@ -396,6 +397,9 @@ struct Node {
     probe_pending: HashMap<OutboundRequestId, probe::Pending>,
     /// Peers a confirming dial (TCP only) is under way to.
     confirming: HashSet<PeerId>,
+    /// Peers heard of only through gossip so far: the first heartbeat's
+    /// incarnation, sequence number and arrival.
+    gossip_only: HashMap<PeerId, (u64, u64, Instant)>,
     /// Peers a TCP dial checks after one of their TCP connections closed.
     rechecking: HashSet<PeerId>,
     peer_health: HashMap<String, Health>,
@@ -486,7 +490,9 @@ impl Node {
                     self.execute(actions);
                     self.publish_view();
                 }
-                _ = probe.tick(), if self.prober.enabled() => self.probe_tick(),
+                _ = probe.tick(), if self.prober.enabled() || !self.probe_pending.is_empty() => {
+                    self.probe_tick()
+                }
                 _ = redial.tick() => {
                     self.sweep_trust();
                     self.redial();

@@ -204,6 +204,8 @@ impl Node {
         });
         let addrs = &self.addrs;
         self.lost_over_quic.retain(|p| addrs.contains_key(p));
+        self.gossip_only
+            .retain(|_, (_, _, at)| now.saturating_duration_since(*at) < GOSSIP_ONLY_KEEP);
         self.confirming.retain(|p| addrs.contains_key(p));
         self.rechecking.retain(|p| addrs.contains_key(p));
     }
@@ -278,6 +280,9 @@ fn strip_p2p(addr: Multiaddr) -> Multiaddr {
         .filter(|p| !matches!(p, Protocol::P2p(_)))
         .collect()
 }
+
+/// How long a peer heard of only through gossip is remembered.
+const GOSSIP_ONLY_KEEP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Whether an address is QUIC's (UDP).
 pub(super) fn is_quic(addr: &Multiaddr) -> bool {

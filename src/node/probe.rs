@@ -125,15 +125,33 @@ impl Node {
     /// A peer's heartbeat claims leadership while this node follows another
     /// that still looks live: probe that one once before moving (only a
     /// failed probe makes it silent here).
+    /// Only for a claimant the election took the claim of, that may lead,
+    /// and that would be rightful were the leader gone.
     pub(super) fn check_leader_on_claim(&mut self, claimant: &str) {
         let now = Instant::now();
         let Some((leader, _)) = self.election.leader().cloned() else {
             return;
         };
-        if leader == claimant
-            || leader == *self.election.me()
-            || !self.election.is_live(&leader, now)
-        {
+        let me = self.election.me().clone();
+        if leader == claimant || leader == me || !self.election.is_live(&leader, now) {
+            return;
+        }
+        let claims = self.election.peer(&claimant.to_string()).is_some_and(|p| {
+            p.role.can_lead()
+                && matches!(&p.follows, Some((l, _)) if l == claimant)
+                && self.election.is_live(&claimant.to_string(), now)
+        });
+        let me_too = self.cfg.role.can_lead().then_some((self.cfg.role, &me));
+        let next = crate::election::choose_leader(
+            self.election
+                .peers()
+                .filter(|(id, p)| {
+                    **id != leader && p.role.can_lead() && self.election.is_live(id, now)
+                })
+                .map(|(id, p)| (p.role, id))
+                .chain(me_too),
+        );
+        if !claims || next.map(String::as_str) != Some(claimant) {
             return;
         }
         if let Some(p) = self.prober.verify(leader, now) {
@@ -159,9 +177,12 @@ impl Node {
                     .values()
                     .filter(|p| matches!(p, Pending::Relay { .. }))
                     .count();
+                // No opinion (busy, or a question that makes no sense) is a
+                // refusal, which the asker does not count against the peer.
                 let target = PeerId::from_bytes(&target).ok();
                 let Some(target) = target.filter(|t| *t != peer && relays < MAX_RELAYS) else {
-                    let _ = rpc.send_response(channel, Response::Probed { reachable: false });
+                    let reason = "no probe: busy, or not a peer to probe".to_string();
+                    let _ = rpc.send_response(channel, Response::Denied { reason });
                     return;
                 };
                 if target == self.me {
@@ -209,10 +230,10 @@ impl Node {
         true
     }
 
-    /// `Probed` from a member this node asked.
+    /// `Probed` from a member this node asked (to anything else, an answer
+    /// all the same: the peer is alive).
     pub(super) fn on_probed(&mut self, id: OutboundRequestId, reachable: bool) {
-        if matches!(self.probe_pending.get(&id), Some(Pending::Asked(_))) {
-            self.probe_settled(id, reachable);
-        }
+        let asked = matches!(self.probe_pending.get(&id), Some(Pending::Asked(_)));
+        self.probe_settled(id, reachable || !asked);
     }
 }

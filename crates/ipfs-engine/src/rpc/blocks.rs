@@ -157,14 +157,7 @@ pub async fn stat(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Re
 /// out the removed ones, `force` lets an absent block pass.
 pub async fn rm(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Response, Error> {
     let q = Query::parse(q);
-    let cids = q
-        .args()
-        .into_iter()
-        .map(parse_cid)
-        .collect::<Result<Vec<_>, _>>()?;
-    if cids.is_empty() {
-        return Err(Error::BadArg("argument \"cid\" is required".into()));
-    }
+    let cids = q.some_cids("cid")?;
     let force = q.flag("force", false)? || q.flag("f", false)?;
     let quiet = q.flag("quiet", false)? || q.flag("q", false)?;
     let mut lines = String::new();

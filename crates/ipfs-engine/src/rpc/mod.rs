@@ -161,14 +161,7 @@ async fn pin_add(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Res
             "only recursive pins are supported by the built-in engine".into(),
         ));
     }
-    let cids = q
-        .args()
-        .into_iter()
-        .map(parse_cid)
-        .collect::<Result<Vec<_>, _>>()?;
-    if cids.is_empty() {
-        return Err(Error::BadArg("argument \"ipfs-path\" is required".into()));
-    }
+    let cids = q.some_cids("ipfs-path")?;
     let limit = q.timeout()?.unwrap_or(FETCH);
     let _slot = api
         .pins
@@ -194,11 +187,7 @@ async fn pin_rm(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Resp
 
 async fn pin_ls(State(api): State<Shared>, RawQuery(q): RawQuery) -> Result<Response, Error> {
     let q = Query::parse(q);
-    let cids = q
-        .args()
-        .into_iter()
-        .map(parse_cid)
-        .collect::<Result<Vec<_>, _>>()?;
+    let cids = q.cids()?;
     let kind = q.get("type").unwrap_or("all");
     let pins = api.engine.pin_ls(kind, cids).await?;
     if q.flag("stream", false)? {

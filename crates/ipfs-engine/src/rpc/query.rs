@@ -95,6 +95,23 @@ impl Query {
         }
     }
 
+    /// Every `arg` as a CID (none is fine).
+    pub fn cids(&self) -> Result<Vec<ipld_core::cid::Cid>, Error> {
+        self.args()
+            .into_iter()
+            .map(crate::engine::parse_cid)
+            .collect()
+    }
+
+    /// Every `arg` as a CID, at least one: the argument is called `name`.
+    pub fn some_cids(&self, name: &str) -> Result<Vec<ipld_core::cid::Cid>, Error> {
+        let cids = self.cids()?;
+        if cids.is_empty() {
+            return Err(Error::BadArg(format!("argument \"{name}\" is required")));
+        }
+        Ok(cids)
+    }
+
     pub fn one_arg(&self, name: &str) -> Result<&str, Error> {
         self.args()
             .first()
