@@ -108,6 +108,9 @@ pub enum Input<I> {
 pub enum Action<I> {
     /// The highest epoch seen grew: store it before acting on it.
     PersistEpoch(u64),
+    /// This node accepted a leader (itself included) at an epoch: store it
+    /// before acting on it, so a restart never accepts another at that epoch.
+    PersistVote(I, u64),
     /// Leadership changed here: publish a heartbeat now instead of at the next tick.
     Announce,
     /// Dial this peer to find out whether it is still alive.
@@ -205,6 +208,17 @@ impl<I: Ord + Clone + Debug> Election<I> {
             overtaken: Vec::new(),
             leaving: false,
         }
+    }
+
+    /// The vote this node stored before a restart: it still holds at the
+    /// highest epoch seen (one leader per epoch, across restarts too).
+    pub fn with_vote(mut self, voted: Option<(I, u64)>) -> Self {
+        if let Some((id, e)) = voted
+            && e <= self.max_epoch
+        {
+            self.voted = Some((e, id));
+        }
+        self
     }
 
     /// Caps the peer table; heartbeats from further new peers are ignored.
@@ -442,6 +456,11 @@ impl<I: Ord + Clone + Debug> Election<I> {
         };
     }
 
+    fn vote(&mut self, epoch: u64, id: I, actions: &mut Vec<Action<I>>) {
+        self.voted = Some((epoch, id.clone()));
+        actions.push(Action::PersistVote(id, epoch));
+    }
+
     fn raise_epoch(&mut self, epoch: u64, actions: &mut Vec<Action<I>>) {
         if epoch > self.max_epoch {
             self.max_epoch = epoch;
@@ -522,7 +541,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
         match best {
             Some((id, e)) => {
                 self.raise_epoch(e, actions);
-                self.voted = Some((e, id.clone()));
+                self.vote(e, id.clone(), actions);
                 self.leader = Some((id, e));
             }
             None => self.leader = None,
@@ -572,7 +591,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 } else if !holding && !in_grace {
                     let epoch = self.max_epoch + 1;
                     self.raise_epoch(epoch, actions);
-                    self.voted = Some((epoch, self.me.clone()));
+                    self.vote(epoch, self.me.clone(), actions);
                     self.leader = Some((self.me.clone(), epoch));
                     self.overtaken = self.rival_claims(now).collect();
                 } else if !holding {
@@ -594,7 +613,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
                     Some(e) if self.leader.as_ref() == Some(&(rightful.clone(), e)) => {}
                     Some(e) if self.acceptable(&rightful, e) => {
                         self.raise_epoch(e, actions);
-                        self.voted = Some((e, rightful.clone()));
+                        self.vote(e, rightful.clone(), actions);
                         self.leader = Some((rightful, e));
                     }
                     // A leader steps down only once the rightful one claims a

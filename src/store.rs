@@ -35,13 +35,17 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 }
 
 /// Election state that must survive restarts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     /// Highest epoch ever seen: a restart never regresses it.
     pub max_epoch: u64,
     /// Starts of this node so far.
     pub incarnation: u64,
+    /// The leader this node last accepted and at which epoch: a restart
+    /// accepts no other at that epoch. Absent in files of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voted: Option<(String, u64)>,
 }
 
 /// An open, locked data directory. The lock is held until this is dropped.
@@ -237,12 +241,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = DataDir::open(dir.path()).unwrap();
         assert_eq!(d.load_state().unwrap(), State::default());
-        d.save_state(&State {
+        let with_vote = State {
             max_epoch: 9,
             incarnation: 4,
-        })
+            voted: Some(("12D3KooWLeader".into(), 9)),
+        };
+        d.save_state(&with_vote).unwrap();
+        assert_eq!(d.load_state().unwrap(), with_vote);
+        // A file of an earlier version, without the vote, still reads.
+        fs::write(
+            dir.path().join("state.json"),
+            b"{\"max_epoch\": 9, \"incarnation\": 4}",
+        )
         .unwrap();
-        assert_eq!(d.load_state().unwrap().max_epoch, 9);
+        assert_eq!(d.load_state().unwrap().voted, None);
         fs::write(dir.path().join("state.json"), b"{\"max_ep").unwrap();
         let err = d.load_state().unwrap_err().to_string();
         assert!(err.contains("state.json"), "{err}");
@@ -250,6 +262,7 @@ mod tests {
             d.save_state(&State {
                 max_epoch,
                 incarnation: 1,
+                voted: None,
             })
             .unwrap();
             d.load_state()

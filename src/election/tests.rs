@@ -776,3 +776,38 @@ fn a_leader_that_reaches_no_other_member_knows_it_is_isolated() {
     beat(&mut f, 1, Role::Master, 1, t0);
     assert!(f.leader().is_some() && !f.is_leader() && !f.isolated(t0));
 }
+
+#[test]
+fn a_restarted_node_keeps_its_vote_and_accepts_no_other_leader_at_that_epoch() {
+    let t0 = Instant::now();
+    let mut f = Election::new(9u32, Role::Worker, 1, 0, timing(), t0);
+    let actions = f.handle(
+        Input::Heartbeat {
+            from: 2,
+            report: report(Role::Master, 1, 5, Some((2, 5))),
+        },
+        t0,
+    );
+    assert!(actions.contains(&Action::PersistVote(2, 5)), "{actions:?}");
+    // Restarted with its epoch and vote from disk: a claim by another at
+    // the same epoch (a rival across a split) is not accepted.
+    let mut g = Election::new(9u32, Role::Worker, 2, 5, timing(), t0).with_vote(Some((2, 5)));
+    g.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: report(Role::Master, 1, 5, Some((1, 5))),
+        },
+        t0,
+    );
+    assert_eq!(g.leader(), None, "no second leader at epoch 5");
+    // Without the vote (the old behaviour) it would have been.
+    let mut h = Election::new(9u32, Role::Worker, 2, 5, timing(), t0);
+    h.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: report(Role::Master, 1, 5, Some((1, 5))),
+        },
+        t0,
+    );
+    assert_eq!(h.leader(), Some(&(1, 5)));
+}

@@ -248,6 +248,7 @@ where
         cfg.timing,
         now,
     )
+    .with_vote(state.voted.clone())
     .with_max_peers(cfg.network.max_peers);
     let mut sampler = HealthSampler::new(data.path());
     // Services and IPFS have their own token: they are stopped after the

@@ -175,6 +175,12 @@ impl Node {
     pub(super) fn execute(&mut self, actions: Vec<Action<String>>) {
         for action in actions {
             match action {
+                Action::PersistVote(leader, epoch) => {
+                    self.state.voted = Some((leader, epoch));
+                    if let Err(e) = self.data.save_state(&self.state) {
+                        error!(error = %e, epoch, "cannot persist the vote");
+                    }
+                }
                 Action::PersistEpoch(epoch) => {
                     self.state.max_epoch = epoch;
                     if let Err(e) = self.data.save_state(&self.state) {

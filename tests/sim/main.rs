@@ -173,6 +173,12 @@ fn seeds_that_found_bugs() {
         (0, "the same, another schedule"),
         (17, "the same, another schedule"),
         (
+            20,
+            "a restarted node accepted a second leader at the epoch it had voted in \
+             (the vote was not kept on disk; found once the check spanned restarts)",
+        ),
+        (153, "the same, another schedule"),
+        (
             8913,
             "a duplicated first request froze a second snapshot in the middle of a session",
         ),

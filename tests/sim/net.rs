@@ -325,8 +325,8 @@ pub struct Sim {
     acked: Vec<Acked>,
     /// Every change ever stored anywhere: (author, seq) → (cid, stamp, pin).
     created: BTreeMap<(u64, u64), (String, Stamp, bool)>,
-    /// (node, incarnation, epoch) → the leader it followed.
-    leaders: BTreeMap<(usize, u64, u64), String>,
+    /// (node, epoch) → the leader it followed, across its restarts.
+    leaders: BTreeMap<(usize, u64), String>,
     outcome: Outcome,
 }
 
@@ -473,7 +473,8 @@ impl Sim {
             n.store.epoch,
             timing(),
             now.at,
-        );
+        )
+        .with_vote(n.store.voted.clone());
         let holder_limits = holder::Limits {
             role: n.role,
             concurrency: 4,
@@ -1191,16 +1192,18 @@ impl Sim {
         for a in actions {
             match a {
                 Action::PersistEpoch(e) => self.nodes[i].store.epoch = e,
+                Action::PersistVote(l, e) => self.nodes[i].store.voted = Some((l, e)),
                 Action::Announce => self.beat(i),
                 Action::ConfirmAlive(_) => {}
                 // A node follows at most one leader per epoch while it runs,
                 // never one below the highest epoch it saw (kept on disk).
                 // Two sides of a partition may each have one: fencing is
                 // per follower.
+                // At most one leader per epoch on a node, across its
+                // restarts too (the vote is kept on disk).
                 Action::LeaderChanged(Some((l, e))) => {
                     self.log(|| format!("n{i} follows {l} at epoch {e}"));
-                    let inc = self.nodes[i].store.incarnation;
-                    if let Some(other) = self.leaders.insert((i, inc, e), l.clone())
+                    if let Some(other) = self.leaders.insert((i, e), l.clone())
                         && other != l
                     {
                         return Err(format!(

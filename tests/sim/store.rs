@@ -32,6 +32,8 @@ pub struct MemStore {
     pub members: BTreeMap<String, Member>,
     /// The highest election epoch seen (the node's `state.json`).
     pub epoch: u64,
+    /// The vote kept with it.
+    pub voted: Option<(String, u64)>,
     pub incarnation: u64,
 }
 
