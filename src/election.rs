@@ -521,7 +521,9 @@ impl<I: Ord + Clone + Debug> Election<I> {
         };
         *l != self.me
             && self.peers.get(l).is_some_and(|p| {
-                self.live(p, now) && p.follows.as_ref().is_some_and(|(f, fe)| f == l && fe == e)
+                p.role.can_lead()
+                    && self.live(p, now)
+                    && p.follows.as_ref().is_some_and(|(f, fe)| f == l && fe == e)
             })
     }
 

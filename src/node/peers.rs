@@ -117,7 +117,9 @@ impl Node {
             return;
         }
         let opts = DialOpts::peer_id(peer)
-            .condition(PeerCondition::Always)
+            // Connected already, so not `Disconnected`; but never a second
+            // dial while one is under way.
+            .condition(PeerCondition::NotDialing)
             .addresses(tcp)
             .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
             .build();
