@@ -57,10 +57,16 @@ fn main() {
             Some(f) => std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?,
             None => String::new(),
         };
-        let lab = Lab::create(&format!("bl{}", std::process::id() % 10_000), nodes, "10.77.0")?;
+        let lab = Lab::create(
+            &format!("bl{}", std::process::id() % 10_000),
+            nodes,
+            "10.77.0",
+        )?;
         let ctl = lab.ctl();
-        on_thread_in(&ctl, move || measure(lab, bin, nodes, loss as u8, secs, config))
-            .map_err(|_| "the measurement panicked".to_string())?
+        on_thread_in(&ctl, move || {
+            measure(lab, bin, nodes, loss as u8, secs, config)
+        })
+        .map_err(|_| "the measurement panicked".to_string())?
     };
     match run() {
         Ok(report) => println!("{report:#}"),

@@ -497,7 +497,10 @@ impl<I: Ord + Clone + Debug> Election<I> {
     /// leader.
     fn handed_to(&self, rightful: &I, now: Instant) -> Option<u64> {
         let (l, _) = self.leader.as_ref()?;
-        let p = self.peers.get(l).filter(|p| *l != self.me && self.live(p, now))?;
+        let p = self
+            .peers
+            .get(l)
+            .filter(|p| *l != self.me && self.live(p, now))?;
         match &p.follows {
             Some((f, e)) if f == rightful => Some(*e),
             _ => None,

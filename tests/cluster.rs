@@ -154,7 +154,11 @@ async fn five_nodes_elect_fail_over_hand_over_and_rejoin() {
     // to the master (one change; through "no leader" it would be two).
     for (i, before) in rest_idx.iter().zip(&changes_before) {
         let after = nodes[*i].status().await.unwrap().leader_changes;
-        assert_eq!(after, before + 1, "node {i}: leader changes {before} -> {after}");
+        assert_eq!(
+            after,
+            before + 1,
+            "node {i}: leader changes {before} -> {after}"
+        );
     }
 
     // 5. SIGTERM the leader: it leaves gracefully (exit 0) and the worker takes over.
@@ -171,7 +175,11 @@ async fn five_nodes_elect_fail_over_hand_over_and_rejoin() {
     let rest: Vec<&NodeProc> = rest_idx.iter().map(|i| &nodes[*i]).collect();
     let (leader5, e5) = agree(&rest, e4, "after SIGTERM of the leader").await;
     assert_eq!(leader5, worker_id);
-    assert_eq!(e5, e4 + 1, "the successor's term follows at once, no claims churn");
+    assert_eq!(
+        e5,
+        e4 + 1,
+        "the successor's term follows at once, no claims churn"
+    );
     assert_eq!(
         peer_state(rest[0], &old_peer_id).await.as_deref(),
         Some("left"),

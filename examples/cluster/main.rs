@@ -67,9 +67,7 @@ fn parse_args() -> Result<walk::Options, String> {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--base-port" => {
-                base_port = val()?
-                    .parse()
-                    .map_err(|e| format!("--base-port: {e}"))?;
+                base_port = val()?.parse().map_err(|e| format!("--base-port: {e}"))?;
                 if base_port < 1024 {
                     return Err("--base-port must be 1024 or above".into());
                 }
@@ -108,7 +106,14 @@ fn node_binary() -> Result<PathBuf, String> {
     let mut cmd = Command::new(cargo);
     // With this example, so features resolve as they did for it (the binary
     // alone would resolve them without the dev-dependencies and rebuild).
-    cmd.args(["build", "--quiet", "--bin", "ipfs-kit-p2p", "--example", "cluster"]);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--bin",
+        "ipfs-kit-p2p",
+        "--example",
+        "cluster",
+    ]);
     if release {
         cmd.arg("--release");
     }

@@ -258,7 +258,10 @@ impl Node {
     async fn ipfs_post(&self, path_and_query: &str) -> Result<Vec<u8>, String> {
         let r = self
             .http
-            .post(format!("http://{}/api/v0/{path_and_query}", self.spec.ipfs_api()))
+            .post(format!(
+                "http://{}/api/v0/{path_and_query}",
+                self.spec.ipfs_api()
+            ))
             .timeout(Duration::from_secs(60))
             .send()
             .await
@@ -267,7 +270,11 @@ impl Node {
         let body = r.bytes().await.map_err(|e| e.to_string())?.to_vec();
         if !ok {
             let why = String::from_utf8_lossy(&body);
-            return Err(format!("{}'s IPFS: {path_and_query}: {}", self.spec.name, why.trim()));
+            return Err(format!(
+                "{}'s IPFS: {path_and_query}: {}",
+                self.spec.name,
+                why.trim()
+            ));
         }
         Ok(body)
     }
@@ -278,7 +285,10 @@ impl Node {
         let form = reqwest::multipart::Form::new().part("file", part);
         let r = self
             .http
-            .post(format!("http://{}/api/v0/add?cid-version=1", self.spec.ipfs_api()))
+            .post(format!(
+                "http://{}/api/v0/add?cid-version=1",
+                self.spec.ipfs_api()
+            ))
             .multipart(form)
             .timeout(Duration::from_secs(60))
             .send()
@@ -299,7 +309,11 @@ impl Node {
     /// Runs `ipfs-kit-p2p --api ADDR ARGS...` against this node, printing the
     /// command as an operator would type it.
     pub fn cli(&self, args: &[&str]) -> Result<Output, String> {
-        say_cmd(&format!("ipfs-kit-p2p --api {} {}", self.spec.api(), args.join(" ")));
+        say_cmd(&format!(
+            "ipfs-kit-p2p --api {} {}",
+            self.spec.api(),
+            args.join(" ")
+        ));
         self.run(args)
     }
 
@@ -384,7 +398,10 @@ where
             return Ok(v);
         }
         if Instant::now() >= deadline {
-            return Err(format!("gave up after {} s waiting until {what}", within.as_secs()));
+            return Err(format!(
+                "gave up after {} s waiting until {what}",
+                within.as_secs()
+            ));
         }
         tokio::time::sleep(POLL).await;
     }

@@ -160,7 +160,10 @@ async fn walk(opts: &Options) -> Result<Report, String> {
             .ipfs(&format!("pin/ls?arg={cid}&type=recursive"))
             .await?;
         if pins["Keys"].get(&cid).is_none() {
-            return Err(format!("{} says pinned but its IPFS has no pin of {cid}", node.spec.name));
+            return Err(format!(
+                "{} says pinned but its IPFS has no pin of {cid}",
+                node.spec.name
+            ));
         }
     }
     report.holders_before = names(&nodes, &holders);
@@ -172,7 +175,9 @@ async fn walk(opts: &Options) -> Result<Report, String> {
     if got != content {
         return Err("leecher-gamma's IPFS read back other bytes than the file's".into());
     }
-    println!("  leecher-gamma holds no copy, yet its IPFS reads the file back byte for byte over bitswap.");
+    println!(
+        "  leecher-gamma holds no copy, yet its IPFS reads the file back byte for byte over bitswap."
+    );
 
     // ── 3. A leecher refuses writes ────────────────────────────────────
     step(3, "A leecher reads, but never writes");
@@ -218,15 +223,27 @@ async fn walk(opts: &Options) -> Result<Report, String> {
     ])?;
     println!("  leecher-gamma searches its own replica (once it has caught up):");
     let gamma = &nodes[GAMMA];
-    let hits = wait(STEP, "leecher-gamma's replica has the vectors", || async move {
-        let out = gamma.cli_quiet(&[
-            "index", "vectors", "search", "docs", "--vector", "[1, 0, 0]", "--k", "2", "--json",
-        ]);
-        Ok(out
-            .ok()
-            .and_then(|o| serde_json::from_str::<Value>(&o).ok())
-            .filter(|v| hits_of(v).len() == 2))
-    })
+    let hits = wait(
+        STEP,
+        "leecher-gamma's replica has the vectors",
+        || async move {
+            let out = gamma.cli_quiet(&[
+                "index",
+                "vectors",
+                "search",
+                "docs",
+                "--vector",
+                "[1, 0, 0]",
+                "--k",
+                "2",
+                "--json",
+            ]);
+            Ok(out
+                .ok()
+                .and_then(|o| serde_json::from_str::<Value>(&o).ok())
+                .filter(|v| hits_of(v).len() == 2))
+        },
+    )
     .await?;
     say_cmd(&format!(
         "ipfs-kit-p2p --api {} index vectors search docs --vector '[1, 0, 0]' --k 2 --json",
@@ -235,7 +252,9 @@ async fn walk(opts: &Options) -> Result<Report, String> {
     show(&serde_json::to_string_pretty(&hits).unwrap_or_default());
     let keys = hits_of(&hits);
     if keys.first().map(String::as_str) != Some("report") {
-        return Err(format!("the nearest vector to [1,0,0] should be 'report', got {keys:?}"));
+        return Err(format!(
+            "the nearest vector to [1,0,0] should be 'report', got {keys:?}"
+        ));
     }
     report.vector_hits = keys.len();
     let c = cid.as_str();
@@ -246,7 +265,10 @@ async fn walk(opts: &Options) -> Result<Report, String> {
             .filter(|t| t.contains("report.txt")))
     })
     .await?;
-    say_cmd(&format!("ipfs-kit-p2p --api {} index meta get {cid}", nodes[GAMMA].spec.api()));
+    say_cmd(&format!(
+        "ipfs-kit-p2p --api {} index meta get {cid}",
+        nodes[GAMMA].spec.api()
+    ));
     show(&meta);
     let out = nodes[ALPHA].cli(&["index", "vectors", "rm", "docs", "photo"])?;
     if out.status.success() {
@@ -256,7 +278,10 @@ async fn walk(opts: &Options) -> Result<Report, String> {
     show(String::from_utf8_lossy(&out.stderr).trim());
 
     // ── 5. The IPFS Pinning Service API ────────────────────────────────
-    step(5, "The IPFS Pinning Service API (what `ipfs pin remote` speaks)");
+    step(
+        5,
+        "The IPFS Pinning Service API (what `ipfs pin remote` speaks)",
+    );
     let note = b"A note that starts in worker-beta's IPFS only.\n".to_vec();
     let note_cid = nodes[BETA].ipfs_add(&note).await?;
     let beta_ipfs = nodes[BETA].ipfs("id").await?;
@@ -281,9 +306,7 @@ async fn walk(opts: &Options) -> Result<Report, String> {
     let (alpha, path) = (&nodes[ALPHA], format!("/pinning/pins/{id}"));
     let path = path.as_str();
     let status = wait(STEP, "the Pinning Service API says pinned", || async move {
-        let (code, v) = alpha
-            .send(reqwest::Method::GET, path, None)
-            .await?;
+        let (code, v) = alpha.send(reqwest::Method::GET, path, None).await?;
         Ok((code == 200 && v["status"] == "pinned").then_some(v))
     })
     .await?;
@@ -302,15 +325,23 @@ async fn walk(opts: &Options) -> Result<Report, String> {
     let picked: Vec<&str> = metrics
         .lines()
         .filter(|l| {
-            ["ipfs_kit_is_leader ", "ipfs_kit_epoch ", "pins ", "ipfs_kit_ipfs_up "]
-                .iter()
-                .any(|p| l.starts_with(p))
+            [
+                "ipfs_kit_is_leader ",
+                "ipfs_kit_epoch ",
+                "pins ",
+                "ipfs_kit_ipfs_up ",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
                 || (l.starts_with("ipfs_kit_peers{") && !l.ends_with(" 0"))
         })
         .collect();
     show(&picked.join("\n"));
     report.metrics_lines = metrics.lines().count();
-    println!("  … {} lines in all, libp2p's own metrics among them.", report.metrics_lines);
+    println!(
+        "  … {} lines in all, libp2p's own metrics among them.",
+        report.metrics_lines
+    );
     say_cmd(&format!("curl http://{}/health", leader.spec.api()));
     show(&leader.get_text("/health").await?);
 
@@ -358,9 +389,11 @@ async fn walk(opts: &Options) -> Result<Report, String> {
     step(9, "The primary returns with its disk, and leads again");
     let spec = nodes[PRIMARY].spec.clone();
     let port = spec.ipfs_api();
-    wait(Duration::from_secs(30), "the old IPFS has let go of its ports", || async move {
-        Ok(std::net::TcpListener::bind(port).is_ok().then_some(()))
-    })
+    wait(
+        Duration::from_secs(30),
+        "the old IPFS has let go of its ports",
+        || async move { Ok(std::net::TcpListener::bind(port).is_ok().then_some(())) },
+    )
     .await?;
     let started = unix_ms();
     let back = Node::start(spec, &opts.bin, Some(&nodes[SECONDARY].addr())).await?;
@@ -374,14 +407,23 @@ async fn walk(opts: &Options) -> Result<Report, String> {
     );
 
     // ── 10. Stop ───────────────────────────────────────────────────────
-    step(10, "Stopping everything (SIGTERM: each node hands over and leaves)");
+    step(
+        10,
+        "Stopping everything (SIGTERM: each node hands over and leaves)",
+    );
     for node in nodes.iter_mut().rev() {
         let st = node.stop(Duration::from_secs(30)).await;
         let code = st.and_then(|s| s.code());
-        println!("  {} exited with {}", node.spec.name, code.map_or("a signal".into(), |c| c.to_string()));
+        println!(
+            "  {} exited with {}",
+            node.spec.name,
+            code.map_or("a signal".into(), |c| c.to_string())
+        );
         report.stop_codes.push(code);
     }
-    println!("\nDone: the election, replication, refusals, indexes, the Pinning Service API,\nmetrics, failover, healing and failback, all checked on five real nodes.");
+    println!(
+        "\nDone: the election, replication, refusals, indexes, the Pinning Service API,\nmetrics, failover, healing and failback, all checked on five real nodes."
+    );
     Ok(report)
 }
 
@@ -452,9 +494,11 @@ async fn pinned_on(node: &Node, cid: &str) -> Option<Vec<String>> {
 
 async fn pinned_holders(nodes: &[Node], cid: &str, want: usize) -> Result<Vec<String>, String> {
     let gamma = &nodes[GAMMA];
-    wait(STEP, &format!("{want} holders have {cid} pinned"), || async move {
-        Ok(pinned_on(gamma, cid).await.filter(|h| h.len() >= want))
-    })
+    wait(
+        STEP,
+        &format!("{want} holders have {cid} pinned"),
+        || async move { Ok(pinned_on(gamma, cid).await.filter(|h| h.len() >= want)) },
+    )
     .await
 }
 

@@ -59,9 +59,18 @@ pub enum Probe<I> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
-    Idle { next: Instant },
-    Direct { nonce: u64, deadline: Instant },
-    Indirect { nonce: u64, deadline: Instant, waiting: usize },
+    Idle {
+        next: Instant,
+    },
+    Direct {
+        nonce: u64,
+        deadline: Instant,
+    },
+    Indirect {
+        nonce: u64,
+        deadline: Instant,
+        waiting: usize,
+    },
 }
 
 /// A check of the leader before following another claimant: up to
@@ -350,11 +359,23 @@ mod tests {
         let t2 = t1 + 1000 * MS;
         let out = p.tick(t2, |_| vec![2, 3]);
         let nonce = match &out[..] {
-            [Probe::Ask { via, target: 1, nonce }] if *via == vec![2, 3] => *nonce,
+            [
+                Probe::Ask {
+                    via,
+                    target: 1,
+                    nonce,
+                },
+            ] if *via == vec![2, 3] => *nonce,
             other => panic!("{other:?}"),
         };
-        assert!(p.indirect(nonce, false, t2 + 10 * MS).is_empty(), "one helper left");
-        assert_eq!(p.indirect(nonce, false, t2 + 20 * MS), vec![Probe::Silent(1)]);
+        assert!(
+            p.indirect(nonce, false, t2 + 10 * MS).is_empty(),
+            "one helper left"
+        );
+        assert_eq!(
+            p.indirect(nonce, false, t2 + 20 * MS),
+            vec![Probe::Silent(1)]
+        );
     }
 
     #[test]
@@ -382,7 +403,10 @@ mod tests {
             assert!(p.indirect(nonce, false, t2).is_empty());
             assert!(p.tick(t2 + 499 * MS, |_| vec![2]).is_empty(), "{late_pong}");
             let out = p.tick(t2 + 1000 * MS, |_| vec![2]);
-            assert!(matches!(out[..], [Probe::Ping { to: 1, .. }]), "{late_pong}: {out:?}");
+            assert!(
+                matches!(out[..], [Probe::Ping { to: 1, .. }]),
+                "{late_pong}: {out:?}"
+            );
         }
     }
 
@@ -402,7 +426,11 @@ mod tests {
         assert_eq!(out, vec![Probe::Silent(1)]);
         // Ticks every 250 ms: a timeout at 1000, the next probe at the next
         // tick (1250), its timeout at 2250, then the helper's at 3250.
-        assert_eq!(now - t0, 3250 * MS, "two direct timeouts, then one indirect");
+        assert_eq!(
+            now - t0,
+            3250 * MS,
+            "two direct timeouts, then one indirect"
+        );
     }
 
     #[test]
@@ -412,7 +440,10 @@ mod tests {
         let n = ping_nonce(&p.tick(t0, |_| Vec::new()));
         assert!(p.failed(n, t0 + 5 * MS, |_| Vec::new()).is_empty());
         let n = ping_nonce(&p.tick(t0 + 5 * MS, |_| Vec::new()));
-        assert_eq!(p.failed(n, t0 + 9 * MS, |_| Vec::new()), vec![Probe::Silent(1)]);
+        assert_eq!(
+            p.failed(n, t0 + 9 * MS, |_| Vec::new()),
+            vec![Probe::Silent(1)]
+        );
     }
 
     #[test]
@@ -446,12 +477,21 @@ mod tests {
         assert!(p.tick(t0 + 5999 * MS, |_| Vec::new()).is_empty());
         // The first attempt times out: a second probe, not yet a verdict.
         let again = p.tick(t0 + 6000 * MS, |_| Vec::new());
-        let [Probe::Ping { to: 5, nonce: second }] = again[..] else {
+        let [
+            Probe::Ping {
+                to: 5,
+                nonce: second,
+            },
+        ] = again[..]
+        else {
             panic!("{again:?}")
         };
         assert_ne!(second, nonce);
         // A failure of the second is the verdict.
-        assert_eq!(p.failed(second, t0 + 6100 * MS, |_| Vec::new()), vec![Probe::Silent(5)]);
+        assert_eq!(
+            p.failed(second, t0 + 6100 * MS, |_| Vec::new()),
+            vec![Probe::Silent(5)]
+        );
         // And an answer to either attempt ends a check with no verdict.
         let Some(Probe::Ping { nonce, .. }) = p.verify(5, t0 + 7000 * MS) else {
             panic!()
@@ -465,7 +505,11 @@ mod tests {
             panic!()
         };
         p.answered(nonce, t0 + 30_001 * MS);
-        assert_eq!(p.verify(5, t0 + 30_002 * MS), None, "one check per interval");
+        assert_eq!(
+            p.verify(5, t0 + 30_002 * MS),
+            None,
+            "one check per interval"
+        );
         assert!(p.verify(5, t0 + 30_500 * MS).is_some());
     }
 

@@ -651,7 +651,12 @@ fn a_leechers_epoch_is_not_taken() {
 
 #[test]
 fn failback_passes_leadership_with_no_gap() {
-    let mut sim = Sim::new(&[(10, Role::Master), (20, Role::Master), (30, Role::Worker), (40, Role::Leecher)]);
+    let mut sim = Sim::new(&[
+        (10, Role::Master),
+        (20, Role::Master),
+        (30, Role::Worker),
+        (40, Role::Leecher),
+    ]);
     sim.settle();
     sim.assert_agreed(0);
     sim.kill(0);
@@ -666,7 +671,10 @@ fn failback_passes_leadership_with_no_gap() {
     for _ in 0..12 {
         sim.round();
         let now = sim.leaders();
-        assert!(now.iter().all(Option::is_some), "a node without a leader: {now:?}");
+        assert!(
+            now.iter().all(Option::is_some),
+            "a node without a leader: {now:?}"
+        );
         seen.push(now);
     }
     let e2 = sim.assert_agreed(0).unwrap();
@@ -696,7 +704,13 @@ fn a_leaving_leader_claims_nothing_and_its_last_words_move_no_epoch() {
     // The master leaves: the worker takes over at once.
     m.leave(t1);
     assert_eq!(m.leader(), None);
-    w.handle(Input::Left { from: 1, incarnation: 1 }, t1);
+    w.handle(
+        Input::Left {
+            from: 1,
+            incarnation: 1,
+        },
+        t1,
+    );
     assert_eq!(w.leader(), Some(&(2, 2)));
     // The master still hears the worker while it shuts down: it claims
     // nothing, and its own last heartbeat moves no epoch on the worker.
@@ -704,7 +718,13 @@ fn a_leaving_leader_claims_nothing_and_its_last_words_move_no_epoch() {
     assert_eq!(m.leader(), None);
     let mut late = m.next_report();
     late.max_epoch = 9;
-    w.handle(Input::Heartbeat { from: 1, report: late }, t1);
+    w.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: late,
+        },
+        t1,
+    );
     assert_eq!((w.leader(), w.max_epoch()), (Some(&(2, 2)), 2));
 }
 
@@ -729,7 +749,13 @@ fn a_step_down_heard_before_the_new_claim_leaves_no_gap() {
     // 20 hears 10's claim first and says so before 10's own claim arrives.
     let mut step_down = report(Role::Worker, 2, 4, Some((10, 4)));
     step_down.voted = Some((10, 4));
-    f.handle(Input::Heartbeat { from: 20, report: step_down }, t0);
+    f.handle(
+        Input::Heartbeat {
+            from: 20,
+            report: step_down,
+        },
+        t0,
+    );
     assert_eq!(f.leader(), Some(&(10, 4)), "straight to the new leader");
     // Another peer's heartbeat makes the follower look again before 10's
     // claim is in: 10's last report (of term 3) does not undo term 4.
@@ -745,7 +771,10 @@ fn a_leader_that_reaches_no_other_member_knows_it_is_isolated() {
     let mut e = Election::new(1u32, Role::Master, 1, 0, timing(), t0);
     e.tick(t0 + SEC);
     assert!(e.is_leader());
-    assert!(!e.isolated(t0 + SEC), "alone from the start: no member known, not cut off");
+    assert!(
+        !e.isolated(t0 + SEC),
+        "alone from the start: no member known, not cut off"
+    );
     let beat = |e: &mut Election<u32>, from, role, seq, at| {
         e.handle(
             Input::Heartbeat {
@@ -769,7 +798,13 @@ fn a_leader_that_reaches_no_other_member_knows_it_is_isolated() {
     beat(&mut e, 2, Role::Worker, 9, t2);
     assert!(!e.isolated(t2));
     // A worker that left gracefully is not missed.
-    e.handle(Input::Left { from: 2, incarnation: 1 }, t2);
+    e.handle(
+        Input::Left {
+            from: 2,
+            incarnation: 1,
+        },
+        t2,
+    );
     assert!(!e.isolated(t2));
     // A follower is not isolated in this sense (it gives no orders anyway).
     let mut f = Election::new(5u32, Role::Worker, 1, 0, timing(), t0);

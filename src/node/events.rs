@@ -7,8 +7,8 @@ use libp2p::{PeerId, identify, kad, mdns, ping};
 use tracing::{debug, error, info, warn};
 
 use super::Node;
-use super::peers::is_quic;
 use super::behaviour::BehaviourEvent;
+use super::peers::is_quic;
 use crate::election::Input;
 use crate::trust::Kind;
 use crate::wire::{self, Gossip, HolderRequest, PinsetRequest, Request, Response};

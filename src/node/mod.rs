@@ -465,7 +465,13 @@ impl Node {
             tokio::time::interval(Duration::from_millis(self.cfg.network.redial_interval_ms));
         let mut health = tokio::time::interval(HEALTH_INTERVAL);
         let mut probe = tokio::time::interval(PROBE_TICK);
-        for t in [&mut heartbeat, &mut tick, &mut redial, &mut health, &mut probe] {
+        for t in [
+            &mut heartbeat,
+            &mut tick,
+            &mut redial,
+            &mut health,
+            &mut probe,
+        ] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {

@@ -92,9 +92,7 @@ impl Node {
     /// that failed other than by a refusal does not; it is followed by a
     /// dial at every address.
     pub(super) fn confirm_failed(&mut self, peer: PeerId, error: &DialError) -> bool {
-        if !self.confirming.remove(&peer)
-            || !self.lost_over_quic.contains(&peer)
-            || refused(error)
+        if !self.confirming.remove(&peer) || !self.lost_over_quic.contains(&peer) || refused(error)
         {
             return true;
         }

@@ -99,7 +99,11 @@ impl Node {
             match probe {
                 Probe::Ping { to, nonce } => {
                     if let Ok(peer) = to.parse::<PeerId>() {
-                        let id = self.swarm.behaviour_mut().rpc.send_request(&peer, Request::Ping);
+                        let id = self
+                            .swarm
+                            .behaviour_mut()
+                            .rpc
+                            .send_request(&peer, Request::Ping);
                         self.probe_pending.insert(id, Pending::Mine(nonce));
                     }
                 }
