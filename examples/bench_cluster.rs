@@ -17,7 +17,10 @@
 //! otherwise), `--silent-trials S` (0; S trials that SIGSTOP the leader,
 //! a silent failure: frozen, its connections open, nothing sent; timed
 //! until every survivor accepted the successor, then the frozen process is
-//! killed and restarted).
+//! killed and restarted), `--settle-ms MS` (10000; how long the cluster
+//! runs after it converged before a trial stops its leader: a leader that
+//! just restarted answers slowly in its first moments, and the probes'
+//! deadlines, adapted to its answers, stay long for up to 5 s after).
 //! Times are taken from the nodes' own clocks: each node reports when it
 //! accepted its current leader (`leader.since_unix_ms`), so polling does not
 //! add to the figures. Bytes sent are read per TCP socket with `ss -tinp`.
@@ -46,6 +49,7 @@ struct Args {
     trust: String,
     quic: bool,
     silent_trials: usize,
+    settle: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -59,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
         trust: "open".into(),
         quic: false,
         silent_trials: 0,
+        settle: Duration::from_millis(10_000),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,6 +83,10 @@ fn parse_args() -> Result<Args, String> {
                 a.silent_trials = val()?
                     .parse()
                     .map_err(|e| format!("--silent-trials: {e}"))?
+            }
+            "--settle-ms" => {
+                a.settle =
+                    Duration::from_millis(val()?.parse().map_err(|e| format!("--settle-ms: {e}"))?)
             }
             other => return Err(format!("unknown option {other}")),
         }
@@ -152,8 +161,11 @@ async fn trial(
     nodes: &mut [Option<NodeProc>],
     stop: Stop,
     epoch: &mut u64,
+    settle: Duration,
 ) -> Result<f64, String> {
     let graceful = stop == Stop::Term;
+    converge(nodes, 0).await?;
+    tokio::time::sleep(settle).await;
     let (leader, e, _) = converge(nodes, 0).await?;
     *epoch = (*epoch).max(e);
     let idx = nodes
@@ -358,22 +370,23 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
 
     let mut kill = Vec::new();
     for t in 0..a.trials {
-        kill.push(trial(&sp, &mut nodes, Stop::Kill, &mut epoch).await?);
+        kill.push(trial(&sp, &mut nodes, Stop::Kill, &mut epoch, a.settle).await?);
         eprintln!("sigkill trial {t}: {:.0} ms", kill[t]);
     }
     let mut term = Vec::new();
     for t in 0..a.trials {
-        term.push(trial(&sp, &mut nodes, Stop::Term, &mut epoch).await?);
+        term.push(trial(&sp, &mut nodes, Stop::Term, &mut epoch, a.settle).await?);
         eprintln!("sigterm trial {t}: {:.0} ms", term[t]);
     }
     let mut silent = Vec::new();
     for t in 0..a.silent_trials {
-        silent.push(trial(&sp, &mut nodes, Stop::Freeze, &mut epoch).await?);
+        silent.push(trial(&sp, &mut nodes, Stop::Freeze, &mut epoch, a.settle).await?);
         eprintln!("sigstop trial {t}: {:.0} ms", silent[t]);
     }
     Ok(json!({
         "trust": a.trust,
         "nodes": a.nodes,
+        "settle_ms": a.settle.as_millis() as u64,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "convergence_ms_after_last_start": convergence_ms,
         "sigkill_failover_ms": summary(kill),

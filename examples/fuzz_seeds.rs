@@ -46,6 +46,7 @@ fn main() {
             model: "NVIDIA GeForce RTX 4090".into(),
             memory: 24 << 30,
         }],
+        interval_ms: 5000,
     };
     let cert = Certificate::issue(
         &op,
@@ -104,6 +105,7 @@ fn main() {
                     .public()
                     .to_peer_id()
                     .to_bytes(),
+                within_ms: 750,
             },
         ),
         ("revocations", Request::Revocations(list.bytes.clone())),

@@ -204,11 +204,13 @@ impl ServiceFile {
 #[serde(deny_unknown_fields)]
 struct ElectionFile {
     heartbeat_interval_ms: u64,
+    quiet_heartbeat_per_member_ms: u64,
     peer_timeout_ms: u64,
     suspect_timeout_ms: u64,
     startup_grace_ms: u64,
     probe_interval_ms: u64,
     probe_timeout_ms: u64,
+    probe_timeout_max_ms: u64,
     probe_failures: u32,
     probers: usize,
     indirect_probes: usize,
@@ -391,11 +393,15 @@ impl NodeConfig {
                 peer_timeout: Duration::from_millis(e.peer_timeout_ms),
                 suspect_timeout: Duration::from_millis(e.suspect_timeout_ms),
                 startup_grace: Duration::from_millis(e.startup_grace_ms),
+                heartbeat: Duration::from_millis(e.heartbeat_interval_ms),
+                quiet_per_member: Duration::from_millis(e.quiet_heartbeat_per_member_ms),
+                successors: e.probers,
                 ..Timing::default()
             },
             probe: crate::election::probe::ProbeTiming {
                 interval: Duration::from_millis(e.probe_interval_ms),
                 timeout: Duration::from_millis(e.probe_timeout_ms),
+                timeout_max: Duration::from_millis(e.probe_timeout_max_ms),
                 failures: e.probe_failures,
             },
             probers: e.probers,
@@ -450,6 +456,12 @@ impl NodeConfig {
         if !self.probe.interval.is_zero() {
             if self.probe.timeout < Duration::from_millis(50) {
                 return Err(invalid("election.probe_timeout_ms", "must be at least 50"));
+            }
+            if self.probe.timeout_max < self.probe.timeout {
+                return Err(invalid(
+                    "election.probe_timeout_max_ms",
+                    "must be at least election.probe_timeout_ms",
+                ));
             }
             if self.probe.failures == 0 || self.probers == 0 {
                 return Err(invalid(

@@ -48,8 +48,21 @@ pub struct Timing {
     /// A freshly started node does not claim leadership for this long, so
     /// it can first hear from the peers it is joining.
     pub startup_grace: Duration,
-    /// Peers that are gone are forgotten after this long.
+    /// Peers that are gone are forgotten after this long (or after twice
+    /// their own timeout, when that is longer).
     pub forget_after: Duration,
+    /// The heartbeat interval of the leader and its likely successors;
+    /// `peer_timeout` is the silence allowed at this interval.
+    pub heartbeat: Duration,
+    /// A quiet follower (neither the leader nor one of its `successors`
+    /// next in line) heartbeats every `quiet_per_member` × members (never
+    /// more often than `heartbeat`), so the cluster's quiet followers
+    /// together send a constant number of heartbeats a second whatever its
+    /// size. Zero: every node beats every `heartbeat`.
+    pub quiet_per_member: Duration,
+    /// The masters and workers next in line after the leader that keep the
+    /// full heartbeat rate (they also probe the leader).
+    pub successors: usize,
 }
 
 impl Default for Timing {
@@ -59,6 +72,9 @@ impl Default for Timing {
             suspect_timeout: Duration::from_secs(3),
             startup_grace: Duration::from_millis(1000),
             forget_after: Duration::from_secs(600),
+            heartbeat: Duration::from_secs(2),
+            quiet_per_member: Duration::ZERO,
+            successors: 3,
         }
     }
 }
@@ -78,6 +94,9 @@ pub struct Report<I> {
     /// The last leader the sender accepted, and at which epoch; kept after
     /// that leader is gone, so a leader learns who cannot accept its epoch.
     pub voted: Option<(I, u64)>,
+    /// The sender's next heartbeat is due within this (see
+    /// [`Election::beat_interval`]); its silence is judged against it.
+    pub interval: Duration,
 }
 
 /// Something the network told this node.
@@ -101,6 +120,10 @@ pub enum Input<I> {
     /// The peer answers no probe, directly or through other members (see
     /// [`probe`]): silent, though its connection may still look open.
     Silent(I),
+    /// The peer answered a probe this node sent after finding it silent:
+    /// alive after all (a late answer of a probe sent before the verdict
+    /// does not count; the prober only reports later ones).
+    Answered(I),
 }
 
 /// Something the node's event loop must do.
@@ -150,6 +173,8 @@ pub struct PeerState<I> {
     pub max_epoch: u64,
     pub follows: Option<(I, u64)>,
     pub voted: Option<(I, u64)>,
+    /// The heartbeat interval the peer announced last.
+    pub interval: Duration,
     pub liveness: Liveness,
 }
 
@@ -161,6 +186,10 @@ pub const MAX_EPOCH: u64 = 1 << 48;
 /// A dead peer's heartbeats must be this far past the last one seen before its
 /// death to bring it back; fewer than that may have been in flight.
 const RESURRECT_GAP: u64 = 2;
+
+/// Longest heartbeat interval a report may announce: a quiet follower of a
+/// cluster far beyond any real one. A report past it is ignored whole.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// The election state of one node.
 #[derive(Debug)]
@@ -288,11 +317,51 @@ impl<I: Ord + Clone + Debug> Election<I> {
     /// (missed heartbeats catch silent failures, even over an open connection).
     fn live(&self, p: &PeerState<I>, now: Instant) -> bool {
         matches!(p.liveness, Liveness::Alive | Liveness::Suspect { .. })
-            && now.saturating_duration_since(p.last_heard) <= self.timing.peer_timeout
+            && now.saturating_duration_since(p.last_heard) <= self.silence_allowed(p)
+    }
+
+    /// How long `p` may stay unheard: `peer_timeout`, stretched in
+    /// proportion for a peer that announced a longer heartbeat interval.
+    fn silence_allowed(&self, p: &PeerState<I>) -> Duration {
+        let t = &self.timing;
+        if p.interval <= t.heartbeat || t.heartbeat.is_zero() {
+            return t.peer_timeout;
+        }
+        p.interval
+            .mul_f64(t.peer_timeout.as_secs_f64() / t.heartbeat.as_secs_f64())
+            .max(t.peer_timeout)
+    }
+
+    /// How often this node heartbeats now: every `heartbeat` while it
+    /// leads, may lead next (one of the `successors` after the leader) or
+    /// leaves; otherwise, as a quiet follower, every `quiet_per_member` ×
+    /// the members it knows live (itself included), at least `heartbeat`.
+    pub fn beat_interval(&self, now: Instant) -> Duration {
+        let t = &self.timing;
+        if t.quiet_per_member.is_zero() || self.is_leader() || self.leaving {
+            return t.heartbeat;
+        }
+        let mut members: u32 = 1;
+        let mut ahead = 0;
+        for (id, p) in &self.peers {
+            if !self.live(p, now) {
+                continue;
+            }
+            members = members.saturating_add(1);
+            if p.role.can_lead() && (p.role > self.role || (p.role == self.role && *id < self.me)) {
+                ahead += 1;
+            }
+        }
+        if self.role.can_lead() && ahead <= t.successors {
+            return t.heartbeat;
+        }
+        t.quiet_per_member
+            .saturating_mul(members)
+            .clamp(t.heartbeat, MAX_INTERVAL)
     }
 
     /// This node's next heartbeat.
-    pub fn next_report(&mut self) -> Report<I> {
+    pub fn next_report(&mut self, now: Instant) -> Report<I> {
         self.seq += 1;
         Report {
             role: self.role,
@@ -301,6 +370,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
             max_epoch: self.max_epoch,
             follows: self.leader.clone(),
             voted: self.voted.as_ref().map(|(e, id)| (id.clone(), *e)),
+            interval: self.beat_interval(now),
         }
     }
 
@@ -358,6 +428,14 @@ impl<I: Ord + Clone + Debug> Election<I> {
                     };
                 }
             }
+            Input::Answered(id) => {
+                if let Some(p) = self.peers.get_mut(&id)
+                    && matches!(p.liveness, Liveness::Dead { .. })
+                {
+                    p.liveness = Liveness::Alive;
+                    p.last_heard = now;
+                }
+            }
             Input::Unreachable(id) => {
                 if let Some(p) = self.peers.get_mut(&id)
                     && matches!(p.liveness, Liveness::Suspect { .. })
@@ -386,8 +464,16 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 };
             }
         }
-        self.peers
-            .retain(|_, p| now.saturating_duration_since(p.last_heard) <= timing.forget_after);
+        let forget = |p: &PeerState<I>| timing.forget_after.max(2 * self.silence_allowed(p));
+        let gone: Vec<I> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.last_heard) > forget(p))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.peers.remove(&id);
+        }
         let mut actions = Vec::new();
         self.evaluate(now, &mut actions);
         actions
@@ -401,7 +487,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
             .iter()
             .filter_map(|c| c.as_ref().map(|(_, e)| *e))
             .fold(r.max_epoch, u64::max);
-        if seen > MAX_EPOCH {
+        if seen > MAX_EPOCH || r.interval > MAX_INTERVAL {
             return;
         }
         // A peer that left gracefully speaks for no term any more: what its
@@ -427,6 +513,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
             max_epoch: 0,
             follows: None,
             voted: None,
+            interval: r.interval,
             liveness: Liveness::Alive,
         });
         let newer_incarnation = r.incarnation > p.incarnation;
@@ -450,6 +537,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
         p.max_epoch = r.max_epoch;
         p.follows = r.follows;
         p.voted = r.voted;
+        p.interval = r.interval;
         p.liveness = match p.liveness {
             Liveness::Suspect { since } if !newer_incarnation => Liveness::Suspect { since },
             _ => Liveness::Alive,

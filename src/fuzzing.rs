@@ -72,7 +72,7 @@ pub fn rpc_request(data: &[u8]) {
             }
             wire::Request::Revocations(l) => revocations(&l),
             wire::Request::Leaving { .. } | wire::Request::Ping => {}
-            wire::Request::ProbeFor { peer } => {
+            wire::Request::ProbeFor { peer, .. } => {
                 let _ = libp2p::PeerId::from_bytes(&peer);
             }
         }

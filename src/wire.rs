@@ -17,7 +17,7 @@ use crate::pinset::sync::{Collected, Cursor};
 use crate::role::Role;
 
 /// Version byte leading every message.
-pub const VERSION: u8 = 10;
+pub const VERSION: u8 = 11;
 /// Largest gossip message accepted (heartbeats are ~200 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Largest request or response accepted over request-response.
@@ -70,6 +70,8 @@ pub enum WireError {
     IpfsInfo(&'static str),
     #[error("more than {MAX_GPUS} GPUs, or a model name over {MAX_GPU_MODEL} bytes")]
     Gpus,
+    #[error("heartbeat interval of {0} ms is beyond the limit of one day")]
+    Interval(u64),
     #[error("claimed sender {claimed} is not the signer {signer}")]
     /// Peer IDs in base58.
     Forged { claimed: String, signer: String },
@@ -136,6 +138,9 @@ pub struct Heartbeat {
     pub pinset: Option<u64>,
     /// The sender's GPUs (at most [`MAX_GPUS`]).
     pub gpus: Vec<Gpu>,
+    /// The sender's next heartbeat is due within this many milliseconds
+    /// (longer for quiet followers of a large cluster); at most a day.
+    pub interval_ms: u64,
 }
 
 /// A GPU a node has (NVIDIA, read through NVML at start).
@@ -161,6 +166,9 @@ impl Heartbeat {
         }
         if self.gpus.len() > MAX_GPUS || self.gpus.iter().any(|g| g.model.len() > MAX_GPU_MODEL) {
             return Err(WireError::Gpus);
+        }
+        if self.interval_ms > crate::election::MAX_INTERVAL.as_millis() as u64 {
+            return Err(WireError::Interval(self.interval_ms));
         }
         let epochs = [&self.follows, &self.voted]
             .into_iter()
@@ -211,8 +219,9 @@ pub enum Request {
     /// Are you there? (the leader's probers; answered with `Pong`).
     Ping,
     /// Probe this peer for me (SWIM's indirect probe); answered with
-    /// `Probed` once the peer answers or the asked node gives up.
-    ProbeFor { peer: Vec<u8> },
+    /// `Probed` once the peer answers, or unreachable when it has not
+    /// within `within_ms` (capped by the asked node).
+    ProbeFor { peer: Vec<u8>, within_ms: u32 },
 }
 
 /// The greeting that opens every connection, both ways.
@@ -758,6 +767,7 @@ mod tests {
                 model: "NVIDIA A100-SXM4-80GB".into(),
                 memory: 80 << 30,
             }],
+            interval_ms: 5000,
         }
     }
 

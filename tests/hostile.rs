@@ -353,6 +353,7 @@ fn heartbeat(role: Role, incarnation: u64, seq: u64) -> Heartbeat {
         ipfs: None,
         pinset: None,
         gpus: vec![],
+        interval_ms: 5000,
     }
 }
 

@@ -415,6 +415,7 @@ impl Peer {
                         ipfs: None,
                         pinset: None,
                         gpus: vec![],
+                        interval_ms: 5000,
                     },
                     cert: cert.clone(),
                     revocations: None,

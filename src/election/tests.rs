@@ -15,6 +15,8 @@ fn timing() -> Timing {
         suspect_timeout: Duration::from_secs(2),
         startup_grace: SEC,
         forget_after: Duration::from_secs(60),
+        heartbeat: SEC,
+        ..Timing::default()
     }
 }
 
@@ -47,6 +49,7 @@ fn report(role: Role, seq: u64, max_epoch: u64, follows: Option<(u32, u64)>) -> 
         max_epoch,
         follows,
         voted: follows,
+        interval: SEC,
     }
 }
 
@@ -239,7 +242,7 @@ impl Sim {
     fn round(&mut self) {
         self.now += SEC / 2;
         let reports: Vec<_> = (0..self.nodes.len())
-            .map(|i| self.side[i].map(|_| self.nodes[i].next_report()))
+            .map(|i| self.side[i].map(|_| self.nodes[i].next_report(self.now)))
             .collect();
         for to in 0..self.nodes.len() {
             for (from, r) in reports.iter().enumerate() {
@@ -693,7 +696,7 @@ fn a_leaving_leader_claims_nothing_and_its_last_words_move_no_epoch() {
     let mut w = Election::new(2u32, Role::Worker, 1, 0, timing(), t0);
     let t1 = t0 + SEC;
     let hb = |e: &mut Election<u32>, from: &mut Election<u32>, at| {
-        let report = from.next_report();
+        let report = from.next_report(at);
         let id = *from.me();
         e.handle(Input::Heartbeat { from: id, report }, at)
     };
@@ -716,7 +719,7 @@ fn a_leaving_leader_claims_nothing_and_its_last_words_move_no_epoch() {
     // nothing, and its own last heartbeat moves no epoch on the worker.
     hb(&mut m, &mut w, t1);
     assert_eq!(m.leader(), None);
-    let mut late = m.next_report();
+    let mut late = m.next_report(t1);
     late.max_epoch = 9;
     w.handle(
         Input::Heartbeat {
@@ -845,4 +848,103 @@ fn a_restarted_node_keeps_its_vote_and_accepts_no_other_leader_at_that_epoch() {
         t0,
     );
     assert_eq!(h.leader(), Some(&(1, 5)));
+}
+
+#[test]
+fn quiet_followers_beat_slower_as_the_cluster_grows_and_are_judged_by_their_interval() {
+    let t0 = Instant::now();
+    let quiet = Timing {
+        quiet_per_member: SEC / 2,
+        successors: 2,
+        ..timing()
+    };
+    // Node 10, a worker, among masters 1-2 and workers 3-9 and 11-29.
+    let mut e = Election::new(10u32, Role::Worker, 1, 0, quiet, t0);
+    let hear = |e: &mut Election<u32>, id: u32, seq: u64, interval: Duration| {
+        let role = if id <= 2 { Role::Master } else { Role::Worker };
+        let mut r = report(role, seq, 0, None);
+        r.interval = interval;
+        e.handle(
+            Input::Heartbeat {
+                from: id,
+                report: r,
+            },
+            t0,
+        );
+    };
+    for id in (1..=29).filter(|id| *id != 10) {
+        hear(&mut e, id, 1, SEC);
+    }
+    // 29 members: 14.5 s, far down the line.
+    assert_eq!(e.beat_interval(t0), Duration::from_millis(14_500));
+    assert_eq!(e.next_report(t0).interval, Duration::from_millis(14_500));
+    // Masters and workers 3-9 gone: two ahead of it, a likely successor.
+    for id in 3..=9 {
+        e.handle(
+            Input::Left {
+                from: id,
+                incarnation: 1,
+            },
+            t0,
+        );
+    }
+    assert_eq!(e.beat_interval(t0), SEC, "a successor keeps the full rate");
+    // A peer announcing 20 s stays live for 3 x 20 s (peer_timeout is 3
+    // heartbeats), one announcing the base rate for 3 s.
+    hear(&mut e, 20, 2, 20 * SEC);
+    assert!(e.is_live(&20, t0 + 59 * SEC));
+    assert!(!e.is_live(&20, t0 + 61 * SEC));
+    assert!(!e.is_live(&21, t0 + 4 * SEC));
+    // Forgotten after twice its own timeout, not the shorter forget_after.
+    e.tick(t0 + 100 * SEC);
+    assert!(e.peer(&20).is_some());
+    e.tick(t0 + 121 * SEC);
+    assert!(e.peer(&20).is_none());
+    // A report announcing more than a day is ignored whole.
+    let mut far = report(Role::Worker, 1, 0, None);
+    far.interval = MAX_INTERVAL + SEC;
+    e.handle(
+        Input::Heartbeat {
+            from: 77,
+            report: far,
+        },
+        t0,
+    );
+    assert!(e.peer(&77).is_none());
+}
+
+#[test]
+fn a_silent_verdict_is_undone_by_an_answer_after_it() {
+    let t0 = Instant::now();
+    let mut w = Election::new(2u32, Role::Worker, 1, 0, timing(), t0);
+    let hb = report(Role::Master, 1, 1, Some((1, 1)));
+    w.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: hb,
+        },
+        t0,
+    );
+    let t1 = t0 + 2 * SEC;
+    w.tick(t1);
+    assert_eq!(w.leader(), Some(&(1, 1)));
+    w.handle(Input::Silent(1), t1);
+    assert!(w.is_leader(), "the master is silent: the worker claims");
+    w.handle(Input::Answered(1), t1 + SEC);
+    assert!(w.is_live(&1, t1 + SEC));
+    assert_eq!(
+        w.rightful_leader(t1 + SEC),
+        Some(1),
+        "the master is rightful again at once"
+    );
+    // A graceful departure is not undone.
+    w.handle(
+        Input::Left {
+            from: 1,
+            incarnation: 1,
+        },
+        t1 + SEC,
+    );
+    w.handle(Input::Answered(1), t1 + SEC);
+    assert!(!w.is_live(&1, t1 + SEC));
 }

@@ -311,6 +311,9 @@ where
         foreign: HashSet::new(),
         leaving: HashSet::new(),
         leader_since_ms: 0,
+        last_beat: now,
+        next_beat: now,
+        beat_pinset: None,
         leader_changes: 0,
         p2p_metrics,
         started: now,
@@ -412,6 +415,12 @@ struct Node {
     /// Departure notices awaiting an acknowledgement.
     leaving: HashSet<OutboundRequestId>,
     leader_since_ms: u64,
+    /// When this node last gossiped its heartbeat, when the next is due
+    /// (see [`crate::election::Election::beat_interval`]), and the pinset
+    /// digest it carried.
+    last_beat: Instant,
+    next_beat: Instant,
+    beat_pinset: Option<u64>,
     /// Leader changes seen (`/metrics`).
     leader_changes: u64,
     /// libp2p's own metrics (swarm, identify, Kademlia, ping, gossipsub).
@@ -459,19 +468,12 @@ impl Node {
         sampler: &mut HealthSampler,
         shutdown: CancellationToken,
     ) {
-        let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval);
         let mut tick = tokio::time::interval(ELECTION_TICK);
         let mut redial =
             tokio::time::interval(Duration::from_millis(self.cfg.network.redial_interval_ms));
         let mut health = tokio::time::interval(HEALTH_INTERVAL);
         let mut probe = tokio::time::interval(PROBE_TICK);
-        for t in [
-            &mut heartbeat,
-            &mut tick,
-            &mut redial,
-            &mut health,
-            &mut probe,
-        ] {
+        for t in [&mut tick, &mut redial, &mut health, &mut probe] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
@@ -491,10 +493,12 @@ impl Node {
                         let _ = reply.send(self.take_revocations(&list, None));
                     }
                 },
-                _ = heartbeat.tick() => self.beat(),
+                _ = tokio::time::sleep_until(self.next_beat.into()) => self.beat(),
                 _ = tick.tick() => {
-                    let actions = self.election.tick(Instant::now());
+                    let now = Instant::now();
+                    let actions = self.election.tick(now);
                     self.execute(actions);
+                    self.reschedule_beat(now);
                     self.publish_view();
                 }
                 _ = probe.tick(), if self.prober.enabled() || !self.probe_pending.is_empty() => {

@@ -2,7 +2,7 @@
 //! probes, the probes on the wire (`Ping`, `ProbeFor`), the answers, and
 //! the verdicts fed to the election.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::request_response::{OutboundRequestId, ResponseChannel};
@@ -53,21 +53,48 @@ impl Node {
             .then_some(leader)
     }
 
+    /// The master or worker that would lead were `leader` gone, in this
+    /// node's view (maybe this node itself).
+    fn successor(&self, leader: &str, now: Instant) -> Option<String> {
+        let me = self.election.me();
+        let me_too = self.cfg.role.can_lead().then_some((self.cfg.role, me));
+        crate::election::choose_leader(
+            self.election
+                .peers()
+                .filter(|(id, p)| {
+                    id.as_str() != leader && p.role.can_lead() && self.election.is_live(id, now)
+                })
+                .map(|(id, p)| (p.role, id))
+                .chain(me_too),
+        )
+        .cloned()
+    }
+
     /// Up to `indirect_probes` live, connected members other than this node
-    /// and `target`, at random.
+    /// and `target`: the target's successor first (asked to probe its own
+    /// leader, it checks it for itself too, so it is ready to take over),
+    /// the rest at random.
     fn probe_helpers(&self, target: &str) -> Vec<String> {
         let now = Instant::now();
-        let mut all: Vec<String> = self
+        let me = self.election.me();
+        let usable = |id: &String| {
+            id.as_str() != target
+                && id != me
+                && self.election.is_live(id, now)
+                && id
+                    .parse::<PeerId>()
+                    .is_ok_and(|p| self.swarm.is_connected(&p))
+        };
+        let first = self.successor(target, now).filter(usable);
+        let mut rest: Vec<String> = self
             .election
             .peers()
-            .filter(|(id, _)| id.as_str() != target && self.election.is_live(id, now))
-            .filter(|(id, _)| {
-                id.parse::<PeerId>()
-                    .is_ok_and(|p| self.swarm.is_connected(&p))
-            })
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id)
+            .filter(|id| usable(id) && Some(*id) != first.as_ref())
+            .cloned()
             .collect();
-        all.shuffle(&mut rand::rng());
+        rest.shuffle(&mut rand::rng());
+        let mut all: Vec<String> = first.into_iter().chain(rest).collect();
         all.truncate(self.cfg.indirect_probes);
         all
     }
@@ -107,20 +134,34 @@ impl Node {
                         self.probe_pending.insert(id, Pending::Mine(nonce));
                     }
                 }
-                Probe::Ask { via, target, nonce } => {
+                Probe::Ask {
+                    via,
+                    target,
+                    nonce,
+                    within,
+                } => {
                     let Ok(t) = target.parse::<PeerId>() else {
                         continue;
                     };
                     debug!(leader = %target, helpers = via.len(), "leader silent to this node: asking others to probe it");
                     for helper in via.iter().filter_map(|h| h.parse::<PeerId>().ok()) {
-                        let req = Request::ProbeFor { peer: t.to_bytes() };
+                        let req = Request::ProbeFor {
+                            peer: t.to_bytes(),
+                            within_ms: u32::try_from(within.as_millis()).unwrap_or(u32::MAX),
+                        };
                         let id = self.swarm.behaviour_mut().rpc.send_request(&helper, req);
                         self.probe_pending.insert(id, Pending::Asked(nonce));
                     }
                 }
                 Probe::Silent(peer) => {
-                    info!(%peer, "silent: it answered no probe, directly or through other members");
+                    let deadline_ms = self.prober.deadline().as_millis() as u64;
+                    let health = self.prober.health();
+                    info!(%peer, deadline_ms, health, "silent: it answered no probe, directly or through other members");
                     self.input(Input::Silent(peer));
+                }
+                Probe::Alive(peer) => {
+                    info!(%peer, "answered after it was found silent: alive after all");
+                    self.input(Input::Answered(peer));
                 }
             }
         }
@@ -145,20 +186,28 @@ impl Node {
                 && matches!(&p.follows, Some((l, _)) if l == claimant)
                 && self.election.is_live(&claimant.to_string(), now)
         });
-        let me_too = self.cfg.role.can_lead().then_some((self.cfg.role, &me));
-        let next = crate::election::choose_leader(
-            self.election
-                .peers()
-                .filter(|(id, p)| {
-                    **id != leader && p.role.can_lead() && self.election.is_live(id, now)
-                })
-                .map(|(id, p)| (p.role, id))
-                .chain(me_too),
-        );
-        if !claims || next.map(String::as_str) != Some(claimant) {
+        let next = self.successor(&leader, now);
+        if !claims || next.as_deref() != Some(claimant) {
             return;
         }
         if let Some(p) = self.prober.verify(leader, now) {
+            self.run_probes(vec![p]);
+        }
+    }
+
+    /// Asked to probe `leader` for a member that cannot reach it: when it
+    /// is this node's own leader and this node is next in line, check it for
+    /// itself too, so that if it is silent this node takes over without
+    /// waiting for its own probes to fail.
+    fn check_own_leader(&mut self, leader: &str) {
+        let now = Instant::now();
+        let me = self.election.me().clone();
+        let follows = matches!(self.election.leader(), Some((l, _)) if l == leader && *l != me);
+        if !follows || self.successor(leader, now).as_ref() != Some(&me) {
+            return;
+        }
+        if let Some(p) = self.prober.verify(leader.to_string(), now) {
+            debug!(%leader, "asked to probe the leader: checking it for this node too");
             self.run_probes(vec![p]);
         }
     }
@@ -175,7 +224,10 @@ impl Node {
             Request::Ping => {
                 let _ = rpc.send_response(channel, Response::Pong);
             }
-            Request::ProbeFor { peer: target } => {
+            Request::ProbeFor {
+                peer: target,
+                within_ms,
+            } => {
                 let relays = self
                     .probe_pending
                     .values()
@@ -193,9 +245,15 @@ impl Node {
                     let _ = rpc.send_response(channel, Response::Probed { reachable: true });
                     return;
                 }
+                self.check_own_leader(&target.to_base58());
+                let rpc = &mut self.swarm.behaviour_mut().rpc;
                 let id = rpc.send_request(&target, Request::Ping);
-                // Answer the asker before its own deadline runs out.
-                let deadline = Instant::now() + self.cfg.probe.timeout * 3 / 4;
+                // Answer within what the asker allows (it allows for the
+                // legs to here and back), never longer than the longest
+                // deadline this node would give a probe of its own.
+                let within = Duration::from_millis(within_ms.into())
+                    .min(self.cfg.probe.timeout_max.max(self.cfg.probe.timeout));
+                let deadline = Instant::now() + within;
                 self.probe_pending
                     .insert(id, Pending::Relay { channel, deadline });
             }
@@ -211,7 +269,10 @@ impl Node {
         };
         let now = Instant::now();
         match pending {
-            Pending::Mine(nonce) if reachable => self.prober.answered(nonce, now),
+            Pending::Mine(nonce) if reachable => {
+                let alive = self.prober.answered(nonce, now);
+                self.run_probes(alive.into_iter().collect());
+            }
             Pending::Mine(nonce) => {
                 let helpers = self
                     .prober

@@ -49,7 +49,7 @@ impl Node {
     }
 
     pub(super) fn heartbeat(&mut self) -> Heartbeat {
-        let r = self.election.next_report();
+        let r = self.election.next_report(Instant::now());
         let id_bytes =
             |(id, e): (String, u64)| id.parse::<PeerId>().ok().map(|p| (p.to_bytes(), e));
         Heartbeat {
@@ -69,13 +69,37 @@ impl Node {
             ipfs: self.ipfs_info(),
             pinset: Some(self.pins.progress().digest),
             gpus: self.gpus.clone(),
+            interval_ms: r.interval.as_millis() as u64,
         }
     }
 
     /// Periodic heartbeat: gossip only.
     pub(super) fn beat(&mut self) {
         let hb = self.heartbeat();
+        self.beat_sent(&hb);
         self.publish(Gossip::Heartbeat(hb));
+    }
+
+    /// A heartbeat went out over gossip: the next is due one interval (the
+    /// one it announced) later.
+    fn beat_sent(&mut self, hb: &Heartbeat) {
+        let now = Instant::now();
+        self.last_beat = now;
+        self.next_beat = now + std::time::Duration::from_millis(hb.interval_ms);
+        self.beat_pinset = hb.pinset;
+    }
+
+    /// Every election tick: brings the next heartbeat forward when this
+    /// node's interval shrank (it became a likely successor, or the cluster
+    /// shrank), or when its pinset changed and a full interval has passed
+    /// (peers pull from a digest that differs from theirs).
+    pub(super) fn reschedule_beat(&mut self, now: Instant) {
+        let due = self.last_beat + self.election.beat_interval(now);
+        let base = self.last_beat + self.cfg.heartbeat_interval;
+        let pinset_moved = self.beat_pinset != Some(self.pins.progress().digest);
+        if due < self.next_beat || (pinset_moved && base < self.next_beat) {
+            self.next_beat = if pinset_moved { due.min(base) } else { due };
+        }
     }
 
     /// A leadership change: gossip, and directly to every connected peer,
@@ -83,6 +107,7 @@ impl Node {
     /// the next gossipsub heartbeat. Rare, so it costs nothing when idle.
     pub(super) fn announce(&mut self) {
         let hb = self.heartbeat();
+        self.beat_sent(&hb);
         self.publish(Gossip::Heartbeat(hb.clone()));
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for peer in peers {
@@ -142,6 +167,7 @@ impl Node {
             max_epoch: hb.max_epoch,
             follows,
             voted,
+            interval: std::time::Duration::from_millis(hb.interval_ms),
         };
         let key = from.to_base58();
         let actions = self.election.handle(

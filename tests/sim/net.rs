@@ -64,6 +64,8 @@ fn timing() -> Timing {
         suspect_timeout: Duration::from_millis(500),
         startup_grace: Duration::from_millis(300),
         forget_after: Duration::from_secs(3600),
+        heartbeat: Duration::from_millis(BEAT_MS),
+        ..Timing::default()
     }
 }
 
@@ -1218,8 +1220,9 @@ impl Sim {
     }
 
     fn beat(&mut self, i: usize) {
+        let at = self.now(i).at;
         let up = self.up(i);
-        let report = up.election.next_report();
+        let report = up.election.next_report(at);
         let digest = up.replica.digest();
         for to in 0..NODES {
             if to != i {
