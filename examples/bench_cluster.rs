@@ -18,7 +18,7 @@
 //! a silent failure: frozen, its connections open, nothing sent; timed
 //! until every survivor accepted the successor, then the frozen process is
 //! killed and restarted), `--settle-ms MS` (10000; how long the cluster
-//! runs after it converged before a trial stops its leader: a leader that
+//! runs after it converged before a silent trial freezes its leader: a leader that
 //! just restarted answers slowly in its first moments, and the probes'
 //! deadlines, adapted to its answers, stay long for up to 5 s after).
 //! Times are taken from the nodes' own clocks: each node reports when it
@@ -33,7 +33,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ipfs_kit_p2p::role::Role;
 use serde_json::json;
 use testkit::{
-    NodeProc, Spawner, agreed_leader, expected_leader, release_binary, rss_kib, summary,
+    NodeProc, Spawner, agreed_leader, expected_leader, release_binary, rss_anon_kib, rss_kib,
+    summary,
 };
 
 const POLL: Duration = Duration::from_millis(50);
@@ -137,7 +138,10 @@ async fn converge(nodes: &[Option<NodeProc>], above: u64) -> Result<(String, u64
             return Ok((leader, epoch, accepted.unwrap_or(0)));
         }
         if start.elapsed() > DEADLINE {
-            return Err(format!("no convergence within {DEADLINE:?}"));
+            return Err(format!(
+                "no convergence within {DEADLINE:?} ({})",
+                laggards(&live).await
+            ));
         }
         tokio::time::sleep(POLL).await;
     }
@@ -205,6 +209,39 @@ async fn trial(
     Ok(took)
 }
 
+/// Why the nodes do not agree: for each node that differs, its leader and
+/// the peers it does not see healthy, by state.
+async fn laggards(live: &[&NodeProc]) -> String {
+    let mut out = Vec::new();
+    for n in live {
+        let Some(s) = n.status().await else {
+            out.push(format!("{}: no status", n.peer_id));
+            continue;
+        };
+        let mut states: HashMap<String, usize> = HashMap::new();
+        for p in s.peers.iter().filter(|p| !p.healthy) {
+            *states
+                .entry(format!(
+                    "{}{}",
+                    p.state,
+                    if p.connected { "+conn" } else { "" }
+                ))
+                .or_default() += 1;
+        }
+        let missing = live.len() - 1 - s.peers.len().min(live.len() - 1);
+        if !states.is_empty() || missing > 0 {
+            out.push(format!(
+                "{}: leader {:?}, unhealthy {states:?}, unknown {missing}",
+                &n.peer_id[n.peer_id.len() - 6..],
+                s.leader
+                    .map(|l| (l.peer_id[l.peer_id.len() - 6..].to_string(), l.epoch))
+            ));
+        }
+    }
+    out.truncate(12);
+    out.join("; ")
+}
+
 fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -257,9 +294,10 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64) -> serde_json::Value {
     let window = t0.elapsed().as_secs_f64();
     let sent1 = tcp_bytes_sent();
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let (mut rss, mut cpu, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rss, mut anon, mut cpu, mut sent) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, pid) in pids.iter().enumerate() {
         rss.push(rss_kib(*pid).unwrap_or(0) as f64 / 1024.0);
+        anon.push(rss_anon_kib(*pid).unwrap_or(0) as f64 / 1024.0);
         if let (Some(a), Some(b)) = (ticks0[i], proc_cpu_ticks(*pid)) {
             cpu.push((b - a) as f64 / hz / window * 100.0);
         }
@@ -270,7 +308,7 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64) -> serde_json::Value {
             .sum();
         sent.push(bytes as f64 / window);
     }
-    json!({ "window_s": window, "rss_mib": summary(rss), "cpu_percent_of_core": summary(cpu), "tcp_bytes_sent_per_s": summary(sent) })
+    json!({ "window_s": window, "rss_mib": summary(rss), "rss_anon_mib": summary(anon), "cpu_percent_of_core": summary(cpu), "tcp_bytes_sent_per_s": summary(sent) })
 }
 
 /// Secured mode: an operator key pair and swarm key in `dir/ops`, and each
@@ -370,12 +408,12 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
 
     let mut kill = Vec::new();
     for t in 0..a.trials {
-        kill.push(trial(&sp, &mut nodes, Stop::Kill, &mut epoch, a.settle).await?);
+        kill.push(trial(&sp, &mut nodes, Stop::Kill, &mut epoch, Duration::ZERO).await?);
         eprintln!("sigkill trial {t}: {:.0} ms", kill[t]);
     }
     let mut term = Vec::new();
     for t in 0..a.trials {
-        term.push(trial(&sp, &mut nodes, Stop::Term, &mut epoch, a.settle).await?);
+        term.push(trial(&sp, &mut nodes, Stop::Term, &mut epoch, Duration::ZERO).await?);
         eprintln!("sigterm trial {t}: {:.0} ms", term[t]);
     }
     let mut silent = Vec::new();

@@ -168,7 +168,8 @@ pub struct Prober<I> {
     /// When the last check started: at most one per interval.
     last_check: Option<Instant>,
     revive: Option<Revive<I>>,
-    last_tick: Option<Instant>,
+    /// When the node loop was told to tick next ([`Prober::next_wake`]).
+    expected: Option<Instant>,
 }
 
 impl<I: Clone + PartialEq + Debug> Prober<I> {
@@ -186,7 +187,7 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
             check: None,
             last_check: None,
             revive: None,
-            last_tick: None,
+            expected: None,
         }
     }
 
@@ -246,10 +247,10 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
         {
             self.rtts.pop_front();
         }
-        if let Some(last) = self.last_tick.replace(now) {
-            let gap = now.saturating_duration_since(last);
-            if gap > STALL {
-                self.stalled(gap);
+        if let Some(expected) = self.expected.take() {
+            let late = now.saturating_duration_since(expected);
+            if late > STALL {
+                self.stalled(late + STALL);
             }
         }
         out.extend(self.check_tick(now));
@@ -300,6 +301,43 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
         }
         self.state = State::Last { ping, ask };
         None
+    }
+
+    /// When the node loop must call [`Prober::tick`] next (`None`: nothing
+    /// to wait for). A tick that comes more than [`STALL`] after it shows a
+    /// stall of the node's own loop.
+    pub fn next_wake(&mut self) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
+        if self.target.is_some() {
+            match &self.state {
+                State::Idle { next } => at(*next),
+                State::Direct { deadline, .. } => at(*deadline),
+                State::Last { ping, ask } => {
+                    if let Some((_, d)) = ping {
+                        at(*d);
+                    }
+                    if let Some(a) = ask {
+                        at(a.deadline);
+                    }
+                }
+            }
+        }
+        if let Some(c) = &self.check {
+            // The verdict needs every attempt out and overdue: wake for the
+            // next attempt, then for the last deadline (an earlier one that
+            // passed would wake the loop for nothing, again and again).
+            if c.sent.len() < CHECK_ATTEMPTS {
+                at(c.next);
+            } else if let Some(last) = c.sent.iter().map(|(_, d)| *d).max() {
+                at(last);
+            }
+        }
+        if let Some(r) = &self.revive {
+            at(r.next.min(r.until));
+        }
+        self.expected = wake;
+        wake
     }
 
     /// This node's loop did not run for `gap`: nothing it waited for can be
@@ -736,11 +774,26 @@ mod tests {
         let t0 = Instant::now();
         let mut p = prober(t0);
         let n = ping_nonce(&p.tick(t0, |_| vec![2]));
-        p.tick(t0 + 100 * MS, |_| vec![2]);
-        // The loop did not run for 2 s: the probe is not failed for it.
+        assert_eq!(p.next_wake(), Some(t0 + 300 * MS), "the probe's deadline");
+        // The loop woke 1.8 s late: the probe is not failed for it.
         assert!(p.tick(t0 + 2100 * MS, |_| vec![2]).is_empty());
         assert_eq!(p.answered(n, t0 + 2110 * MS), None);
         assert_eq!(p.health(), 0, "no suspicion was raised");
+    }
+
+    #[test]
+    fn the_loop_wakes_only_when_something_is_due() {
+        let t0 = Instant::now();
+        let mut p: Prober<u32> = Prober::new(timing(), t0);
+        assert_eq!(p.next_wake(), None, "nothing to probe: no wake-ups");
+        p.watch(Some(1), t0);
+        assert_eq!(p.next_wake(), Some(t0), "a new target: probe at once");
+        let n = ping_nonce(&p.tick(t0, |_| vec![2]));
+        assert_eq!(p.next_wake(), Some(t0 + 300 * MS));
+        p.answered(n, t0 + 5 * MS);
+        assert_eq!(p.next_wake(), Some(t0 + 205 * MS), "the next probe");
+        p.watch(None, t0 + 10 * MS);
+        assert_eq!(p.next_wake(), None);
     }
 
     #[test]
@@ -845,6 +898,7 @@ mod tests {
             panic!("{again:?}")
         };
         assert_ne!(second, nonce);
+        assert_eq!(p.next_wake(), Some(t0 + 5750 * MS), "the last deadline");
         // The first failing is not yet a verdict; both overdue are.
         assert!(p.failed(nonce, t0 + 5300 * MS, |_| Vec::new()).is_empty());
         for at in [5400, 5600, 5749] {

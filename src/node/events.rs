@@ -49,8 +49,7 @@ impl Node {
                 if num_established.get() == 1 && !self.foreign.contains(&peer_id) {
                     debug!(peer = %peer_id, "connected");
                     self.input(Input::Connected(peer_id.to_base58()));
-                    let hello = Request::Hello(self.hello());
-                    self.swarm.behaviour_mut().rpc.send_request(&peer_id, hello);
+                    self.send_hello(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -251,7 +250,9 @@ impl Node {
                     && !self.swarm.is_connected(&signer)
                     && !self.heard_again(signer, hb.incarnation, hb.seq) =>
             {
-                debug!(peer = %signer, "heartbeat of an unknown, unconnected peer: waiting for a newer one or its hello");
+                debug!(peer = %signer, "heartbeat of an unknown, unconnected peer: dialling it for its hello");
+                // A quiet follower's next heartbeat may be minutes away.
+                self.dial(signer);
                 MessageAcceptance::Accept
             }
             Ok(Gossip::Heartbeat(hb)) => {

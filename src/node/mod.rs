@@ -44,8 +44,6 @@ pub use peers::peer_of;
 /// How long a graceful stop waits for peers to acknowledge the departure.
 const LEAVE_DEADLINE: Duration = Duration::from_millis(1500);
 const ELECTION_TICK: Duration = Duration::from_millis(200);
-/// How often probes are sent and their deadlines checked.
-const PROBE_TICK: Duration = Duration::from_millis(50);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 /// Bound for the set of foreign peers.
 const MAX_FOREIGN: usize = 4096;
@@ -305,6 +303,7 @@ where
         confirming: HashSet::new(),
         gossip_only: HashMap::new(),
         rechecking: HashSet::new(),
+        hello_sent: HashMap::new(),
         peer_health: HashMap::new(),
         gpus: crate::health::gpus(),
         peer_gpus: HashMap::new(),
@@ -406,6 +405,8 @@ struct Node {
     gossip_only: HashMap<PeerId, (u64, u64, Instant)>,
     /// Peers a TCP dial checks after one of their TCP connections closed.
     rechecking: HashSet<PeerId>,
+    /// When this node last sent each connected peer its `Hello`.
+    hello_sent: HashMap<PeerId, Instant>,
     peer_health: HashMap<String, Health>,
     /// This node's GPUs (read once at start), and its peers'.
     gpus: Vec<wire::Gpu>,
@@ -472,11 +473,11 @@ impl Node {
         let mut redial =
             tokio::time::interval(Duration::from_millis(self.cfg.network.redial_interval_ms));
         let mut health = tokio::time::interval(HEALTH_INTERVAL);
-        let mut probe = tokio::time::interval(PROBE_TICK);
-        for t in [&mut tick, &mut redial, &mut health, &mut probe] {
+        for t in [&mut tick, &mut redial, &mut health] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
+            let probe_wake = self.probe_wake();
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(cmd) = rx.recv() => match cmd {
@@ -498,12 +499,14 @@ impl Node {
                     let now = Instant::now();
                     let actions = self.election.tick(now);
                     self.execute(actions);
+                    self.watch_leader(now);
                     self.reschedule_beat(now);
                     self.publish_view();
                 }
-                _ = probe.tick(), if self.prober.enabled() || !self.probe_pending.is_empty() => {
-                    self.probe_tick()
-                }
+                // When a probe is due or overdue, and only then: an idle node
+                // does not wake up for the prober at all.
+                _ = tokio::time::sleep_until(probe_wake.unwrap_or(self.next_beat).into()),
+                    if probe_wake.is_some() => self.probe_tick(),
                 _ = redial.tick() => {
                     self.sweep_trust();
                     self.redial();

@@ -51,9 +51,12 @@ impl Node {
         }
         let mut addrs = self.addrs.get(&peer).cloned().unwrap_or_default();
         addrs.sort_by_key(|a| !a.iter().any(|p| matches!(p, Protocol::Tcp(_))));
+        // Kademlia and identify may know newer addresses than ours (a peer
+        // that restarted on another port).
         let opts = DialOpts::peer_id(peer)
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .addresses(addrs)
+            .extend_addresses_through_behaviour()
             .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
             .build();
         if let Err(e) = self.swarm.dial(opts) {
@@ -199,6 +202,29 @@ impl Node {
         for peer in known {
             self.dial(peer);
         }
+        // A connected peer this node still knows nothing of: its Hello (or
+        // ours) was lost, and a quiet follower's next heartbeat may be
+        // minutes away. Greet it again, at most every HELLO_RETRY.
+        let unknown: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .filter(|p| {
+                self.election.peer(&p.to_base58()).is_none()
+                    && !self.foreign.contains(p)
+                    && self
+                        .hello_sent
+                        .get(p)
+                        .is_none_or(|at| now.saturating_duration_since(*at) >= HELLO_RETRY)
+            })
+            .copied()
+            .take(MAX_HELLO_RETRIES)
+            .collect();
+        for peer in unknown {
+            debug!(%peer, "connected but unknown: greeting it again");
+            self.send_hello(peer);
+        }
+        let swarm = &self.swarm;
+        self.hello_sent.retain(|p, _| swarm.is_connected(p));
         self.addrs.retain(|p, _| {
             self.election.peer(&p.to_base58()).is_some() || self.swarm.is_connected(p)
         });
@@ -208,6 +234,13 @@ impl Node {
             .retain(|_, (_, _, at)| now.saturating_duration_since(*at) < GOSSIP_ONLY_KEEP);
         self.confirming.retain(|p| addrs.contains_key(p));
         self.rechecking.retain(|p| addrs.contains_key(p));
+    }
+
+    /// Sends this node's `Hello` to a connected peer.
+    pub(super) fn send_hello(&mut self, peer: PeerId) {
+        let hello = wire::Request::Hello(self.hello());
+        self.swarm.behaviour_mut().rpc.send_request(&peer, hello);
+        self.hello_sent.insert(peer, std::time::Instant::now());
     }
 
     pub(super) fn mark_foreign(&mut self, peer: PeerId) {
@@ -313,3 +346,7 @@ fn refused(error: &DialError) -> bool {
         _ => false,
     }
 }
+/// A connected peer still unknown is greeted again at most this often, and
+/// at most this many in one sweep.
+const HELLO_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+const MAX_HELLO_RETRIES: usize = 16;

@@ -99,14 +99,32 @@ impl Node {
         all
     }
 
-    /// Every probe tick: who to probe, what is due, relays past their deadline.
+    /// Every election tick: whether this node probes the leader now.
+    pub(super) fn watch_leader(&mut self, now: Instant) {
+        let target = self.probe_target(now);
+        self.prober.watch(target, now);
+    }
+
+    /// When the probes need the loop next: the prober's next wake-up, or a
+    /// relay's deadline.
+    pub(super) fn probe_wake(&mut self) -> Option<Instant> {
+        let relays = self.probe_pending.values().filter_map(|p| match p {
+            Pending::Relay { deadline, .. } => Some(*deadline),
+            _ => None,
+        });
+        self.prober.next_wake().into_iter().chain(relays).min()
+    }
+
+    /// When a probe is due: who to probe, what is due, relays past their
+    /// deadline.
     pub(super) fn probe_tick(&mut self) {
         let now = Instant::now();
-        let target = self.probe_target(now);
-        self.prober.watch(target.clone(), now);
-        let helpers = target
-            .as_deref()
-            .map(|t| self.probe_helpers(t))
+        self.watch_leader(now);
+        let helpers = self
+            .prober
+            .target()
+            .cloned()
+            .map(|t| self.probe_helpers(&t))
             .unwrap_or_default();
         let probes = self.prober.tick(now, move |_| helpers);
         self.run_probes(probes);

@@ -450,10 +450,20 @@ pub fn summary(mut xs: Vec<f64>) -> serde_json::Value {
 
 /// Resident memory of a process in KiB (`VmRSS`), if it runs.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// A process's private (anonymous) resident memory, KiB: its RSS without
+/// the pages of the mapped binary, which every process running it shares.
+pub fn rss_anon_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "RssAnon:")
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(key))?
         .split_whitespace()
         .nth(1)?
         .parse()
