@@ -125,6 +125,7 @@ async fn converge(nodes: &[Option<NodeProc>], above: u64) -> Result<(String, u64
     let live: Vec<&NodeProc> = nodes.iter().flatten().collect();
     let rightful = expected_leader(&live).map(|n| n.peer_id.clone());
     let start = Instant::now();
+    let mut report_at = start + Duration::from_secs(2);
     loop {
         if let Some((leader, epoch, statuses)) = agreed_leader(&live, live.len() - 1).await
             && epoch > above
@@ -142,6 +143,11 @@ async fn converge(nodes: &[Option<NodeProc>], above: u64) -> Result<(String, u64
                 "no convergence within {DEADLINE:?} ({})",
                 laggards(&live).await
             ));
+        }
+        if Instant::now() >= report_at {
+            report_at += Duration::from_secs(2);
+            let waited = start.elapsed().as_secs_f64();
+            eprintln!("converging for {waited:.1} s: {}", laggards(&live).await);
         }
         tokio::time::sleep(POLL).await;
     }
@@ -213,11 +219,16 @@ async fn trial(
 /// the peers it does not see healthy, by state.
 async fn laggards(live: &[&NodeProc]) -> String {
     let mut out = Vec::new();
+    let mut leaders: HashMap<String, usize> = HashMap::new();
     for n in live {
         let Some(s) = n.status().await else {
             out.push(format!("{}: no status", n.peer_id));
             continue;
         };
+        let l = s.leader.as_ref().map_or("none".into(), |l| {
+            format!("{}@{}", &l.peer_id[l.peer_id.len() - 6..], l.epoch)
+        });
+        *leaders.entry(l).or_default() += 1;
         let mut states: HashMap<String, usize> = HashMap::new();
         for p in s.peers.iter().filter(|p| !p.healthy) {
             *states
@@ -239,7 +250,7 @@ async fn laggards(live: &[&NodeProc]) -> String {
         }
     }
     out.truncate(12);
-    out.join("; ")
+    format!("leaders {leaders:?}; {}", out.join("; "))
 }
 
 fn proc_cpu_ticks(pid: u32) -> Option<u64> {

@@ -47,6 +47,7 @@ fn main() {
             memory: 24 << 30,
         }],
         interval_ms: 5000,
+        members: (12, 0x5eed_cafe_f00d_d00d),
     };
     let cert = Certificate::issue(
         &op,
@@ -110,6 +111,13 @@ fn main() {
         ),
         ("revocations", Request::Revocations(list.bytes.clone())),
         (
+            "members",
+            Request::Members(vec![SharedPeer::member(
+                &me,
+                &["/ip4/10.0.0.2/tcp/4010".parse().expect("multiaddr")],
+            )]),
+        ),
+        (
             "push",
             Request::Pinset(PinsetRequest::Push { entries: vec![] }),
         ),
@@ -157,6 +165,13 @@ fn main() {
             },
         ),
         ("ack", Response::Ack),
+        (
+            "members",
+            Response::Members(vec![SharedPeer::member(
+                &me,
+                &["/ip4/10.0.0.3/udp/4010/quic-v1".parse().expect("multiaddr")],
+            )]),
+        ),
         ("pong", Response::Pong),
         ("probed", Response::Probed { reachable: true }),
         (

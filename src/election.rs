@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use crate::role::Role;
 
+pub mod members;
 pub mod probe;
 
 /// Timing of the election, see the `[election]` section of the config.
@@ -311,6 +312,14 @@ impl<I: Ord + Clone + Debug> Election<I> {
     /// Whether a peer counts for the election now.
     pub fn is_live(&self, id: &I, now: Instant) -> bool {
         self.peers.get(id).is_some_and(|p| self.live(p, now))
+    }
+
+    /// The peers that count for the election now (this node not included).
+    pub fn live_peers(&self, now: Instant) -> impl Iterator<Item = &I> + '_ {
+        self.peers
+            .iter()
+            .filter(move |(_, p)| self.live(p, now))
+            .map(|(id, _)| id)
     }
 
     /// Live: not confirmed dead or departed, and heard within `peer_timeout`
@@ -641,6 +650,15 @@ impl<I: Ord + Clone + Debug> Election<I> {
         }
     }
 
+    /// Whether a live peer follows a leader (not this node) this node has
+    /// never heard from.
+    fn follows_unknown_leader(&self, now: Instant) -> bool {
+        self.peers.values().any(|p| {
+            self.live(p, now)
+                && matches!(&p.follows, Some((l, _)) if *l != self.me && !self.peers.contains_key(l))
+        })
+    }
+
     /// Live peers that claim to lead.
     fn rival_claims(&self, now: Instant) -> impl Iterator<Item = (I, u64)> + '_ {
         self.peers
@@ -674,8 +692,15 @@ impl<I: Ord + Clone + Debug> Election<I> {
                     Some((l, e)) if *l == self.me => !self.term_conflicted(*e, now),
                     _ => false,
                 };
-                let in_grace =
-                    now.saturating_duration_since(self.started) < self.timing.startup_grace;
+                let up_for = now.saturating_duration_since(self.started);
+                // Joining, a live peer follows a leader this node has not
+                // heard from yet (its greeting is still on the way): that
+                // one may well outrank this node, so wait for it rather
+                // than claim a term the cluster would only overtake.
+                let in_grace = !holding
+                    && (up_for < self.timing.startup_grace
+                        || (up_for < self.timing.startup_grace + self.timing.peer_timeout
+                            && self.follows_unknown_leader(now)));
                 if !holding && !in_grace && self.max_epoch >= MAX_EPOCH {
                     // No epoch is left to claim (every peer would refuse
                     // MAX_EPOCH + 1): lead nobody rather than a term no one
@@ -739,6 +764,24 @@ impl<I: Ord + Clone + Debug> Election<I> {
             actions.push(Action::LeaderChanged(self.leader.clone()));
         }
     }
+}
+
+/// When a heartbeat announcing `interval` is followed by the next: one
+/// interval later at the full rate; a quiet follower's (an interval above `heartbeat`)
+/// somewhere in the last quarter of its interval, by `unit` (0..1), so that
+/// quiet followers that started together do not heartbeat together ever
+/// after. Never later than the interval announced, which peers judge its
+/// silence by.
+pub fn quiet_delay(interval: Duration, heartbeat: Duration, unit: f64) -> Duration {
+    if interval <= heartbeat {
+        return interval;
+    }
+    let unit = if unit.is_finite() {
+        unit.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    interval.mul_f64(0.75 + 0.25 * unit)
 }
 
 /// The rightful leader among candidates `(role, id)`: highest role, then lowest ID.

@@ -75,6 +75,7 @@ pub fn rpc_request(data: &[u8]) {
             wire::Request::ProbeFor { peer, .. } => {
                 let _ = libp2p::PeerId::from_bytes(&peer);
             }
+            wire::Request::Members(list) => members(&list),
         }
     }
 }
@@ -91,9 +92,7 @@ pub fn rpc_response(data: &[u8]) {
             } => {
                 let _ = heartbeat.check();
                 let _ = wire::check_signed(&cert, &list);
-                for p in peers.iter().take(wire::MAX_SHARED_PEERS) {
-                    let _ = p.parse();
-                }
+                members(&peers);
                 certificate_bytes(cert.as_deref());
             }
             wire::Response::Pinset(p) => {
@@ -102,10 +101,19 @@ pub fn rpc_response(data: &[u8]) {
             wire::Response::Holder(h) => {
                 let _ = h.check();
             }
+            wire::Response::Members(list) => members(&list),
             wire::Response::Ack
             | wire::Response::Denied { .. }
             | wire::Response::Pong
             | wire::Response::Probed { .. } => {}
+        }
+    }
+}
+
+fn members(list: &[wire::SharedPeer]) {
+    if wire::check_members(list).is_ok() {
+        for p in list {
+            let _ = p.parse();
         }
     }
 }

@@ -76,6 +76,8 @@ pub enum Kind {
     Revocations,
     /// A probe, direct or indirect (any member may send one).
     Probe,
+    /// A member list, to compare views of the membership (any member).
+    Members,
 }
 
 /// Why a message was dropped (the key under which it is counted).

@@ -17,14 +17,18 @@ use crate::pinset::sync::{Collected, Cursor};
 use crate::role::Role;
 
 /// Version byte leading every message.
-pub const VERSION: u8 = 11;
+pub const VERSION: u8 = 12;
 /// Largest gossip message accepted (heartbeats are ~200 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Largest request or response accepted over request-response.
 pub const MAX_RPC_BYTES: usize = 1024 * 1024;
 /// Most peers shared in one peer exchange, and addresses per peer.
-pub const MAX_SHARED_PEERS: usize = 64;
 pub const MAX_ADDRS_PER_PEER: usize = 8;
+/// Most members a member list carries (the default `network.max_peers`):
+/// a `Hello` answer's, or a member pull's.
+pub const MAX_MEMBERS: usize = 1024;
+/// Most addresses of one member a member list carries.
+pub const MAX_MEMBER_ADDRS: usize = 4;
 
 /// Names that keep two clusters on one network apart.
 #[derive(Debug, Clone)]
@@ -72,6 +76,8 @@ pub enum WireError {
     Gpus,
     #[error("heartbeat interval of {0} ms is beyond the limit of one day")]
     Interval(u64),
+    #[error("member list of {0} entries is over the limit of {MAX_MEMBERS}")]
+    Members(usize),
     #[error("claimed sender {claimed} is not the signer {signer}")]
     /// Peer IDs in base58.
     Forged { claimed: String, signer: String },
@@ -141,6 +147,10 @@ pub struct Heartbeat {
     /// The sender's next heartbeat is due within this many milliseconds
     /// (longer for quiet followers of a large cluster); at most a day.
     pub interval_ms: u64,
+    /// The members the sender holds live, itself included: their number and
+    /// the sum of their IDs' hashes (see [`crate::election::members`]).
+    /// Followers pull the leader's member list when theirs differs.
+    pub members: (u32, u64),
 }
 
 /// A GPU a node has (NVIDIA, read through NVML at start).
@@ -222,6 +232,10 @@ pub enum Request {
     /// `Probed` once the peer answers, or unreachable when it has not
     /// within `within_ms` (capped by the asked node).
     ProbeFor { peer: Vec<u8>, within_ms: u32 },
+    /// The members the sender holds live (at most [`MAX_MEMBERS`]), sent to
+    /// the leader when its member digest differs: answered with the
+    /// leader's, and each side dials those it lacks.
+    Members(Vec<SharedPeer>),
 }
 
 /// The greeting that opens every connection, both ways.
@@ -578,9 +592,12 @@ pub enum Response {
     Probed {
         reachable: bool,
     },
+    /// The answer to [`Request::Members`].
+    Members(Vec<SharedPeer>),
 }
 
-/// A peer and the addresses it can be dialled at, as shared in [`Response::Hello`].
+/// A peer and the addresses it can be dialled at, as shared in
+/// [`Response::Hello`] and the member lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedPeer {
     pub peer: Vec<u8>,
@@ -599,6 +616,11 @@ impl SharedPeer {
         }
     }
 
+    /// A member list's entry: fewer addresses (newest first).
+    pub fn member(peer: &PeerId, addrs: &[Multiaddr]) -> Self {
+        Self::new(peer, &addrs[..addrs.len().min(MAX_MEMBER_ADDRS)])
+    }
+
     /// The peer and its well-formed addresses; `None` if the peer ID is invalid.
     pub fn parse(&self) -> Option<(PeerId, Vec<Multiaddr>)> {
         let peer = PeerId::from_bytes(&self.peer).ok()?;
@@ -610,6 +632,15 @@ impl SharedPeer {
             .collect();
         Some((peer, addrs))
     }
+}
+
+/// Checks a member list's bound ([`Request::Members`], [`Response::Members`]);
+/// its entries are parsed (and the malformed skipped) where they are used.
+pub fn check_members(list: &[SharedPeer]) -> Result<(), WireError> {
+    if list.len() > MAX_MEMBERS {
+        return Err(WireError::Members(list.len()));
+    }
+    Ok(())
 }
 
 fn bincode_config() -> impl bincode::config::Config {
@@ -768,6 +799,7 @@ mod tests {
                 memory: 80 << 30,
             }],
             interval_ms: 5000,
+            members: (100, u64::MAX),
         }
     }
 
@@ -898,6 +930,25 @@ mod tests {
             decode_gossip(&bytes, &me),
             Err(WireError::Trailing(1))
         ));
+    }
+
+    #[test]
+    fn a_full_member_list_fits_a_frame_and_a_longer_one_is_refused() {
+        let addrs: Vec<Multiaddr> = (0..MAX_ADDRS_PER_PEER)
+            .map(|i| format!("/ip6/fd00::{i}/udp/65535/quic-v1").parse().unwrap())
+            .collect();
+        let member = SharedPeer::member(&PeerId::random(), &addrs);
+        assert_eq!(member.addrs.len(), MAX_MEMBER_ADDRS);
+        let mut list = vec![member; MAX_MEMBERS];
+        assert!(check_members(&list).is_ok());
+        let bytes = encode(&Response::Members(list.clone()));
+        assert!(bytes.len() < MAX_RPC_BYTES / 4, "{} bytes", bytes.len());
+        assert_eq!(
+            decode::<Response>(&bytes, MAX_RPC_BYTES).unwrap(),
+            Response::Members(list.clone())
+        );
+        list.push(list[0].clone());
+        assert!(matches!(check_members(&list), Err(WireError::Members(n)) if n == MAX_MEMBERS + 1));
     }
 
     #[test]

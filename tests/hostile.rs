@@ -354,6 +354,7 @@ fn heartbeat(role: Role, incarnation: u64, seq: u64) -> Heartbeat {
         pinset: None,
         gpus: vec![],
         interval_ms: 5000,
+        members: (1, 0),
     }
 }
 

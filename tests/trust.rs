@@ -416,6 +416,7 @@ impl Peer {
                         pinset: None,
                         gpus: vec![],
                         interval_ms: 5000,
+                        members: (1, 0),
                     },
                     cert: cert.clone(),
                     revocations: None,

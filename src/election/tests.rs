@@ -948,3 +948,78 @@ fn a_silent_verdict_is_undone_by_an_answer_after_it() {
     w.handle(Input::Answered(1), t1 + SEC);
     assert!(!w.is_live(&1, t1 + SEC));
 }
+
+#[test]
+fn quiet_heartbeats_spread_over_the_last_quarter_and_never_late() {
+    let s = Duration::from_secs;
+    assert_eq!(
+        crate::election::quiet_delay(s(5), s(5), 0.3),
+        s(5),
+        "full rate: exact"
+    );
+    assert_eq!(crate::election::quiet_delay(s(100), s(5), 0.0), s(75));
+    assert_eq!(crate::election::quiet_delay(s(100), s(5), 1.0), s(100));
+    for u in [-1.0, 0.0, 0.25, 0.5, 0.999, 2.0, f64::NAN] {
+        let d = crate::election::quiet_delay(s(100), s(5), u);
+        assert!(d >= s(75) && d <= s(100), "{u}: {d:?}");
+    }
+}
+
+/// A joining worker that hears of the leader only through a follower (its
+/// own greeting from the leader is late) does not claim a term after its
+/// grace: it waits for the leader, then follows it. A leader that stays
+/// unheard of does not hold it back past `peer_timeout`.
+#[test]
+fn a_joining_node_waits_for_a_leader_it_has_only_heard_of() {
+    let t0 = Instant::now();
+    let t = timing();
+    let mut w = Election::new(5u32, Role::Worker, 1, 0, t, t0);
+    // Follower 9 (a worker ranked below) follows master 1 at epoch 4; 1 is unknown here.
+    w.handle(
+        Input::Heartbeat {
+            from: 9,
+            report: report(Role::Worker, 1, 4, Some((1, 4))),
+        },
+        t0,
+    );
+    let after_grace = t0 + t.startup_grace + Duration::from_millis(100);
+    w.tick(after_grace);
+    assert_eq!(w.leader(), None, "no claim while the leader is unheard of");
+    assert_eq!(w.max_epoch(), 4, "no new epoch taken");
+    w.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: report(Role::Master, 1, 4, Some((1, 4))),
+        },
+        after_grace,
+    );
+    assert_eq!(w.leader(), Some(&(1, 4)));
+
+    // Another joiner whose leader is never heard of: it claims once the
+    // bound has passed (its view then holds no one who may lead but it).
+    let mut v = Election::new(6u32, Role::Worker, 1, 0, t, t0);
+    for k in 1..=3u64 {
+        let at = t0 + SEC * k as u32;
+        v.handle(
+            Input::Heartbeat {
+                from: 9,
+                report: report(Role::Worker, k, 4, Some((1, 4))),
+            },
+            at,
+        );
+        assert_eq!(v.leader(), None, "{k} s: still waiting");
+    }
+    let past = t0 + t.startup_grace + t.peer_timeout + Duration::from_millis(100);
+    v.handle(
+        Input::Heartbeat {
+            from: 9,
+            report: report(Role::Worker, 4, 4, Some((1, 4))),
+        },
+        past,
+    );
+    assert_eq!(
+        v.leader(),
+        Some(&(6, 5)),
+        "claims above the epoch it heard of"
+    );
+}

@@ -310,6 +310,10 @@ impl Node {
                     | Request::Ping
                     | Request::ProbeFor { .. } => unreachable!("matched above"),
                     Request::Hello(hello) => self.on_hello(peer, hello),
+                    Request::Members(list) => {
+                        self.take_members(peer, &list);
+                        Response::Members(self.member_list())
+                    }
                     Request::Update(hb) => {
                         self.on_heartbeat(peer, hb);
                         Response::Ack
@@ -367,17 +371,15 @@ impl Node {
                         return;
                     }
                     self.on_heartbeat(peer, *heartbeat);
-                    for shared in peers.iter().take(wire::MAX_SHARED_PEERS) {
-                        if let Some((p, addrs)) = shared.parse() {
-                            self.learn_addrs(p, addrs);
-                            if !self.swarm.is_connected(&p) {
-                                self.dial(p);
-                            }
-                        }
-                    }
+                    self.take_members(peer, &peers);
                 }
                 Response::Ack => {
                     self.leaving.remove(&request_id);
+                }
+                Response::Members(list) => {
+                    if self.allowed(&peer, Kind::Members) {
+                        self.take_members(peer, &list);
+                    }
                 }
                 // (Probe answers are taken above; these are stray.)
                 Response::Pong | Response::Probed { .. } => {}
@@ -413,6 +415,7 @@ impl Node {
             Request::Leaving { .. } => Kind::Leaving,
             Request::Revocations(_) => Kind::Revocations,
             Request::Ping | Request::ProbeFor { .. } => Kind::Probe,
+            Request::Members(_) => Kind::Members,
             Request::Pinset(PinsetRequest::Push { .. }) => Kind::PinsetPush,
             Request::Pinset(PinsetRequest::Pull { .. }) => Kind::PinsetPull,
             Request::Holder(HolderRequest::Statuses { .. }) => Kind::HolderStatus,
@@ -438,7 +441,7 @@ impl Node {
         let (cert, revocations) = self.gate.credentials();
         Response::Hello {
             heartbeat: Box::new(self.heartbeat()),
-            peers: self.shared_peers(),
+            peers: self.member_list(),
             cert,
             revocations,
         }

@@ -47,6 +47,9 @@ const ELECTION_TICK: Duration = Duration::from_millis(200);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 /// Bound for the set of foreign peers.
 const MAX_FOREIGN: usize = 4096;
+/// The longest back-off between pulls of the leader's member list while the
+/// views keep differing (a member one side cannot reach).
+const MEMBER_SYNC_MAX: Duration = Duration::from_secs(60);
 /// How long a stopping node waits for the pinset tasks to close their databases.
 const PINSET_STOP: Duration = Duration::from_secs(10);
 
@@ -304,6 +307,13 @@ where
         gossip_only: HashMap::new(),
         rechecking: HashSet::new(),
         hello_sent: HashMap::new(),
+        // A difference must show in two of the leader's heartbeats in a
+        // row (after the first pull); at most one pull a heartbeat.
+        member_sync: crate::election::members::Sync::new(
+            cfg.heartbeat_interval / 2,
+            cfg.heartbeat_interval,
+            MEMBER_SYNC_MAX,
+        ),
         peer_health: HashMap::new(),
         gpus: crate::health::gpus(),
         peer_gpus: HashMap::new(),
@@ -407,6 +417,8 @@ struct Node {
     rechecking: HashSet<PeerId>,
     /// When this node last sent each connected peer its `Hello`.
     hello_sent: HashMap<PeerId, Instant>,
+    /// When to pull the leader's member list (its digest differs from ours).
+    member_sync: crate::election::members::Sync,
     peer_health: HashMap<String, Health>,
     /// This node's GPUs (read once at start), and its peers'.
     gpus: Vec<wire::Gpu>,

@@ -5,10 +5,10 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::DialError;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{MAX_FOREIGN, Node};
-use crate::election::Liveness;
+use crate::election::{Liveness, members};
 use crate::wire::{self, SharedPeer};
 
 impl Node {
@@ -279,16 +279,89 @@ impl Node {
         self.learn_addrs(peer, addrs);
     }
 
-    /// The connected peers and their addresses, for a peer's `Hello`: in a
-    /// secured cluster, members only.
-    pub(super) fn shared_peers(&self) -> Vec<SharedPeer> {
-        let secured = self.gate.is_secured();
+    /// The members this node holds live, itself included (see
+    /// [`crate::election::members`]).
+    pub(super) fn member_digest(&self) -> (u32, u64) {
+        let now = std::time::Instant::now();
+        let me = self.election.me().as_bytes();
+        let peers = self.election.live_peers(now).map(|id| id.as_bytes());
+        let d = members::digest(std::iter::once(me).chain(peers));
+        (d.count, d.hash)
+    }
+
+    /// The leader's heartbeat said which members it holds live: when that
+    /// differs from this node's view (and the back-off allows), this node
+    /// sends the leader its member list and gets the leader's back.
+    pub(super) fn compare_members(&mut self, leader: PeerId, theirs: (u32, u64)) {
+        let own = self.member_digest();
+        let d = |(count, hash)| members::Digest { count, hash };
+        if !self
+            .member_sync
+            .observe(d(theirs), d(own), std::time::Instant::now())
+        {
+            return;
+        }
+        debug!(%leader, theirs = theirs.0, own = own.0, "member views differ: pulling the leader's");
+        let list = self.member_list();
         self.swarm
-            .connected_peers()
+            .behaviour_mut()
+            .rpc
+            .send_request(&leader, wire::Request::Members(list));
+    }
+
+    /// The live members this node knows an address of (in a secured
+    /// cluster, certified ones only), for [`wire::Request::Members`].
+    pub(super) fn member_list(&self) -> Vec<SharedPeer> {
+        let now = std::time::Instant::now();
+        let secured = self.gate.is_secured();
+        self.election
+            .live_peers(now)
+            .filter_map(|id| id.parse::<PeerId>().ok())
             .filter(|p| !secured || self.gate.member(p).is_some())
-            .filter_map(|p| self.addrs.get(p).map(|a| SharedPeer::new(p, a)))
-            .take(wire::MAX_SHARED_PEERS)
+            .filter_map(|p| self.addrs.get(&p).map(|a| SharedPeer::member(&p, a)))
+            .take(wire::MAX_MEMBERS)
             .collect()
+    }
+
+    /// A peer's member list (in its `Hello` answer, or a member pull): the
+    /// addresses are kept, the members not connected are dialled, and the
+    /// connected ones this node does not know yet are greeted again (the
+    /// greeting makes them known).
+    pub(super) fn take_members(&mut self, from: PeerId, list: &[SharedPeer]) {
+        if let Err(e) = wire::check_members(list) {
+            warn!(peer = %from, error = %e, "member list dropped");
+            return;
+        }
+        let mut new = 0;
+        for shared in list {
+            let Some((p, addrs)) = shared.parse() else {
+                continue;
+            };
+            if p == self.me || self.foreign.contains(&p) {
+                continue;
+            }
+            let known = self.election.peer(&p.to_base58()).is_some();
+            let connected = self.swarm.is_connected(&p);
+            if known && connected {
+                // Nothing to learn: identify keeps its addresses current.
+                continue;
+            }
+            new += usize::from(!known);
+            self.learn_addrs(p, addrs);
+            if !connected {
+                self.dial(p);
+            } else if !known
+                && self
+                    .hello_sent
+                    .get(&p)
+                    .is_none_or(|at| at.elapsed() >= HELLO_RETRY)
+            {
+                self.send_hello(p);
+            }
+        }
+        if new > 0 {
+            debug!(peer = %from, new, "members learned from a member list");
+        }
     }
 }
 

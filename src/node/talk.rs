@@ -70,6 +70,7 @@ impl Node {
             pinset: Some(self.pins.progress().digest),
             gpus: self.gpus.clone(),
             interval_ms: r.interval.as_millis() as u64,
+            members: self.member_digest(),
         }
     }
 
@@ -81,11 +82,14 @@ impl Node {
     }
 
     /// A heartbeat went out over gossip: the next is due one interval (the
-    /// one it announced) later.
+    /// one it announced) later, or for a quiet follower at a random point
+    /// in the last quarter of it (see [`crate::election::quiet_delay`]).
     fn beat_sent(&mut self, hb: &Heartbeat) {
         let now = Instant::now();
         self.last_beat = now;
-        self.next_beat = now + std::time::Duration::from_millis(hb.interval_ms);
+        let interval = std::time::Duration::from_millis(hb.interval_ms);
+        self.next_beat = now
+            + crate::election::quiet_delay(interval, self.cfg.heartbeat_interval, rand::random());
         self.beat_pinset = hb.pinset;
     }
 
@@ -179,6 +183,10 @@ impl Node {
         );
         if claims {
             self.check_leader_on_claim(&key);
+        }
+        let follows_sender = matches!(self.election.leader(), Some((l, _)) if *l == key);
+        if follows_sender && claims {
+            self.compare_members(from, hb.members);
         }
         if self.election.peer(&key).is_some() {
             self.peer_health.insert(key.clone(), hb.health);

@@ -67,6 +67,8 @@ fn kinds() -> Vec<Kind> {
         Kind::HolderAnswer,
         Kind::HolderStatus,
         Kind::Revocations,
+        Kind::Probe,
+        Kind::Members,
     ]);
     k
 }

@@ -1,0 +1,1021 @@
+//! The election, probe and membership cores of every node of a large
+//! cluster in one deterministic simulation: how long a cluster of N takes
+//! to converge after its last node starts, how long a silent leader takes
+//! to be replaced, and what each node sends and handles a second while
+//! idle, as N grows past what one machine can run as processes.
+//!
+//! Every simulated node runs the real [`Election`], [`Prober`] and
+//! [`members::Sync`], glued together the way `src/node` glues them (who
+//! probes, whom it asks, the checks before following a claimant, the member
+//! pull, the heartbeat schedule of quiet followers). What is modelled is the
+//! network:
+//!
+//! * **Gossip** (heartbeats): a message reaches every other node that is up
+//!   after `hops` hops of `hop` each (`hops` uniform in 1..=⌈log₃ N⌉ + 1,
+//!   a mesh of degree 3), each delivery lost with probability `loss²` (a
+//!   gossipsub mesh has at least two paths to a node) and otherwise late by
+//!   one lazy-gossip round (1 s) with probability `loss`.
+//! * **Direct messages** (Hello, probes, member lists, the leader's
+//!   announcements): one `hop` each way, each leg lost with probability
+//!   `loss`. Every pair of nodes is connected (the node keeps a full mesh).
+//! * **Faults:** a frozen node (SIGSTOP, a cut cable) sends and answers
+//!   nothing and keeps its connections; a killed one's connections close,
+//!   so its peers see it suspect at once and their re-dials fail.
+//!
+//! The simulation checks the election's contract after every leadership
+//! change: no two nodes follow different leaders at the same epoch.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use ipfs_kit_p2p::election::members;
+use ipfs_kit_p2p::election::probe::{Probe, ProbeTiming, Prober};
+use ipfs_kit_p2p::election::{Action, Election, Input, Report, Timing, choose_leader, quiet_delay};
+use ipfs_kit_p2p::role::Role;
+
+/// How often the node loop ticks the election (`ELECTION_TICK` in `src/node`).
+const ELECTION_TICK: Duration = Duration::from_millis(200);
+/// A peer is greeted again at most this often (`HELLO_RETRY` in `src/node`).
+const HELLO_RETRY: Duration = Duration::from_secs(5);
+/// A lazy-gossip round: how late a heartbeat that missed the mesh arrives.
+const LAZY: Duration = Duration::from_secs(1);
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub nodes: usize,
+    /// Masters, then workers; the rest are leechers.
+    pub masters: usize,
+    pub workers: usize,
+    pub seed: u64,
+    /// Loss on every link, 0..1.
+    pub loss: f64,
+    /// One network hop.
+    pub hop: Duration,
+    /// Nodes start one after another, this far apart.
+    pub start_every: Duration,
+    /// After the cluster converged and its first heartbeats went out: idle
+    /// for this long (traffic measured), then the leader fails. At least a
+    /// quiet follower's interval, so that each sends its share.
+    pub idle: Duration,
+    /// Give up waiting for convergence or a successor after this long.
+    pub deadline: Duration,
+    pub timing: Timing,
+    pub probe: ProbeTiming,
+    /// Followers after the leader that probe it; members asked per indirect probe.
+    pub probers: usize,
+    pub indirect: usize,
+    /// How the leader fails.
+    pub fault: Fault,
+}
+
+/// How the leader fails after the idle period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Silent: frozen or cut off, its connections open (SIGSTOP).
+    Freeze,
+    /// Crashed: its connections close (SIGKILL).
+    Kill,
+}
+
+impl Params {
+    /// The node's defaults (`config/default.toml`) for `nodes` nodes.
+    pub fn defaults(nodes: usize, seed: u64) -> Self {
+        Params {
+            nodes,
+            masters: 3.min(nodes),
+            workers: (nodes / 5).min(nodes.saturating_sub(3)),
+            seed,
+            loss: 0.0,
+            hop: Duration::from_micros(500),
+            start_every: Duration::from_millis(20),
+            idle: Duration::from_secs(30),
+            deadline: Duration::from_secs(120),
+            timing: Timing {
+                peer_timeout: Duration::from_secs(15),
+                suspect_timeout: Duration::from_secs(3),
+                startup_grace: Duration::from_secs(1),
+                forget_after: Duration::from_secs(600),
+                heartbeat: Duration::from_secs(5),
+                quiet_per_member: Duration::from_millis(1000),
+                successors: 3,
+            },
+            probe: ProbeTiming::default(),
+            probers: 3,
+            indirect: 3,
+            fault: Fault::Freeze,
+        }
+    }
+}
+
+/// What the simulation measured.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub nodes: usize,
+    /// From the last start until every node follows the rightful leader at
+    /// one epoch and holds every other node live.
+    pub convergence: Option<Duration>,
+    /// From the leader's failure until every other node follows its
+    /// successor.
+    pub detection: Option<Duration>,
+    /// While idle, per node per second: gossip messages handled, gossip
+    /// messages sent (its own heartbeats), direct messages sent.
+    pub gossip_in_per_node_s: f64,
+    pub gossip_out_per_node_s: f64,
+    pub direct_out_per_node_s: f64,
+    /// Direct messages the leader sent per second while idle (probe answers).
+    pub leader_direct_out_s: f64,
+    /// Member pulls while idle, whole cluster, per second.
+    pub member_pulls_s: f64,
+    /// Highest epoch reached, and leader changes summed over all nodes.
+    pub max_epoch: u64,
+    pub leader_changes: u64,
+    /// Simulated events handled.
+    pub events: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Msg {
+    /// A heartbeat, by gossip (or directly: a Hello, its answer, an Update).
+    Beat {
+        report: Report<u32>,
+        members: members::Digest,
+    },
+    /// A Hello: the sender's report; answered with the receiver's.
+    Hello {
+        report: Report<u32>,
+        members: members::Digest,
+    },
+    Ping {
+        nonce: u64,
+        relay: Option<(u32, u64)>,
+    },
+    Pong {
+        nonce: u64,
+        relay: Option<(u32, u64)>,
+    },
+    /// Probe `target` for me, answer under `nonce`.
+    ProbeFor {
+        target: u32,
+        nonce: u64,
+        within: Duration,
+    },
+    Probed {
+        nonce: u64,
+        reachable: bool,
+    },
+    /// A member list (`answer`: it answers a pull).
+    Members {
+        list: Vec<u32>,
+        answer: bool,
+    },
+    /// The sender's process died: its connection closed.
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Start(u32),
+    Deliver {
+        from: u32,
+        to: u32,
+        msg: Msg,
+    },
+    Tick(u32),
+    Wake(u32, Instant),
+    Beat(u32, Instant),
+    /// A relay's deadline: answer "unreachable" unless answered already.
+    RelayDue {
+        at: u32,
+        key: u64,
+    },
+    /// The re-dial of a peer whose connection closed has failed.
+    DialFailed {
+        at: u32,
+        peer: u32,
+    },
+    Kill(u32),
+    Freeze(u32),
+}
+
+struct Node {
+    role: Role,
+    up: bool,
+    frozen: bool,
+    election: Election<u32>,
+    prober: Prober<u32>,
+    sync: members::Sync,
+    last_beat: Instant,
+    next_beat: Instant,
+    wake: Option<Instant>,
+    /// Relayed probes: key -> (asker, asker's nonce), answered once.
+    relays: HashMap<u64, (u32, u64)>,
+    next_relay: u64,
+    /// When this node last greeted each peer (`hello_sent` in `src/node`).
+    greeted: HashMap<u32, Instant>,
+}
+
+/// SplitMix64: small, and the same on every platform.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    gossip_in: u64,
+    gossip_out: u64,
+    direct_out: Vec<u64>,
+    pulls: u64,
+}
+
+/// The simulation.
+pub struct Sim {
+    p: Params,
+    t0: Instant,
+    now: Instant,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    events: HashMap<u64, Ev>,
+    seq: u64,
+    rng: Rng,
+    nodes: Vec<Node>,
+    hops: u64,
+    counts: Counts,
+    /// Who each node follows at which epoch was accepted, for the contract.
+    epochs: BTreeMap<u64, u32>,
+    leader_changes: u64,
+    handled: u64,
+    kinds: BTreeMap<String, u64>,
+}
+
+impl Sim {
+    pub fn new(p: Params) -> Self {
+        let t0 = Instant::now();
+        let n = p.nodes;
+        let role = |i: usize| {
+            if i < p.masters {
+                Role::Master
+            } else if i < p.masters + p.workers {
+                Role::Worker
+            } else {
+                Role::Leecher
+            }
+        };
+        let nodes = (0..n)
+            .map(|i| Node {
+                role: role(i),
+                up: false,
+                frozen: false,
+                election: Election::new(i as u32, role(i), 1, 0, p.timing, t0),
+                prober: Prober::new(p.probe, t0),
+                sync: members::Sync::new(
+                    p.timing.heartbeat / 2,
+                    p.timing.heartbeat,
+                    Duration::from_secs(60),
+                ),
+                last_beat: t0,
+                next_beat: t0,
+                wake: None,
+                relays: HashMap::new(),
+                next_relay: 0,
+                greeted: HashMap::new(),
+            })
+            .collect();
+        let hops = (n.max(2) as f64).log(3.0).ceil() as u64 + 1;
+        let counts = Counts {
+            direct_out: vec![0; n],
+            ..Counts::default()
+        };
+        Sim {
+            rng: Rng(p.seed),
+            p,
+            t0,
+            now: t0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            seq: 0,
+            nodes,
+            hops,
+            counts,
+            epochs: BTreeMap::new(),
+            leader_changes: 0,
+            handled: 0,
+            kinds: BTreeMap::new(),
+        }
+    }
+
+    fn at(&mut self, when: Instant, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((when, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    /// Runs events up to `until`, or until `done` holds (checked every
+    /// 100 ms of simulated time); whether `done` held.
+    fn run_until(
+        &mut self,
+        until: Instant,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Result<bool, String> {
+        let mut next_check = self.now;
+        while let Some(Reverse((when, seq))) = self.queue.peek().copied() {
+            if when > until {
+                break;
+            }
+            if when >= next_check {
+                self.now = next_check.max(self.now);
+                if done(self) {
+                    return Ok(true);
+                }
+                next_check = when.max(next_check) + Duration::from_millis(100);
+            }
+            self.queue.pop();
+            let ev = self
+                .events
+                .remove(&seq)
+                .expect("every queued event is stored");
+            self.now = when;
+            self.handled += 1;
+            if std::env::var_os("SIM_COUNT").is_some() {
+                let name = format!("{ev:?}");
+                let name = name.split(['(', ' ', '{']).next().unwrap_or("").to_string();
+                let key = if let Ev::Deliver { msg, .. } = &ev {
+                    format!(
+                        "{name}/{}",
+                        format!("{msg:?}")
+                            .split(['(', ' ', '{'])
+                            .next()
+                            .unwrap_or("")
+                    )
+                } else {
+                    name
+                };
+                *self.kinds.entry(key).or_default() += 1;
+            }
+            self.handle(ev)?;
+        }
+        self.now = until;
+        Ok(done(self))
+    }
+
+    fn handle(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::Start(i) => self.start(i),
+            Ev::Deliver { from, to, msg } => return self.deliver(from, to, msg),
+            Ev::Tick(i) => {
+                if self.nodes[i as usize].up {
+                    let next = self.now + ELECTION_TICK;
+                    self.at(next, Ev::Tick(i));
+                    if !self.nodes[i as usize].frozen {
+                        self.tick(i)?;
+                    }
+                }
+            }
+            Ev::Wake(i, at) => {
+                let n = &self.nodes[i as usize];
+                if n.up && !n.frozen && n.wake == Some(at) {
+                    self.nodes[i as usize].wake = None;
+                    self.probe_tick(i)?;
+                }
+            }
+            Ev::Beat(i, at) => {
+                let n = &self.nodes[i as usize];
+                if n.up && !n.frozen && n.next_beat == at {
+                    self.beat(i, false);
+                }
+            }
+            Ev::RelayDue { at, key } => {
+                if let Some((asker, nonce)) = self.nodes[at as usize].relays.remove(&key) {
+                    let reachable = false;
+                    self.send(at, asker, Msg::Probed { nonce, reachable });
+                }
+            }
+            Ev::DialFailed { at, peer } => {
+                if self.nodes[at as usize].up && !self.nodes[at as usize].frozen {
+                    self.input(at, Input::Unreachable(peer))?;
+                }
+            }
+            Ev::Kill(i) => {
+                self.nodes[i as usize].up = false;
+                // Its connections close: every peer sees it go at once.
+                for j in 0..self.nodes.len() as u32 {
+                    if j != i && self.nodes[j as usize].up {
+                        let at = self.now + self.p.hop;
+                        self.at(
+                            at,
+                            Ev::Deliver {
+                                from: i,
+                                to: j,
+                                msg: Msg::Closed,
+                            },
+                        );
+                    }
+                }
+            }
+            Ev::Freeze(i) => self.nodes[i as usize].frozen = true,
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, i: u32) {
+        let now = self.now;
+        let n = &mut self.nodes[i as usize];
+        n.up = true;
+        n.election = Election::new(i, n.role, 1, 0, self.p.timing, now);
+        n.prober = Prober::new(self.p.probe, now);
+        n.last_beat = now;
+        self.at(now + ELECTION_TICK, Ev::Tick(i));
+        // Greets the bootstrap node (node 0), which answers with its
+        // heartbeat and its member list (as `Response::Hello` does).
+        if i != 0 {
+            self.greet(i, 0);
+        }
+        self.beat(i, false);
+    }
+
+    fn greet(&mut self, from: u32, to: u32) {
+        let now = self.now;
+        self.nodes[from as usize].greeted.insert(to, now);
+        let (report, members) = self.report(from);
+        self.send(from, to, Msg::Hello { report, members });
+    }
+
+    fn digest(&self, i: u32) -> members::Digest {
+        let e = &self.nodes[i as usize].election;
+        let ids: Vec<[u8; 4]> = std::iter::once(i)
+            .chain(e.live_peers(self.now).copied())
+            .map(u32::to_be_bytes)
+            .collect();
+        members::digest(ids.iter().map(|b| b.as_slice()))
+    }
+
+    fn report(&mut self, i: u32) -> (Report<u32>, members::Digest) {
+        let members = self.digest(i);
+        let report = self.nodes[i as usize].election.next_report(self.now);
+        (report, members)
+    }
+
+    /// A direct message: one hop, lost with probability `loss`.
+    fn send(&mut self, from: u32, to: u32, msg: Msg) {
+        self.counts.direct_out[from as usize] += 1;
+        if self.rng.unit() < self.p.loss {
+            return;
+        }
+        let at = self.now + self.p.hop;
+        self.at(at, Ev::Deliver { from, to, msg });
+    }
+
+    /// A heartbeat over gossip to every node that is up (see the module's model).
+    fn gossip(&mut self, from: u32, report: Report<u32>, members: members::Digest) {
+        self.counts.gossip_out += 1;
+        let loss = self.p.loss;
+        for to in 0..self.nodes.len() as u32 {
+            if to == from || !self.nodes[to as usize].up {
+                continue;
+            }
+            let u = self.rng.unit();
+            if u < loss * loss {
+                continue;
+            }
+            let hops = 1 + self.rng.below(self.hops);
+            let mut at = self.now + self.p.hop * hops as u32;
+            if u < loss {
+                at += LAZY;
+            }
+            let msg = Msg::Beat {
+                report: report.clone(),
+                members,
+            };
+            self.at(at, Ev::Deliver { from, to, msg });
+        }
+    }
+
+    fn beat(&mut self, i: u32, announce: bool) {
+        let (report, members) = self.report(i);
+        let now = self.now;
+        let unit = self.rng.unit();
+        let n = &mut self.nodes[i as usize];
+        n.last_beat = now;
+        n.next_beat = now + quiet_delay(report.interval, self.p.timing.heartbeat, unit);
+        let next = n.next_beat;
+        self.at(next, Ev::Beat(i, next));
+        if announce {
+            for to in 0..self.nodes.len() as u32 {
+                if to != i && self.nodes[to as usize].up {
+                    let msg = Msg::Beat {
+                        report: report.clone(),
+                        members,
+                    };
+                    self.send(i, to, msg);
+                }
+            }
+        }
+        self.gossip(i, report, members);
+    }
+
+    fn deliver(&mut self, from: u32, to: u32, msg: Msg) -> Result<(), String> {
+        let n = &self.nodes[to as usize];
+        if !n.up || n.frozen {
+            return Ok(());
+        }
+        match msg {
+            Msg::Beat { report, members } => {
+                self.counts.gossip_in += 1;
+                self.on_heartbeat(to, from, report, members)?;
+            }
+            Msg::Hello { report, members } => {
+                self.on_heartbeat(to, from, report, members)?;
+                let (report, members) = self.report(to);
+                self.send(to, from, Msg::Beat { report, members });
+                let list = self.member_list(to);
+                self.send(to, from, Msg::Members { list, answer: true });
+            }
+            Msg::Ping { nonce, relay } => self.send(to, from, Msg::Pong { nonce, relay }),
+            Msg::Pong { nonce, relay: None } => {
+                let probe = self.nodes[to as usize].prober.answered(nonce, self.now);
+                self.run_probes(to, probe.into_iter().collect())?;
+            }
+            Msg::Pong {
+                relay: Some((_, key)),
+                ..
+            } => {
+                if let Some((asker, nonce)) = self.nodes[to as usize].relays.remove(&key) {
+                    self.send(
+                        to,
+                        asker,
+                        Msg::Probed {
+                            nonce,
+                            reachable: true,
+                        },
+                    );
+                }
+            }
+            Msg::ProbeFor {
+                target,
+                nonce,
+                within,
+            } => {
+                self.check_own_leader(to, target)?;
+                let n = &mut self.nodes[to as usize];
+                n.next_relay += 1;
+                let key = n.next_relay;
+                n.relays.insert(key, (from, nonce));
+                let due = self.now + within.min(self.p.probe.timeout_max);
+                self.at(due, Ev::RelayDue { at: to, key });
+                self.send(
+                    to,
+                    target,
+                    Msg::Ping {
+                        nonce: 0,
+                        relay: Some((from, key)),
+                    },
+                );
+            }
+            Msg::Probed { nonce, reachable } => {
+                let probes = self.nodes[to as usize]
+                    .prober
+                    .indirect(nonce, reachable, self.now);
+                self.run_probes(to, probes)?;
+            }
+            Msg::Closed => self.input(to, Input::ConnectionLost(from))?,
+            Msg::Members { list, answer } => {
+                if !answer {
+                    let mine = self.member_list(to);
+                    self.send(
+                        to,
+                        from,
+                        Msg::Members {
+                            list: mine,
+                            answer: true,
+                        },
+                    );
+                }
+                for m in list {
+                    let n = &self.nodes[to as usize];
+                    let recent = n
+                        .greeted
+                        .get(&m)
+                        .is_some_and(|at| self.now.saturating_duration_since(*at) < HELLO_RETRY);
+                    if m != to && n.election.peer(&m).is_none() && !recent {
+                        // Dial and greet it.
+                        self.greet(to, m);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn member_list(&self, i: u32) -> Vec<u32> {
+        self.nodes[i as usize]
+            .election
+            .live_peers(self.now)
+            .copied()
+            .collect()
+    }
+
+    fn on_heartbeat(
+        &mut self,
+        at: u32,
+        from: u32,
+        report: Report<u32>,
+        members: members::Digest,
+    ) -> Result<(), String> {
+        let claims = matches!(&report.follows, Some((l, _)) if *l == from);
+        let actions = self.nodes[at as usize]
+            .election
+            .handle(Input::Heartbeat { from, report }, self.now);
+        if claims {
+            self.check_leader_on_claim(at, from)?;
+            let follows =
+                matches!(self.nodes[at as usize].election.leader(), Some((l, _)) if *l == from);
+            if follows {
+                let own = self.digest(at);
+                let now = self.now;
+                if self.nodes[at as usize].sync.observe(members, own, now) {
+                    self.counts.pulls += 1;
+                    let list = self.member_list(at);
+                    self.send(
+                        at,
+                        from,
+                        Msg::Members {
+                            list,
+                            answer: false,
+                        },
+                    );
+                }
+            }
+        }
+        self.execute(at, actions)
+    }
+
+    fn input(&mut self, at: u32, input: Input<u32>) -> Result<(), String> {
+        let actions = self.nodes[at as usize].election.handle(input, self.now);
+        self.execute(at, actions)
+    }
+
+    fn execute(&mut self, at: u32, actions: Vec<Action<u32>>) -> Result<(), String> {
+        for a in actions {
+            match a {
+                Action::PersistEpoch(_) | Action::PersistVote(..) => {}
+                Action::Announce => self.beat(at, true),
+                Action::ConfirmAlive(peer) => {
+                    let p = &self.nodes[peer as usize];
+                    if p.up {
+                        self.input(at, Input::Connected(peer))?;
+                    } else {
+                        let when = self.now + self.p.hop * 2;
+                        self.at(when, Ev::DialFailed { at, peer });
+                    }
+                }
+                Action::LeaderChanged(leader) => {
+                    self.leader_changes += 1;
+                    if let Some((l, e)) = leader {
+                        match self.epochs.get(&e) {
+                            Some(other) if *other != l => {
+                                return Err(format!(
+                                    "two leaders at epoch {e}: {other} and {l} (node {at})"
+                                ));
+                            }
+                            _ => {
+                                self.epochs.insert(e, l);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.reschedule(at);
+        Ok(())
+    }
+
+    /// Brings the next heartbeat forward when the interval shrank, and
+    /// keeps the probe wake-up scheduled.
+    fn reschedule(&mut self, i: u32) {
+        let now = self.now;
+        let n = &mut self.nodes[i as usize];
+        let due = n.last_beat + n.election.beat_interval(now);
+        if due < n.next_beat {
+            n.next_beat = due.max(now);
+            let next = n.next_beat;
+            self.at(next, Ev::Beat(i, next));
+        }
+        let n = &mut self.nodes[i as usize];
+        if let Some(w) = n.prober.next_wake().map(|w| w.max(now))
+            && n.wake != Some(w)
+        {
+            n.wake = Some(w);
+            self.at(w, Ev::Wake(i, w));
+        }
+    }
+
+    fn tick(&mut self, i: u32) -> Result<(), String> {
+        let actions = self.nodes[i as usize].election.tick(self.now);
+        let target = self.probe_target(i);
+        self.nodes[i as usize].prober.watch(target, self.now);
+        self.execute(i, actions)
+    }
+
+    fn probe_tick(&mut self, i: u32) -> Result<(), String> {
+        let target = self.probe_target(i);
+        let now = self.now;
+        self.nodes[i as usize].prober.watch(target, now);
+        let helpers = self.nodes[i as usize]
+            .prober
+            .target()
+            .copied()
+            .map(|t| self.helpers(i, t))
+            .unwrap_or_default();
+        let probes = self.nodes[i as usize].prober.tick(now, move |_| helpers);
+        self.run_probes(i, probes)?;
+        self.reschedule(i);
+        Ok(())
+    }
+
+    /// `src/node/probe.rs`'s `probe_target`: the leader, while this node is
+    /// one of the `probers` highest-ranked live masters and workers after it.
+    fn probe_target(&self, i: u32) -> Option<u32> {
+        let n = &self.nodes[i as usize];
+        let (leader, _) = *n.election.leader()?;
+        if leader == i || !n.role.can_lead() {
+            return None;
+        }
+        let mut line: Vec<(Role, u32)> = n
+            .election
+            .peers()
+            .filter(|(id, p)| {
+                **id != leader && p.role.can_lead() && n.election.is_live(id, self.now)
+            })
+            .map(|(id, p)| (p.role, *id))
+            .chain([(n.role, i)])
+            .collect();
+        line.sort_by(|(ra, ia), (rb, ib)| rb.cmp(ra).then_with(|| ia.cmp(ib)));
+        line.iter()
+            .take(self.p.probers)
+            .any(|(_, id)| *id == i)
+            .then_some(leader)
+    }
+
+    fn successor(&self, i: u32, leader: u32) -> Option<u32> {
+        let n = &self.nodes[i as usize];
+        let me = n.role.can_lead().then_some((n.role, &i));
+        choose_leader(
+            n.election
+                .peers()
+                .filter(|(id, p)| {
+                    **id != leader && p.role.can_lead() && n.election.is_live(id, self.now)
+                })
+                .map(|(id, p)| (p.role, id))
+                .chain(me),
+        )
+        .copied()
+    }
+
+    /// `probe_helpers`: the target's successor first, the rest at random.
+    fn helpers(&mut self, i: u32, target: u32) -> Vec<u32> {
+        let now = self.now;
+        let first = self
+            .successor(i, target)
+            .filter(|s| *s != i && *s != target);
+        let n = &self.nodes[i as usize];
+        let mut rest: Vec<u32> = n
+            .election
+            .live_peers(now)
+            .copied()
+            .filter(|id| *id != target && Some(*id) != first)
+            .collect();
+        let mut all: Vec<u32> = first.into_iter().collect();
+        while all.len() < self.p.indirect && !rest.is_empty() {
+            let k = self.rng.below(rest.len() as u64) as usize;
+            all.push(rest.swap_remove(k));
+        }
+        all
+    }
+
+    fn run_probes(&mut self, i: u32, probes: Vec<Probe<u32>>) -> Result<(), String> {
+        for probe in probes {
+            match probe {
+                Probe::Ping { to, nonce } => {
+                    if self.nodes[to as usize].up {
+                        self.send(i, to, Msg::Ping { nonce, relay: None });
+                    } else {
+                        // Refused at once: nothing listens there.
+                        let probes = {
+                            let helpers = self.helpers(i, to);
+                            self.nodes[i as usize]
+                                .prober
+                                .failed(nonce, self.now, move |_| helpers)
+                        };
+                        self.run_probes(i, probes)?;
+                    }
+                }
+                Probe::Ask {
+                    via,
+                    target,
+                    nonce,
+                    within,
+                } => {
+                    for h in via {
+                        self.send(
+                            i,
+                            h,
+                            Msg::ProbeFor {
+                                target,
+                                nonce,
+                                within,
+                            },
+                        );
+                    }
+                }
+                Probe::Silent(peer) => self.input(i, Input::Silent(peer))?,
+                Probe::Alive(peer) => self.input(i, Input::Answered(peer))?,
+            }
+        }
+        self.reschedule(i);
+        Ok(())
+    }
+
+    fn check_leader_on_claim(&mut self, i: u32, claimant: u32) -> Result<(), String> {
+        let now = self.now;
+        let n = &self.nodes[i as usize];
+        let Some((leader, _)) = n.election.leader().copied() else {
+            return Ok(());
+        };
+        if leader == claimant || leader == i || !n.election.is_live(&leader, now) {
+            return Ok(());
+        }
+        let claims = n.election.peer(&claimant).is_some_and(|p| {
+            p.role.can_lead()
+                && matches!(&p.follows, Some((l, _)) if *l == claimant)
+                && n.election.is_live(&claimant, now)
+        });
+        if !claims || self.successor(i, leader) != Some(claimant) {
+            return Ok(());
+        }
+        let p = self.nodes[i as usize].prober.verify(leader, now);
+        self.run_probes(i, p.into_iter().collect())
+    }
+
+    fn check_own_leader(&mut self, i: u32, leader: u32) -> Result<(), String> {
+        let now = self.now;
+        let follows = matches!(self.nodes[i as usize].election.leader(), Some((l, _)) if *l == leader && *l != i);
+        if !follows || self.successor(i, leader) != Some(i) {
+            return Ok(());
+        }
+        let p = self.nodes[i as usize].prober.verify(leader, now);
+        self.run_probes(i, p.into_iter().collect())
+    }
+
+    /// Whether every node that is up and not frozen follows `leader` at one
+    /// epoch and holds every other such node live.
+    fn agreed(&self, leader: u32, above: u64, all_live: bool) -> Option<u64> {
+        let ups: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|i| self.nodes[*i as usize].up && !self.nodes[*i as usize].frozen)
+            .collect();
+        let mut epoch = None;
+        for &i in &ups {
+            let e = &self.nodes[i as usize].election;
+            let (l, ep) = *e.leader()?;
+            if l != leader || ep <= above || epoch.is_some_and(|x| x != ep) {
+                return None;
+            }
+            epoch = Some(ep);
+            if all_live && e.live_peers(self.now).count() < ups.len() - 1 {
+                return None;
+            }
+        }
+        epoch
+    }
+
+    /// Starts every node, waits for convergence, idles, freezes the leader
+    /// and waits for its successor.
+    pub fn run(p: Params) -> Result<Outcome, String> {
+        let mut sim = Sim::new(p.clone());
+        let mut last_start = sim.t0;
+        for i in 0..p.nodes as u32 {
+            last_start = sim.t0 + p.start_every * i;
+            sim.at(last_start, Ev::Start(i));
+        }
+        let mut out = Outcome {
+            nodes: p.nodes,
+            ..Outcome::default()
+        };
+        let until = last_start + p.deadline;
+        let done = sim.run_until(until, |s| {
+            s.now >= last_start && s.agreed(0, 0, true).is_some()
+        })?;
+        if !done {
+            out.events = sim.handled;
+            return Ok(out);
+        }
+        out.convergence = Some(sim.now.saturating_duration_since(last_start));
+        let epoch = sim.agreed(0, 0, true).unwrap_or(0);
+        // Every node's first heartbeat after its start goes out one
+        // `heartbeat` after it (it knew no members yet): let those pass.
+        let settled = sim.now + p.timing.heartbeat + Duration::from_secs(1);
+        sim.run_until(settled, |_| false)?;
+        // Idle: count what goes out.
+        let idle_start = sim.now;
+        let before = (
+            sim.counts.gossip_in,
+            sim.counts.gossip_out,
+            sim.counts.direct_out.iter().sum::<u64>(),
+            sim.counts.direct_out[0],
+            sim.counts.pulls,
+        );
+        sim.run_until(idle_start + p.idle, |_| false)?;
+        let secs = p.idle.as_secs_f64();
+        let n = p.nodes as f64;
+        out.gossip_in_per_node_s = (sim.counts.gossip_in - before.0) as f64 / n / secs;
+        out.gossip_out_per_node_s = (sim.counts.gossip_out - before.1) as f64 / n / secs;
+        out.direct_out_per_node_s =
+            (sim.counts.direct_out.iter().sum::<u64>() - before.2) as f64 / n / secs;
+        out.leader_direct_out_s = (sim.counts.direct_out[0] - before.3) as f64 / secs;
+        out.member_pulls_s = (sim.counts.pulls - before.4) as f64 / secs;
+        // Stop the leader; wait for every other node to follow node 1.
+        let frozen_at = sim.now;
+        let fault = match p.fault {
+            Fault::Freeze => Ev::Freeze(0),
+            Fault::Kill => Ev::Kill(0),
+        };
+        sim.at(frozen_at, fault);
+        let succeeded = sim.run_until(frozen_at + p.deadline, |s| {
+            s.agreed(1, epoch, false).is_some()
+        })?;
+        if succeeded {
+            out.detection = Some(sim.now.saturating_duration_since(frozen_at));
+        }
+        out.max_epoch = sim.epochs.keys().next_back().copied().unwrap_or(0);
+        out.leader_changes = sim.leader_changes;
+        out.events = sim.handled;
+        if !sim.kinds.is_empty() {
+            eprintln!("{:?}", sim.kinds);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_cluster_converges_and_replaces_a_failed_leader() {
+        for seed in 0..4 {
+            let mut p = Params::defaults(30, seed);
+            p.idle = Duration::from_secs(10);
+            p.fault = if seed % 2 == 0 {
+                Fault::Freeze
+            } else {
+                Fault::Kill
+            };
+            let o = Sim::run(p).unwrap();
+            assert!(o.convergence.is_some(), "seed {seed}: {o:?}");
+            let d = o.detection.expect("a successor");
+            assert!(d < Duration::from_secs(5), "seed {seed}: {o:?}");
+            assert!(o.gossip_out_per_node_s > 0.0 && o.gossip_in_per_node_s > 0.0);
+        }
+    }
+
+    /// The same seed, the same run: every figure equal.
+    #[test]
+    fn runs_are_deterministic() {
+        let run = || {
+            let mut p = Params::defaults(20, 7);
+            p.idle = Duration::from_secs(5);
+            p.loss = 0.1;
+            format!("{:?}", Sim::run(p).unwrap())
+        };
+        assert_eq!(run(), run());
+    }
+
+    /// Lossy links: still one leader per epoch (checked at every change),
+    /// convergence and a successor.
+    #[test]
+    fn lossy_links_keep_the_contract() {
+        for seed in 0..3 {
+            let mut p = Params::defaults(25, 100 + seed);
+            p.idle = Duration::from_secs(20);
+            p.loss = 0.1;
+            let o = Sim::run(p).unwrap();
+            assert!(
+                o.convergence.is_some() && o.detection.is_some(),
+                "seed {seed}: {o:?}"
+            );
+        }
+    }
+}
