@@ -176,6 +176,9 @@ pub struct PeerState<I> {
     pub voted: Option<(I, u64)>,
     /// The heartbeat interval the peer announced last.
     pub interval: Duration,
+    /// How long it may stay unheard and still be live, for that interval
+    /// (see [`silence_for`]).
+    pub silence: Duration,
     pub liveness: Liveness,
 }
 
@@ -329,16 +332,9 @@ impl<I: Ord + Clone + Debug> Election<I> {
             && now.saturating_duration_since(p.last_heard) <= self.silence_allowed(p)
     }
 
-    /// How long `p` may stay unheard: `peer_timeout`, stretched in
-    /// proportion for a peer that announced a longer heartbeat interval.
+    /// How long `p` may stay unheard (see [`silence_for`]).
     fn silence_allowed(&self, p: &PeerState<I>) -> Duration {
-        let t = &self.timing;
-        if p.interval <= t.heartbeat || t.heartbeat.is_zero() {
-            return t.peer_timeout;
-        }
-        p.interval
-            .mul_f64(t.peer_timeout.as_secs_f64() / t.heartbeat.as_secs_f64())
-            .max(t.peer_timeout)
+        p.silence
     }
 
     /// How often this node heartbeats now: every `heartbeat` while it
@@ -392,6 +388,40 @@ impl<I: Ord + Clone + Debug> Election<I> {
             .filter(|(_, p)| p.role.can_lead() && self.live(p, now))
             .map(|(id, p)| (p.role, id));
         choose_leader(me.into_iter().chain(others)).cloned()
+    }
+
+    /// The master or worker that would lead were `leader` gone, in this
+    /// node's view (maybe this node itself).
+    pub fn successor(&self, leader: &I, now: Instant) -> Option<I> {
+        let me = self.role.can_lead().then_some((self.role, &self.me));
+        let others = self
+            .peers
+            .iter()
+            .filter(|(id, p)| *id != leader && p.role.can_lead() && self.live(p, now))
+            .map(|(id, p)| (p.role, id));
+        choose_leader(others.chain(me)).cloned()
+    }
+
+    /// The leader, while this node is one of the `probers` highest-ranked
+    /// live masters and workers after it (its likely successors, which
+    /// probe it; see [`probe`]).
+    pub fn probe_target(&self, probers: usize, now: Instant) -> Option<I> {
+        let (leader, _) = self.leader.as_ref()?;
+        if *leader == self.me || !self.role.can_lead() {
+            return None;
+        }
+        let mut line: Vec<(Role, &I)> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| *id != leader && p.role.can_lead() && self.live(p, now))
+            .map(|(id, p)| (p.role, id))
+            .chain([(self.role, &self.me)])
+            .collect();
+        line.sort_by(|(ra, ia), (rb, ib)| rb.cmp(ra).then_with(|| ia.cmp(ib)));
+        line.iter()
+            .take(probers)
+            .any(|(_, id)| **id == self.me)
+            .then(|| leader.clone())
     }
 
     /// Feeds one input; returns what to do.
@@ -523,6 +553,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
             follows: None,
             voted: None,
             interval: r.interval,
+            silence: silence_for(&self.timing, r.interval),
             liveness: Liveness::Alive,
         });
         let newer_incarnation = r.incarnation > p.incarnation;
@@ -546,6 +577,9 @@ impl<I: Ord + Clone + Debug> Election<I> {
         p.max_epoch = r.max_epoch;
         p.follows = r.follows;
         p.voted = r.voted;
+        if p.interval != r.interval {
+            p.silence = silence_for(&self.timing, r.interval);
+        }
         p.interval = r.interval;
         p.liveness = match p.liveness {
             Liveness::Suspect { since } if !newer_incarnation => Liveness::Suspect { since },
@@ -764,6 +798,18 @@ impl<I: Ord + Clone + Debug> Election<I> {
             actions.push(Action::LeaderChanged(self.leader.clone()));
         }
     }
+}
+
+/// How long a peer that announced heartbeats every `interval` may stay
+/// unheard: `peer_timeout`, stretched in proportion for an interval longer
+/// than `heartbeat`.
+pub fn silence_for(t: &Timing, interval: Duration) -> Duration {
+    if interval <= t.heartbeat || t.heartbeat.is_zero() {
+        return t.peer_timeout;
+    }
+    interval
+        .mul_f64(t.peer_timeout.as_secs_f64() / t.heartbeat.as_secs_f64())
+        .max(t.peer_timeout)
 }
 
 /// When a heartbeat announcing `interval` is followed by the next: one

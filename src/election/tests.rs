@@ -1023,3 +1023,62 @@ fn a_joining_node_waits_for_a_leader_it_has_only_heard_of() {
         "claims above the epoch it heard of"
     );
 }
+
+/// The successor is who would lead without the leader; the probers are the
+/// `probers` masters and workers next in line (never a leecher, never the
+/// leader itself), and only while they follow that leader.
+#[test]
+fn successor_and_probe_targets_follow_the_rank() {
+    let t0 = Instant::now();
+    let hb = |e: &mut Election<u32>, from: u32, role: Role, follows: Option<(u32, u64)>| {
+        e.handle(
+            Input::Heartbeat {
+                from,
+                report: report(role, 1, 3, follows),
+            },
+            t0,
+        );
+    };
+    let view = |me: u32, role: Role| {
+        let mut e = Election::new(me, role, 1, 3, timing(), t0);
+        hb(&mut e, 1, Role::Master, Some((1, 3)));
+        for (id, r) in [
+            (2, Role::Master),
+            (3, Role::Worker),
+            (4, Role::Worker),
+            (5, Role::Leecher),
+        ] {
+            if id != me {
+                hb(&mut e, id, r, Some((1, 3)));
+            }
+        }
+        e
+    };
+    for (me, role, successor, probes) in [
+        (2, Role::Master, Some(2), true),
+        (3, Role::Worker, Some(2), true),
+        (4, Role::Worker, Some(2), false),
+        (5, Role::Leecher, Some(2), false),
+    ] {
+        let e = view(me, role);
+        assert_eq!(e.leader(), Some(&(1, 3)), "{me} follows 1");
+        assert_eq!(e.successor(&1, t0), successor, "{me}");
+        assert_eq!(
+            e.probe_target(2, t0),
+            probes.then_some(1),
+            "{me} with 2 probers"
+        );
+        assert_eq!(
+            e.probe_target(3, t0).is_some(),
+            role.can_lead(),
+            "{me} with 3 probers"
+        );
+    }
+    // Without the leader and node 2, node 3 is next; the leader probes nobody.
+    let e = view(3, Role::Worker);
+    assert_eq!(e.successor(&2, t0), Some(1));
+    let mut lead = Election::new(1u32, Role::Master, 1, 3, timing(), t0);
+    lead.tick(t0 + SEC);
+    assert!(lead.is_leader());
+    assert_eq!(lead.probe_target(3, t0 + SEC), None);
+}

@@ -31,43 +31,14 @@ pub(super) enum Pending {
 }
 
 impl Node {
-    /// The leader, while this node is one of the `probers` highest-ranked
-    /// live masters and workers after it (its likely successors).
+    /// The leader, while this node is one of its likely successors.
     fn probe_target(&self, now: Instant) -> Option<String> {
-        let me = self.election.me().clone();
-        let (leader, _) = self.election.leader()?.clone();
-        if leader == me || !self.cfg.role.can_lead() {
-            return None;
-        }
-        let mut line: Vec<(crate::role::Role, &String)> = self
-            .election
-            .peers()
-            .filter(|(id, p)| **id != leader && p.role.can_lead() && self.election.is_live(id, now))
-            .map(|(id, p)| (p.role, id))
-            .chain([(self.cfg.role, &me)])
-            .collect();
-        line.sort_by(|(ra, ia), (rb, ib)| rb.cmp(ra).then_with(|| ia.cmp(ib)));
-        line.iter()
-            .take(self.cfg.probers)
-            .any(|(_, id)| **id == me)
-            .then_some(leader)
+        self.election.probe_target(self.cfg.probers, now)
     }
 
-    /// The master or worker that would lead were `leader` gone, in this
-    /// node's view (maybe this node itself).
+    /// The master or worker that would lead were `leader` gone.
     fn successor(&self, leader: &str, now: Instant) -> Option<String> {
-        let me = self.election.me();
-        let me_too = self.cfg.role.can_lead().then_some((self.cfg.role, me));
-        crate::election::choose_leader(
-            self.election
-                .peers()
-                .filter(|(id, p)| {
-                    id.as_str() != leader && p.role.can_lead() && self.election.is_live(id, now)
-                })
-                .map(|(id, p)| (p.role, id))
-                .chain(me_too),
-        )
-        .cloned()
+        self.election.successor(&leader.to_string(), now)
     }
 
     /// Up to `indirect_probes` live, connected members other than this node

@@ -10,14 +10,17 @@
 //! pull, the heartbeat schedule of quiet followers). What is modelled is the
 //! network:
 //!
+//! * **Loss** is packet loss under TCP, which every message here rides: a
+//!   packet lost with probability `loss` is sent again after the
+//!   retransmission timeout (200 ms, doubling each time, as Linux does), so
+//!   loss shows as delay, never as a missing message; after 6 losses in a
+//!   row the message is dropped (the connection would be closing).
 //! * **Gossip** (heartbeats): a message reaches every other node that is up
-//!   after `hops` hops of `hop` each (`hops` uniform in 1..=⌈log₃ N⌉ + 1,
-//!   a mesh of degree 3), each delivery lost with probability `loss²` (a
-//!   gossipsub mesh has at least two paths to a node) and otherwise late by
-//!   one lazy-gossip round (1 s) with probability `loss`.
+//!   after `hops` hops (uniform in 1..=⌈log₃ N⌉ + 1, a mesh of degree 3),
+//!   each hop one `hop` plus its retransmissions.
 //! * **Direct messages** (Hello, probes, member lists, the leader's
-//!   announcements): one `hop` each way, each leg lost with probability
-//!   `loss`. Every pair of nodes is connected (the node keeps a full mesh).
+//!   announcements): one hop each way. Every pair of nodes is connected
+//!   (the node keeps a full mesh).
 //! * **Faults:** a frozen node (SIGSTOP, a cut cable) sends and answers
 //!   nothing and keeps its connections; a killed one's connections close,
 //!   so its peers see it suspect at once and their re-dials fail.
@@ -31,15 +34,15 @@ use std::time::{Duration, Instant};
 
 use ipfs_kit_p2p::election::members;
 use ipfs_kit_p2p::election::probe::{Probe, ProbeTiming, Prober};
-use ipfs_kit_p2p::election::{Action, Election, Input, Report, Timing, choose_leader, quiet_delay};
+use ipfs_kit_p2p::election::{Action, Election, Input, Report, Timing, quiet_delay};
 use ipfs_kit_p2p::role::Role;
 
 /// How often the node loop ticks the election (`ELECTION_TICK` in `src/node`).
 const ELECTION_TICK: Duration = Duration::from_millis(200);
 /// A peer is greeted again at most this often (`HELLO_RETRY` in `src/node`).
 const HELLO_RETRY: Duration = Duration::from_secs(5);
-/// A lazy-gossip round: how late a heartbeat that missed the mesh arrives.
-const LAZY: Duration = Duration::from_secs(1);
+/// TCP's first retransmission timeout (Linux's minimum).
+const RTO: Duration = Duration::from_millis(200);
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -469,38 +472,49 @@ impl Sim {
         (report, members)
     }
 
-    /// A direct message: one hop, lost with probability `loss`.
+    /// One hop over TCP: `hop`, plus a retransmission timeout for every
+    /// loss of the packet (see the module's model); `None` when it is lost
+    /// 6 times in a row.
+    fn leg(&mut self) -> Option<Duration> {
+        let mut delay = self.p.hop;
+        let mut rto = RTO;
+        for _ in 0..6 {
+            if self.rng.unit() >= self.p.loss {
+                return Some(delay);
+            }
+            delay += rto;
+            rto *= 2;
+        }
+        None
+    }
+
+    /// A direct message.
     fn send(&mut self, from: u32, to: u32, msg: Msg) {
         self.counts.direct_out[from as usize] += 1;
-        if self.rng.unit() < self.p.loss {
-            return;
+        if let Some(d) = self.leg() {
+            let at = self.now + d;
+            self.at(at, Ev::Deliver { from, to, msg });
         }
-        let at = self.now + self.p.hop;
-        self.at(at, Ev::Deliver { from, to, msg });
     }
 
     /// A heartbeat over gossip to every node that is up (see the module's model).
     fn gossip(&mut self, from: u32, report: Report<u32>, members: members::Digest) {
         self.counts.gossip_out += 1;
-        let loss = self.p.loss;
         for to in 0..self.nodes.len() as u32 {
             if to == from || !self.nodes[to as usize].up {
                 continue;
             }
-            let u = self.rng.unit();
-            if u < loss * loss {
-                continue;
-            }
             let hops = 1 + self.rng.below(self.hops);
-            let mut at = self.now + self.p.hop * hops as u32;
-            if u < loss {
-                at += LAZY;
+            let mut delay = Some(Duration::ZERO);
+            for _ in 0..hops {
+                delay = delay.zip(self.leg()).map(|(a, b)| a + b);
             }
+            let Some(d) = delay else { continue };
             let msg = Msg::Beat {
                 report: report.clone(),
                 members,
             };
-            self.at(at, Ev::Deliver { from, to, msg });
+            self.at(self.now + d, Ev::Deliver { from, to, msg });
         }
     }
 
@@ -746,43 +760,14 @@ impl Sim {
         Ok(())
     }
 
-    /// `src/node/probe.rs`'s `probe_target`: the leader, while this node is
-    /// one of the `probers` highest-ranked live masters and workers after it.
     fn probe_target(&self, i: u32) -> Option<u32> {
-        let n = &self.nodes[i as usize];
-        let (leader, _) = *n.election.leader()?;
-        if leader == i || !n.role.can_lead() {
-            return None;
-        }
-        let mut line: Vec<(Role, u32)> = n
+        self.nodes[i as usize]
             .election
-            .peers()
-            .filter(|(id, p)| {
-                **id != leader && p.role.can_lead() && n.election.is_live(id, self.now)
-            })
-            .map(|(id, p)| (p.role, *id))
-            .chain([(n.role, i)])
-            .collect();
-        line.sort_by(|(ra, ia), (rb, ib)| rb.cmp(ra).then_with(|| ia.cmp(ib)));
-        line.iter()
-            .take(self.p.probers)
-            .any(|(_, id)| *id == i)
-            .then_some(leader)
+            .probe_target(self.p.probers, self.now)
     }
 
     fn successor(&self, i: u32, leader: u32) -> Option<u32> {
-        let n = &self.nodes[i as usize];
-        let me = n.role.can_lead().then_some((n.role, &i));
-        choose_leader(
-            n.election
-                .peers()
-                .filter(|(id, p)| {
-                    **id != leader && p.role.can_lead() && n.election.is_live(id, self.now)
-                })
-                .map(|(id, p)| (p.role, id))
-                .chain(me),
-        )
-        .copied()
+        self.nodes[i as usize].election.successor(&leader, self.now)
     }
 
     /// `probe_helpers`: the target's successor first, the rest at random.
