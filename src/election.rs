@@ -730,10 +730,13 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 // Joining, a live peer follows a leader this node has not
                 // heard from yet (its greeting is still on the way): that
                 // one may well outrank this node, so wait for it rather
-                // than claim a term the cluster would only overtake.
+                // than claim a term the cluster would only overtake. For
+                // one heartbeat interval at most: the report may be stale
+                // (a quiet follower whose leader died since), and a claim
+                // must not wait long on it.
                 let in_grace = !holding
                     && (up_for < self.timing.startup_grace
-                        || (up_for < self.timing.startup_grace + self.timing.peer_timeout
+                        || (up_for < self.timing.startup_grace + self.timing.heartbeat
                             && self.follows_unknown_leader(now)));
                 if !holding && !in_grace && self.max_epoch >= MAX_EPOCH {
                     // No epoch is left to claim (every peer would refuse

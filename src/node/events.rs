@@ -310,10 +310,7 @@ impl Node {
                     | Request::Ping
                     | Request::ProbeFor { .. } => unreachable!("matched above"),
                     Request::Hello(hello) => self.on_hello(peer, hello),
-                    Request::Members(list) => {
-                        self.take_members(peer, &list);
-                        Response::Members(self.member_list())
-                    }
+                    Request::Members(list) => self.on_members_request(peer, &list),
                     Request::Update(hb) => {
                         self.on_heartbeat(peer, hb);
                         Response::Ack

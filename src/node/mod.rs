@@ -309,6 +309,7 @@ where
         hello_sent: HashMap::new(),
         // A difference must show in two of the leader's heartbeats in a
         // row (after the first pull); at most one pull a heartbeat.
+        members_served: HashMap::new(),
         member_sync: crate::election::members::Sync::new(
             cfg.heartbeat_interval / 2,
             cfg.heartbeat_interval,
@@ -419,6 +420,8 @@ struct Node {
     hello_sent: HashMap<PeerId, Instant>,
     /// When to pull the leader's member list (its digest differs from ours).
     member_sync: crate::election::members::Sync,
+    /// When this node (as leader) last answered each peer's member pull.
+    members_served: HashMap<PeerId, Instant>,
     peer_health: HashMap<String, Health>,
     /// This node's GPUs (read once at start), and its peers'.
     gpus: Vec<wire::Gpu>,

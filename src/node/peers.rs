@@ -309,6 +309,35 @@ impl Node {
             .send_request(&leader, wire::Request::Members(list));
     }
 
+    /// A member's pull: answered by the leader only (followers pull from
+    /// it), at most once per half heartbeat interval per peer, so a member
+    /// cannot make this node build and send its member list at will; an
+    /// empty list otherwise.
+    pub(super) fn on_members_request(
+        &mut self,
+        peer: PeerId,
+        list: &[SharedPeer],
+    ) -> wire::Response {
+        let now = std::time::Instant::now();
+        let min = self.cfg.heartbeat_interval / 2;
+        let recent = self
+            .members_served
+            .get(&peer)
+            .is_some_and(|at| now.saturating_duration_since(*at) < min);
+        if !self.election.is_leader() || recent {
+            // An empty list: nothing to learn (a refusal would be logged
+            // as one by a follower that pulled just as leadership moved).
+            return wire::Response::Members(Vec::new());
+        }
+        if self.members_served.len() >= self.cfg.network.max_peers {
+            self.members_served
+                .retain(|_, at| now.saturating_duration_since(*at) < min);
+        }
+        self.members_served.insert(peer, now);
+        self.take_members(peer, list);
+        wire::Response::Members(self.member_list())
+    }
+
     /// The live members this node knows an address of (in a secured
     /// cluster, certified ones only), for [`wire::Request::Members`].
     pub(super) fn member_list(&self) -> Vec<SharedPeer> {
@@ -347,7 +376,11 @@ impl Node {
                 continue;
             }
             new += usize::from(!known);
-            self.learn_addrs(p, addrs);
+            // A known member's addresses come from itself (identify, its
+            // connections), never from a third party's list.
+            if !known {
+                self.learn_addrs(p, addrs);
+            }
             if !connected {
                 self.dial(p);
             } else if !known
