@@ -503,7 +503,11 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 };
             }
         }
-        let forget = |p: &PeerState<I>| timing.forget_after.max(2 * self.silence_allowed(p));
+        let forget = |p: &PeerState<I>| {
+            timing
+                .forget_after
+                .max(self.silence_allowed(p).saturating_mul(2))
+        };
         let gone: Vec<I> = self
             .peers
             .iter()
@@ -810,8 +814,11 @@ pub fn silence_for(t: &Timing, interval: Duration) -> Duration {
     if interval <= t.heartbeat || t.heartbeat.is_zero() {
         return t.peer_timeout;
     }
-    interval
-        .mul_f64(t.peer_timeout.as_secs_f64() / t.heartbeat.as_secs_f64())
+    let ratio = t.peer_timeout.as_secs_f64() / t.heartbeat.as_secs_f64();
+    // Saturates rather than panics on an absurd `peer_timeout` (the
+    // interval is a peer's word, at most `MAX_INTERVAL`).
+    Duration::try_from_secs_f64(interval.as_secs_f64() * ratio)
+        .unwrap_or(Duration::MAX)
         .max(t.peer_timeout)
 }
 

@@ -1083,3 +1083,32 @@ fn successor_and_probe_targets_follow_the_rank() {
     assert!(lead.is_leader());
     assert_eq!(lead.probe_target(3, t0 + SEC), None);
 }
+
+/// A peer's allowed silence stretches with its announced interval, and
+/// saturates instead of overflowing on an absurd `peer_timeout`.
+#[test]
+fn silence_stretches_with_the_interval_and_never_overflows() {
+    let t = Timing {
+        peer_timeout: Duration::from_secs(15),
+        heartbeat: Duration::from_secs(5),
+        ..Timing::default()
+    };
+    assert_eq!(
+        silence_for(&t, Duration::from_secs(5)),
+        Duration::from_secs(15)
+    );
+    assert_eq!(
+        silence_for(&t, Duration::from_secs(1)),
+        Duration::from_secs(15)
+    );
+    assert_eq!(
+        silence_for(&t, Duration::from_secs(100)),
+        Duration::from_secs(300)
+    );
+    let absurd = Timing {
+        peer_timeout: Duration::from_millis(u64::MAX / 2),
+        heartbeat: Duration::from_millis(50),
+        ..Timing::default()
+    };
+    assert_eq!(silence_for(&absurd, MAX_INTERVAL), Duration::MAX);
+}
