@@ -257,6 +257,10 @@ impl<T: Transport> Actor<T> {
         let Some(fx) = self.store(fx) else {
             return;
         };
+        // What is committed shows in `status` before any write is
+        // acknowledged: a client that reads it right after its answer
+        // sees its own write counted.
+        self.publish();
         for effect in fx {
             match effect {
                 Effect::Persist(_)
