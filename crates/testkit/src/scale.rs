@@ -262,7 +262,6 @@ pub struct Sim {
     epochs: BTreeMap<u64, u32>,
     leader_changes: u64,
     handled: u64,
-    kinds: BTreeMap<String, u64>,
 }
 
 impl Sim {
@@ -317,7 +316,6 @@ impl Sim {
             epochs: BTreeMap::new(),
             leader_changes: 0,
             handled: 0,
-            kinds: BTreeMap::new(),
         }
     }
 
@@ -353,22 +351,6 @@ impl Sim {
                 .expect("every queued event is stored");
             self.now = when;
             self.handled += 1;
-            if std::env::var_os("SIM_COUNT").is_some() {
-                let name = format!("{ev:?}");
-                let name = name.split(['(', ' ', '{']).next().unwrap_or("").to_string();
-                let key = if let Ev::Deliver { msg, .. } = &ev {
-                    format!(
-                        "{name}/{}",
-                        format!("{msg:?}")
-                            .split(['(', ' ', '{'])
-                            .next()
-                            .unwrap_or("")
-                    )
-                } else {
-                    name
-                };
-                *self.kinds.entry(key).or_default() += 1;
-            }
             self.handle(ev)?;
         }
         self.now = until;
@@ -947,9 +929,6 @@ impl Sim {
         out.max_epoch = sim.epochs.keys().next_back().copied().unwrap_or(0);
         out.leader_changes = sim.leader_changes;
         out.events = sim.handled;
-        if !sim.kinds.is_empty() {
-            eprintln!("{:?}", sim.kinds);
-        }
         Ok(out)
     }
 }
