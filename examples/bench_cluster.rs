@@ -20,7 +20,9 @@
 //! killed and restarted), `--settle-ms MS` (10000; how long the cluster
 //! runs after it converged before a silent trial freezes its leader: a leader that
 //! just restarted answers slowly in its first moments, and the probes'
-//! deadlines, adapted to its answers, stay long for up to 5 s after).
+//! deadlines, adapted to its answers, stay long for up to 5 s after; plus
+//! up to a second at random, so the stop falls at any point of the
+//! survivors' probe cycles).
 //! Times are taken from the nodes' own clocks: each node reports when it
 //! accepted its current leader (`leader.since_unix_ms`), so polling does not
 //! add to the figures. Bytes sent are read per TCP socket with `ss -tinp`.
@@ -175,7 +177,11 @@ async fn trial(
 ) -> Result<f64, String> {
     let graceful = stop == Stop::Term;
     converge(nodes, 0).await?;
-    tokio::time::sleep(settle).await;
+    // Plus up to a second at random: the stop lands anywhere in the
+    // survivors' probe cycles (500 ms), not at one phase the benchmark's
+    // own rhythm would pick every trial.
+    let jitter = Duration::from_millis(rand::random_range(0..1000));
+    tokio::time::sleep(settle + jitter).await;
     let (leader, e, _) = converge(nodes, 0).await?;
     *epoch = (*epoch).max(e);
     let idx = nodes

@@ -196,7 +196,7 @@ const RESURRECT_GAP: u64 = 2;
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// The election state of one node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Election<I> {
     me: I,
     role: Role,
@@ -491,6 +491,43 @@ impl<I: Ord + Clone + Debug> Election<I> {
     }
 
     /// Lets time pass: expires suspects and silent peers, forgets old ones.
+    /// The next instant after `now` at which [`tick`](Self::tick) could
+    /// change anything: a live peer's allowed silence running out, a
+    /// suspect's confirmation deadline, a peer forgotten, the startup grace
+    /// (and the joiner's wait after it) ending. Until then the state only
+    /// changes on an input, so a driver may sleep until this instant
+    /// instead of ticking on a fixed period. `None`: no such deadline.
+    pub fn next_change(&self, now: Instant) -> Option<Instant> {
+        // `live` and `tick` compare silences with `<=` and `>`: such a
+        // deadline is passed only strictly after it. The grace (`<`) ends
+        // exactly at its deadline.
+        const PAST: Duration = Duration::from_millis(1);
+        let t = &self.timing;
+        let grace = [t.startup_grace, t.startup_grace + t.heartbeat]
+            .map(|d| self.started.checked_add(d).and_then(|at| at.checked_sub(PAST)));
+        let peers = self.peers.values().flat_map(|p| {
+            let forget = t.forget_after.max(self.silence_allowed(p).saturating_mul(2));
+            let silent = match p.liveness {
+                Liveness::Alive | Liveness::Suspect { .. } => {
+                    p.last_heard.checked_add(self.silence_allowed(p))
+                }
+                _ => None,
+            };
+            let confirmed = match p.liveness {
+                Liveness::Suspect { since } => since.checked_add(t.suspect_timeout),
+                _ => None,
+            };
+            [silent, confirmed, p.last_heard.checked_add(forget)]
+        });
+        grace
+            .into_iter()
+            .chain(peers)
+            .flatten()
+            .filter(|at| *at >= now)
+            .map(|at| at + PAST)
+            .min()
+    }
+
     pub fn tick(&mut self, now: Instant) -> Vec<Action<I>> {
         let timing = self.timing;
         for p in self.peers.values_mut() {

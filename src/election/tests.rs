@@ -265,7 +265,43 @@ impl Sim {
                 let now = self.now;
                 self.nodes[to].tick(now);
                 self.check_epoch(to);
+                self.check_next_change(to);
             }
+        }
+    }
+
+    /// A node's state changes on its own only at `next_change`: a tick at
+    /// any moment before it changes nothing and reports nothing, and the
+    /// same peers are live throughout (the node's driver sleeps until then).
+    fn check_next_change(&self, i: usize) {
+        let e = &self.nodes[i];
+        let now = self.now;
+        let at = e.next_change(now);
+        let probes = match at {
+            Some(at) => {
+                assert!(at > now, "node {i}: next change {at:?} not after {now:?}");
+                let last = at - Duration::from_millis(1);
+                vec![now + (last - now) / 2, last]
+            }
+            None => vec![now + Duration::from_secs(24 * 3600)],
+        };
+        let summary = |e: &Election<u32>, t: Instant| {
+            let live: Vec<u32> = e.live_peers(t).copied().collect();
+            let states: Vec<(u32, std::mem::Discriminant<Liveness>)> = e
+                .peers()
+                .map(|(id, p)| (*id, std::mem::discriminant(&p.liveness)))
+                .collect();
+            (e.leader().cloned(), e.isolated(t), live, states)
+        };
+        let before = summary(e, now);
+        for t in probes {
+            let mut c = e.clone();
+            let actions = c.tick(t);
+            assert!(
+                actions.is_empty(),
+                "node {i}: a tick at {t:?}, before the next change {at:?}, acted: {actions:?}"
+            );
+            assert_eq!(summary(&c, t), before, "node {i}: changed before {at:?}");
         }
     }
 
@@ -1111,4 +1147,39 @@ fn silence_stretches_with_the_interval_and_never_overflows() {
         ..Timing::default()
     };
     assert_eq!(silence_for(&absurd, MAX_INTERVAL), Duration::MAX);
+}
+
+#[test]
+fn the_next_change_is_the_earliest_deadline_a_tick_would_act_on() {
+    let t = timing();
+    let t0 = Instant::now();
+    let mut e = Election::new(1u32, Role::Master, 1, 0, t, t0);
+    let ms = Duration::from_millis(1);
+    // Alone: only the startup grace (and the joiner's wait after it).
+    assert_eq!(e.next_change(t0), Some(t0 + t.startup_grace));
+    let after_grace = t0 + t.startup_grace + t.heartbeat;
+    assert_eq!(e.next_change(after_grace - ms), Some(after_grace));
+    assert_eq!(e.next_change(after_grace), None);
+    e.tick(after_grace);
+    assert!(e.is_leader());
+    // A peer heard now: live until its allowed silence runs out.
+    let heard = after_grace;
+    e.handle(
+        Input::Heartbeat {
+            from: 2,
+            report: report(Role::Worker, 1, 1, Some((1, 1))),
+        },
+        heard,
+    );
+    assert_eq!(e.next_change(heard), Some(heard + t.peer_timeout + ms));
+    // Suspected a second later: confirmed dead at the suspect timeout,
+    // before its silence runs out.
+    let lost = heard + SEC;
+    e.handle(Input::ConnectionLost(2), lost);
+    assert_eq!(e.next_change(lost), Some(lost + t.suspect_timeout + ms));
+    e.tick(lost + t.suspect_timeout + ms);
+    assert!(!e.is_live(&2, lost + t.suspect_timeout + ms));
+    // Dead: only forgetting it is left.
+    let dead = lost + t.suspect_timeout + ms;
+    assert_eq!(e.next_change(dead), Some(heard + t.forget_after + ms));
 }

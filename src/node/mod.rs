@@ -43,7 +43,13 @@ pub use peers::peer_of;
 
 /// How long a graceful stop waits for peers to acknowledge the departure.
 const LEAVE_DEADLINE: Duration = Duration::from_millis(1500);
+/// The election ticks when its state could next change on its own
+/// ([`Election::next_change`]: a silence, a suspicion or the startup grace
+/// running out), at most every `ELECTION_TICK` and at least every
+/// `ELECTION_IDLE_TICK` (which also paces the prober's choice of target and
+/// the heartbeat schedule). An idle node wakes once a second for it.
 const ELECTION_TICK: Duration = Duration::from_millis(200);
+const ELECTION_IDLE_TICK: Duration = Duration::from_secs(1);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 /// Bound for the set of foreign peers.
 const MAX_FOREIGN: usize = 4096;
@@ -484,15 +490,21 @@ impl Node {
         sampler: &mut HealthSampler,
         shutdown: CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(ELECTION_TICK);
+        let mut last_tick = Instant::now();
         let mut redial =
             tokio::time::interval(Duration::from_millis(self.cfg.network.redial_interval_ms));
         let mut health = tokio::time::interval(HEALTH_INTERVAL);
-        for t in [&mut tick, &mut redial, &mut health] {
+        for t in [&mut redial, &mut health] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
             let probe_wake = self.probe_wake();
+            let idle_tick = last_tick + ELECTION_IDLE_TICK;
+            let tick_at = self
+                .election
+                .next_change(Instant::now())
+                .map_or(idle_tick, |at| at.min(idle_tick))
+                .max(last_tick + ELECTION_TICK);
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(cmd) = rx.recv() => match cmd {
@@ -510,8 +522,9 @@ impl Node {
                     }
                 },
                 _ = tokio::time::sleep_until(self.next_beat.into()) => self.beat(),
-                _ = tick.tick() => {
+                _ = tokio::time::sleep_until(tick_at.into()) => {
                     let now = Instant::now();
+                    last_tick = now;
                     let actions = self.election.tick(now);
                     self.execute(actions);
                     self.watch_leader(now);

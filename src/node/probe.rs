@@ -70,7 +70,8 @@ impl Node {
         all
     }
 
-    /// Every election tick: whether this node probes the leader now.
+    /// After every election input and tick: whether this node probes the
+    /// leader now.
     pub(super) fn watch_leader(&mut self, now: Instant) {
         let target = self.probe_target(now);
         self.prober.watch(target, now);

@@ -202,8 +202,12 @@ impl Node {
     }
 
     pub(super) fn input(&mut self, input: Input<String>) {
-        let actions = self.election.handle(input, Instant::now());
+        let now = Instant::now();
+        let actions = self.election.handle(input, now);
         self.execute(actions);
+        // A new leader, or a new place in line, is probed from now on, not
+        // from the next election tick (up to a second away).
+        self.watch_leader(now);
     }
 
     pub(super) fn execute(&mut self, actions: Vec<Action<String>>) {

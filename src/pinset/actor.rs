@@ -29,7 +29,11 @@ use crate::role::Role;
 use crate::view::ClusterView;
 use crate::wire::{PinsetRequest, PinsetResponse};
 
+/// The tick while a write, a batch or a session waits on a deadline
+/// ([`Replica::busy`]), and while none does: an idle node's pinset thread
+/// wakes once a second, not five times.
 const TICK: Duration = Duration::from_millis(200);
+const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Sessions served at once, and how long an unread one stays open.
 const MAX_SERVED: usize = 4;
 const SERVED_IDLE: Duration = Duration::from_secs(30);
@@ -149,8 +153,7 @@ impl<T: Transport> Actor<T> {
         mut view: watch::Receiver<ClusterView>,
         stop: CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_tick = tokio::time::Instant::now() + TICK;
         loop {
             let mut inputs = Vec::new();
             tokio::select! {
@@ -170,7 +173,10 @@ impl<T: Transport> Actor<T> {
                     self.view = view.borrow_and_update().clone();
                     inputs.push(Input::View(self.view.clone()));
                 }
-                _ = tick.tick() => inputs.push(Input::Tick),
+                _ = tokio::time::sleep_until(next_tick) => {
+                    inputs.push(Input::Tick);
+                    next_tick = tokio::time::Instant::now() + IDLE_TICK;
+                }
             }
             let at = now();
             let mut fx = Vec::new();
@@ -180,6 +186,9 @@ impl<T: Transport> Actor<T> {
             }
             self.execute(fx);
             self.publish();
+            if self.core.busy() {
+                next_tick = next_tick.min(tokio::time::Instant::now() + TICK);
+            }
         }
         for (_, w) in self.writes.drain() {
             let _ = w.send(Err(WriteError::Stopped));

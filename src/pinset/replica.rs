@@ -486,6 +486,19 @@ impl Replica {
         self.pending.len()
     }
 
+    /// Whether anything here waits on a deadline shorter than the idle tick:
+    /// a write waiting for its copies, a batch in flight or queued, an
+    /// anti-entropy session. Otherwise only the snapshot, the pull timer and
+    /// back-offs wait, and they are counted in seconds.
+    pub fn busy(&self) -> bool {
+        !self.pending.is_empty()
+            || self.session.is_some()
+            || self
+                .out
+                .values()
+                .any(|o| !o.queue.is_empty() || !o.in_flight.is_empty())
+    }
+
     /// When this replica last finished an anti-entropy session with `peer`
     /// (its start), or found their digests equal; the keeper plans only from
     /// a replica synced with every live master and worker since it leads.

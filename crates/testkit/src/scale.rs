@@ -37,8 +37,10 @@ use ipfs_kit_p2p::election::probe::{Probe, ProbeTiming, Prober};
 use ipfs_kit_p2p::election::{Action, Election, Input, Report, Timing, quiet_delay};
 use ipfs_kit_p2p::role::Role;
 
-/// How often the node loop ticks the election (`ELECTION_TICK` in `src/node`).
+/// The node loop ticks the election at its next change, at most every
+/// `ELECTION_TICK` and at least every `ELECTION_IDLE_TICK` (as in `src/node`).
 const ELECTION_TICK: Duration = Duration::from_millis(200);
+const ELECTION_IDLE_TICK: Duration = Duration::from_secs(1);
 /// A peer is greeted again at most this often (`HELLO_RETRY` in `src/node`).
 const HELLO_RETRY: Duration = Duration::from_secs(5);
 /// TCP's first retransmission timeout (Linux's minimum).
@@ -185,7 +187,7 @@ enum Ev {
         to: u32,
         msg: Msg,
     },
-    Tick(u32),
+    Tick(u32, Instant),
     Wake(u32, Instant),
     Beat(u32, Instant),
     /// A relay's deadline: answer "unreachable" unless answered already.
@@ -212,6 +214,8 @@ struct Node {
     last_beat: Instant,
     next_beat: Instant,
     wake: Option<Instant>,
+    last_tick: Instant,
+    tick_at: Instant,
     /// Relayed probes: key -> (asker, asker's nonce), answered once.
     relays: HashMap<u64, (u32, u64)>,
     next_relay: u64,
@@ -292,6 +296,8 @@ impl Sim {
                 last_beat: t0,
                 next_beat: t0,
                 wake: None,
+                last_tick: t0,
+                tick_at: t0,
                 relays: HashMap::new(),
                 next_relay: 0,
                 greeted: HashMap::new(),
@@ -361,11 +367,17 @@ impl Sim {
         match ev {
             Ev::Start(i) => self.start(i),
             Ev::Deliver { from, to, msg } => return self.deliver(from, to, msg),
-            Ev::Tick(i) => {
-                if self.nodes[i as usize].up {
-                    let next = self.now + ELECTION_TICK;
-                    self.at(next, Ev::Tick(i));
-                    if !self.nodes[i as usize].frozen {
+            Ev::Tick(i, at) => {
+                let n = &mut self.nodes[i as usize];
+                if n.up && n.tick_at == at {
+                    n.last_tick = self.now;
+                    if n.frozen {
+                        // Its loop stands still; it ticks again when thawed
+                        // (never, in these runs).
+                        let next = self.now + ELECTION_IDLE_TICK;
+                        n.tick_at = next;
+                        self.at(next, Ev::Tick(i, next));
+                    } else {
                         self.tick(i)?;
                     }
                 }
@@ -423,7 +435,10 @@ impl Sim {
         n.election = Election::new(i, n.role, 1, 0, self.p.timing, now);
         n.prober = Prober::new(self.p.probe, now);
         n.last_beat = now;
-        self.at(now + ELECTION_TICK, Ev::Tick(i));
+        n.last_tick = now;
+        let next = now + ELECTION_TICK;
+        n.tick_at = next;
+        self.at(next, Ev::Tick(i, next));
         // Greets the bootstrap node (node 0), which answers with its
         // heartbeat and its member list (as `Response::Hello` does).
         if i != 0 {
@@ -661,7 +676,12 @@ impl Sim {
 
     fn input(&mut self, at: u32, input: Input<u32>) -> Result<(), String> {
         let actions = self.nodes[at as usize].election.handle(input, self.now);
-        self.execute(at, actions)
+        self.execute(at, actions)?;
+        // As the node does: a new leader or place in line is probed at once.
+        let target = self.probe_target(at);
+        self.nodes[at as usize].prober.watch(target, self.now);
+        self.reschedule(at);
+        Ok(())
     }
 
     fn execute(&mut self, at: u32, actions: Vec<Action<u32>>) -> Result<(), String> {
@@ -716,6 +736,18 @@ impl Sim {
         {
             n.wake = Some(w);
             self.at(w, Ev::Wake(i, w));
+        }
+        let n = &mut self.nodes[i as usize];
+        let idle = n.last_tick + ELECTION_IDLE_TICK;
+        let tick_at = n
+            .election
+            .next_change(now)
+            .map_or(idle, |at| at.min(idle))
+            .max(n.last_tick + ELECTION_TICK)
+            .max(now);
+        if tick_at != n.tick_at {
+            n.tick_at = tick_at;
+            self.at(tick_at, Ev::Tick(i, tick_at));
         }
     }
 
