@@ -111,7 +111,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            None => run_node(NodeConfig::load(&cli.node)?).await,
+            None => {
+                // On a worker, beside its connections' tasks (libp2p spawns
+                // one per connection), not on this thread outside the pool:
+                // their messages to the swarm's loop then mostly wake it on
+                // the same worker instead of across threads (a futex wake
+                // and a context switch each).
+                let node = tokio::spawn(run_node(NodeConfig::load(&cli.node)?));
+                match node.await {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Some(Command::Status { json }) => commands::status(&cli.node, json).await,
             Some(Command::Peers { json, cmd: None }) => commands::peers(&cli.node, json).await,
             Some(Command::Peers {
