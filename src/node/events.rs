@@ -40,6 +40,9 @@ impl Node {
                 if endpoint.is_dialer() {
                     self.learn_addrs(peer_id, [endpoint.get_remote_address().clone()]);
                 }
+                if num_established.get() == 1 {
+                    self.connected.insert(peer_id, peer_id.to_base58());
+                }
                 if num_established.get() == 1
                     && !self.gate.connected(peer_id, std::time::Instant::now())
                 {
@@ -60,6 +63,7 @@ impl Node {
                 ..
             } => {
                 debug!(peer = %peer_id, cause = ?cause, "disconnected");
+                self.connected.remove(&peer_id);
                 if is_quic(endpoint.get_remote_address()) {
                     self.lost_over_quic.insert(peer_id);
                 } else {

@@ -313,6 +313,7 @@ where
         gossip_only: HashMap::new(),
         rechecking: HashSet::new(),
         hello_sent: HashMap::new(),
+        connected: HashMap::new(),
         // A difference must show in two of the leader's heartbeats in a
         // row (after the first pull); at most one pull a heartbeat.
         members_served: HashMap::new(),
@@ -424,6 +425,10 @@ struct Node {
     rechecking: HashSet<PeerId>,
     /// When this node last sent each connected peer its `Hello`.
     hello_sent: HashMap<PeerId, Instant>,
+    /// Connected peers, with their text form (the election's key): the
+    /// once-a-second sweeps compare against it instead of encoding or
+    /// parsing every peer's ID in base58 every time.
+    connected: HashMap<PeerId, String>,
     /// When to pull the leader's member list (its digest differs from ours).
     member_sync: crate::election::members::Sync,
     /// When this node (as leader) last answered each peer's member pull.

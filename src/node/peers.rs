@@ -1,6 +1,8 @@
 //! The address book and dialling: which peers to dial, at which addresses,
 //! and keeping the cluster connected.
 
+use std::collections::HashSet;
+
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::DialError;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -192,10 +194,13 @@ impl Node {
             debug!(%peer, "silent peer: closing its connections to dial it afresh");
             let _ = self.swarm.disconnect_peer_id(peer);
         }
+        let connected: HashSet<&str> = self.connected.values().map(String::as_str).collect();
         let known: Vec<PeerId> = self
             .election
             .peers()
-            .filter(|(_, p)| !matches!(p.liveness, Liveness::Left { .. }))
+            .filter(|(id, p)| {
+                !matches!(p.liveness, Liveness::Left { .. }) && !connected.contains(id.as_str())
+            })
             .filter_map(|(id, _)| id.parse().ok())
             .filter(|p| !self.swarm.is_connected(p))
             .collect();
@@ -206,17 +211,17 @@ impl Node {
         // ours) was lost, and a quiet follower's next heartbeat may be
         // minutes away. Greet it again, at most every HELLO_RETRY.
         let unknown: Vec<PeerId> = self
-            .swarm
-            .connected_peers()
-            .filter(|p| {
-                self.election.peer(&p.to_base58()).is_none()
+            .connected
+            .iter()
+            .filter(|&(p, id)| {
+                self.election.peer(id).is_none()
                     && !self.foreign.contains(p)
                     && self
                         .hello_sent
                         .get(p)
                         .is_none_or(|at| now.saturating_duration_since(*at) >= HELLO_RETRY)
             })
-            .copied()
+            .map(|(p, _)| *p)
             .take(MAX_HELLO_RETRIES)
             .collect();
         for peer in unknown {
@@ -226,7 +231,7 @@ impl Node {
         let swarm = &self.swarm;
         self.hello_sent.retain(|p, _| swarm.is_connected(p));
         self.addrs.retain(|p, _| {
-            self.election.peer(&p.to_base58()).is_some() || self.swarm.is_connected(p)
+            self.swarm.is_connected(p) || self.election.peer(&p.to_base58()).is_some()
         });
         let addrs = &self.addrs;
         self.lost_over_quic.retain(|p| addrs.contains_key(p));
