@@ -132,6 +132,16 @@ impl Node {
                 }
                 self.learn_member_addrs(peer_id, info.listen_addrs);
             }
+            // A peer that does not speak ping at all (not a node of this
+            // kind) is the gate's to judge, through its Hello: closing here
+            // raced its Hello's answer and could drop it.
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Err(ping::Failure::Unsupported),
+                ..
+            }) => {
+                debug!(%peer, "the peer does not answer pings (no ping protocol)");
+            }
             BehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
