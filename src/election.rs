@@ -503,10 +503,15 @@ impl<I: Ord + Clone + Debug> Election<I> {
         // exactly at its deadline.
         const PAST: Duration = Duration::from_millis(1);
         let t = &self.timing;
-        let grace = [t.startup_grace, t.startup_grace + t.heartbeat]
-            .map(|d| self.started.checked_add(d).and_then(|at| at.checked_sub(PAST)));
+        let grace = [t.startup_grace, t.startup_grace + t.heartbeat].map(|d| {
+            self.started
+                .checked_add(d)
+                .and_then(|at| at.checked_sub(PAST))
+        });
         let peers = self.peers.values().flat_map(|p| {
-            let forget = t.forget_after.max(self.silence_allowed(p).saturating_mul(2));
+            let forget = t
+                .forget_after
+                .max(self.silence_allowed(p).saturating_mul(2));
             let silent = match p.liveness {
                 Liveness::Alive | Liveness::Suspect { .. } => {
                     p.last_heard.checked_add(self.silence_allowed(p))
