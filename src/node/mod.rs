@@ -311,6 +311,7 @@ where
         probe_pending: HashMap::new(),
         confirming: HashSet::new(),
         gossip_only: HashMap::new(),
+        listed: HashMap::new(),
         rechecking: HashSet::new(),
         hello_sent: HashMap::new(),
         connected: HashMap::new(),
@@ -421,6 +422,12 @@ struct Node {
     /// Peers heard of only through gossip so far: the first heartbeat's
     /// incarnation, sequence number and arrival.
     gossip_only: HashMap<PeerId, (u64, u64, Instant)>,
+    /// Peers a member list named that this node has not met yet, and when
+    /// a list first named them: dialled again at every sweep until they
+    /// greet, for [`LISTED_KEEP`](peers::LISTED_KEEP) at most (a dial or a
+    /// young connection that failed would otherwise wait for the next
+    /// list, or for the peer to find this node).
+    listed: HashMap<PeerId, Instant>,
     /// Peers a TCP dial checks after one of their TCP connections closed.
     rechecking: HashSet<PeerId>,
     /// When this node last sent each connected peer its `Hello`.

@@ -60,6 +60,7 @@ impl Node {
             .addresses(addrs)
             .extend_addresses_through_behaviour()
             .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+            .allocate_new_port()
             .build();
         if let Err(e) = self.swarm.dial(opts) {
             debug!(%peer, error = %e, "dial not started");
@@ -83,6 +84,7 @@ impl Node {
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .addresses(tcp)
             .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+            .allocate_new_port()
             .build();
         match self.swarm.dial(opts) {
             Ok(()) => {
@@ -125,6 +127,7 @@ impl Node {
             .condition(PeerCondition::NotDialing)
             .addresses(tcp)
             .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+            .allocate_new_port()
             .build();
         if self.swarm.dial(opts).is_ok() {
             self.rechecking.insert(peer);
@@ -207,6 +210,21 @@ impl Node {
         for peer in known {
             self.dial(peer);
         }
+        let election = &self.election;
+        self.listed.retain(|p, at| {
+            now.saturating_duration_since(*at) < LISTED_KEEP
+                && election.peer(&p.to_base58()).is_none()
+        });
+        let listed: Vec<PeerId> = self
+            .listed
+            .keys()
+            .filter(|p| !self.swarm.is_connected(p))
+            .take(MAX_LISTED_REDIALS)
+            .copied()
+            .collect();
+        for peer in listed {
+            self.dial(peer);
+        }
         // A connected peer this node still knows nothing of: its Hello (or
         // ours) was lost, and a quiet follower's next heartbeat may be
         // minutes away. Greet it again, at most every HELLO_RETRY.
@@ -231,7 +249,9 @@ impl Node {
         let swarm = &self.swarm;
         self.hello_sent.retain(|p, _| swarm.is_connected(p));
         self.addrs.retain(|p, _| {
-            self.swarm.is_connected(p) || self.election.peer(&p.to_base58()).is_some()
+            self.swarm.is_connected(p)
+                || self.listed.contains_key(p)
+                || self.election.peer(&p.to_base58()).is_some()
         });
         let addrs = &self.addrs;
         self.lost_over_quic.retain(|p| addrs.contains_key(p));
@@ -385,6 +405,11 @@ impl Node {
             // connections), never from a third party's list.
             if !known {
                 self.learn_addrs(p, addrs);
+                // From the first list that named it: a list naming it again
+                // does not keep a peer that never answers dialled for ever.
+                if self.listed.len() < self.cfg.network.max_peers {
+                    self.listed.entry(p).or_insert_with(std::time::Instant::now);
+                }
             }
             if !connected {
                 self.dial(p);
@@ -424,6 +449,13 @@ fn strip_p2p(addr: Multiaddr) -> Multiaddr {
         .filter(|p| !matches!(p, Protocol::P2p(_)))
         .collect()
 }
+
+/// How long a peer named in a member list is dialled again while it has
+/// not greeted this node, and how many such dials one sweep starts at most
+/// (a hostile list of unreachable peers costs at most this many dials a
+/// second, for this long).
+pub(super) const LISTED_KEEP: std::time::Duration = std::time::Duration::from_secs(10);
+const MAX_LISTED_REDIALS: usize = 32;
 
 /// How long a peer heard of only through gossip is remembered.
 const GOSSIP_ONLY_KEEP: std::time::Duration = std::time::Duration::from_secs(60);
