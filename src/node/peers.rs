@@ -47,23 +47,35 @@ impl Node {
 
     /// Dials a peer at its known addresses, TCP first and one at a time, so a
     /// crash shows up as a closed TCP connection rather than a QUIC timeout.
-    pub(super) fn dial(&mut self, peer: PeerId) {
+    ///
+    /// A TCP dial goes out from a fresh port: libp2p's default binds it to
+    /// the listening port (for hole punching, which this node does not do),
+    /// and while a cluster of 100 started that way, about one connection
+    /// in twenty failed its upgrade on the listener's side. A peer with
+    /// only QUIC addresses keeps the shared UDP socket (a fresh port would
+    /// be a socket and a QUIC endpoint per connection). Returns whether a
+    /// dial started.
+    pub(super) fn dial(&mut self, peer: PeerId) -> bool {
         if peer == self.me || self.foreign.contains(&peer) {
-            return;
+            return false;
         }
         let mut addrs = self.addrs.get(&peer).cloned().unwrap_or_default();
-        addrs.sort_by_key(|a| !a.iter().any(|p| matches!(p, Protocol::Tcp(_))));
+        addrs.sort_by_key(is_quic);
+        let tcp = addrs.first().is_some_and(|a| !is_quic(a));
         // Kademlia and identify may know newer addresses than ours (a peer
         // that restarted on another port).
         let opts = DialOpts::peer_id(peer)
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .addresses(addrs)
             .extend_addresses_through_behaviour()
-            .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
-            .allocate_new_port()
-            .build();
-        if let Err(e) = self.swarm.dial(opts) {
-            debug!(%peer, error = %e, "dial not started");
+            .override_dial_concurrency_factor(std::num::NonZeroU8::MIN);
+        let opts = if tcp { opts.allocate_new_port() } else { opts };
+        match self.swarm.dial(opts.build()) {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(%peer, error = %e, "dial not started");
+                false
+            }
         }
     }
 
@@ -78,7 +90,8 @@ impl Node {
     pub(super) fn confirm(&mut self, peer: PeerId) {
         let tcp = self.tcp_addrs(peer);
         if tcp.is_empty() {
-            return self.dial(peer);
+            self.dial(peer);
+            return;
         }
         let opts = DialOpts::peer_id(peer)
             .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -165,7 +178,13 @@ impl Node {
                     self.dial(peer);
                 }
                 None => {
-                    if let Err(e) = self.swarm.dial(addr.clone()) {
+                    let opts = DialOpts::unknown_peer_id().address(addr.clone());
+                    let opts = if is_quic(&addr) {
+                        opts
+                    } else {
+                        opts.allocate_new_port()
+                    };
+                    if let Err(e) = self.swarm.dial(opts.build()) {
                         debug!(%addr, error = %e, "bootstrap dial not started");
                     }
                 }
@@ -219,11 +238,16 @@ impl Node {
             .listed
             .keys()
             .filter(|p| !self.swarm.is_connected(p))
-            .take(MAX_LISTED_REDIALS)
             .copied()
             .collect();
+        // Dials still under way count for nothing, so every listed peer
+        // gets its turn.
+        let mut started = 0;
         for peer in listed {
-            self.dial(peer);
+            if started == MAX_LISTED_REDIALS {
+                break;
+            }
+            started += usize::from(self.dial(peer));
         }
         // A connected peer this node still knows nothing of: its Hello (or
         // ours) was lost, and a quiet follower's next heartbeat may be
@@ -405,9 +429,12 @@ impl Node {
             // connections), never from a third party's list.
             if !known {
                 self.learn_addrs(p, addrs);
-                // From the first list that named it: a list naming it again
-                // does not keep a peer that never answers dialled for ever.
-                if self.listed.len() < self.cfg.network.max_peers {
+                // Timed from the first list that named it, so a peer that
+                // never answers is dialled for LISTED_KEEP after each time
+                // it is listed anew, not for as long as lists keep coming.
+                // Bounded well below the address book, which a list of
+                // strangers must not fill for long.
+                if self.listed.len() < MAX_LISTED && self.addrs.contains_key(&p) {
                     self.listed.entry(p).or_insert_with(std::time::Instant::now);
                 }
             }
@@ -456,6 +483,8 @@ fn strip_p2p(addr: Multiaddr) -> Multiaddr {
 /// second, for this long).
 pub(super) const LISTED_KEEP: std::time::Duration = std::time::Duration::from_secs(10);
 const MAX_LISTED_REDIALS: usize = 32;
+/// Most peers held as listed at once.
+const MAX_LISTED: usize = 128;
 
 /// How long a peer heard of only through gossip is remembered.
 const GOSSIP_ONLY_KEEP: std::time::Duration = std::time::Duration::from_secs(60);
