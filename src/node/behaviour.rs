@@ -12,6 +12,7 @@ use libp2p::{
 use sha2::{Digest, Sha256};
 
 use libp2p::Transport as _;
+use libp2p::core::transport::timeout::TransportTimeout;
 use libp2p::core::upgrade::Version;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 
@@ -141,11 +142,8 @@ macro_rules! finish {
             .map_err(err)?
             // gossipsub keeps member connections open; this bounds the others.
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-            // A dial into a cut-off network gives up after this (10 s by
-            // default); the next redial sends a fresh SYN instead of waiting
-            // out the kernel's retransmission back-off, so a healed link is
-            // used within about a redial interval.
-            .with_connection_timeout(Duration::from_secs(3))
+            // Both ways; dials are held to DIAL_TIMEOUT by their transport.
+            .with_connection_timeout(ACCEPT_TIMEOUT)
             .build())
     };
 }
@@ -164,26 +162,52 @@ pub fn build(
     let builder = SwarmBuilder::with_existing_identity(key).with_tokio();
     let Some(psk) = swarm_key else {
         let builder = builder
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(err)?
-            .with_quic();
+            .with_quic_config(|mut c| {
+                c.handshake_timeout = DIAL_TIMEOUT;
+                c
+            })
+            .with_other_transport(|key| {
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    TransportTimeout::with_outgoing_timeout(
+                        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                            .upgrade(Version::V1Lazy)
+                            .authenticate(noise::Config::new(key)?)
+                            .multiplex(yamux::Config::default()),
+                        DIAL_TIMEOUT,
+                    ),
+                )
+            })
+            .map_err(err)?;
         return finish!(builder, cfg, protocols, registry);
     };
     let psk = PreSharedKey::new(psk.0);
     let builder = builder
         .with_other_transport(|key| {
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                    .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
-                    .upgrade(Version::V1Lazy)
-                    .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default()),
+                TransportTimeout::with_outgoing_timeout(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                        .upgrade(Version::V1Lazy)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default()),
+                    DIAL_TIMEOUT,
+                ),
             )
         })
         .map_err(err)?;
     finish!(builder, cfg, protocols, registry)
 }
+
+/// A TCP dial into a cut-off network gives up after this (libp2p's default
+/// is 10 s): the next redial sends a fresh SYN instead of waiting out the
+/// kernel's retransmission back-off, so a healed link is used within about
+/// a redial interval. QUIC handshakes, both ways, too.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long an incoming TCP connection may take to finish its handshake.
+/// Longer than [`DIAL_TIMEOUT`]: the dialer is done once it has sent the
+/// last Noise message, the listener only once it has read it, so with equal
+/// limits a slow exchange (100 nodes starting on two cores) ended with the
+/// dialer connected and the listener gone, and the dialer's first requests
+/// lost. The dialer's own limit still bounds how long it waits.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);

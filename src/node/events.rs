@@ -101,7 +101,7 @@ impl Node {
                 send_back_addr,
                 error,
                 ..
-            } => self.on_handshake_failure(send_back_addr.to_string(), error.to_string()),
+            } => self.on_handshake_failure(send_back_addr.to_string(), error_chain(&error)),
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
         }
@@ -480,4 +480,17 @@ impl Node {
              (wrong or missing swarm key, or not an ipfs-kit-p2p node; handshake error: {error})"
         );
     }
+}
+
+/// An error with its causes, outermost first: libp2p's connection errors
+/// say only "Failed to negotiate transport protocol(s)" at the top.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
