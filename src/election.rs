@@ -30,7 +30,7 @@
 //!   and the returning node follows it too until it may claim; the
 //!   leadership passes straight from one to the other.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
@@ -191,6 +191,10 @@ pub const MAX_EPOCH: u64 = 1 << 48;
 /// death to bring it back; fewer than that may have been in flight.
 const RESURRECT_GAP: u64 = 2;
 
+/// Heartbeat intervals after which a node probes the leader even though its
+/// member view has not matched the leader's yet (see [`Election::joined`]).
+pub const JOIN_BEATS: u32 = 2;
+
 /// Longest heartbeat interval a report may announce: a quiet follower of a
 /// cluster far beyond any real one. A report past it is ignored whole.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -214,6 +218,10 @@ pub struct Election<I> {
     overtaken: Vec<(I, u64)>,
     /// Leaving gracefully: no claims, no leader.
     leaving: bool,
+    /// Peers connected while this node starts that it has not heard from
+    /// yet: their greeting is on the way, and a starting node waits for it
+    /// before it claims a term (see [`Election::evaluate`]).
+    greeting: BTreeSet<I>,
 }
 
 impl<I: Ord + Clone + Debug> Election<I> {
@@ -240,6 +248,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
             leader: None,
             overtaken: Vec::new(),
             leaving: false,
+            greeting: BTreeSet::new(),
         }
     }
 
@@ -424,6 +433,19 @@ impl<I: Ord + Clone + Debug> Election<I> {
             .then(|| leader.clone())
     }
 
+    /// Whether this node knows the cluster well enough to probe the leader
+    /// for it: its member view matched the leader's once (`agreed`, see
+    /// [`members::Sync::agreed`]), or it has been up for
+    /// [`JOIN_BEATS`] heartbeat intervals. A node still joining may think
+    /// itself next in line only because it knows few members, and it has
+    /// nobody to ask before a verdict: a loaded leader that answers its
+    /// first probes late would be declared silent on its word alone.
+    pub fn joined(&self, agreed: bool, now: Instant) -> bool {
+        agreed
+            || now.saturating_duration_since(self.started)
+                >= self.timing.heartbeat.saturating_mul(JOIN_BEATS)
+    }
+
     /// Feeds one input; returns what to do.
     pub fn handle(&mut self, input: Input<I>, now: Instant) -> Vec<Action<I>> {
         let mut actions = Vec::new();
@@ -438,11 +460,17 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 }
             }
             Input::ConnectionLost(id) => {
+                self.greeting.remove(&id);
                 if let Some(p) = self.peers.get_mut(&id)
                     && p.liveness == Liveness::Alive
                 {
                     p.liveness = Liveness::Suspect { since: now };
                     actions.push(Action::ConfirmAlive(id));
+                }
+            }
+            Input::Connected(id) if !self.peers.contains_key(&id) => {
+                if self.starting(now) && self.greeting.len() < self.max_peers {
+                    self.greeting.insert(id);
                 }
             }
             Input::Connected(id) => {
@@ -535,6 +563,9 @@ impl<I: Ord + Clone + Debug> Election<I> {
 
     pub fn tick(&mut self, now: Instant) -> Vec<Action<I>> {
         let timing = self.timing;
+        if !self.starting(now) {
+            self.greeting.clear();
+        }
         for p in self.peers.values_mut() {
             if let Liveness::Suspect { since } = p.liveness
                 && now.saturating_duration_since(since) > timing.suspect_timeout
@@ -568,6 +599,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
         if from == self.me {
             return;
         }
+        self.greeting.remove(&from);
         let seen = [&r.follows, &r.voted]
             .iter()
             .filter_map(|c| c.as_ref().map(|(_, e)| *e))
@@ -739,6 +771,14 @@ impl<I: Ord + Clone + Debug> Election<I> {
         })
     }
 
+    /// Within the startup grace and the wait after it (one heartbeat
+    /// interval), during which a node that would lead holds its claim for
+    /// a leader it has only heard of or a greeting still on the way.
+    fn starting(&self, now: Instant) -> bool {
+        let up_for = now.saturating_duration_since(self.started);
+        up_for < self.timing.startup_grace + self.timing.heartbeat
+    }
+
     /// Live peers that claim to lead.
     fn rival_claims(&self, now: Instant) -> impl Iterator<Item = (I, u64)> + '_ {
         self.peers
@@ -774,16 +814,17 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 };
                 let up_for = now.saturating_duration_since(self.started);
                 // Joining, a live peer follows a leader this node has not
-                // heard from yet (its greeting is still on the way): that
-                // one may well outrank this node, so wait for it rather
-                // than claim a term the cluster would only overtake. For
-                // one heartbeat interval at most: the report may be stale
-                // (a quiet follower whose leader died since), and a claim
-                // must not wait long on it.
+                // heard from yet, or a peer it is connected to has not
+                // greeted it yet (a loaded cluster answers a greeting in
+                // seconds): that one may well lead, or know who does, so
+                // wait for it rather than claim a term the cluster would
+                // only overtake. For one heartbeat interval at most: the
+                // report may be stale (a quiet follower whose leader died
+                // since), and a claim must not wait long on it.
                 let in_grace = !holding
                     && (up_for < self.timing.startup_grace
-                        || (up_for < self.timing.startup_grace + self.timing.heartbeat
-                            && self.follows_unknown_leader(now)));
+                        || (self.starting(now)
+                            && (!self.greeting.is_empty() || self.follows_unknown_leader(now))));
                 if !holding && !in_grace && self.max_epoch >= MAX_EPOCH {
                     // No epoch is left to claim (every peer would refuse
                     // MAX_EPOCH + 1): lead nobody rather than a term no one

@@ -68,6 +68,8 @@ pub struct Sync {
     differs_since: Option<Instant>,
     next_pull: Option<Instant>,
     pulled: bool,
+    /// The views agreed at least once.
+    agreed: bool,
 }
 
 impl Sync {
@@ -82,12 +84,20 @@ impl Sync {
             differs_since: None,
             next_pull: None,
             pulled: false,
+            agreed: false,
         }
+    }
+
+    /// Whether this node's view matched the leader's at least once: it
+    /// knows the members, so it knows its own place in line.
+    pub fn agreed(&self) -> bool {
+        self.agreed
     }
 
     /// The leader's digest against this node's: whether to pull now.
     pub fn observe(&mut self, leader: Digest, own: Digest, now: Instant) -> bool {
         if leader == own {
+            self.agreed = true;
             self.differs_since = None;
             self.backoff = self.min;
             return false;
@@ -130,6 +140,24 @@ mod tests {
                 assert!(seen.insert(pair.hash), "pair {i},{j} collides");
             }
         }
+    }
+
+    #[test]
+    fn agreement_is_remembered_once_seen() {
+        let t0 = Instant::now();
+        let mut s = Sync::new(
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::from_secs(8),
+        );
+        let (a, b) = (d(&["a"]), d(&["a", "b"]));
+        assert!(!s.agreed());
+        s.observe(b, a, t0);
+        assert!(!s.agreed(), "views differ");
+        s.observe(b, b, t0);
+        assert!(s.agreed());
+        s.observe(a, b, t0 + Duration::from_secs(5));
+        assert!(s.agreed(), "a later difference does not undo it");
     }
 
     #[test]

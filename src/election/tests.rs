@@ -1061,6 +1061,73 @@ fn a_joining_node_waits_for_a_leader_it_has_only_heard_of() {
     );
 }
 
+/// A joining worker connected to a peer whose greeting has not arrived yet
+/// (a loaded leader answers in seconds) does not claim a term after its
+/// grace: it waits for the greeting and follows the leader it names. A
+/// greeting that never comes holds it back one heartbeat interval at most,
+/// and a connection that closes holds it back no longer.
+#[test]
+fn a_joining_node_waits_for_the_greeting_of_a_connected_peer() {
+    let t0 = Instant::now();
+    let t = timing();
+    let after_grace = t0 + t.startup_grace + Duration::from_millis(100);
+    let mut w = Election::new(5u32, Role::Worker, 1, 0, t, t0);
+    w.handle(Input::Connected(1), t0 + Duration::from_millis(300));
+    w.tick(after_grace);
+    assert_eq!(w.leader(), None, "no claim while a greeting is on the way");
+    assert_eq!(w.max_epoch(), 0, "no epoch taken");
+    w.handle(
+        Input::Heartbeat {
+            from: 1,
+            report: report(Role::Master, 1, 4, Some((1, 4))),
+        },
+        after_grace,
+    );
+    assert_eq!(
+        w.leader(),
+        Some(&(1, 4)),
+        "follows the leader that greeted it"
+    );
+
+    // The greeting never comes: it claims once the bound has passed.
+    let mut v = Election::new(6u32, Role::Worker, 1, 0, t, t0);
+    v.handle(Input::Connected(1), t0);
+    v.tick(after_grace);
+    assert_eq!(v.leader(), None);
+    let bound = t0 + t.startup_grace + t.heartbeat;
+    assert!(v.next_change(after_grace).is_some_and(|at| at <= bound));
+    v.tick(bound + Duration::from_millis(1));
+    assert_eq!(v.leader(), Some(&(6, 1)), "claims after the bound");
+
+    // The connection closes before the greeting: nothing left to wait for.
+    let mut u = Election::new(7u32, Role::Worker, 1, 0, t, t0);
+    u.handle(Input::Connected(1), t0);
+    u.handle(Input::ConnectionLost(1), t0 + Duration::from_millis(500));
+    u.tick(after_grace);
+    assert_eq!(u.leader(), Some(&(7, 1)), "claims after its grace");
+
+    // A connection made after the start window is no reason to wait.
+    let mut s = Election::new(8u32, Role::Worker, 1, 0, t, t0);
+    s.tick(after_grace);
+    assert_eq!(s.leader(), Some(&(8, 1)));
+    s.handle(Input::Connected(2), bound + SEC);
+    assert_eq!(s.leader(), Some(&(8, 1)), "keeps leading");
+}
+
+/// A node probes for the others only once it has joined: its member view
+/// matched the leader's, or it has been up for `JOIN_BEATS` heartbeats.
+#[test]
+fn a_node_probes_only_once_it_has_joined() {
+    let t0 = Instant::now();
+    let t = timing();
+    let e = Election::new(5u32, Role::Worker, 1, 0, t, t0);
+    assert!(!e.joined(false, t0));
+    assert!(e.joined(true, t0), "views agreed");
+    let wait = t.heartbeat * JOIN_BEATS;
+    assert!(!e.joined(false, t0 + wait - Duration::from_millis(1)));
+    assert!(e.joined(false, t0 + wait), "up long enough");
+}
+
 /// The successor is who would lead without the leader; the probers are the
 /// `probers` masters and workers next in line (never a leecher, never the
 /// leader itself), and only while they follow that leader.

@@ -31,8 +31,12 @@ pub(super) enum Pending {
 }
 
 impl Node {
-    /// The leader, while this node is one of its likely successors.
+    /// The leader, while this node is one of its likely successors and has
+    /// joined (see [`crate::election::Election::joined`]).
     fn probe_target(&self, now: Instant) -> Option<String> {
+        if !self.election.joined(self.member_sync.agreed(), now) {
+            return None;
+        }
         self.election.probe_target(self.cfg.probers, now)
     }
 

@@ -775,9 +775,11 @@ impl Sim {
     }
 
     fn probe_target(&self, i: u32) -> Option<u32> {
-        self.nodes[i as usize]
-            .election
-            .probe_target(self.p.probers, self.now)
+        let n = &self.nodes[i as usize];
+        if !n.election.joined(n.sync.agreed(), self.now) {
+            return None;
+        }
+        n.election.probe_target(self.p.probers, self.now)
     }
 
     fn successor(&self, i: u32, leader: u32) -> Option<u32> {
