@@ -448,11 +448,28 @@ impl Node {
         {
             return Response::Denied { reason };
         }
+        // The member list goes to a greeter that needs it from this node:
+        // one that follows no leader yet or another one, or this node's
+        // own follower. A fellow follower gets the list from the leader
+        // (in its greeting, or pulled when the leader's member digest
+        // differs from its view); a joiner greets every member, and 100
+        // lists of 100 members each cost a cluster that starts together
+        // more than the lists it needs.
+        let ours = self.election.leader().map(|(l, _)| l.clone());
+        let same_leader = match (&hello.heartbeat.follows, &ours) {
+            (Some((theirs, _)), Some(l)) => PeerId::from_bytes(theirs)
+                .is_ok_and(|p| p.to_base58() == *l && *l != *self.election.me()),
+            _ => false,
+        };
         self.on_heartbeat(peer, hello.heartbeat);
         let (cert, revocations) = self.gate.credentials();
         Response::Hello {
             heartbeat: Box::new(self.heartbeat()),
-            peers: self.member_list(),
+            peers: if same_leader {
+                Vec::new()
+            } else {
+                self.member_list()
+            },
             cert,
             revocations,
         }

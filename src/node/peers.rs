@@ -424,6 +424,11 @@ impl Node {
                 // Nothing to learn: identify keeps its addresses current.
                 continue;
             }
+            if !connected && self.listed.contains_key(&p) {
+                // Named by an earlier list and dialled since; the sweep
+                // dials it again while it stays listed.
+                continue;
+            }
             new += usize::from(!known);
             // A known member's addresses come from itself (identify, its
             // connections), never from a third party's list.
