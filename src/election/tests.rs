@@ -1105,13 +1105,6 @@ fn a_joining_node_waits_for_the_greeting_of_a_connected_peer() {
     u.handle(Input::ConnectionLost(1), t0 + Duration::from_millis(500));
     u.tick(after_grace);
     assert_eq!(u.leader(), Some(&(7, 1)), "claims after its grace");
-
-    // A connection made after the start window is no reason to wait.
-    let mut s = Election::new(8u32, Role::Worker, 1, 0, t, t0);
-    s.tick(after_grace);
-    assert_eq!(s.leader(), Some(&(8, 1)));
-    s.handle(Input::Connected(2), bound + SEC);
-    assert_eq!(s.leader(), Some(&(8, 1)), "keeps leading");
 }
 
 /// A node probes for the others only once it has joined: its member view
