@@ -30,14 +30,18 @@
 //!   and the returning node follows it too until it may claim; the
 //!   leadership passes straight from one to the other.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use crate::role::Role;
 
+mod index;
 pub mod members;
 pub mod probe;
+
+use index::Index;
 
 /// Timing of the election, see the `[election]` section of the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +226,8 @@ pub struct Election<I> {
     /// yet: their greeting is on the way, and a starting node waits for it
     /// before it claims a term (see [`Election::evaluate`]).
     greeting: BTreeSet<I>,
+    /// Kept in step with `peers` (see [`index`]).
+    index: Index<I>,
 }
 
 impl<I: Ord + Clone + Debug> Election<I> {
@@ -249,6 +255,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
             overtaken: Vec::new(),
             leaving: false,
             greeting: BTreeSet::new(),
+            index: Index::default(),
         }
     }
 
@@ -294,11 +301,10 @@ impl<I: Ord + Clone + Debug> Election<I> {
             return false;
         }
         let mut known = self
-            .peers
-            .values()
-            .filter(|p| p.role.can_lead() && !matches!(p.liveness, Liveness::Left { .. }))
+            .ranked_peers()
+            .filter(|(_, p)| !matches!(p.liveness, Liveness::Left { .. }))
             .peekable();
-        known.peek().is_some() && !known.any(|p| self.live(p, now))
+        known.peek().is_some() && !known.any(|(_, p)| self.live(p, now))
     }
 
     /// Highest epoch seen.
@@ -355,20 +361,17 @@ impl<I: Ord + Clone + Debug> Election<I> {
         if t.quiet_per_member.is_zero() || self.is_leader() || self.leaving {
             return t.heartbeat;
         }
-        let mut members: u32 = 1;
-        let mut ahead = 0;
-        for (id, p) in &self.peers {
-            if !self.live(p, now) {
-                continue;
-            }
-            members = members.saturating_add(1);
-            if p.role.can_lead() && (p.role > self.role || (p.role == self.role && *id < self.me)) {
-                ahead += 1;
-            }
-        }
-        if self.role.can_lead() && ahead <= t.successors {
+        if self.role.can_lead()
+            && self
+                .ranked_ahead_of_me()
+                .filter(|(_, p)| self.live(p, now))
+                .nth(t.successors)
+                .is_none()
+        {
             return t.heartbeat;
         }
+        let live = self.index.reachable - self.index.silent(now);
+        let members = u32::try_from(live).unwrap_or(u32::MAX).saturating_add(1);
         t.quiet_per_member
             .saturating_mul(members)
             .clamp(t.heartbeat, MAX_INTERVAL)
@@ -391,24 +394,22 @@ impl<I: Ord + Clone + Debug> Election<I> {
     /// The peer that should lead according to this node's view.
     pub fn rightful_leader(&self, now: Instant) -> Option<I> {
         let me = self.role.can_lead().then_some((self.role, &self.me));
-        let others = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.role.can_lead() && self.live(p, now))
+        let first = self
+            .ranked_peers()
+            .find(|(_, p)| self.live(p, now))
             .map(|(id, p)| (p.role, id));
-        choose_leader(me.into_iter().chain(others)).cloned()
+        choose_leader(me.into_iter().chain(first)).cloned()
     }
 
     /// The master or worker that would lead were `leader` gone, in this
     /// node's view (maybe this node itself).
     pub fn successor(&self, leader: &I, now: Instant) -> Option<I> {
         let me = self.role.can_lead().then_some((self.role, &self.me));
-        let others = self
-            .peers
-            .iter()
-            .filter(|(id, p)| *id != leader && p.role.can_lead() && self.live(p, now))
+        let first = self
+            .ranked_peers()
+            .find(|(id, p)| *id != leader && self.live(p, now))
             .map(|(id, p)| (p.role, id));
-        choose_leader(others.chain(me)).cloned()
+        choose_leader(first.into_iter().chain(me)).cloned()
     }
 
     /// The leader, while this node is one of the `probers` highest-ranked
@@ -419,18 +420,14 @@ impl<I: Ord + Clone + Debug> Election<I> {
         if *leader == self.me || !self.role.can_lead() {
             return None;
         }
-        let mut line: Vec<(Role, &I)> = self
-            .peers
-            .iter()
-            .filter(|(id, p)| *id != leader && p.role.can_lead() && self.live(p, now))
-            .map(|(id, p)| (p.role, id))
-            .chain([(self.role, &self.me)])
-            .collect();
-        line.sort_by(|(ra, ia), (rb, ib)| rb.cmp(ra).then_with(|| ia.cmp(ib)));
-        line.iter()
+        // Among the first `probers` of the line: fewer than that live
+        // masters and workers (the leader aside) rank above this node.
+        let ahead = self
+            .ranked_ahead_of_me()
+            .filter(|(id, p)| *id != leader && self.live(p, now))
             .take(probers)
-            .any(|(_, id)| **id == self.me)
-            .then(|| leader.clone())
+            .count();
+        (ahead < probers).then(|| leader.clone())
     }
 
     /// Whether this node knows the cluster well enough to probe the leader
@@ -452,19 +449,23 @@ impl<I: Ord + Clone + Debug> Election<I> {
         match input {
             Input::Heartbeat { from, report } => self.on_heartbeat(from, report, now, &mut actions),
             Input::Left { from, incarnation } => {
-                if let Some(p) = self.peers.get_mut(&from)
-                    && incarnation >= p.incarnation
-                {
-                    p.incarnation = incarnation;
-                    p.liveness = Liveness::Left { since: now };
-                }
+                self.update(&from, |p| {
+                    if incarnation >= p.incarnation {
+                        p.incarnation = incarnation;
+                        p.liveness = Liveness::Left { since: now };
+                    }
+                });
             }
             Input::ConnectionLost(id) => {
                 self.greeting.remove(&id);
-                if let Some(p) = self.peers.get_mut(&id)
-                    && p.liveness == Liveness::Alive
-                {
-                    p.liveness = Liveness::Suspect { since: now };
+                let suspected = self.update(&id, |p| {
+                    let alive = p.liveness == Liveness::Alive;
+                    if alive {
+                        p.liveness = Liveness::Suspect { since: now };
+                    }
+                    alive
+                });
+                if suspected == Some(true) {
                     actions.push(Action::ConfirmAlive(id));
                 }
             }
@@ -474,48 +475,85 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 }
             }
             Input::Connected(id) => {
-                if let Some(p) = self.peers.get_mut(&id) {
-                    match p.liveness {
-                        Liveness::Suspect { .. } => p.liveness = Liveness::Alive,
-                        Liveness::Dead { .. } => {
-                            p.liveness = Liveness::Alive;
-                            p.last_heard = now;
-                        }
-                        Liveness::Alive | Liveness::Left { .. } => {}
+                self.update(&id, |p| match p.liveness {
+                    Liveness::Suspect { .. } => p.liveness = Liveness::Alive,
+                    Liveness::Dead { .. } => {
+                        p.liveness = Liveness::Alive;
+                        p.last_heard = now;
                     }
-                }
+                    Liveness::Alive | Liveness::Left { .. } => {}
+                });
             }
             Input::Silent(id) => {
-                if let Some(p) = self.peers.get_mut(&id)
-                    && matches!(p.liveness, Liveness::Alive | Liveness::Suspect { .. })
-                {
-                    p.liveness = Liveness::Dead {
-                        last_seq: p.last_seq,
-                        since: now,
-                    };
-                }
+                self.update(&id, |p| {
+                    if matches!(p.liveness, Liveness::Alive | Liveness::Suspect { .. }) {
+                        p.liveness = Liveness::Dead {
+                            last_seq: p.last_seq,
+                            since: now,
+                        };
+                    }
+                });
             }
             Input::Answered(id) => {
-                if let Some(p) = self.peers.get_mut(&id)
-                    && matches!(p.liveness, Liveness::Dead { .. })
-                {
-                    p.liveness = Liveness::Alive;
-                    p.last_heard = now;
-                }
+                self.update(&id, |p| {
+                    if matches!(p.liveness, Liveness::Dead { .. }) {
+                        p.liveness = Liveness::Alive;
+                        p.last_heard = now;
+                    }
+                });
             }
             Input::Unreachable(id) => {
-                if let Some(p) = self.peers.get_mut(&id)
-                    && matches!(p.liveness, Liveness::Suspect { .. })
-                {
-                    p.liveness = Liveness::Dead {
-                        last_seq: p.last_seq,
-                        since: now,
-                    };
-                }
+                self.update(&id, |p| {
+                    if matches!(p.liveness, Liveness::Suspect { .. }) {
+                        p.liveness = Liveness::Dead {
+                            last_seq: p.last_seq,
+                            since: now,
+                        };
+                    }
+                });
             }
         }
         self.evaluate(now, &mut actions);
+        self.check_index();
         actions
+    }
+
+    /// Changes one peer's state, keeping the indexes in step; `None` if
+    /// the peer is not known.
+    fn update<R>(&mut self, id: &I, change: impl FnOnce(&mut PeerState<I>) -> R) -> Option<R> {
+        let p = self.peers.get_mut(id)?;
+        self.index.remove(id, p, &self.timing);
+        let r = change(p);
+        self.index.insert(id, p, &self.timing);
+        Some(r)
+    }
+
+    /// Masters and workers this node knows, highest rank first.
+    fn ranked_peers(&self) -> impl Iterator<Item = (&I, &PeerState<I>)> {
+        self.index
+            .ranked
+            .iter()
+            .filter_map(|(_, id)| self.peers.get_key_value(id))
+    }
+
+    /// Masters and workers that rank above this node, highest first.
+    fn ranked_ahead_of_me(&self) -> impl Iterator<Item = (&I, &PeerState<I>)> {
+        self.index
+            .ranked
+            .range(..(Reverse(self.role), self.me.clone()))
+            .filter_map(|(_, id)| self.peers.get_key_value(id))
+    }
+
+    /// In debug builds, with a small peer table: the indexes are what a
+    /// fresh build from the peer table makes.
+    fn check_index(&self) {
+        if cfg!(debug_assertions) && self.peers.len() <= 64 {
+            assert_eq!(
+                self.index,
+                Index::build(&self.peers, &self.timing),
+                "election index out of step with its peer table"
+            );
+        }
     }
 
     /// Lets time pass: expires suspects and silent peers, forgets old ones.
@@ -536,22 +574,9 @@ impl<I: Ord + Clone + Debug> Election<I> {
                 .checked_add(d)
                 .and_then(|at| at.checked_sub(PAST))
         });
-        let peers = self.peers.values().flat_map(|p| {
-            let forget = t
-                .forget_after
-                .max(self.silence_allowed(p).saturating_mul(2));
-            let silent = match p.liveness {
-                Liveness::Alive | Liveness::Suspect { .. } => {
-                    p.last_heard.checked_add(self.silence_allowed(p))
-                }
-                _ => None,
-            };
-            let confirmed = match p.liveness {
-                Liveness::Suspect { since } => since.checked_add(t.suspect_timeout),
-                _ => None,
-            };
-            [silent, confirmed, p.last_heard.checked_add(forget)]
-        });
+        let i = &self.index;
+        let peers =
+            [&i.silent_at, &i.confirmed_at, &i.forget_at].map(|set| Index::next_at(set, now));
         grace
             .into_iter()
             .chain(peers)
@@ -566,32 +591,22 @@ impl<I: Ord + Clone + Debug> Election<I> {
         if !self.starting(now) {
             self.greeting.clear();
         }
-        for p in self.peers.values_mut() {
-            if let Liveness::Suspect { since } = p.liveness
-                && now.saturating_duration_since(since) > timing.suspect_timeout
-            {
+        for id in Index::due(&self.index.confirmed_at, now) {
+            self.update(&id, |p| {
                 p.liveness = Liveness::Dead {
                     last_seq: p.last_seq,
                     since: now,
                 };
-            }
+            });
         }
-        let forget = |p: &PeerState<I>| {
-            timing
-                .forget_after
-                .max(self.silence_allowed(p).saturating_mul(2))
-        };
-        let gone: Vec<I> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.last_heard) > forget(p))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
-            self.peers.remove(&id);
+        for id in Index::due(&self.index.forget_at, now) {
+            if let Some(p) = self.peers.remove(&id) {
+                self.index.remove(&id, &p, &timing);
+            }
         }
         let mut actions = Vec::new();
         self.evaluate(now, &mut actions);
+        self.check_index();
         actions
     }
 
@@ -619,50 +634,57 @@ impl<I: Ord + Clone + Debug> Election<I> {
         if r.role.can_lead() {
             self.raise_epoch(seen, actions);
         }
-        if !self.peers.contains_key(&from) && self.peers.len() >= self.max_peers {
-            return;
-        }
-        let p = self.peers.entry(from).or_insert_with(|| PeerState {
-            role: r.role,
-            incarnation: r.incarnation,
-            last_seq: 0,
-            last_heard: now,
-            max_epoch: 0,
-            follows: None,
-            voted: None,
-            interval: r.interval,
-            silence: silence_for(&self.timing, r.interval),
-            liveness: Liveness::Alive,
-        });
-        let newer_incarnation = r.incarnation > p.incarnation;
-        if !newer_incarnation {
-            if r.incarnation < p.incarnation || r.seq <= p.last_seq {
-                return; // stale or duplicate
+        let timing = self.timing;
+        if !self.peers.contains_key(&from) {
+            if self.peers.len() >= self.max_peers {
+                return;
             }
-            match p.liveness {
-                Liveness::Left { .. } => return,
-                Liveness::Dead { last_seq, .. } if r.seq <= last_seq + RESURRECT_GAP => {
-                    p.last_seq = r.seq;
-                    return;
+            let p = PeerState {
+                role: r.role,
+                incarnation: r.incarnation,
+                last_seq: 0,
+                last_heard: now,
+                max_epoch: 0,
+                follows: None,
+                voted: None,
+                interval: r.interval,
+                silence: silence_for(&timing, r.interval),
+                liveness: Liveness::Alive,
+            };
+            self.index.insert(&from, &p, &timing);
+            self.peers.insert(from.clone(), p);
+        }
+        self.update(&from, |p| {
+            let newer_incarnation = r.incarnation > p.incarnation;
+            if !newer_incarnation {
+                if r.incarnation < p.incarnation || r.seq <= p.last_seq {
+                    return; // stale or duplicate
                 }
-                _ => {}
+                match p.liveness {
+                    Liveness::Left { .. } => return,
+                    Liveness::Dead { last_seq, .. } if r.seq <= last_seq + RESURRECT_GAP => {
+                        p.last_seq = r.seq;
+                        return;
+                    }
+                    _ => {}
+                }
             }
-        }
-        p.role = r.role;
-        p.incarnation = r.incarnation;
-        p.last_seq = r.seq;
-        p.last_heard = now;
-        p.max_epoch = r.max_epoch;
-        p.follows = r.follows;
-        p.voted = r.voted;
-        if p.interval != r.interval {
-            p.silence = silence_for(&self.timing, r.interval);
-        }
-        p.interval = r.interval;
-        p.liveness = match p.liveness {
-            Liveness::Suspect { since } if !newer_incarnation => Liveness::Suspect { since },
-            _ => Liveness::Alive,
-        };
+            p.role = r.role;
+            p.incarnation = r.incarnation;
+            p.last_seq = r.seq;
+            p.last_heard = now;
+            p.max_epoch = r.max_epoch;
+            p.follows = r.follows;
+            p.voted = r.voted;
+            if p.interval != r.interval {
+                p.silence = silence_for(&timing, r.interval);
+            }
+            p.interval = r.interval;
+            p.liveness = match p.liveness {
+                Liveness::Suspect { since } if !newer_incarnation => Liveness::Suspect { since },
+                _ => Liveness::Alive,
+            };
+        });
     }
 
     fn vote(&mut self, epoch: u64, id: I, actions: &mut Vec<Action<I>>) {
@@ -693,10 +715,13 @@ impl<I: Ord + Clone + Debug> Election<I> {
     /// and this term did not already start above it.
     fn term_conflicted(&self, epoch: u64, now: Instant) -> bool {
         self.max_epoch > epoch
-            || self.peers.values().any(|p| {
-                self.live(p, now)
-                    && matches!(&p.voted, Some((l, e)) if *l != self.me && *e >= epoch)
-            })
+            || self
+                .index
+                .votes
+                .range(epoch..)
+                .flat_map(|(_, by_leader)| by_leader.iter())
+                .filter(|(l, _)| **l != self.me)
+                .any(|(_, voters)| voters.iter().any(|v| self.is_live(v, now)))
             || self.rival_claims(now).any(|c| !self.overtaken.contains(&c))
     }
 
@@ -765,10 +790,11 @@ impl<I: Ord + Clone + Debug> Election<I> {
     /// Whether a live peer follows a leader (not this node) this node has
     /// never heard from.
     fn follows_unknown_leader(&self, now: Instant) -> bool {
-        self.peers.values().any(|p| {
-            self.live(p, now)
-                && matches!(&p.follows, Some((l, _)) if *l != self.me && !self.peers.contains_key(l))
-        })
+        self.index
+            .following
+            .iter()
+            .filter(|(l, _)| **l != self.me && !self.peers.contains_key(l))
+            .any(|(_, followers)| followers.iter().any(|f| self.is_live(f, now)))
     }
 
     /// Within the startup grace and the wait after it (one heartbeat
@@ -781,11 +807,16 @@ impl<I: Ord + Clone + Debug> Election<I> {
 
     /// Live peers that claim to lead.
     fn rival_claims(&self, now: Instant) -> impl Iterator<Item = (I, u64)> + '_ {
-        self.peers
+        self.index
+            .following
             .iter()
-            .filter_map(move |(id, p)| match &p.follows {
-                Some((l, e)) if l == id && self.live(p, now) => Some((id.clone(), *e)),
-                _ => None,
+            .filter(|(l, followers)| followers.contains(*l))
+            .filter_map(move |(id, _)| {
+                let p = self.peers.get(id)?;
+                match &p.follows {
+                    Some((l, e)) if l == id && self.live(p, now) => Some((id.clone(), *e)),
+                    _ => None,
+                }
             })
     }
 

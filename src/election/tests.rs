@@ -1243,3 +1243,221 @@ fn the_next_change_is_the_earliest_deadline_a_tick_would_act_on() {
     let dead = lost + t.suspect_timeout + ms;
     assert_eq!(e.next_change(dead), Some(heard + t.forget_after + ms));
 }
+
+/// The scans the peer-table indexes replaced, kept as the reference the
+/// indexed answers are checked against.
+mod by_scan {
+    use super::*;
+
+    pub fn rightful_leader(e: &Election<u32>, now: Instant) -> Option<u32> {
+        let me = e.role.can_lead().then_some((e.role, &e.me));
+        let others = e
+            .peers()
+            .filter(|(_, p)| p.role.can_lead() && e.live(p, now))
+            .map(|(id, p)| (p.role, id));
+        choose_leader(me.into_iter().chain(others)).cloned()
+    }
+
+    pub fn successor(e: &Election<u32>, leader: &u32, now: Instant) -> Option<u32> {
+        let me = e.role.can_lead().then_some((e.role, &e.me));
+        let others = e
+            .peers()
+            .filter(|(id, p)| *id != leader && p.role.can_lead() && e.live(p, now))
+            .map(|(id, p)| (p.role, id));
+        choose_leader(others.chain(me)).cloned()
+    }
+
+    pub fn probe_target(e: &Election<u32>, probers: usize, now: Instant) -> Option<u32> {
+        let (leader, _) = e.leader.as_ref()?;
+        if *leader == e.me || !e.role.can_lead() {
+            return None;
+        }
+        let mut line: Vec<(Role, &u32)> = e
+            .peers()
+            .filter(|(id, p)| *id != leader && p.role.can_lead() && e.live(p, now))
+            .map(|(id, p)| (p.role, id))
+            .chain([(e.role, &e.me)])
+            .collect();
+        line.sort_by(|(ra, ia), (rb, ib)| rb.cmp(ra).then_with(|| ia.cmp(ib)));
+        line.iter()
+            .take(probers)
+            .any(|(_, id)| **id == e.me)
+            .then_some(*leader)
+    }
+
+    pub fn beat_interval(e: &Election<u32>, now: Instant) -> Duration {
+        let t = &e.timing;
+        if t.quiet_per_member.is_zero() || e.is_leader() || e.leaving {
+            return t.heartbeat;
+        }
+        let mut members: u32 = 1;
+        let mut ahead = 0;
+        for (id, p) in e.peers() {
+            if !e.live(p, now) {
+                continue;
+            }
+            members = members.saturating_add(1);
+            if p.role.can_lead() && (p.role > e.role || (p.role == e.role && *id < e.me)) {
+                ahead += 1;
+            }
+        }
+        if e.role.can_lead() && ahead <= t.successors {
+            return t.heartbeat;
+        }
+        t.quiet_per_member
+            .saturating_mul(members)
+            .clamp(t.heartbeat, MAX_INTERVAL)
+    }
+
+    pub fn isolated(e: &Election<u32>, now: Instant) -> bool {
+        if !e.is_leader() {
+            return false;
+        }
+        let mut known = e
+            .peers()
+            .map(|(_, p)| p)
+            .filter(|p| p.role.can_lead() && !matches!(p.liveness, Liveness::Left { .. }))
+            .peekable();
+        known.peek().is_some() && !known.any(|p| e.live(p, now))
+    }
+
+    pub fn term_conflicted(e: &Election<u32>, epoch: u64, now: Instant) -> bool {
+        e.max_epoch > epoch
+            || e.peers().any(|(_, p)| {
+                e.live(p, now) && matches!(&p.voted, Some((l, ev)) if *l != e.me && *ev >= epoch)
+            })
+            || rival_claims(e, now)
+                .iter()
+                .any(|c| !e.overtaken.contains(c))
+    }
+
+    pub fn follows_unknown_leader(e: &Election<u32>, now: Instant) -> bool {
+        e.peers().any(|(_, p)| {
+            e.live(p, now)
+                && matches!(&p.follows, Some((l, _)) if *l != e.me && e.peer(l).is_none())
+        })
+    }
+
+    pub fn rival_claims(e: &Election<u32>, now: Instant) -> Vec<(u32, u64)> {
+        e.peers()
+            .filter_map(|(id, p)| match &p.follows {
+                Some((l, ep)) if l == id && e.live(p, now) => Some((*id, *ep)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn next_change(e: &Election<u32>, now: Instant) -> Option<Instant> {
+        const PAST: Duration = Duration::from_millis(1);
+        let t = &e.timing;
+        let grace = [t.startup_grace, t.startup_grace + t.heartbeat]
+            .map(|d| e.started.checked_add(d).and_then(|at| at.checked_sub(PAST)));
+        let peers = e.peers().flat_map(|(_, p)| {
+            let forget = t.forget_after.max(p.silence.saturating_mul(2));
+            let silent = match p.liveness {
+                Liveness::Alive | Liveness::Suspect { .. } => p.last_heard.checked_add(p.silence),
+                _ => None,
+            };
+            let confirmed = match p.liveness {
+                Liveness::Suspect { since } => since.checked_add(t.suspect_timeout),
+                _ => None,
+            };
+            [silent, confirmed, p.last_heard.checked_add(forget)]
+        });
+        grace
+            .into_iter()
+            .chain(peers)
+            .flatten()
+            .filter(|at| *at >= now)
+            .map(|at| at + PAST)
+            .min()
+    }
+}
+
+/// One step of [`indexed_queries_answer_as_the_scans_did`].
+fn index_step() -> impl Strategy<Value = (u8, u32, u8, u64, u32, u64, u8, u64)> {
+    (
+        0u8..10,
+        0u32..24,
+        0u8..3,
+        0u64..6,
+        0u32..26,
+        0u64..6,
+        0u8..4,
+        0u64..4000,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Every query the indexes serve answers as the plain scan of the
+    /// peer table did, after every input and tick of a random history
+    /// (heartbeats of every role, claims, votes, intervals, departures,
+    /// lost and regained connections, silences, time passing); the indexes
+    /// themselves are checked against a fresh build after every step (see
+    /// `Election::check_index`).
+    #[test]
+    fn indexed_queries_answer_as_the_scans_did(
+        my_role in 0u8..3,
+        steps in prop::collection::vec(index_step(), 1..120),
+    ) {
+        let roles = [Role::Leecher, Role::Worker, Role::Master];
+        let t = Timing {
+            quiet_per_member: Duration::from_millis(300),
+            successors: 2,
+            ..timing()
+        };
+        let t0 = Instant::now();
+        let me = 12u32;
+        let mut e = Election::new(me, roles[my_role as usize], 1, 0, t, t0);
+        let mut now = t0;
+        let mut seq = 0;
+        for (kind, peer, role, inc, other, epoch, interval, advance) in steps {
+            now += Duration::from_millis(advance);
+            seq += 1;
+            // `other` past 23 names nobody known: no leader, or an unknown one.
+            let follows = (other < 25).then_some((other, epoch));
+            let input = match kind {
+                0..=3 => Input::Heartbeat {
+                    from: peer,
+                    report: Report {
+                        role: roles[role as usize],
+                        incarnation: inc.min(2),
+                        seq: if kind == 3 { seq / 2 } else { seq },
+                        max_epoch: epoch,
+                        follows: if kind == 2 { Some((peer, epoch)) } else { follows },
+                        voted: follows,
+                        interval: SEC * (1 + 3 * u32::from(interval)),
+                    },
+                },
+                4 => Input::Left { from: peer, incarnation: inc },
+                5 => Input::ConnectionLost(peer),
+                6 => Input::Connected(peer),
+                7 => Input::Silent(peer),
+                8 => Input::Answered(peer),
+                _ => Input::Unreachable(peer),
+            };
+            if advance % 3 == 0 {
+                e.tick(now);
+            } else {
+                e.handle(input, now);
+            }
+            for at in [now, now + SEC, now + 5 * SEC] {
+                prop_assert_eq!(e.rightful_leader(at), by_scan::rightful_leader(&e, at));
+                prop_assert_eq!(e.successor(&peer, at), by_scan::successor(&e, &peer, at));
+                for k in 0..4 {
+                    prop_assert_eq!(e.probe_target(k, at), by_scan::probe_target(&e, k, at));
+                }
+                prop_assert_eq!(e.beat_interval(at), by_scan::beat_interval(&e, at));
+                prop_assert_eq!(e.isolated(at), by_scan::isolated(&e, at));
+                prop_assert_eq!(e.next_change(at), by_scan::next_change(&e, at));
+                prop_assert_eq!(e.follows_unknown_leader(at), by_scan::follows_unknown_leader(&e, at));
+                prop_assert_eq!(e.rival_claims(at).collect::<Vec<_>>(), by_scan::rival_claims(&e, at));
+                for ep in 0..7 {
+                    prop_assert_eq!(e.term_conflicted(ep, at), by_scan::term_conflicted(&e, ep, at));
+                }
+            }
+        }
+    }
+}

@@ -463,9 +463,17 @@ impl Sim {
         members::digest(ids.iter().map(|b| b.as_slice()))
     }
 
+    /// A heartbeat of node `i`, with its member digest when it claims to
+    /// lead (only a claimant's digest is compared with: computing every
+    /// node's for every greeting would cost O(N) each, O(N³) in all).
     fn report(&mut self, i: u32) -> (Report<u32>, members::Digest) {
-        let members = self.digest(i);
         let report = self.nodes[i as usize].election.next_report(self.now);
+        let claims = matches!(&report.follows, Some((l, _)) if *l == i);
+        let members = if claims {
+            self.digest(i)
+        } else {
+            members::Digest::default()
+        };
         (report, members)
     }
 
@@ -549,11 +557,18 @@ impl Sim {
                 self.on_heartbeat(to, from, report, members)?;
             }
             Msg::Hello { report, members } => {
+                // As `on_hello` does: a fellow follower of this node's
+                // leader gets the member list from the leader, not here.
+                let ours = self.nodes[to as usize].election.leader().map(|(l, _)| *l);
+                let same_leader = matches!((&report.follows, ours),
+                    (Some((theirs, _)), Some(l)) if *theirs == l && l != to);
                 self.on_heartbeat(to, from, report, members)?;
                 let (report, members) = self.report(to);
                 self.send(to, from, Msg::Beat { report, members });
-                let list = self.member_list(to);
-                self.send(to, from, Msg::Members { list, answer: true });
+                if !same_leader {
+                    let list = self.member_list(to);
+                    self.send(to, from, Msg::Members { list, answer: true });
+                }
             }
             Msg::Ping { nonce, relay } => self.send(to, from, Msg::Pong { nonce, relay }),
             Msg::Pong { nonce, relay: None } => {
