@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use ipfs_kit_p2p::election::members;
 use ipfs_kit_p2p::election::probe::{Probe, ProbeTiming, Prober};
-use ipfs_kit_p2p::election::{Action, Election, Input, Report, Timing, quiet_delay};
+use ipfs_kit_p2p::election::{Action, Election, Input, Liveness, Report, Timing, quiet_delay};
 use ipfs_kit_p2p::role::Role;
 
 /// The node loop ticks the election at its next change, at most every
@@ -221,6 +221,8 @@ struct Node {
     next_relay: u64,
     /// When this node last greeted each peer (`hello_sent` in `src/node`).
     greeted: HashMap<u32, Instant>,
+    /// When this node last swept its known members for silent ones.
+    last_sweep: Instant,
 }
 
 /// SplitMix64: small, and the same on every platform.
@@ -301,6 +303,7 @@ impl Sim {
                 relays: HashMap::new(),
                 next_relay: 0,
                 greeted: HashMap::new(),
+                last_sweep: t0,
             })
             .collect();
         let hops = (n.max(2) as f64).log(3.0).ceil() as u64 + 1;
@@ -767,10 +770,43 @@ impl Sim {
     }
 
     fn tick(&mut self, i: u32) -> Result<(), String> {
+        self.sweep(i);
         let actions = self.nodes[i as usize].election.tick(self.now);
         let target = self.probe_target(i);
         self.nodes[i as usize].prober.watch(target, self.now);
         self.execute(i, actions)
+    }
+
+    /// As the node's sweep (`redial`) does, every `HELLO_RETRY` here: a
+    /// known member that is not live and has not left is dialled afresh
+    /// (its connection closed first when it is silent over it), and the
+    /// greetings on the new connection bring its current report. A
+    /// heartbeat dropped after its retransmissions (the one announcing a
+    /// quiet follower's long interval, say) so costs seconds, not the
+    /// follower's next heartbeat minutes later. A frozen or killed member
+    /// answers nothing.
+    fn sweep(&mut self, i: u32) {
+        let now = self.now;
+        let n = &self.nodes[i as usize];
+        if now.saturating_duration_since(n.last_sweep) < HELLO_RETRY {
+            return;
+        }
+        let quiet: Vec<u32> = n
+            .election
+            .peers()
+            .filter(|(id, p)| {
+                !matches!(p.liveness, Liveness::Left { .. })
+                    && !n.election.is_live(id, now)
+                    && n.greeted
+                        .get(id)
+                        .is_none_or(|at| now.saturating_duration_since(*at) >= HELLO_RETRY)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        self.nodes[i as usize].last_sweep = now;
+        for m in quiet {
+            self.greet(i, m);
+        }
     }
 
     fn probe_tick(&mut self, i: u32) -> Result<(), String> {
@@ -935,6 +971,24 @@ impl Sim {
             s.now >= last_start && s.agreed(0, 0, true).is_some()
         })?;
         if !done {
+            // What was left, for whoever reads the run: who follows whom,
+            // and the nodes that do not hold every other live.
+            let mut leaders = BTreeMap::new();
+            let mut short = Vec::new();
+            for (i, n) in sim.nodes.iter().enumerate() {
+                *leaders
+                    .entry(format!("{:?}", n.election.leader()))
+                    .or_insert(0) += 1;
+                let live = n.election.live_peers(sim.now).count();
+                if live < p.nodes - 1 {
+                    short.push((i, live, n.election.peers().count()));
+                }
+            }
+            eprintln!(
+                "not converged: leaders {leaders:?}; nodes short of members (node, live, known): \
+                 {:?}",
+                &short[..short.len().min(20)]
+            );
             out.events = sim.handled;
             return Ok(out);
         }
