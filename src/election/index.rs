@@ -48,7 +48,7 @@ struct Keys<I> {
     reachable: bool,
 }
 
-impl<I: Ord + Clone + PartialEq> Keys<I> {
+impl<I: Ord + Clone> Keys<I> {
     fn of(p: &PeerState<I>, t: &Timing) -> Self {
         let reachable = matches!(p.liveness, Liveness::Alive | Liveness::Suspect { .. });
         Keys {
