@@ -195,9 +195,9 @@ impl Node {
                 Some(d) => self.peer_pinset.insert(key.clone(), d),
                 None => self.peer_pinset.remove(&key),
             };
-            self.on_peer_ipfs(key, hb.ipfs);
+            self.on_peer_ipfs(key.clone(), hb.ipfs);
         }
-        self.publish_view();
+        self.publish_view_after(&key);
         self.execute(actions);
     }
 

@@ -13,7 +13,7 @@
 //! Reads (the API's list and get, the keeper) go to the database directly
 //! through [`PinsetHandle::db`]; redb's readers never wait for the writer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -349,16 +349,13 @@ impl<T: Transport> Actor<T> {
         }
     }
 
+    /// Publishes the replica's progress when it changed. Runs after every
+    /// step, so the per-peer part (`synced`) is rebuilt only when a peer's
+    /// entry differs from the one published.
     fn publish(&mut self) {
         let counts = self.counts;
         let at = now();
-        let synced = self
-            .view
-            .peers
-            .iter()
-            .map(|p| (p.id.clone(), self.core.synced_at(&p.id)))
-            .collect();
-        let p = Progress {
+        let mut p = Progress {
             digest: self.core.digest(),
             changes: self.core.vv().count(),
             pins: counts.pins,
@@ -368,10 +365,24 @@ impl<T: Transport> Actor<T> {
             members: self.core.counting_members(at),
             stale: self.core.is_stale(),
             replica_id: self.replica_id.clone(),
-            synced,
+            synced: BTreeMap::new(),
         };
+        let (peers, core) = (&self.view.peers, &self.core);
         self.progress.send_if_modified(|old| {
-            let changed = *old != p;
+            let synced = std::mem::take(&mut old.synced);
+            let same = synced.len() == peers.len()
+                && peers
+                    .iter()
+                    .all(|q| synced.get(&q.id) == Some(&core.synced_at(&q.id)));
+            let changed = !same || *old != p; // both without `synced` here
+            p.synced = if same {
+                synced
+            } else {
+                peers
+                    .iter()
+                    .map(|q| (q.id.clone(), core.synced_at(&q.id)))
+                    .collect()
+            };
             *old = p;
             changed
         });

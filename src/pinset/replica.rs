@@ -553,12 +553,7 @@ impl Replica {
                 }
             }
             Input::Tick => self.on_tick(now, &mut fx),
-            Input::Flush => {
-                let ids: Vec<String> = self.out.keys().cloned().collect();
-                for id in ids {
-                    self.pump(&id, now, &mut fx);
-                }
-            }
+            Input::Flush => self.pump_all(now, &mut fx),
         }
         self.maybe_pull(now, &mut fx);
         fx
@@ -700,6 +695,20 @@ impl Replica {
     }
 
     /// Sends queued changes to `id` while it has room for batches in flight.
+    /// Pumps every peer with changes queued (the others have nothing to
+    /// send: this runs after every step, so it does not clone every ID).
+    fn pump_all(&mut self, now: Now, fx: &mut Vec<Effect>) {
+        let ids: Vec<String> = self
+            .out
+            .iter()
+            .filter(|(_, o)| !o.queue.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.pump(&id, now, fx);
+        }
+    }
+
     fn pump(&mut self, id: &str, now: Now, fx: &mut Vec<Effect>) {
         let Some(out) = self.out.get_mut(id) else {
             return;
@@ -1101,14 +1110,11 @@ impl Replica {
             });
         }
         let timeout = self.cfg.request_timeout;
-        let ids: Vec<String> = self.out.keys().cloned().collect();
-        for id in ids {
-            if let Some(out) = self.out.get_mut(&id) {
-                out.in_flight
-                    .retain(|_, (at, _)| now.at.saturating_duration_since(*at) < timeout);
-            }
-            self.pump(&id, now, fx);
+        for out in self.out.values_mut() {
+            out.in_flight
+                .retain(|_, (at, _)| now.at.saturating_duration_since(*at) < timeout);
         }
+        self.pump_all(now, fx);
         if now.at >= self.next_snapshot {
             self.next_snapshot = now.at + self.cfg.collect_every;
             self.snapshot(now, fx);
