@@ -554,9 +554,14 @@ impl Node {
                 _ = health.tick() => {
                     self.health = sampler.sample();
                     crate::health::trim_heap();
+                    self.publish_view(); // this node's free disk
                 }
-                // Peers learn at once when our IPFS comes up, goes down or moves.
-                Ok(()) = self.ipfs.changed() => self.beat(),
+                // Peers learn at once when our IPFS comes up, goes down or
+                // moves, and so does the pinset task.
+                Ok(()) = self.ipfs.changed() => {
+                    self.beat();
+                    self.publish_view();
+                }
                 _ = shutdown.cancelled() => break,
             }
         }

@@ -208,6 +208,9 @@ impl Node {
         // A new leader, or a new place in line, is probed from now on, not
         // from the next election tick (up to a second away).
         self.watch_leader(now);
+        // A peer that left, went silent or came back reaches the pinset
+        // task now, not at the next tick (cheap when nothing changed).
+        self.publish_view();
     }
 
     pub(super) fn execute(&mut self, actions: Vec<Action<String>>) {

@@ -26,7 +26,7 @@ use super::held::HeldStore;
 use super::model::Vv;
 use super::replica::{self, Effect, Input, Now, Replica, WriteError, Written};
 use crate::role::Role;
-use crate::view::ClusterView;
+use crate::view::{ClusterView, PeerView};
 use crate::wire::{PinsetRequest, PinsetResponse};
 
 /// The tick while a write, a batch or a session waits on a deadline
@@ -355,7 +355,7 @@ impl<T: Transport> Actor<T> {
     fn publish(&mut self) {
         let counts = self.counts;
         let at = now();
-        let mut p = Progress {
+        let p = Progress {
             digest: self.core.digest(),
             changes: self.core.vv().count(),
             pins: counts.pins,
@@ -368,23 +368,92 @@ impl<T: Transport> Actor<T> {
             synced: BTreeMap::new(),
         };
         let (peers, core) = (&self.view.peers, &self.core);
-        self.progress.send_if_modified(|old| {
-            let synced = std::mem::take(&mut old.synced);
-            let same = synced.len() == peers.len()
-                && peers
-                    .iter()
-                    .all(|q| synced.get(&q.id) == Some(&core.synced_at(&q.id)));
-            let changed = !same || *old != p; // both without `synced` here
-            p.synced = if same {
-                synced
-            } else {
-                peers
-                    .iter()
-                    .map(|q| (q.id.clone(), core.synced_at(&q.id)))
-                    .collect()
+        self.progress
+            .send_if_modified(|old| replace_progress(old, p, peers, |id| core.synced_at(id)));
+    }
+}
+
+/// Replaces `old` with `p` and, in its `synced`, when each of `peers` was
+/// last synced with; says whether anything changed. The map is rebuilt
+/// (every ID cloned) only when an entry differs.
+fn replace_progress(
+    old: &mut Progress,
+    mut p: Progress,
+    peers: &[PeerView],
+    synced_at: impl Fn(&str) -> Option<std::time::Instant>,
+) -> bool {
+    let synced = std::mem::take(&mut old.synced);
+    let same = synced.len() == peers.len()
+        && peers
+            .iter()
+            .all(|q| synced.get(&q.id) == Some(&synced_at(&q.id)));
+    p.synced = BTreeMap::new();
+    let changed = !same || *old != p; // both without `synced` here
+    p.synced = if same {
+        synced
+    } else {
+        peers
+            .iter()
+            .map(|q| (q.id.clone(), synced_at(&q.id)))
+            .collect()
+    };
+    *old = p;
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::role::Role;
+
+    fn peer(id: &str) -> PeerView {
+        PeerView {
+            id: id.into(),
+            role: Role::Worker,
+            ipfs: None,
+            disk_free: 0,
+            pinset: None,
+        }
+    }
+
+    /// The published progress is what a fresh build gives, and a change
+    /// is reported exactly when it differs from the one before.
+    #[test]
+    fn progress_is_replaced_and_changes_reported_as_a_fresh_build_would() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        let (a, b, c) = (peer("a"), peer("b"), peer("c"));
+        type Case = (Vec<PeerView>, Vec<(&'static str, Instant)>, u64);
+        let cases: Vec<Case> = vec![
+            (vec![a.clone(), b.clone()], vec![], 1),
+            (vec![a.clone(), b.clone()], vec![], 1), // nothing changed
+            (vec![a.clone(), b.clone()], vec![], 2), // the digest moved
+            (vec![a.clone(), b.clone()], vec![("a", t0)], 2), // a synced
+            (vec![a.clone(), b.clone()], vec![("a", t1)], 2), // again
+            (vec![a.clone(), b.clone()], vec![("a", t1)], 2), // nothing
+            (vec![a.clone(), b.clone(), c.clone()], vec![("a", t1)], 2), // c came
+            (vec![a.clone(), c.clone()], vec![("a", t1)], 2), // b went
+            (vec![b.clone(), c.clone()], vec![], 2), // as many, not the same
+            (vec![], vec![], 2),
+        ];
+        let mut old = Progress::default();
+        for (i, (peers, at, digest)) in cases.into_iter().enumerate() {
+            let synced_at = |id: &str| at.iter().find(|(i, _)| *i == id).map(|(_, t)| *t);
+            let p = Progress {
+                digest,
+                ..Progress::default()
             };
-            *old = p;
-            changed
-        });
+            let mut fresh = p.clone();
+            fresh.synced = peers
+                .iter()
+                .map(|q| (q.id.clone(), synced_at(&q.id)))
+                .collect();
+            let differs = old != fresh;
+            let changed = replace_progress(&mut old, p, &peers, synced_at);
+            assert_eq!(changed, differs, "case {i}");
+            assert_eq!(old, fresh, "case {i}");
+        }
     }
 }

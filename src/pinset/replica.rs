@@ -694,9 +694,9 @@ impl Replica {
         }
     }
 
-    /// Sends queued changes to `id` while it has room for batches in flight.
-    /// Pumps every peer with changes queued (the others have nothing to
-    /// send: this runs after every step, so it does not clone every ID).
+    /// Pumps every peer with changes queued. The others have nothing to
+    /// send, and this runs at every flush (the end of each batch of
+    /// inputs) and tick, so it does not clone every peer's ID.
     fn pump_all(&mut self, now: Now, fx: &mut Vec<Effect>) {
         let ids: Vec<String> = self
             .out
@@ -709,6 +709,7 @@ impl Replica {
         }
     }
 
+    /// Sends queued changes to `id` while it has room for batches in flight.
     fn pump(&mut self, id: &str, now: Now, fx: &mut Vec<Effect>) {
         let Some(out) = self.out.get_mut(id) else {
             return;
