@@ -725,6 +725,22 @@ impl<I: Ord + Clone + Debug> Election<I> {
             || self.rival_claims(now).any(|c| !self.overtaken.contains(&c))
     }
 
+    /// The highest epoch in which a live peer voted for a leader other than
+    /// this node.
+    fn highest_rival_vote(&self, now: Instant) -> Option<u64> {
+        self.index
+            .votes
+            .iter()
+            .rev()
+            .find_map(|(epoch, by_leader)| {
+                by_leader
+                    .iter()
+                    .filter(|(l, _)| **l != self.me)
+                    .any(|(_, voters)| voters.iter().any(|v| self.is_live(v, now)))
+                    .then_some(*epoch)
+            })
+    }
+
     /// The epoch at which the leader this node follows says it now follows
     /// `rightful`: the old leader's step-down can arrive before the new
     /// one's claim, and waiting for the claim would leave a moment with no
@@ -856,13 +872,21 @@ impl<I: Ord + Clone + Debug> Election<I> {
                     && (up_for < self.timing.startup_grace
                         || (self.starting(now)
                             && (!self.greeting.is_empty() || self.follows_unknown_leader(now))));
-                if !holding && !in_grace && self.max_epoch >= MAX_EPOCH {
+                // Above every term this node knows of: its own highest, and
+                // any a live peer voted in for another leader (a leecher's
+                // vote moves no epoch when heard, but it still shows that
+                // term taken, and `term_conflicted` counts it; claiming
+                // below it would only make this node claim again at once).
+                let floor = self
+                    .max_epoch
+                    .max(self.highest_rival_vote(now).unwrap_or(0));
+                if !holding && !in_grace && floor >= MAX_EPOCH {
                     // No epoch is left to claim (every peer would refuse
                     // MAX_EPOCH + 1): lead nobody rather than a term no one
                     // accepts. The node says so (`epochs_exhausted`).
                     self.leader = None;
                 } else if !holding && !in_grace {
-                    let epoch = self.max_epoch + 1;
+                    let epoch = floor + 1;
                     self.raise_epoch(epoch, actions);
                     self.vote(epoch, self.me.clone(), actions);
                     self.leader = Some((self.me.clone(), epoch));
