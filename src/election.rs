@@ -715,13 +715,7 @@ impl<I: Ord + Clone + Debug> Election<I> {
     /// and this term did not already start above it.
     fn term_conflicted(&self, epoch: u64, now: Instant) -> bool {
         self.max_epoch > epoch
-            || self
-                .index
-                .votes
-                .range(epoch..)
-                .flat_map(|(_, by_leader)| by_leader.iter())
-                .filter(|(l, _)| **l != self.me)
-                .any(|(_, voters)| voters.iter().any(|v| self.is_live(v, now)))
+            || self.highest_rival_vote(now).is_some_and(|e| e >= epoch)
             || self.rival_claims(now).any(|c| !self.overtaken.contains(&c))
     }
 

@@ -291,7 +291,6 @@ impl Node {
                 from: id,
                 incarnation,
             });
-            self.publish_view();
         }
     }
 
