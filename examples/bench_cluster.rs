@@ -22,7 +22,15 @@
 //! just restarted answers slowly in its first moments, and the probes'
 //! deadlines, adapted to its answers, stay long for up to 5 s after; plus
 //! up to a second at random, so the stop falls at any point of the
-//! survivors' probe cycles).
+//! survivors' probe cycles), `--join-trials J` (0; J times, once the
+//! cluster is idle, one more worker with a fresh identity starts and is
+//! timed from its start until every node, itself included, sees every
+//! other healthy and follows the same leader at the same epoch; then it
+//! stops gracefully).
+//! The start also reports how much CPU the nodes used from the first start
+//! to convergence, in cores of this machine (`start_cpu_cores`): 100 nodes
+//! started on two cores keep both busy, so convergence after the last
+//! start measures that backlog as much as the nodes' own work.
 //! Times are taken from the nodes' own clocks: each node reports when it
 //! accepted its current leader (`leader.since_unix_ms`), so polling does not
 //! add to the figures. Bytes sent are read per TCP socket with `ss -tinp`.
@@ -53,6 +61,7 @@ struct Args {
     quic: bool,
     silent_trials: usize,
     settle: Duration,
+    join_trials: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -67,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
         quic: false,
         silent_trials: 0,
         settle: Duration::from_millis(10_000),
+        join_trials: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -90,6 +100,9 @@ fn parse_args() -> Result<Args, String> {
             "--settle-ms" => {
                 a.settle =
                     Duration::from_millis(val()?.parse().map_err(|e| format!("--settle-ms: {e}"))?)
+            }
+            "--join-trials" => {
+                a.join_trials = val()?.parse().map_err(|e| format!("--join-trials: {e}"))?
             }
             other => return Err(format!("unknown option {other}")),
         }
@@ -221,6 +234,53 @@ async fn trial(
     Ok(took)
 }
 
+/// One join: a worker with a fresh identity starts, bootstrapping to the
+/// first live node, and is timed until every node (the joiner too) sees
+/// every other healthy and follows the leader it followed before, at the
+/// same epoch (a join must not move the leadership). Then it stops
+/// gracefully. Returns the milliseconds from just before its start.
+async fn join_trial(
+    sp: &Spawner,
+    nodes: &[Option<NodeProc>],
+    dir: &std::path::Path,
+) -> Result<f64, String> {
+    let (leader, epoch, _) = converge(nodes, 0).await?;
+    let seed: Vec<String> = nodes
+        .iter()
+        .flatten()
+        .take(1)
+        .map(|n| n.addr.clone())
+        .collect();
+    let t0 = Instant::now();
+    let mut joiner = sp.spawn(Role::Worker, dir, &seed).await?;
+    let mut all: Vec<&NodeProc> = nodes.iter().flatten().collect();
+    all.push(&joiner);
+    loop {
+        if let Some((l, e, _)) = agreed_leader(&all, all.len() - 1).await {
+            if (l.as_str(), e) != (leader.as_str(), epoch) {
+                return Err(format!(
+                    "a join moved the leadership from {leader} at {epoch} to {l} at {e}"
+                ));
+            }
+            break;
+        }
+        if t0.elapsed() > DEADLINE {
+            return Err(format!(
+                "the joiner was not taken in within {DEADLINE:?} ({})",
+                laggards(&all).await
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let took = t0.elapsed().as_secs_f64() * 1000.0;
+    joiner.terminate();
+    joiner
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .ok_or("the joiner's graceful stop hung")?;
+    Ok(took)
+}
+
 /// Why the nodes do not agree: for each node that differs, its leader and
 /// the peers it does not see healthy, by state.
 async fn laggards(live: &[&NodeProc]) -> String {
@@ -331,21 +391,28 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64) -> serde_json::Value {
 /// Secured mode: an operator key pair and swarm key in `dir/ops`, and each
 /// node's identity and certificate (`node.cert` in its directory) made
 /// before it starts.
-fn secure(sp: &mut Spawner, dir: &std::path::Path, nodes: usize) -> Result<(), String> {
+fn secure(
+    sp: &mut Spawner,
+    dir: &std::path::Path,
+    nodes: usize,
+    joins: usize,
+) -> Result<(), String> {
     use ipfs_kit_p2p::trust::cert::{CertBody, Certificate, ClusterId, Serial};
     use ipfs_kit_p2p::trust::files::{init_cluster, load_operator_key};
     let made = init_cluster(&dir.join("ops")).map_err(|e| e.to_string())?;
     let op = load_operator_key(&made.key).map_err(|e| e.to_string())?;
     let now = unix_ms() / 1000;
-    for i in 0..nodes {
-        let node = dir.join(format!("n{i}"));
+    let dirs = (0..nodes).map(|i| (format!("n{i}"), role_of(i, nodes)));
+    let joiners = (0..joins).map(|t| (format!("j{t}"), Role::Worker));
+    for (i, (name, role)) in dirs.chain(joiners).enumerate() {
+        let node = dir.join(name);
         let peer = ipfs_kit_p2p::store::DataDir::peer_id(&node).map_err(|e| e.to_string())?;
         let cert = Certificate::issue(
             &op,
             CertBody {
                 cluster: ClusterId::of(&op.public()).map_err(|e| e.to_string())?.0,
                 peer: peer.to_bytes(),
-                role: role_of(i, nodes),
+                role,
                 serial: Serial(i as u64 + 1),
                 not_before: now - 60,
                 not_after: now + 86_400,
@@ -395,10 +462,11 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
             .extend(["--listen".into(), "/ip4/127.0.0.1/udp/0/quic-v1".into()]);
     }
     if a.trust == "secured" {
-        secure(&mut sp, tmp.path(), a.nodes)?;
+        secure(&mut sp, tmp.path(), a.nodes, a.join_trials)?;
     }
     sp.log_dir = std::env::var_os("BENCH_LOGS").map(PathBuf::from);
     let mut nodes: Vec<Option<NodeProc>> = Vec::new();
+    let first_start = Instant::now();
     let first = sp
         .spawn(role_of(0, a.nodes), &tmp.path().join("n0"), &[])
         .await?;
@@ -419,9 +487,29 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
     let (_, mut epoch, _) = converge(&nodes, 0).await?;
     let convergence_ms = last_start.elapsed().as_secs_f64() * 1000.0;
     eprintln!("converged: {convergence_ms:.0} ms after the last node started");
+    // Every node's CPU time so far is its share of the start.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let start_ticks: u64 = nodes
+        .iter()
+        .flatten()
+        .filter_map(|n| proc_cpu_ticks(n.pid()))
+        .sum();
+    let start_secs = first_start.elapsed().as_secs_f64();
+    let start_cpu_cores = start_ticks as f64 / hz / start_secs;
+    eprintln!(
+        "start: {start_secs:.1} s from the first start to convergence, the nodes busy \
+         {start_cpu_cores:.2} cores on average"
+    );
 
     let idle = idle(&nodes, a.idle_secs).await;
     eprintln!("idle: {idle}");
+
+    let mut joins = Vec::new();
+    for t in 0..a.join_trials {
+        let dir = tmp.path().join(format!("j{t}"));
+        joins.push(join_trial(&sp, &nodes, &dir).await?);
+        eprintln!("join trial {t}: {:.0} ms", joins[t]);
+    }
 
     let mut kill = Vec::new();
     for t in 0..a.trials {
@@ -444,6 +532,9 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
         "settle_ms": a.settle.as_millis() as u64,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "convergence_ms_after_last_start": convergence_ms,
+        "start_secs": start_secs,
+        "start_cpu_cores": start_cpu_cores,
+        "join_ms": summary(joins),
         "sigkill_failover_ms": summary(kill),
         "graceful_handover_ms": summary(term),
         "sigstop_failover_ms": summary(silent),

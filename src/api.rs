@@ -152,19 +152,41 @@ impl IntoResponse for AppError {
     }
 }
 
-async fn status(State(s): State<ApiState>) -> Result<Json<StatusView>, AppError> {
-    let mut status = s.node.status().await.ok_or_else(|| {
+/// `GET /v1/status[?peers=false]`: without the list of peers (`peer_counts`
+/// still says how many), for a poll that must stay cheap in a large cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusQuery {
+    peers: Option<bool>,
+}
+
+async fn status(
+    State(s): State<ApiState>,
+    query: Result<axum::extract::Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<StatusView>, AppError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| AppError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    full_status(&s, q.peers.unwrap_or(true)).await.map(Json)
+}
+
+async fn full_status(s: &ApiState, with_peers: bool) -> Result<StatusView, AppError> {
+    let status = if with_peers {
+        s.node.status().await
+    } else {
+        s.node.status_brief().await
+    };
+    let mut status = status.ok_or_else(|| {
         AppError(
             StatusCode::SERVICE_UNAVAILABLE,
             "node is not answering".into(),
         )
     })?;
     status.api_unauthorized = s.auth.refused.load(std::sync::atomic::Ordering::Relaxed);
-    Ok(Json(status))
+    Ok(status)
 }
 
 async fn peers(State(s): State<ApiState>) -> Result<Json<Vec<PeerView>>, AppError> {
-    status(State(s)).await.map(|s| Json(s.0.peers))
+    full_status(&s, true).await.map(|s| Json(s.peers))
 }
 
 /// Binds the control API; returns the bound address and a future serving it
@@ -355,6 +377,11 @@ impl Client {
     /// The status and the raw JSON it came as.
     pub async fn status(&self) -> Result<(StatusView, String), ApiError> {
         self.get("/v1/status").await
+    }
+
+    /// The status without the list of peers (`peer_counts` instead).
+    pub async fn status_brief(&self) -> Result<(StatusView, String), ApiError> {
+        self.get("/v1/status?peers=false").await
     }
 
     pub async fn peers(&self) -> Result<(Vec<PeerView>, String), ApiError> {

@@ -60,6 +60,22 @@ pub struct StatusView {
     /// This node's GPUs (NVIDIA, through NVML; none elsewhere).
     #[serde(default)]
     pub gpus: Vec<crate::wire::Gpu>,
+    /// How many peers this node knows, is connected to, and holds healthy:
+    /// always filled, also when `peers` is left out
+    /// (`GET /v1/status?peers=false`).
+    #[serde(default)]
+    pub peer_counts: PeerCounts,
+}
+
+/// The peer list in numbers (see [`StatusView::peer_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCounts {
+    /// Peers in this node's view, whatever their state.
+    pub known: usize,
+    /// Live and not suspected: [`PeerView::healthy`].
+    pub healthy: usize,
+    /// With an open connection to this node.
+    pub connected: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -91,6 +91,27 @@ async fn five_nodes_elect_fail_over_hand_over_and_rejoin() {
     let want = expected_leader(&all).unwrap();
     assert_eq!(want.role, Role::Master);
     assert_eq!(leader, want.peer_id, "the lowest-ID master leads");
+    // The brief status (what `agreed_leader` polls) counts what the full
+    // one lists; a malformed query is refused.
+    for n in &all {
+        let full = n.status().await.expect("status");
+        let healthy = full.peers.iter().filter(|p| p.healthy).count();
+        let connected = full.peers.iter().filter(|p| p.connected).count();
+        let counts = (full.peers.len(), healthy, connected);
+        let c = full.peer_counts;
+        assert_eq!((c.known, c.healthy, c.connected), counts);
+        let brief = n.status_brief().await.expect("brief status");
+        assert!(brief.peers.is_empty(), "{:?}", brief.peers);
+        assert_eq!(brief.peer_counts.known, 4);
+        assert_eq!(brief.leader.map(|l| l.peer_id), Some(leader.clone()));
+    }
+    let bad = reqwest::get(format!(
+        "http://{}/v1/status?peers=maybe",
+        all[0].client.addr()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
     let first_master = nodes.iter().position(|n| n.peer_id == leader).unwrap();
     let old_peer_id = nodes[first_master].peer_id.clone();
 

@@ -94,7 +94,7 @@ pub(super) async fn count(State(m): State<Metrics>, req: Request, next: Next) ->
 pub(super) async fn metrics(State(s): State<ApiState>) -> Response {
     let m = &s.metrics;
     let _one = m.scrape.lock().await;
-    let status = super::status(State(s.clone())).await.ok().map(|j| j.0);
+    let status = super::full_status(&s, true).await.ok();
     if let Ok(mut snap) = m.snapshot.lock() {
         *snap = status;
     }
@@ -113,7 +113,7 @@ pub(super) async fn metrics(State(s): State<ApiState>) -> Response {
 }
 
 pub(super) async fn health(State(s): State<ApiState>) -> Response {
-    let (code, body) = health_of(s.node.status().await.as_ref());
+    let (code, body) = health_of(s.node.status_brief().await.as_ref());
     (code, axum::Json(body)).into_response()
 }
 

@@ -10,7 +10,12 @@ use crate::status::StatusView;
 use crate::wire::{self, Request};
 
 pub(super) enum Command {
-    Status(oneshot::Sender<StatusView>),
+    /// The status; with the list of peers, or only their counts (a list
+    /// of hundreds of peers is most of the work and of the answer).
+    Status {
+        peers: bool,
+        reply: oneshot::Sender<StatusView>,
+    },
     /// Each holder's state for each item, from the leader.
     PinPeers {
         cids: Vec<String>,
@@ -43,9 +48,21 @@ pub struct NodeHandle {
 impl NodeHandle {
     /// The node's current status; `None` if the loop does not answer within 2 s.
     pub async fn status(&self) -> Option<StatusView> {
+        self.status_with(true).await
+    }
+
+    /// The status without the list of peers (`peers` empty, `peer_counts`
+    /// filled): what a frequent poll needs, at a cost that does not grow
+    /// with the cluster.
+    pub async fn status_brief(&self) -> Option<StatusView> {
+        self.status_with(false).await
+    }
+
+    async fn status_with(&self, peers: bool) -> Option<StatusView> {
         let (tx, rx) = oneshot::channel();
+        let cmd = Command::Status { peers, reply: tx };
         self.tx
-            .send_timeout(Command::Status(tx), Duration::from_secs(2))
+            .send_timeout(cmd, Duration::from_secs(2))
             .await
             .ok()?;
         tokio::time::timeout(Duration::from_secs(2), rx)

@@ -520,7 +520,7 @@ impl Node {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(cmd) = rx.recv() => match cmd {
-                    Command::Status(reply) => { let _ = reply.send(self.status()); }
+                    Command::Status { peers, reply } => { let _ = reply.send(self.status(peers)); }
                     Command::PinPeers { cids, reply } => self.pin_peers(cids, reply),
                     Command::Send { peer, req, reply } => {
                         let id = self.swarm.behaviour_mut().rpc.send_request(&peer, *req);

@@ -6,10 +6,11 @@ use libp2p::PeerId;
 
 use super::Node;
 use crate::election::Liveness;
-use crate::status::{LeaderView, PeerView, StatusView};
+use crate::status::{LeaderView, PeerCounts, PeerView, StatusView};
 
 impl Node {
-    pub(super) fn status(&mut self) -> StatusView {
+    /// The status; the list of peers only `with_peers` (their counts always).
+    pub(super) fn status(&mut self, with_peers: bool) -> StatusView {
         let now = Instant::now();
         let role_of = |id: &str| {
             if id == self.election.me().as_str() {
@@ -26,9 +27,26 @@ impl Node {
                 since_unix_ms: self.leader_since_ms,
             })
         });
+        let healthy = |id: &String, p: &crate::election::PeerState<String>| {
+            self.election.is_live(id, now) && p.liveness == Liveness::Alive
+        };
+        let peer_counts = PeerCounts {
+            known: self.election.peers().count(),
+            healthy: self
+                .election
+                .peers()
+                .filter(|(id, p)| healthy(id, p))
+                .count(),
+            connected: self
+                .connected
+                .values()
+                .filter(|id| self.election.peer(id).is_some())
+                .count(),
+        };
         let peers = self
             .election
             .peers()
+            .filter(|_| with_peers)
             .map(|(id, p)| {
                 let live = self.election.is_live(id, now);
                 let pid = id.parse::<PeerId>().ok();
@@ -42,7 +60,7 @@ impl Node {
                 PeerView {
                     peer_id: id.clone(),
                     role: p.role,
-                    healthy: live && p.liveness == Liveness::Alive,
+                    healthy: healthy(id, p),
                     state: state.into(),
                     connected: pid.is_some_and(|p| self.swarm.is_connected(&p)),
                     last_seen_ms: now.saturating_duration_since(p.last_heard).as_millis() as u64,
@@ -86,6 +104,7 @@ impl Node {
             role_auto: self.cfg.role_auto.clone(),
             gpus: self.gpus.clone(),
             peers,
+            peer_counts,
         }
     }
 }
