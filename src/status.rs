@@ -76,6 +76,10 @@ pub struct PeerCounts {
     pub healthy: usize,
     /// With an open connection to this node.
     pub connected: usize,
+    /// When the set of healthy peers last changed (Unix time, ms; the
+    /// node's start if it never did).
+    #[serde(default)]
+    pub healthy_since_unix_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

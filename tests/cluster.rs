@@ -115,6 +115,15 @@ async fn five_nodes_elect_fail_over_hand_over_and_rejoin() {
     let first_master = nodes.iter().position(|n| n.peer_id == leader).unwrap();
     let old_peer_id = nodes[first_master].peer_id.clone();
 
+    let healthy_since: Vec<u64> = {
+        let mut v = Vec::new();
+        for n in &nodes {
+            let s = n.status_brief().await.expect("brief status");
+            v.push(s.peer_counts.healthy_since_unix_ms);
+        }
+        v
+    };
+
     // 2. SIGKILL it: the other master takes over with a higher epoch.
     nodes[first_master].kill();
     let survivors: Vec<&NodeProc> = nodes
@@ -129,6 +138,18 @@ async fn five_nodes_elect_fail_over_hand_over_and_rejoin() {
         .position(|n| n.role == Role::Master && n.peer_id != leader)
         .unwrap();
     assert_eq!(leader2, nodes[other_master].peer_id);
+    // Each survivor timed the change of its healthy peers (the dead master
+    // left them).
+    for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != first_master) {
+        let s = n.status_brief().await.expect("brief status");
+        assert!(
+            s.peer_counts.healthy_since_unix_ms > healthy_since[i],
+            "{}: healthy since {} before the kill, {} after",
+            n.peer_id,
+            healthy_since[i],
+            s.peer_counts.healthy_since_unix_ms
+        );
+    }
     assert!(e2 > e1, "epoch {e2} must be above {e1}");
     assert_eq!(
         peer_state(survivors[0], &old_peer_id).await.as_deref(),

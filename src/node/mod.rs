@@ -329,6 +329,8 @@ where
         foreign: HashSet::new(),
         leaving: HashSet::new(),
         leader_since_ms: 0,
+        healthy: HashSet::new(),
+        healthy_since_ms: crate::clock::unix_ms(),
         last_beat: now,
         next_beat: now,
         beat_pinset: None,
@@ -449,6 +451,11 @@ struct Node {
     /// Departure notices awaiting an acknowledgement.
     leaving: HashSet<OutboundRequestId>,
     leader_since_ms: u64,
+    /// The peers this node holds healthy (live, not suspected), and when
+    /// that set last changed (Unix ms): the status's
+    /// `peer_counts.healthy_since_unix_ms`.
+    healthy: HashSet<String>,
+    healthy_since_ms: u64,
     /// When this node last gossiped its heartbeat, when the next is due
     /// (see [`crate::election::Election::beat_interval`]), and the pinset
     /// digest it carried.

@@ -62,6 +62,53 @@ impl Node {
             }
             None => {}
         }
+        self.note_healthy(now);
+    }
+
+    /// Whether a peer counts as healthy: live and not suspected.
+    pub(super) fn is_healthy(&self, id: &String, now: Instant) -> bool {
+        self.election.is_live(id, now)
+            && self
+                .election
+                .peer(id)
+                .is_some_and(|p| p.liveness == Liveness::Alive)
+    }
+
+    /// Brings [`Node::healthy`] up to date (a walk of the peers, as
+    /// [`Node::publish_view`] makes anyway), timing a change.
+    fn note_healthy(&mut self, now: Instant) {
+        let mut count = 0;
+        let mut differs = false;
+        for (id, _) in self.election.peers() {
+            if self.is_healthy(id, now) {
+                count += 1;
+                differs |= !self.healthy.contains(id);
+            }
+        }
+        if differs || count != self.healthy.len() {
+            let healthy: std::collections::HashSet<String> = self
+                .election
+                .peers()
+                .map(|(id, _)| id)
+                .filter(|id| self.is_healthy(id, now))
+                .cloned()
+                .collect();
+            self.healthy = healthy;
+            self.healthy_since_ms = crate::clock::unix_ms();
+        }
+    }
+
+    /// [`Node::note_healthy`] for one peer, after its heartbeat.
+    fn note_healthy_one(&mut self, id: &String, now: Instant) {
+        let healthy = self.is_healthy(id, now);
+        if healthy != self.healthy.contains(id) {
+            if healthy {
+                self.healthy.insert(id.clone());
+            } else {
+                self.healthy.remove(id);
+            }
+            self.healthy_since_ms = crate::clock::unix_ms();
+        }
     }
 
     /// After a heartbeat from `id`: publishes the view if that peer's entry
@@ -92,6 +139,8 @@ impl Node {
         };
         if !unchanged {
             self.publish_view();
+        } else {
+            self.note_healthy_one(id, now);
         }
     }
 

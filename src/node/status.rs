@@ -27,21 +27,19 @@ impl Node {
                 since_unix_ms: self.leader_since_ms,
             })
         });
-        let healthy = |id: &String, p: &crate::election::PeerState<String>| {
-            self.election.is_live(id, now) && p.liveness == Liveness::Alive
-        };
         let peer_counts = PeerCounts {
             known: self.election.peers().count(),
             healthy: self
                 .election
                 .peers()
-                .filter(|(id, p)| healthy(id, p))
+                .filter(|(id, _)| self.is_healthy(id, now))
                 .count(),
             connected: self
                 .connected
                 .values()
                 .filter(|id| self.election.peer(id).is_some())
                 .count(),
+            healthy_since_unix_ms: self.healthy_since_ms,
         };
         let peers = self
             .election
@@ -60,7 +58,7 @@ impl Node {
                 PeerView {
                     peer_id: id.clone(),
                     role: p.role,
-                    healthy: healthy(id, p),
+                    healthy: self.is_healthy(id, now),
                     state: state.into(),
                     connected: pid.is_some_and(|p| self.swarm.is_connected(&p)),
                     last_seen_ms: now.saturating_duration_since(p.last_heard).as_millis() as u64,
