@@ -22,20 +22,21 @@
 //! just restarted answers slowly in its first moments, and the probes'
 //! deadlines, adapted to its answers, stay long for up to 5 s after; plus
 //! up to a second at random, so the stop falls at any point of the
-//! survivors' probe cycles), `--join-trials J` (0; J times, once the
-//! cluster is idle, one more worker with a fresh identity starts and is
+//! survivors' probe cycles), `--join-trials J` (0; J times, after the
+//! idle window and once the cluster agrees, one more worker with a fresh identity starts and is
 //! timed from its start until every node, itself included, sees every
 //! other healthy and follows the same leader at the same epoch; then it
 //! stops gracefully).
 //! The start also reports how much CPU the nodes used from the first start
-//! to convergence, in cores of this machine (`start_cpu_cores`): 100 nodes
+//! until the poll saw convergence, in cores of this machine
+//! (`start_cpu_cores`): 100 nodes
 //! started on two cores keep both busy, so convergence after the last
 //! start measures that backlog as much as the nodes' own work.
 //! `--poll-full` (convergence is polled with full statuses, each with its
 //! list of peers, as before 2026-12-02: to measure what that poll costs).
 //! Times are taken from the nodes' own clocks: each node reports when it
 //! accepted its current leader (`leader.since_unix_ms`) and when its set of
-//! healthy peers last changed (`peer_counts.healthy_since_unix_ms`), so
+//! healthy peers last changed (`peer_counts.healthy_changed_unix_ms`), so
 //! polling does not add to the figures (convergence is the latest of
 //! these over all nodes, once a poll sees them agree; the report also
 //! gives when the poll saw it). Bytes sent are read per TCP socket with `ss -tinp`.
@@ -177,7 +178,7 @@ async fn converge(
                 .unwrap_or(0);
             let peers = statuses
                 .iter()
-                .map(|s| s.peer_counts.healthy_since_unix_ms)
+                .map(|s| s.peer_counts.healthy_changed_unix_ms)
                 .max()
                 .unwrap_or(0);
             let settled = Settled {
@@ -326,7 +327,7 @@ async fn join_trial(
                     .iter()
                     .flat_map(|s| {
                         let accepted = s.leader.as_ref().map_or(0, |l| l.since_unix_ms);
-                        [accepted, s.peer_counts.healthy_since_unix_ms]
+                        [accepted, s.peer_counts.healthy_changed_unix_ms]
                     })
                     .max()
                     .unwrap_or(0);

@@ -74,12 +74,12 @@ pub struct PeerCounts {
     pub known: usize,
     /// Live and not suspected: [`PeerView::healthy`].
     pub healthy: usize,
-    /// With an open connection to this node.
+    /// Known peers with an open connection to this node.
     pub connected: usize,
-    /// When the set of healthy peers last changed (Unix time, ms; the
-    /// node's start if it never did).
+    /// When the set of healthy peers last changed, a peer coming or going
+    /// (Unix time, ms; the node's start if it never did).
     #[serde(default)]
-    pub healthy_since_unix_ms: u64,
+    pub healthy_changed_unix_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

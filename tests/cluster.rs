@@ -115,14 +115,33 @@ async fn five_nodes_elect_fail_over_hand_over_and_rejoin() {
     let first_master = nodes.iter().position(|n| n.peer_id == leader).unwrap();
     let old_peer_id = nodes[first_master].peer_id.clone();
 
-    let healthy_since: Vec<u64> = {
-        let mut v = Vec::new();
-        for n in &nodes {
-            let s = n.status_brief().await.expect("brief status");
-            v.push(s.peer_counts.healthy_since_unix_ms);
+    // A quiet cluster's healthy sets stay as they are: their time does not
+    // move with the ticks (over a second and a half of each node's uptime,
+    // more than its idle election tick).
+    let mut before = Vec::new();
+    for n in &nodes {
+        before.push(n.status_brief().await.expect("brief status"));
+    }
+    for (n, b) in nodes.iter().zip(&before) {
+        let later = wait_for(CONVERGE, || async {
+            n.status_brief()
+                .await
+                .filter(|s| s.uptime_ms >= b.uptime_ms + 1_500)
+        })
+        .await
+        .expect("the node's uptime moves on");
+        if later.peer_counts.healthy == 4 && b.peer_counts.healthy == 4 {
+            assert_eq!(
+                later.peer_counts.healthy_changed_unix_ms, b.peer_counts.healthy_changed_unix_ms,
+                "{}: the healthy set's time moved while it stayed whole",
+                n.peer_id
+            );
         }
-        v
-    };
+    }
+    let healthy_changed: Vec<u64> = before
+        .iter()
+        .map(|s| s.peer_counts.healthy_changed_unix_ms)
+        .collect();
 
     // 2. SIGKILL it: the other master takes over with a higher epoch.
     nodes[first_master].kill();
@@ -143,11 +162,11 @@ async fn five_nodes_elect_fail_over_hand_over_and_rejoin() {
     for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != first_master) {
         let s = n.status_brief().await.expect("brief status");
         assert!(
-            s.peer_counts.healthy_since_unix_ms > healthy_since[i],
+            s.peer_counts.healthy_changed_unix_ms > healthy_changed[i],
             "{}: healthy since {} before the kill, {} after",
             n.peer_id,
-            healthy_since[i],
-            s.peer_counts.healthy_since_unix_ms
+            healthy_changed[i],
+            s.peer_counts.healthy_changed_unix_ms
         );
     }
     assert!(e2 > e1, "epoch {e2} must be above {e1}");

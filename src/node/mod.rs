@@ -330,7 +330,7 @@ where
         leaving: HashSet::new(),
         leader_since_ms: 0,
         healthy: HashSet::new(),
-        healthy_since_ms: crate::clock::unix_ms(),
+        healthy_changed_ms: crate::clock::unix_ms(),
         last_beat: now,
         next_beat: now,
         beat_pinset: None,
@@ -453,9 +453,9 @@ struct Node {
     leader_since_ms: u64,
     /// The peers this node holds healthy (live, not suspected), and when
     /// that set last changed (Unix ms): the status's
-    /// `peer_counts.healthy_since_unix_ms`.
+    /// `peer_counts.healthy_changed_unix_ms`.
     healthy: HashSet<String>,
-    healthy_since_ms: u64,
+    healthy_changed_ms: u64,
     /// When this node last gossiped its heartbeat, when the next is due
     /// (see [`crate::election::Election::beat_interval`]), and the pinset
     /// digest it carried.

@@ -76,7 +76,7 @@ impl Node {
 
     /// Brings [`Node::healthy`] up to date (a walk of the peers, as
     /// [`Node::publish_view`] makes anyway), timing a change.
-    fn note_healthy(&mut self, now: Instant) {
+    pub(super) fn note_healthy(&mut self, now: Instant) {
         let mut count = 0;
         let mut differs = false;
         for (id, _) in self.election.peers() {
@@ -94,7 +94,7 @@ impl Node {
                 .cloned()
                 .collect();
             self.healthy = healthy;
-            self.healthy_since_ms = crate::clock::unix_ms();
+            self.healthy_changed_ms = crate::clock::unix_ms();
         }
     }
 
@@ -107,7 +107,7 @@ impl Node {
             } else {
                 self.healthy.remove(id);
             }
-            self.healthy_since_ms = crate::clock::unix_ms();
+            self.healthy_changed_ms = crate::clock::unix_ms();
         }
     }
 

@@ -27,19 +27,18 @@ impl Node {
                 since_unix_ms: self.leader_since_ms,
             })
         });
+        // The healthy set as of now (a peer gone silent since the last
+        // tick counts now), so the count and its time agree.
+        self.note_healthy(now);
         let peer_counts = PeerCounts {
             known: self.election.peers().count(),
-            healthy: self
-                .election
-                .peers()
-                .filter(|(id, _)| self.is_healthy(id, now))
-                .count(),
+            healthy: self.healthy.len(),
             connected: self
                 .connected
                 .values()
                 .filter(|id| self.election.peer(id).is_some())
                 .count(),
-            healthy_since_unix_ms: self.healthy_since_ms,
+            healthy_changed_unix_ms: self.healthy_changed_ms,
         };
         let peers = self
             .election

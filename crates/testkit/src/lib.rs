@@ -238,9 +238,10 @@ where
 
 /// The leader every node in `nodes` reports, if they all report the same one
 /// with the same epoch and each sees `expect_peers` healthy peers. The
-/// statuses come without their lists of peers: at 100 nodes, polling the
-/// full ones every 50 ms took the nodes about 0.6 of a core of this
-/// machine's two, enough to slow what the poll measures.
+/// statuses come without their lists of peers: polling 100 idle nodes'
+/// full statuses from 100 threads took the nodes about 0.6 of a core more
+/// than idle, brief ones about 0.3 (docs/failure-detection.md), on a
+/// machine whose two cores a starting cluster already keeps busy.
 pub async fn agreed_leader(
     nodes: &[&NodeProc],
     expect_peers: usize,
