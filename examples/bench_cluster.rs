@@ -176,14 +176,9 @@ async fn converge(
                 .map(|l| l.since_unix_ms)
                 .max()
                 .unwrap_or(0);
-            let peers = statuses
-                .iter()
-                .map(|s| s.peer_counts.healthy_changed_unix_ms)
-                .max()
-                .unwrap_or(0);
             let settled = Settled {
                 accepted,
-                at: accepted.max(peers),
+                at: settled_at(&statuses),
                 seen: unix_ms(),
             };
             return Ok((leader, epoch, settled));
@@ -201,6 +196,29 @@ async fn converge(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// The first live node's address, for a node (re)started to bootstrap to.
+fn seed_of(nodes: &[Option<NodeProc>]) -> Vec<String> {
+    nodes
+        .iter()
+        .flatten()
+        .take(1)
+        .map(|n| n.addr.clone())
+        .collect()
+}
+
+/// The latest instant (Unix ms) at which one of these nodes accepted its
+/// leader or saw its set of healthy peers change.
+fn settled_at(statuses: &[ipfs_kit_p2p::status::StatusView]) -> u64 {
+    statuses
+        .iter()
+        .flat_map(|s| {
+            let accepted = s.leader.as_ref().map_or(0, |l| l.since_unix_ms);
+            [accepted, s.peer_counts.healthy_changed_unix_ms]
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// When the nodes agreed (see [`converge`]), Unix ms.
@@ -284,12 +302,7 @@ async fn trial(
             .await
             .ok_or("graceful stop hung")?;
     }
-    let seed: Vec<String> = nodes
-        .iter()
-        .flatten()
-        .take(1)
-        .map(|n| n.addr.clone())
-        .collect();
+    let seed = seed_of(nodes);
     let dir = victim.dir.clone();
     drop(victim);
     nodes[idx] = Some(sp.spawn(role_of(idx, nodes.len()), &dir, &seed).await?);
@@ -309,12 +322,7 @@ async fn join_trial(
     dir: &std::path::Path,
 ) -> Result<f64, String> {
     let (leader, epoch, _) = converge(nodes, 0).await?;
-    let seed: Vec<String> = nodes
-        .iter()
-        .flatten()
-        .take(1)
-        .map(|n| n.addr.clone())
-        .collect();
+    let seed = seed_of(nodes);
     let t0 = unix_ms();
     let mut joiner = sp.spawn(Role::Worker, dir, &seed).await?;
     let (l, e, settled) = {
@@ -323,15 +331,7 @@ async fn join_trial(
         let started = Instant::now();
         loop {
             if let Some((l, e, statuses)) = agreed_leader(&live, live.len() - 1).await {
-                let at = statuses
-                    .iter()
-                    .flat_map(|s| {
-                        let accepted = s.leader.as_ref().map_or(0, |l| l.since_unix_ms);
-                        [accepted, s.peer_counts.healthy_changed_unix_ms]
-                    })
-                    .max()
-                    .unwrap_or(0);
-                break (l, e, at);
+                break (l, e, settled_at(&statuses));
             }
             if started.elapsed() > DEADLINE {
                 return Err(format!(
