@@ -49,8 +49,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ipfs_kit_p2p::role::Role;
 use serde_json::json;
 use testkit::{
-    NodeProc, Spawner, agreed_leader, expected_leader, release_binary, rss_anon_kib, rss_kib,
-    summary,
+    NodeProc, Spawner, agreed_leader, agreement, expected_leader, release_binary, rss_anon_kib,
+    rss_kib, summary,
 };
 
 const POLL: Duration = Duration::from_millis(50);
@@ -236,18 +236,8 @@ async fn agreed_leader_full(
     nodes: &[&NodeProc],
     expect_peers: usize,
 ) -> Option<(String, u64, Vec<ipfs_kit_p2p::status::StatusView>)> {
-    let statuses: Vec<_> = futures::future::join_all(nodes.iter().map(|n| n.status()))
-        .await
-        .into_iter()
-        .collect::<Option<_>>()?;
-    let first = statuses.first()?.leader.clone()?;
-    let all_agree = statuses.iter().all(|s| {
-        s.leader
-            .as_ref()
-            .is_some_and(|l| l.peer_id == first.peer_id && l.epoch == first.epoch)
-            && s.peers.iter().filter(|p| p.healthy).count() >= expect_peers
-    });
-    all_agree.then_some((first.peer_id, first.epoch, statuses))
+    let statuses = futures::future::join_all(nodes.iter().map(|n| n.status())).await;
+    agreement(statuses.into_iter().collect::<Option<_>>()?, expect_peers)
 }
 
 /// How a trial stops the leader.

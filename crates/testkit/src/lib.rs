@@ -247,12 +247,17 @@ pub async fn agreed_leader(
     expect_peers: usize,
 ) -> Option<(String, u64, Vec<StatusView>)> {
     // All at once: one after another, 100 loaded nodes take seconds a sweep.
-    let statuses: Vec<StatusView> =
-        futures::future::join_all(nodes.iter().map(|n| n.status_brief()))
-            .await
-            .into_iter()
-            .collect::<Option<_>>()?;
-    let first = statuses[0].leader.clone()?;
+    let statuses = futures::future::join_all(nodes.iter().map(|n| n.status_brief())).await;
+    agreement(statuses.into_iter().collect::<Option<_>>()?, expect_peers)
+}
+
+/// The leader these statuses all report, with its epoch, if they report the
+/// same one and each counts `expect_peers` healthy peers (brief or full).
+pub fn agreement(
+    statuses: Vec<StatusView>,
+    expect_peers: usize,
+) -> Option<(String, u64, Vec<StatusView>)> {
+    let first = statuses.first()?.leader.clone()?;
     let all_agree = statuses.iter().all(|s| {
         s.leader
             .as_ref()
