@@ -49,8 +49,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ipfs_kit_p2p::role::Role;
 use serde_json::json;
 use testkit::{
-    NodeProc, Spawner, agreed_leader, agreement, expected_leader, release_binary, rss_anon_kib,
-    rss_kib, summary,
+    NodeProc, Spawner, agreed_leader, agreement, expected_leader, pss_kib, release_binary,
+    rss_anon_kib, rss_kib, summary,
 };
 
 const POLL: Duration = Duration::from_millis(50);
@@ -180,6 +180,13 @@ async fn converge(
                 accepted,
                 at: settled_at(&statuses),
                 seen: unix_ms(),
+                per_node: statuses
+                    .iter()
+                    .map(|s| {
+                        let accepted = s.leader.as_ref().map_or(0, |l| l.since_unix_ms);
+                        (accepted, s.peer_counts.healthy_changed_unix_ms)
+                    })
+                    .collect(),
             };
             return Ok((leader, epoch, settled));
         }
@@ -229,6 +236,9 @@ struct Settled {
     at: u64,
     /// When the poll saw it.
     seen: u64,
+    /// Each node's acceptance of the leader and last change of its healthy
+    /// peers.
+    per_node: Vec<(u64, u64)>,
 }
 
 /// [`agreed_leader`] with full statuses (`--poll-full`).
@@ -438,10 +448,12 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64) -> serde_json::Value {
     let window = t0.elapsed().as_secs_f64();
     let sent1 = tcp_bytes_sent();
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let (mut rss, mut anon, mut cpu, mut sent) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rss, mut anon, mut pss) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu, mut sent) = (Vec::new(), Vec::new());
     for (i, pid) in pids.iter().enumerate() {
         rss.push(rss_kib(*pid).unwrap_or(0) as f64 / 1024.0);
         anon.push(rss_anon_kib(*pid).unwrap_or(0) as f64 / 1024.0);
+        pss.push(pss_kib(*pid).unwrap_or(0) as f64 / 1024.0);
         if let (Some(a), Some(b)) = (ticks0[i], proc_cpu_ticks(*pid)) {
             cpu.push((b - a) as f64 / hz / window * 100.0);
         }
@@ -452,7 +464,7 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64) -> serde_json::Value {
             .sum();
         sent.push(bytes as f64 / window);
     }
-    json!({ "window_s": window, "rss_mib": summary(rss), "rss_anon_mib": summary(anon), "cpu_percent_of_core": summary(cpu), "tcp_bytes_sent_per_s": summary(sent) })
+    json!({ "window_s": window, "rss_mib": summary(rss), "rss_anon_mib": summary(anon), "pss_mib": summary(pss), "cpu_percent_of_core": summary(cpu), "tcp_bytes_sent_per_s": summary(sent) })
 }
 
 /// Secured mode: an operator key pair and swarm key in `dir/ops`, and each
@@ -554,6 +566,10 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
     let (_, mut epoch, settled) = converge(&nodes, 0).await?;
     let convergence_ms = settled.at.saturating_sub(last_start) as f64;
     let seen_ms = settled.seen.saturating_sub(last_start) as f64;
+    // Each node's own settling, after the last start (negative: before it).
+    let after = |t: u64| t as f64 - last_start as f64;
+    let leader_after: Vec<f64> = settled.per_node.iter().map(|p| after(p.0)).collect();
+    let healthy_after: Vec<f64> = settled.per_node.iter().map(|p| after(p.1)).collect();
     eprintln!(
         "converged: {convergence_ms:.0} ms after the last node started (by the nodes' \
          clocks; the poll saw it after {seen_ms:.0} ms)"
@@ -604,6 +620,10 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "convergence_ms_after_last_start": convergence_ms,
         "convergence_seen_by_poll_ms": seen_ms,
+        "convergence_per_node_ms": {
+            "leader_accepted": summary(leader_after),
+            "healthy_changed": summary(healthy_after),
+        },
         "start_secs": start_secs,
         "start_cpu_cores": start_cpu_cores,
         "join_ms": summary(joins),

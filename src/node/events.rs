@@ -260,7 +260,7 @@ impl Node {
             // after the first (cache replays come together; a peer reachable
             // only through relays still gets in).
             Ok(Gossip::Heartbeat(hb))
-                if self.election.peer(&signer.to_base58()).is_none()
+                if self.election.peer(&self.id_text(&signer)).is_none()
                     && !self.swarm.is_connected(&signer)
                     && !self.heard_again(signer, hb.incarnation, hb.seq) =>
             {

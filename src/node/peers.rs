@@ -405,6 +405,17 @@ impl Node {
     /// addresses are kept, the members not connected are dialled, and the
     /// connected ones this node does not know yet are greeted again (the
     /// greeting makes them known).
+    /// A peer's ID in text (the election's key): taken from the connected
+    /// peers' cache when it is there. Encoding base58 was 2 % of a node's CPU
+    /// while 100 nodes started, most of it for member lists of peers already
+    /// known.
+    pub(super) fn id_text(&self, peer: &PeerId) -> String {
+        match self.connected.get(peer) {
+            Some(text) => text.clone(),
+            None => peer.to_base58(),
+        }
+    }
+
     pub(super) fn take_members(&mut self, from: PeerId, list: &[SharedPeer]) {
         if let Err(e) = wire::check_members(list) {
             warn!(peer = %from, error = %e, "member list dropped");
@@ -418,7 +429,7 @@ impl Node {
             if p == self.me || self.foreign.contains(&p) {
                 continue;
             }
-            let known = self.election.peer(&p.to_base58()).is_some();
+            let known = self.election.peer(&self.id_text(&p)).is_some();
             let connected = self.swarm.is_connected(&p);
             if known && connected {
                 // Nothing to learn: identify keeps its addresses current.

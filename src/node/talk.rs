@@ -163,7 +163,8 @@ impl Node {
             return;
         };
         let voted = voted.or_else(|| follows.clone());
-        let claims = matches!(&follows, Some((l, _)) if *l == from.to_base58());
+        let key = self.id_text(&from);
+        let claims = matches!(&follows, Some((l, _)) if *l == key);
         let report = crate::election::Report {
             role: hb.role,
             incarnation: hb.incarnation,
@@ -173,7 +174,6 @@ impl Node {
             voted,
             interval: std::time::Duration::from_millis(hb.interval_ms),
         };
-        let key = from.to_base58();
         let actions = self.election.handle(
             Input::Heartbeat {
                 from: key.clone(),

@@ -476,8 +476,19 @@ pub fn rss_anon_kib(pid: u32) -> Option<u64> {
     proc_status_kib(pid, "RssAnon:")
 }
 
+/// A process's proportional set size, KiB: its private pages plus its
+/// share of each shared page (a page mapped by 100 processes counts 1/100
+/// in each). Summed over processes it is the memory they use together.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    proc_file_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
 fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    proc_file_kib(&format!("/proc/{pid}/status"), key)
+}
+
+fn proc_file_kib(path: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
     status
         .lines()
         .find(|l| l.starts_with(key))?
