@@ -39,7 +39,13 @@
 //! healthy peers last changed (`peer_counts.healthy_changed_unix_ms`), so
 //! polling does not add to the figures (convergence is the latest of
 //! these over all nodes, once a poll sees them agree; the report also
-//! gives when the poll saw it). Bytes sent are read per TCP socket with `ss -tinp`.
+//! gives when the poll saw it; `convergence_per_node_ms` has each node's
+//! two times, after the last start). Bytes sent are read per TCP socket
+//! with `ss -tinp`. Memory is reported three ways: RSS, its private part
+//! (`rss_anon_mib`) and PSS (`pss_mib`: private pages plus each shared
+//! page divided among the processes mapping it, so the sum over nodes is
+//! what they take together; RSS counts the binary's code, shared by every
+//! node, in full in each).
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -76,6 +76,11 @@ pub struct PeerCounts {
     pub healthy: usize,
     /// Known peers with an open connection to this node.
     pub connected: usize,
+    /// Open connections to peers, any peer: above `connected` while two
+    /// nodes hold a second connection between them (closed a few seconds
+    /// after it opens), or while a peer not yet known is connected.
+    #[serde(default)]
+    pub connections: usize,
     /// When the set of healthy peers last changed, a peer coming or going
     /// (Unix time, ms; the node's start if it never did).
     #[serde(default)]

@@ -138,6 +138,22 @@ async fn five_nodes_elect_fail_over_hand_over_and_rejoin() {
             );
         }
     }
+    // Two nodes hold one connection between them: a second one (both
+    // dialled at once) is closed by the higher ID a few seconds after.
+    for n in &nodes {
+        let one_each = wait_for(CONVERGE, || async {
+            n.status_brief()
+                .await
+                .filter(|s| s.peer_counts.connections == 4 && s.peer_counts.connected == 4)
+        })
+        .await;
+        assert!(
+            one_each.is_some(),
+            "{}: not one connection per peer: {:?}",
+            n.peer_id,
+            n.status_brief().await.map(|s| s.peer_counts)
+        );
+    }
     let healthy_changed: Vec<u64> = before
         .iter()
         .map(|s| s.peer_counts.healthy_changed_unix_ms)

@@ -6,9 +6,9 @@ use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{PeerId, identify, kad, mdns, ping};
 use tracing::{debug, error, info, warn};
 
-use super::Node;
 use super::behaviour::BehaviourEvent;
 use super::peers::is_quic;
+use super::{Node, links};
 use crate::election::Input;
 use crate::trust::Kind;
 use crate::wire::{self, Gossip, HolderRequest, PinsetRequest, Request, Response};
@@ -31,10 +31,17 @@ impl Node {
             SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 num_established,
                 endpoint,
                 ..
             } => {
+                let link = links::Link {
+                    id: connection_id,
+                    dialer: endpoint.is_dialer(),
+                    since: std::time::Instant::now(),
+                };
+                self.links.opened(peer_id, link);
                 self.confirming.remove(&peer_id);
                 self.rechecking.remove(&peer_id);
                 if endpoint.is_dialer() {
@@ -57,11 +64,21 @@ impl Node {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 cause,
                 endpoint,
                 ..
             } => {
+                // A second connection closed under the rule of [`links`] is
+                // no sign of a stale one: nothing to check.
+                let by_rule = self.links.closed(peer_id, connection_id);
+                if num_established > 0 {
+                    if !by_rule && !is_quic(endpoint.get_remote_address()) {
+                        self.recheck(peer_id);
+                    }
+                    return;
+                }
                 debug!(peer = %peer_id, cause = ?cause, "disconnected");
                 self.connected.remove(&peer_id);
                 if is_quic(endpoint.get_remote_address()) {
@@ -72,9 +89,6 @@ impl Node {
                 self.gate.disconnected(&peer_id);
                 self.input(Input::ConnectionLost(peer_id.to_base58()));
             }
-            SwarmEvent::ConnectionClosed {
-                peer_id, endpoint, ..
-            } if !is_quic(endpoint.get_remote_address()) => self.recheck(peer_id),
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,

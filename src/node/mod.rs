@@ -7,6 +7,7 @@ mod behaviour;
 mod events;
 mod handle;
 mod ipfs;
+mod links;
 mod listen;
 mod peers;
 mod pinset;
@@ -313,6 +314,7 @@ where
         gossip_only: HashMap::new(),
         listed: HashMap::new(),
         rechecking: HashSet::new(),
+        links: links::Links::default(),
         hello_sent: HashMap::new(),
         connected: HashMap::new(),
         // A difference must show in two of the leader's heartbeats in a
@@ -432,6 +434,8 @@ struct Node {
     listed: HashMap<PeerId, Instant>,
     /// Peers a TCP dial checks after one of their TCP connections closed.
     rechecking: HashSet<PeerId>,
+    /// Open connections per peer, for closing second ones ([`links`]).
+    links: links::Links,
     /// When this node last sent each connected peer its `Hello`.
     hello_sent: HashMap<PeerId, Instant>,
     /// Connected peers, with their text form (the election's key): the

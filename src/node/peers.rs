@@ -198,6 +198,7 @@ impl Node {
     /// found within about one redial interval) and is not connected.
     pub(super) fn redial(&mut self) {
         self.dial_bootstrap();
+        self.close_second_connections();
         // A peer gone silent over an open connection (a cut-off network, a
         // frozen process): its connections are presumed broken and closed,
         // so a healed network is used over fresh ones, not over TCP
@@ -405,6 +406,15 @@ impl Node {
     /// addresses are kept, the members not connected are dialled, and the
     /// connected ones this node does not know yet are greeted again (the
     /// greeting makes them known).
+    /// Closes this node's second connections under the rule of
+    /// [`links`](super::links).
+    fn close_second_connections(&mut self) {
+        for id in self.links.take_surplus(&self.me, std::time::Instant::now()) {
+            debug!(connection = ?id, "closing a second connection to a peer (the rule: the higher ID closes what it dialled)");
+            self.swarm.close_connection(id);
+        }
+    }
+
     /// A peer's ID in text (the election's key): taken from the connected
     /// peers' cache when it is there. Encoding base58 was 2 % of a node's CPU
     /// while 100 nodes started, most of it for member lists of peers already

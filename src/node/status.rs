@@ -38,6 +38,7 @@ impl Node {
                 .values()
                 .filter(|id| self.election.peer(id).is_some())
                 .count(),
+            connections: self.links.count(),
             healthy_changed_unix_ms: self.healthy_changed_ms,
         };
         let peers = self
