@@ -39,6 +39,7 @@ impl Node {
                 let link = links::Link {
                     id: connection_id,
                     dialer: endpoint.is_dialer(),
+                    quic: is_quic(endpoint.get_remote_address()),
                     since: std::time::Instant::now(),
                 };
                 self.links.opened(peer_id, link);
@@ -72,7 +73,7 @@ impl Node {
             } => {
                 // A second connection closed under the rule of [`links`] is
                 // no sign of a stale one: nothing to check.
-                let by_rule = self.links.closed(peer_id, connection_id);
+                let by_rule = self.links.closed(&self.me, peer_id, connection_id);
                 if num_established > 0 {
                     if !by_rule && !is_quic(endpoint.get_remote_address()) {
                         self.recheck(peer_id);

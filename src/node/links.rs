@@ -9,9 +9,11 @@
 //! The rule, the same at both ends so that they never close every
 //! connection between them:
 //! - only the node with the higher peer ID closes, and only connections it
-//!   dialled itself, once a connection the lower one dialled has been open
-//!   for [`GRACE`] (so the `Hello`s and requests that went out at connect
-//!   time are answered, and both ends hold it);
+//!   dialled itself, once a connection the lower one dialled over the same
+//!   transport (TCP or QUIC) has been open for [`GRACE`] (so the `Hello`s
+//!   and requests that went out at connect time are answered, and both
+//!   ends hold it; and a peer's crash still closes a TCP connection at
+//!   once where there was one, rather than waiting for QUIC's timeout);
 //! - the lower node never closes a second connection; when one it did not
 //!   dial closes while one it dialled stays, that is the rule at work, not
 //!   a sign of a stale connection, so it does not dial again to check
@@ -36,6 +38,8 @@ pub(super) struct Link {
     pub id: ConnectionId,
     /// This node dialled it.
     pub dialer: bool,
+    /// Over QUIC (else TCP).
+    pub quic: bool,
     pub since: Instant,
 }
 
@@ -58,9 +62,10 @@ impl Links {
     }
 
     /// A connection closed: whether it was the rule at work (closed by this
-    /// node, or by the peer as the higher end while one this node dialled
-    /// stays), so that nothing about the peer is to be checked.
-    pub fn closed(&mut self, peer: PeerId, id: ConnectionId) -> bool {
+    /// node, or one the peer dialled, the peer being the higher end, while
+    /// one this node dialled stays), so that nothing about the peer is to
+    /// be checked.
+    pub fn closed(&mut self, me: &PeerId, peer: PeerId, id: ConnectionId) -> bool {
         let ours = self.closing.remove(&id);
         let Some(links) = self.by_peer.get_mut(&peer) else {
             return ours;
@@ -73,7 +78,7 @@ impl Links {
         if links.is_empty() {
             self.by_peer.remove(&peer);
         }
-        ours || gone.is_some_and(|l| !l.dialer) && remains_ours
+        ours || peer > *me && gone.is_some_and(|l| !l.dialer) && remains_ours
     }
 
     /// The connections to close now under the rule; each is remembered as
@@ -98,12 +103,17 @@ impl Links {
 /// (module docs): `higher` is whether this node's peer ID is the higher.
 pub(super) fn surplus(higher: bool, links: &[Link], now: Instant) -> Vec<ConnectionId> {
     let settled = |l: &Link| now.saturating_duration_since(l.since) >= GRACE;
-    if !higher || !links.iter().any(|l| !l.dialer && settled(l)) {
+    if !higher {
         return Vec::new();
     }
+    let kept = |quic: bool| {
+        links
+            .iter()
+            .any(|l| !l.dialer && l.quic == quic && settled(l))
+    };
     links
         .iter()
-        .filter(|l| l.dialer && settled(l))
+        .filter(|l| l.dialer && settled(l) && kept(l.quic))
         .map(|l| l.id)
         .collect()
 }
@@ -112,109 +122,111 @@ pub(super) fn surplus(higher: bool, links: &[Link], now: Instant) -> Vec<Connect
 mod tests {
     use super::*;
 
-    fn link(id: usize, dialer: bool, since: Instant) -> Link {
+    fn link(id: usize, dialer: bool, quic: bool, since: Instant) -> Link {
         Link {
             id: ConnectionId::new_unchecked(id),
             dialer,
+            quic,
             since,
         }
     }
 
+    fn ordered() -> (PeerId, PeerId) {
+        let a = PeerId::random();
+        let b = PeerId::random();
+        if a < b { (a, b) } else { (b, a) }
+    }
+
     /// Every set of up to four connections between a lower node L and a
-    /// higher node H, each dialled by either and old or young: H closes
-    /// only what it dialled, only once an old one L dialled is there, and
-    /// so never the last; L closes nothing; and L, told of H's closes,
-    /// never takes them for a stale connection to check while H, told of
-    /// its own, does not either.
+    /// higher node H, each dialled by either, old or young, over TCP or
+    /// QUIC: H closes exactly what it dialled that is old and has an old
+    /// one L dialled over the same transport beside it, so never the last;
+    /// L closes nothing; and L, told of H's closes, never takes them for a
+    /// stale connection to check, while H, told of its own, does not
+    /// either.
     #[test]
     fn the_rule_keeps_one_connection_and_checks_nothing_it_closed() {
         let now = Instant::now() + Duration::from_secs(60);
         let old = now - GRACE;
         let young = now - GRACE / 2;
-        let (l, h) = {
-            let a = PeerId::random();
-            let b = PeerId::random();
-            if a < b { (a, b) } else { (b, a) }
-        };
+        let (l, h) = ordered();
         for n in 1..=4usize {
-            // Per connection: dialled by L or H, old or young.
-            for code in 0..(4usize.pow(n as u32)) {
+            // Per connection: dialled by L or H, old or young, TCP or QUIC.
+            for code in 0..(8usize.pow(n as u32)) {
                 let mut at_l = Links::default();
                 let mut at_h = Links::default();
-                let mut by_l = Vec::new();
+                let mut conns = Vec::new();
                 for i in 0..n {
-                    let c = code / 4usize.pow(i as u32) % 4;
-                    let l_dialled = c & 1 == 0;
-                    let since = if c & 2 == 0 { old } else { young };
-                    by_l.push((l_dialled, since));
-                    at_l.opened(h, link(i, l_dialled, since));
-                    at_h.opened(l, link(i, !l_dialled, since));
+                    let c = code / 8usize.pow(i as u32) % 8;
+                    let by_l = c & 1 == 0;
+                    let is_old = c & 2 == 0;
+                    let quic = c & 4 != 0;
+                    let since = if is_old { old } else { young };
+                    conns.push((by_l, is_old, quic));
+                    at_l.opened(h, link(i, by_l, quic, since));
+                    at_h.opened(l, link(i, !by_l, quic, since));
                 }
                 assert!(
                     at_l.take_surplus(&l, now).is_empty(),
                     "the lower closes nothing"
                 );
-                let closed = at_h.take_surplus(&h, now);
-                let any_old_by_l = by_l.iter().any(|&(d, s)| d && s == old);
-                for id in &closed {
-                    let (l_dialled, since) = by_l[id_index(*id)];
-                    assert!(!l_dialled, "the higher closes only what it dialled");
-                    assert_eq!(since, old, "only after the grace");
-                }
-                let expect: usize = if any_old_by_l {
-                    by_l.iter().filter(|&&(d, s)| !d && s == old).count()
-                } else {
-                    0
-                };
-                assert_eq!(closed.len(), expect, "{by_l:?}");
+                let mut closed = at_h.take_surplus(&h, now);
+                closed.sort_by_key(|id| format!("{id:?}"));
+                let expect: Vec<ConnectionId> = conns
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &(by_l, is_old, quic))| {
+                        !by_l && is_old && conns.iter().any(|&(d, o, q)| d && o && q == quic)
+                    })
+                    .map(|(i, _)| ConnectionId::new_unchecked(i))
+                    .collect();
+                let mut expect = expect;
+                expect.sort_by_key(|id| format!("{id:?}"));
+                assert_eq!(closed, expect, "{conns:?}");
                 assert!(closed.len() < n, "never the last connection");
                 // Again at once: nothing more (the closes are under way).
                 assert!(at_h.take_surplus(&h, now).is_empty());
                 for id in closed {
                     assert!(
-                        at_h.closed(l, id),
+                        at_h.closed(&h, l, id),
                         "the higher does not check what it closed"
                     );
-                    assert!(at_l.closed(h, id), "the lower takes it for the rule");
+                    assert!(at_l.closed(&l, h, id), "the lower takes it for the rule");
                 }
+                assert!(at_h.closing.is_empty() && at_l.closing.is_empty());
+                assert_eq!(at_h.count(), at_l.count());
             }
         }
     }
 
-    fn id_index(id: ConnectionId) -> usize {
-        // `ConnectionId` shows its number in its debug form only.
-        format!("{id:?}")
-            .chars()
-            .filter(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap()
-    }
-
-    /// A connection closing that the rule did not close is checked as
-    /// before: one this node dialled, or any when none it dialled remains.
+    /// A close the rule did not make is checked as before: one this node
+    /// dialled, one at the higher end (the lower never closes by the rule),
+    /// or any when none this node dialled remains.
     #[test]
     fn other_closes_are_still_checked() {
         let now = Instant::now();
-        let peer = PeerId::random();
+        let (l, h) = ordered();
+        let id = ConnectionId::new_unchecked;
+        // At the lower end.
         let mut links = Links::default();
-        links.opened(peer, link(1, true, now));
-        links.opened(peer, link(2, true, now));
-        links.opened(peer, link(3, false, now));
+        links.opened(h, link(1, true, false, now));
+        links.opened(h, link(2, true, false, now));
+        links.opened(h, link(3, false, false, now));
+        assert!(!links.closed(&l, h, id(1)), "its own dial");
         assert!(
-            !links.closed(peer, ConnectionId::new_unchecked(1)),
-            "its own dial"
+            links.closed(&l, h, id(3)),
+            "the higher's, ours stays: the rule"
         );
-        assert!(
-            links.closed(peer, ConnectionId::new_unchecked(3)),
-            "the peer's, ours stays"
-        );
-        links.opened(peer, link(4, false, now));
-        assert!(!links.closed(peer, ConnectionId::new_unchecked(2)));
-        assert!(
-            !links.closed(peer, ConnectionId::new_unchecked(4)),
-            "none of ours remains"
-        );
+        links.opened(h, link(4, false, false, now));
+        assert!(!links.closed(&l, h, id(2)));
+        assert!(!links.closed(&l, h, id(4)), "none of ours remains");
+        assert_eq!(links.count(), 0);
+        // At the higher end: the lower never closes by the rule.
+        let mut links = Links::default();
+        links.opened(l, link(5, true, false, now));
+        links.opened(l, link(6, false, false, now));
+        assert!(!links.closed(&h, l, id(6)), "the lower's close is checked");
+        assert!(!links.closed(&h, l, id(5)));
         assert!(links.by_peer.is_empty());
     }
 }

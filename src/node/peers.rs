@@ -402,10 +402,6 @@ impl Node {
             .collect()
     }
 
-    /// A peer's member list (in its `Hello` answer, or a member pull): the
-    /// addresses are kept, the members not connected are dialled, and the
-    /// connected ones this node does not know yet are greeted again (the
-    /// greeting makes them known).
     /// Closes this node's second connections under the rule of
     /// [`links`](super::links).
     fn close_second_connections(&mut self) {
@@ -426,6 +422,10 @@ impl Node {
         }
     }
 
+    /// A peer's member list (in its `Hello` answer, or a member pull): the
+    /// addresses are kept, the members not connected are dialled, and the
+    /// connected ones this node does not know yet are greeted again (the
+    /// greeting makes them known).
     pub(super) fn take_members(&mut self, from: PeerId, list: &[SharedPeer]) {
         if let Err(e) = wire::check_members(list) {
             warn!(peer = %from, error = %e, "member list dropped");
