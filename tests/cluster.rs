@@ -319,6 +319,44 @@ async fn two_clusters_never_merge() {
     );
 }
 
+/// A bootstrap address without `/p2p/ID` is dialled until a peer answers
+/// there, and then only while that peer is not connected: each sweep
+/// (every second) used to open one more connection to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_address_without_a_peer_id_keeps_one_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sp = spawner(tmp.path());
+    let a = sp
+        .spawn(Role::Master, &tmp.path().join("b0"), &[])
+        .await
+        .unwrap();
+    let bare = a.addr.split("/p2p/").next().unwrap().to_owned();
+    assert_ne!(bare, a.addr);
+    let b = sp
+        .spawn(Role::Worker, &tmp.path().join("b1"), &[bare])
+        .await
+        .unwrap();
+    agree(&[&a, &b], 0, "two nodes").await;
+    // Several sweeps later (3 s of uptime: three sweeps, and the redial
+    // pause of an unanswered address), still one connection each way.
+    for n in [&a, &b] {
+        let start = n.status_brief().await.expect("status").uptime_ms;
+        let later = wait_for(CONVERGE, || async {
+            n.status_brief()
+                .await
+                .filter(|s| s.uptime_ms >= start + 3_000)
+        })
+        .await
+        .expect("the node's uptime moves on");
+        assert_eq!(
+            (later.peer_counts.connected, later.peer_counts.connections),
+            (1, 1),
+            "{}",
+            n.peer_id
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_only_nodes_form_a_cluster() {
     let tmp = tempfile::tempdir().unwrap();

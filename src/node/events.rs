@@ -46,6 +46,15 @@ impl Node {
                 self.confirming.remove(&peer_id);
                 self.rechecking.remove(&peer_id);
                 if endpoint.is_dialer() {
+                    let bootstrap = self
+                        .bootstrap_dialled
+                        .iter()
+                        .find(|(_, (_, id))| *id == connection_id)
+                        .map(|(addr, _)| addr.clone());
+                    if let Some(addr) = bootstrap {
+                        self.bootstrap_dialled.remove(&addr);
+                        self.bootstrap_peers.insert(addr, peer_id);
+                    }
                     self.learn_addrs(peer_id, [endpoint.get_remote_address().clone()]);
                 }
                 if num_established.get() == 1 {

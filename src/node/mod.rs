@@ -315,6 +315,8 @@ where
         listed: HashMap::new(),
         rechecking: HashSet::new(),
         links: links::Links::default(),
+        bootstrap_peers: HashMap::new(),
+        bootstrap_dialled: HashMap::new(),
         hello_sent: HashMap::new(),
         connected: HashMap::new(),
         // A difference must show in two of the leader's heartbeats in a
@@ -436,6 +438,12 @@ struct Node {
     rechecking: HashSet<PeerId>,
     /// Open connections per peer, for closing second ones ([`links`]).
     links: links::Links,
+    /// Bootstrap addresses without a peer ID: the peer that answered at
+    /// each, and when each was last dialled (such an address is dialled
+    /// again only when that peer is not connected and no dial of it is
+    /// young; each sweep dialled it anew, a connection a second).
+    bootstrap_peers: HashMap<Multiaddr, PeerId>,
+    bootstrap_dialled: HashMap<Multiaddr, (Instant, libp2p::swarm::ConnectionId)>,
     /// When this node last sent each connected peer its `Hello`.
     hello_sent: HashMap<PeerId, Instant>,
     /// Connected peers, with their text form (the election's key): the

@@ -178,13 +178,26 @@ impl Node {
                     self.dial(peer);
                 }
                 None => {
+                    let answered = self.bootstrap_peers.get(&addr);
+                    if answered.is_some_and(|p| self.swarm.is_connected(p))
+                        || self
+                            .bootstrap_dialled
+                            .get(&addr)
+                            .is_some_and(|(at, _)| at.elapsed() < BOOTSTRAP_REDIAL)
+                    {
+                        continue;
+                    }
                     let opts = DialOpts::unknown_peer_id().address(addr.clone());
                     let opts = if is_quic(&addr) {
                         opts
                     } else {
                         opts.allocate_new_port()
-                    };
-                    if let Err(e) = self.swarm.dial(opts.build()) {
+                    }
+                    .build();
+                    let id = opts.connection_id();
+                    self.bootstrap_dialled
+                        .insert(addr.clone(), (std::time::Instant::now(), id));
+                    if let Err(e) = self.swarm.dial(opts) {
                         debug!(%addr, error = %e, "bootstrap dial not started");
                     }
                 }
@@ -546,5 +559,9 @@ fn refused(error: &DialError) -> bool {
 }
 /// A connected peer still unknown is greeted again at most this often, and
 /// at most this many in one sweep.
+/// How long a dial of a bootstrap address without a peer ID is given
+/// before the address is dialled again.
+const BOOTSTRAP_REDIAL: std::time::Duration = std::time::Duration::from_secs(3);
+
 const HELLO_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 const MAX_HELLO_RETRIES: usize = 16;
