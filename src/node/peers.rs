@@ -557,11 +557,12 @@ fn refused(error: &DialError) -> bool {
         _ => false,
     }
 }
-/// A connected peer still unknown is greeted again at most this often, and
-/// at most this many in one sweep.
+
 /// How long a dial of a bootstrap address without a peer ID is given
 /// before the address is dialled again.
 const BOOTSTRAP_REDIAL: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// A connected peer still unknown is greeted again at most this often, and
+/// at most this many in one sweep.
 const HELLO_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 const MAX_HELLO_RETRIES: usize = 16;
