@@ -760,18 +760,24 @@ impl<I: Ord + Clone + Debug> Election<I> {
             .is_some_and(|(f, e)| f != id && *e >= epoch)
     }
 
+    /// The term the peer this node follows (not itself) claims in its
+    /// latest heartbeat, while it is live and may lead.
+    fn followed_claim(&self, now: Instant) -> Option<(I, u64)> {
+        let (l, _) = self.leader.as_ref()?;
+        let p = self
+            .peers
+            .get(l)
+            .filter(|p| *l != self.me && p.role.can_lead() && self.live(p, now))?;
+        match &p.follows {
+            Some((f, e)) if f == l => Some((l.clone(), *e)),
+            _ => None,
+        }
+    }
+
     /// Whether the peer this node follows (not itself) is live and its
     /// heartbeats still claim the term this node accepted.
     fn leader_still_leads(&self, now: Instant) -> bool {
-        let Some((l, e)) = &self.leader else {
-            return false;
-        };
-        *l != self.me
-            && self.peers.get(l).is_some_and(|p| {
-                p.role.can_lead()
-                    && self.live(p, now)
-                    && p.follows.as_ref().is_some_and(|(f, fe)| f == l && fe == e)
-            })
+        self.followed_claim(now).as_ref() == self.leader.as_ref() && self.leader.is_some()
     }
 
     /// During the startup grace: keeps following a leader that still leads,
@@ -922,9 +928,18 @@ impl<I: Ord + Clone + Debug> Election<I> {
                     // The rightful one has not claimed yet (a higher-ranked
                     // master back within its startup grace): keep following
                     // the leader of the current term while it is live and
-                    // still leads, so failback leaves no leaderless gap.
-                    _ if self.leader_still_leads(now) => {}
-                    _ => self.leader = None,
+                    // still leads, so failback leaves no leaderless gap; and
+                    // follow it into a fresh term it takes meanwhile (it
+                    // overtook a rival claim) when this node may.
+                    _ => match self.followed_claim(now) {
+                        Some(c) if self.leader.as_ref() == Some(&c) => {}
+                        Some((l, e)) if self.acceptable(&l, e) => {
+                            self.raise_epoch(e, actions);
+                            self.vote(e, l.clone(), actions);
+                            self.leader = Some((l, e));
+                        }
+                        _ => self.leader = None,
+                    },
                 }
             }
             None => self.leader = None,

@@ -12,7 +12,8 @@ pub struct ClusterView {
     pub role: Option<Role>,
     /// The leader this node follows, and its epoch.
     pub leader: Option<(String, u64)>,
-    /// Live peers (not this node).
+    /// Live peers (not this node), sorted by ID ([`ClusterView::peer`]
+    /// looks one up by bisection).
     pub peers: Vec<PeerView>,
     /// Peers that left gracefully (their incarnation will not come back).
     pub left: Vec<String>,
@@ -49,8 +50,14 @@ impl ClusterView {
             .map(|(_, e)| *e)
     }
 
+    /// A live peer by ID: O(log N), because a subsystem that looks up
+    /// every peer of a 1,024-member view at each change would otherwise
+    /// spend O(N²) on it.
     pub fn peer(&self, id: &str) -> Option<&PeerView> {
-        self.peers.iter().find(|p| p.id == id)
+        self.peers
+            .binary_search_by(|p| p.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.peers[i])
     }
 
     /// Whether `id` is a live master or worker (this node included).
@@ -59,5 +66,33 @@ impl ClusterView {
             return self.role.is_some_and(Role::can_lead);
         }
         self.peer(id).is_some_and(|p| p.role.can_lead())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_found_by_its_id_and_only_it() {
+        let peer = |id: &str| PeerView {
+            id: id.into(),
+            role: Role::Worker,
+            ipfs: None,
+            disk_free: 0,
+            pinset: None,
+        };
+        for n in 0..6 {
+            let ids: Vec<String> = (0..n).map(|i| format!("p{}", 2 * i + 1)).collect();
+            let view = ClusterView {
+                peers: ids.iter().map(|id| peer(id)).collect(),
+                ..ClusterView::default()
+            };
+            for i in 0..=2 * n + 1 {
+                let id = format!("p{i}");
+                let found = view.peer(&id).map(|p| p.id.clone());
+                assert_eq!(found, ids.contains(&id).then_some(id), "{n} peers");
+            }
+        }
     }
 }

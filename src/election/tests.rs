@@ -1461,3 +1461,35 @@ proptest! {
         }
     }
 }
+
+/// The leader takes a fresh epoch (it overtook a rival claim) while the
+/// rightful master, back within its startup grace, has not claimed yet: a
+/// follower moves to the leader's new term instead of dropping it, so the
+/// cluster is never without a leader.
+#[test]
+fn a_follower_keeps_a_leader_that_takes_a_fresh_epoch_during_a_failback() {
+    let t0 = Instant::now();
+    let mut f = Election::new(9u32, Role::Worker, 1, 0, timing(), t0);
+    let hb = |from, seq, follows: (u32, u64)| Input::Heartbeat {
+        from,
+        report: report(Role::Master, seq, follows.1, Some(follows)),
+    };
+    f.handle(hb(2, 1, (2, 5)), t0);
+    assert_eq!(f.leader(), Some(&(2, 5)));
+    // The returning master 1 outranks 2 and follows it during its grace.
+    let t1 = t0 + Duration::from_millis(100);
+    f.handle(hb(1, 1, (2, 5)), t1);
+    assert_eq!(f.leader(), Some(&(2, 5)));
+    // Leader 2 moves to epoch 6 before 1 claims.
+    let t2 = t1 + Duration::from_millis(100);
+    let actions = f.handle(hb(2, 2, (2, 6)), t2);
+    assert_eq!(f.leader(), Some(&(2, 6)), "no leaderless gap: {actions:?}");
+    assert!(actions.contains(&Action::PersistEpoch(6)));
+    assert!(actions.contains(&Action::PersistVote(2, 6)));
+    f.tick(t2 + Duration::from_millis(200));
+    assert_eq!(f.leader(), Some(&(2, 6)));
+    // The rightful master claims above it: followed at once.
+    let t3 = t2 + Duration::from_millis(300);
+    f.handle(hb(1, 2, (1, 7)), t3);
+    assert_eq!(f.leader(), Some(&(1, 7)));
+}

@@ -39,7 +39,8 @@ fn peer(id: &str, role: Role) -> PeerView {
     }
 }
 
-fn view(peers: Vec<PeerView>) -> ClusterView {
+fn view(mut peers: Vec<PeerView>) -> ClusterView {
+    peers.sort_by(|a, b| a.id.cmp(&b.id));
     ClusterView {
         me: "me".into(),
         role: Some(Role::Worker),
