@@ -142,10 +142,11 @@ pub struct Outcome {
 
 #[derive(Debug, Clone)]
 enum Msg {
-    /// A heartbeat, by gossip (or directly: a Hello, its answer, an Update).
+    /// A heartbeat, by gossip (or directly: a Hello's answer, an Update).
     Beat {
         report: Report<u32>,
         members: members::Digest,
+        gossiped: bool,
     },
     /// A Hello: the sender's report; answered with the receiver's.
     Hello {
@@ -521,6 +522,7 @@ impl Sim {
             let msg = Msg::Beat {
                 report: report.clone(),
                 members,
+                gossiped: true,
             };
             self.at(self.now + d, Ev::Deliver { from, to, msg });
         }
@@ -541,6 +543,7 @@ impl Sim {
                     let msg = Msg::Beat {
                         report: report.clone(),
                         members,
+                        gossiped: false,
                     };
                     self.send(i, to, msg);
                 }
@@ -555,8 +558,27 @@ impl Sim {
             return Ok(());
         }
         match msg {
-            Msg::Beat { report, members } => {
+            Msg::Beat {
+                report,
+                members,
+                gossiped,
+            } => {
                 self.counts.gossip_in += 1;
+                // The first contact between two nodes greets both ways, as
+                // the node's connection does (or its dial of a peer it
+                // first hears of by gossip): a heartbeat of a node this one
+                // never heard of (it started after the lists this node
+                // took) brings a greeting, whose answer brings this node's
+                // own report to it.
+                let n = &self.nodes[to as usize];
+                if gossiped
+                    && n.election.peer(&from).is_none()
+                    && n.greeted
+                        .get(&from)
+                        .is_none_or(|at| self.now.saturating_duration_since(*at) >= HELLO_RETRY)
+                {
+                    self.greet(to, from);
+                }
                 self.on_heartbeat(to, from, report, members)?;
             }
             Msg::Hello { report, members } => {
@@ -567,7 +589,15 @@ impl Sim {
                     (Some((theirs, _)), Some(l)) if *theirs == l && l != to);
                 self.on_heartbeat(to, from, report, members)?;
                 let (report, members) = self.report(to);
-                self.send(to, from, Msg::Beat { report, members });
+                self.send(
+                    to,
+                    from,
+                    Msg::Beat {
+                        report,
+                        members,
+                        gossiped: false,
+                    },
+                );
                 if !same_leader {
                     let list = self.member_list(to);
                     self.send(to, from, Msg::Members { list, answer: true });
