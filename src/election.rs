@@ -13,7 +13,9 @@
 //!   Every node that has the same view therefore names the same leader.
 //! * **Epochs:** a node that finds itself the rightful leader takes an epoch
 //!   one above the highest it has ever seen and announces it. A follower
-//!   accepts a claim only from the peer it also considers rightful, and only
+//!   accepts a claim only from the peer it also considers rightful (or, while
+//!   that peer has not claimed yet, a fresh term of the leader it follows:
+//!   see failback below), and only
 //!   if the epoch is not below the highest it has seen; at most one leader is
 //!   accepted per epoch. A leader that learns of a higher epoch, or of another
 //!   leader at its own epoch or above, takes a fresh epoch above all of them.
@@ -28,7 +30,9 @@
 //!   higher-ranked master back within its startup grace), followers keep
 //!   following the current leader as long as it is live and still leads,
 //!   and the returning node follows it too until it may claim; the
-//!   leadership passes straight from one to the other.
+//!   leadership passes straight from one to the other. A fresh term the
+//!   current leader takes meanwhile (it overtook a rival claim) is followed
+//!   too, so that leaves no gap either.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -930,10 +934,12 @@ impl<I: Ord + Clone + Debug> Election<I> {
                     // the leader of the current term while it is live and
                     // still leads, so failback leaves no leaderless gap; and
                     // follow it into a fresh term it takes meanwhile (it
-                    // overtook a rival claim) when this node may.
+                    // overtook a rival claim) when this node may. Once the
+                    // rightful one claims a term this node may not accept,
+                    // the current term is kept but no fresh one is taken.
                     _ => match self.followed_claim(now) {
                         Some(c) if self.leader.as_ref() == Some(&c) => {}
-                        Some((l, e)) if self.acceptable(&l, e) => {
+                        Some((l, e)) if claim.is_none() && self.acceptable(&l, e) => {
                             self.raise_epoch(e, actions);
                             self.vote(e, l.clone(), actions);
                             self.leader = Some((l, e));

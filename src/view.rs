@@ -83,13 +83,13 @@ mod tests {
             pinset: None,
         };
         for n in 0..6 {
-            let ids: Vec<String> = (0..n).map(|i| format!("p{}", 2 * i + 1)).collect();
+            let ids: Vec<String> = (0..n).map(|i| format!("p{:02}", 2 * i + 1)).collect();
             let view = ClusterView {
                 peers: ids.iter().map(|id| peer(id)).collect(),
                 ..ClusterView::default()
             };
             for i in 0..=2 * n + 1 {
-                let id = format!("p{i}");
+                let id = format!("p{i:02}");
                 let found = view.peer(&id).map(|p| p.id.clone());
                 assert_eq!(found, ids.contains(&id).then_some(id), "{n} peers");
             }

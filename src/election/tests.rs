@@ -1493,3 +1493,33 @@ fn a_follower_keeps_a_leader_that_takes_a_fresh_epoch_during_a_failback() {
     f.handle(hb(1, 2, (1, 7)), t3);
     assert_eq!(f.leader(), Some(&(1, 7)));
 }
+
+/// Once the rightful master claims (here a term this node may not accept:
+/// it already voted for the current leader at that epoch), a fresh term of
+/// the current leader is not taken: the follower waits for the rightful
+/// one's next claim, as before.
+#[test]
+fn a_fresh_term_of_the_leader_is_not_taken_once_the_rightful_one_claims() {
+    let t0 = Instant::now();
+    let mut f = Election::new(9u32, Role::Worker, 1, 0, timing(), t0);
+    let hb = |from, seq, follows: (u32, u64)| Input::Heartbeat {
+        from,
+        report: report(Role::Master, seq, follows.1, Some(follows)),
+    };
+    f.handle(hb(2, 1, (2, 5)), t0);
+    assert_eq!(f.leader(), Some(&(2, 5)));
+    let t1 = t0 + Duration::from_millis(100);
+    f.handle(hb(1, 1, (1, 5)), t1);
+    assert_eq!(
+        f.leader(),
+        Some(&(2, 5)),
+        "keeps its term: 1's claim at 5 comes too late"
+    );
+    let t2 = t1 + Duration::from_millis(100);
+    let actions = f.handle(hb(2, 2, (2, 6)), t2);
+    assert_eq!(f.leader(), None, "{actions:?}");
+    assert!(!actions.contains(&Action::PersistVote(2, 6)));
+    let t3 = t2 + Duration::from_millis(100);
+    f.handle(hb(1, 2, (1, 7)), t3);
+    assert_eq!(f.leader(), Some(&(1, 7)));
+}

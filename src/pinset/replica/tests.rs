@@ -651,7 +651,9 @@ fn a_member_never_heard_blocks_collection_until_an_operator_removes_it() {
     let (session, ..) = first_pull(&mut r, base);
     // A second member, met once and gone.
     let mut seen = view(vec![peer("w", Role::Worker), peer("gone", Role::Master)]);
-    seen.peers[0].pinset = Some(42);
+    for p in seen.peers.iter_mut().filter(|p| p.id == "w") {
+        p.pinset = Some(42);
+    }
     r.step(Input::View(seen), now(base, 1));
     r.step(
         Input::View(view(vec![peer("w", Role::Worker)])),
