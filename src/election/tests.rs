@@ -1462,20 +1462,30 @@ proptest! {
     }
 }
 
+/// A master's heartbeat that claims `follows`' term.
+fn hb(from: u32, seq: u64, follows: (u32, u64)) -> Input<u32> {
+    Input::Heartbeat {
+        from,
+        report: report(Role::Master, seq, follows.1, Some(follows)),
+    }
+}
+
+/// A worker that follows master 2 at epoch 5.
+fn following_master_2_at_epoch_5() -> (Instant, Election<u32>) {
+    let t0 = Instant::now();
+    let mut f = Election::new(9u32, Role::Worker, 1, 0, timing(), t0);
+    f.handle(hb(2, 1, (2, 5)), t0);
+    assert_eq!(f.leader(), Some(&(2, 5)));
+    (t0, f)
+}
+
 /// The leader takes a fresh epoch (it overtook a rival claim) while the
 /// rightful master, back within its startup grace, has not claimed yet: a
 /// follower moves to the leader's new term instead of dropping it, so the
 /// cluster is never without a leader.
 #[test]
 fn a_follower_keeps_a_leader_that_takes_a_fresh_epoch_during_a_failback() {
-    let t0 = Instant::now();
-    let mut f = Election::new(9u32, Role::Worker, 1, 0, timing(), t0);
-    let hb = |from, seq, follows: (u32, u64)| Input::Heartbeat {
-        from,
-        report: report(Role::Master, seq, follows.1, Some(follows)),
-    };
-    f.handle(hb(2, 1, (2, 5)), t0);
-    assert_eq!(f.leader(), Some(&(2, 5)));
+    let (t0, mut f) = following_master_2_at_epoch_5();
     // The returning master 1 outranks 2 and follows it during its grace.
     let t1 = t0 + Duration::from_millis(100);
     f.handle(hb(1, 1, (2, 5)), t1);
@@ -1500,14 +1510,7 @@ fn a_follower_keeps_a_leader_that_takes_a_fresh_epoch_during_a_failback() {
 /// one's next claim, as before.
 #[test]
 fn a_fresh_term_of_the_leader_is_not_taken_once_the_rightful_one_claims() {
-    let t0 = Instant::now();
-    let mut f = Election::new(9u32, Role::Worker, 1, 0, timing(), t0);
-    let hb = |from, seq, follows: (u32, u64)| Input::Heartbeat {
-        from,
-        report: report(Role::Master, seq, follows.1, Some(follows)),
-    };
-    f.handle(hb(2, 1, (2, 5)), t0);
-    assert_eq!(f.leader(), Some(&(2, 5)));
+    let (t0, mut f) = following_master_2_at_epoch_5();
     let t1 = t0 + Duration::from_millis(100);
     f.handle(hb(1, 1, (1, 5)), t1);
     assert_eq!(
