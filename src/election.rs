@@ -781,7 +781,8 @@ impl<I: Ord + Clone + Debug> Election<I> {
     /// Whether the peer this node follows (not itself) is live and its
     /// heartbeats still claim the term this node accepted.
     fn leader_still_leads(&self, now: Instant) -> bool {
-        self.followed_claim(now).as_ref() == self.leader.as_ref() && self.leader.is_some()
+        self.followed_claim(now)
+            .is_some_and(|c| self.leader.as_ref() == Some(&c))
     }
 
     /// During the startup grace: keeps following a leader that still leads,

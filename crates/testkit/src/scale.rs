@@ -226,6 +226,15 @@ struct Node {
     last_sweep: Instant,
 }
 
+impl Node {
+    /// Whether this node greeted `peer` less than `HELLO_RETRY` ago.
+    fn greeted_lately(&self, peer: u32, now: Instant) -> bool {
+        self.greeted
+            .get(&peer)
+            .is_some_and(|at| now.saturating_duration_since(*at) < HELLO_RETRY)
+    }
+}
+
 /// SplitMix64: small, and the same on every platform.
 struct Rng(u64);
 
@@ -571,11 +580,7 @@ impl Sim {
                 // took) brings a greeting, whose answer brings this node's
                 // own report to it.
                 let n = &self.nodes[to as usize];
-                if gossiped
-                    && n.election.peer(&from).is_none()
-                    && n.greeted
-                        .get(&from)
-                        .is_none_or(|at| self.now.saturating_duration_since(*at) >= HELLO_RETRY)
+                if gossiped && n.election.peer(&from).is_none() && !n.greeted_lately(from, self.now)
                 {
                     self.greet(to, from);
                 }
@@ -665,11 +670,7 @@ impl Sim {
                 }
                 for m in list {
                     let n = &self.nodes[to as usize];
-                    let recent = n
-                        .greeted
-                        .get(&m)
-                        .is_some_and(|at| self.now.saturating_duration_since(*at) < HELLO_RETRY);
-                    if m != to && n.election.peer(&m).is_none() && !recent {
+                    if m != to && n.election.peer(&m).is_none() && !n.greeted_lately(m, self.now) {
                         // Dial and greet it.
                         self.greet(to, m);
                     }
@@ -827,9 +828,7 @@ impl Sim {
             .filter(|(id, p)| {
                 !matches!(p.liveness, Liveness::Left { .. })
                     && !n.election.is_live(id, now)
-                    && n.greeted
-                        .get(id)
-                        .is_none_or(|at| now.saturating_duration_since(*at) >= HELLO_RETRY)
+                    && !n.greeted_lately(**id, now)
             })
             .map(|(id, _)| *id)
             .collect();
