@@ -7,11 +7,13 @@
 //! cargo run --release --example sim_scale -- --nodes 100,1000 --seeds 3
 //! ```
 //!
-//! Options: `--nodes N[,N...]` (100,1000), `--seeds S` (3; seeds 0..S),
-//! `--loss P` (0; percent on every link), `--hop-us U` (500; one network
-//! hop), `--start-every-ms M` (20; nodes start this far apart), `--idle-secs
-//! S` (a quiet follower's interval at N plus 10 s: the traffic window),
-//! `--kill` (the leader crashes instead of freezing).
+//! Options: `--nodes N[,N...]` (100,1000), `--seeds S` (3), `--first-seed F`
+//! (0: seeds F..F+S), `--loss P` (0; percent on every link), `--hop-us U`
+//! (500; one network hop), `--start-every-ms M` (20; nodes start this far
+//! apart), `--idle-secs S` (a quiet follower's interval at N plus 10 s: the
+//! traffic window), `--kill` (the leader crashes instead of freezing).
+//! `SIM_TRACE=1` prints every node's leader changes and silence verdicts
+//! with their simulated time.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,7 @@ use testkit::scale::{Fault, Params, Sim};
 fn main() {
     let mut nodes = vec![100, 1000];
     let mut seeds = 3u64;
+    let mut first_seed = 0u64;
     let mut loss = 0.0;
     let mut hop_us = 500u64;
     let mut start_every_ms = 20u64;
@@ -42,6 +45,7 @@ fn main() {
         match a.as_str() {
             "--nodes" => nodes = val().split(',').map(|s| num(s.into()) as usize).collect(),
             "--seeds" => seeds = num(val()),
+            "--first-seed" => first_seed = num(val()),
             "--loss" => loss = num(val()) as f64 / 100.0,
             "--hop-us" => hop_us = num(val()),
             "--start-every-ms" => start_every_ms = num(val()),
@@ -60,7 +64,7 @@ fn main() {
     };
     let mut rows = Vec::new();
     for &n in &nodes {
-        for seed in 0..seeds {
+        for seed in first_seed..first_seed + seeds {
             let mut p = Params::defaults(n, seed);
             p.loss = loss;
             p.hop = Duration::from_micros(hop_us);
@@ -85,7 +89,7 @@ fn main() {
             let row = format!(
                 "{{\"nodes\":{n},\"seed\":{seed},\"loss\":{loss},\"convergence_ms\":{},\"detection_ms\":{},\
                  \"gossip_in_per_node_s\":{:.3},\"gossip_out_per_node_s\":{:.4},\"direct_out_per_node_s\":{:.3},\
-                 \"leader_direct_out_s\":{:.2},\"member_pulls_s\":{:.3},\"max_epoch\":{},\"events\":{},\"wall_s\":{:.1}}}",
+                 \"leader_direct_out_s\":{:.2},\"member_pulls_s\":{:.3},\"converged_epoch\":{},\"fault_epoch\":{},\"max_epoch\":{},\"split_epochs\":{},\"events\":{},\"wall_s\":{:.1}}}",
                 ms(o.convergence),
                 ms(o.detection),
                 o.gossip_in_per_node_s,
@@ -93,7 +97,10 @@ fn main() {
                 o.direct_out_per_node_s,
                 o.leader_direct_out_s,
                 o.member_pulls_s,
+                o.converged_epoch,
+                o.fault_epoch,
                 o.max_epoch,
+                o.split_epochs,
                 o.events,
                 wall.elapsed().as_secs_f64()
             );

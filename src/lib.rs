@@ -26,6 +26,8 @@
 //! * [`store`]: the data directory: lock, identity key, persisted epoch, the
 //!   `api` file; every write atomic.
 //! * [`health`]: CPU, memory, disk and GPU figures for heartbeats.
+//! * [`limits`]: the limit on open files, raised at start to what a full
+//!   cluster needs.
 //! * [`role`]: the roles, and `--role auto` (a pure chooser).
 //! * [`commands`]: the subcommands (`status`, `peers`, `pin`, `add`, and the
 //!   operator's `cluster init`, `id`, `cert`, `api-token`).
@@ -74,6 +76,7 @@ pub mod health;
 pub mod index;
 pub mod ipfs;
 pub mod ipfs_rpc;
+pub mod limits;
 pub mod node;
 pub mod pinset;
 pub mod role;
@@ -156,6 +159,7 @@ fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 async fn run_node(cfg: NodeConfig) -> anyhow::Result<()> {
+    limits::raise_and_report(cfg.network.max_peers);
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {
@@ -186,6 +190,11 @@ async fn run_ipfs_daemon(args: cli::DaemonArgs, api: Option<String>) -> anyhow::
         field: "api",
         message: format!("{api:?} is not HOST:PORT ({e})"),
     })?;
+    // Under the node, the limit it raised is inherited; run by hand, the
+    // engine raises its own (a connection to each of the cluster's daemons).
+    if let Err(e) = limits::raise_open_files() {
+        tracing::warn!(error = %e, "cannot read or raise the limit on open files");
+    }
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {

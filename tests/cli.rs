@@ -295,3 +295,97 @@ fn completions_and_the_man_page_are_generated() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bash"));
 }
+
+/// Starts a node (`--ipfs off`, loopback) with the open-file limit set to
+/// `soft`:`hard` in the child, its stderr in `log`.
+fn spawn_with_nofile(
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    soft: u64,
+    hard: u64,
+) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--role",
+        "worker",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--api",
+        "127.0.0.1:0",
+        "--no-mdns",
+        "--ipfs",
+        "off",
+        "--data-dir",
+    ])
+    .arg(dir)
+    .env_remove("IPFS_KIT_P2P_API")
+    .env_remove("IPFS_KIT_P2P_BOOTSTRAP")
+    .env("RUST_LOG", "info")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).unwrap());
+    let lim = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: between fork and exec only setrlimit(2), which is
+    // async-signal-safe, on a value copied into the closure.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    cmd.spawn().expect("start the node")
+}
+
+/// The soft and hard limits on open files of a running process.
+fn nofile_of(pid: u32) -> Option<(u64, u64)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut nums = line["Max open files".len()..].split_whitespace();
+    Some((nums.next()?.parse().ok()?, nums.next()?.parse().ok()?))
+}
+
+/// A shell's soft limit of a few hundred open files would run out with a
+/// cluster of hundreds: the node raises it to the hard limit (here below
+/// the 65,536 it asks for) and logs it; with a hard limit too low for
+/// `network.max_peers` (1,024 members), it warns, naming the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_file_limit_is_raised_and_a_short_one_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "raised",
+            256,
+            4096,
+            (4096, 4096),
+            "raised the limit on open files",
+        ),
+        ("short", 512, 1024, (1024, 1024), "open-file limit is below"),
+    ];
+    for (name, soft, hard, want, line) in cases {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = tmp.path().join(format!("{name}.log"));
+        let mut child = spawn_with_nofile(&dir, &log, soft, hard);
+        let pid = child.id();
+        let seen = testkit::wait_for(Duration::from_secs(30), || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            (nofile_of(pid) == Some(want) && text.contains(line)).then_some(())
+        })
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            seen.is_some(),
+            "{name}: limits {:?}, wanted {want:?} and a log line with {line:?}; log:\n{}",
+            nofile_of(pid),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+}
