@@ -8,9 +8,16 @@
 //! descriptors mid-run (refused connections, failed dials, a flapping
 //! view) with nothing pointing at the cause. So the node raises its soft
 //! limit towards the hard one at start, as Go programs (kubo among them)
-//! do, and says so in its log when even that is short.
+//! do, and says so in its log when even that is short. Like them it gives
+//! the processes it starts the limit it was given ([`restore_in_child`]): a
+//! program that uses `select(2)` breaks on descriptors past 1,024. (The
+//! built-in engine and kubo raise their own.)
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The soft limit before [`raise_open_files`] raised it; 0 if it did not.
+static ORIGINAL_SOFT: AtomicU64 = AtomicU64::new(0);
 
 /// The soft limit the node asks for, when the hard limit allows it: what
 /// the systemd unit sets (`LimitNOFILE`), far above a full cluster's need.
@@ -60,11 +67,37 @@ pub fn raise_open_files() -> io::Result<OpenFiles> {
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    ORIGINAL_SOFT.store(before, Ordering::Relaxed);
     Ok(OpenFiles {
         before,
         now: target,
         hard,
     })
+}
+
+/// Puts back the soft limit this process had before [`raise_open_files`],
+/// for a child between fork and exec: only an atomic load and two system
+/// calls, which are async-signal-safe.
+pub fn restore_in_child() -> io::Result<()> {
+    let soft = ORIGINAL_SOFT.load(Ordering::Relaxed);
+    if soft == 0 {
+        return Ok(());
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit on a valid rlimit on the stack.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim.rlim_cur = soft as libc::rlim_t;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Raises the limit and logs the outcome: at `info` when it was raised, a

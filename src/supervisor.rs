@@ -207,14 +207,16 @@ fn spawn_child(spec: &ServiceSpec) -> std::io::Result<Child> {
         .process_group(0)
         .kill_on_drop(true);
     // If the node dies without stopping it (SIGKILL), the child gets SIGTERM
-    // from the kernel instead of living on as an orphan.
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    // from the kernel instead of living on as an orphan. It gets the limit on
+    // open files the node was started with, not the one the node raised.
+    // SAFETY: prctl, getrlimit and setrlimit are async-signal-safe; nothing
+    // else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
+            crate::limits::restore_in_child()
         });
     }
     if let Some(dir) = &spec.cwd {

@@ -303,28 +303,30 @@ fn spawn_with_nofile(
     log: &std::path::Path,
     soft: u64,
     hard: u64,
+    extra: &[&str],
 ) -> std::process::Child {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "--role",
-        "worker",
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--api",
-        "127.0.0.1:0",
-        "--no-mdns",
-        "--ipfs",
-        "off",
-        "--data-dir",
-    ])
-    .arg(dir)
-    .env_remove("IPFS_KIT_P2P_API")
-    .env_remove("IPFS_KIT_P2P_BOOTSTRAP")
-    .env("RUST_LOG", "info")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(log).unwrap());
+    cmd.args(extra)
+        .args([
+            "--role",
+            "worker",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+            "--no-mdns",
+            "--ipfs",
+            "off",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env_remove("IPFS_KIT_P2P_API")
+        .env_remove("IPFS_KIT_P2P_BOOTSTRAP")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
     let lim = libc::rlimit {
         rlim_cur: soft as libc::rlim_t,
         rlim_max: hard as libc::rlim_t,
@@ -351,13 +353,39 @@ fn nofile_of(pid: u32) -> Option<(u64, u64)> {
     Some((nums.next()?.parse().ok()?, nums.next()?.parse().ok()?))
 }
 
+/// The processes of `parent` named `name` (from `/proc`).
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ..."
+            let Some((comm, rest)) = stat.split_once(") ") else {
+                return false;
+            };
+            comm.ends_with(&format!("({name}"))
+                && rest.split_whitespace().nth(1) == Some(parent.to_string().as_str())
+        })
+        .collect()
+}
+
 /// A shell's soft limit of a few hundred open files would run out with a
 /// cluster of hundreds: the node raises it to the hard limit (here below
-/// the 65,536 it asks for) and logs it; with a hard limit too low for
-/// `network.max_peers` (1,024 members), it warns, naming the fix.
+/// the 65,536 it asks for) and logs it, while its services get the limit
+/// it was started with; with a hard limit too low for `network.max_peers`
+/// (1,024 members), it warns, naming the fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_open_file_limit_is_raised_and_a_short_one_named() {
     let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("service.toml");
+    std::fs::write(
+        &config,
+        "[[service]]\nname = \"sleeper\"\ncommand = \"sleep\"\nargs = [\"600\"]\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
     let cases = [
         (
             "raised",
@@ -372,19 +400,31 @@ async fn the_open_file_limit_is_raised_and_a_short_one_named() {
         let dir = tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let log = tmp.path().join(format!("{name}.log"));
-        let mut child = spawn_with_nofile(&dir, &log, soft, hard);
+        let mut child = spawn_with_nofile(&dir, &log, soft, hard, &["--config", config]);
         let pid = child.id();
+        let service = || {
+            children_named(pid, "sleep")
+                .first()
+                .and_then(|c| nofile_of(*c))
+        };
         let seen = testkit::wait_for(Duration::from_secs(30), || async {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            (nofile_of(pid) == Some(want) && text.contains(line)).then_some(())
+            let no_warning = name != "raised" || !text.contains("open-file limit is below");
+            (nofile_of(pid) == Some(want)
+                && text.contains(line)
+                && no_warning
+                && service() == Some((soft, hard)))
+            .then_some(())
         })
         .await;
+        let (node_limits, service_limits) = (nofile_of(pid), service());
         let _ = child.kill();
         let _ = child.wait();
         assert!(
             seen.is_some(),
-            "{name}: limits {:?}, wanted {want:?} and a log line with {line:?}; log:\n{}",
-            nofile_of(pid),
+            "{name}: limits {node_limits:?}, wanted {want:?}; the service's \
+             {service_limits:?}, wanted ({soft}, {hard}); a log line with {line:?} \
+             (and no warning if raised); log:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
     }

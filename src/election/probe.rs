@@ -16,9 +16,9 @@
 //!   lossy or loaded one does not raise false alarms: it is
 //!   [`RTT_FACTOR`] times the slowest of the last [`RTT_SAMPLES`] answers
 //!   within [`RTT_WINDOW`] (late ones included), never below `timeout` nor above `timeout_max`,
-//!   and `timeout_max` until the target has answered [`WARM_ANSWERS`]
-//!   probes of this node (a slowest of one or two answers says little
-//!   about a lossy link), and stretched by the node's *local health* (Lifeguard): every
+//!   and [`COLD_DEADLINE`] (within those bounds) until the target has
+//!   answered [`WARM_ANSWERS`] probes of this node (a slowest of one or two
+//!   answers says little about a lossy link), and stretched by the node's *local health* (Lifeguard): every
 //!   suspicion that turns out wrong (a late answer, another member reaching
 //!   the leader) raises it, [`HEALTH_DECAY`] answers in time lower it. A
 //!   node whose own loop stalled (its ticks came late) extends its
@@ -141,13 +141,19 @@ pub const RTT_FACTOR: u32 = 4;
 pub const RTT_SAMPLES: usize = 16;
 pub const RTT_WINDOW: Duration = Duration::from_secs(5);
 /// Answers a new target must give before its deadline adapts: until then
-/// it is `timeout_max`. The slowest of one or two answers says little: at
-/// 30 % loss a few fast ones came first often enough that a prober which
+/// it is [`COLD_DEADLINE`]. The slowest of one or two answers says little:
+/// at 30 % loss a few fast ones came first often enough that a prober which
 /// had just started watching the leader found it silent at the 300 ms
 /// floor (the scale simulation, 100 nodes: 4 of 400 seeds deposed a healthy
-/// leader that way). It costs the first two seconds of watching a leader:
-/// a leader that fails then is found later.
+/// leader that way).
 pub const WARM_ANSWERS: u32 = 4;
+/// The deadline of a target that has not answered [`WARM_ANSWERS`] probes
+/// yet (kept within `timeout` and `timeout_max`): a round trip with three
+/// TCP retransmissions in it (0.2 + 0.4 s on one leg, 0.2 s on the other)
+/// still counts. It costs the first two seconds of watching a leader, after
+/// a start or a failover: a leader that fails then is found in about 3 s
+/// instead of 1.5.
+pub const COLD_DEADLINE: Duration = Duration::from_secs(1);
 /// Highest local health penalty: deadlines grow up to (1 + this) times.
 pub const MAX_HEALTH: u32 = 4;
 /// Answers in time that lower the local health penalty by one.
@@ -237,18 +243,18 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
     pub fn deadline(&self) -> Duration {
         let t = &self.timing;
         if self.answers < WARM_ANSWERS {
-            return t.timeout_max.max(t.timeout);
+            return COLD_DEADLINE.clamp(t.timeout, t.timeout_max.max(t.timeout));
         }
         let slowest = self.rtts.iter().map(|(_, d)| *d).max().unwrap_or_default();
         let base = (slowest * RTT_FACTOR).clamp(t.timeout, t.timeout_max.max(t.timeout));
         (base * (1 + self.health)).min(t.timeout_max.max(t.timeout))
     }
 
-    /// A check's deadline: the target's own when it is the one probed,
-    /// else twice the shortest (no answers of it to go by).
+    /// A check's deadline: the target's own when it is the one probed and
+    /// has answered enough to go by, else twice the shortest.
     fn check_deadline(&self, target: &I) -> Duration {
         let t = &self.timing;
-        if self.target.as_ref() == Some(target) && !self.rtts.is_empty() {
+        if self.target.as_ref() == Some(target) && self.answers >= WARM_ANSWERS {
             return self.deadline();
         }
         (2 * t.timeout * (1 + self.health)).min(t.timeout_max.max(t.timeout))
@@ -638,20 +644,30 @@ mod tests {
     }
 
     #[test]
-    fn a_new_target_gets_the_longest_deadline_until_it_answered_a_few_probes() {
+    fn a_new_target_gets_the_cold_deadline_until_it_answered_a_few_probes() {
         let t0 = Instant::now();
         let mut p: Prober<u32> = Prober::new(timing(), t0);
         p.watch(Some(1), t0);
         let mut now = t0;
         for answered in 0..WARM_ANSWERS {
-            assert_eq!(p.deadline(), 3000 * MS, "after {answered} answers");
+            assert_eq!(p.deadline(), 1000 * MS, "after {answered} answers");
             let n = ping_nonce(&until_out(&mut p, &mut now, &[2]));
             now += 2 * MS;
             assert_eq!(p.answered(n, now), None);
         }
         assert_eq!(p.deadline(), 300 * MS, "warm: fast answers, the floor");
         p.watch(Some(7), now);
-        assert_eq!(p.deadline(), 3000 * MS, "another target starts cold");
+        assert_eq!(p.deadline(), 1000 * MS, "another target starts cold");
+        // A cold target's answer after 350 ms (one retransmission and a
+        // bit) is no failure, and raises no suspicion.
+        let mut p: Prober<u32> = Prober::new(timing(), t0);
+        p.watch(Some(1), t0);
+        let n = ping_nonce(&p.tick(t0, |_| vec![2]));
+        for ms in [150, 300, 350] {
+            assert!(p.tick(t0 + ms * MS, |_| vec![2]).is_empty(), "{ms} ms");
+        }
+        assert_eq!(p.answered(n, t0 + 350 * MS), None);
+        assert_eq!(p.health(), 0);
     }
 
     fn ping_nonce(out: &[Probe<u32>]) -> u64 {
@@ -838,7 +854,7 @@ mod tests {
         let n = ping_nonce(&p.tick(t0, |_| vec![2]));
         assert_eq!(
             p.next_wake(),
-            Some(t0 + 3000 * MS),
+            Some(t0 + 1000 * MS),
             "a cold target's deadline"
         );
         p.answered(n, t0 + 5 * MS);
