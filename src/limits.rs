@@ -42,14 +42,7 @@ pub struct OpenFiles {
 /// Raises the soft limit on open files to [`OPEN_FILES_WANTED`], or to the
 /// hard limit if that is lower; never lowers it.
 pub fn raise_open_files() -> io::Result<OpenFiles> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit through a valid pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let mut lim = nofile()?;
     // rlim_t is 64 bits here, 32 on some other targets.
     #[allow(clippy::unnecessary_cast)]
     let (before, hard) = (lim.rlim_cur as u64, lim.rlim_max as u64);
@@ -62,11 +55,7 @@ pub fn raise_open_files() -> io::Result<OpenFiles> {
         });
     }
     lim.rlim_cur = target as libc::rlim_t;
-    // SAFETY: setrlimit reads one rlimit through a valid pointer; the soft
-    // limit asked for is within the hard one.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    set_nofile(&lim)?;
     ORIGINAL_SOFT.store(before, Ordering::Relaxed);
     Ok(OpenFiles {
         before,
@@ -83,19 +72,29 @@ pub fn restore_in_child() -> io::Result<()> {
     if soft == 0 {
         return Ok(());
     }
+    let mut lim = nofile()?;
+    lim.rlim_cur = soft as libc::rlim_t;
+    set_nofile(&lim)
+}
+
+/// The limit on open files (async-signal-safe: one system call).
+fn nofile() -> io::Result<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit and setrlimit on a valid rlimit on the stack.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        lim.rlim_cur = soft as libc::rlim_t;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lim)
+}
+
+/// Sets the limit on open files (async-signal-safe: one system call).
+fn set_nofile(lim: &libc::rlimit) -> io::Result<()> {
+    // SAFETY: setrlimit reads one rlimit through a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, lim) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

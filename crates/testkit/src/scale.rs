@@ -523,6 +523,11 @@ impl Sim {
         None
     }
 
+    /// The highest epoch some node followed a leader at so far.
+    fn max_epoch(&self) -> u64 {
+        self.epochs.keys().next_back().copied().unwrap_or(0)
+    }
+
     /// With `SIM_TRACE` set, what happened when, on stderr.
     fn trace(&self, what: impl FnOnce() -> String) {
         if self.tracing {
@@ -1078,7 +1083,7 @@ impl Sim {
         // Stop the leader; wait for every other node to follow node 1.
         let frozen_at = sim.now;
         out.converged_epoch = epoch;
-        out.fault_epoch = sim.epochs.keys().next_back().copied().unwrap_or(0);
+        out.fault_epoch = sim.max_epoch();
         let fault = match p.fault {
             Fault::Freeze => Ev::Freeze(0),
             Fault::Kill => Ev::Kill(0),
@@ -1090,7 +1095,7 @@ impl Sim {
         if succeeded {
             out.detection = Some(sim.now.saturating_duration_since(frozen_at));
         }
-        out.max_epoch = sim.epochs.keys().next_back().copied().unwrap_or(0);
+        out.max_epoch = sim.max_epoch();
         out.split_epochs = sim.epochs.values().filter(|l| l.len() > 1).count() as u64;
         out.leader_changes = sim.leader_changes;
         out.events = sim.handled;
