@@ -1157,6 +1157,26 @@ mod tests {
         }
     }
 
+    /// Seeds of `sim_scale --nodes 10 --loss 30` in which the leader's
+    /// successor, asked by a prober to probe the leader, checked it for
+    /// itself, lost both of its two probes past their deadlines (0.8 and
+    /// 2.4 s) and claimed: a healthy leader deposed, epochs 1 to 7 while
+    /// idle. A check now takes three attempts.
+    #[test]
+    fn a_check_on_a_lossy_network_does_not_depose_a_healthy_leader() {
+        for seed in [42, 198, 274, 781] {
+            let mut p = Params::defaults(10, seed);
+            p.idle = Duration::from_secs(20);
+            p.loss = 0.3;
+            let o = Sim::run(p).unwrap();
+            assert!(
+                o.convergence.is_some() && o.detection.is_some(),
+                "seed {seed}: {o:?}"
+            );
+            assert_eq!(o.fault_epoch, o.converged_epoch, "seed {seed}: {o:?}");
+        }
+    }
+
     /// `sim_scale --nodes 10 --loss 30`, seed 26: a greeting held up by
     /// retransmissions at the start left two masters unaware of each other
     /// past the startup grace; both claimed epoch 1, each followed by some
