@@ -1010,13 +1010,25 @@ mod tests {
             p.tick(t0 + 5800 * MS, |_| Vec::new()),
             vec![Probe::Silent(5)]
         );
-        // An answer to any attempt ends a check with no verdict.
+        // An answer to any attempt ends a check with no verdict: the first
+        // one's, and the last one's.
         let Some(Probe::Ping { nonce, .. }) = p.verify(5, t0 + 7000 * MS) else {
             panic!()
         };
-        p.tick(t0 + 7200 * MS, |_| Vec::new());
-        p.answered(nonce, t0 + 7300 * MS);
+        assert_eq!(p.next_wake(), Some(t0 + 7100 * MS), "the next attempt");
+        p.tick(t0 + 7100 * MS, |_| Vec::new());
+        p.answered(nonce, t0 + 7150 * MS);
+        assert_eq!(p.next_wake(), None, "nothing left to wait for");
         assert!(p.tick(t0 + 20_000 * MS, |_| Vec::new()).is_empty());
+        p.verify(5, t0 + 21_000 * MS);
+        let mut last = 0;
+        for at in [21_100, 21_200] {
+            if let [Probe::Ping { nonce, .. }] = p.tick(t0 + at * MS, |_| Vec::new())[..] {
+                last = nonce;
+            }
+        }
+        p.answered(last, t0 + 21_700 * MS);
+        assert!(p.tick(t0 + 25_000 * MS, |_| Vec::new()).is_empty());
         // At most one check started per interval, however many claims arrive.
         let Some(Probe::Ping { nonce, .. }) = p.verify(5, t0 + 30_000 * MS) else {
             panic!()
