@@ -1138,14 +1138,11 @@ mod tests {
         assert_eq!(run(), run());
     }
 
-    /// Seeds of `sim_scale --nodes 100 --loss 30` in which a prober that
-    /// had just started watching the leader judged it silent at the 300 ms
-    /// floor (one or two fast answers were all its deadline went by) and
-    /// deposed it, with every node healthy: epochs 1 to 7 while idle.
-    #[test]
-    fn a_fresh_prober_on_a_lossy_network_does_not_depose_a_healthy_leader() {
-        for seed in [16, 160, 234, 395] {
-            let mut p = Params::defaults(100, seed);
+    /// Runs `seeds` of `nodes` at 30 % loss, idle 20 s: each converges,
+    /// takes no epoch while idle, and replaces its frozen leader.
+    fn no_false_failover_at_30_percent_loss(nodes: usize, seeds: &[u64]) {
+        for &seed in seeds {
+            let mut p = Params::defaults(nodes, seed);
             p.idle = Duration::from_secs(20);
             p.loss = 0.3;
             let o = Sim::run(p).unwrap();
@@ -1157,6 +1154,15 @@ mod tests {
         }
     }
 
+    /// Seeds of `sim_scale --nodes 100 --loss 30` in which a prober that
+    /// had just started watching the leader judged it silent at the 300 ms
+    /// floor (one or two fast answers were all its deadline went by) and
+    /// deposed it, with every node healthy: epochs 1 to 7 while idle.
+    #[test]
+    fn a_fresh_prober_on_a_lossy_network_does_not_depose_a_healthy_leader() {
+        no_false_failover_at_30_percent_loss(100, &[16, 160, 234, 395]);
+    }
+
     /// Seeds of `sim_scale --nodes 10 --loss 30` in which the leader's
     /// successor, asked by a prober to probe the leader, checked it for
     /// itself, lost both of its two probes past their deadlines (0.8 and
@@ -1164,17 +1170,7 @@ mod tests {
     /// idle. A check now takes three attempts.
     #[test]
     fn a_check_on_a_lossy_network_does_not_depose_a_healthy_leader() {
-        for seed in [42, 198, 274, 781] {
-            let mut p = Params::defaults(10, seed);
-            p.idle = Duration::from_secs(20);
-            p.loss = 0.3;
-            let o = Sim::run(p).unwrap();
-            assert!(
-                o.convergence.is_some() && o.detection.is_some(),
-                "seed {seed}: {o:?}"
-            );
-            assert_eq!(o.fault_epoch, o.converged_epoch, "seed {seed}: {o:?}");
-        }
+        no_false_failover_at_30_percent_loss(10, &[42, 198, 274, 781]);
     }
 
     /// `sim_scale --nodes 10 --loss 30`, seed 26: a greeting held up by
