@@ -212,6 +212,8 @@ struct ElectionFile {
     probe_timeout_ms: u64,
     probe_timeout_max_ms: u64,
     probe_failures: u32,
+    check_attempts: u32,
+    check_spacing_ms: u64,
     probers: usize,
     indirect_probes: usize,
 }
@@ -403,6 +405,8 @@ impl NodeConfig {
                 timeout: Duration::from_millis(e.probe_timeout_ms),
                 timeout_max: Duration::from_millis(e.probe_timeout_max_ms),
                 failures: e.probe_failures,
+                check_attempts: e.check_attempts,
+                check_spacing: Duration::from_millis(e.check_spacing_ms),
             },
             probers: e.probers,
             indirect_probes: e.indirect_probes,
@@ -467,6 +471,15 @@ impl NodeConfig {
                 return Err(invalid(
                     "election.probe_failures",
                     "probe_failures and probers must be at least 1 (probe_interval_ms = 0 turns probing off)",
+                ));
+            }
+            if !(1..=10).contains(&self.probe.check_attempts) {
+                return Err(invalid("election.check_attempts", "must be 1 to 10"));
+            }
+            if self.probe.check_spacing > Duration::from_secs(10) {
+                return Err(invalid(
+                    "election.check_spacing_ms",
+                    "must be at most 10000",
                 ));
             }
         }
@@ -587,6 +600,7 @@ mod tests {
         assert_eq!(cfg.listen.len(), 2);
         assert!(cfg.mdns);
         assert_eq!(cfg.api.port(), 5010);
+        assert_eq!(cfg.probe, crate::election::probe::ProbeTiming::default());
     }
 
     #[test]
@@ -684,6 +698,17 @@ mod tests {
     }
 
     #[test]
+    fn a_checks_timing_comes_from_the_file() {
+        let cfg = load_with(
+            Some("[election]\ncheck_attempts = 2\ncheck_spacing_ms = 150\n"),
+            NodeArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.probe.check_attempts, 2);
+        assert_eq!(cfg.probe.check_spacing, Duration::from_millis(150));
+    }
+
+    #[test]
     fn errors_name_the_culprit() {
         let err = |text| {
             load_with(Some(text), NodeArgs::default())
@@ -693,6 +718,9 @@ mod tests {
         assert!(err("rol = \"master\"").contains("rol"));
         assert!(err("role = \"boss\"").contains("boss"));
         assert!(err("[election]\nheartbeat_ms = 1").contains("heartbeat_ms"));
+        assert!(err("[election]\ncheck_attempts = 0").contains("election.check_attempts"));
+        assert!(err("[election]\ncheck_attempts = -1").contains("check_attempts"));
+        assert!(err("[election]\ncheck_spacing_ms = 60000").contains("election.check_spacing_ms"));
         assert!(err("bootstrap = [\"/ip4/1.2.3\"]").contains("bootstrap"));
         assert!(err("cluster = \"a b\"").contains("cluster"));
         assert!(err("api = \"nonsense\"").contains("api"));

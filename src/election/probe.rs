@@ -24,7 +24,8 @@
 //!   node whose own loop stalled (its ticks came late) extends its
 //!   deadlines by the stall: answers may be waiting unread.
 //! * A node that is not a prober checks for itself before it moves:
-//!   [`Prober::verify`] sends [`CHECK_ATTEMPTS`] probes [`CHECK_SPACING`] apart,
+//!   [`Prober::verify`] sends `check_attempts` probes `check_spacing` apart
+//!   ([`CHECK_ATTEMPTS`] and [`CHECK_SPACING`] by default),
 //!   and only when all of them fail is there a verdict. No node deposes its
 //!   leader on another node's word alone.
 //! * After its own verdict a prober keeps probing the silent peer now and
@@ -53,6 +54,11 @@ pub struct ProbeTiming {
     pub timeout_max: Duration,
     /// Failed direct probes in a row before other members are asked.
     pub failures: u32,
+    /// Probes a check sends before a verdict, all of which must fail
+    /// ([`CHECK_ATTEMPTS`] by default).
+    pub check_attempts: u32,
+    /// Time between a check's probes ([`CHECK_SPACING`] by default).
+    pub check_spacing: Duration,
 }
 
 impl Default for ProbeTiming {
@@ -62,6 +68,8 @@ impl Default for ProbeTiming {
             timeout: Duration::from_millis(300),
             timeout_max: Duration::from_millis(3000),
             failures: 2,
+            check_attempts: CHECK_ATTEMPTS,
+            check_spacing: CHECK_SPACING,
         }
     }
 }
@@ -112,7 +120,7 @@ struct Ask {
 }
 
 /// A check of the leader before following another claimant: up to
-/// [`CHECK_ATTEMPTS`] probes, [`CHECK_SPACING`] apart.
+/// `check_attempts` probes, `check_spacing` apart (see [`ProbeTiming`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Check<I> {
     target: I,
@@ -130,8 +138,8 @@ struct Revive<I> {
     nonces: Vec<u64>,
 }
 
-/// Probes a check sends before it gives a verdict (one lost probe on a lossy
-/// link must not move a follower), this far apart. A check has no indirect
+/// Probes a check sends by default before it gives a verdict (one lost probe
+/// on a lossy link must not move a follower), this far apart. A check has no indirect
 /// round, and the leader's successor checks whenever a prober asks it to
 /// probe the leader, so its verdict is a claim: with two attempts, checks
 /// were where every false failover of the scale simulation at 30 % loss
@@ -139,7 +147,7 @@ struct Revive<I> {
 /// leader on two probes lost past an 0.8–3 s deadline); with three, 1 of
 /// the 4,000, from the probes' own path. The third attempt costs 100 ms
 /// of a silent leader's detection on a LAN.
-pub const CHECK_ATTEMPTS: usize = 3;
+pub const CHECK_ATTEMPTS: u32 = 3;
 pub const CHECK_SPACING: Duration = Duration::from_millis(100);
 /// A deadline is this many times the slowest recent answer: of the last
 /// [`RTT_SAMPLES`], within [`RTT_WINDOW`]. A slow moment (a leader that just
@@ -258,6 +266,11 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
         (base * (1 + self.health)).min(t.timeout_max.max(t.timeout))
     }
 
+    /// Probes a check sends (at least one).
+    fn check_attempts(&self) -> usize {
+        self.timing.check_attempts.max(1) as usize
+    }
+
     /// A check's deadline: the target's own when it is the one probed and
     /// has answered enough to go by, else twice the shortest.
     fn check_deadline(&self, target: &I) -> Duration {
@@ -359,7 +372,7 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
             // The verdict needs every attempt out and overdue: wake for the
             // next attempt, then for the last deadline (an earlier one that
             // passed would wake the loop for nothing, again and again).
-            if c.sent.len() < CHECK_ATTEMPTS {
+            if c.sent.len() < self.check_attempts() {
                 at(c.next);
             } else if let Some(last) = c.sent.iter().map(|(_, d)| *d).max() {
                 at(last);
@@ -399,17 +412,18 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
             .check
             .as_ref()
             .map(|c| self.check_deadline(&c.target))?;
+        let (attempts, spacing) = (self.check_attempts(), self.timing.check_spacing);
         let c = self.check.as_mut()?;
-        if c.sent.len() < CHECK_ATTEMPTS && now >= c.next {
+        if c.sent.len() < attempts && now >= c.next {
             self.nonce += 1;
             c.sent.push((self.nonce, now + deadline));
-            c.next = now + CHECK_SPACING;
+            c.next = now + spacing;
             return Some(Probe::Ping {
                 to: c.target.clone(),
                 nonce: self.nonce,
             });
         }
-        if c.sent.len() >= CHECK_ATTEMPTS && c.sent.iter().all(|(_, d)| now >= *d) {
+        if c.sent.len() >= attempts && c.sent.iter().all(|(_, d)| now >= *d) {
             let target = c.target.clone();
             self.check = None;
             return Some(Probe::Silent(target));
@@ -531,8 +545,8 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
     }
 
     /// Checks `target` (a node about to follow another claimant while its
-    /// leader still looks live): [`CHECK_ATTEMPTS`] probes
-    /// [`CHECK_SPACING`] apart, all unanswered by their deadlines, are a verdict; any answer
+    /// leader still looks live): `check_attempts` probes `check_spacing`
+    /// apart, all unanswered by their deadlines, are a verdict; any answer
     /// ends it. One check at a time, at most one started per interval.
     pub fn verify(&mut self, target: I, now: Instant) -> Option<Probe<I>> {
         let recent = self
@@ -996,7 +1010,7 @@ mod tests {
             assert!(!nonces.contains(&nonce));
             nonces.push(nonce);
         }
-        assert_eq!(nonces.len(), CHECK_ATTEMPTS);
+        assert_eq!(nonces.len(), CHECK_ATTEMPTS as usize);
         assert_eq!(p.next_wake(), Some(t0 + 5800 * MS), "the last deadline");
         // The first failing is not yet a verdict; all overdue are.
         assert!(
