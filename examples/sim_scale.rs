@@ -11,7 +11,11 @@
 //! (0: seeds F..F+S), `--loss P` (0; percent on every link), `--hop-us U`
 //! (500; one network hop), `--start-every-ms M` (20; nodes start this far
 //! apart), `--idle-secs S` (a quiet follower's interval at N plus 10 s: the
-//! traffic window), `--kill` (the leader crashes instead of freezing).
+//! traffic window), `--kill` (the leader crashes instead of freezing),
+//! `--in-order` (direct messages on a link arrive in order, as over one TCP
+//! connection: one held up by retransmissions holds up those behind it),
+//! `--check-attempts N`, `--check-spacing-ms M` (`election.check_attempts`
+//! and `check_spacing_ms`; 3 and 100).
 //! `SIM_TRACE=1` prints every node's leader changes and silence verdicts
 //! with their simulated time.
 
@@ -28,6 +32,8 @@ fn main() {
     let mut start_every_ms = 20u64;
     let mut idle_secs = 0u64;
     let mut fault = Fault::Freeze;
+    let mut in_order = false;
+    let mut check: (Option<u64>, Option<u64>) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
@@ -51,6 +57,9 @@ fn main() {
             "--start-every-ms" => start_every_ms = num(val()),
             "--idle-secs" => idle_secs = num(val()),
             "--kill" => fault = Fault::Kill,
+            "--in-order" => in_order = true,
+            "--check-attempts" => check.0 = Some(num(val())),
+            "--check-spacing-ms" => check.1 = Some(num(val())),
             other => {
                 eprintln!("sim_scale: unknown option {other}");
                 std::process::exit(2)
@@ -78,6 +87,13 @@ fn main() {
                     + Duration::from_secs(10)
             };
             p.fault = fault;
+            p.in_order = in_order;
+            if let Some(a) = check.0 {
+                p.probe.check_attempts = a as u32;
+            }
+            if let Some(ms) = check.1 {
+                p.probe.check_spacing = Duration::from_millis(ms);
+            }
             let wall = Instant::now();
             let o = match Sim::run(p) {
                 Ok(o) => o,
