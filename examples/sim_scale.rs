@@ -58,7 +58,14 @@ fn main() {
             "--idle-secs" => idle_secs = num(val()),
             "--kill" => fault = Fault::Kill,
             "--in-order" => in_order = true,
-            "--check-attempts" => check.0 = Some(num(val())),
+            "--check-attempts" => {
+                let a = num(val());
+                if !(1..=10).contains(&a) {
+                    eprintln!("sim_scale: --check-attempts must be 1 to 10");
+                    std::process::exit(2)
+                }
+                check.0 = Some(a)
+            }
             "--check-spacing-ms" => check.1 = Some(num(val())),
             other => {
                 eprintln!("sim_scale: unknown option {other}");

@@ -473,15 +473,15 @@ impl NodeConfig {
                     "probe_failures and probers must be at least 1 (probe_interval_ms = 0 turns probing off)",
                 ));
             }
-            if !(1..=10).contains(&self.probe.check_attempts) {
-                return Err(invalid("election.check_attempts", "must be 1 to 10"));
-            }
-            if self.probe.check_spacing > Duration::from_secs(10) {
-                return Err(invalid(
-                    "election.check_spacing_ms",
-                    "must be at most 10000",
-                ));
-            }
+        }
+        if !(1..=10).contains(&self.probe.check_attempts) {
+            return Err(invalid("election.check_attempts", "must be 1 to 10"));
+        }
+        if self.probe.check_spacing > Duration::from_secs(10) {
+            return Err(invalid(
+                "election.check_spacing_ms",
+                "must be at most 10000",
+            ));
         }
         let n = &self.network;
         if !(1 <= n.mesh_n_low && n.mesh_n_low <= n.mesh_n && n.mesh_n <= n.mesh_n_high) {
@@ -719,6 +719,11 @@ mod tests {
         assert!(err("role = \"boss\"").contains("boss"));
         assert!(err("[election]\nheartbeat_ms = 1").contains("heartbeat_ms"));
         assert!(err("[election]\ncheck_attempts = 0").contains("election.check_attempts"));
+        assert!(
+            err("[election]\nprobe_interval_ms = 0\ncheck_attempts = 11")
+                .contains("election.check_attempts"),
+            "checked with probing off too"
+        );
         assert!(err("[election]\ncheck_attempts = -1").contains("check_attempts"));
         assert!(err("[election]\ncheck_spacing_ms = 60000").contains("election.check_spacing_ms"));
         assert!(err("bootstrap = [\"/ip4/1.2.3\"]").contains("bootstrap"));
