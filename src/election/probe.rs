@@ -30,9 +30,10 @@
 //!   leader on another node's word alone.
 //! * After its own verdict a prober keeps probing the silent peer now and
 //!   then for [`REVIVE_FOR`]: an answer ([`Probe::Alive`]) shows the verdict
-//!   wrong, and the node takes the peer back at once (its heartbeats do
-//!   too, from the third past the verdict on: see the election), which ends
-//!   the race for terms a wrong verdict starts.
+//!   wrong, and the node takes the peer back at once (so does a heartbeat
+//!   numbered at least three past the last one seen before the verdict:
+//!   see the election), which ends the race for terms a wrong verdict
+//!   starts.
 //!
 //! There are no sockets and no clocks in here: the node loop sends the
 //! probes this asks for, reports what came back, and feeds a verdict to the
@@ -138,15 +139,15 @@ struct Revive<I> {
     nonces: Vec<u64>,
 }
 
-/// Probes a check sends by default before it gives a verdict (one lost probe
-/// on a lossy link must not move a follower), this far apart. A check has no indirect
-/// round, and the leader's successor checks whenever a prober asks it to
-/// probe the leader, so its verdict is a claim: with two attempts, checks
-/// were where every false failover of the scale simulation at 30 % loss
-/// came from (18 of 4,000 seeds of 10 nodes, the successor deposing a live
-/// leader on two probes lost past an 0.8–3 s deadline); with three, 1 of
-/// the 4,000, from the probes' own path. The third attempt costs 100 ms
-/// of a silent leader's detection on a LAN.
+/// Probes a check sends by default before it gives a verdict (one lost
+/// probe on a lossy link must not move a follower), this far apart. A check
+/// has no indirect round, and the leader's successor checks whenever a
+/// prober asks it to probe the leader, so its verdict is a claim: with two
+/// attempts, checks were where every false failover of the scale
+/// simulation at 30 % loss came from (18 of 4,000 seeds of 10 nodes, the
+/// successor deposing a live leader on two probes lost past an 0.8–3 s
+/// deadline); with three, 1 of the 4,000, from the probes' own path. The
+/// third attempt costs 100 ms of a silent leader's detection on a LAN.
 pub const CHECK_ATTEMPTS: u32 = 3;
 pub const CHECK_SPACING: Duration = Duration::from_millis(100);
 /// A deadline is this many times the slowest recent answer: of the last
