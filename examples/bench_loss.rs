@@ -12,8 +12,14 @@
 //! cargo run --release --example bench_loss -- --nodes 10 --loss 10 --secs 600
 //! ```
 //! Options: `--nodes N` (10; 2 masters, 1 leecher, workers), `--loss P` (10),
-//! `--secs S` (300), `--bin PATH` (default: the release binary next to this
-//! example, built first), `--node-config FILE` (TOML given to every node).
+//! `--loss-at send|receive` (send: where a node sends, so its own TCP hears
+//! of each drop at once and sends again without backing off; receive: where
+//! a node receives, after the packet left its sender, as on a lossy network,
+//! so TCP waits for acknowledgements and timeouts and backs off; see
+//! `testkit::netns::LossAt`), `--secs S` (300), `--bin PATH` (default: the
+//! release binary next to this example, built first), `--node-config FILE`
+//! (TOML given to every node), `--keep-logs DIR` (each node's log copied
+//! there as `nodeN.log` at the end; `NODE_LOG` sets their level).
 //! Needs root, iproute2 and nftables.
 
 use std::collections::BTreeSet;
@@ -22,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use ipfs_kit_p2p::role::Role;
 use serde_json::json;
-use testkit::netns::{Lab, available, on_thread_in};
+use testkit::netns::{Lab, LossAt, available, on_thread_in};
 use testkit::{Flags, release_binary};
 
 fn role_of(i: usize, n: usize) -> Role {
@@ -34,7 +40,15 @@ fn role_of(i: usize, n: usize) -> Role {
 }
 
 fn main() {
-    let flags = match Flags::parse(&["nodes", "loss", "secs", "bin", "node-config"]) {
+    let flags = match Flags::parse(&[
+        "nodes",
+        "loss",
+        "loss-at",
+        "secs",
+        "bin",
+        "node-config",
+        "keep-logs",
+    ]) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("bench_loss: {e}");
@@ -48,6 +62,11 @@ fn main() {
         if nodes < 3 || loss > 100 {
             return Err("--nodes must be at least 3 and --loss at most 100".into());
         }
+        let at = match flags.get("loss-at") {
+            None | Some("send") => LossAt::Send,
+            Some("receive") => LossAt::Receive,
+            Some(other) => return Err(format!("--loss-at {other}: send or receive")),
+        };
         available()?;
         let bin = match flags.get("bin") {
             Some(b) => PathBuf::from(b),
@@ -62,9 +81,10 @@ fn main() {
             nodes,
             "10.77.0",
         )?;
+        let keep = flags.get("keep-logs").map(PathBuf::from);
         let ctl = lab.ctl();
         on_thread_in(&ctl, move || {
-            measure(lab, bin, nodes, loss as u8, secs, config)
+            measure(lab, bin, nodes, (loss as u8, at), secs, config, keep)
         })
         .map_err(|_| "the measurement panicked".to_string())?
     };
@@ -81,9 +101,10 @@ async fn measure(
     lab: Lab,
     bin: PathBuf,
     n: usize,
-    loss: u8,
+    (loss, at): (u8, LossAt),
     secs: u64,
     config: String,
+    keep_logs: Option<PathBuf>,
 ) -> Result<serde_json::Value, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let roles: Vec<Role> = (0..n).map(|i| role_of(i, n)).collect();
@@ -96,9 +117,9 @@ async fn measure(
     for i in 0..n {
         before.push(status(i).await.ok_or(format!("node {i} does not answer"))?);
     }
-    eprintln!("cluster formed; {loss} % loss on every link for {secs} s");
+    eprintln!("cluster formed; {loss} % loss on every link ({at:?}) for {secs} s");
     for i in 0..n {
-        lab.rules(i, &[], &[], loss)?;
+        lab.rules(i, &[], &[], loss, at)?;
     }
     let start = Instant::now();
     let (mut leaderless_s, mut disagreeing_s, mut unanswered) = (0u64, 0u64, 0u64);
@@ -130,6 +151,13 @@ async fn measure(
         after.push(s);
     }
     lab.heal()?;
+    if let Some(to) = keep_logs {
+        std::fs::create_dir_all(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+        for (i, node) in nodes.iter().enumerate() {
+            let copy = to.join(format!("node{i}.log"));
+            std::fs::copy(&node.log, &copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+        }
+    }
     let healthy_at_end = after.iter().all(|s| {
         s.as_ref()
             .is_some_and(|s| s.peers.iter().filter(|p| p.healthy).count() == n - 1)
@@ -138,6 +166,7 @@ async fn measure(
     Ok(json!({
         "nodes": n,
         "loss_percent": loss,
+        "loss_at": format!("{at:?}").to_lowercase(),
         "secs": secs,
         "leader_changes_total": total,
         "leader_changes_per_node": changes,

@@ -13,7 +13,8 @@
 //! apart), `--idle-secs S` (a quiet follower's interval at N plus 10 s: the
 //! traffic window), `--kill` (the leader crashes instead of freezing),
 //! `--in-order` (direct messages on a link arrive in order, as over one TCP
-//! connection: one held up by retransmissions holds up those behind it),
+//! connection: one held up by retransmissions holds up those behind it,
+//! and is sent again a round trip after a later one gets through),
 //! `--check-attempts N`, `--check-spacing-ms M` (`election.check_attempts`
 //! and `check_spacing_ms`; 3 and 100).
 //! `SIM_TRACE=1` prints every node's leader changes and silence verdicts

@@ -23,6 +23,9 @@
 //!   the leader) raises it, [`HEALTH_DECAY`] answers in time lower it. A
 //!   node whose own loop stalled (its ticks came late) extends its
 //!   deadlines by the stall: answers may be waiting unread.
+//! * The leader's successor, asked by a prober to probe the leader, starts
+//!   its own last round at once ([`Prober::urge`]) rather than waiting for
+//!   its own probes to fail, so its claim rests on every path failing.
 //! * A node that is not a prober checks for itself before it moves:
 //!   [`Prober::verify`] sends `check_attempts` probes `check_spacing` apart
 //!   ([`CHECK_ATTEMPTS`] and [`CHECK_SPACING`] by default),
@@ -141,13 +144,13 @@ struct Revive<I> {
 
 /// Probes a check sends by default before it gives a verdict (one lost
 /// probe on a lossy link must not move a follower), this far apart. A check
-/// has no indirect round, and the leader's successor checks whenever a
-/// prober asks it to probe the leader, so its verdict is a claim: with two
-/// attempts, checks were where every false failover of the scale
-/// simulation at 30 % loss came from (18 of 4,000 seeds of 10 nodes, the
-/// successor deposing a live leader on two probes lost past an 0.8–3 s
-/// deadline); with three, 1 of the 4,000, from the probes' own path. The
-/// third attempt costs 100 ms of a silent leader's detection on a LAN.
+/// has no indirect round. When the leader's successor still checked
+/// whenever a prober asked it to probe the leader (its verdict a claim;
+/// now it runs a last round through other members: [`Prober::urge`]),
+/// checks of two attempts were where every false failover of the scale
+/// simulation at 30 % loss came from (18 of 4,000 seeds of 10 nodes);
+/// with three, 1 of the 4,000. The third attempt costs 100 ms of a silent
+/// leader's detection on a LAN (the followers' checks).
 pub const CHECK_ATTEMPTS: u32 = 3;
 pub const CHECK_SPACING: Duration = Duration::from_millis(100);
 /// A deadline is this many times the slowest recent answer: of the last
@@ -200,6 +203,9 @@ pub struct Prober<I> {
     /// Local health penalty (0 = healthy) and answers in time since it moved.
     health: u32,
     in_time: u32,
+    /// This round was started by [`Prober::urge`], not by failed probes of
+    /// this node's own.
+    urged: bool,
     check: Option<Check<I>>,
     /// When the last check started: at most one per interval.
     last_check: Option<Instant>,
@@ -221,6 +227,7 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
             answers: 0,
             health: 0,
             in_time: 0,
+            urged: false,
             check: None,
             last_check: None,
             revive: None,
@@ -240,6 +247,7 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
         }
         self.target = target;
         self.failed = 0;
+        self.urged = false;
         self.pings.clear();
         self.rtts.clear();
         self.answers = 0;
@@ -486,8 +494,12 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
         None
     }
 
-    /// A suspicion turned out wrong: this node's own view is the slow one.
+    /// A suspicion turned out wrong: this node's own view is the slow one
+    /// (unless the suspicion was another member's: [`Prober::urge`]).
     fn worse(&mut self) {
+        if self.urged {
+            return;
+        }
         self.health = (self.health + 1).min(MAX_HEALTH);
         self.in_time = 0;
     }
@@ -581,6 +593,18 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
             self.state = State::Idle { next: now };
             return Vec::new();
         }
+        self.last_round(target, now, helpers)
+    }
+
+    /// The last round, now: a direct probe (unless the failures are all in
+    /// already) and the request to other members to probe the target.
+    fn last_round(
+        &mut self,
+        target: I,
+        now: Instant,
+        helpers: impl FnOnce(&I) -> Vec<I>,
+    ) -> Vec<Probe<I>> {
+        let failures = self.timing.failures.max(1);
         let d = self.deadline();
         let mut out = Vec::new();
         let ping = (self.failed < failures).then(|| {
@@ -614,8 +638,39 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
         out
     }
 
+    /// A member that cannot reach `target` asked this node to probe it
+    /// (the node's `Request::ProbeFor`). When `target` is the one this node
+    /// probes, the last round starts now, as if its own direct probes had
+    /// failed: a direct probe side by side with other members' indirect
+    /// ones, every one of which must fail for the verdict. So the leader's
+    /// successor, asked by a prober, claims on evidence from several paths
+    /// rather than from its own probes over its one connection to the
+    /// leader (which, on a lossy network, stalls whole seconds in TCP's
+    /// retransmission back-off). A suspicion raised this way that turns out
+    /// wrong is the asker's, so it costs this node no local health. `None`
+    /// when `target` is not this node's, or probing is off; empty when a
+    /// last round is under way already.
+    pub fn urge(
+        &mut self,
+        target: &I,
+        now: Instant,
+        helpers: impl FnOnce(&I) -> Vec<I>,
+    ) -> Option<Vec<Probe<I>>> {
+        if !self.enabled() || self.target.as_ref() != Some(target) {
+            return None;
+        }
+        if matches!(self.state, State::Last { .. }) {
+            return Some(Vec::new());
+        }
+        // A direct probe still waiting stays in `pings`: its answer counts.
+        self.failed = self.timing.failures.max(1) - 1;
+        self.urged = true;
+        Some(self.last_round(target.clone(), now, helpers))
+    }
+
     fn cleared(&mut self, now: Instant) {
         self.failed = 0;
+        self.urged = false;
         self.pings.clear();
         self.state = State::Idle {
             next: now + self.timing.interval,
@@ -801,6 +856,78 @@ mod tests {
             let want = if late_pong { 2480 } else { 600 };
             assert_eq!(p.deadline(), want * MS, "{late_pong}");
         }
+    }
+
+    #[test]
+    fn urged_by_a_member_the_last_round_starts_at_once_and_needs_the_indirect_probes_too() {
+        let t0 = Instant::now();
+        // Idle, and waiting on a direct probe of its own: either way, both
+        // parts of the last round go out at once.
+        for own_probe_out in [false, true] {
+            let mut p = prober(t0);
+            let now = if own_probe_out {
+                ping_nonce(&p.tick(t0, |_| vec![2, 3]));
+                t0 + 100 * MS
+            } else {
+                t0 - 100 * MS
+            };
+            assert_eq!(p.urge(&7, now, |_| vec![2, 3]), None, "not its target");
+            let out = p.urge(&1, now, |_| vec![2, 3]).expect("its target");
+            let nonce = match &out[..] {
+                [
+                    Probe::Ping { to: 1, .. },
+                    Probe::Ask {
+                        via,
+                        target: 1,
+                        nonce,
+                        ..
+                    },
+                ] if *via == vec![2, 3] => *nonce,
+                other => panic!("{own_probe_out}: {other:?}"),
+            };
+            assert_eq!(
+                p.urge(&1, now, |_| vec![2, 3]),
+                Some(Vec::new()),
+                "under way"
+            );
+            // Its own direct probe failing decides nothing: the helpers have
+            // not answered.
+            assert!(p.tick(now + 310 * MS, |_| vec![2, 3]).is_empty());
+            assert!(p.indirect(nonce, false, now + 320 * MS).is_empty());
+            assert_eq!(
+                p.indirect(nonce, false, now + 330 * MS),
+                vec![Probe::Silent(1)],
+                "{own_probe_out}: every path failed"
+            );
+        }
+        // Any path that answers clears it, and the suspicion was another
+        // member's: no local health lost.
+        for late_pong in [false, true] {
+            let mut p = prober(t0);
+            let now = t0 - 100 * MS;
+            let out = p.urge(&1, now, |_| vec![2, 3]).expect("its target");
+            let (ping, ask) = match &out[..] {
+                [Probe::Ping { nonce: n, .. }, Probe::Ask { nonce, .. }] => (*n, *nonce),
+                other => panic!("{other:?}"),
+            };
+            if late_pong {
+                assert_eq!(p.answered(ping, now + 400 * MS), None);
+            } else {
+                assert!(p.indirect(ask, true, now + 50 * MS).is_empty());
+            }
+            assert!(p.indirect(ask, false, now + 600 * MS).is_empty(), "cleared");
+            assert_eq!(p.health(), 0, "{late_pong}");
+        }
+        // Probing off: nothing to urge.
+        let mut off = Prober::<u32>::new(
+            ProbeTiming {
+                interval: Duration::ZERO,
+                ..timing()
+            },
+            t0,
+        );
+        off.watch(Some(1), t0);
+        assert_eq!(off.urge(&1, t0, |_| vec![2]), None);
     }
 
     #[test]

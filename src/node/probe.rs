@@ -190,9 +190,12 @@ impl Node {
     }
 
     /// Asked to probe `leader` for a member that cannot reach it: when it
-    /// is this node's own leader and this node is next in line, check it for
-    /// itself too, so that if it is silent this node takes over without
-    /// waiting for its own probes to fail.
+    /// is this node's own leader and this node is next in line, start its
+    /// own last round at once (a direct probe and other members' indirect
+    /// ones: `Prober::urge`), so that if the leader is silent this node
+    /// takes over without waiting for its own probes to fail, and does not
+    /// on the word of its one connection to the leader alone. A successor
+    /// that does not probe the leader (it has not joined yet) checks it.
     fn check_own_leader(&mut self, leader: &str) {
         let now = Instant::now();
         let me = self.election.me().clone();
@@ -200,9 +203,19 @@ impl Node {
         if !follows || self.successor(leader, now).as_ref() != Some(&me) {
             return;
         }
-        if let Some(p) = self.prober.verify(leader.to_string(), now) {
-            debug!(%leader, "asked to probe the leader: checking it for this node too");
-            self.run_probes(vec![p]);
+        let helpers = self.probe_helpers(leader);
+        let leader = leader.to_string();
+        let probes = match self.prober.urge(&leader, now, move |_| helpers) {
+            Some(probes) => probes,
+            None => self
+                .prober
+                .verify(leader.clone(), now)
+                .into_iter()
+                .collect(),
+        };
+        if !probes.is_empty() {
+            debug!(%leader, "asked to probe the leader: probing it for this node too");
+            self.run_probes(probes);
         }
     }
 

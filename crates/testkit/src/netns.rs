@@ -85,6 +85,20 @@ pub const FIVE_ROLES: [Role; 5] = [
     Role::Worker,
 ];
 
+/// Where [`Lab::rules`] drops its random share of packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossAt {
+    /// As the node sends them: its own kernel drops the packet and TCP
+    /// hears of it at once (the segment stays unsent and goes again at the
+    /// connection's next send), so nothing waits for a timeout and nothing
+    /// backs off. Gentler than a lossy network.
+    Send,
+    /// As the node receives them: the packet is lost after it left its
+    /// sender, as on a lossy network, and the sender's TCP finds out from
+    /// acknowledgements or a timeout, backing off with each one missed.
+    Receive,
+}
+
 /// The namespaces of one lab. Dropping it deletes them.
 pub struct Lab {
     tag: String,
@@ -157,8 +171,16 @@ impl Lab {
 
     /// Replaces node `i`'s fault rules: drop what it receives from the nodes
     /// in `from`, what it sends to those in `to`, and `loss` percent of what
-    /// it sends to any node (chosen at random per packet).
-    pub fn rules(&self, i: usize, from: &[usize], to: &[usize], loss: u8) -> Result<(), String> {
+    /// it sends to any node or receives from one (`at`; chosen at random per
+    /// packet).
+    pub fn rules(
+        &self,
+        i: usize,
+        from: &[usize],
+        to: &[usize],
+        loss: u8,
+        at: LossAt,
+    ) -> Result<(), String> {
         let set = |nodes: &[usize]| {
             nodes
                 .iter()
@@ -168,21 +190,26 @@ impl Lab {
         };
         let mut script = String::from("table inet fault\ndelete table inet fault\n");
         script.push_str("table inet fault {\n");
+        let lossy = |dir: &str| {
+            format!(
+                "    ip {dir} {{ {} }} numgen random mod 100 < {loss} drop\n",
+                set(&self.others(i))
+            )
+        };
         script.push_str("  chain input { type filter hook input priority 0; policy accept;\n");
         if !from.is_empty() {
             script.push_str(&format!("    ip saddr {{ {} }} drop\n", set(from)));
+        }
+        if loss > 0 && at == LossAt::Receive {
+            script.push_str(&lossy("saddr"));
         }
         script
             .push_str("  }\n  chain output { type filter hook output priority 0; policy accept;\n");
         if !to.is_empty() {
             script.push_str(&format!("    ip daddr {{ {} }} drop\n", set(to)));
         }
-        if loss > 0 {
-            let all: Vec<usize> = (0..self.nodes).filter(|n| *n != i).collect();
-            script.push_str(&format!(
-                "    ip daddr {{ {} }} numgen random mod 100 < {loss} drop\n",
-                set(&all)
-            ));
+        if loss > 0 && at == LossAt::Send {
+            script.push_str(&lossy("daddr"));
         }
         script.push_str("  }\n}\n");
         run(
@@ -199,12 +226,12 @@ impl Lab {
     /// Node `i` reaches no node and no node reaches it.
     pub fn isolate(&self, i: usize) -> Result<(), String> {
         let o = self.others(i);
-        self.rules(i, &o, &o, 0)
+        self.rules(i, &o, &o, 0, LossAt::Send)
     }
 
     /// Node `i`'s packets to every other node are dropped; theirs reach it.
     pub fn one_way(&self, i: usize) -> Result<(), String> {
-        self.rules(i, &[], &self.others(i), 0)
+        self.rules(i, &[], &self.others(i), 0, LossAt::Send)
     }
 
     /// The nodes in `side` and the rest cannot reach each other.
@@ -212,7 +239,7 @@ impl Lab {
         let rest: Vec<usize> = (0..self.nodes).filter(|n| !side.contains(n)).collect();
         for i in 0..self.nodes {
             let other = if side.contains(&i) { &rest } else { side };
-            self.rules(i, other, other, 0)?;
+            self.rules(i, other, other, 0, LossAt::Send)?;
         }
         Ok(())
     }
@@ -220,7 +247,7 @@ impl Lab {
     /// No faults anywhere.
     pub fn heal(&self) -> Result<(), String> {
         for i in 0..self.nodes {
-            self.rules(i, &[], &[], 0)?;
+            self.rules(i, &[], &[], 0, LossAt::Send)?;
         }
         Ok(())
     }
