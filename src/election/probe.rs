@@ -156,7 +156,10 @@ pub const CHECK_SPACING: Duration = Duration::from_millis(100);
 /// A deadline is this many times the slowest recent answer: of the last
 /// [`RTT_SAMPLES`], within [`RTT_WINDOW`]. A slow moment (a leader that just
 /// started) is forgotten within seconds; on a lossy link slow answers keep
-/// coming.
+/// coming. (A window of 30 s was tried on 2026-12-03 against the stalls of
+/// TCP under loss on the way: it doubled a frozen leader's detection at
+/// 10 % loss in the scale simulation, p50 3.3 → 6.4 s, and did not tell
+/// apart from 5 s at 30 % loss in `bench_loss --loss-at receive`.)
 pub const RTT_FACTOR: u32 = 4;
 pub const RTT_SAMPLES: usize = 16;
 pub const RTT_WINDOW: Duration = Duration::from_secs(5);
@@ -200,6 +203,8 @@ pub struct Prober<I> {
     /// Answers of the target since this node started watching it (up to
     /// [`WARM_ANSWERS`]).
     answers: u32,
+    /// Whose answers `rtts` and `answers` are.
+    answered_by: Option<I>,
     /// Local health penalty (0 = healthy) and answers in time since it moved.
     health: u32,
     in_time: u32,
@@ -225,6 +230,7 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
             pings: Vec::new(),
             rtts: VecDeque::new(),
             answers: 0,
+            answered_by: None,
             health: 0,
             in_time: 0,
             urged: false,
@@ -240,17 +246,23 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
     }
 
     /// The peer this node probes now: the leader while this node is next in
-    /// line, else `None`. A new target starts afresh.
+    /// line, else `None`. A new target starts afresh; the same one taken
+    /// back (a leader found silent wrongly, then revived) keeps what its
+    /// answers taught, or a lossy link would get the cold deadline again
+    /// right after a wrong verdict.
     pub fn watch(&mut self, target: Option<I>, now: Instant) {
         if !self.enabled() || target == self.target {
             return;
+        }
+        if target.is_some() && target != self.answered_by {
+            self.rtts.clear();
+            self.answers = 0;
+            self.answered_by = target.clone();
         }
         self.target = target;
         self.failed = 0;
         self.urged = false;
         self.pings.clear();
-        self.rtts.clear();
-        self.answers = 0;
         self.state = State::Idle { next: now };
     }
 
@@ -952,6 +964,8 @@ mod tests {
             300 * MS,
             "old samples age out; the floor holds"
         );
+        answer(&mut p, 500, &mut now);
+        assert_eq!(p.deadline(), 2000 * MS, "4 x 500 ms");
         answer(&mut p, 2000, &mut now);
         assert_eq!(p.deadline(), 3000 * MS, "capped at timeout_max");
     }
@@ -1111,6 +1125,26 @@ mod tests {
         for s in 1..=90 {
             assert!(p.tick(t0 + s * 100 * MS, |_| vec![2]).is_empty());
         }
+    }
+
+    #[test]
+    fn a_target_taken_back_keeps_its_deadline_and_a_new_one_starts_cold() {
+        let t0 = Instant::now();
+        let mut p = prober(t0);
+        let mut now = t0;
+        let n = ping_nonce(&until_out(&mut p, &mut now, &[2]));
+        now += 500 * MS;
+        assert_eq!(p.answered(n, now), None);
+        assert_eq!(p.deadline(), 2000 * MS, "4 x a slow answer");
+        // Found silent (the node stops probing it), then taken back.
+        p.watch(None, now);
+        p.watch(Some(1), now + 100 * MS);
+        assert_eq!(p.deadline(), 2000 * MS, "what its answers taught stays");
+        // Another peer starts cold, and so does 1 after it.
+        p.watch(Some(7), now + 200 * MS);
+        assert_eq!(p.deadline(), COLD_DEADLINE);
+        p.watch(Some(1), now + 300 * MS);
+        assert_eq!(p.deadline(), COLD_DEADLINE);
     }
 
     #[test]
