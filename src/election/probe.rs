@@ -766,6 +766,23 @@ mod tests {
         }
     }
 
+    /// The nonce and `within` of a last round: a direct probe of 1 and the
+    /// request to 2 and 3 to probe it.
+    fn last_round(out: &[Probe<u32>]) -> (u64, Duration) {
+        match out {
+            [
+                Probe::Ping { to: 1, .. },
+                Probe::Ask {
+                    via,
+                    target: 1,
+                    nonce,
+                    within,
+                },
+            ] if *via == vec![2, 3] => (*nonce, *within),
+            other => panic!("expected a last round, got {other:?}"),
+        }
+    }
+
     /// Ticks every 10 ms from `now` until something comes out.
     fn until_out(p: &mut Prober<u32>, now: &mut Instant, helpers: &[u32]) -> Vec<Probe<u32>> {
         for _ in 0..10_000 {
@@ -809,19 +826,8 @@ mod tests {
         let t1 = t0 + 300 * MS;
         // The first timeout: the last direct probe and the request to the
         // others go out together.
-        let out = p.tick(t1, |_| vec![2, 3]);
-        let nonce = match &out[..] {
-            [
-                Probe::Ping { to: 1, .. },
-                Probe::Ask {
-                    via,
-                    target: 1,
-                    nonce,
-                    within,
-                },
-            ] if *via == vec![2, 3] && *within == 450 * MS => *nonce,
-            other => panic!("{other:?}"),
-        };
+        let (nonce, within) = last_round(&p.tick(t1, |_| vec![2, 3]));
+        assert_eq!(within, 450 * MS);
         assert!(p.indirect(nonce, false, t1 + 10 * MS).is_empty());
         assert!(
             p.indirect(nonce, false, t1 + 20 * MS).is_empty(),
@@ -884,19 +890,7 @@ mod tests {
                 t0 - 100 * MS
             };
             assert_eq!(p.urge(&7, now, |_| vec![2, 3]), None, "not its target");
-            let out = p.urge(&1, now, |_| vec![2, 3]).expect("its target");
-            let nonce = match &out[..] {
-                [
-                    Probe::Ping { to: 1, .. },
-                    Probe::Ask {
-                        via,
-                        target: 1,
-                        nonce,
-                        ..
-                    },
-                ] if *via == vec![2, 3] => *nonce,
-                other => panic!("{own_probe_out}: {other:?}"),
-            };
+            let (nonce, _) = last_round(&p.urge(&1, now, |_| vec![2, 3]).expect("its target"));
             assert_eq!(
                 p.urge(&1, now, |_| vec![2, 3]),
                 Some(Vec::new()),
