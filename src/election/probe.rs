@@ -248,8 +248,8 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
     /// The peer this node probes now: the leader while this node is next in
     /// line, else `None`. A new target starts afresh; the same one taken
     /// back (a leader found silent wrongly, then revived) keeps what its
-    /// answers taught, or a lossy link would get the cold deadline again
-    /// right after a wrong verdict.
+    /// recent answers taught, or a lossy link would get the cold deadline
+    /// again right after a wrong verdict.
     pub fn watch(&mut self, target: Option<I>, now: Instant) {
         if !self.enabled() || target == self.target {
             return;
@@ -279,7 +279,9 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
     /// answers and to this node's health, within the configured bounds.
     pub fn deadline(&self) -> Duration {
         let t = &self.timing;
-        if self.answers < WARM_ANSWERS {
+        // No answer within the window (a target taken back long after)
+        // teaches nothing either.
+        if self.answers < WARM_ANSWERS || self.rtts.is_empty() {
             return COLD_DEADLINE.clamp(t.timeout, t.timeout_max.max(t.timeout));
         }
         let slowest = self.rtts.iter().map(|(_, d)| *d).max().unwrap_or_default();
@@ -492,7 +494,7 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
         self.rtts
             .push_back((now, now.saturating_duration_since(sent)));
         self.answers = (self.answers + 1).min(WARM_ANSWERS);
-        let suspected = self.failed > 0;
+        let suspected = self.failed > 0 || self.urged;
         if suspected {
             self.worse();
         } else {
@@ -660,8 +662,9 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
     /// leader (which, on a lossy network, stalls whole seconds in TCP's
     /// retransmission back-off). A suspicion raised this way that turns out
     /// wrong is the asker's, so it costs this node no local health. `None`
-    /// when `target` is not this node's, or probing is off; empty when a
-    /// last round is under way already.
+    /// when `target` is not this node's, probing is off, or there is no
+    /// member to ask (the caller checks instead: [`Prober::verify`]);
+    /// empty when a last round is under way already.
     pub fn urge(
         &mut self,
         target: &I,
@@ -674,10 +677,17 @@ impl<I: Clone + PartialEq + Debug> Prober<I> {
         if matches!(self.state, State::Last { .. }) {
             return Some(Vec::new());
         }
+        // With no one to ask, a round would rest on one direct probe: the
+        // caller checks instead.
+        let via = helpers(target);
+        if via.is_empty() {
+            return None;
+        }
         // A direct probe still waiting stays in `pings`: its answer counts.
-        self.failed = self.timing.failures.max(1) - 1;
-        self.urged = true;
-        Some(self.last_round(target.clone(), now, helpers))
+        // A failure of this node's own already is its own suspicion.
+        self.urged = self.failed == 0;
+        self.failed = self.failed.max(self.timing.failures.max(1) - 1);
+        Some(self.last_round(target.clone(), now, move |_| via))
     }
 
     fn cleared(&mut self, now: Instant) {
@@ -1134,11 +1144,60 @@ mod tests {
         p.watch(None, now);
         p.watch(Some(1), now + 100 * MS);
         assert_eq!(p.deadline(), 2000 * MS, "what its answers taught stays");
+        // Taken back after its answers aged out: nothing to go by.
+        p.watch(None, now + 200 * MS);
+        let later = now + RTT_WINDOW + 1000 * MS;
+        p.watch(Some(1), later);
+        ping_nonce(&p.tick(later, |_| vec![2]));
+        assert_eq!(p.deadline(), COLD_DEADLINE, "no recent answer");
         // Another peer starts cold, and so does 1 after it.
-        p.watch(Some(7), now + 200 * MS);
+        let mut p = prober(t0);
+        p.watch(Some(7), t0);
         assert_eq!(p.deadline(), COLD_DEADLINE);
-        p.watch(Some(1), now + 300 * MS);
+        p.watch(Some(1), t0);
         assert_eq!(p.deadline(), COLD_DEADLINE);
+    }
+
+    #[test]
+    fn an_urged_round_needs_someone_to_ask_and_leaves_health_to_this_nodes_own_suspicions() {
+        let t0 = Instant::now();
+        // No member to ask: the caller checks instead.
+        let mut p = prober(t0);
+        assert_eq!(p.urge(&1, t0 - 100 * MS, |_| Vec::new()), None);
+        // One failure allowed before asking: a late answer to an urged
+        // round moves health neither way.
+        for failures in [1, 2, 3] {
+            let timing = ProbeTiming {
+                failures,
+                ..timing()
+            };
+            let mut p = Prober::new(timing, t0);
+            p.watch(Some(1), t0);
+            p.health = 2;
+            let out = p.urge(&1, t0, |_| vec![2, 3]).expect("its target");
+            let Some(Probe::Ping { nonce, .. }) = out.first() else {
+                panic!("{out:?}")
+            };
+            assert_eq!(p.answered(*nonce, t0 + 2000 * MS), None);
+            assert_eq!(p.health(), 2, "{failures}");
+        }
+        // Its own failure first (3 allowed): the suspicion is its own too.
+        let timing = ProbeTiming {
+            failures: 3,
+            ..timing()
+        };
+        let mut p = Prober::new(timing, t0);
+        p.watch(Some(1), t0);
+        let first = ping_nonce(&p.tick(t0, |_| vec![2, 3]));
+        assert!(p.failed(first, t0 + 10 * MS, |_| vec![2, 3]).is_empty());
+        let out = p
+            .urge(&1, t0 + 20 * MS, |_| vec![2, 3])
+            .expect("its target");
+        let Some(Probe::Ping { nonce, .. }) = out.first() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(p.answered(*nonce, t0 + 30 * MS), None);
+        assert_eq!(p.health(), 1, "a wrong suspicion of its own");
     }
 
     #[test]

@@ -47,8 +47,8 @@ impl Node {
 
     /// Up to `indirect_probes` live, connected members other than this node
     /// and `target`: the target's successor first (asked to probe its own
-    /// leader, it checks it for itself too, so it is ready to take over),
-    /// the rest at random.
+    /// leader, it starts its own last round too, so it is ready to take
+    /// over), the rest at random.
     fn probe_helpers(&self, target: &str) -> Vec<String> {
         let now = Instant::now();
         let me = self.election.me();

@@ -661,10 +661,13 @@ impl Sim {
             .filter(|s| s.arrived.is_none())
             .map(|s| s.resend)
             .min();
+        // Never before now: messages that arrived behind one just given up
+        // are handed over at once.
         let next = match (head, resend) {
             (Some(a), Some(r)) => Some(a.min(r)),
             (a, r) => a.or(r),
-        };
+        }
+        .map(|t| t.max(self.now));
         if next.is_none() {
             self.links.remove(&(from, to));
             return;
