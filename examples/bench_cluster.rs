@@ -14,7 +14,11 @@
 //! certificate per node and a swarm key, so TCP only; `both`: one cluster
 //! of each, one after the other, side by side in the report), `--quic`
 //! (each node also listens on QUIC, as the default config has it; TCP only
-//! otherwise), `--silent-trials S` (0; S trials that SIGSTOP the leader,
+//! otherwise), `--quic-only` (each node listens on QUIC only and the
+//! others bootstrap to that, so every connection is QUIC: a crashed
+//! process's connections then stay open until probes or timeouts find it,
+//! and the idle figures have no bytes sent, which are counted on TCP
+//! sockets), `--silent-trials S` (0; S trials that SIGSTOP the leader,
 //! a silent failure: frozen, its connections open, nothing sent; timed
 //! until every survivor accepted the successor, then the frozen process is
 //! killed and restarted), `--settle-ms MS` (10000; how long the cluster
@@ -76,6 +80,7 @@ struct Args {
     ipfs: String,
     trust: String,
     quic: bool,
+    quic_only: bool,
     silent_trials: usize,
     settle: Duration,
     join_trials: usize,
@@ -91,6 +96,7 @@ fn parse_args() -> Result<Args, String> {
         ipfs: "off".into(),
         trust: "open".into(),
         quic: false,
+        quic_only: false,
         silent_trials: 0,
         settle: Duration::from_millis(10_000),
         join_trials: 0,
@@ -109,6 +115,7 @@ fn parse_args() -> Result<Args, String> {
             "--ipfs" => a.ipfs = val()?,
             "--trust" => a.trust = val()?,
             "--quic" => a.quic = true,
+            "--quic-only" => a.quic_only = true,
             "--silent-trials" => {
                 a.silent_trials = val()?
                     .parse()
@@ -128,7 +135,7 @@ fn parse_args() -> Result<Args, String> {
     if !matches!(a.trust.as_str(), "open" | "secured" | "both") {
         return Err("--trust takes open, secured or both".into());
     }
-    if a.quic && a.trust != "open" {
+    if (a.quic || a.quic_only) && a.trust != "open" {
         return Err("--quic needs --trust open (a swarm key means TCP only)".into());
     }
     if a.nodes < 3 {
@@ -443,7 +450,7 @@ fn tcp_bytes_sent() -> HashMap<(u32, String), u64> {
     map
 }
 
-async fn idle(nodes: &[Option<NodeProc>], secs: u64) -> serde_json::Value {
+async fn idle(nodes: &[Option<NodeProc>], secs: u64, tcp: bool) -> serde_json::Value {
     let pids: Vec<u32> = nodes.iter().flatten().map(|n| n.pid()).collect();
     // Let the cluster go quiet, with no API polling during the window.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -470,7 +477,13 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64) -> serde_json::Value {
             .sum();
         sent.push(bytes as f64 / window);
     }
-    json!({ "window_s": window, "rss_mib": summary(rss), "rss_anon_mib": summary(anon), "pss_mib": summary(pss), "cpu_percent_of_core": summary(cpu), "tcp_bytes_sent_per_s": summary(sent) })
+    // Over QUIC nothing is counted: `ss` sees TCP sockets only.
+    let sent = if tcp {
+        summary(sent)
+    } else {
+        serde_json::Value::Null
+    };
+    json!({ "window_s": window, "rss_mib": summary(rss), "rss_anon_mib": summary(anon), "pss_mib": summary(pss), "cpu_percent_of_core": summary(cpu), "tcp_bytes_sent_per_s": sent })
 }
 
 /// Secured mode: an operator key pair and swarm key in `dir/ops`, and each
@@ -542,7 +555,9 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
     if let Some(c) = &a.node_config {
         sp.extra = vec!["--config".into(), c.clone()];
     }
-    if a.quic {
+    if a.quic_only {
+        sp.listen = "/ip4/127.0.0.1/udp/0/quic-v1".into();
+    } else if a.quic {
         sp.extra
             .extend(["--listen".into(), "/ip4/127.0.0.1/udp/0/quic-v1".into()]);
     }
@@ -594,7 +609,7 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
          {start_cpu_cores:.2} cores on average"
     );
 
-    let idle = idle(&nodes, a.idle_secs).await;
+    let idle = idle(&nodes, a.idle_secs, !a.quic_only).await;
     eprintln!("idle: {idle}");
 
     let mut joins = Vec::new();

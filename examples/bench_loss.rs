@@ -18,7 +18,9 @@
 //! so TCP waits for acknowledgements and timeouts and backs off; see
 //! `testkit::netns::LossAt`), `--secs S` (300), `--bin PATH` (default: the
 //! release binary next to this example, built first), `--node-config FILE`
-//! (TOML given to every node), `--keep-logs DIR` (each node's log copied
+//! (TOML given to every node), `--transport tcp|quic` (tcp: what the nodes
+//! listen on and are bootstrapped to, so every connection between them is
+//! of that kind), `--keep-logs DIR` (each node's log copied
 //! there as `nodeN.log` at the end; `NODE_LOG` sets their level).
 //! Needs root, iproute2 and nftables.
 
@@ -48,6 +50,7 @@ fn main() {
         "bin",
         "node-config",
         "keep-logs",
+        "transport",
     ]) {
         Ok(f) => f,
         Err(e) => {
@@ -76,11 +79,17 @@ fn main() {
             Some(f) => std::fs::read_to_string(f).map_err(|e| format!("{f}: {e}"))?,
             None => String::new(),
         };
-        let lab = Lab::create(
+        let quic = match flags.get("transport") {
+            None | Some("tcp") => false,
+            Some("quic") => true,
+            Some(other) => return Err(format!("--transport {other}: tcp or quic")),
+        };
+        let mut lab = Lab::create(
             &format!("bl{}", std::process::id() % 10_000),
             nodes,
             "10.77.0",
         )?;
+        lab.quic = quic;
         let keep = flags.get("keep-logs").map(PathBuf::from);
         let ctl = lab.ctl();
         on_thread_in(&ctl, move || {
@@ -108,6 +117,7 @@ async fn measure(
 ) -> Result<serde_json::Value, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let roles: Vec<Role> = (0..n).map(|i| role_of(i, n)).collect();
+    let quic = lab.quic;
     let nodes = lab.cluster(&bin, dir.path(), &roles, &config).await?;
     let status = |i: usize| {
         let c = nodes[i].client.clone();
@@ -167,6 +177,7 @@ async fn measure(
         "nodes": n,
         "loss_percent": loss,
         "loss_at": format!("{at:?}").to_lowercase(),
+        "transport": if quic { "quic" } else { "tcp" },
         "secs": secs,
         "leader_changes_total": total,
         "leader_changes_per_node": changes,

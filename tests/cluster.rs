@@ -437,3 +437,58 @@ async fn a_frozen_leader_is_replaced_by_its_probers_not_by_timeouts() {
     .expect("one leader again after the thaw");
     nodes[l].kill();
 }
+
+/// Over QUIC a killed process's connections do not close (UDP carries no
+/// close, and nothing listens to confirm a refusal on TCP), so in a
+/// cluster that speaks QUIC only, the probes find a killed leader as they
+/// find a frozen one. The heartbeat timeout is two minutes here; QUIC's
+/// idle timeout (10 s) would also close the connections in time, so the
+/// survivors' logs must show a prober's verdict. (With probing off,
+/// `probe_interval_ms = 0`, the successor still comes, by that timeout,
+/// and the verdict is missing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("slow-timeouts.toml");
+    std::fs::write(
+        &config,
+        "[election]\nheartbeat_interval_ms = 5000\npeer_timeout_ms = 120000\n",
+    )
+    .unwrap();
+    let mut sp = spawner(tmp.path());
+    sp.listen = "/ip4/127.0.0.1/udp/0/quic-v1".into();
+    sp.extra = vec!["--config".into(), config.display().to_string()];
+    let roles = [Role::Master, Role::Master, Role::Worker];
+    let mut nodes = start_cluster(&sp, tmp.path(), &roles, CONVERGE)
+        .await
+        .unwrap();
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    let (leader, e1) = agree(&all, 0, "over QUIC").await;
+    let l = nodes.iter().position(|n| n.peer_id == leader).unwrap();
+    nodes[l].kill();
+    let t0 = std::time::Instant::now();
+    let rest: Vec<&NodeProc> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != l)
+        .map(|(_, n)| n)
+        .collect();
+    let successor = wait_for(Duration::from_secs(45), || async {
+        agreed_leader(&rest, 0)
+            .await
+            .filter(|(id, e, _)| *id != leader && *e > e1)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no successor within 45 s (heartbeat timeout 120 s)"));
+    eprintln!("successor agreed {:?} after the kill", t0.elapsed());
+    let expected = expected_leader(&rest).unwrap();
+    assert_eq!(successor.0, expected.peer_id, "the rightful survivor leads");
+    let verdict = rest.iter().any(|n| {
+        let name = n.dir.file_name().unwrap().to_string_lossy();
+        std::fs::read_to_string(tmp.path().join(format!("{name}.log")))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("it answered no probe") && l.contains(&leader))
+    });
+    assert!(verdict, "a prober found the killed leader silent");
+}

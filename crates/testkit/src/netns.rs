@@ -105,6 +105,9 @@ pub struct Lab {
     net: String,
     created: Vec<String>,
     nodes: usize,
+    /// Nodes listen on (and are bootstrapped to) QUIC instead of TCP, so
+    /// every connection between them is QUIC.
+    pub quic: bool,
 }
 
 impl Lab {
@@ -115,6 +118,7 @@ impl Lab {
             tag: tag.to_owned(),
             net: net.to_owned(),
             created: Vec::new(),
+            quic: false,
             nodes,
         };
         let br = format!("{tag}br");
@@ -219,6 +223,14 @@ impl Lab {
         )
     }
 
+    /// Where node `i` listens.
+    pub fn listen_addr(&self, i: usize) -> String {
+        match self.quic {
+            true => format!("/ip4/{}/udp/4010/quic-v1", self.addr(i)),
+            false => format!("/ip4/{}/tcp/4010", self.addr(i)),
+        }
+    }
+
     fn others(&self, i: usize) -> Vec<usize> {
         (0..self.nodes).filter(|n| *n != i).collect()
     }
@@ -253,7 +265,7 @@ impl Lab {
     }
 
     /// Starts the node binary `bin` as node `i` (`--ipfs off`, no mDNS,
-    /// listening on its address port 4010, its API on port 5010 there, with
+    /// listening on its address port 4010, TCP or [`Lab::quic`], its API on port 5010 there, with
     /// a token in `dir/api.token`) with
     /// the TOML `config` and, if given, a bootstrap address. Its log goes to
     /// `dir.log`; `RUST_LOG` comes from `NODE_LOG` (default `info`).
@@ -285,7 +297,7 @@ impl Lab {
             .arg(&cfg)
             .args([
                 "--listen",
-                &format!("/ip4/{addr}/tcp/4010"),
+                &self.listen_addr(i),
                 "--api",
                 &format!("{addr}:5010"),
                 "--no-mdns",
@@ -343,7 +355,7 @@ impl Lab {
                 .ok_or(format!("node {i} never answered"))?;
             n.peer_id = s.peer_id.clone();
             if i == 0 {
-                boot = Some(format!("/ip4/{}/tcp/4010/p2p/{}", self.addr(0), s.peer_id));
+                boot = Some(format!("{}/p2p/{}", self.listen_addr(0), s.peer_id));
             }
             nodes.push(n);
         }
