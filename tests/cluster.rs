@@ -379,31 +379,31 @@ async fn quic_only_nodes_form_a_cluster() {
     assert_eq!(leader, b.peer_id, "the master leads");
 }
 
-/// A frozen leader (SIGSTOP: its connections stay open, it sends nothing)
-/// is replaced through the probes: the heartbeat timeout is set to two
-/// minutes here, so only the probes can explain a successor within 45 s.
-/// Then it thaws: it follows the successor's higher term or takes the lead
-/// back above it, and the cluster agrees again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_leader_is_replaced_by_its_probers_not_by_timeouts() {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("slow-timeouts.toml");
+/// A spawner whose nodes time heartbeats out only after two minutes, so
+/// that only the probes can explain a successor within 45 s.
+fn slow_timeouts(tmp: &std::path::Path) -> Spawner {
+    let config = tmp.join("slow-timeouts.toml");
     std::fs::write(
         &config,
         "[election]\nheartbeat_interval_ms = 5000\npeer_timeout_ms = 120000\n",
     )
     .unwrap();
-    let mut sp = spawner(tmp.path());
+    let mut sp = spawner(tmp);
     sp.extra = vec!["--config".into(), config.display().to_string()];
-    let roles = [Role::Master, Role::Master, Role::Worker, Role::Leecher];
-    let mut nodes = start_cluster(&sp, tmp.path(), &roles, CONVERGE)
-        .await
-        .unwrap();
+    sp
+}
+
+/// Stops the agreed leader of `nodes` with `stop` and waits (45 s) until
+/// the others agree on its rightful successor at a higher epoch. Returns
+/// the stopped leader's index and peer ID, and the successor's epoch.
+async fn replace_leader(
+    nodes: &mut [NodeProc],
+    stop: impl FnOnce(&mut NodeProc),
+) -> (usize, String, u64) {
     let all: Vec<&NodeProc> = nodes.iter().collect();
     let (leader, e1) = agree(&all, 0, "at start").await;
     let l = nodes.iter().position(|n| n.peer_id == leader).unwrap();
-    // SAFETY: kill(2) on our own child's pid with a valid signal number.
-    unsafe { libc::kill(nodes[l].pid() as libc::pid_t, libc::SIGSTOP) };
+    stop(&mut nodes[l]);
     let t0 = std::time::Instant::now();
     let rest: Vec<&NodeProc> = nodes
         .iter()
@@ -418,11 +418,33 @@ async fn a_frozen_leader_is_replaced_by_its_probers_not_by_timeouts() {
     })
     .await
     .unwrap_or_else(|| panic!("no successor within 45 s (heartbeat timeout 120 s)"));
-    eprintln!("successor agreed {:?} after the freeze", t0.elapsed());
+    eprintln!("successor agreed {:?} after the stop", t0.elapsed());
     let expected = expected_leader(&rest).unwrap();
     assert_eq!(successor.0, expected.peer_id, "the rightful survivor leads");
+    (l, leader, successor.1)
+}
+
+/// A frozen leader (SIGSTOP: its connections stay open, it sends nothing)
+/// is replaced through the probes: the heartbeat timeout is set to two
+/// minutes here, so only the probes can explain a successor within 45 s.
+/// Then it thaws: it follows the successor's higher term or takes the lead
+/// back above it, and the cluster agrees again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_replaced_by_its_probers_not_by_timeouts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sp = slow_timeouts(tmp.path());
+    let roles = [Role::Master, Role::Master, Role::Worker, Role::Leecher];
+    let mut nodes = start_cluster(&sp, tmp.path(), &roles, CONVERGE)
+        .await
+        .unwrap();
+    // SAFETY: kill(2) on our own child's pid with a valid signal number.
+    let freeze = |n: &mut NodeProc| unsafe {
+        libc::kill(n.pid() as libc::pid_t, libc::SIGSTOP);
+    };
+    let (l, leader, epoch) = replace_leader(&mut nodes, freeze).await;
+    let survivor = nodes.iter().enumerate().find(|(i, _)| *i != l).unwrap().1;
     assert_eq!(
-        peer_state(rest[0], &leader).await.as_deref(),
+        peer_state(survivor, &leader).await.as_deref(),
         Some("dead"),
         "the frozen leader counts as dead"
     );
@@ -431,7 +453,7 @@ async fn a_frozen_leader_is_replaced_by_its_probers_not_by_timeouts() {
     let all: Vec<&NodeProc> = nodes.iter().collect();
     wait_for(Duration::from_secs(60), || async {
         let (_, e, _) = agreed_leader(&all, 0).await?;
-        (e > successor.1).then_some(())
+        (e > epoch).then_some(())
     })
     .await
     .expect("one leader again after the thaw");
@@ -449,46 +471,23 @@ async fn a_frozen_leader_is_replaced_by_its_probers_not_by_timeouts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("slow-timeouts.toml");
-    std::fs::write(
-        &config,
-        "[election]\nheartbeat_interval_ms = 5000\npeer_timeout_ms = 120000\n",
-    )
-    .unwrap();
-    let mut sp = spawner(tmp.path());
+    let mut sp = slow_timeouts(tmp.path());
     sp.listen = "/ip4/127.0.0.1/udp/0/quic-v1".into();
-    sp.extra = vec!["--config".into(), config.display().to_string()];
     let roles = [Role::Master, Role::Master, Role::Worker];
     let mut nodes = start_cluster(&sp, tmp.path(), &roles, CONVERGE)
         .await
         .unwrap();
-    let all: Vec<&NodeProc> = nodes.iter().collect();
-    let (leader, e1) = agree(&all, 0, "over QUIC").await;
-    let l = nodes.iter().position(|n| n.peer_id == leader).unwrap();
-    nodes[l].kill();
-    let t0 = std::time::Instant::now();
-    let rest: Vec<&NodeProc> = nodes
+    let (l, leader, _) = replace_leader(&mut nodes, NodeProc::kill).await;
+    let verdict = nodes
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != l)
-        .map(|(_, n)| n)
-        .collect();
-    let successor = wait_for(Duration::from_secs(45), || async {
-        agreed_leader(&rest, 0)
-            .await
-            .filter(|(id, e, _)| *id != leader && *e > e1)
-    })
-    .await
-    .unwrap_or_else(|| panic!("no successor within 45 s (heartbeat timeout 120 s)"));
-    eprintln!("successor agreed {:?} after the kill", t0.elapsed());
-    let expected = expected_leader(&rest).unwrap();
-    assert_eq!(successor.0, expected.peer_id, "the rightful survivor leads");
-    let verdict = rest.iter().any(|n| {
-        let name = n.dir.file_name().unwrap().to_string_lossy();
-        std::fs::read_to_string(tmp.path().join(format!("{name}.log")))
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.contains("it answered no probe") && l.contains(&leader))
-    });
+        .any(|(_, n)| {
+            let name = n.dir.file_name().unwrap().to_string_lossy();
+            std::fs::read_to_string(tmp.path().join(format!("{name}.log")))
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("it answered no probe") && l.contains(&leader))
+        });
     assert!(verdict, "a prober found the killed leader silent");
 }
