@@ -136,7 +136,10 @@ fn parse_args() -> Result<Args, String> {
         return Err("--trust takes open, secured or both".into());
     }
     if (a.quic || a.quic_only) && a.trust != "open" {
-        return Err("--quic needs --trust open (a swarm key means TCP only)".into());
+        return Err("--quic and --quic-only need --trust open (a swarm key means TCP only)".into());
+    }
+    if a.quic && a.quic_only {
+        return Err("--quic (TCP and QUIC) or --quic-only, not both".into());
     }
     if a.nodes < 3 {
         return Err("--nodes must be at least 3".into());
@@ -477,7 +480,8 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64, tcp: bool) -> serde_json::V
             .sum();
         sent.push(bytes as f64 / window);
     }
-    // Over QUIC nothing is counted: `ss` sees TCP sockets only.
+    // Over QUIC only nothing is counted: `ss` sees TCP sockets only (with
+    // `--quic`, what goes over QUIC connections is left out too).
     let sent = if tcp {
         summary(sent)
     } else {
@@ -637,6 +641,11 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
     Ok(json!({
         "trust": a.trust,
         "nodes": a.nodes,
+        "transport": match (a.quic, a.quic_only) {
+            (_, true) => "quic",
+            (true, _) => "tcp+quic",
+            _ => "tcp",
+        },
         "settle_ms": a.settle.as_millis() as u64,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "convergence_ms_after_last_start": convergence_ms,
