@@ -460,8 +460,8 @@ async fn a_frozen_leader_is_replaced_by_its_probers_not_by_timeouts() {
     nodes[l].kill();
 }
 
-/// Over QUIC a killed process's connections do not close (UDP carries no
-/// close, and nothing listens to confirm a refusal on TCP), so in a
+/// Over QUIC a killed process's connections do not close at once (UDP
+/// carries no close, and nothing listens to confirm a refusal on TCP), so in a
 /// cluster that speaks QUIC only, the probes find a killed leader as they
 /// find a frozen one. The heartbeat timeout is two minutes here; QUIC's
 /// idle timeout (10 s) would also close the connections in time, so the

@@ -225,9 +225,10 @@ impl Lab {
 
     /// Where node `i` listens.
     pub fn listen_addr(&self, i: usize) -> String {
-        match self.quic {
-            true => format!("/ip4/{}/udp/4010/quic-v1", self.addr(i)),
-            false => format!("/ip4/{}/tcp/4010", self.addr(i)),
+        if self.quic {
+            format!("/ip4/{}/udp/4010/quic-v1", self.addr(i))
+        } else {
+            format!("/ip4/{}/tcp/4010", self.addr(i))
         }
     }
 
