@@ -18,7 +18,8 @@
 //! others bootstrap to that, so every connection is QUIC: a crashed
 //! process's connections then stay open until probes or timeouts find it,
 //! and the idle figures have no bytes sent, which are counted on TCP
-//! sockets), `--silent-trials S` (0; S trials that SIGSTOP the leader,
+//! sockets; the probe datagrams' bytes, from each node's status, are
+//! reported apart either way), `--silent-trials S` (0; S trials that SIGSTOP the leader,
 //! a silent failure: frozen, its connections open, nothing sent; timed
 //! until every survivor accepted the successor, then the frozen process is
 //! killed and restarted), `--settle-ms MS` (10000; how long the cluster
@@ -457,12 +458,27 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64, tcp: bool) -> serde_json::V
     let pids: Vec<u32> = nodes.iter().flatten().map(|n| n.pid()).collect();
     // Let the cluster go quiet, with no API polling during the window.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let datagram_bytes = || async {
+        let reads = nodes.iter().flatten().map(|n| n.status_brief());
+        futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .map(|s| s.map(|s| s.probe_datagrams.sent_bytes))
+            .collect::<Vec<_>>()
+    };
+    let udp0 = datagram_bytes().await;
     let ticks0: Vec<Option<u64>> = pids.iter().map(|p| proc_cpu_ticks(*p)).collect();
     let sent0 = tcp_bytes_sent();
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let window = t0.elapsed().as_secs_f64();
     let sent1 = tcp_bytes_sent();
+    let udp1 = datagram_bytes().await;
+    let udp: Vec<f64> = udp0
+        .iter()
+        .zip(&udp1)
+        .filter_map(|(a, b)| Some(b.as_ref()?.saturating_sub((*a)?) as f64 / window))
+        .collect();
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let (mut rss, mut anon, mut pss) = (Vec::new(), Vec::new(), Vec::new());
     let (mut cpu, mut sent) = (Vec::new(), Vec::new());
@@ -487,7 +503,7 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64, tcp: bool) -> serde_json::V
     } else {
         serde_json::Value::Null
     };
-    json!({ "window_s": window, "rss_mib": summary(rss), "rss_anon_mib": summary(anon), "pss_mib": summary(pss), "cpu_percent_of_core": summary(cpu), "tcp_bytes_sent_per_s": sent })
+    json!({ "window_s": window, "rss_mib": summary(rss), "rss_anon_mib": summary(anon), "pss_mib": summary(pss), "cpu_percent_of_core": summary(cpu), "tcp_bytes_sent_per_s": sent, "probe_datagram_bytes_sent_per_s": summary(udp) })
 }
 
 /// Secured mode: an operator key pair and swarm key in `dir/ops`, and each

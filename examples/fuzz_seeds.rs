@@ -48,6 +48,7 @@ fn main() {
         }],
         interval_ms: 5000,
         members: (12, 0x5eed_cafe_f00d_d00d),
+        probe_port: 4011,
     };
     let cert = Certificate::issue(
         &op,
@@ -87,6 +88,17 @@ fn main() {
         "leaving",
         &env(Gossip::Leaving { incarnation: 3 }),
     );
+
+    write(
+        "datagram",
+        "probe",
+        &wire::encode(&wire::Datagram::Probe {
+            from: me.to_bytes(),
+            token: 0x5eed,
+        }),
+    );
+    let ack = wire::probe_ack(&peer_key(), "default", 0x5eed, &me).expect("an ed25519 signature");
+    write("datagram", "ack", &wire::encode(&ack));
 
     let hello = Hello {
         heartbeat: hb.clone(),

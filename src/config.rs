@@ -216,6 +216,7 @@ struct ElectionFile {
     check_spacing_ms: u64,
     probers: usize,
     indirect_probes: usize,
+    probe_datagram_resend_ms: u64,
 }
 
 /// Swarm tuning, the `[network]` section.
@@ -228,6 +229,9 @@ pub struct NetworkConfig {
     pub gossip_lazy: usize,
     pub max_peers: usize,
     pub redial_interval_ms: u64,
+    /// The UDP port probe datagrams are answered on (0: any free port;
+    /// peers learn it from the heartbeats).
+    pub probe_port: u16,
 }
 
 /// A validated node configuration.
@@ -249,6 +253,9 @@ pub struct NodeConfig {
     /// Followers that probe the leader, and members asked for an indirect probe.
     pub probers: usize,
     pub indirect_probes: usize,
+    /// Probes also go as UDP datagrams, sent again this often until
+    /// answered (`[election] probe_datagram_resend_ms`; zero: no datagrams).
+    pub probe_resend: Duration,
     pub network: NetworkConfig,
     /// Extra supervised processes, `[[service]]`.
     pub services: Vec<ServiceSpec>,
@@ -410,6 +417,7 @@ impl NodeConfig {
             },
             probers: e.probers,
             indirect_probes: e.indirect_probes,
+            probe_resend: Duration::from_millis(e.probe_datagram_resend_ms),
             network: file.network,
             services: file
                 .service
@@ -473,6 +481,12 @@ impl NodeConfig {
                     "probe_failures and probers must be at least 1 (probe_interval_ms = 0 turns probing off)",
                 ));
             }
+        }
+        if !self.probe_resend.is_zero() && self.probe_resend < Duration::from_millis(10) {
+            return Err(invalid(
+                "election.probe_datagram_resend_ms",
+                "must be 0 (no probe datagrams) or at least 10",
+            ));
         }
         if !(1..=10).contains(&self.probe.check_attempts) {
             return Err(invalid("election.check_attempts", "must be 1 to 10"));
@@ -709,6 +723,20 @@ mod tests {
     }
 
     #[test]
+    fn probe_datagrams_are_on_by_default_and_set_by_the_file() {
+        let cfg = load_with(None, NodeArgs::default()).unwrap();
+        assert_eq!(cfg.probe_resend, Duration::from_millis(50));
+        assert_eq!(cfg.network.probe_port, 0);
+        let cfg = load_with(
+            Some("[election]\nprobe_datagram_resend_ms = 0\n[network]\nprobe_port = 4012\n"),
+            NodeArgs::default(),
+        )
+        .unwrap();
+        assert!(cfg.probe_resend.is_zero(), "0 turns them off");
+        assert_eq!(cfg.network.probe_port, 4012);
+    }
+
+    #[test]
     fn errors_name_the_culprit() {
         let err = |text| {
             load_with(Some(text), NodeArgs::default())
@@ -726,6 +754,11 @@ mod tests {
         );
         assert!(err("[election]\ncheck_attempts = -1").contains("check_attempts"));
         assert!(err("[election]\ncheck_spacing_ms = 60000").contains("election.check_spacing_ms"));
+        assert!(
+            err("[election]\nprobe_datagram_resend_ms = 5")
+                .contains("election.probe_datagram_resend_ms")
+        );
+        assert!(err("[network]\nprobe_port = 70000").contains("probe_port"));
         assert!(err("bootstrap = [\"/ip4/1.2.3\"]").contains("bootstrap"));
         assert!(err("cluster = \"a b\"").contains("cluster"));
         assert!(err("api = \"nonsense\"").contains("api"));

@@ -17,8 +17,9 @@ use crate::wire::{self, MAX_GOSSIP_BYTES, MAX_RPC_BYTES};
 /// A fuzz target: its name and what it feeds the bytes to.
 pub type Target = (&'static str, fn(&[u8]));
 
-pub const TARGETS: [Target; 7] = [
+pub const TARGETS: [Target; 8] = [
     ("gossip", gossip),
+    ("datagram", datagram),
     ("rpc_request", rpc_request),
     ("rpc_response", rpc_response),
     ("certificate", certificate),
@@ -51,6 +52,22 @@ fn cluster() -> &'static ClusterId {
 pub fn gossip(data: &[u8]) {
     let _ = wire::decode_gossip(data, fixed_peer());
     let _ = wire::decode::<wire::Gossip>(data, MAX_GOSSIP_BYTES);
+}
+
+/// A probe datagram as it arrives on the probe socket, then the checks the
+/// node runs (an answer's signature, against the fixed peer as the prober
+/// and the peer probed).
+pub fn datagram(data: &[u8]) {
+    match wire::decode::<wire::Datagram>(data, wire::MAX_DATAGRAM_BYTES) {
+        Ok(wire::Datagram::Probe { from, .. }) => {
+            let _ = PeerId::from_bytes(&from);
+        }
+        Ok(wire::Datagram::Ack { token, key, sig }) => {
+            let me = fixed_peer();
+            let _ = wire::probe_ack_valid("default", token, me, me, &key, &sig);
+        }
+        Err(_) => {}
+    }
 }
 
 /// A request-response request frame body, then the checks the node runs.

@@ -65,6 +65,28 @@ pub struct StatusView {
     /// (`GET /v1/status?peers=false`).
     #[serde(default)]
     pub peer_counts: PeerCounts,
+    /// Probes by UDP datagram, since the node started.
+    #[serde(default)]
+    pub probe_datagrams: DatagramCounts,
+}
+
+/// Probes by UDP datagram (`[election] probe_datagram_resend_ms`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatagramCounts {
+    /// The UDP port this node answers them on; 0: off.
+    pub port: u16,
+    /// Probe datagrams this node sent (each resend counted), and answers.
+    pub sent: u64,
+    /// Their bytes (UDP payload), probes and answers.
+    pub sent_bytes: u64,
+    /// Answers to them, signed by the peer probed.
+    pub acked: u64,
+    /// Members' probes this node answered.
+    pub answered: u64,
+    /// Datagrams dropped: malformed, a probe not from a connected member at
+    /// its address (or over the rate), an answer to no probe of this node
+    /// or not signed by the peer probed.
+    pub dropped: u64,
 }
 
 /// The peer list in numbers (see [`StatusView::peer_counts`]).

@@ -17,7 +17,7 @@ use crate::pinset::sync::{Collected, Cursor};
 use crate::role::Role;
 
 /// Version byte leading every message.
-pub const VERSION: u8 = 12;
+pub const VERSION: u8 = 13;
 /// Largest gossip message accepted (heartbeats are ~200 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Largest request or response accepted over request-response.
@@ -151,6 +151,9 @@ pub struct Heartbeat {
     /// the sum of their IDs' hashes (see [`crate::election::members`]).
     /// Followers pull the leader's member list when theirs differs.
     pub members: (u32, u64),
+    /// The UDP port the sender answers probe datagrams on ([`Datagram`]),
+    /// at the address its connections come from; 0: none.
+    pub probe_port: u16,
 }
 
 /// A GPU a node has (NVIDIA, read through NVML at start).
@@ -643,6 +646,72 @@ pub fn check_members(list: &[SharedPeer]) -> Result<(), WireError> {
     Ok(())
 }
 
+/// Largest probe datagram sent or taken ([`Datagram`]; an `Ack` is about
+/// 120 bytes).
+pub const MAX_DATAGRAM_BYTES: usize = 512;
+
+/// A probe by UDP datagram, sent beside the request-response
+/// [`Request::Ping`] so that a probe does not wait behind a TCP connection
+/// held up by retransmissions: the first answer by either way counts.
+/// Taken only from a connected member, at the address its connection comes
+/// from; answered with a signature the prober checks against the peer it
+/// probed, so no one else can answer for a dead peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Datagram {
+    /// Are you there? From `from` (a peer ID), under a random `token`.
+    Probe { from: Vec<u8>, token: u64 },
+    /// Yes: the prober's token, signed ([`probe_ack_message`]) by the key
+    /// (protobuf-encoded) of the peer answering.
+    Ack {
+        token: u64,
+        key: Vec<u8>,
+        sig: Vec<u8>,
+    },
+}
+
+/// What an [`Datagram::Ack`] signs: the cluster, the token and the prober,
+/// so an answer cannot be replayed to another probe, another prober or
+/// another cluster.
+pub fn probe_ack_message(cluster: &str, token: u64, prober: &PeerId) -> Vec<u8> {
+    let mut m = b"ipfs-kit-p2p probe ack 1\0".to_vec();
+    m.extend_from_slice(cluster.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&token.to_be_bytes());
+    m.extend_from_slice(&prober.to_bytes());
+    m
+}
+
+/// The answer to `token` from `prober`, signed with `key`.
+pub fn probe_ack(
+    key: &libp2p::identity::Keypair,
+    cluster: &str,
+    token: u64,
+    prober: &PeerId,
+) -> Option<Datagram> {
+    let sig = key.sign(&probe_ack_message(cluster, token, prober)).ok()?;
+    Some(Datagram::Ack {
+        token,
+        key: key.public().encode_protobuf(),
+        sig,
+    })
+}
+
+/// Whether an answer to `token` (sent by `prober`) is `probed`'s own: its
+/// key is that peer's and the signature holds.
+pub fn probe_ack_valid(
+    cluster: &str,
+    token: u64,
+    prober: &PeerId,
+    probed: &PeerId,
+    key: &[u8],
+    sig: &[u8],
+) -> bool {
+    let Ok(key) = libp2p::identity::PublicKey::try_decode_protobuf(key) else {
+        return false;
+    };
+    key.to_peer_id() == *probed && key.verify(&probe_ack_message(cluster, token, prober), sig)
+}
+
 fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_RPC_BYTES>()
 }
@@ -800,7 +869,83 @@ mod tests {
             }],
             interval_ms: 5000,
             members: (100, u64::MAX),
+            probe_port: 4011,
         }
+    }
+
+    /// An answer verifies only for the token, prober, cluster and peer it
+    /// was made for, with that peer's own key and an intact signature.
+    #[test]
+    fn probe_acks_hold_only_for_what_they_answer() {
+        let leader = Keypair::generate_ed25519();
+        let other = Keypair::generate_ed25519();
+        let prober = other.public().to_peer_id();
+        let stranger = Keypair::generate_ed25519().public().to_peer_id();
+        let me = leader.public().to_peer_id();
+        let Some(Datagram::Ack { token, key, sig }) = probe_ack(&leader, "c", 7, &prober) else {
+            panic!("an ack");
+        };
+        assert_eq!(token, 7);
+        assert!(probe_ack_valid("c", 7, &prober, &me, &key, &sig));
+        assert!(
+            !probe_ack_valid("c", 8, &prober, &me, &key, &sig),
+            "another token"
+        );
+        assert!(
+            !probe_ack_valid("d", 7, &prober, &me, &key, &sig),
+            "another cluster"
+        );
+        assert!(
+            !probe_ack_valid("c", 7, &stranger, &me, &key, &sig),
+            "another prober"
+        );
+        assert!(
+            !probe_ack_valid("c", 7, &prober, &stranger, &key, &sig),
+            "another peer probed"
+        );
+        let mut bad = sig.clone();
+        bad[0] ^= 1;
+        assert!(
+            !probe_ack_valid("c", 7, &prober, &me, &key, &bad),
+            "a bit flipped"
+        );
+        assert!(
+            !probe_ack_valid("c", 7, &prober, &me, &[1, 2, 3], &sig),
+            "no key"
+        );
+        // Someone else's valid signature, with their key, is not the leader's.
+        let Some(Datagram::Ack {
+            key: k2, sig: s2, ..
+        }) = probe_ack(&other, "c", 7, &prober)
+        else {
+            panic!("an ack");
+        };
+        assert!(!probe_ack_valid("c", 7, &prober, &me, &k2, &s2));
+        assert!(!probe_ack_valid("c", 7, &prober, &me, &key, &s2));
+    }
+
+    #[test]
+    fn probe_datagrams_round_trip_within_their_limit() {
+        let key = Keypair::generate_ed25519();
+        let me = key.public().to_peer_id();
+        let probe = Datagram::Probe {
+            from: me.to_bytes(),
+            token: u64::MAX,
+        };
+        let ack = probe_ack(&key, &"c".repeat(64), u64::MAX, &me).unwrap();
+        for d in [probe, ack] {
+            let bytes = encode(&d);
+            assert!(bytes.len() < 200, "{} bytes", bytes.len());
+            assert_eq!(decode::<Datagram>(&bytes, MAX_DATAGRAM_BYTES).unwrap(), d);
+            let mut long = bytes.clone();
+            long.push(0);
+            assert!(decode::<Datagram>(&long, MAX_DATAGRAM_BYTES).is_err());
+            assert!(decode::<Datagram>(&bytes[..bytes.len() - 1], MAX_DATAGRAM_BYTES).is_err());
+        }
+        assert!(matches!(
+            decode::<Datagram>(&[VERSION; MAX_DATAGRAM_BYTES + 1], MAX_DATAGRAM_BYTES),
+            Err(WireError::TooLarge(..))
+        ));
     }
 
     #[test]

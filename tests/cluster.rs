@@ -499,3 +499,68 @@ async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
         });
     assert!(verdict, "a prober found the killed leader silent");
 }
+
+/// Probes also go as UDP datagrams (`[election] probe_datagram_resend_ms`):
+/// the leader's probers get signed answers by datagram, and the leader
+/// answers members only. Datagrams it cannot use (garbage, a probe from a
+/// peer it is not connected to, an answer to no probe of its own) are
+/// dropped and counted, and it keeps leading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_are_answered_by_datagram_and_strangers_datagrams_are_dropped() {
+    use ipfs_kit_p2p::wire::{self, Datagram};
+    let tmp = tempfile::tempdir().unwrap();
+    let sp = spawner(tmp.path());
+    let roles = [Role::Master, Role::Worker, Role::Worker];
+    let nodes = start_cluster(&sp, tmp.path(), &roles, CONVERGE)
+        .await
+        .unwrap();
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    let (leader, epoch) = agree(&all, 0, "at start").await;
+    let l = nodes.iter().position(|n| n.peer_id == leader).unwrap();
+    let counts = |i: usize| {
+        let n = &nodes[i];
+        async move { n.status_brief().await.map(|s| s.probe_datagrams) }
+    };
+    // Both followers probe the leader (3 probers by default), by datagram too.
+    let answered = wait_for(CONVERGE, || async {
+        let lead = counts(l).await?;
+        let mut acked = 0;
+        for i in (0..nodes.len()).filter(|i| *i != l) {
+            acked += counts(i).await?.acked;
+        }
+        (lead.answered >= 4 && acked >= 4).then_some(lead)
+    })
+    .await
+    .expect("the leader answers its probers by datagram, and they take the answers");
+    assert_ne!(answered.port, 0);
+    assert_eq!(answered.dropped, 0, "members' datagrams are all used");
+
+    let stranger = libp2p::identity::Keypair::generate_ed25519();
+    let from = stranger.public().to_peer_id();
+    let probe = wire::encode(&Datagram::Probe {
+        from: from.to_bytes(),
+        token: 1,
+    });
+    let ack = wire::encode(&wire::probe_ack(&stranger, "default", 2, &from).unwrap());
+    let garbage = vec![wire::VERSION, 0xde, 0xad, 0xbe, 0xef];
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = ("127.0.0.1", answered.port);
+    for d in [&probe, &ack, &garbage, &vec![0u8; 2000]] {
+        socket.send_to(d, to).await.unwrap();
+    }
+    // The oversized one is dropped unread by the socket's reader; the other
+    // three are counted.
+    let after = wait_for(Duration::from_secs(20), || async {
+        counts(l).await.filter(|c| c.dropped >= 3)
+    })
+    .await
+    .expect("the leader drops and counts what it cannot use");
+    assert_eq!(after.dropped, 3);
+    let mut buf = [0u8; 512];
+    assert!(
+        socket.try_recv_from(&mut buf).is_err(),
+        "no answer to a stranger"
+    );
+    let (still, e) = agree(&all, 0, "after the stranger's datagrams").await;
+    assert_eq!((still, e), (leader, epoch), "the leadership did not move");
+}

@@ -355,6 +355,7 @@ fn heartbeat(role: Role, incarnation: u64, seq: u64) -> Heartbeat {
         gpus: vec![],
         interval_ms: 5000,
         members: (1, 0),
+        probe_port: 0,
     }
 }
 

@@ -417,6 +417,7 @@ impl Peer {
                         gpus: vec![],
                         interval_ms: 5000,
                         members: (1, 0),
+                        probe_port: 0,
                     },
                     cert: cert.clone(),
                     revocations: None,

@@ -273,6 +273,31 @@ impl Collector for StatusCollector {
             "Times the leader this node follows changed (failovers, failbacks, losses)",
             s.leader_changes,
         )?;
+        let d = &s.probe_datagrams;
+        for (name, help, v) in [
+            (
+                "ipfs_kit_probe_datagrams_sent",
+                "Probe datagrams this node sent (resends counted)",
+                d.sent,
+            ),
+            (
+                "ipfs_kit_probe_datagrams_acked",
+                "Answers to this node's probe datagrams, signed by the peer probed",
+                d.acked,
+            ),
+            (
+                "ipfs_kit_probe_datagrams_answered",
+                "Members' probe datagrams this node answered",
+                d.answered,
+            ),
+            (
+                "ipfs_kit_probe_datagrams_dropped",
+                "Probe datagrams dropped: malformed, from no connected member at its address, over the rate, or an answer not signed by the peer probed",
+                d.dropped,
+            ),
+        ] {
+            counter(&mut e, name, help, v)?;
+        }
         gauge(
             &mut e,
             "ipfs_kit_uptime_seconds",

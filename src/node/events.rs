@@ -7,6 +7,7 @@ use libp2p::{PeerId, identify, kad, mdns, ping};
 use tracing::{debug, error, info, warn};
 
 use super::behaviour::BehaviourEvent;
+use super::datagram::ip_of;
 use super::peers::is_quic;
 use super::{Node, links};
 use crate::election::Input;
@@ -41,6 +42,7 @@ impl Node {
                     dialer: endpoint.is_dialer(),
                     quic: is_quic(endpoint.get_remote_address()),
                     since: std::time::Instant::now(),
+                    ip: ip_of(endpoint.get_remote_address()),
                 };
                 self.links.opened(peer_id, link);
                 self.confirming.remove(&peer_id);

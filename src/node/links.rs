@@ -23,6 +23,7 @@
 //! pair keeps at least one.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -41,6 +42,8 @@ pub(super) struct Link {
     /// Over QUIC (else TCP).
     pub quic: bool,
     pub since: Instant,
+    /// The peer's IP address, as this connection sees it.
+    pub ip: Option<IpAddr>,
 }
 
 /// The connections of this node to each peer with more than none.
@@ -54,6 +57,16 @@ pub(super) struct Links {
 impl Links {
     pub fn opened(&mut self, peer: PeerId, link: Link) {
         self.by_peer.entry(peer).or_default().push(link);
+    }
+
+    /// The peer's IP addresses, as its open connections see them, the
+    /// oldest connection's first.
+    pub fn ips(&self, peer: &PeerId) -> impl Iterator<Item = IpAddr> + '_ {
+        self.by_peer
+            .get(peer)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.ip)
     }
 
     /// Open connections, to all peers.
@@ -124,6 +137,7 @@ mod tests {
 
     fn link(id: usize, dialer: bool, quic: bool, since: Instant) -> Link {
         Link {
+            ip: None,
             id: ConnectionId::new_unchecked(id),
             dialer,
             quic,

@@ -4,6 +4,7 @@
 //! cloneable [`NodeHandle`].
 
 mod behaviour;
+mod datagram;
 mod events;
 mod handle;
 mod ipfs;
@@ -68,6 +69,8 @@ pub enum NodeError {
     Build(#[from] BuildError),
     #[error("cannot listen on {addr}: {message}")]
     Listen { addr: Multiaddr, message: String },
+    #[error("cannot bind the probe datagram socket (network.probe_port = {port}): {message}")]
+    ProbePort { port: u16, message: String },
     #[error("{0}")]
     Api(String),
     #[error("gossip topic: {0}")]
@@ -140,7 +143,13 @@ where
     let protocols = Protocols::for_cluster(&cfg.cluster);
     // libp2p's metrics and ours in one registry, which the API serves.
     let mut registry = prometheus_client::registry::Registry::default();
-    let mut swarm = behaviour::build(key, &cfg, &protocols, swarm_key.as_ref(), &mut registry)?;
+    let mut swarm = behaviour::build(
+        key.clone(),
+        &cfg,
+        &protocols,
+        swarm_key.as_ref(),
+        &mut registry,
+    )?;
     let p2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
     let listen_on: Vec<Multiaddr> = match &swarm_key {
         None => cfg.listen.clone(),
@@ -165,6 +174,18 @@ where
         }
     };
     let early = listen(&mut swarm, &listen_on).await?;
+    let datagrams = if cfg.probe_resend.is_zero() || cfg.probe.interval.is_zero() {
+        None
+    } else {
+        let d = datagram::Datagrams::bind(&listen_on, cfg.network.probe_port, cfg.probe_resend)
+            .await
+            .map_err(|e| NodeError::ProbePort {
+                port: cfg.network.probe_port,
+                message: e.to_string(),
+            })?;
+        info!(port = d.port(), "probe datagrams on UDP");
+        Some(d)
+    };
     let topic = IdentTopic::new(protocols.topic.clone());
     swarm
         .behaviour_mut()
@@ -310,6 +331,9 @@ where
         lost_over_quic: HashSet::new(),
         prober: crate::election::probe::Prober::new(cfg_probe, Instant::now()),
         probe_pending: HashMap::new(),
+        datagrams,
+        probe_ports: HashMap::new(),
+        key,
         confirming: HashSet::new(),
         gossip_only: HashMap::new(),
         listed: HashMap::new(),
@@ -423,6 +447,12 @@ struct Node {
     /// Probing the leader, and the probes on the wire.
     prober: crate::election::probe::Prober<String>,
     probe_pending: HashMap<OutboundRequestId, probe::Pending>,
+    /// Probes by UDP datagram beside them (`None`: off), and the port each
+    /// peer's heartbeats announce for them (0: none).
+    datagrams: Option<datagram::Datagrams>,
+    probe_ports: HashMap<PeerId, u16>,
+    /// This node's identity key (it signs answers to probe datagrams).
+    key: libp2p::identity::Keypair,
     /// Peers a confirming dial (TCP only) is under way to.
     confirming: HashSet<PeerId>,
     /// Peers heard of only through gossip so far: the first heartbeat's
@@ -538,6 +568,7 @@ impl Node {
                 .max(last_tick + ELECTION_TICK);
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some((from, bytes)) = datagram::next(&mut self.datagrams) => self.on_datagram(from, bytes),
                 Some(cmd) = rx.recv() => match cmd {
                     Command::Status { peers, reply } => { let _ = reply.send(self.status(peers)); }
                     Command::PinPeers { cids, reply } => self.pin_peers(cids, reply),

@@ -10,6 +10,7 @@ use rand::seq::SliceRandom;
 use tracing::{debug, info};
 
 use super::Node;
+use super::datagram::For;
 use crate::election::Input;
 use crate::election::probe::Probe;
 use crate::wire::{Request, Response};
@@ -88,7 +89,13 @@ impl Node {
             Pending::Relay { deadline, .. } => Some(*deadline),
             _ => None,
         });
-        self.prober.next_wake().into_iter().chain(relays).min()
+        let datagrams = self.datagram_wake();
+        self.prober
+            .next_wake()
+            .into_iter()
+            .chain(relays)
+            .chain(datagrams)
+            .min()
     }
 
     /// When a probe is due: who to probe, what is due, relays past their
@@ -104,6 +111,7 @@ impl Node {
             .unwrap_or_default();
         let probes = self.prober.tick(now, move |_| helpers);
         self.run_probes(probes);
+        self.datagram_tick(now);
         let overdue: Vec<OutboundRequestId> = self
             .probe_pending
             .iter()
@@ -115,7 +123,7 @@ impl Node {
         }
     }
 
-    fn run_probes(&mut self, probes: Vec<Probe<String>>) {
+    pub(super) fn run_probes(&mut self, probes: Vec<Probe<String>>) {
         for probe in probes {
             match probe {
                 Probe::Ping { to, nonce } => {
@@ -126,6 +134,8 @@ impl Node {
                             .rpc
                             .send_request(&peer, Request::Ping);
                         self.probe_pending.insert(id, Pending::Mine(nonce));
+                        let within = self.prober.deadline().max(self.cfg.probe.timeout * 2);
+                        self.datagram_probe(peer, id, For::Mine(nonce), within);
                     }
                 }
                 Probe::Ask {
@@ -263,6 +273,7 @@ impl Node {
                 let deadline = Instant::now() + within;
                 self.probe_pending
                     .insert(id, Pending::Relay { channel, deadline });
+                self.datagram_probe(target, id, For::Relay, within);
             }
             _ => {}
         }
@@ -274,6 +285,9 @@ impl Node {
         let Some(pending) = self.probe_pending.remove(&id) else {
             return false;
         };
+        if reachable {
+            self.datagram_settled(id);
+        }
         let now = Instant::now();
         match pending {
             Pending::Mine(nonce) if reachable => {

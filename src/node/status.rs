@@ -103,6 +103,7 @@ impl Node {
             gpus: self.gpus.clone(),
             peers,
             peer_counts,
+            probe_datagrams: self.datagram_counts(),
         }
     }
 }

@@ -71,6 +71,7 @@ impl Node {
             gpus: self.gpus.clone(),
             interval_ms: r.interval.as_millis() as u64,
             members: self.member_digest(),
+            probe_port: self.datagrams.as_ref().map_or(0, |d| d.port()),
         }
     }
 
@@ -191,6 +192,7 @@ impl Node {
         if self.election.peer(&key).is_some() {
             self.peer_health.insert(key.clone(), hb.health);
             self.peer_gpus.insert(key.clone(), hb.gpus.clone());
+            self.probe_ports.insert(from, hb.probe_port);
             match hb.pinset {
                 Some(d) => self.peer_pinset.insert(key.clone(), d),
                 None => self.peer_pinset.remove(&key),

@@ -1,0 +1,376 @@
+//! Probes by UDP datagram ([`wire::Datagram`]), sent beside each
+//! request-response `Ping` of [`super::probe`]; the first answer by either
+//! way counts.
+//!
+//! Why: a probe over a TCP connection waits behind every packet the
+//! connection lost, for a retransmission timeout that doubles with each
+//! loss. On a network that loses packets on the way, one connection stalls
+//! for seconds now and then (`docs/failure-detection.md`, *Loss where the
+//! packet is lost*), longer than a probe's deadline, and the probes of a
+//! live leader fail together. A datagram is lost on its own: a probe is
+//! sent again every `[election] probe_datagram_resend_ms` until answered or
+//! past its deadline, and each try has the loss rate's chance, not the
+//! connection's.
+//!
+//! What is taken: a `Probe` only from a connected member the gate lets
+//! probe, at an IP address one of its connections comes from (so a
+//! datagram cannot make this node answer anyone it does not know), at most
+//! [`MAX_ANSWERS_PER_SEC`] a second; an `Ack` only for a token this node
+//! sent, signed by the key of the peer it probed (so no one can answer for
+//! a dead peer). A datagram the node cannot use is dropped and counted.
+//! Where UDP between nodes is filtered, probes ride the connections alone,
+//! as before.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::OutboundRequestId;
+use libp2p::{Multiaddr, PeerId};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::Node;
+use super::probe::Pending;
+use crate::status::DatagramCounts;
+use crate::wire::{self, Datagram, MAX_DATAGRAM_BYTES};
+
+/// Most probes of this node with datagrams out at once (a prober has a few;
+/// relays for others at most 64).
+const MAX_OUT: usize = 256;
+/// Most members' probes answered in one second (a leader of a large
+/// cluster answers its few probers some 6 a second, and relays).
+pub(super) const MAX_ANSWERS_PER_SEC: u32 = 500;
+/// How long after its deadline a probe still takes a late answer (which
+/// clears a suspicion, as a late `Pong` does).
+const LATE: Duration = Duration::from_secs(10);
+/// Datagrams read but not yet handled by the node's loop; more are dropped.
+const QUEUE: usize = 256;
+
+/// What a probe's datagrams answer for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum For {
+    /// This node's own probe, under the prober's nonce.
+    Mine(u64),
+    /// A probe for another member (its `Relay` entry in `probe_pending`).
+    Relay,
+}
+
+/// One probe with datagrams out.
+struct Out {
+    to: PeerId,
+    addr: SocketAddr,
+    /// The request-response `Ping` sent beside it.
+    rpc: OutboundRequestId,
+    what: For,
+    /// When to send it again, while before `until`.
+    next: Instant,
+    until: Instant,
+}
+
+/// This node's probe socket and its probes in flight.
+pub(super) struct Datagrams {
+    socket: Arc<UdpSocket>,
+    /// The socket is IPv6.
+    v6: bool,
+    port: u16,
+    resend: Duration,
+    rx: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+    reader: tokio::task::AbortHandle,
+    out: HashMap<u64, Out>,
+    /// The second answers are counted in, and how many so far.
+    window: (Instant, u32),
+    counts: DatagramCounts,
+}
+
+impl Drop for Datagrams {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// The IP address of a multiaddr (`/ip4/…` or `/ip6/…` first).
+pub(super) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    }
+}
+
+impl Datagrams {
+    /// Binds the probe socket on the IP of the first listen address that
+    /// has one (every IPv4 interface otherwise) at `port` (0: any free).
+    pub async fn bind(listen: &[Multiaddr], port: u16, resend: Duration) -> std::io::Result<Self> {
+        let ip = listen
+            .iter()
+            .find_map(ip_of)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let socket = Arc::new(UdpSocket::bind(SocketAddr::new(ip, port)).await?);
+        let port = socket.local_addr()?.port();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let reading = socket.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+            loop {
+                match reading.recv_from(&mut buf).await {
+                    // Over the limit (the buffer is one byte longer) is dropped here.
+                    Ok((n, from)) if n <= MAX_DATAGRAM_BYTES => {
+                        let _ = tx.try_send((from, buf[..n].to_vec()));
+                    }
+                    Ok(_) => {}
+                    // An ICMP error for an earlier send, on some systems: not
+                    // this socket's failure. Yield so an error that repeats
+                    // cannot spin.
+                    Err(e) => {
+                        debug!(error = %e, "probe socket");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+        .abort_handle();
+        Ok(Datagrams {
+            v6: ip.is_ipv6(),
+            socket,
+            port,
+            resend,
+            rx,
+            reader,
+            out: HashMap::new(),
+            window: (Instant::now(), 0),
+            counts: DatagramCounts {
+                port,
+                ..DatagramCounts::default()
+            },
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn counts(&self) -> DatagramCounts {
+        self.counts
+    }
+
+    fn send(&mut self, addr: SocketAddr, d: &Datagram) {
+        // An IPv6 socket (dual-stack) reaches IPv4 peers at their mapped
+        // address; an IPv4 one cannot reach IPv6 peers (the send fails).
+        let addr = match addr {
+            SocketAddr::V4(a) if self.v6 => {
+                SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
+            }
+            a => a,
+        };
+        // A full socket buffer drops the datagram, as the network might.
+        let bytes = wire::encode(d);
+        if self.socket.try_send_to(&bytes, addr).is_ok() {
+            self.counts.sent += 1;
+            self.counts.sent_bytes += bytes.len() as u64;
+        }
+    }
+
+    /// Sends a probe's first datagram and keeps it for resends until `until`.
+    fn start(&mut self, me: &PeerId, probe: Out) {
+        if self.out.len() >= MAX_OUT {
+            return;
+        }
+        let token = rand::random::<u64>();
+        let d = Datagram::Probe {
+            from: me.to_bytes(),
+            token,
+        };
+        self.send(probe.addr, &d);
+        self.out.insert(token, probe);
+    }
+
+    /// Sends what is due again; forgets probes long past their deadline.
+    fn resend_due(&mut self, me: &PeerId, now: Instant) {
+        self.out.retain(|_, o| now < o.until + LATE);
+        let due: Vec<(u64, SocketAddr)> = self
+            .out
+            .iter_mut()
+            .filter(|(_, o)| o.next <= now && now < o.until)
+            .map(|(token, o)| {
+                o.next = now + self.resend;
+                (*token, o.addr)
+            })
+            .collect();
+        for (token, addr) in due {
+            let d = Datagram::Probe {
+                from: me.to_bytes(),
+                token,
+            };
+            self.send(addr, &d);
+        }
+    }
+
+    /// The next resend due.
+    fn wake(&self) -> Option<Instant> {
+        self.out
+            .values()
+            .filter(|o| o.next < o.until)
+            .map(|o| o.next)
+            .min()
+    }
+
+    /// The `Ping` sent beside a probe was answered: its datagrams stop.
+    fn settled(&mut self, rpc: OutboundRequestId) {
+        self.out.retain(|_, o| o.rpc != rpc);
+    }
+
+    /// Whether one more member's probe may be answered this second.
+    fn may_answer(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.window.0) >= Duration::from_secs(1) {
+            self.window = (now, 0);
+        }
+        self.window.1 += 1;
+        self.window.1 <= MAX_ANSWERS_PER_SEC
+    }
+}
+
+/// The next datagram read, if the node has a probe socket.
+pub(super) async fn next(d: &mut Option<Datagrams>) -> Option<(SocketAddr, Vec<u8>)> {
+    match d {
+        Some(d) => d.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Node {
+    /// Sends datagrams beside the `Ping` `rpc` to `to`, for `within`.
+    pub(super) fn datagram_probe(
+        &mut self,
+        to: PeerId,
+        rpc: OutboundRequestId,
+        what: For,
+        within: Duration,
+    ) {
+        let Some(d) = self.datagrams.as_mut() else {
+            return;
+        };
+        let port = self.probe_ports.get(&to).copied().unwrap_or(0);
+        let ip = self.links.ips(&to).next();
+        let (Some(ip), true) = (ip, port != 0) else {
+            return;
+        };
+        let now = Instant::now();
+        let probe = Out {
+            to,
+            addr: SocketAddr::new(ip, port),
+            rpc,
+            what,
+            next: now + d.resend,
+            until: now + within,
+        };
+        d.start(&self.me, probe);
+    }
+
+    pub(super) fn datagram_tick(&mut self, now: Instant) {
+        if let Some(d) = self.datagrams.as_mut() {
+            d.resend_due(&self.me, now);
+        }
+    }
+
+    pub(super) fn datagram_wake(&self) -> Option<Instant> {
+        self.datagrams.as_ref().and_then(Datagrams::wake)
+    }
+
+    /// The `Ping` `rpc` was answered over its connection.
+    pub(super) fn datagram_settled(&mut self, rpc: OutboundRequestId) {
+        if let Some(d) = self.datagrams.as_mut() {
+            d.settled(rpc);
+        }
+    }
+
+    pub(super) fn datagram_counts(&self) -> DatagramCounts {
+        self.datagrams
+            .as_ref()
+            .map(Datagrams::counts)
+            .unwrap_or_default()
+    }
+
+    /// A datagram read from the probe socket.
+    pub(super) fn on_datagram(&mut self, from: SocketAddr, bytes: Vec<u8>) {
+        let used = match wire::decode::<Datagram>(&bytes, MAX_DATAGRAM_BYTES) {
+            Ok(Datagram::Probe { from: peer, token }) => self.answer_datagram(from, &peer, token),
+            Ok(Datagram::Ack { token, key, sig }) => self.take_ack(token, &key, &sig),
+            Err(e) => {
+                debug!(%from, error = %e, "probe datagram dropped");
+                false
+            }
+        };
+        if !used && let Some(d) = self.datagrams.as_mut() {
+            d.counts.dropped += 1;
+        }
+    }
+
+    /// A member's probe: answered when it comes from a connected member
+    /// that may probe, at an address one of its connections comes from.
+    fn answer_datagram(&mut self, from: SocketAddr, peer: &[u8], token: u64) -> bool {
+        let Ok(peer) = PeerId::from_bytes(peer) else {
+            return false;
+        };
+        let at = from.ip().to_canonical();
+        let known = self.connected.contains_key(&peer)
+            && self.links.ips(&peer).any(|ip| ip.to_canonical() == at);
+        if !known || !self.allowed(&peer, crate::trust::Kind::Probe) {
+            debug!(%peer, %from, "probe datagram not from a connected member at its address: dropped");
+            return false;
+        }
+        let now = Instant::now();
+        let Some(d) = self.datagrams.as_mut() else {
+            return false;
+        };
+        if !d.may_answer(now) {
+            return false;
+        }
+        let Some(ack) = wire::probe_ack(&self.key, &self.cfg.cluster, token, &peer) else {
+            return false;
+        };
+        d.send(from, &ack);
+        d.counts.answered += 1;
+        true
+    }
+
+    /// An answer to one of this node's probes: settles the probe as the
+    /// `Pong` would, once its signature shows it is the probed peer's.
+    fn take_ack(&mut self, token: u64, key: &[u8], sig: &[u8]) -> bool {
+        let Some(d) = self.datagrams.as_mut() else {
+            return false;
+        };
+        let valid = d.out.get(&token).is_some_and(|o| {
+            wire::probe_ack_valid(&self.cfg.cluster, token, &self.me, &o.to, key, sig)
+        });
+        if !valid {
+            debug!(
+                token,
+                "probe answer for no probe of this node, or not signed by the peer probed: dropped"
+            );
+            return false;
+        }
+        let Some(out) = d.out.remove(&token) else {
+            return false;
+        };
+        d.counts.acked += 1;
+        match out.what {
+            For::Mine(nonce) => {
+                // The Ping's own answer, when it comes, is stray now.
+                if matches!(self.probe_pending.get(&out.rpc), Some(Pending::Mine(n)) if *n == nonce)
+                {
+                    self.probe_pending.remove(&out.rpc);
+                }
+                let alive = self.prober.answered(nonce, Instant::now());
+                self.run_probes(alive.into_iter().collect());
+            }
+            For::Relay => {
+                self.probe_settled(out.rpc, true);
+            }
+        }
+        true
+    }
+}
