@@ -75,7 +75,8 @@ pub struct StatusView {
 pub struct DatagramCounts {
     /// The UDP port this node answers them on; 0: off.
     pub port: u16,
-    /// Probe datagrams this node sent (each resend counted), and answers.
+    /// Probe datagrams and answers to them this node sent (each resend
+    /// counted).
     pub sent: u64,
     /// Their bytes (UDP payload), probes and answers.
     pub sent_bytes: u64,
@@ -83,9 +84,11 @@ pub struct DatagramCounts {
     pub acked: u64,
     /// Members' probes this node answered.
     pub answered: u64,
-    /// Datagrams dropped: malformed, a probe not from a connected member at
-    /// its address (or over the rate), an answer to no probe of this node
-    /// or not signed by the peer probed.
+    /// Datagrams dropped: oversized or malformed, a probe not from a
+    /// connected member at its address and announced port (or over the
+    /// rates), an answer to no probe of this node (remembered for 10 s past
+    /// its deadline) or not signed by the peer probed. A duplicate answer
+    /// to a probe already answered is not counted.
     pub dropped: u64,
 }
 

@@ -502,9 +502,11 @@ async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
 
 /// Probes also go as UDP datagrams (`[election] probe_datagram_resend_ms`):
 /// the leader's probers get signed answers by datagram, and the leader
-/// answers members only. Datagrams it cannot use (garbage, a probe from a
-/// peer it is not connected to, an answer to no probe of its own) are
-/// dropped and counted, and it keeps leading.
+/// answers its connected members only, from their connections' address and
+/// their announced port. What it cannot use (a probe naming a peer it is
+/// not connected to, a member's ID from another address or another port,
+/// an answer to no probe of its own, garbage, an oversized datagram) it
+/// drops, counts and does not answer, and it keeps leading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_are_answered_by_datagram_and_strangers_datagrams_are_dropped() {
     use ipfs_kit_p2p::wire::{self, Datagram};
@@ -533,34 +535,43 @@ async fn probes_are_answered_by_datagram_and_strangers_datagrams_are_dropped() {
     .await
     .expect("the leader answers its probers by datagram, and they take the answers");
     assert_ne!(answered.port, 0);
-    assert_eq!(answered.dropped, 0, "members' datagrams are all used");
 
     let stranger = libp2p::identity::Keypair::generate_ed25519();
     let from = stranger.public().to_peer_id();
-    let probe = wire::encode(&Datagram::Probe {
-        from: from.to_bytes(),
-        token: 1,
-    });
+    let probe = |from: libp2p::PeerId| {
+        wire::encode(&Datagram::Probe {
+            from: from.to_bytes(),
+            token: 1,
+        })
+    };
+    let member: libp2p::PeerId = nodes[(l + 1) % nodes.len()].peer_id.parse().unwrap();
     let ack = wire::encode(&wire::probe_ack(&stranger, "default", 2, &from).unwrap());
     let garbage = vec![wire::VERSION, 0xde, 0xad, 0xbe, 0xef];
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let here = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
     let to = ("127.0.0.1", answered.port);
-    for d in [&probe, &ack, &garbage, &vec![0u8; 2000]] {
+    let before = counts(l).await.unwrap().dropped;
+    let sends: [(&tokio::net::UdpSocket, Vec<u8>); 6] = [
+        (&here, probe(from)),        // a peer it is not connected to
+        (&here, probe(member)),      // a member, but not from its announced port
+        (&elsewhere, probe(member)), // a member, but not from its address
+        (&here, ack),                // an answer to no probe of the leader's
+        (&here, garbage),
+        (&here, vec![0u8; 2000]), // over the limit
+    ];
+    for (socket, d) in &sends {
         socket.send_to(d, to).await.unwrap();
     }
-    // The oversized one is dropped unread by the socket's reader; the other
-    // three are counted.
     let after = wait_for(Duration::from_secs(20), || async {
-        counts(l).await.filter(|c| c.dropped >= 3)
+        counts(l).await.filter(|c| c.dropped >= before + 6)
     })
     .await
     .expect("the leader drops and counts what it cannot use");
-    assert_eq!(after.dropped, 3);
+    assert_eq!(after.dropped, before + 6);
     let mut buf = [0u8; 512];
-    assert!(
-        socket.try_recv_from(&mut buf).is_err(),
-        "no answer to a stranger"
-    );
+    for socket in [&here, &elsewhere] {
+        assert!(socket.try_recv_from(&mut buf).is_err(), "no answer sent");
+    }
     let (still, e) = agree(&all, 0, "after the stranger's datagrams").await;
     assert_eq!((still, e), (leader, epoch), "the leadership did not move");
 }

@@ -277,7 +277,7 @@ impl Collector for StatusCollector {
         for (name, help, v) in [
             (
                 "ipfs_kit_probe_datagrams_sent",
-                "Probe datagrams this node sent (resends counted)",
+                "Probe datagrams and answers to them this node sent (resends counted)",
                 d.sent,
             ),
             (
@@ -292,7 +292,7 @@ impl Collector for StatusCollector {
             ),
             (
                 "ipfs_kit_probe_datagrams_dropped",
-                "Probe datagrams dropped: malformed, from no connected member at its address, over the rate, or an answer not signed by the peer probed",
+                "Probe datagrams dropped: oversized or malformed, a probe not from a connected member at its address and port or over the rate, an answer to no probe of this node or not signed by the peer probed",
                 d.dropped,
             ),
         ] {

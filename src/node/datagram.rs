@@ -12,18 +12,21 @@
 //! past its deadline, and each try has the loss rate's chance, not the
 //! connection's.
 //!
-//! What is taken: a `Probe` only from a connected member the gate lets
-//! probe, at an IP address one of its connections comes from (so a
-//! datagram cannot make this node answer anyone it does not know), at most
-//! [`MAX_ANSWERS_PER_SEC`] a second; an `Ack` only for a token this node
-//! sent, signed by the key of the peer it probed (so no one can answer for
-//! a dead peer). A datagram the node cannot use is dropped and counted.
-//! Where UDP between nodes is filtered, probes ride the connections alone,
-//! as before.
+//! What is taken: a `Probe` only from a connected peer the gate lets probe
+//! (in an open cluster any connected peer, in a secured one a certified
+//! member), from an IP address one of its connections comes from and the
+//! port its heartbeats announce, at most [`PER_PEER_PER_SEC`] a second per
+//! peer and [`MAX_ANSWERS_PER_SEC`] in all; an `Ack` only for a token this
+//! node sent, signed by the key of the peer it probed (so no one can answer
+//! for a dead peer). A datagram the node cannot use is dropped and counted.
+//! Where UDP between nodes is filtered, the datagrams go unanswered and
+//! probes ride the connections alone, as before. Datagrams go only to
+//! peers with an open connection (the address comes from it).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
@@ -38,11 +41,16 @@ use super::probe::Pending;
 use crate::status::DatagramCounts;
 use crate::wire::{self, Datagram, MAX_DATAGRAM_BYTES};
 
-/// Most probes of this node with datagrams out at once (a prober has a few;
-/// relays for others at most 64).
+/// Most probes of this node with datagrams out or remembered at once
+/// (a prober has a few a second, each remembered for [`LATE`] past its
+/// deadline), of which relays for others at most [`MAX_RELAYS_OUT`], so
+/// that relays never crowd out this node's own probes.
 const MAX_OUT: usize = 256;
-/// Most members' probes answered in one second (a leader of a large
-/// cluster answers its few probers some 6 a second, and relays).
+const MAX_RELAYS_OUT: usize = 64;
+/// Most probes answered in one second, from one peer (a prober sends a
+/// probe every 500 ms, resent every 50 ms under loss, and checks) and in
+/// all (a leader answers its few probers, and relays).
+pub(super) const PER_PEER_PER_SEC: u32 = 40;
 pub(super) const MAX_ANSWERS_PER_SEC: u32 = 500;
 /// How long after its deadline a probe still takes a late answer (which
 /// clears a suspicion, as a late `Pong` does).
@@ -66,9 +74,47 @@ struct Out {
     /// The request-response `Ping` sent beside it.
     rpc: OutboundRequestId,
     what: For,
-    /// When to send it again, while before `until`.
+    when: Schedule,
+    /// Answered, by datagram or over the connection: nothing more to send,
+    /// and further answers are duplicates.
+    done: bool,
+}
+
+/// When a probe's datagram goes again.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    /// The next send, while before `until`; `until` once past it.
     next: Instant,
     until: Instant,
+}
+
+impl Schedule {
+    fn new(now: Instant, resend: Duration, within: Duration) -> Self {
+        Schedule {
+            next: now + resend,
+            until: now + within,
+        }
+    }
+
+    /// When it needs a tick: the next send, or its end (never an instant a
+    /// tick has handled, so a loop that sleeps until it cannot spin).
+    fn wake(&self) -> Option<Instant> {
+        (self.next < self.until).then_some(self.next)
+    }
+
+    /// A tick at `now`: whether to send now.
+    fn tick(&mut self, now: Instant, resend: Duration) -> bool {
+        if self.next >= self.until || now < self.next {
+            return false;
+        }
+        if now < self.until {
+            self.next = now + resend;
+            true
+        } else {
+            self.next = self.until;
+            false
+        }
+    }
 }
 
 /// This node's probe socket and its probes in flight.
@@ -81,9 +127,13 @@ pub(super) struct Datagrams {
     rx: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
     reader: tokio::task::AbortHandle,
     out: HashMap<u64, Out>,
-    /// The second answers are counted in, and how many so far.
+    /// The second answers are counted in, how many so far, and per peer.
     window: (Instant, u32),
+    per_peer: HashMap<PeerId, u32>,
     counts: DatagramCounts,
+    /// Datagrams the reader dropped unread (oversized, or the loop's queue
+    /// full).
+    unread: Arc<AtomicU64>,
 }
 
 impl Drop for Datagrams {
@@ -113,15 +163,21 @@ impl Datagrams {
         let port = socket.local_addr()?.port();
         let (tx, rx) = mpsc::channel(QUEUE);
         let reading = socket.clone();
+        let unread = Arc::new(AtomicU64::new(0));
+        let dropped = unread.clone();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
             loop {
                 match reading.recv_from(&mut buf).await {
                     // Over the limit (the buffer is one byte longer) is dropped here.
                     Ok((n, from)) if n <= MAX_DATAGRAM_BYTES => {
-                        let _ = tx.try_send((from, buf[..n].to_vec()));
+                        if tx.try_send((from, buf[..n].to_vec())).is_err() {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    Ok(_) => {}
+                    Ok(_) => {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                     // An ICMP error for an earlier send, on some systems: not
                     // this socket's failure. Yield so an error that repeats
                     // cannot spin.
@@ -142,10 +198,12 @@ impl Datagrams {
             reader,
             out: HashMap::new(),
             window: (Instant::now(), 0),
+            per_peer: HashMap::new(),
             counts: DatagramCounts {
                 port,
                 ..DatagramCounts::default()
             },
+            unread,
         })
     }
 
@@ -154,7 +212,10 @@ impl Datagrams {
     }
 
     pub fn counts(&self) -> DatagramCounts {
-        self.counts
+        DatagramCounts {
+            dropped: self.counts.dropped + self.unread.load(Ordering::Relaxed),
+            ..self.counts
+        }
     }
 
     fn send(&mut self, addr: SocketAddr, d: &Datagram) {
@@ -176,7 +237,15 @@ impl Datagrams {
 
     /// Sends a probe's first datagram and keeps it for resends until `until`.
     fn start(&mut self, me: &PeerId, probe: Out) {
-        if self.out.len() >= MAX_OUT {
+        let relays = || {
+            self.out
+                .values()
+                .filter(|o| matches!(o.what, For::Relay))
+                .count()
+        };
+        if self.out.len() >= MAX_OUT
+            || matches!(probe.what, For::Relay) && relays() >= MAX_RELAYS_OUT
+        {
             return;
         }
         let token = rand::random::<u64>();
@@ -190,14 +259,13 @@ impl Datagrams {
 
     /// Sends what is due again; forgets probes long past their deadline.
     fn resend_due(&mut self, me: &PeerId, now: Instant) {
-        self.out.retain(|_, o| now < o.until + LATE);
+        self.out.retain(|_, o| now < o.when.until + LATE);
+        let resend = self.resend;
         let due: Vec<(u64, SocketAddr)> = self
             .out
             .iter_mut()
-            .filter(|(_, o)| o.next <= now && now < o.until)
-            .map(|(token, o)| {
-                o.next = now + self.resend;
-                (*token, o.addr)
+            .filter_map(|(token, o)| {
+                (!o.done && o.when.tick(now, resend)).then_some((*token, o.addr))
             })
             .collect();
         for (token, addr) in due {
@@ -209,27 +277,38 @@ impl Datagrams {
         }
     }
 
-    /// The next resend due.
+    /// When [`Datagrams::resend_due`] has something to do next: a resend,
+    /// or marking a probe past its deadline (so never an instant it has
+    /// already handled).
     fn wake(&self) -> Option<Instant> {
         self.out
             .values()
-            .filter(|o| o.next < o.until)
-            .map(|o| o.next)
+            .filter(|o| !o.done)
+            .filter_map(|o| o.when.wake())
             .min()
     }
 
-    /// The `Ping` sent beside a probe was answered: its datagrams stop.
+    /// The `Ping` sent beside a probe was settled: its datagrams stop, and
+    /// answers to them are duplicates.
     fn settled(&mut self, rpc: OutboundRequestId) {
-        self.out.retain(|_, o| o.rpc != rpc);
+        for o in self.out.values_mut().filter(|o| o.rpc == rpc) {
+            o.done = true;
+        }
     }
 
-    /// Whether one more member's probe may be answered this second.
-    fn may_answer(&mut self, now: Instant) -> bool {
+    /// Whether one more of `peer`'s probes may be answered this second.
+    fn may_answer(&mut self, peer: PeerId, now: Instant) -> bool {
         if now.saturating_duration_since(self.window.0) >= Duration::from_secs(1) {
             self.window = (now, 0);
+            self.per_peer.clear();
         }
+        let theirs = self.per_peer.entry(peer).or_default();
+        if *theirs >= PER_PEER_PER_SEC || self.window.1 >= MAX_ANSWERS_PER_SEC {
+            return false;
+        }
+        *theirs += 1;
         self.window.1 += 1;
-        self.window.1 <= MAX_ANSWERS_PER_SEC
+        true
     }
 }
 
@@ -264,8 +343,8 @@ impl Node {
             addr: SocketAddr::new(ip, port),
             rpc,
             what,
-            next: now + d.resend,
-            until: now + within,
+            when: Schedule::new(now, d.resend, within),
+            done: false,
         };
         d.start(&self.me, probe);
     }
@@ -280,7 +359,8 @@ impl Node {
         self.datagrams.as_ref().and_then(Datagrams::wake)
     }
 
-    /// The `Ping` `rpc` was answered over its connection.
+    /// The `Ping` `rpc` was answered over its connection, or it was a
+    /// relay's and the relay is settled.
     pub(super) fn datagram_settled(&mut self, rpc: OutboundRequestId) {
         if let Some(d) = self.datagrams.as_mut() {
             d.settled(rpc);
@@ -309,24 +389,26 @@ impl Node {
         }
     }
 
-    /// A member's probe: answered when it comes from a connected member
-    /// that may probe, at an address one of its connections comes from.
+    /// A peer's probe: answered when it comes from a connected peer that
+    /// may probe, from an IP address one of its connections comes from and
+    /// the port its heartbeats announce, within the rates.
     fn answer_datagram(&mut self, from: SocketAddr, peer: &[u8], token: u64) -> bool {
         let Ok(peer) = PeerId::from_bytes(peer) else {
             return false;
         };
         let at = from.ip().to_canonical();
         let known = self.connected.contains_key(&peer)
+            && self.probe_ports.get(&peer) == Some(&from.port())
             && self.links.ips(&peer).any(|ip| ip.to_canonical() == at);
         if !known || !self.allowed(&peer, crate::trust::Kind::Probe) {
-            debug!(%peer, %from, "probe datagram not from a connected member at its address: dropped");
+            debug!(%peer, %from, "probe datagram not from a connected member at its address and port: dropped");
             return false;
         }
         let now = Instant::now();
         let Some(d) = self.datagrams.as_mut() else {
             return false;
         };
-        if !d.may_answer(now) {
+        if !d.may_answer(peer, now) {
             return false;
         }
         let Some(ack) = wire::probe_ack(&self.key, &self.cfg.cluster, token, &peer) else {
@@ -343,34 +425,76 @@ impl Node {
         let Some(d) = self.datagrams.as_mut() else {
             return false;
         };
-        let valid = d.out.get(&token).is_some_and(|o| {
-            wire::probe_ack_valid(&self.cfg.cluster, token, &self.me, &o.to, key, sig)
-        });
-        if !valid {
-            debug!(
-                token,
-                "probe answer for no probe of this node, or not signed by the peer probed: dropped"
-            );
-            return false;
-        }
-        let Some(out) = d.out.remove(&token) else {
+        let Some(out) = d.out.get_mut(&token) else {
+            debug!(token, "probe answer for no probe of this node: dropped");
             return false;
         };
+        if out.done {
+            // A resend's answer, or one after the `Pong`: nothing new.
+            return true;
+        }
+        if !wire::probe_ack_valid(&self.cfg.cluster, token, &self.me, &out.to, key, sig) {
+            debug!(token, peer = %out.to, "probe answer not signed by the peer probed: dropped");
+            return false;
+        }
+        out.done = true;
+        let (what, rpc) = (out.what, out.rpc);
         d.counts.acked += 1;
-        match out.what {
+        match what {
             For::Mine(nonce) => {
                 // The Ping's own answer, when it comes, is stray now.
-                if matches!(self.probe_pending.get(&out.rpc), Some(Pending::Mine(n)) if *n == nonce)
-                {
-                    self.probe_pending.remove(&out.rpc);
+                if matches!(self.probe_pending.get(&rpc), Some(Pending::Mine(n)) if *n == nonce) {
+                    self.probe_pending.remove(&rpc);
                 }
                 let alive = self.prober.answered(nonce, Instant::now());
                 self.run_probes(alive.into_iter().collect());
             }
             For::Relay => {
-                self.probe_settled(out.rpc, true);
+                self.probe_settled(rpc, true);
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loop that sleeps until `wake` and then ticks never gets an instant
+    /// it has handled again (it spun for 10 s when the last resend fell
+    /// just before the deadline and the tick came after it), sends every
+    /// `resend` until `until` and not after, and then needs no more ticks;
+    /// whatever lateness the ticks come with.
+    #[test]
+    fn a_schedule_never_asks_twice_for_one_instant_and_ends() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        for within in [0, 1, 49, 50, 51, 99, 100, 300, 1000] {
+            for resend in [10, 50, 60] {
+                for late in [0, 1, 5, 49, 50, 200] {
+                    let mut s = Schedule::new(t0, ms(resend), ms(within));
+                    let (mut sent, mut ticks, mut last) = (0, 0, t0);
+                    while let Some(at) = s.wake() {
+                        let now = at + ms(late);
+                        assert!(at > last || ticks == 0, "asked again for {at:?}");
+                        if s.tick(now, ms(resend)) {
+                            assert!(now < t0 + ms(within), "sent past the end");
+                            sent += 1;
+                        }
+                        last = now;
+                        ticks += 1;
+                        assert!(ticks < 1000, "no end: {within} {resend} {late}");
+                    }
+                    if late == 0 {
+                        // One send at t0 (by the caller), then every resend.
+                        let expect = within.saturating_sub(1) / resend;
+                        assert_eq!(sent, expect, "{within} {resend}");
+                    }
+                    // A tick at any later time does nothing.
+                    assert!(!s.tick(t0 + ms(5000), ms(resend)));
+                }
+            }
+        }
     }
 }

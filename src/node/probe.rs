@@ -285,7 +285,7 @@ impl Node {
         let Some(pending) = self.probe_pending.remove(&id) else {
             return false;
         };
-        if reachable {
+        if reachable || matches!(pending, Pending::Relay { .. }) {
             self.datagram_settled(id);
         }
         let now = Instant::now();
