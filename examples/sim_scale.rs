@@ -15,7 +15,9 @@
 //! `--in-order` (direct messages on a link arrive in order, as over one TCP
 //! connection: one held up by retransmissions holds up those behind it,
 //! and is sent again a round trip after a later one gets through),
-//! `--check-attempts N`, `--check-spacing-ms M` (`election.check_attempts`
+//! `--datagrams-ms M` (probes also go by datagram, sent again every M ms,
+//! as the node's `probe_datagram_resend_ms`: see `Params::datagrams`; off
+//! by default), `--check-attempts N`, `--check-spacing-ms M` (`election.check_attempts`
 //! and `check_spacing_ms`; 3 and 100).
 //! `SIM_TRACE=1` prints every node's leader changes and silence verdicts
 //! with their simulated time.
@@ -34,6 +36,7 @@ fn main() {
     let mut idle_secs = 0u64;
     let mut fault = Fault::Freeze;
     let mut in_order = false;
+    let mut datagrams: Option<u64> = None;
     let mut check: (Option<u64>, Option<u64>) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -59,6 +62,7 @@ fn main() {
             "--idle-secs" => idle_secs = num(val()),
             "--kill" => fault = Fault::Kill,
             "--in-order" => in_order = true,
+            "--datagrams-ms" => datagrams = Some(num(val())),
             "--check-attempts" => {
                 let a = num(val());
                 if !(1..=10).contains(&a) {
@@ -96,6 +100,7 @@ fn main() {
             };
             p.fault = fault;
             p.in_order = in_order;
+            p.datagrams = datagrams.map(Duration::from_millis);
             if let Some(a) = check.0 {
                 p.probe.check_attempts = a as u32;
             }
