@@ -139,6 +139,16 @@ pub fn render_status(s: &StatusView) -> String {
     for a in &s.listen_addrs {
         let _ = writeln!(out, "listening  {a}");
     }
+    let d = &s.probe_datagrams;
+    if d.port == 0 {
+        let _ = writeln!(out, "probes     over the connections only (probe datagrams off)");
+    } else {
+        let _ = writeln!(
+            out,
+            "probes     datagrams on UDP port {}: {} answers to this node's probes, {} members' probes answered, {} sent, {} dropped",
+            d.port, d.acked, d.answered, d.sent, d.dropped
+        );
+    }
     let i = &s.ipfs;
     let _ = writeln!(out, "ipfs       {} {} ({})", i.mode, i.state, i.why);
     if i.mode != crate::ipfs::Mode::Off {
