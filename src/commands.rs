@@ -141,7 +141,10 @@ pub fn render_status(s: &StatusView) -> String {
     }
     let d = &s.probe_datagrams;
     if d.port == 0 {
-        let _ = writeln!(out, "probes     over the connections only (probe datagrams off)");
+        let _ = writeln!(
+            out,
+            "probes     over the connections only (probe datagrams off)"
+        );
     } else {
         let _ = writeln!(
             out,
