@@ -148,8 +148,8 @@ pub fn render_status(s: &StatusView) -> String {
     } else {
         let _ = writeln!(
             out,
-            "probes     datagrams on UDP port {}: {} answers to this node's probes, {} members' probes answered, {} sent, {} dropped",
-            d.port, d.acked, d.answered, d.sent, d.dropped
+            "probes     datagrams on UDP port {}: {} answers to this node's probes, {} members' probes answered, {} sent, {} dropped, {} refused",
+            d.port, d.acked, d.answered, d.sent, d.dropped, d.refused
         );
     }
     let i = &s.ipfs;

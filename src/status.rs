@@ -90,6 +90,12 @@ pub struct DatagramCounts {
     /// its deadline) or not signed by the peer probed. A duplicate answer
     /// to a probe already answered is not counted.
     pub dropped: u64,
+    /// This node's probes refused by the peer's host (ICMP port
+    /// unreachable: nothing listens at its probe port, so its process is
+    /// gone), taken as failed at once. Counted for peers with no TCP
+    /// connection only, where no closed connection tells of a crash.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// The peer list in numbers (see [`StatusView::peer_counts`]).

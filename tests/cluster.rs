@@ -468,7 +468,10 @@ async fn a_frozen_leader_is_replaced_by_its_probers_not_by_timeouts() {
 /// survivors' logs must show a prober's verdict, written after the kill.
 /// (With probing off, `probe_interval_ms = 0`, the successor still comes,
 /// by that timeout, and the verdict is missing.) The verdict is logged at
-/// `info`, the nodes' level unless `NODE_LOG` says otherwise.
+/// `info`, the nodes' level unless `NODE_LOG` says otherwise. The killed
+/// process's probe port is closed, so the survivors' probe datagrams come
+/// back refused (ICMP port unreachable) and are taken as failed probes at
+/// once: at least one survivor counts a refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -483,6 +486,21 @@ async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
         let name = n.dir.file_name().unwrap().to_string_lossy();
         std::fs::read_to_string(tmp.path().join(format!("{name}.log"))).unwrap_or_default()
     };
+    // The refusal counts only from where the leader answered a probe
+    // datagram before: wait until every prober has had such an answer.
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    let (leader, _) = agree(&all, 0, "at start").await;
+    let probers: Vec<&NodeProc> = nodes.iter().filter(|n| n.peer_id != leader).collect();
+    wait_for(Duration::from_secs(30), || async {
+        for n in &probers {
+            if n.status_brief().await?.probe_datagrams.acked == 0 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+    .expect("the leader's answers by datagram");
     // Only what the survivors log after the kill counts.
     let before: Vec<usize> = nodes.iter().map(|n| log(n).len()).collect();
     let (l, leader, _) = replace_leader(&mut nodes, NodeProc::kill).await;
@@ -498,6 +516,19 @@ async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
                 .any(|l| l.contains("it answered no probe") && l.contains(&leader))
         });
     assert!(verdict, "a prober found the killed leader silent");
+    let mut refused = 0;
+    for n in nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != l)
+        .map(|(_, n)| n)
+    {
+        refused += n
+            .status_brief()
+            .await
+            .map_or(0, |s| s.probe_datagrams.refused);
+    }
+    assert!(refused > 0, "no survivor's probe was refused");
 }
 
 /// Probes also go as UDP datagrams (`[election] probe_datagram_resend_ms`):

@@ -295,6 +295,11 @@ impl Collector for StatusCollector {
                 "Probe datagrams dropped: oversized or malformed, a probe not from a connected member at its address and port or over the rate, an answer to no probe of this node or not signed by the peer probed",
                 d.dropped,
             ),
+            (
+                "ipfs_kit_probe_datagrams_refused",
+                "This node's probe datagrams refused by the peer's host (ICMP port unreachable), each taken as a failed probe at once",
+                d.refused,
+            ),
         ] {
             counter(&mut e, name, help, v)?;
         }

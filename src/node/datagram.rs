@@ -22,6 +22,20 @@
 //! Where UDP between nodes is filtered, the datagrams go unanswered and
 //! probes ride the connections alone, as before. Datagrams go only to
 //! peers with an open connection (the address comes from it).
+//!
+//! A refusal: when nothing listens at the port a probe went to, the peer's
+//! host answers with an ICMP "port unreachable", which the kernel queues on
+//! this socket (`IP_RECVERR`, Linux). The peer's process is gone, so the
+//! probe is taken as failed at once, as a failed request over a TCP
+//! connection is: over QUIC, where a killed process's connections stay
+//! open until QUIC's idle timeout, this finds a crash within a round trip
+//! rather than at the probe's deadline. It counts only for a peer with no
+//! TCP connection open (over TCP the closed connection tells of a crash
+//! already), and only from the address the peer last answered a probe
+//! datagram from (a firewall that rejects the probe port, as iptables'
+//! `REJECT` does by default, refuses every datagram to a live peer); and
+//! it is one failed probe, no more: the prober's other rounds, through
+//! other members, decide as before.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -57,6 +71,19 @@ pub(super) const MAX_ANSWERS_PER_SEC: u32 = 500;
 const LATE: Duration = Duration::from_secs(10);
 /// Datagrams read but not yet handled by the node's loop; more are dropped.
 const QUEUE: usize = 256;
+/// Most peers whose last answering address is remembered (those this node
+/// probes, or relays for: a few).
+const MAX_ANSWERED_AT: usize = 1024;
+
+/// What the socket's reader passes to the node's loop.
+#[derive(Debug, PartialEq)]
+pub(super) enum Read {
+    /// A datagram, and the address it came from.
+    Datagram(SocketAddr, Vec<u8>),
+    /// A datagram this node sent to that address was refused (ICMP port
+    /// unreachable).
+    Refused(SocketAddr),
+}
 
 /// What a probe's datagrams answer for.
 #[derive(Debug, Clone, Copy)]
@@ -124,12 +151,15 @@ pub(super) struct Datagrams {
     v6: bool,
     port: u16,
     resend: Duration,
-    rx: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+    rx: mpsc::Receiver<Read>,
     reader: tokio::task::AbortHandle,
     out: HashMap<u64, Out>,
     /// The second answers are counted in, how many so far, and per peer.
     window: (Instant, u32),
     per_peer: HashMap<PeerId, u32>,
+    /// The address each peer last answered a probe datagram from: a
+    /// refusal counts only from there (see [`Node::on_refused`]).
+    answered_at: HashMap<PeerId, SocketAddr>,
     counts: DatagramCounts,
     /// Datagrams the reader dropped unread (oversized, or the loop's queue
     /// full).
@@ -160,6 +190,7 @@ impl Datagrams {
             .find_map(ip_of)
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let socket = Arc::new(UdpSocket::bind(SocketAddr::new(ip, port)).await?);
+        refusals::listen(&socket, ip.is_ipv6())?;
         let port = socket.local_addr()?.port();
         let (tx, rx) = mpsc::channel(QUEUE);
         let reading = socket.clone();
@@ -167,23 +198,50 @@ impl Datagrams {
         let dropped = unread.clone();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+            let pass = |read: Read| {
+                if tx.try_send(read).is_err() {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            };
             loop {
-                match reading.recv_from(&mut buf).await {
-                    // Over the limit (the buffer is one byte longer) is dropped here.
-                    Ok((n, from)) if n <= MAX_DATAGRAM_BYTES => {
-                        if tx.try_send((from, buf[..n].to_vec())).is_err() {
-                            dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(_) => {
-                        dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // An ICMP error for an earlier send, on some systems: not
-                    // this socket's failure. Yield so an error that repeats
-                    // cannot spin.
+                let ready = match reading.ready(refusals::INTEREST).await {
+                    Ok(ready) => ready,
                     Err(e) => {
                         debug!(error = %e, "probe socket");
                         tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                // ICMP errors about earlier sends, whichever read or send
+                // the socket's pending error was told to.
+                if ready.is_error() {
+                    let (refused, failed) = refusals::drain(&reading);
+                    for to in refused {
+                        pass(Read::Refused(to));
+                    }
+                    if failed {
+                        // Yield, so an error that repeats cannot spin.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                loop {
+                    match reading.try_recv_from(&mut buf) {
+                        // Over the limit (the buffer is one byte longer) is dropped here.
+                        Ok((n, from)) if n <= MAX_DATAGRAM_BYTES => {
+                            pass(Read::Datagram(from, buf[..n].to_vec()));
+                        }
+                        Ok(_) => {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        // The socket's pending error: an ICMP error, told in
+                        // full in the error queue.
+                        Err(e) if refusals::reported(&e) => {}
+                        Err(e) => {
+                            debug!(error = %e, "probe socket");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            break;
+                        }
                     }
                 }
             }
@@ -199,6 +257,7 @@ impl Datagrams {
             out: HashMap::new(),
             window: (Instant::now(), 0),
             per_peer: HashMap::new(),
+            answered_at: HashMap::new(),
             counts: DatagramCounts {
                 port,
                 ..DatagramCounts::default()
@@ -229,7 +288,14 @@ impl Datagrams {
         };
         // A full socket buffer drops the datagram, as the network might.
         let bytes = wire::encode(d);
-        if self.socket.try_send_to(&bytes, addr).is_ok() {
+        let sent = match self.socket.try_send_to(&bytes, addr) {
+            // The socket's pending error, an ICMP error about an earlier
+            // datagram (the reader takes it from the error queue), told to
+            // this send instead of the datagram going: once more.
+            Err(e) if refusals::reported(&e) => self.socket.try_send_to(&bytes, addr),
+            sent => sent,
+        };
+        if sent.is_ok() {
             self.counts.sent += 1;
             self.counts.sent_bytes += bytes.len() as u64;
         }
@@ -312,8 +378,8 @@ impl Datagrams {
     }
 }
 
-/// The next datagram read, if the node has a probe socket.
-pub(super) async fn next(d: &mut Option<Datagrams>) -> Option<(SocketAddr, Vec<u8>)> {
+/// The next datagram read or refusal, if the node has a probe socket.
+pub(super) async fn next(d: &mut Option<Datagrams>) -> Option<Read> {
     match d {
         Some(d) => d.rx.recv().await,
         None => std::future::pending().await,
@@ -389,6 +455,49 @@ impl Node {
         }
     }
 
+    /// What the probe socket's reader passed on.
+    pub(super) fn on_datagram_read(&mut self, read: Read) {
+        match read {
+            Read::Datagram(from, bytes) => self.on_datagram(from, bytes),
+            Read::Refused(to) => self.on_refused(to),
+        }
+    }
+
+    /// A datagram to `to` was refused: each of this node's probes with
+    /// datagrams out to that address fails at once, if its peer has no TCP
+    /// connection and has answered a probe datagram at that address before.
+    /// A refusal for an answer this node sent, for a peer over TCP, or from
+    /// an address never answered from (a firewall that rejects the probe
+    /// port of a live peer refuses every datagram) changes nothing.
+    fn on_refused(&mut self, to: SocketAddr) {
+        let Some(d) = self.datagrams.as_mut() else {
+            return;
+        };
+        let same = |a: &SocketAddr| {
+            (a.ip().to_canonical(), a.port()) == (to.ip().to_canonical(), to.port())
+        };
+        let links = &self.links;
+        let answered_at = &d.answered_at;
+        let failed: Vec<OutboundRequestId> = d
+            .out
+            .values_mut()
+            .filter(|o| !o.done && same(&o.addr))
+            .filter(|o| !links.tcp(&o.to) && answered_at.get(&o.to).is_some_and(same))
+            .map(|o| {
+                o.done = true;
+                o.rpc
+            })
+            .collect();
+        if failed.is_empty() {
+            return;
+        }
+        d.counts.refused += 1;
+        debug!(%to, probes = failed.len(), "probe refused: nothing listens at the peer's probe port");
+        for rpc in failed {
+            self.probe_settled(rpc, false);
+        }
+    }
+
     /// A peer's probe: answered when it comes from a connected peer that
     /// may probe, from an IP address one of its connections comes from and
     /// the port its heartbeats announce, within the rates.
@@ -429,16 +538,21 @@ impl Node {
             debug!(token, "probe answer for no probe of this node: dropped");
             return false;
         };
-        if out.done {
-            // A resend's answer, or one after the `Pong`: nothing new.
-            return true;
-        }
         if !wire::probe_ack_valid(&self.cfg.cluster, token, &self.me, &out.to, key, sig) {
             debug!(token, peer = %out.to, "probe answer not signed by the peer probed: dropped");
             return false;
         }
+        let (what, rpc, to, addr, first) = (out.what, out.rpc, out.to, out.addr, !out.done);
         out.done = true;
-        let (what, rpc) = (out.what, out.rpc);
+        // The peer listens there: a refusal from there later means it is gone.
+        if d.answered_at.len() >= MAX_ANSWERED_AT && !d.answered_at.contains_key(&to) {
+            d.answered_at.clear();
+        }
+        d.answered_at.insert(to, addr);
+        if !first {
+            // A resend's answer, or one after the `Pong`: nothing new.
+            return true;
+        }
         d.counts.acked += 1;
         match what {
             For::Mine(nonce) => {
@@ -457,9 +571,160 @@ impl Node {
     }
 }
 
+/// The kernel's reports of refused datagrams (Linux: `IP_RECVERR` and the
+/// socket's error queue); elsewhere none are read.
+#[cfg(target_os = "linux")]
+mod refusals {
+    use std::io::{self, IoSliceMut};
+    use std::net::SocketAddr;
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{
+        ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+    };
+    use tokio::io::Interest;
+    use tokio::net::UdpSocket;
+
+    /// Asks the kernel to queue ICMP errors for this socket's datagrams
+    /// (for IPv4-mapped peers too, on an IPv6 socket).
+    pub fn listen(socket: &UdpSocket, v6: bool) -> io::Result<()> {
+        if v6 {
+            setsockopt(socket, sockopt::Ipv6RecvErr, &true)?;
+        }
+        setsockopt(socket, sockopt::Ipv4RecvErr, &true)?;
+        Ok(())
+    }
+
+    /// Whether `recv_from`'s error is the socket's pending ICMP error,
+    /// which the error queue tells in full.
+    pub fn reported(e: &io::Error) -> bool {
+        use io::ErrorKind::*;
+        matches!(
+            e.kind(),
+            ConnectionRefused | HostUnreachable | NetworkUnreachable
+        )
+    }
+
+    /// What the reader waits for: datagrams, and reports in the error queue.
+    pub const INTEREST: Interest = Interest::READABLE.add(Interest::ERROR);
+
+    /// Reads the error queue to its end (which clears the socket's error
+    /// readiness): the addresses of datagrams refused (port unreachable);
+    /// other errors (a host or network unreachable: no sign of a dead
+    /// process) are passed over. Also whether a read failed otherwise.
+    pub fn drain(socket: &UdpSocket) -> (Vec<SocketAddr>, bool) {
+        let mut refused = Vec::new();
+        // Bounded: what is left keeps the socket ready for the next round.
+        for _ in 0..64 {
+            match socket.try_io(Interest::ERROR, || read_one(socket)) {
+                Ok(Some(to)) => refused.push(to),
+                Ok(None) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return (refused, true),
+            }
+        }
+        (refused, false)
+    }
+
+    fn read_one(socket: &UdpSocket) -> io::Result<Option<SocketAddr>> {
+        let mut data = [0u8; 64];
+        let mut iov = [IoSliceMut::new(&mut data)];
+        let mut control = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
+        let msg = recvmsg::<SockaddrStorage>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+        )?;
+        let refused = msg.cmsgs()?.any(|c| match c {
+            ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _) => {
+                e.ee_errno == libc::ECONNREFUSED as u32
+            }
+            _ => false,
+        });
+        let to = msg.address.as_ref().and_then(address);
+        Ok(to.filter(|_| refused))
+    }
+
+    fn address(a: &SockaddrStorage) -> Option<SocketAddr> {
+        if let Some(v4) = a.as_sockaddr_in() {
+            return Some(SocketAddr::from((v4.ip(), v4.port())));
+        }
+        a.as_sockaddr_in6()
+            .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod refusals {
+    use std::io;
+    use std::net::SocketAddr;
+
+    use tokio::net::UdpSocket;
+
+    pub fn listen(_: &UdpSocket, _: bool) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub fn reported(_: &io::Error) -> bool {
+        false
+    }
+
+    pub const INTEREST: tokio::io::Interest = tokio::io::Interest::READABLE;
+
+    pub fn drain(_: &UdpSocket) -> (Vec<SocketAddr>, bool) {
+        (Vec::new(), false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A datagram to a loopback port nothing listens on comes back as a
+    /// refusal naming that address (the kernel's ICMP port unreachable,
+    /// read from the socket's error queue), and the socket goes on
+    /// receiving datagrams after it.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_datagram_to_a_closed_port_is_reported_refused() {
+        let lo: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+        let mut d = Some(
+            Datagrams::bind(&[lo], 0, Duration::from_millis(50))
+                .await
+                .unwrap(),
+        );
+        // A port that was just free: bound, then closed.
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let probe = Datagram::Probe {
+            from: PeerId::random().to_bytes(),
+            token: 7,
+        };
+        // A fresh socket's first send waits for the runtime to see it
+        // writable (`try_send_to` does not wait).
+        d.as_ref().unwrap().socket.writable().await.unwrap();
+        d.as_mut().unwrap().send(closed, &probe);
+        assert_eq!(d.as_ref().unwrap().counts().sent, 1);
+        let within = Duration::from_secs(10);
+        let read = tokio::time::timeout(within, next(&mut d)).await;
+        assert_eq!(
+            read.expect("no refusal within 10 s"),
+            Some(Read::Refused(closed))
+        );
+        // Still reading datagrams.
+        let me = SocketAddr::from(([127, 0, 0, 1], d.as_ref().unwrap().port()));
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"hello", me).unwrap();
+        let read = tokio::time::timeout(within, next(&mut d)).await;
+        let from = peer.local_addr().unwrap();
+        assert_eq!(
+            read.expect("no datagram within 10 s"),
+            Some(Read::Datagram(from, b"hello".to_vec()))
+        );
+    }
 
     /// A loop that sleeps until `wake` and then ticks never gets an instant
     /// it has handled again (it spun for 10 s when the last resend fell

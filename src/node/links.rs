@@ -69,6 +69,14 @@ impl Links {
             .filter_map(|l| l.ip)
     }
 
+    /// Whether a TCP connection to the peer is open (its close would tell
+    /// of the peer's crash at once).
+    pub fn tcp(&self, peer: &PeerId) -> bool {
+        self.by_peer
+            .get(peer)
+            .is_some_and(|links| links.iter().any(|l| !l.quic))
+    }
+
     /// Open connections, to all peers.
     pub fn count(&self) -> usize {
         self.by_peer.values().map(Vec::len).sum()

@@ -568,7 +568,7 @@ impl Node {
                 .max(last_tick + ELECTION_TICK);
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                Some((from, bytes)) = datagram::next(&mut self.datagrams) => self.on_datagram(from, bytes),
+                Some(read) = datagram::next(&mut self.datagrams) => self.on_datagram_read(read),
                 Some(cmd) = rx.recv() => match cmd {
                     Command::Status { peers, reply } => { let _ = reply.send(self.status(peers)); }
                     Command::PinPeers { cids, reply } => self.pin_peers(cids, reply),
