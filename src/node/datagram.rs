@@ -26,16 +26,24 @@
 //! A refusal: when nothing listens at the port a probe went to, the peer's
 //! host answers with an ICMP "port unreachable", which the kernel queues on
 //! this socket (`IP_RECVERR`, Linux). The peer's process is gone, so the
-//! probe is taken as failed at once, as a failed request over a TCP
-//! connection is: over QUIC, where a killed process's connections stay
-//! open until QUIC's idle timeout, this finds a crash within a round trip
-//! rather than at the probe's deadline. It counts only for a peer with no
-//! TCP connection open (over TCP the closed connection tells of a crash
-//! already), and only from the address the peer last answered a probe
-//! datagram from (a firewall that rejects the probe port, as iptables'
-//! `REJECT` does by default, refuses every datagram to a live peer); and
-//! it is one failed probe, no more: the prober's other rounds, through
-//! other members, decide as before.
+//! probe fails at once, as a failed request over a TCP connection does:
+//! over QUIC, where a killed process's connections stay open until QUIC's
+//! idle timeout, this finds a crash at the next probe rather than at the
+//! probe's deadline. It counts only
+//! - from the host the datagram went to (not a router or firewall on the
+//!   way), as port unreachable;
+//! - for a peer with no TCP connection open (over TCP the closed connection
+//!   tells of a crash already);
+//! - at an address where the peer answered a probe datagram before (a
+//!   firewall that rejects the probe port, as iptables' `REJECT` does by
+//!   default, refuses every datagram to a live peer).
+//!
+//! This node's own probe then fails as one past its deadline does (a late
+//! answer still counts); a relay for another member answers "unreachable".
+//! ICMP is not authenticated: someone who can send packets with the
+//! peer's address, and knows both probe ports (fixed ones are, when
+//! configured), can make probes over QUIC fail early, much as someone on
+//! the path who drops the peer's packets can.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -71,6 +79,8 @@ pub(super) const MAX_ANSWERS_PER_SEC: u32 = 500;
 const LATE: Duration = Duration::from_secs(10);
 /// Datagrams read but not yet handled by the node's loop; more are dropped.
 const QUEUE: usize = 256;
+/// Datagrams the reader takes from the socket before it yields.
+const READS_PER_ROUND: usize = 64;
 /// Most peers whose last answering address is remembered (those this node
 /// probes, or relays for: a few).
 const MAX_ANSWERED_AT: usize = 1024;
@@ -105,6 +115,9 @@ struct Out {
     /// Answered, by datagram or over the connection: nothing more to send,
     /// and further answers are duplicates.
     done: bool,
+    /// Refused (see [`Node::on_refused`]): nothing more to send, but an
+    /// answer still counts.
+    refused: bool,
 }
 
 /// When a probe's datagram goes again.
@@ -190,7 +203,9 @@ impl Datagrams {
             .find_map(ip_of)
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let socket = Arc::new(UdpSocket::bind(SocketAddr::new(ip, port)).await?);
-        refusals::listen(&socket, ip.is_ipv6())?;
+        if let Err(e) = refusals::listen(&socket, ip.is_ipv6()) {
+            tracing::warn!(error = %e, "probe socket: refusals (ICMP) not reported, probes go by their deadlines");
+        }
         let port = socket.local_addr()?.port();
         let (tx, rx) = mpsc::channel(QUEUE);
         let reading = socket.clone();
@@ -224,7 +239,9 @@ impl Datagrams {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
-                loop {
+                // At most so many datagrams a round, then the others'
+                // turn (`try_recv_from` never yields by itself).
+                for _ in 0..READS_PER_ROUND {
                     match reading.try_recv_from(&mut buf) {
                         // Over the limit (the buffer is one byte longer) is dropped here.
                         Ok((n, from)) if n <= MAX_DATAGRAM_BYTES => {
@@ -244,6 +261,7 @@ impl Datagrams {
                         }
                     }
                 }
+                tokio::task::yield_now().await;
             }
         })
         .abort_handle();
@@ -288,6 +306,9 @@ impl Datagrams {
         };
         // A full socket buffer drops the datagram, as the network might.
         let bytes = wire::encode(d);
+        // Only `try_send_to`: once the socket had an ICMP error, tokio
+        // keeps it "write closed" (mio reads EPOLLERR with EPOLLOUT so), and
+        // an awaited send would spin on a full buffer.
         let sent = match self.socket.try_send_to(&bytes, addr) {
             // The socket's pending error, an ICMP error about an earlier
             // datagram (the reader takes it from the error queue), told to
@@ -331,7 +352,7 @@ impl Datagrams {
             .out
             .iter_mut()
             .filter_map(|(token, o)| {
-                (!o.done && o.when.tick(now, resend)).then_some((*token, o.addr))
+                (!o.done && !o.refused && o.when.tick(now, resend)).then_some((*token, o.addr))
             })
             .collect();
         for (token, addr) in due {
@@ -349,7 +370,7 @@ impl Datagrams {
     fn wake(&self) -> Option<Instant> {
         self.out
             .values()
-            .filter(|o| !o.done)
+            .filter(|o| !o.done && !o.refused)
             .filter_map(|o| o.when.wake())
             .min()
     }
@@ -411,6 +432,7 @@ impl Node {
             what,
             when: Schedule::new(now, d.resend, within),
             done: false,
+            refused: false,
         };
         d.start(&self.me, probe);
     }
@@ -463,12 +485,16 @@ impl Node {
         }
     }
 
-    /// A datagram to `to` was refused: each of this node's probes with
-    /// datagrams out to that address fails at once, if its peer has no TCP
-    /// connection and has answered a probe datagram at that address before.
-    /// A refusal for an answer this node sent, for a peer over TCP, or from
-    /// an address never answered from (a firewall that rejects the probe
-    /// port of a live peer refuses every datagram) changes nothing.
+    /// A datagram to `to` was refused (ICMP port unreachable from that
+    /// very host): each of this node's probes with datagrams out to that
+    /// address fails at once, if its peer has no TCP connection and has
+    /// answered a probe datagram sent to that address before. This node's
+    /// own probe fails as one past its deadline does: its request stays
+    /// pending and a late answer, either way, still counts; a relay for
+    /// another member answers "unreachable". A refusal for a peer over
+    /// TCP, or at an address never answered from (a firewall that rejects
+    /// the probe port of a live peer refuses every datagram), changes
+    /// nothing.
     fn on_refused(&mut self, to: SocketAddr) {
         let Some(d) = self.datagrams.as_mut() else {
             return;
@@ -478,14 +504,14 @@ impl Node {
         };
         let links = &self.links;
         let answered_at = &d.answered_at;
-        let failed: Vec<OutboundRequestId> = d
+        let failed: Vec<(For, OutboundRequestId)> = d
             .out
             .values_mut()
-            .filter(|o| !o.done && same(&o.addr))
+            .filter(|o| !o.done && !o.refused && same(&o.addr))
             .filter(|o| !links.tcp(&o.to) && answered_at.get(&o.to).is_some_and(same))
             .map(|o| {
-                o.done = true;
-                o.rpc
+                o.refused = true;
+                (o.what, o.rpc)
             })
             .collect();
         if failed.is_empty() {
@@ -493,8 +519,28 @@ impl Node {
         }
         d.counts.refused += 1;
         debug!(%to, probes = failed.len(), "probe refused: nothing listens at the peer's probe port");
-        for rpc in failed {
-            self.probe_settled(rpc, false);
+        let now = Instant::now();
+        for (what, rpc) in failed {
+            match what {
+                For::Mine(nonce) => {
+                    if !matches!(self.probe_pending.get(&rpc), Some(Pending::Mine(n)) if *n == nonce)
+                    {
+                        continue;
+                    }
+                    self.probe_failed(nonce, now);
+                }
+                For::Relay => {
+                    self.probe_settled(rpc, false);
+                }
+            }
+        }
+    }
+
+    /// A peer announced another probe port: answers at the old one say
+    /// nothing of the new one.
+    pub(super) fn datagram_port_changed(&mut self, peer: &PeerId) {
+        if let Some(d) = self.datagrams.as_mut() {
+            d.answered_at.remove(peer);
         }
     }
 
@@ -576,7 +622,7 @@ impl Node {
 #[cfg(target_os = "linux")]
 mod refusals {
     use std::io::{self, IoSliceMut};
-    use std::net::SocketAddr;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
     use std::os::fd::AsRawFd;
 
     use nix::sys::socket::{
@@ -636,14 +682,33 @@ mod refusals {
             Some(&mut control),
             MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
         )?;
-        let refused = msg.cmsgs()?.any(|c| match c {
-            ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _) => {
-                e.ee_errno == libc::ECONNREFUSED as u32
-            }
-            _ => false,
-        });
         let to = msg.address.as_ref().and_then(address);
-        Ok(to.filter(|_| refused))
+        // Port unreachable (ICMP type 3 code 3, ICMPv6 type 1 code 4), sent
+        // by the host the datagram went to, not by a router or firewall on
+        // the way.
+        let refused_by = msg.cmsgs()?.find_map(|c| {
+            let (e, from) = match c {
+                ControlMessageOwned::Ipv4RecvErr(e, from) => (
+                    e,
+                    from.map(|a| IpAddr::from(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)))),
+                ),
+                ControlMessageOwned::Ipv6RecvErr(e, from) => (
+                    e,
+                    from.map(|a| IpAddr::from(Ipv6Addr::from(a.sin6_addr.s6_addr))),
+                ),
+                _ => return None,
+            };
+            let port_unreachable = (e.ee_origin == libc::SO_EE_ORIGIN_ICMP
+                && e.ee_type == 3
+                && e.ee_code == 3)
+                || (e.ee_origin == libc::SO_EE_ORIGIN_ICMP6 && e.ee_type == 1 && e.ee_code == 4);
+            (e.ee_errno == libc::ECONNREFUSED as u32 && port_unreachable).then_some(from)?
+        });
+        Ok(
+            to.filter(|to| {
+                refused_by.is_some_and(|ip| ip.to_canonical() == to.ip().to_canonical())
+            }),
+        )
     }
 
     fn address(a: &SockaddrStorage) -> Option<SocketAddr> {

@@ -294,16 +294,7 @@ impl Node {
                 let alive = self.prober.answered(nonce, now);
                 self.run_probes(alive.into_iter().collect());
             }
-            Pending::Mine(nonce) => {
-                let helpers = self
-                    .prober
-                    .target()
-                    .cloned()
-                    .map(|t| self.probe_helpers(&t))
-                    .unwrap_or_default();
-                let probes = self.prober.failed(nonce, now, move |_| helpers);
-                self.run_probes(probes);
-            }
+            Pending::Mine(nonce) => self.probe_failed(nonce, now),
             Pending::Asked(nonce) => {
                 let probes = self.prober.indirect(nonce, reachable, now);
                 self.run_probes(probes);
@@ -314,6 +305,19 @@ impl Node {
             }
         }
         true
+    }
+
+    /// This node's probe `nonce` failed: the prober moves on (to members'
+    /// indirect probes, or a verdict).
+    pub(super) fn probe_failed(&mut self, nonce: u64, now: Instant) {
+        let helpers = self
+            .prober
+            .target()
+            .cloned()
+            .map(|t| self.probe_helpers(&t))
+            .unwrap_or_default();
+        let probes = self.prober.failed(nonce, now, move |_| helpers);
+        self.run_probes(probes);
     }
 
     /// `Probed` from a member this node asked (to anything else, an answer

@@ -192,7 +192,9 @@ impl Node {
         if self.election.peer(&key).is_some() {
             self.peer_health.insert(key.clone(), hb.health);
             self.peer_gpus.insert(key.clone(), hb.gpus.clone());
-            self.probe_ports.insert(from, hb.probe_port);
+            if self.probe_ports.insert(from, hb.probe_port) != Some(hb.probe_port) {
+                self.datagram_port_changed(&from);
+            }
             match hb.pinset {
                 Some(d) => self.peer_pinset.insert(key.clone(), d),
                 None => self.peer_pinset.remove(&key),
