@@ -103,12 +103,7 @@ impl Node {
     pub(super) fn probe_tick(&mut self) {
         let now = Instant::now();
         self.watch_leader(now);
-        let helpers = self
-            .prober
-            .target()
-            .cloned()
-            .map(|t| self.probe_helpers(&t))
-            .unwrap_or_default();
+        let helpers = self.target_helpers();
         let probes = self.prober.tick(now, move |_| helpers);
         self.run_probes(probes);
         self.datagram_tick(now);
@@ -310,14 +305,18 @@ impl Node {
     /// This node's probe `nonce` failed: the prober moves on (to members'
     /// indirect probes, or a verdict).
     pub(super) fn probe_failed(&mut self, nonce: u64, now: Instant) {
-        let helpers = self
-            .prober
+        let helpers = self.target_helpers();
+        let probes = self.prober.failed(nonce, now, move |_| helpers);
+        self.run_probes(probes);
+    }
+
+    /// The members that may probe the prober's target for it.
+    fn target_helpers(&self) -> Vec<String> {
+        self.prober
             .target()
             .cloned()
             .map(|t| self.probe_helpers(&t))
-            .unwrap_or_default();
-        let probes = self.prober.failed(nonce, now, move |_| helpers);
-        self.run_probes(probes);
+            .unwrap_or_default()
     }
 
     /// `Probed` from a member this node asked (to anything else, an answer
