@@ -215,6 +215,27 @@ async fn a_busy_listen_port_stops_the_node_with_a_message() {
         !d.join("api").exists(),
         "no api file for a node that never ran"
     );
+    // A QUIC port in use: the message says why, not just where.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let quic = format!(
+        "/ip4/127.0.0.1/udp/{}/quic-v1",
+        udp.local_addr().unwrap().port()
+    );
+    let out = run(&[
+        "--data-dir",
+        tmp.path().join("c").to_str().unwrap(),
+        "--listen",
+        &quic,
+        "--api",
+        "127.0.0.1:0",
+        "--no-mdns",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {quic}: ")) && stderr.contains("in use"),
+        "{stderr}"
+    );
 }
 
 /// A second node on one host whose IPFS would take a port already in use

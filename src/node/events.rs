@@ -527,13 +527,17 @@ impl Node {
 
 /// An error with its causes, outermost first: libp2p's connection errors
 /// say only "Failed to negotiate transport protocol(s)" at the top.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
+/// An error and its causes, `: `-separated; a level that says nothing
+/// (libp2p's `TransportError::Other` prints as empty) is left out.
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cause = Some(error);
     while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
+        let text = e.to_string();
+        if !text.is_empty() && parts.last() != Some(&text) {
+            parts.push(text);
+        }
         cause = e.source();
     }
-    text
+    parts.join(": ")
 }

@@ -11,6 +11,7 @@ use tracing::info;
 
 use super::NodeError;
 use super::behaviour::{self, Behaviour};
+use super::events::error_chain;
 
 /// Starts every listener and waits (at most 5 s) until each is up, so a busy
 /// port or an unusable address stops the node with an error naming it.
@@ -28,7 +29,7 @@ pub(super) async fn listen(
         probe_tcp_port(addr).map_err(|e| fail(addr, e.to_string()))?;
         let id = swarm
             .listen_on(addr.clone())
-            .map_err(|e| fail(addr, e.to_string()))?;
+            .map_err(|e| fail(addr, error_chain(&e)))?;
         pending.insert(id, addr.clone());
     }
     let mut early = Vec::new();
@@ -49,7 +50,7 @@ pub(super) async fn listen(
             }
             SwarmEvent::ListenerError { listener_id, error } => {
                 if let Some(addr) = pending.get(&listener_id) {
-                    return Err(fail(addr, error.to_string()));
+                    return Err(fail(addr, error_chain(&error)));
                 }
             }
             SwarmEvent::ListenerClosed {
@@ -58,7 +59,9 @@ pub(super) async fn listen(
                 ..
             } => {
                 if let Some(addr) = pending.get(&listener_id) {
-                    let why = reason.err().map_or("closed".to_string(), |e| e.to_string());
+                    let why = reason
+                        .err()
+                        .map_or("closed".to_string(), |e| error_chain(&e));
                     return Err(fail(addr, why));
                 }
             }
