@@ -207,6 +207,9 @@ impl Datagrams {
             tracing::warn!(error = %e, "probe socket: refusals (ICMP) not reported, probes go by their deadlines");
         }
         let port = socket.local_addr()?.port();
+        // `try_send_to` sends nothing until the runtime has seen the socket
+        // writable: wait for that once, so the first probe goes.
+        socket.writable().await?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let reading = socket.clone();
         let unread = Arc::new(AtomicU64::new(0));
@@ -768,9 +771,8 @@ mod tests {
             from: PeerId::random().to_bytes(),
             token: 7,
         };
-        // A fresh socket's first send waits for the runtime to see it
-        // writable (`try_send_to` does not wait).
-        d.as_ref().unwrap().socket.writable().await.unwrap();
+        // The first send from a fresh socket goes (`bind` waited until the
+        // runtime saw it writable).
         d.as_mut().unwrap().send(closed, &probe);
         assert_eq!(d.as_ref().unwrap().counts().sent, 1);
         let within = Duration::from_secs(10);
