@@ -195,18 +195,24 @@ async fn a_busy_listen_port_stops_the_node_with_a_message() {
         .unwrap();
     let status = first.status().await.unwrap();
     let taken = status.listen_addrs[0].clone();
+    // A node started on `listen` with data in `dir`: its exit code and
+    // standard error.
+    let start_on = |dir: &std::path::Path, listen: &str| {
+        let out = run(&[
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--api",
+            "127.0.0.1:0",
+            "--no-mdns",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
     let d = tmp.path().join("b");
-    let out = run(&[
-        "--data-dir",
-        d.to_str().unwrap(),
-        "--listen",
-        &taken,
-        "--api",
-        "127.0.0.1:0",
-        "--no-mdns",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = start_on(&d, &taken);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("cannot listen on {taken}")),
         "{stderr}"
@@ -221,17 +227,8 @@ async fn a_busy_listen_port_stops_the_node_with_a_message() {
         "/ip4/127.0.0.1/udp/{}/quic-v1",
         udp.local_addr().unwrap().port()
     );
-    let out = run(&[
-        "--data-dir",
-        tmp.path().join("c").to_str().unwrap(),
-        "--listen",
-        &quic,
-        "--api",
-        "127.0.0.1:0",
-        "--no-mdns",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = start_on(&tmp.path().join("c"), &quic);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("cannot listen on {quic}: ")) && stderr.contains("in use"),
         "{stderr}"
