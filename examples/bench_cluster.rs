@@ -50,7 +50,9 @@
 //! (`rss_anon_mib`) and PSS (`pss_mib`: private pages plus each shared
 //! page divided among the processes mapping it, so the sum over nodes is
 //! what they take together; RSS counts the binary's code, shared by every
-//! node, in full in each).
+//! node, in full in each). `by_part` splits the idle bytes sent and CPU
+//! between the leader, its probers (the followers that sent probe
+//! datagrams in the window) and the other followers.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -458,9 +460,12 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64, tcp: bool) -> serde_json::V
     let pids: Vec<u32> = nodes.iter().flatten().map(|n| n.pid()).collect();
     // Let the cluster go quiet, with no API polling during the window.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let datagram_bytes = || async {
+    let statuses = || async {
         let reads = nodes.iter().flatten().map(|n| n.status_brief());
-        futures::future::join_all(reads)
+        futures::future::join_all(reads).await
+    };
+    let datagram_bytes = || async {
+        statuses()
             .await
             .into_iter()
             .map(|s| s.map(|s| s.probe_datagrams.sent_bytes))
@@ -479,6 +484,19 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64, tcp: bool) -> serde_json::V
         .zip(&udp1)
         .filter_map(|(a, b)| Some(b.as_ref()?.saturating_sub((*a)?) as f64 / window))
         .collect();
+    // Who each node is: the leader, one of its probers (the followers that
+    // sent probe datagrams in the window), or another follower.
+    let parts: Vec<&'static str> = statuses()
+        .await
+        .iter()
+        .zip(udp0.iter().zip(&udp1))
+        .map(|(s, (a, b))| match s {
+            Some(s) if s.leader.as_ref().is_some_and(|l| l.peer_id == s.peer_id) => "leader",
+            Some(_) if matches!((a, b), (Some(a), Some(b)) if b > a) => "prober",
+            Some(_) => "follower",
+            None => "unknown",
+        })
+        .collect();
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let (mut rss, mut anon, mut pss) = (Vec::new(), Vec::new(), Vec::new());
     let (mut cpu, mut sent) = (Vec::new(), Vec::new());
@@ -486,9 +504,11 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64, tcp: bool) -> serde_json::V
         rss.push(rss_kib(*pid).unwrap_or(0) as f64 / 1024.0);
         anon.push(rss_anon_kib(*pid).unwrap_or(0) as f64 / 1024.0);
         pss.push(pss_kib(*pid).unwrap_or(0) as f64 / 1024.0);
-        if let (Some(a), Some(b)) = (ticks0[i], proc_cpu_ticks(*pid)) {
-            cpu.push((b - a) as f64 / hz / window * 100.0);
-        }
+        // NaN where the process was gone (left out of every summary).
+        cpu.push(match (ticks0[i], proc_cpu_ticks(*pid)) {
+            (Some(a), Some(b)) => (b - a) as f64 / hz / window * 100.0,
+            _ => f64::NAN,
+        });
         let bytes: u64 = sent1
             .iter()
             .filter(|((p, _), _)| p == pid)
@@ -498,12 +518,33 @@ async fn idle(nodes: &[Option<NodeProc>], secs: u64, tcp: bool) -> serde_json::V
     }
     // Over QUIC only nothing is counted: `ss` sees TCP sockets only (with
     // `--quic`, what goes over QUIC connections is left out too).
+    let by_part = |part: &str, v: &[f64]| {
+        let of: Vec<f64> = v
+            .iter()
+            .zip(&parts)
+            .filter(|(x, p)| **p == part && !x.is_nan())
+            .map(|(x, _)| *x)
+            .collect();
+        summary(of)
+    };
+    let mut split = serde_json::Map::new();
+    for part in ["leader", "prober", "follower"] {
+        let sent = if tcp {
+            by_part(part, &sent)
+        } else {
+            serde_json::Value::Null
+        };
+        split.insert(
+            part.to_string(),
+            json!({ "tcp_bytes_sent_per_s": sent, "cpu_percent_of_core": by_part(part, &cpu) }),
+        );
+    }
     let sent = if tcp {
         summary(sent)
     } else {
         serde_json::Value::Null
     };
-    json!({ "window_s": window, "rss_mib": summary(rss), "rss_anon_mib": summary(anon), "pss_mib": summary(pss), "cpu_percent_of_core": summary(cpu), "tcp_bytes_sent_per_s": sent, "probe_datagram_bytes_sent_per_s": summary(udp) })
+    json!({ "window_s": window, "rss_mib": summary(rss), "rss_anon_mib": summary(anon), "pss_mib": summary(pss), "cpu_percent_of_core": summary(cpu.into_iter().filter(|x| !x.is_nan()).collect()), "tcp_bytes_sent_per_s": sent, "probe_datagram_bytes_sent_per_s": summary(udp), "by_part": split })
 }
 
 /// Secured mode: an operator key pair and swarm key in `dir/ops`, and each

@@ -36,7 +36,9 @@
 //!   tells of a crash already);
 //! - at an address where the peer answered a probe datagram before (a
 //!   firewall that rejects the probe port, as iptables' `REJECT` does by
-//!   default, refuses every datagram to a live peer).
+//!   default, refuses every datagram to a live peer). A follower that does
+//!   not probe its leader sends it one probe by datagram alone for this
+//!   ([`Node::warm_datagrams`]).
 //!
 //! This node's own probe then fails as one past its deadline does (a late
 //! answer still counts); a relay for another member answers "unreachable".
@@ -81,6 +83,11 @@ const LATE: Duration = Duration::from_secs(10);
 const QUEUE: usize = 256;
 /// Datagrams the reader takes from the socket before it yields.
 const READS_PER_ROUND: usize = 64;
+/// A follower's [`For::Warm`] probes of its leader: at most one per peer
+/// this often (a leader whose probe port answers nothing, behind a
+/// firewall, is not sent one every heartbeat), and peers remembered.
+const WARM_EVERY: Duration = Duration::from_secs(30);
+const MAX_WARMED: usize = 16;
 /// Most peers whose last answering address is remembered (those this node
 /// probes, or relays for: a few).
 const MAX_ANSWERED_AT: usize = 1024;
@@ -98,18 +105,31 @@ pub(super) enum Read {
 /// What a probe's datagrams answer for.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum For {
-    /// This node's own probe, under the prober's nonce.
-    Mine(u64),
-    /// A probe for another member (its `Relay` entry in `probe_pending`).
-    Relay,
+    /// This node's own probe, under the prober's nonce, beside the `Ping`
+    /// `rpc` over the connection.
+    Mine(u64, OutboundRequestId),
+    /// A probe for another member (its `Relay` entry in `probe_pending`
+    /// under `rpc`, the `Ping` sent beside it).
+    Relay(OutboundRequestId),
+    /// Datagrams alone, to learn where the leader answers them (see
+    /// [`Node::warm_datagrams`]).
+    Warm,
+}
+
+impl For {
+    /// The request-response `Ping` sent beside the datagrams.
+    fn rpc(&self) -> Option<OutboundRequestId> {
+        match self {
+            For::Mine(_, rpc) | For::Relay(rpc) => Some(*rpc),
+            For::Warm => None,
+        }
+    }
 }
 
 /// One probe with datagrams out.
 struct Out {
     to: PeerId,
     addr: SocketAddr,
-    /// The request-response `Ping` sent beside it.
-    rpc: OutboundRequestId,
     what: For,
     when: Schedule,
     /// Answered, by datagram or over the connection: nothing more to send,
@@ -173,6 +193,8 @@ pub(super) struct Datagrams {
     /// The address each peer last answered a probe datagram from: a
     /// refusal counts only from there (see [`Node::on_refused`]).
     answered_at: HashMap<PeerId, SocketAddr>,
+    /// When each peer was last sent a [`For::Warm`] probe.
+    warmed: HashMap<PeerId, Instant>,
     counts: DatagramCounts,
     /// Datagrams the reader dropped unread (oversized, or the loop's queue
     /// full).
@@ -279,6 +301,7 @@ impl Datagrams {
             window: (Instant::now(), 0),
             per_peer: HashMap::new(),
             answered_at: HashMap::new(),
+            warmed: HashMap::new(),
             counts: DatagramCounts {
                 port,
                 ..DatagramCounts::default()
@@ -330,11 +353,11 @@ impl Datagrams {
         let relays = || {
             self.out
                 .values()
-                .filter(|o| matches!(o.what, For::Relay))
+                .filter(|o| matches!(o.what, For::Relay(_)))
                 .count()
         };
         if self.out.len() >= MAX_OUT
-            || matches!(probe.what, For::Relay) && relays() >= MAX_RELAYS_OUT
+            || matches!(probe.what, For::Relay(_)) && relays() >= MAX_RELAYS_OUT
         {
             return;
         }
@@ -381,7 +404,7 @@ impl Datagrams {
     /// The `Ping` sent beside a probe was settled: its datagrams stop, and
     /// answers to them are duplicates.
     fn settled(&mut self, rpc: OutboundRequestId) {
-        for o in self.out.values_mut().filter(|o| o.rpc == rpc) {
+        for o in self.out.values_mut().filter(|o| o.what.rpc() == Some(rpc)) {
             o.done = true;
         }
     }
@@ -411,14 +434,8 @@ pub(super) async fn next(d: &mut Option<Datagrams>) -> Option<Read> {
 }
 
 impl Node {
-    /// Sends datagrams beside the `Ping` `rpc` to `to`, for `within`.
-    pub(super) fn datagram_probe(
-        &mut self,
-        to: PeerId,
-        rpc: OutboundRequestId,
-        what: For,
-        within: Duration,
-    ) {
+    /// Sends datagrams to `to` for `within`, for `what`.
+    pub(super) fn datagram_probe(&mut self, to: PeerId, what: For, within: Duration) {
         let Some(d) = self.datagrams.as_mut() else {
             return;
         };
@@ -431,13 +448,41 @@ impl Node {
         let probe = Out {
             to,
             addr: SocketAddr::new(ip, port),
-            rpc,
             what,
             when: Schedule::new(now, d.resend, within),
             done: false,
             refused: false,
         };
         d.start(&self.me, probe);
+    }
+
+    /// The leader's heartbeat, to a follower with no TCP connection to it:
+    /// when the leader has not answered one of this node's probe datagrams
+    /// at its port yet, one probe by datagram alone, so that a refusal from
+    /// there counts later (see [`Node::on_refused`]). A follower that is not
+    /// one of the leader's probers checks the leader only when another
+    /// member claims (and relays for the probers when asked); without this,
+    /// those checks would wait out their deadlines where the leader's
+    /// process is gone. At most one every [`WARM_EVERY`] per peer and port.
+    pub(super) fn warm_datagrams(&mut self, leader: PeerId) {
+        let Some(d) = self.datagrams.as_ref() else {
+            return;
+        };
+        let port = self.probe_ports.get(&leader).copied().unwrap_or(0);
+        let answered = d.answered_at.get(&leader).is_some_and(|a| a.port() == port);
+        if port == 0 || answered || self.links.tcp(&leader) {
+            return;
+        }
+        let now = Instant::now();
+        let d = self.datagrams.as_mut().expect("checked above");
+        d.warmed
+            .retain(|_, at| now.saturating_duration_since(*at) < WARM_EVERY);
+        if d.warmed.contains_key(&leader) || d.warmed.len() >= MAX_WARMED {
+            return;
+        }
+        d.warmed.insert(leader, now);
+        let within = self.cfg.probe.timeout * 2;
+        self.datagram_probe(leader, For::Warm, within);
     }
 
     pub(super) fn datagram_tick(&mut self, now: Instant) {
@@ -507,14 +552,14 @@ impl Node {
         };
         let links = &self.links;
         let answered_at = &d.answered_at;
-        let failed: Vec<(For, OutboundRequestId)> = d
+        let failed: Vec<For> = d
             .out
             .values_mut()
             .filter(|o| !o.done && !o.refused && same(&o.addr))
             .filter(|o| !links.tcp(&o.to) && answered_at.get(&o.to).is_some_and(same))
             .map(|o| {
                 o.refused = true;
-                (o.what, o.rpc)
+                o.what
             })
             .collect();
         if failed.is_empty() {
@@ -523,27 +568,29 @@ impl Node {
         d.counts.refused += 1;
         debug!(%to, probes = failed.len(), "probe refused: nothing listens at the peer's probe port");
         let now = Instant::now();
-        for (what, rpc) in failed {
+        for what in failed {
             match what {
-                For::Mine(nonce) => {
+                For::Mine(nonce, rpc) => {
                     if !matches!(self.probe_pending.get(&rpc), Some(Pending::Mine(n)) if *n == nonce)
                     {
                         continue;
                     }
                     self.probe_failed(nonce, now);
                 }
-                For::Relay => {
+                For::Relay(rpc) => {
                     self.probe_settled(rpc, false);
                 }
+                For::Warm => {}
             }
         }
     }
 
-    /// A peer announced another probe port: answers at the old one say
-    /// nothing of the new one.
+    /// A peer announced another probe port (it restarted): answers at the
+    /// old one say nothing of the new one, which may be warmed at once.
     pub(super) fn datagram_port_changed(&mut self, peer: &PeerId) {
         if let Some(d) = self.datagrams.as_mut() {
             d.answered_at.remove(peer);
+            d.warmed.remove(peer);
         }
     }
 
@@ -591,7 +638,7 @@ impl Node {
             debug!(token, peer = %out.to, "probe answer not signed by the peer probed: dropped");
             return false;
         }
-        let (what, rpc, to, addr, first) = (out.what, out.rpc, out.to, out.addr, !out.done);
+        let (what, to, addr, first) = (out.what, out.to, out.addr, !out.done);
         out.done = true;
         // The peer listens there: a refusal from there later means it is gone.
         if d.answered_at.len() >= MAX_ANSWERED_AT && !d.answered_at.contains_key(&to) {
@@ -604,7 +651,7 @@ impl Node {
         }
         d.counts.acked += 1;
         match what {
-            For::Mine(nonce) => {
+            For::Mine(nonce, rpc) => {
                 // The Ping's own answer, when it comes, is stray now.
                 if matches!(self.probe_pending.get(&rpc), Some(Pending::Mine(n)) if *n == nonce) {
                     self.probe_pending.remove(&rpc);
@@ -612,9 +659,10 @@ impl Node {
                 let alive = self.prober.answered(nonce, Instant::now());
                 self.run_probes(alive.into_iter().collect());
             }
-            For::Relay => {
+            For::Relay(rpc) => {
                 self.probe_settled(rpc, true);
             }
+            For::Warm => {}
         }
         true
     }

@@ -130,7 +130,7 @@ impl Node {
                             .send_request(&peer, Request::Ping);
                         self.probe_pending.insert(id, Pending::Mine(nonce));
                         let within = self.prober.deadline().max(self.cfg.probe.timeout * 2);
-                        self.datagram_probe(peer, id, For::Mine(nonce), within);
+                        self.datagram_probe(peer, For::Mine(nonce, id), within);
                     }
                 }
                 Probe::Ask {
@@ -268,7 +268,7 @@ impl Node {
                 let deadline = Instant::now() + within;
                 self.probe_pending
                     .insert(id, Pending::Relay { channel, deadline });
-                self.datagram_probe(target, id, For::Relay, within);
+                self.datagram_probe(target, For::Relay(id), within);
             }
             _ => {}
         }

@@ -201,6 +201,9 @@ impl Node {
             };
             self.on_peer_ipfs(key.clone(), hb.ipfs);
         }
+        if follows_sender && claims {
+            self.warm_datagrams(from);
+        }
         self.publish_view_after(&key);
         self.execute(actions);
     }
