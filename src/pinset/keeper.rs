@@ -42,9 +42,24 @@ pub use core::{Core, Effect};
 
 const TICK: Duration = Duration::from_millis(100);
 /// How often a holder is asked for changes: while it carries out orders,
-/// and otherwise.
+/// and otherwise (see [`idle_poll`]).
 pub(super) const POLL_BUSY: Duration = Duration::from_millis(100);
 pub(super) const POLL_IDLE: Duration = Duration::from_secs(15);
+/// Idle polls a second, in all, past which holders with nothing in
+/// progress are asked less often than [`POLL_IDLE`].
+pub(super) const IDLE_POLLS_PER_SEC: u32 = 5;
+
+/// How long a holder with nothing in progress waits for its next poll, of
+/// `holders`: [`POLL_IDLE`], or longer where that would take the leader
+/// past [`IDLE_POLLS_PER_SEC`] (beyond 75 holders), so that what an idle
+/// leader sends does not grow with the cluster. A holder's own changes
+/// while idle (a pin lost under it, found by its reconciliation) reach the
+/// leader that much later; orders in progress are polled at
+/// [`POLL_BUSY`] whatever the size.
+pub(super) fn idle_poll(holders: usize) -> Duration {
+    let holders = u64::try_from(holders).unwrap_or(u64::MAX);
+    POLL_IDLE.max(Duration::from_secs(holders) / IDLE_POLLS_PER_SEC)
+}
 /// Plan at least this often even when nothing changed (grace periods and
 /// retries run out with time).
 pub(super) const REPLAN: Duration = Duration::from_secs(1);
@@ -286,5 +301,30 @@ impl<T: HolderTransport> Keeper<T> {
                 })
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idle polls stay at every 15 s up to 75 holders, and within 5 a
+    /// second in all beyond, whatever the size.
+    #[test]
+    fn idle_polls_are_bounded_in_all() {
+        for holders in 0..=20_000usize {
+            let every = idle_poll(holders);
+            assert!(every >= POLL_IDLE, "{holders}: {every:?}");
+            let per_sec = holders as f64 / every.as_secs_f64();
+            assert!(
+                per_sec <= f64::from(IDLE_POLLS_PER_SEC) + 1e-9,
+                "{holders}: {per_sec}"
+            );
+            if holders <= 75 {
+                assert_eq!(every, POLL_IDLE);
+            }
+        }
+        assert_eq!(idle_poll(100), Duration::from_secs(20));
+        assert_eq!(idle_poll(1000), Duration::from_secs(200));
     }
 }

@@ -14,7 +14,7 @@ use super::super::model::Op;
 use super::super::model::Vv;
 use super::super::plan::{Candidate, Failure, Holding, Key, Limits, Order, Pinset, Want, plan};
 use super::super::sync::{self, Cursor, ReadView};
-use super::{FORGET_AFTER, MIN_PLAN_GAP, MISSES, POLL_BUSY, POLL_IDLE, REPLAN};
+use super::{FORGET_AFTER, MIN_PLAN_GAP, MISSES, POLL_BUSY, REPLAN, idle_poll};
 use crate::role::Role;
 use crate::view::ClusterView;
 use crate::wire::{
@@ -181,6 +181,7 @@ impl Core {
         if generation != self.generation {
             return;
         }
+        let idle = idle_poll(self.peers.len());
         let Some(book) = self.books.get_mut(&peer) else {
             return;
         };
@@ -242,7 +243,7 @@ impl Core {
                 } else if busy {
                     now + POLL_BUSY
                 } else {
-                    now + POLL_IDLE
+                    now + idle
                 });
                 self.dirty = true;
             }
