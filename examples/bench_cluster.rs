@@ -52,7 +52,9 @@
 //! what they take together; RSS counts the binary's code, shared by every
 //! node, in full in each). `by_part` splits the idle bytes sent and CPU
 //! between the leader, its probers (the followers that sent probe
-//! datagrams in the window) and the other followers.
+//! datagrams in the window; over QUIC a follower's one datagram to a new
+//! leader would count too, but an idle window has no new leader) and the
+//! other followers.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -471,10 +471,12 @@ async fn a_frozen_leader_is_replaced_by_its_probers_not_by_timeouts() {
 /// `info`, the nodes' level unless `NODE_LOG` says otherwise. The killed
 /// process's probe port is closed, so the survivors' probe datagrams come
 /// back refused (ICMP port unreachable) and are taken as failed probes at
-/// once. One prober only here (`probers = 1`): the worker is not one, yet
-/// it learns where the leader answers probe datagrams (one probe by
-/// datagram when the leader's heartbeat comes), so its own checks and its
-/// relays for the prober take refusals too, and it counts one.
+/// once. One prober only here (`probers = 1`), and one master, which leads
+/// from the start: the other worker is no prober, yet it learns where the
+/// leader answers probe datagrams (one probe by datagram after the leader's
+/// heartbeat; before the kill nothing else of its own is answered by
+/// datagram), so its check of the leader and its relays for the prober
+/// take refusals too, and it counts one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -487,7 +489,7 @@ async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
     let mut sp = spawner(tmp.path());
     sp.extra = vec!["--config".into(), config.display().to_string()];
     sp.listen = "/ip4/127.0.0.1/udp/0/quic-v1".into();
-    let roles = [Role::Master, Role::Master, Role::Worker];
+    let roles = [Role::Master, Role::Worker, Role::Worker];
     let mut nodes = start_cluster(&sp, tmp.path(), &roles, CONVERGE)
         .await
         .unwrap();
@@ -496,14 +498,14 @@ async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
         let name = n.dir.file_name().unwrap().to_string_lossy();
         std::fs::read_to_string(tmp.path().join(format!("{name}.log"))).unwrap_or_default()
     };
-    // The refusal counts only from where the leader answered a probe
-    // datagram before: wait until every follower, the prober and the
-    // worker, has had such an answer.
     let all: Vec<&NodeProc> = nodes.iter().collect();
     let (leader, _) = agree(&all, 0, "at start").await;
-    let followers: Vec<&NodeProc> = nodes.iter().filter(|n| n.peer_id != leader).collect();
+    assert_eq!(leader, nodes[0].peer_id, "the master leads");
+    // The refusal counts only from where the leader answered a probe
+    // datagram before: wait until both workers, the prober and the other,
+    // have had such an answer.
     wait_for(Duration::from_secs(30), || async {
-        for n in &followers {
+        for n in &nodes[1..] {
             if n.status_brief().await?.probe_datagrams.acked == 0 {
                 return None;
             }
@@ -511,7 +513,7 @@ async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
         Some(())
     })
     .await
-    .expect("the leader's answers by datagram, at both followers");
+    .expect("the leader's answers by datagram, at both workers");
     // Only what the survivors log after the kill counts.
     let before: Vec<usize> = nodes.iter().map(|n| log(n).len()).collect();
     let (l, leader, _) = replace_leader(&mut nodes, NodeProc::kill).await;
@@ -527,15 +529,21 @@ async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
                 .any(|l| l.contains("it answered no probe") && l.contains(&leader))
         });
     assert!(verdict, "a prober found the killed leader silent");
-    let worker = nodes
+    // The prober took over; the other worker is the one that probed nothing.
+    let rest: Vec<&NodeProc> = nodes[1..].iter().collect();
+    let (successor, _, _) = agreed_leader(&rest, 0).await.expect("the survivors agree");
+    let other = rest
         .iter()
-        .find(|n| n.role == Role::Worker)
-        .expect("the worker");
-    let refused = worker
+        .find(|n| n.peer_id != successor)
+        .expect("the worker that does not lead");
+    let refused = other
         .status_brief()
         .await
         .map_or(0, |s| s.probe_datagrams.refused);
-    assert!(refused > 0, "the worker, no prober, counted no refusal");
+    assert!(
+        refused > 0,
+        "the worker that was no prober counted no refusal"
+    );
 }
 
 /// Probes also go as UDP datagrams (`[election] probe_datagram_resend_ms`):

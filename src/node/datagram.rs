@@ -36,9 +36,11 @@
 //!   tells of a crash already);
 //! - at an address where the peer answered a probe datagram before (a
 //!   firewall that rejects the probe port, as iptables' `REJECT` does by
-//!   default, refuses every datagram to a live peer). A follower that does
-//!   not probe its leader sends it one probe by datagram alone for this
-//!   ([`Node::warm_datagrams`]).
+//!   default, refuses every datagram to a live peer). So a follower with no
+//!   TCP connection to its leader, whose probe datagrams the leader has not
+//!   answered at its address yet, sends it one probe by datagram alone
+//!   ([`Node::warm_datagrams`]): then its checks of the leader and its
+//!   probes for other members take refusals too, not only the probers'.
 //!
 //! This node's own probe then fails as one past its deadline does (a late
 //! answer still counts); a relay for another member answers "unreachable".
@@ -84,9 +86,14 @@ const QUEUE: usize = 256;
 /// Datagrams the reader takes from the socket before it yields.
 const READS_PER_ROUND: usize = 64;
 /// A follower's [`For::Warm`] probes of its leader: at most one per peer
-/// this often (a leader whose probe port answers nothing, behind a
-/// firewall, is not sent one every heartbeat), and peers remembered.
+/// and address this often (a leader whose probe port answers nothing,
+/// behind a firewall, is not sent one every heartbeat), at most one per
+/// peer this often whatever the address, and peers remembered.
 const WARM_EVERY: Duration = Duration::from_secs(30);
+const WARM_GAP: Duration = Duration::from_secs(5);
+/// Warm probes start spread over this much per connected peer (0.5 s at
+/// 100 peers).
+const WARM_SPREAD_PER_PEER: Duration = Duration::from_millis(5);
 const MAX_WARMED: usize = 16;
 /// Most peers whose last answering address is remembered (those this node
 /// probes, or relays for: a few).
@@ -193,8 +200,8 @@ pub(super) struct Datagrams {
     /// The address each peer last answered a probe datagram from: a
     /// refusal counts only from there (see [`Node::on_refused`]).
     answered_at: HashMap<PeerId, SocketAddr>,
-    /// When each peer was last sent a [`For::Warm`] probe.
-    warmed: HashMap<PeerId, Instant>,
+    /// Where and when each peer was last sent a [`For::Warm`] probe.
+    warmed: HashMap<PeerId, (SocketAddr, Instant)>,
     counts: DatagramCounts,
     /// Datagrams the reader dropped unread (oversized, or the loop's queue
     /// full).
@@ -348,8 +355,10 @@ impl Datagrams {
         }
     }
 
-    /// Sends a probe's first datagram and keeps it for resends until `until`.
-    fn start(&mut self, me: &PeerId, probe: Out) {
+    /// Sends a probe's first datagram (`delay` from now: at its first
+    /// resend time instead) and keeps it for resends until `until`; whether
+    /// there was room for it.
+    fn start(&mut self, me: &PeerId, probe: Out, delay: Duration) -> bool {
         let relays = || {
             self.out
                 .values()
@@ -359,15 +368,18 @@ impl Datagrams {
         if self.out.len() >= MAX_OUT
             || matches!(probe.what, For::Relay(_)) && relays() >= MAX_RELAYS_OUT
         {
-            return;
+            return false;
         }
         let token = rand::random::<u64>();
-        let d = Datagram::Probe {
-            from: me.to_bytes(),
-            token,
-        };
-        self.send(probe.addr, &d);
+        if delay.is_zero() {
+            let d = Datagram::Probe {
+                from: me.to_bytes(),
+                token,
+            };
+            self.send(probe.addr, &d);
+        }
         self.out.insert(token, probe);
+        true
     }
 
     /// Sends what is due again; forgets probes long past their deadline.
@@ -434,55 +446,94 @@ pub(super) async fn next(d: &mut Option<Datagrams>) -> Option<Read> {
 }
 
 impl Node {
-    /// Sends datagrams to `to` for `within`, for `what`.
-    pub(super) fn datagram_probe(&mut self, to: PeerId, what: For, within: Duration) {
-        let Some(d) = self.datagrams.as_mut() else {
-            return;
+    /// Where `peer`'s probe datagrams go: the IP address of its oldest
+    /// connection, at the probe port its heartbeats announce.
+    fn probe_addr(&self, peer: &PeerId) -> Option<SocketAddr> {
+        let port = self.probe_ports.get(peer).copied().filter(|p| *p != 0)?;
+        let ip = self.links.ips(peer).next()?;
+        Some(SocketAddr::new(ip, port))
+    }
+
+    /// Sends datagrams to `to` for `within`, for `what`; whether they are
+    /// on their way (there is a socket, an address, and room).
+    pub(super) fn datagram_probe(&mut self, to: PeerId, what: For, within: Duration) -> bool {
+        let Some(addr) = self.probe_addr(&to) else {
+            return false;
         };
-        let port = self.probe_ports.get(&to).copied().unwrap_or(0);
-        let ip = self.links.ips(&to).next();
-        let (Some(ip), true) = (ip, port != 0) else {
-            return;
+        let Some(d) = self.datagrams.as_mut() else {
+            return false;
         };
         let now = Instant::now();
         let probe = Out {
             to,
-            addr: SocketAddr::new(ip, port),
+            addr,
             what,
             when: Schedule::new(now, d.resend, within),
             done: false,
             refused: false,
         };
-        d.start(&self.me, probe);
+        d.start(&self.me, probe, Duration::ZERO)
     }
 
     /// The leader's heartbeat, to a follower with no TCP connection to it:
     /// when the leader has not answered one of this node's probe datagrams
-    /// at its port yet, one probe by datagram alone, so that a refusal from
-    /// there counts later (see [`Node::on_refused`]). A follower that is not
-    /// one of the leader's probers checks the leader only when another
-    /// member claims (and relays for the probers when asked); without this,
-    /// those checks would wait out their deadlines where the leader's
-    /// process is gone. At most one every [`WARM_EVERY`] per peer and port.
+    /// at its address yet, one probe by datagram alone (sent again every
+    /// `probe_datagram_resend_ms` for 2 × `probe_timeout_ms` until
+    /// answered), so that a refusal from there counts later (see
+    /// [`Node::on_refused`]). A follower that is not one of the leader's
+    /// probers checks the leader only when another member claims (and
+    /// relays for the probers when asked); without this, those checks would
+    /// wait out their deadlines where the leader's process is gone.
+    ///
+    /// It starts at a random point within [`WARM_SPREAD_PER_PEER`] times
+    /// the peers this node is connected to (at most a heartbeat interval),
+    /// so that a large cluster's followers, who all hear a new leader at
+    /// once, do not all warm it at once (the leader answers at most
+    /// [`MAX_ANSWERS_PER_SEC`]): about 200 a second whatever the size. At most one per peer and address every
+    /// [`WARM_EVERY`], and one per peer every [`WARM_GAP`] whatever the
+    /// address (a leader announcing port after port is not warmed at each).
     pub(super) fn warm_datagrams(&mut self, leader: PeerId) {
-        let Some(d) = self.datagrams.as_ref() else {
+        if self.links.tcp(&leader) {
+            return;
+        }
+        let Some(addr) = self.probe_addr(&leader) else {
             return;
         };
-        let port = self.probe_ports.get(&leader).copied().unwrap_or(0);
-        let answered = d.answered_at.get(&leader).is_some_and(|a| a.port() == port);
-        if port == 0 || answered || self.links.tcp(&leader) {
+        let spread = (WARM_SPREAD_PER_PEER
+            * u32::try_from(self.connected.len()).unwrap_or(u32::MAX))
+        .min(self.cfg.heartbeat_interval);
+        let delay = spread.mul_f64(rand::random::<f64>());
+        let within = self.cfg.probe.timeout * 2;
+        let Some(d) = self.datagrams.as_mut() else {
+            return;
+        };
+        if d.answered_at.get(&leader) == Some(&addr) {
             return;
         }
         let now = Instant::now();
-        let d = self.datagrams.as_mut().expect("checked above");
         d.warmed
-            .retain(|_, at| now.saturating_duration_since(*at) < WARM_EVERY);
-        if d.warmed.contains_key(&leader) || d.warmed.len() >= MAX_WARMED {
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < WARM_EVERY);
+        let recent = d
+            .warmed
+            .get(&leader)
+            .is_some_and(|(a, at)| *a == addr || now.saturating_duration_since(*at) < WARM_GAP);
+        if recent || d.warmed.len() >= MAX_WARMED {
             return;
         }
-        d.warmed.insert(leader, now);
-        let within = self.cfg.probe.timeout * 2;
-        self.datagram_probe(leader, For::Warm, within);
+        let probe = Out {
+            to: leader,
+            addr,
+            what: For::Warm,
+            when: Schedule {
+                next: now + delay,
+                until: now + delay + within,
+            },
+            done: false,
+            refused: false,
+        };
+        if d.start(&self.me, probe, delay) {
+            d.warmed.insert(leader, (addr, now));
+        }
     }
 
     pub(super) fn datagram_tick(&mut self, now: Instant) {
@@ -550,12 +601,20 @@ impl Node {
         let same = |a: &SocketAddr| {
             (a.ip().to_canonical(), a.port()) == (to.ip().to_canonical(), to.port())
         };
+        // Nothing listens where a warm probe went: no use sending it again
+        // (and nothing to count).
+        for o in d.out.values_mut() {
+            if matches!(o.what, For::Warm) && same(&o.addr) {
+                o.refused = true;
+            }
+        }
         let links = &self.links;
         let answered_at = &d.answered_at;
         let failed: Vec<For> = d
             .out
             .values_mut()
             .filter(|o| !o.done && !o.refused && same(&o.addr))
+            .filter(|o| !matches!(o.what, For::Warm))
             .filter(|o| !links.tcp(&o.to) && answered_at.get(&o.to).is_some_and(same))
             .map(|o| {
                 o.refused = true;
@@ -586,11 +645,10 @@ impl Node {
     }
 
     /// A peer announced another probe port (it restarted): answers at the
-    /// old one say nothing of the new one, which may be warmed at once.
+    /// old one say nothing of the new one.
     pub(super) fn datagram_port_changed(&mut self, peer: &PeerId) {
         if let Some(d) = self.datagrams.as_mut() {
             d.answered_at.remove(peer);
-            d.warmed.remove(peer);
         }
     }
 

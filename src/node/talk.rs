@@ -189,7 +189,14 @@ impl Node {
         if follows_sender && claims {
             self.compare_members(from, hb.members);
         }
-        if self.election.peer(&key).is_some() {
+        // What the peer says of itself, from its newest heartbeat only: a
+        // stale one (replayed from gossip caches after a restart) would
+        // bring back an old probe port, health or digest.
+        let newest = self
+            .election
+            .peer(&key)
+            .is_some_and(|p| (p.incarnation, p.last_seq) == (hb.incarnation, hb.seq));
+        if newest {
             self.peer_health.insert(key.clone(), hb.health);
             self.peer_gpus.insert(key.clone(), hb.gpus.clone());
             if self.probe_ports.insert(from, hb.probe_port) != Some(hb.probe_port) {
