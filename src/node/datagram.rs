@@ -88,9 +88,12 @@ const READS_PER_ROUND: usize = 64;
 /// A follower's [`For::Warm`] probes of its leader: at most one per peer
 /// and address this often (a leader whose probe port answers nothing,
 /// behind a firewall, is not sent one every heartbeat), at most one per
-/// peer this often whatever the address, and peers remembered.
+/// peer this often whatever the address (a leader that restarts on a new
+/// port, as one in a crash loop does within a second or two, is warmed
+/// again; one announcing port after port gets a few a second, to its own
+/// IP address), and peers remembered.
 const WARM_EVERY: Duration = Duration::from_secs(30);
-const WARM_GAP: Duration = Duration::from_secs(5);
+const WARM_GAP: Duration = Duration::from_millis(200);
 /// Warm probes start spread over this much per connected peer (0.5 s at
 /// 100 peers).
 const WARM_SPREAD_PER_PEER: Duration = Duration::from_millis(5);
