@@ -91,6 +91,14 @@ fn behaviour(
     );
     let mut kad_cfg = kad::Config::new(protocols.kad.clone());
     kad_cfg.set_query_timeout(Duration::from_secs(20));
+    // Kademlia's periodic bootstrap (every 5 min by default) looks up this
+    // node's ID and a random key per bucket: every node asks most of a
+    // small cluster each time, and each answer carries 20 peers. In 6-minute
+    // windows at 40 nodes it was a third of a follower's idle bytes (2.29
+    // KiB/s sent with it, 1.52 without). Members are found and kept by the
+    // members' digests, gossip and mDNS; once an hour is enough. The
+    // automatic bootstrap while the routing table is small still runs.
+    kad_cfg.set_periodic_bootstrap_interval(Some(KAD_BOOTSTRAP_INTERVAL));
     let mut kad =
         kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
     // Nothing confirms an external address on a LAN, so never wait to become a server.
@@ -197,6 +205,9 @@ pub fn build(
         .map_err(err)?;
     finish!(builder, cfg, protocols, registry)
 }
+
+/// How often Kademlia bootstraps again (see [`behaviour`]).
+const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// A TCP dial into a cut-off network gives up after this (libp2p's default
 /// is 10 s): the next redial sends a fresh SYN instead of waiting out the
