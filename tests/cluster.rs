@@ -380,12 +380,13 @@ async fn quic_only_nodes_form_a_cluster() {
 }
 
 /// A spawner whose nodes time heartbeats out only after two minutes, so
-/// that only the probes can explain a successor within 45 s.
-fn slow_timeouts(tmp: &std::path::Path) -> Spawner {
+/// that only the probes can explain a successor within 45 s; `election`
+/// adds lines to the `[election]` section.
+fn slow_timeouts(tmp: &std::path::Path, election: &str) -> Spawner {
     let config = tmp.join("slow-timeouts.toml");
     std::fs::write(
         &config,
-        "[election]\nheartbeat_interval_ms = 5000\npeer_timeout_ms = 120000\n",
+        format!("[election]\nheartbeat_interval_ms = 5000\npeer_timeout_ms = 120000\n{election}"),
     )
     .unwrap();
     let mut sp = spawner(tmp);
@@ -432,7 +433,7 @@ async fn replace_leader(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_is_replaced_by_its_probers_not_by_timeouts() {
     let tmp = tempfile::tempdir().unwrap();
-    let sp = slow_timeouts(tmp.path());
+    let sp = slow_timeouts(tmp.path(), "");
     let roles = [Role::Master, Role::Master, Role::Worker, Role::Leecher];
     let mut nodes = start_cluster(&sp, tmp.path(), &roles, CONVERGE)
         .await
@@ -480,14 +481,7 @@ async fn a_frozen_leader_is_replaced_by_its_probers_not_by_timeouts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_of_a_quic_only_cluster_is_replaced_by_its_probers() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("one-prober.toml");
-    std::fs::write(
-        &config,
-        "[election]\nheartbeat_interval_ms = 5000\npeer_timeout_ms = 120000\nprobers = 1\n",
-    )
-    .unwrap();
-    let mut sp = spawner(tmp.path());
-    sp.extra = vec!["--config".into(), config.display().to_string()];
+    let mut sp = slow_timeouts(tmp.path(), "probers = 1\n");
     sp.listen = "/ip4/127.0.0.1/udp/0/quic-v1".into();
     let roles = [Role::Master, Role::Worker, Role::Worker];
     let mut nodes = start_cluster(&sp, tmp.path(), &roles, CONVERGE)

@@ -358,10 +358,10 @@ impl Datagrams {
         }
     }
 
-    /// Sends a probe's first datagram (`delay` from now: at its first
-    /// resend time instead) and keeps it for resends until `until`; whether
-    /// there was room for it.
-    fn start(&mut self, me: &PeerId, probe: Out, delay: Duration) -> bool {
+    /// Sends a probe's first datagram (a warm probe's goes at its scheduled
+    /// start instead) and keeps it for resends until `until`; whether there
+    /// was room for it.
+    fn start(&mut self, me: &PeerId, probe: Out) -> bool {
         let relays = || {
             self.out
                 .values()
@@ -374,7 +374,7 @@ impl Datagrams {
             return false;
         }
         let token = rand::random::<u64>();
-        if delay.is_zero() {
+        if !matches!(probe.what, For::Warm) {
             let d = Datagram::Probe {
                 from: me.to_bytes(),
                 token,
@@ -475,14 +475,14 @@ impl Node {
             done: false,
             refused: false,
         };
-        d.start(&self.me, probe, Duration::ZERO)
+        d.start(&self.me, probe)
     }
 
     /// The leader's heartbeat, to a follower with no TCP connection to it:
     /// when the leader has not answered one of this node's probe datagrams
     /// at its address yet, one probe by datagram alone (sent again every
-    /// `probe_datagram_resend_ms` for 2 × `probe_timeout_ms` until
-    /// answered), so that a refusal from there counts later (see
+    /// `probe_datagram_resend_ms` for 2 × `probe_timeout_ms` until answered
+    /// or refused), so that a refusal from there counts later (see
     /// [`Node::on_refused`]). A follower that is not one of the leader's
     /// probers checks the leader only when another member claims (and
     /// relays for the probers when asked); without this, those checks would
@@ -492,9 +492,10 @@ impl Node {
     /// the peers this node is connected to (at most a heartbeat interval),
     /// so that a large cluster's followers, who all hear a new leader at
     /// once, do not all warm it at once (the leader answers at most
-    /// [`MAX_ANSWERS_PER_SEC`]): about 200 a second whatever the size. At most one per peer and address every
-    /// [`WARM_EVERY`], and one per peer every [`WARM_GAP`] whatever the
-    /// address (a leader announcing port after port is not warmed at each).
+    /// [`MAX_ANSWERS_PER_SEC`]): about 200 a second whatever the size. At
+    /// most one per peer and address every [`WARM_EVERY`], and one per peer
+    /// every [`WARM_GAP`] whatever the address (a leader announcing port
+    /// after port is not warmed at each).
     pub(super) fn warm_datagrams(&mut self, leader: PeerId) {
         if self.links.tcp(&leader) {
             return;
@@ -534,7 +535,7 @@ impl Node {
             done: false,
             refused: false,
         };
-        if d.start(&self.me, probe, delay) {
+        if d.start(&self.me, probe) {
             d.warmed.insert(leader, (addr, now));
         }
     }
