@@ -17,7 +17,10 @@
 //! and is sent again a round trip after a later one gets through),
 //! `--datagrams-ms M` (probes also go by datagram, sent again every M ms,
 //! as the node's `probe_datagram_resend_ms`: see `Params::datagrams`; off
-//! by default), `--check-attempts N`, `--check-spacing-ms M` (`election.check_attempts`
+//! by default), `--connection-after-ms M` (with datagrams, a probe of a
+//! peer that has answered one goes over the connection only if unanswered
+//! M ms later, as the node's `probe_connection_after_ms`: see
+//! `Params::connection_after`; off by default: both at once), `--check-attempts N`, `--check-spacing-ms M` (`election.check_attempts`
 //! and `check_spacing_ms`; 3 and 100).
 //! `SIM_TRACE=1` prints every node's leader changes and silence verdicts
 //! with their simulated time.
@@ -37,6 +40,7 @@ fn main() {
     let mut fault = Fault::Freeze;
     let mut in_order = false;
     let mut datagrams: Option<u64> = None;
+    let mut connection_after: Option<u64> = None;
     let mut check: (Option<u64>, Option<u64>) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -63,6 +67,7 @@ fn main() {
             "--kill" => fault = Fault::Kill,
             "--in-order" => in_order = true,
             "--datagrams-ms" => datagrams = Some(num(val())),
+            "--connection-after-ms" => connection_after = Some(num(val())),
             "--check-attempts" => {
                 let a = num(val());
                 if !(1..=10).contains(&a) {
@@ -101,6 +106,7 @@ fn main() {
             p.fault = fault;
             p.in_order = in_order;
             p.datagrams = datagrams.map(Duration::from_millis);
+            p.connection_after = connection_after.map(Duration::from_millis);
             if let Some(a) = check.0 {
                 p.probe.check_attempts = a as u32;
             }

@@ -152,6 +152,11 @@ pub fn render_status(s: &StatusView) -> String {
             d.port, d.acked, d.answered, d.sent, d.dropped, d.refused
         );
     }
+    let _ = writeln!(
+        out,
+        "           over the connections: {} members' probes answered, {} of this node's sent after no datagram answer; {} times it asked others to probe",
+        d.pings_answered, d.pinged_after, d.asked_others
+    );
     let i = &s.ipfs;
     let _ = writeln!(out, "ipfs       {} {} ({})", i.mode, i.state, i.why);
     if i.mode != crate::ipfs::Mode::Off {

@@ -217,6 +217,7 @@ struct ElectionFile {
     probers: usize,
     indirect_probes: usize,
     probe_datagram_resend_ms: u64,
+    probe_connection_after_ms: u64,
 }
 
 /// Swarm tuning, the `[network]` section.
@@ -256,6 +257,10 @@ pub struct NodeConfig {
     /// Probes also go as UDP datagrams, sent again this often until
     /// answered (`[election] probe_datagram_resend_ms`; zero: no datagrams).
     pub probe_resend: Duration,
+    /// A probe of a peer that answers datagrams goes over the connection
+    /// too only if no datagram answer came within this
+    /// (`[election] probe_connection_after_ms`; zero: both at once).
+    pub probe_ping_after: Duration,
     pub network: NetworkConfig,
     /// Extra supervised processes, `[[service]]`.
     pub services: Vec<ServiceSpec>,
@@ -418,6 +423,7 @@ impl NodeConfig {
             probers: e.probers,
             indirect_probes: e.indirect_probes,
             probe_resend: Duration::from_millis(e.probe_datagram_resend_ms),
+            probe_ping_after: Duration::from_millis(e.probe_connection_after_ms),
             network: file.network,
             services: file
                 .service
@@ -486,6 +492,12 @@ impl NodeConfig {
             return Err(invalid(
                 "election.probe_datagram_resend_ms",
                 "must be 0 (no probe datagrams) or at least 10",
+            ));
+        }
+        if self.probe_ping_after >= self.probe.timeout && !self.probe_ping_after.is_zero() {
+            return Err(invalid(
+                "election.probe_connection_after_ms",
+                "must be below election.probe_timeout_ms (0: probes go over the connection at once)",
             ));
         }
         if !(1..=10).contains(&self.probe.check_attempts) {
@@ -726,13 +738,15 @@ mod tests {
     fn probe_datagrams_are_on_by_default_and_set_by_the_file() {
         let cfg = load_with(None, NodeArgs::default()).unwrap();
         assert_eq!(cfg.probe_resend, Duration::from_millis(50));
+        assert_eq!(cfg.probe_ping_after, Duration::from_millis(100));
         assert_eq!(cfg.network.probe_port, 0);
         let cfg = load_with(
-            Some("[election]\nprobe_datagram_resend_ms = 0\n[network]\nprobe_port = 4012\n"),
+            Some("[election]\nprobe_datagram_resend_ms = 0\nprobe_connection_after_ms = 0\n[network]\nprobe_port = 4012\n"),
             NodeArgs::default(),
         )
         .unwrap();
         assert!(cfg.probe_resend.is_zero(), "0 turns them off");
+        assert!(cfg.probe_ping_after.is_zero());
         assert_eq!(cfg.network.probe_port, 4012);
     }
 
@@ -757,6 +771,11 @@ mod tests {
         assert!(
             err("[election]\nprobe_datagram_resend_ms = 5")
                 .contains("election.probe_datagram_resend_ms")
+        );
+        assert!(
+            err("[election]\nprobe_connection_after_ms = 300")
+                .contains("election.probe_connection_after_ms"),
+            "not below probe_timeout_ms"
         );
         assert!(err("[network]\nprobe_port = 70000").contains("probe_port"));
         assert!(err("bootstrap = [\"/ip4/1.2.3\"]").contains("bootstrap"));

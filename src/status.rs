@@ -70,7 +70,8 @@ pub struct StatusView {
     pub probe_datagrams: DatagramCounts,
 }
 
-/// Probes by UDP datagram (`[election] probe_datagram_resend_ms`).
+/// Probes by UDP datagram (`[election] probe_datagram_resend_ms`), and
+/// the probes over the connections beside them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatagramCounts {
     /// The UDP port this node answers them on; 0: off.
@@ -96,6 +97,19 @@ pub struct DatagramCounts {
     /// connection only, where no closed connection tells of a crash.
     #[serde(default)]
     pub refused: u64,
+    /// This node's probes sent by datagram first (`[election]
+    /// probe_connection_after_ms`) that went over the connection too,
+    /// unanswered by then.
+    #[serde(default)]
+    pub pinged_after: u64,
+    /// Members' probes this node answered over the connection (`Ping`),
+    /// with or without datagrams.
+    #[serde(default)]
+    pub pings_answered: u64,
+    /// Times this node's probes of its target went unanswered often enough
+    /// that it asked other members to probe it (a suspicion).
+    #[serde(default)]
+    pub asked_others: u64,
 }
 
 /// The peer list in numbers (see [`StatusView::peer_counts`]).

@@ -615,3 +615,62 @@ async fn probes_are_answered_by_datagram_and_strangers_datagrams_are_dropped() {
     let (still, e) = agree(&all, 0, "after the stranger's datagrams").await;
     assert_eq!((still, e), (leader, epoch), "the leadership did not move");
 }
+
+/// A probe of a leader that has answered this node's probe datagrams goes
+/// by datagram alone first, and over the connection only if no answer came
+/// within `[election] probe_connection_after_ms` (100 ms): on a healthy
+/// network the leader's connections carry few probes. With it at 0 every
+/// probe goes both ways at once (the control, as before): the leader
+/// answers about one `Ping` for each datagram.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_go_over_the_connection_only_when_their_datagrams_go_unanswered() {
+    let tmp = tempfile::tempdir().unwrap();
+    for after_ms in [100, 0] {
+        let dir = tmp.path().join(format!("after-{after_ms}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("probes.toml");
+        std::fs::write(
+            &config,
+            format!("[election]\nprobe_connection_after_ms = {after_ms}\n"),
+        )
+        .unwrap();
+        let mut sp = spawner(&dir);
+        sp.extra = vec!["--config".into(), config.display().to_string()];
+        let roles = [Role::Master, Role::Worker, Role::Worker];
+        let nodes = start_cluster(&sp, &dir, &roles, CONVERGE).await.unwrap();
+        let all: Vec<&NodeProc> = nodes.iter().collect();
+        let (leader, epoch) = agree(&all, 0, "at start").await;
+        let l = nodes.iter().position(|n| n.peer_id == leader).unwrap();
+        let counts = || async { nodes[l].status_brief().await.map(|s| s.probe_datagrams) };
+        // From the leader's first datagram answers on: until then probes go
+        // both ways (a peer's datagrams are trusted once it answered one).
+        let start = wait_for(CONVERGE, || async {
+            counts().await.filter(|c| c.answered >= 4)
+        })
+        .await
+        .expect("the leader answers its probers by datagram");
+        let end = wait_for(Duration::from_secs(60), || async {
+            counts().await.filter(|c| c.answered >= start.answered + 40)
+        })
+        .await
+        .expect("40 more probes answered by datagram");
+        let datagrams = end.answered - start.answered;
+        let pings = end.pings_answered - start.pings_answered;
+        eprintln!(
+            "probe_connection_after_ms = {after_ms}: {datagrams} by datagram, {pings} over the connections"
+        );
+        if after_ms == 0 {
+            assert!(
+                pings * 2 >= datagrams,
+                "both ways at once: {pings} of {datagrams}"
+            );
+        } else {
+            assert!(
+                pings * 4 <= datagrams,
+                "datagram first: {pings} pings for {datagrams}"
+            );
+        }
+        let (still, e) = agree(&all, 0, "after the probes").await;
+        assert_eq!((still, e), (leader, epoch), "the leadership did not move");
+    }
+}

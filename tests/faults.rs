@@ -487,3 +487,74 @@ fn a_one_way_link_failure_loses_no_acknowledged_change() {
         check_converged(&all, &ledger).await;
     });
 }
+
+/// Probe datagrams dropped on their way to the leader (UDP to its probe
+/// port, dropped in its namespace): its probers, which send probes by
+/// datagram first once it has answered some, send each over the connection
+/// `probe_connection_after_ms` later, where it is answered. So they do not
+/// suspect it (a probe that failed would, after two, ask other members to
+/// probe it), and the leadership does not move.
+#[test]
+fn probes_whose_datagrams_are_dropped_are_answered_over_the_connection() {
+    in_lab("udp", 5, |lab, dir| async move {
+        let nodes = cluster(&lab, &dir, &ROLES).await;
+        let all: Vec<usize> = (0..nodes.0.len()).collect();
+        let l = leader_of(&nodes.0, &all).await;
+        let status = |i: usize| {
+            let c = &nodes.0[i].client;
+            async move { c.status_brief().await.ok().map(|s| s.0) }
+        };
+        // Totals over the followers, and the leader's own.
+        let totals = || async {
+            let (mut pinged, mut asked, mut changes) = (0, 0, Vec::new());
+            for i in &all {
+                let s = status(*i).await?;
+                pinged += s.probe_datagrams.pinged_after;
+                asked += s.probe_datagrams.asked_others;
+                changes.push((s.leader_changes, s.epoch));
+            }
+            let lead = status(l).await?.probe_datagrams;
+            Some((pinged, asked, changes, lead))
+        };
+        let port = wait_for(LONG, || async {
+            let d = status(l).await?.probe_datagrams;
+            (d.answered >= 10).then_some(d.port)
+        })
+        .await
+        .expect("the leader answers its probers by datagram");
+        let script = format!(
+            "table inet probes {{\n  chain input {{ type filter hook input priority 0; policy accept;\n    udp dport {port} drop\n  }}\n}}\n"
+        );
+        testkit::netns::run(
+            "ip",
+            &["netns", "exec", &lab.ns(l), "nft", "-f", "-"],
+            Some(&script),
+        )
+        .unwrap();
+        let (pinged0, asked0, changes0, lead0) = totals().await.unwrap();
+        let (pinged, asked, changes, lead) = wait_for(LONG, || async {
+            totals().await.filter(|t| t.0 >= pinged0 + 30)
+        })
+        .await
+        .expect("30 probes sent over the connection after their datagrams went unanswered");
+        let (pinged, asked) = (pinged - pinged0, asked - asked0);
+        let pongs = lead.pings_answered - lead0.pings_answered;
+        eprintln!(
+            "{pinged} probes over the connection after no datagram answer, {pongs} answered there, {asked} suspicions"
+        );
+        assert!(
+            pongs * 10 >= pinged * 9,
+            "the leader answered them: {pongs} of {pinged}"
+        );
+        assert!(
+            asked * 5 <= pinged,
+            "answered in time: {asked} suspicions for {pinged} probes"
+        );
+        assert_eq!(changes, changes0, "no leader change anywhere");
+        // Only datagrams that arrived before the rule, if any.
+        assert!(
+            lead.answered <= lead0.answered + 3,
+            "no datagram reaches the leader"
+        );
+    });
+}

@@ -300,6 +300,21 @@ impl Collector for StatusCollector {
                 "This node's probe datagrams refused by the peer's host (ICMP port unreachable), each taken as a failed probe at once",
                 d.refused,
             ),
+            (
+                "ipfs_kit_probe_pinged_after_datagrams",
+                "This node's probes sent by datagram first that went over the connection too, unanswered within probe_connection_after_ms",
+                d.pinged_after,
+            ),
+            (
+                "ipfs_kit_probe_pings_answered",
+                "Members' probes this node answered over the connection",
+                d.pings_answered,
+            ),
+            (
+                "ipfs_kit_probe_asked_others",
+                "Times this node's probes went unanswered often enough that it asked other members to probe the peer",
+                d.asked_others,
+            ),
         ] {
             counter(&mut e, name, help, v)?;
         }

@@ -2,6 +2,14 @@
 //! request-response `Ping` of [`super::probe`]; the first answer by either
 //! way counts.
 //!
+//! To a peer that has answered this node's probe datagrams at its present
+//! address, this node's own probes go by datagram alone at first, and the
+//! `Ping` over the connection follows only if no answer came within
+//! `[election] probe_connection_after_ms` (100 ms). On a healthy network
+//! the datagram's answer always comes first, and the connections carry no
+//! probes: before, the leader answered each probe both ways, 6 a second
+//! with 3 probers. Relays for other members still go both ways at once.
+//!
 //! Why: a probe over a TCP connection waits behind every packet the
 //! connection lost, for a retransmission timeout that doubles with each
 //! loss. On a network that loses packets on the way, one connection stalls
@@ -116,8 +124,11 @@ pub(super) enum Read {
 #[derive(Debug, Clone, Copy)]
 pub(super) enum For {
     /// This node's own probe, under the prober's nonce, beside the `Ping`
-    /// `rpc` over the connection.
-    Mine(u64, OutboundRequestId),
+    /// `rpc` over the connection: sent with the first datagram, or, to a
+    /// peer that answers datagrams, only once they went unanswered for
+    /// `probe_connection_after_ms` (`None` until then; see
+    /// [`Node::probe_datagram_first`]).
+    Mine(u64, Option<OutboundRequestId>),
     /// A probe for another member (its `Relay` entry in `probe_pending`
     /// under `rpc`, the `Ping` sent beside it).
     Relay(OutboundRequestId),
@@ -130,7 +141,8 @@ impl For {
     /// The request-response `Ping` sent beside the datagrams.
     fn rpc(&self) -> Option<OutboundRequestId> {
         match self {
-            For::Mine(_, rpc) | For::Relay(rpc) => Some(*rpc),
+            For::Mine(_, rpc) => *rpc,
+            For::Relay(rpc) => Some(*rpc),
             For::Warm => None,
         }
     }
@@ -142,6 +154,9 @@ struct Out {
     addr: SocketAddr,
     what: For,
     when: Schedule,
+    /// When the `Ping` over the connection goes if no answer came by then
+    /// (a [`For::Mine`] probe sent by datagram first).
+    ping_at: Option<Instant>,
     /// Answered, by datagram or over the connection: nothing more to send,
     /// and further answers are duplicates.
     done: bool,
@@ -409,11 +424,33 @@ impl Datagrams {
     /// or marking a probe past its deadline (so never an instant it has
     /// already handled).
     fn wake(&self) -> Option<Instant> {
-        self.out
+        let resends = self
+            .out
             .values()
             .filter(|o| !o.done && !o.refused)
-            .filter_map(|o| o.when.wake())
-            .min()
+            .filter_map(|o| o.when.wake());
+        let pings = self
+            .out
+            .values()
+            .filter(|o| !o.done)
+            .filter_map(|o| o.ping_at);
+        resends.chain(pings).min()
+    }
+
+    /// Probes sent by datagram first that are still unanswered at their
+    /// `ping_at`: the token, peer and nonce of each (each told once).
+    fn pings_due(&mut self, now: Instant) -> Vec<(u64, PeerId, u64)> {
+        self.out
+            .iter_mut()
+            .filter(|(_, o)| !o.done && o.ping_at.is_some_and(|at| at <= now))
+            .filter_map(|(token, o)| {
+                o.ping_at = None;
+                match o.what {
+                    For::Mine(nonce, None) => Some((*token, o.to, nonce)),
+                    _ => None,
+                }
+            })
+            .collect()
     }
 
     /// The `Ping` sent beside a probe was settled: its datagrams stop, and
@@ -472,10 +509,33 @@ impl Node {
             addr,
             what,
             when: Schedule::new(now, d.resend, within),
+            ping_at: matches!(what, For::Mine(_, None)).then(|| now + self.cfg.probe_ping_after),
             done: false,
             refused: false,
         };
         d.start(&self.me, probe)
+    }
+
+    /// Whether a probe of `peer` goes by datagram alone at first, the
+    /// `Ping` over the connection only if no answer came within
+    /// `[election] probe_connection_after_ms`: when that is not zero, the
+    /// datagram deadline `within` leaves time after it, and `peer` has
+    /// answered one of this node's probe datagrams at the address they go
+    /// to now. Elsewhere (UDP blocked, a peer just met, a new port) both go
+    /// at once. On a healthy network the datagram's answer comes first, so
+    /// the connection carries no probes at all: the leader answered each of
+    /// its probers' pings both ways before, most of its idle bytes.
+    pub(super) fn probe_datagram_first(&self, peer: &PeerId, within: Duration) -> bool {
+        let after = self.cfg.probe_ping_after;
+        if after.is_zero() || after >= within {
+            return false;
+        }
+        let Some(addr) = self.probe_addr(peer) else {
+            return false;
+        };
+        self.datagrams
+            .as_ref()
+            .is_some_and(|d| d.answered_at.get(peer) == Some(&addr))
     }
 
     /// The leader's heartbeat, to a follower with no TCP connection to it:
@@ -532,6 +592,7 @@ impl Node {
                 next: now + delay,
                 until: now + delay + within,
             },
+            ping_at: None,
             done: false,
             refused: false,
         };
@@ -540,9 +601,26 @@ impl Node {
         }
     }
 
+    /// Resends what is due, and sends the `Ping` over the connection for
+    /// each probe sent by datagram first that is still unanswered.
     pub(super) fn datagram_tick(&mut self, now: Instant) {
-        if let Some(d) = self.datagrams.as_mut() {
-            d.resend_due(&self.me, now);
+        let Some(d) = self.datagrams.as_mut() else {
+            return;
+        };
+        d.resend_due(&self.me, now);
+        for (token, to, nonce) in d.pings_due(now) {
+            let rpc = self
+                .swarm
+                .behaviour_mut()
+                .rpc
+                .send_request(&to, wire::Request::Ping);
+            self.probe_pending.insert(rpc, Pending::Mine(nonce));
+            if let Some(d) = self.datagrams.as_mut() {
+                d.counts.pinged_after += 1;
+                if let Some(o) = d.out.get_mut(&token) {
+                    o.what = For::Mine(nonce, Some(rpc));
+                }
+            }
         }
     }
 
@@ -559,10 +637,16 @@ impl Node {
     }
 
     pub(super) fn datagram_counts(&self) -> DatagramCounts {
-        self.datagrams
-            .as_ref()
-            .map(Datagrams::counts)
-            .unwrap_or_default()
+        let (pings_answered, asked_others) = self.probe_counts;
+        DatagramCounts {
+            pings_answered,
+            asked_others,
+            ..self
+                .datagrams
+                .as_ref()
+                .map(Datagrams::counts)
+                .unwrap_or_default()
+        }
     }
 
     /// A datagram read from the probe socket.
@@ -634,8 +718,11 @@ impl Node {
         for what in failed {
             match what {
                 For::Mine(nonce, rpc) => {
-                    if !matches!(self.probe_pending.get(&rpc), Some(Pending::Mine(n)) if *n == nonce)
-                    {
+                    // Settled over the connection already (an unanswered
+                    // probe sent by datagram first has no `Ping` yet).
+                    if rpc.is_some_and(|rpc| {
+                        !matches!(self.probe_pending.get(&rpc), Some(Pending::Mine(n)) if *n == nonce)
+                    }) {
                         continue;
                     }
                     self.probe_failed(nonce, now);
@@ -715,7 +802,9 @@ impl Node {
         match what {
             For::Mine(nonce, rpc) => {
                 // The Ping's own answer, when it comes, is stray now.
-                if matches!(self.probe_pending.get(&rpc), Some(Pending::Mine(n)) if *n == nonce) {
+                if let Some(rpc) = rpc
+                    && matches!(self.probe_pending.get(&rpc), Some(Pending::Mine(n)) if *n == nonce)
+                {
                     self.probe_pending.remove(&rpc);
                 }
                 let alive = self.prober.answered(nonce, Instant::now());
@@ -901,6 +990,52 @@ mod tests {
             read.expect("no datagram within 10 s"),
             Some(Read::Datagram(from, b"hello".to_vec()))
         );
+    }
+
+    /// A probe sent by datagram first asks for a tick at its `ping_at`
+    /// (even once refused, so a late answer over the connection can still
+    /// come), is told due then exactly once, and never once answered; a
+    /// probe with its `Ping` already out is never due.
+    #[tokio::test]
+    async fn a_probe_sent_by_datagram_first_is_due_over_the_connection_once_unless_answered() {
+        let lo: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+        let resend = Duration::from_millis(50);
+        let mut d = Datagrams::bind(&[lo], 0, resend).await.unwrap();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let to = PeerId::random();
+        // Nothing listens there; the sends are beside the point.
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        let out = |what, ping_at: Option<Instant>| Out {
+            to,
+            addr,
+            what,
+            when: Schedule {
+                next: t0 + resend,
+                until: t0 + ms(600),
+            },
+            ping_at,
+            done: false,
+            refused: false,
+        };
+        d.out.insert(1, out(For::Mine(7, None), Some(t0 + ms(100))));
+        d.out.insert(2, out(For::Mine(8, None), Some(t0 + ms(100))));
+        d.out.insert(3, out(For::Warm, None));
+        assert_eq!(d.wake(), Some(t0 + resend), "the resends come first");
+        for o in d.out.values_mut() {
+            o.refused = true;
+        }
+        assert_eq!(d.wake(), Some(t0 + ms(100)), "refused: only the pings");
+        assert!(d.pings_due(t0 + ms(99)).is_empty(), "not before");
+        d.out.get_mut(&2).unwrap().done = true;
+        let due = d.pings_due(t0 + ms(100));
+        assert_eq!(
+            due,
+            vec![(1, to, 7)],
+            "the unanswered one, not the answered"
+        );
+        assert!(d.pings_due(t0 + ms(500)).is_empty(), "once");
+        assert_eq!(d.wake(), None, "nothing left to do");
     }
 
     /// A loop that sleeps until `wake` and then ticks never gets an instant

@@ -331,6 +331,7 @@ where
         lost_over_quic: HashSet::new(),
         prober: crate::election::probe::Prober::new(cfg_probe, Instant::now()),
         probe_pending: HashMap::new(),
+        probe_counts: (0, 0),
         datagrams,
         probe_ports: HashMap::new(),
         key,
@@ -447,6 +448,9 @@ struct Node {
     /// Probing the leader, and the probes on the wire.
     prober: crate::election::probe::Prober<String>,
     probe_pending: HashMap<OutboundRequestId, probe::Pending>,
+    /// Members' probes answered over the connection (`Ping`), and rounds in
+    /// which this node asked other members to probe its target.
+    probe_counts: (u64, u64),
     /// Probes by UDP datagram beside them (`None`: off), and the port each
     /// peer's heartbeats announce for them (0: none).
     datagrams: Option<datagram::Datagrams>,

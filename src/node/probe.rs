@@ -122,16 +122,22 @@ impl Node {
         for probe in probes {
             match probe {
                 Probe::Ping { to, nonce } => {
-                    if let Ok(peer) = to.parse::<PeerId>() {
-                        let id = self
-                            .swarm
-                            .behaviour_mut()
-                            .rpc
-                            .send_request(&peer, Request::Ping);
-                        self.probe_pending.insert(id, Pending::Mine(nonce));
-                        let within = self.prober.deadline().max(self.cfg.probe.timeout * 2);
-                        self.datagram_probe(peer, For::Mine(nonce, id), within);
+                    let Ok(peer) = to.parse::<PeerId>() else {
+                        continue;
+                    };
+                    let within = self.prober.deadline().max(self.cfg.probe.timeout * 2);
+                    if self.probe_datagram_first(&peer, within)
+                        && self.datagram_probe(peer, For::Mine(nonce, None), within)
+                    {
+                        continue;
                     }
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .rpc
+                        .send_request(&peer, Request::Ping);
+                    self.probe_pending.insert(id, Pending::Mine(nonce));
+                    self.datagram_probe(peer, For::Mine(nonce, Some(id)), within);
                 }
                 Probe::Ask {
                     via,
@@ -143,6 +149,7 @@ impl Node {
                         continue;
                     };
                     debug!(leader = %target, helpers = via.len(), "leader silent to this node: asking others to probe it");
+                    self.probe_counts.1 += 1;
                     for helper in via.iter().filter_map(|h| h.parse::<PeerId>().ok()) {
                         let req = Request::ProbeFor {
                             peer: t.to_bytes(),
@@ -234,6 +241,7 @@ impl Node {
         let rpc = &mut self.swarm.behaviour_mut().rpc;
         match request {
             Request::Ping => {
+                self.probe_counts.0 += 1;
                 let _ = rpc.send_response(channel, Response::Pong);
             }
             Request::ProbeFor {
