@@ -259,7 +259,8 @@ pub struct NodeConfig {
     pub probe_resend: Duration,
     /// A probe of a peer that answers datagrams goes over the connection
     /// too only if no datagram answer came within this
-    /// (`[election] probe_connection_after_ms`; zero: both at once).
+    /// (`[election] probe_connection_after_ms`, at most half of
+    /// `probe_timeout_ms`; zero: both at once).
     pub probe_ping_after: Duration,
     pub network: NetworkConfig,
     /// Extra supervised processes, `[[service]]`.
@@ -423,7 +424,11 @@ impl NodeConfig {
             probers: e.probers,
             indirect_probes: e.indirect_probes,
             probe_resend: Duration::from_millis(e.probe_datagram_resend_ms),
-            probe_ping_after: Duration::from_millis(e.probe_connection_after_ms),
+            // At most half the shortest deadline, so the probe over the
+            // connection has time left (a config with a short
+            // probe_timeout_ms and the default here stays valid).
+            probe_ping_after: Duration::from_millis(e.probe_connection_after_ms)
+                .min(Duration::from_millis(e.probe_timeout_ms) / 2),
             network: file.network,
             services: file
                 .service
@@ -492,12 +497,6 @@ impl NodeConfig {
             return Err(invalid(
                 "election.probe_datagram_resend_ms",
                 "must be 0 (no probe datagrams) or at least 10",
-            ));
-        }
-        if self.probe_ping_after >= self.probe.timeout && !self.probe_ping_after.is_zero() {
-            return Err(invalid(
-                "election.probe_connection_after_ms",
-                "must be below election.probe_timeout_ms (0: probes go over the connection at once)",
             ));
         }
         if !(1..=10).contains(&self.probe.check_attempts) {
@@ -748,6 +747,13 @@ mod tests {
         assert!(cfg.probe_resend.is_zero(), "0 turns them off");
         assert!(cfg.probe_ping_after.is_zero());
         assert_eq!(cfg.network.probe_port, 4012);
+        // Taken as at most half of probe_timeout_ms.
+        let cfg = load_with(
+            Some("[election]\nprobe_timeout_ms = 80\nprobe_connection_after_ms = 1000\n"),
+            NodeArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.probe_ping_after, Duration::from_millis(40));
     }
 
     #[test]
@@ -771,11 +777,6 @@ mod tests {
         assert!(
             err("[election]\nprobe_datagram_resend_ms = 5")
                 .contains("election.probe_datagram_resend_ms")
-        );
-        assert!(
-            err("[election]\nprobe_connection_after_ms = 300")
-                .contains("election.probe_connection_after_ms"),
-            "not below probe_timeout_ms"
         );
         assert!(err("[network]\nprobe_port = 70000").contains("probe_port"));
         assert!(err("bootstrap = [\"/ip4/1.2.3\"]").contains("bootstrap"));

@@ -106,8 +106,9 @@ pub struct DatagramCounts {
     /// with or without datagrams.
     #[serde(default)]
     pub pings_answered: u64,
-    /// Times this node's probes of its target went unanswered often enough
-    /// that it asked other members to probe it (a suspicion).
+    /// Rounds in which this node asked other members to probe its target:
+    /// its own probes went unanswered often enough (a suspicion), or, as
+    /// the leader's successor, a prober asked it to probe the leader.
     #[serde(default)]
     pub asked_others: u64,
 }

@@ -312,7 +312,7 @@ impl Collector for StatusCollector {
             ),
             (
                 "ipfs_kit_probe_asked_others",
-                "Times this node's probes went unanswered often enough that it asked other members to probe the peer",
+                "Rounds in which this node asked other members to probe its target (its own probes unanswered, or a prober's request to the successor)",
                 d.asked_others,
             ),
         ] {

@@ -5,7 +5,9 @@
 //! To a peer that has answered this node's probe datagrams at its present
 //! address, this node's own probes go by datagram alone at first, and the
 //! `Ping` over the connection follows only if no answer came within
-//! `[election] probe_connection_after_ms` (100 ms). On a healthy network
+//! `[election] probe_connection_after_ms` (100 ms; after
+//! [`CONNECTION_ONLY`] such probes in a row answered only over the
+//! connection, both ways at once again until the peer answers a datagram). On a healthy network
 //! the datagram's answer always comes first, and the connections carry no
 //! probes: before, the leader answered each probe both ways, 6 a second
 //! with 3 probers. Relays for other members still go both ways at once.
@@ -28,7 +30,9 @@
 //! node sent, signed by the key of the peer it probed (so no one can answer
 //! for a dead peer). A datagram the node cannot use is dropped and counted.
 //! Where UDP between nodes is filtered, the datagrams go unanswered and
-//! probes ride the connections alone, as before. Datagrams go only to
+//! probes ride the connections alone: both ways at once from the start
+//! for a peer that never answered one, and for one that did, 100 ms late
+//! for [`CONNECTION_ONLY`] probes, then both ways at once again. Datagrams go only to
 //! peers with an open connection (the address comes from it).
 //!
 //! A refusal: when nothing listens at the port a probe went to, the peer's
@@ -109,6 +113,11 @@ const MAX_WARMED: usize = 16;
 /// Most peers whose last answering address is remembered (those this node
 /// probes, or relays for: a few).
 const MAX_ANSWERED_AT: usize = 1024;
+/// Probes of a peer in a row, sent by datagram first, that only the
+/// connection answered: past this, the peer no longer counts as answering
+/// datagrams at its address (its probes go both ways at once again, and
+/// a refusal from there no longer counts) until it answers one.
+const CONNECTION_ONLY: u32 = 3;
 
 /// What the socket's reader passes to the node's loop.
 #[derive(Debug, PartialEq)]
@@ -157,6 +166,8 @@ struct Out {
     /// When the `Ping` over the connection goes if no answer came by then
     /// (a [`For::Mine`] probe sent by datagram first).
     ping_at: Option<Instant>,
+    /// Sent by datagram first.
+    first: bool,
     /// Answered, by datagram or over the connection: nothing more to send,
     /// and further answers are duplicates.
     done: bool,
@@ -218,6 +229,9 @@ pub(super) struct Datagrams {
     /// The address each peer last answered a probe datagram from: a
     /// refusal counts only from there (see [`Node::on_refused`]).
     answered_at: HashMap<PeerId, SocketAddr>,
+    /// Per peer in `answered_at`, its probes in a row sent by datagram
+    /// first that only the connection answered (see [`CONNECTION_ONLY`]).
+    connection_only: HashMap<PeerId, u32>,
     /// Where and when each peer was last sent a [`For::Warm`] probe.
     warmed: HashMap<PeerId, (SocketAddr, Instant)>,
     counts: DatagramCounts,
@@ -326,6 +340,7 @@ impl Datagrams {
             window: (Instant::now(), 0),
             per_peer: HashMap::new(),
             answered_at: HashMap::new(),
+            connection_only: HashMap::new(),
             warmed: HashMap::new(),
             counts: DatagramCounts {
                 port,
@@ -432,17 +447,18 @@ impl Datagrams {
         let pings = self
             .out
             .values()
-            .filter(|o| !o.done)
+            .filter(|o| !o.done && !o.refused)
             .filter_map(|o| o.ping_at);
         resends.chain(pings).min()
     }
 
-    /// Probes sent by datagram first that are still unanswered at their
+    /// Probes sent by datagram first that are still unanswered (and not
+    /// refused: the probe failed, the peer's process is gone) at their
     /// `ping_at`: the token, peer and nonce of each (each told once).
     fn pings_due(&mut self, now: Instant) -> Vec<(u64, PeerId, u64)> {
         self.out
             .iter_mut()
-            .filter(|(_, o)| !o.done && o.ping_at.is_some_and(|at| at <= now))
+            .filter(|(_, o)| !o.done && !o.refused && o.ping_at.is_some_and(|at| at <= now))
             .filter_map(|(token, o)| {
                 o.ping_at = None;
                 match o.what {
@@ -454,10 +470,32 @@ impl Datagrams {
     }
 
     /// The `Ping` sent beside a probe was settled: its datagrams stop, and
-    /// answers to them are duplicates.
+    /// answers to them are duplicates. A probe sent by datagram first and
+    /// answered first over the connection counts towards
+    /// [`CONNECTION_ONLY`].
     fn settled(&mut self, rpc: OutboundRequestId) {
+        let mut missed = Vec::new();
         for o in self.out.values_mut().filter(|o| o.what.rpc() == Some(rpc)) {
+            if o.first && !o.done {
+                missed.push(o.to);
+            }
             o.done = true;
+        }
+        for peer in missed {
+            self.connection_answered(peer);
+        }
+    }
+
+    /// `peer` answered a probe sent by datagram first over the connection
+    /// only: the [`CONNECTION_ONLY`]th in a row, it no longer counts as
+    /// answering datagrams.
+    fn connection_answered(&mut self, peer: PeerId) {
+        let n = self.connection_only.entry(peer).or_default();
+        *n += 1;
+        if *n >= CONNECTION_ONLY {
+            debug!(%peer, "its probe datagrams went unanswered {CONNECTION_ONLY} times while the connection answered: probing both ways at once");
+            self.connection_only.remove(&peer);
+            self.answered_at.remove(&peer);
         }
     }
 
@@ -510,6 +548,7 @@ impl Node {
             what,
             when: Schedule::new(now, d.resend, within),
             ping_at: matches!(what, For::Mine(_, None)).then(|| now + self.cfg.probe_ping_after),
+            first: matches!(what, For::Mine(_, None)),
             done: false,
             refused: false,
         };
@@ -593,6 +632,7 @@ impl Node {
                 until: now + delay + within,
             },
             ping_at: None,
+            first: false,
             done: false,
             refused: false,
         };
@@ -740,6 +780,7 @@ impl Node {
     pub(super) fn datagram_port_changed(&mut self, peer: &PeerId) {
         if let Some(d) = self.datagrams.as_mut() {
             d.answered_at.remove(peer);
+            d.connection_only.remove(peer);
         }
     }
 
@@ -792,8 +833,10 @@ impl Node {
         // The peer listens there: a refusal from there later means it is gone.
         if d.answered_at.len() >= MAX_ANSWERED_AT && !d.answered_at.contains_key(&to) {
             d.answered_at.clear();
+            d.connection_only.clear();
         }
         d.answered_at.insert(to, addr);
+        d.connection_only.remove(&to);
         if !first {
             // A resend's answer, or one after the `Pong`: nothing new.
             return true;
@@ -992,10 +1035,9 @@ mod tests {
         );
     }
 
-    /// A probe sent by datagram first asks for a tick at its `ping_at`
-    /// (even once refused, so a late answer over the connection can still
-    /// come), is told due then exactly once, and never once answered; a
-    /// probe with its `Ping` already out is never due.
+    /// A probe sent by datagram first asks for a tick at its `ping_at`, is
+    /// told due then exactly once, and never once answered or refused (the
+    /// refusal failed it: the peer's process is gone).
     #[tokio::test]
     async fn a_probe_sent_by_datagram_first_is_due_over_the_connection_once_unless_answered() {
         let lo: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
@@ -1015,27 +1057,55 @@ mod tests {
                 until: t0 + ms(600),
             },
             ping_at,
+            first: ping_at.is_some(),
             done: false,
             refused: false,
         };
-        d.out.insert(1, out(For::Mine(7, None), Some(t0 + ms(100))));
-        d.out.insert(2, out(For::Mine(8, None), Some(t0 + ms(100))));
+        for (token, nonce) in [(1, 7), (2, 8), (4, 9)] {
+            d.out
+                .insert(token, out(For::Mine(nonce, None), Some(t0 + ms(100))));
+        }
         d.out.insert(3, out(For::Warm, None));
         assert_eq!(d.wake(), Some(t0 + resend), "the resends come first");
-        for o in d.out.values_mut() {
-            o.refused = true;
+        for token in [1, 3, 4] {
+            d.out.get_mut(&token).unwrap().refused = token != 1;
         }
-        assert_eq!(d.wake(), Some(t0 + ms(100)), "refused: only the pings");
-        assert!(d.pings_due(t0 + ms(99)).is_empty(), "not before");
         d.out.get_mut(&2).unwrap().done = true;
+        assert!(d.pings_due(t0 + ms(99)).is_empty(), "not before");
         let due = d.pings_due(t0 + ms(100));
         assert_eq!(
             due,
             vec![(1, to, 7)],
-            "the unanswered one, not the answered"
+            "not the answered one, nor the refused"
         );
         assert!(d.pings_due(t0 + ms(500)).is_empty(), "once");
+        d.out.get_mut(&1).unwrap().done = true;
         assert_eq!(d.wake(), None, "nothing left to do");
+    }
+
+    /// A peer whose probes sent by datagram first are answered over the
+    /// connection only, three times in a row, no longer counts as answering
+    /// datagrams (its probes go both ways at once again); one answer by
+    /// datagram in between starts the count again.
+    #[tokio::test]
+    async fn a_peer_that_stops_answering_datagrams_is_probed_both_ways_again() {
+        let lo: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+        let mut d = Datagrams::bind(&[lo], 0, Duration::from_millis(50))
+            .await
+            .unwrap();
+        let peer = PeerId::random();
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        d.answered_at.insert(peer, addr);
+        d.connection_answered(peer);
+        d.connection_answered(peer);
+        // A datagram answer (as `take_ack` records it) starts again.
+        d.connection_only.remove(&peer);
+        d.connection_answered(peer);
+        d.connection_answered(peer);
+        assert_eq!(d.answered_at.get(&peer), Some(&addr), "two in a row");
+        d.connection_answered(peer);
+        assert_eq!(d.answered_at.get(&peer), None, "three in a row");
+        assert!(d.connection_only.is_empty());
     }
 
     /// A loop that sleeps until `wake` and then ticks never gets an instant

@@ -311,8 +311,13 @@ struct Node {
     /// second answer to one is a duplicate, as in the node.
     answered: std::collections::HashSet<u64>,
     /// Peers that answered one of its probe datagrams (the node's
-    /// `answered_at`; in these runs no node comes back on another port).
-    datagram_peers: std::collections::HashSet<u32>,
+    /// `answered_at`; in these runs no node comes back on another port),
+    /// with its probes of each in a row sent by datagram first that only
+    /// the connection answered (the node's `connection_only`: at 3 the
+    /// peer is dropped from here).
+    datagram_peers: HashMap<u32, u32>,
+    /// Its probes sent by datagram first.
+    first: std::collections::HashSet<u64>,
 }
 
 impl Node {
@@ -411,6 +416,7 @@ impl Sim {
                 last_sweep: t0,
                 answered: Default::default(),
                 datagram_peers: Default::default(),
+                first: Default::default(),
             })
             .collect();
         let hops = (n.max(2) as f64).log(3.0).ceil() as u64 + 1;
@@ -676,9 +682,12 @@ impl Sim {
             .p
             .connection_after
             .filter(|a| !a.is_zero() && *a < window && resend.is_some() && relay.is_none())
-            .filter(|_| self.nodes[from as usize].datagram_peers.contains(&to));
+            .filter(|_| self.nodes[from as usize].datagram_peers.contains_key(&to));
         match first {
-            Some(after) => self.at(self.now + after, Ev::ConnectionPing { from, to, nonce }),
+            Some(after) => {
+                self.nodes[from as usize].first.insert(nonce);
+                self.at(self.now + after, Ev::ConnectionPing { from, to, nonce })
+            }
             None => self.send(from, to, ping(false)),
         }
         let Some(resend) = resend else {
@@ -926,11 +935,23 @@ impl Sim {
                 relay: None,
                 dgram,
             } => {
+                let n = &mut self.nodes[to as usize];
+                let first = n.first.remove(&nonce);
                 if dgram {
-                    self.nodes[to as usize].datagram_peers.insert(from);
+                    n.datagram_peers.insert(from, 0);
                 }
-                if !self.nodes[to as usize].answered.insert(nonce) {
+                if !n.answered.insert(nonce) {
                     return Ok(());
+                }
+                // Sent by datagram first, answered first over the connection.
+                if first
+                    && !dgram
+                    && let Some(k) = n.datagram_peers.get_mut(&from)
+                {
+                    *k += 1;
+                    if *k >= 3 {
+                        n.datagram_peers.remove(&from);
+                    }
                 }
                 let probe = self.nodes[to as usize].prober.answered(nonce, self.now);
                 self.run_probes(to, probe.into_iter().collect())?;
@@ -1527,6 +1548,9 @@ mod tests {
         for seed in [147, 1251, 2725] {
             let with = run(seed, 0.3, Some(100));
             assert!(with.detection.is_some(), "seed {seed}: {with:?}");
+            // Probes whose datagrams were lost for 100 ms went over the
+            // connection, and the leader answered them there.
+            assert!(with.leader_direct_out_s > 0.5, "seed {seed}: {with:?}");
             assert_eq!(
                 with.fault_epoch, with.converged_epoch,
                 "seed {seed}: {with:?}"
