@@ -49,6 +49,7 @@ fn main() {
         interval_ms: 5000,
         members: (12, 0x5eed_cafe_f00d_d00d),
         probe_port: 4011,
+        held: Some((0x0123_4567_89ab_cdef, 17)),
     };
     let cert = Certificate::issue(
         &op,

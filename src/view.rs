@@ -36,6 +36,10 @@ pub struct PeerView {
     /// The digest of the changes its pinset replica has seen
     /// ([`crate::pinset::model::Vv::digest`]); `None` before it said.
     pub pinset: Option<u64>,
+    /// Where its holder stands: session and newest change
+    /// ([`crate::pinset::holder::core::Core::position`]); `None` before it
+    /// said, or for a peer that holds nothing.
+    pub held: Option<(u64, u64)>,
 }
 
 /// Granularity of free disk in a [`ClusterView`].
@@ -81,6 +85,7 @@ mod tests {
             ipfs: None,
             disk_free: 0,
             pinset: None,
+            held: None,
         };
         for n in 0..6 {
             let ids: Vec<String> = (0..n).map(|i| format!("p{:02}", 2 * i + 1)).collect();

@@ -154,6 +154,12 @@ pub struct Heartbeat {
     /// The UDP port the sender answers probe datagrams on ([`Datagram`]),
     /// at the address its connections come from; 0: none.
     pub probe_port: u16,
+    /// Where the sender's holder stands: its session and the version of
+    /// its newest state change (see [`HolderRequest::States`]); `None`:
+    /// it holds nothing (a leecher). The leader asks for the changes as
+    /// soon as this moves past what it has read, so it need not poll an
+    /// idle holder often.
+    pub held: Option<(u64, u64)>,
 }
 
 /// A GPU a node has (NVIDIA, read through NVML at start).
@@ -870,6 +876,7 @@ mod tests {
             interval_ms: 5000,
             members: (100, u64::MAX),
             probe_port: 4011,
+            held: Some((u64::MAX, u64::MAX)),
         }
     }
 

@@ -45,6 +45,7 @@ fn view(epoch: u64) -> ClusterView {
         ipfs: None,
         disk_free: 0,
         pinset: None,
+        held: None,
     };
     ClusterView {
         me: "me".into(),

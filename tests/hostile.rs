@@ -356,6 +356,7 @@ fn heartbeat(role: Role, incarnation: u64, seq: u64) -> Heartbeat {
         interval_ms: 5000,
         members: (1, 0),
         probe_port: 0,
+        held: None,
     }
 }
 

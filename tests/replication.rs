@@ -355,6 +355,64 @@ async fn a_holder_whose_ipfs_stays_down_has_its_copies_moved() {
     assert!(!s.ipfs.is_ready(), "its IPFS is {}", s.ipfs.state);
 }
 
+/// A copy lost under a holder (unpinned in its IPFS behind the node's
+/// back) is found by the holder's reconciliation, and its heartbeat tells
+/// the leader at once: the leader restores it long before it would next
+/// poll that idle holder (60 s). The leader's own holder is asked every
+/// second while idle.
+#[tokio::test]
+async fn a_copy_lost_under_a_holder_is_restored_without_waiting_for_a_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = spawner(
+        dir.path(),
+        "replication_min = 3\nreplication_max = 3\nreconcile_secs = 1",
+    );
+    use Role::*;
+    let nodes = cluster(&sp, dir.path(), &[Master, Worker, Worker]).await;
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    let (leader, _, _) = wait_for(LONG, || agreed_leader(&all, 2))
+        .await
+        .expect("three nodes agree");
+    let leader = nodes.iter().position(|n| n.peer_id == leader).unwrap();
+    let follower = (leader + 1) % nodes.len();
+    let cids = content(&nodes[0], "lost", 3).await;
+    for c in &cids {
+        nodes[1].client.pin_add(&req(c, None)).await.expect("pin");
+    }
+    let everyone: Vec<(usize, &NodeProc)> = nodes.iter().enumerate().collect();
+    wait_for(LONG, || async {
+        let pinned = pinned_by(&everyone).await?;
+        cids.iter().all(|c| copies(&pinned, c) == 3).then_some(())
+    })
+    .await
+    .expect("every item on all 3 nodes");
+
+    let lost = [(follower, &cids[0]), (leader, &cids[1])];
+    let removed = Instant::now();
+    for (i, c) in lost {
+        ipfs(&nodes[i])
+            .await
+            .pin_rm(c)
+            .await
+            .expect("pin rm behind the node's back");
+    }
+    // Half the idle poll: without the heartbeat's position, the follower's
+    // loss would wait for a poll due about 60 s after the last one.
+    let bound = Duration::from_secs(30);
+    let restored = wait_for(bound, || async {
+        let pinned = pinned_by(&everyone).await?;
+        lost.iter()
+            .all(|(i, c)| pinned[i].contains(*c))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        restored.is_some(),
+        "the lost copies were not restored within {bound:?}"
+    );
+    eprintln!("restored in {:?}", removed.elapsed());
+}
+
 /// Pins allocated to a peer list (`"peers": LIST`), with real IPFS: copies
 /// go only to the list's members; when the list changes, copies move onto
 /// it and off the nodes it no longer names; a pin naming an unknown list

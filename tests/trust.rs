@@ -418,6 +418,7 @@ impl Peer {
                         interval_ms: 5000,
                         members: (1, 0),
                         probe_port: 0,
+                        held: None,
                     },
                     cert: cert.clone(),
                     revocations: None,

@@ -649,12 +649,7 @@ impl Node {
         };
         d.resend_due(&self.me, now);
         for (token, to, nonce) in d.pings_due(now) {
-            let rpc = self
-                .swarm
-                .behaviour_mut()
-                .rpc
-                .send_request(&to, wire::Request::Ping);
-            self.probe_pending.insert(rpc, Pending::Mine(nonce));
+            let rpc = self.ping(&to, nonce);
             if let Some(d) = self.datagrams.as_mut() {
                 d.counts.pinged_after += 1;
                 if let Some(o) = d.out.get_mut(&token) {
@@ -677,7 +672,10 @@ impl Node {
     }
 
     pub(super) fn datagram_counts(&self) -> DatagramCounts {
-        let (pings_answered, asked_others) = self.probe_counts;
+        let super::probe::ProbeCounts {
+            pings_answered,
+            asked_others,
+        } = self.probe_counts;
         DatagramCounts {
             pings_answered,
             asked_others,

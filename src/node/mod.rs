@@ -331,7 +331,7 @@ where
         lost_over_quic: HashSet::new(),
         prober: crate::election::probe::Prober::new(cfg_probe, Instant::now()),
         probe_pending: HashMap::new(),
-        probe_counts: (0, 0),
+        probe_counts: Default::default(),
         datagrams,
         probe_ports: HashMap::new(),
         key,
@@ -363,6 +363,7 @@ where
         last_beat: now,
         next_beat: now,
         beat_pinset: None,
+        beat_held: None,
         leader_changes: 0,
         p2p_metrics,
         started: now,
@@ -371,6 +372,7 @@ where
         ipfs: ipfs.status.clone(),
         peer_ipfs: HashMap::new(),
         peer_pinset: HashMap::new(),
+        peer_held: HashMap::new(),
         ipfs_peers,
         pins,
         view: view_tx,
@@ -448,9 +450,7 @@ struct Node {
     /// Probing the leader, and the probes on the wire.
     prober: crate::election::probe::Prober<String>,
     probe_pending: HashMap<OutboundRequestId, probe::Pending>,
-    /// Members' probes answered over the connection (`Ping`), and rounds in
-    /// which this node asked other members to probe its target.
-    probe_counts: (u64, u64),
+    probe_counts: probe::ProbeCounts,
     /// Probes by UDP datagram beside them (`None`: off), and the port each
     /// peer's heartbeats announce for them (0: none).
     datagrams: Option<datagram::Datagrams>,
@@ -504,10 +504,11 @@ struct Node {
     healthy_changed_ms: u64,
     /// When this node last gossiped its heartbeat, when the next is due
     /// (see [`crate::election::Election::beat_interval`]), and the pinset
-    /// digest it carried.
+    /// digest and holder position it carried.
     last_beat: Instant,
     next_beat: Instant,
     beat_pinset: Option<u64>,
+    beat_held: Option<(u64, u64)>,
     /// Leader changes seen (`/metrics`).
     leader_changes: u64,
     /// libp2p's own metrics (swarm, identify, Kademlia, ping, gossipsub).
@@ -523,6 +524,8 @@ struct Node {
     peer_ipfs: HashMap<String, wire::IpfsInfo>,
     /// The digest of each peer's pinset replica, from its heartbeats.
     peer_pinset: HashMap<String, u64>,
+    /// Where each peer's holder stands, from its heartbeats.
+    peer_held: HashMap<String, (u64, u64)>,
     /// Peers' IPFS addresses, to the task that connects our daemon to theirs.
     ipfs_peers: mpsc::Sender<wire::IpfsInfo>,
     /// The pinset task, what it knows of the cluster, and its requests in flight.

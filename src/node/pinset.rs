@@ -166,6 +166,7 @@ impl Node {
                 .get(id)
                 .map_or(0, |h| h.disk_free / DISK_GRAIN * DISK_GRAIN),
             pinset: self.peer_pinset.get(id).copied(),
+            held: self.peer_held.get(id).copied(),
         }
     }
 
@@ -318,6 +319,7 @@ struct PeerViewRef<'a> {
     ipfs: Option<&'a crate::wire::IpfsInfo>,
     disk_free: u64,
     pinset: Option<u64>,
+    held: Option<(u64, u64)>,
 }
 
 impl<'a> PeerViewRef<'a> {
@@ -328,6 +330,7 @@ impl<'a> PeerViewRef<'a> {
             ipfs: p.ipfs.as_ref(),
             disk_free: p.disk_free,
             pinset: p.pinset,
+            held: p.held,
         }
     }
 
@@ -338,6 +341,7 @@ impl<'a> PeerViewRef<'a> {
             ipfs: self.ipfs.cloned(),
             disk_free: self.disk_free,
             pinset: self.pinset,
+            held: self.held,
         }
     }
 }

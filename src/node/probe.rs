@@ -18,6 +18,15 @@ use crate::wire::{Request, Response};
 /// Indirect probes this node runs for others at once; more are refused.
 const MAX_RELAYS: usize = 64;
 
+/// Members' probes this node answered over the connection (`Ping`), and
+/// rounds in which it asked other members to probe its target (`status`,
+/// `/metrics`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ProbeCounts {
+    pub pings_answered: u64,
+    pub asked_others: u64,
+}
+
 /// A probe this node has on the wire.
 pub(super) enum Pending {
     /// Its own probe (direct, or a check), under the prober's nonce.
@@ -118,6 +127,17 @@ impl Node {
         }
     }
 
+    /// This node's probe `nonce` of `peer` over the connection.
+    pub(super) fn ping(&mut self, peer: &PeerId, nonce: u64) -> OutboundRequestId {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_request(peer, Request::Ping);
+        self.probe_pending.insert(id, Pending::Mine(nonce));
+        id
+    }
+
     pub(super) fn run_probes(&mut self, probes: Vec<Probe<String>>) {
         for probe in probes {
             match probe {
@@ -131,12 +151,7 @@ impl Node {
                     {
                         continue;
                     }
-                    let id = self
-                        .swarm
-                        .behaviour_mut()
-                        .rpc
-                        .send_request(&peer, Request::Ping);
-                    self.probe_pending.insert(id, Pending::Mine(nonce));
+                    let id = self.ping(&peer, nonce);
                     self.datagram_probe(peer, For::Mine(nonce, Some(id)), within);
                 }
                 Probe::Ask {
@@ -149,7 +164,7 @@ impl Node {
                         continue;
                     };
                     debug!(leader = %target, helpers = via.len(), "leader silent to this node: asking others to probe it");
-                    self.probe_counts.1 += 1;
+                    self.probe_counts.asked_others += 1;
                     for helper in via.iter().filter_map(|h| h.parse::<PeerId>().ok()) {
                         let req = Request::ProbeFor {
                             peer: t.to_bytes(),
@@ -241,7 +256,7 @@ impl Node {
         let rpc = &mut self.swarm.behaviour_mut().rpc;
         match request {
             Request::Ping => {
-                self.probe_counts.0 += 1;
+                self.probe_counts.pings_answered += 1;
                 let _ = rpc.send_response(channel, Response::Pong);
             }
             Request::ProbeFor {

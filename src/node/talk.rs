@@ -72,6 +72,7 @@ impl Node {
             interval_ms: r.interval.as_millis() as u64,
             members: self.member_digest(),
             probe_port: self.datagrams.as_ref().map_or(0, |d| d.port()),
+            held: self.cfg.role.can_lead().then(|| self.holder.position()),
         }
     }
 
@@ -92,18 +93,21 @@ impl Node {
         self.next_beat = now
             + crate::election::quiet_delay(interval, self.cfg.heartbeat_interval, rand::random());
         self.beat_pinset = hb.pinset;
+        self.beat_held = hb.held;
     }
 
     /// Every election tick: brings the next heartbeat forward when this
     /// node's interval shrank (it became a likely successor, or the cluster
-    /// shrank), or when its pinset changed and a full interval has passed
-    /// (peers pull from a digest that differs from theirs).
+    /// shrank), or when its pinset or its holder changed and a full
+    /// interval has passed (peers pull from a digest that differs from
+    /// theirs; the leader asks a holder whose position moved).
     pub(super) fn reschedule_beat(&mut self, now: Instant) {
         let due = self.last_beat + self.election.beat_interval(now);
         let base = self.last_beat + self.cfg.heartbeat_interval;
-        let pinset_moved = self.beat_pinset != Some(self.pins.progress().digest);
-        if due < self.next_beat || (pinset_moved && base < self.next_beat) {
-            self.next_beat = if pinset_moved { due.min(base) } else { due };
+        let moved = self.beat_pinset != Some(self.pins.progress().digest)
+            || (self.cfg.role.can_lead() && self.beat_held != Some(self.holder.position()));
+        if due < self.next_beat || (moved && base < self.next_beat) {
+            self.next_beat = if moved { due.min(base) } else { due };
         }
     }
 
@@ -205,6 +209,10 @@ impl Node {
             match hb.pinset {
                 Some(d) => self.peer_pinset.insert(key.clone(), d),
                 None => self.peer_pinset.remove(&key),
+            };
+            match hb.held {
+                Some(h) => self.peer_held.insert(key.clone(), h),
+                None => self.peer_held.remove(&key),
             };
             self.on_peer_ipfs(key.clone(), hb.ipfs);
         }

@@ -415,6 +415,7 @@ mod tests {
             ipfs: None,
             disk_free: 0,
             pinset: None,
+            held: None,
         }
     }
 

@@ -49,13 +49,25 @@ enum Msg {
 #[derive(Clone)]
 pub struct HolderHandle {
     tx: mpsc::Sender<Msg>,
-    counts: watch::Receiver<HeldCounts>,
+    now: watch::Receiver<HeldNow>,
+}
+
+/// What the holder task publishes after each step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HeldNow {
+    counts: HeldCounts,
+    position: (u64, u64),
 }
 
 impl HolderHandle {
     /// How many items this holder has in each state now.
     pub fn counts(&self) -> HeldCounts {
-        *self.counts.borrow()
+        self.now.borrow().counts
+    }
+
+    /// The holder's session and newest change ([`Core::position`]).
+    pub fn position(&self) -> (u64, u64) {
+        self.now.borrow().position
     }
 
     /// A request from `from` (a peer ID, or this node's own keeper); `None`
@@ -98,7 +110,7 @@ struct Holder {
     unsaved: BTreeMap<String, bool>,
     /// A task dialling providers runs.
     connecting: Arc<AtomicBool>,
-    counts: watch::Sender<HeldCounts>,
+    now: watch::Sender<HeldNow>,
 }
 
 /// A pin: the user's own pin is reported (`Ok(true)`), never taken over;
@@ -151,7 +163,7 @@ pub fn spawn(
 ) -> Result<(HolderHandle, std::thread::JoinHandle<()>), String> {
     let (tx, rx) = mpsc::channel(1024);
     let (held, max_epoch) = store.load().map_err(|e| e.to_string())?;
-    let (counts, counts_rx) = watch::channel(HeldCounts::default());
+    let (now, now_rx) = watch::channel(HeldNow::default());
     let limits = Limits {
         role: settings.role,
         concurrency: settings.concurrency,
@@ -173,17 +185,12 @@ pub fn spawn(
         client: None,
         unsaved: BTreeMap::new(),
         connecting: Arc::new(AtomicBool::new(false)),
-        counts,
+        now,
     };
+    h.publish();
     let thread = super::spawn_task("holder", h.run(rx, ipfs, view, removed, stop))
         .map_err(|e| e.to_string())?;
-    Ok((
-        HolderHandle {
-            tx,
-            counts: counts_rx,
-        },
-        thread,
-    ))
+    Ok((HolderHandle { tx, now: now_rx }, thread))
 }
 
 fn short(e: impl std::fmt::Display) -> String {
@@ -294,14 +301,21 @@ impl Holder {
         self.step(Input::Ipfs { ready }, None);
     }
 
+    fn publish(&self) {
+        let now = HeldNow {
+            counts: self.core.counts(),
+            position: self.core.position(),
+        };
+        self.now
+            .send_if_modified(|n| std::mem::replace(n, now) != now);
+    }
+
     /// Steps the core and carries out what it asks, in order (the fence is
     /// stored before the reply goes).
     fn step(&mut self, input: Input, mut reply: Option<oneshot::Sender<HolderResponse>>) {
         let mut fence_failed = None;
         let fx = self.core.step(input, Instant::now());
-        let counts = self.core.counts();
-        self.counts
-            .send_if_modified(|c| std::mem::replace(c, counts) != counts);
+        self.publish();
         for effect in fx {
             match effect {
                 Effect::SaveFence(epoch) => {

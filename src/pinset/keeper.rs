@@ -41,21 +41,28 @@ mod core;
 pub use core::{Core, Effect};
 
 const TICK: Duration = Duration::from_millis(100);
-/// How often a holder is asked for changes: while it carries out orders,
-/// and otherwise (see [`idle_poll`]).
+/// How often a holder is asked for changes while it carries out orders.
 pub(super) const POLL_BUSY: Duration = Duration::from_millis(100);
-pub(super) const POLL_IDLE: Duration = Duration::from_secs(15);
+/// How often, at least, an idle holder is asked (see [`idle_poll`]): a
+/// holder's heartbeats say where its changes stand, and the keeper asks as
+/// soon as they move, so this only backs that up.
+pub(super) const POLL_IDLE: Duration = Duration::from_secs(60);
 /// Idle polls a second, in all, past which holders with nothing in
 /// progress are asked less often than [`POLL_IDLE`].
-pub(super) const IDLE_POLLS_PER_SEC: u32 = 5;
+pub(super) const IDLE_POLLS_PER_SEC: u32 = 1;
+/// How often this node's own holder is asked while idle (a message
+/// between threads; its position is not in the view).
+pub(super) const POLL_SELF: Duration = Duration::from_secs(1);
 
 /// How long a holder with nothing in progress waits for its next poll, of
 /// `holders`: [`POLL_IDLE`], or longer where that would take the leader
-/// past [`IDLE_POLLS_PER_SEC`] (beyond 75 holders), so that what an idle
+/// past [`IDLE_POLLS_PER_SEC`] (beyond 60 holders), so that what an idle
 /// leader sends does not grow with the cluster. A holder's own changes
-/// while idle (a pin lost under it, found by its reconciliation) reach the
-/// leader that much later; orders in progress are polled at
-/// [`POLL_BUSY`] whatever the size.
+/// while idle (a pin lost under it, found by its reconciliation) do not
+/// wait for it: its next heartbeat carries its new position
+/// ([`crate::wire::Heartbeat::held`]), brought forward to within one
+/// heartbeat interval, and the keeper asks then. Orders in progress are
+/// polled at [`POLL_BUSY`] whatever the size.
 pub(super) fn idle_poll(holders: usize) -> Duration {
     let holders = u64::try_from(holders).unwrap_or(u64::MAX);
     POLL_IDLE.max(Duration::from_secs(holders) / IDLE_POLLS_PER_SEC)
@@ -308,7 +315,7 @@ impl<T: HolderTransport> Keeper<T> {
 mod tests {
     use super::*;
 
-    /// Idle polls stay at every 15 s up to 75 holders, and within 5 a
+    /// Idle polls stay at every 60 s up to 60 holders, and within 1 a
     /// second in all beyond, whatever the size.
     #[test]
     fn idle_polls_are_bounded_in_all() {
@@ -320,11 +327,11 @@ mod tests {
                 per_sec <= f64::from(IDLE_POLLS_PER_SEC) + 1e-9,
                 "{holders}: {per_sec}"
             );
-            if holders <= 75 {
+            if holders <= 60 {
                 assert_eq!(every, POLL_IDLE);
             }
         }
-        assert_eq!(idle_poll(100), Duration::from_secs(20));
-        assert_eq!(idle_poll(1000), Duration::from_secs(200));
+        assert_eq!(idle_poll(100), Duration::from_secs(100));
+        assert_eq!(idle_poll(1000), Duration::from_secs(1000));
     }
 }

@@ -185,6 +185,8 @@ enum Msg {
     Beat {
         report: Report<String>,
         digest: u64,
+        /// The holder's position, as a master's or worker's heartbeat has it.
+        held: Option<(u64, u64)>,
     },
     Push {
         batch: u64,
@@ -254,6 +256,7 @@ struct Up {
     /// deadline). The transport's timeout answers those that get none.
     asking: BTreeMap<u64, (String, u64, Vec<HolderOrder>, u64)>,
     digests: BTreeMap<String, u64>,
+    helds: BTreeMap<String, (u64, u64)>,
     view: ClusterView,
     /// Anti-entropy sessions served: a frozen copy of the store and the
     /// asker's vector.
@@ -499,6 +502,7 @@ impl Sim {
             holder,
             asking: BTreeMap::new(),
             digests: BTreeMap::new(),
+            helds: BTreeMap::new(),
             view: ClusterView::default(),
             serving: BTreeMap::new(),
             owed: BTreeMap::new(),
@@ -570,12 +574,20 @@ impl Sim {
         let now = self.now(i);
         let inc = self.nodes[p.from].store.incarnation;
         match p.msg {
-            Msg::Beat { report, digest } => {
+            Msg::Beat {
+                report,
+                digest,
+                held,
+            } => {
                 if report.role.can_lead() {
                     self.nodes[i].met.insert(p.from);
                 }
                 let up = self.up(i);
                 up.digests.insert(from_id.clone(), digest);
+                match held {
+                    Some(h) => up.helds.insert(from_id.clone(), h),
+                    None => up.helds.remove(&from_id),
+                };
                 let actions = up.election.handle(
                     Vote::Heartbeat {
                         from: from_id,
@@ -1224,6 +1236,7 @@ impl Sim {
         let up = self.up(i);
         let report = up.election.next_report(at);
         let digest = up.replica.digest();
+        let held = report.role.can_lead().then(|| up.holder.position());
         for to in 0..NODES {
             if to != i {
                 self.send(
@@ -1233,6 +1246,7 @@ impl Sim {
                     Msg::Beat {
                         report: report.clone(),
                         digest,
+                        held,
                     },
                 );
             }
@@ -1260,6 +1274,7 @@ impl Sim {
                     ipfs: p.role.can_lead().then(|| ipfs_of(id)),
                     disk_free: 1 << 40,
                     pinset: up.digests.get(id).copied(),
+                    held: up.helds.get(id).copied(),
                 })
                 .collect(),
             left: e

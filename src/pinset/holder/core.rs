@@ -230,6 +230,13 @@ impl Core {
         h
     }
 
+    /// This run's session and the version of its newest change: what a
+    /// keeper's [`HolderRequest::States`] would read up to. Heartbeats
+    /// carry it, so the leader asks as soon as it moves.
+    pub fn position(&self) -> (u64, u64) {
+        (self.session, self.version)
+    }
+
     /// How many items are in each state here.
     pub fn counts(&self) -> HeldCounts {
         let [queued, pinning, pinned, failed, unpinning, _absent] = self.counts;

@@ -14,9 +14,11 @@ use super::super::model::Op;
 use super::super::model::Vv;
 use super::super::plan::{Candidate, Failure, Holding, Key, Limits, Order, Pinset, Want, plan};
 use super::super::sync::{self, Cursor, ReadView};
-use super::{FORGET_AFTER, MIN_PLAN_GAP, MISSES, POLL_BUSY, REPLAN, idle_poll};
+use super::{FORGET_AFTER, MIN_PLAN_GAP, MISSES, POLL_BUSY, POLL_SELF, REPLAN, idle_poll};
 use crate::role::Role;
 use crate::view::ClusterView;
+#[cfg(doc)]
+use crate::view::PeerView;
 use crate::wire::{
     HeldState, HolderOrder, HolderRequest, HolderResponse, IpfsInfo, MAX_ORDERS, MAX_PROVIDERS,
 };
@@ -48,6 +50,12 @@ struct Book {
     busy: bool,
     next_poll: Option<Instant>,
     misses: u32,
+    /// The position its heartbeats last gave ([`PeerView::held`]) that
+    /// this keeper acted on.
+    heard: Option<(u64, u64)>,
+    /// This node's own holder (polled at [`POLL_SELF`] when idle: it is
+    /// a message between threads, and its heartbeats do not reach here).
+    local: bool,
     /// Orders not yet sent, and the CIDs of those not yet answered:
     /// state reports for these are older than the order and are skipped.
     outbox: Vec<(Key, bool)>,
@@ -185,6 +193,7 @@ impl Core {
         let Some(book) = self.books.get_mut(&peer) else {
             return;
         };
+        let idle = if book.local { POLL_SELF } else { idle };
         let held = self.holdings.entry(peer.clone()).or_default();
         book.busy = false;
         let sent_orders = !orders.is_empty();
@@ -556,9 +565,25 @@ impl Core {
         // In a fixed order, so a simulated run replays exactly.
         ids.sort_unstable();
         for id in ids {
+            let heard = if id == v.me {
+                None
+            } else {
+                v.peer(&id).and_then(|p| p.held)
+            };
             let book = self.books.entry(id.clone()).or_default();
+            book.local = id == v.me;
             if book.busy {
                 continue;
+            }
+            // Its heartbeat says it changed after what was read: ask now
+            // (once per position heard; after a miss, the back-off holds).
+            if let Some(h) = heard
+                && book.heard != Some(h)
+            {
+                book.heard = Some(h);
+                if book.misses == 0 && (h.0 != book.session || h.1 > book.cursor) {
+                    book.next_poll = Some(now);
+                }
             }
             let (req, orders) = if !book.outbox.is_empty() && book.synced {
                 let n = book.outbox.len().min(MAX_ORDERS);

@@ -36,6 +36,7 @@ fn peer(id: &str, role: Role) -> PeerView {
         ipfs: None,
         disk_free: 0,
         pinset: None,
+        held: None,
     }
 }
 
