@@ -40,7 +40,8 @@ use crate::wire::{
 mod core;
 pub use core::{Core, Effect};
 
-const TICK: Duration = Duration::from_millis(100);
+/// How soon the next round runs, at the soonest, when one is due.
+pub(super) const TICK: Duration = Duration::from_millis(100);
 /// How often a holder is asked for changes while it carries out orders.
 pub(super) const POLL_BUSY: Duration = Duration::from_millis(100);
 /// How often, at least, an idle holder is asked (see [`idle_poll`]): a
@@ -195,9 +196,16 @@ impl<T: HolderTransport> Keeper<T> {
         mut view: watch::Receiver<ClusterView>,
         stop: CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Followers wait for the view (which says when they lead).
+        let mut next: Option<Instant> = None;
+        let mut progress_open = true;
         loop {
+            let due = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stop.cancelled() => break,
                 msg = rx.recv() => {
@@ -208,8 +216,11 @@ impl<T: HolderTransport> Keeper<T> {
                         self.on_msg(msg);
                     }
                 }
-                // Followers wait for the view (which says when they lead).
-                _ = tick.tick(), if self.core.leading().is_some() => {}
+                _ = due => {}
+                // New writes are read (and planned) at once.
+                changed = self.progress.changed(), if progress_open && self.core.leading().is_some() => {
+                    progress_open = changed.is_ok();
+                }
                 changed = view.changed() => if changed.is_err() { break },
             }
             let v = view.borrow().clone();
@@ -221,6 +232,7 @@ impl<T: HolderTransport> Keeper<T> {
             for effect in fx {
                 self.execute(effect, &v.me);
             }
+            next = self.core.next_round(Instant::now());
         }
     }
 

@@ -248,8 +248,12 @@ struct Packet {
 struct Up {
     replica: Replica,
     election: Election<String>,
-    /// The real keeper core (it acts only while this node leads).
+    /// The real keeper core (it acts only while this node leads), run as
+    /// its shell runs it: on an answer, a new view or new progress, or
+    /// when its last round said the next is due.
     keeper: Keeper,
+    keeper_due: Option<Instant>,
+    kept: Option<(ClusterView, Progress)>,
     /// The real holder core (a leecher's refuses every order).
     holder: Holder,
     /// Its requests awaiting an answer: id → (peer, generation, orders,
@@ -499,6 +503,8 @@ impl Sim {
             replica,
             election,
             keeper: Keeper::new(limits()),
+            keeper_due: None,
+            kept: None,
             holder,
             asking: BTreeMap::new(),
             digests: BTreeMap::new(),
@@ -705,7 +711,7 @@ impl Sim {
                 let up = self.up(i);
                 if let Some((peer, generation, orders, _)) = up.asking.remove(&id) {
                     up.keeper.answer(generation, peer, orders, result, now.at);
-                    self.keep(i)?;
+                    self.keep(i, true)?;
                 }
             }
         }
@@ -852,7 +858,9 @@ impl Sim {
     }
 
     /// Runs the node's keeper over its replica and sends what it asks.
-    fn keep(&mut self, i: usize) -> Result<(), String> {
+    /// A keeper round, if `forced` (an answer came) or the shell would run
+    /// one now.
+    fn keep(&mut self, i: usize, forced: bool) -> Result<(), String> {
         let now = self.now(i);
         let node = &mut self.nodes[i];
         let Some(up) = node.up.as_mut() else {
@@ -870,9 +878,19 @@ impl Sim {
         };
         let store = &node.store;
         let view = up.view.clone();
+        let moved = up
+            .kept
+            .as_ref()
+            .is_none_or(|(v, p)| *v != view || *p != progress);
+        let due = up.keeper_due.is_some_and(|t| t <= now.at);
+        if !(forced || moved || due) {
+            return Ok(());
+        }
         let fx = up
             .keeper
             .round(&view, &progress, now.at, || Ok(store.clone()));
+        up.keeper_due = up.keeper.next_round(now.at);
+        up.kept = Some((view, progress));
         for keeper::Effect::Request {
             generation,
             peer,
@@ -1327,6 +1345,7 @@ impl Sim {
                 .filter(|(_, (.., deadline))| *deadline <= t)
                 .map(|(id, _)| *id)
                 .collect();
+            let timed_out = !late.is_empty();
             for id in late {
                 let (peer, generation, orders, _) = up.asking.remove(&id).expect("listed");
                 let timeout = Err("timeout".to_string());
@@ -1334,7 +1353,7 @@ impl Sim {
             }
             let fx = up.holder.step(holder::Input::Tick, now.at);
             self.holder_effects(i, fx);
-            self.keep(i)?;
+            self.keep(i, timed_out)?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use super::super::model::Op;
 use super::super::model::Vv;
 use super::super::plan::{Candidate, Failure, Holding, Key, Limits, Order, Pinset, Want, plan};
 use super::super::sync::{self, Cursor, ReadView};
-use super::{FORGET_AFTER, MIN_PLAN_GAP, MISSES, POLL_BUSY, POLL_SELF, REPLAN, idle_poll};
+use super::{FORGET_AFTER, MIN_PLAN_GAP, MISSES, POLL_BUSY, POLL_SELF, REPLAN, TICK, idle_poll};
 use crate::role::Role;
 use crate::view::ClusterView;
 #[cfg(doc)]
@@ -22,6 +22,9 @@ use crate::view::PeerView;
 use crate::wire::{
     HeldState, HolderOrder, HolderRequest, HolderResponse, IpfsInfo, MAX_ORDERS, MAX_PROVIDERS,
 };
+
+/// A read of the replica in CID order (the whole pinset) at most this often.
+const FULL_READ_GAP: Duration = Duration::from_secs(5);
 
 /// A request for one holder.
 #[derive(Debug)]
@@ -88,6 +91,8 @@ pub struct Core {
     /// Masters and workers seen while leading, with when they went down.
     peers: HashMap<String, Candidate>,
     dirty: bool,
+    /// The earliest poll due after the last round's requests went out.
+    wake: Option<Instant>,
     last_plan: Option<Instant>,
     /// How long the last plan took: planning walks the whole pinset, so
     /// on a large one the gaps between plans grow with it (see `round`).
@@ -144,6 +149,7 @@ impl Core {
             holdings: HashMap::new(),
             peers: HashMap::new(),
             dirty: false,
+            wake: None,
             last_plan: None,
             plan_cost: Duration::ZERO,
         }
@@ -152,6 +158,21 @@ impl Core {
     /// The epoch this node leads in, if it does.
     pub fn leading(&self) -> Option<u64> {
         self.leading
+    }
+
+    /// When the next round is due if no answer or view change comes first
+    /// (`None`: not leading, nothing to do until the view changes): soon
+    /// while a plan waits, else at the next poll due, at least every
+    /// [`REPLAN`] (grace periods run out with time). An idle leader of a
+    /// large cluster thus runs a round a second, not ten.
+    pub fn next_round(&self, now: Instant) -> Option<Instant> {
+        self.leading?;
+        let at = if self.dirty {
+            now + TICK
+        } else {
+            self.wake.map_or(now + REPLAN, |t| t.min(now + REPLAN))
+        };
+        Some(at.max(now + TICK))
     }
 
     /// Each holder's state for `cid`; `None` when this node is not leading.
@@ -324,6 +345,7 @@ impl Core {
                 info!(epoch = e, "keeper: keeping replicas");
             }
         }
+        self.wake = None;
         if self.leading.is_none() {
             return Vec::new();
         }
@@ -392,10 +414,10 @@ impl Core {
         // A read in CID order walks the whole pinset: at most every 5 s
         // (the replica takes a large one in pages meanwhile).
         if sync::by_cid(&view, &self.seen) && !self.seen.0.is_empty() {
-            if self
-                .full_read
-                .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(5))
+            if let Some(t) = self.full_read
+                && now.saturating_duration_since(t) < FULL_READ_GAP
             {
+                self.wake = Some(t + FULL_READ_GAP);
                 return Ok(());
             }
             self.full_read = Some(now);
@@ -615,6 +637,9 @@ impl Core {
                 };
                 (req, Vec::new())
             } else {
+                if let Some(t) = book.next_poll {
+                    self.wake = Some(self.wake.map_or(t, |w| w.min(t)));
+                }
                 continue;
             };
             fx.push(Effect::Request {
