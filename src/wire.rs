@@ -17,7 +17,7 @@ use crate::pinset::sync::{Collected, Cursor};
 use crate::role::Role;
 
 /// Version byte leading every message.
-pub const VERSION: u8 = 13;
+pub const VERSION: u8 = 14;
 /// Largest gossip message accepted (heartbeats are ~200 bytes).
 pub const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 /// Largest request or response accepted over request-response.

@@ -413,6 +413,77 @@ async fn a_copy_lost_under_a_holder_is_restored_without_waiting_for_a_poll() {
     eprintln!("restored in {:?}", removed.elapsed());
 }
 
+/// The same for a quiet follower, whose heartbeats come far apart (here
+/// every 150 s): when its holder's position moves, its next heartbeat is
+/// brought forward to within `heartbeat_interval_ms` (5 s), and the leader
+/// restores the copy long before that follower's next poll (60 s) or its
+/// next quiet heartbeat.
+#[tokio::test]
+async fn a_quiet_followers_lost_copy_reaches_the_leader_with_its_next_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("node.toml");
+    std::fs::write(
+        &cfg,
+        "[pins]\nreplication_min = 5\nreplication_max = 5\nreconcile_secs = 1\n\
+         [election]\nquiet_heartbeat_per_member_ms = 30000\n",
+    )
+    .unwrap();
+    let mut sp = Spawner::new(BIN);
+    sp.ipfs = "builtin".into();
+    sp.extra = vec!["--config".into(), cfg.display().to_string()];
+    use Role::*;
+    let nodes = cluster(&sp, dir.path(), &[Master, Worker, Worker, Worker, Worker]).await;
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    wait_for(LONG, || agreed_leader(&all, 4))
+        .await
+        .expect("five nodes agree");
+    // The election ranks by role, then peer ID: the master leads, the 3
+    // workers with the lowest IDs are its likely successors (heartbeats
+    // every 5 s), and the last is a quiet follower.
+    let quiet = (1..nodes.len())
+        .max_by(|a, b| nodes[*a].peer_id.cmp(&nodes[*b].peer_id))
+        .unwrap();
+    let cids = content(&nodes[0], "quiet", 2).await;
+    for c in &cids {
+        nodes[1].client.pin_add(&req(c, None)).await.expect("pin");
+    }
+    let everyone: Vec<(usize, &NodeProc)> = nodes.iter().enumerate().collect();
+    wait_for(LONG, || async {
+        let pinned = pinned_by(&everyone).await?;
+        cids.iter().all(|c| copies(&pinned, c) == 5).then_some(())
+    })
+    .await
+    .expect("every item on all 5 nodes");
+    // Its heartbeats are far apart now: the leader has not heard one for
+    // longer than the likely successors' interval.
+    let quiet_id = nodes[quiet].peer_id.clone();
+    wait_for(LONG, || async {
+        let peers = nodes[0].client.status().await.ok()?.0.peers;
+        let p = peers.into_iter().find(|p| p.peer_id == quiet_id)?;
+        (p.healthy && p.last_seen_ms > 8_000).then_some(())
+    })
+    .await
+    .expect("the last worker heartbeats as a quiet follower");
+
+    let removed = Instant::now();
+    ipfs(&nodes[quiet])
+        .await
+        .pin_rm(&cids[0])
+        .await
+        .expect("pin rm behind the node's back");
+    let bound = Duration::from_secs(30);
+    let restored = wait_for(bound, || async {
+        let pinned = pinned_by(&everyone).await?;
+        pinned[&quiet].contains(&cids[0]).then_some(())
+    })
+    .await;
+    assert!(
+        restored.is_some(),
+        "the quiet follower's lost copy was not restored within {bound:?}"
+    );
+    eprintln!("restored in {:?}", removed.elapsed());
+}
+
 /// Pins allocated to a peer list (`"peers": LIST`), with real IPFS: copies
 /// go only to the list's members; when the list changes, copies move onto
 /// it and off the nodes it no longer names; a pin naming an unknown list

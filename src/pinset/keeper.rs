@@ -199,6 +199,7 @@ impl<T: HolderTransport> Keeper<T> {
         // Followers wait for the view (which says when they lead).
         let mut next: Option<Instant> = None;
         let mut progress_open = true;
+        let mut last_round = Instant::now();
         loop {
             let due = async {
                 match next {
@@ -217,16 +218,23 @@ impl<T: HolderTransport> Keeper<T> {
                     }
                 }
                 _ = due => {}
-                // New writes are read (and planned) at once.
+                // New writes are read (and planned) at once, but a burst of
+                // them runs a round at most every `TICK`.
                 changed = self.progress.changed(), if progress_open && self.core.leading().is_some() => {
                     progress_open = changed.is_ok();
+                    let soonest = last_round + TICK;
+                    if Instant::now() < soonest {
+                        next = Some(next.map_or(soonest, |t| t.min(soonest)));
+                        continue;
+                    }
                 }
                 changed = view.changed() => if changed.is_err() { break },
             }
             let v = view.borrow().clone();
             let progress = self.progress.borrow().clone();
             let db = &self.db;
-            let fx = self.core.round(&v, &progress, Instant::now(), || {
+            last_round = Instant::now();
+            let fx = self.core.round(&v, &progress, last_round, || {
                 db.view().map_err(|e| e.to_string())
             });
             for effect in fx {

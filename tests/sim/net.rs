@@ -590,17 +590,26 @@ impl Sim {
                 }
                 let up = self.up(i);
                 up.digests.insert(from_id.clone(), digest);
-                match held {
-                    Some(h) => up.helds.insert(from_id.clone(), h),
-                    None => up.helds.remove(&from_id),
-                };
+                let stamp = (report.incarnation, report.seq);
                 let actions = up.election.handle(
                     Vote::Heartbeat {
-                        from: from_id,
+                        from: from_id.clone(),
                         report,
                     },
                     now.at,
                 );
+                // The holder's position from the newest heartbeat only, as
+                // the node takes it (a duplicate or reordered one is older).
+                if up
+                    .election
+                    .peer(&from_id)
+                    .is_some_and(|p| (p.incarnation, p.last_seq) == stamp)
+                {
+                    match held {
+                        Some(h) => up.helds.insert(from_id, h),
+                        None => up.helds.remove(&from_id),
+                    };
+                }
                 self.election_actions(i, actions)?;
             }
             Msg::Push { batch, entries } => {

@@ -53,8 +53,9 @@ struct Book {
     busy: bool,
     next_poll: Option<Instant>,
     misses: u32,
-    /// The position its heartbeats last gave ([`PeerView::held`]) that
-    /// this keeper acted on.
+    /// The position its heartbeats last gave ([`PeerView::held`]), once
+    /// seen while no request to it was in flight (a poll follows if it is
+    /// past `cursor` and no miss's back-off holds).
     heard: Option<(u64, u64)>,
     /// This node's own holder (polled at [`POLL_SELF`] when idle: it is
     /// a message between threads, and its heartbeats do not reach here).
@@ -91,7 +92,8 @@ pub struct Core {
     /// Masters and workers seen while leading, with when they went down.
     peers: HashMap<String, Candidate>,
     dirty: bool,
-    /// The earliest poll due after the last round's requests went out.
+    /// The earliest time a round has something to do (a poll due, the
+    /// next full read of the replica), from the last round.
     wake: Option<Instant>,
     last_plan: Option<Instant>,
     /// How long the last plan took: planning walks the whole pinset, so
